@@ -1,0 +1,34 @@
+//! # gradgym-envs
+//!
+//! Vectorised environments for gradgym. No libtorch: this crate builds in seconds and can be
+//! used on its own.
+//!
+//! - [`classic`]: the five Gymnasium classic-control tasks, one file each, as pure dynamics.
+//! - [`vec_env`]: the batched [`VecEnv`] API (step semantics, autoreset, randomness).
+//! - [`registry`]: [`make`] by Gymnasium id.
+//! - [`conformance`]: checks transitions against a file recorded from Gymnasium.
+//! - [`rng`]: the seeded, named random streams every part of gradgym draws from.
+//! - [`math`]: branch-free sin/cos so the physics vectorises.
+//!
+//! ```
+//! use gradgym_envs::{make, Actions};
+//! let mut env = make("CartPole-v1", 16, 42).unwrap();
+//! let actions = vec![1i64; 16];
+//! env.step(Actions::Discrete(&actions)).unwrap();
+//! assert_eq!(env.observations().len(), 16 * 4);
+//! ```
+
+pub mod classic;
+pub mod conformance;
+pub mod error;
+pub mod math;
+pub mod parallel;
+pub mod registry;
+pub mod rng;
+pub mod space;
+pub mod vec_env;
+
+pub use error::EnvError;
+pub use registry::{ENV_IDS, make, make_with, spec};
+pub use space::{EnvSpec, Space};
+pub use vec_env::{Actions, Autoreset, ClassicVecEnv, EnvOptions, Kernel, VecEnv};
