@@ -1,0 +1,39 @@
+//! The `gradgym` command-line tool.
+
+mod envs_cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "gradgym",
+    version,
+    about = "A reinforcement-learning gym and benchmark suite"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List, check and benchmark environments.
+    Envs {
+        #[command(subcommand)]
+        command: envs_cmd::EnvsCommand,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Envs { command } => envs_cmd::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! `gradgym envs …` end to end: exit codes and what the user reads.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn gradgym(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gradgym"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/gymnasium-classic-control-transitions.csv")
+}
+
+/// A scratch file unique to this test process.
+fn scratch(name: &str, contents: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gradgym-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[test]
+fn list_prints_every_env() {
+    let o = gradgym(&["envs", "list"]);
+    assert!(o.status.success());
+    let t = text(&o);
+    for id in gradgym_envs::ENV_IDS {
+        assert!(t.contains(id), "{t}");
+    }
+    assert!(
+        t.contains("Discrete(2)") && t.contains("Box(-2, 2, (1,))"),
+        "{t}"
+    );
+}
+
+#[test]
+fn check_passes_on_the_gymnasium_fixture() {
+    let o = gradgym(&["envs", "check", fixture().to_str().unwrap()]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("all 7307 rows within tolerance"), "{t}");
+    for (id, rows) in [
+        ("CartPole-v1", 423),
+        ("Acrobot-v1", 1787),
+        ("MountainCar-v0", 900),
+        ("MountainCarContinuous-v0", 3297),
+        ("Pendulum-v1", 900),
+    ] {
+        let line = t
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("{id} row in {t}"));
+        assert!(
+            line.contains(&rows.to_string()) && line.ends_with("ok"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn check_fails_on_a_wrong_transition_and_names_its_line() {
+    let original = std::fs::read_to_string(fixture()).unwrap();
+    let mut lines: Vec<String> = original.lines().map(String::from).collect();
+    // Line 101 of the file (index 100): change its reward by 0.5.
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let reward = header.iter().position(|h| *h == "reward").unwrap();
+    let mut fields: Vec<String> = lines[100].split(',').map(String::from).collect();
+    let value: f64 = fields[reward].parse().unwrap();
+    fields[reward] = (value + 0.5).to_string();
+    lines[100] = fields.join(",");
+    let path = scratch("corrupted.csv", &lines.join("\n"));
+
+    let o = gradgym(&["envs", "check", path.to_str().unwrap()]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("FAIL"), "{t}");
+    assert!(
+        t.contains(&format!("corrupted.csv:101 {}: reward", fields[0])),
+        "{t}"
+    );
+}
+
+#[test]
+fn check_reports_malformed_files_with_line_and_column() {
+    let original = std::fs::read_to_string(fixture()).unwrap();
+    let mut lines: Vec<&str> = original.lines().take(30).collect();
+    let broken = lines[12].replacen("0", "O", 1);
+    lines[12] = &broken;
+    let path = scratch("malformed.csv", &lines.join("\n"));
+    let o = gradgym(&["envs", "check", path.to_str().unwrap()]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("line 13, column `"), "{t}");
+
+    let missing = path.with_file_name("does-not-exist.csv");
+    let o = gradgym(&["envs", "check", missing.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("does-not-exist.csv"));
+}
+
+#[test]
+fn bench_prints_a_rate_and_rejects_unknown_envs() {
+    let o = gradgym(&[
+        "envs",
+        "bench",
+        "--env",
+        "MountainCar-v0",
+        "--num-envs",
+        "100",
+        "--seconds",
+        "0.2",
+        "--threads",
+        "2",
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("M env-steps/s") && t.contains("100 envs, 2 thread(s)"),
+        "{t}"
+    );
+
+    let o = gradgym(&["envs", "bench", "--env", "Hopper-v5"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        t.contains("unknown env id `Hopper-v5`") && t.contains("CartPole-v1"),
+        "{t}"
+    );
+}
