@@ -1,5 +1,17 @@
 //! # gradgym-algorithms
 //!
-//! The gradient estimators and losses of gradgym, as functions over tensors (returns, GAE,
-//! REINFORCE, actor-critic, PPO-clip and PPO-KL, preference losses). They arrive with the
-//! agents issue; this crate holds nothing yet.
+//! The estimators and losses of gradgym. Each file opens with the paper it implements and the
+//! equation it computes.
+//!
+//! - [`advantages`]: discounted returns, reward-to-go, n-step returns and GAE(λ) over a
+//!   rollout `[num_steps, num_envs]`. They are targets, not differentiated, so they are plain
+//!   Rust over slices (a per-step tensor loop would cost milliseconds per update); termination
+//!   and time-limit truncation are told apart.
+//! - [`losses`]: the policy-gradient surrogates (REINFORCE / actor-critic, PPO-clip, PPO-KL),
+//!   the value loss, entropy, and advantage normalisation, as functions over tensors, so that
+//!   autodiff gives the estimator of the gradient.
+//! - [`kl`]: fixed and adaptive KL-penalty coefficients.
+
+pub mod advantages;
+pub mod kl;
+pub mod losses;
