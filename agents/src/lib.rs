@@ -1,4 +1,23 @@
 //! # gradgym-agents
 //!
-//! Networks, the rollout buffer and the learners behind one trait. They arrive with the agents
-//! issue; this crate holds nothing yet.
+//! - [`config`]: the training configuration (CleanRL's names and defaults).
+//! - [`network`]: MLP actor-critic with categorical and Gaussian heads, seeded initialisation.
+//! - [`fast`]: the policy at rollout time in plain Rust, and action sampling.
+//! - [`buffer`]: the rollout buffer `[num_steps, num_envs]`.
+//! - [`learners`]: REINFORCE, A2C, PPO behind one trait.
+//! - [`train`]: `train(config, out_dir)` — a run as a function of config and seed.
+
+pub mod buffer;
+pub mod config;
+pub mod device;
+pub mod fast;
+pub mod learners;
+pub mod network;
+pub mod train;
+
+/// Facts about the build, recorded in manifests and printed by `gradgym info`.
+pub mod build_info {
+    pub const GIT_REVISION: &str = env!("GRADGYM_GIT_REVISION");
+    pub const LIBTORCH_VERSION: &str = env!("GRADGYM_LIBTORCH_VERSION");
+    pub const GRADGYM_VERSION: &str = env!("CARGO_PKG_VERSION");
+}

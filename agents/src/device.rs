@@ -1,0 +1,36 @@
+//! Devices by name.
+
+use tch::Device;
+
+/// `cpu`, `cuda` (GPU 0) or `cuda:N`. CUDA must be available.
+pub fn parse_device(name: &str) -> Result<Device, String> {
+    let device = match name {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        other => match other
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) => Device::Cuda(n),
+            None => {
+                return Err(format!(
+                    "unknown device `{other}` (expected cpu, cuda or cuda:N)"
+                ));
+            }
+        },
+    };
+    if let Device::Cuda(n) = device {
+        let count = tch::Cuda::device_count() as usize;
+        if count == 0 {
+            return Err(format!(
+                "device `{name}` asked for, but libtorch sees no CUDA device"
+            ));
+        }
+        if n >= count {
+            return Err(format!(
+                "device `{name}` asked for, but libtorch sees {count} CUDA device(s)"
+            ));
+        }
+    }
+    Ok(device)
+}

@@ -1,0 +1,158 @@
+//! Proximal Policy Optimization (Schulman, Wolski, Dhariwal, Radford & Klimov 2017).
+//!
+//! Per rollout: GAE(λ) advantages and value targets (Schulman et al. 2016), then
+//! `update_epochs` passes over the batch in shuffled minibatches, each minimising
+//! `L = L^CLIP (or L^KLPEN) − c_ent · H[π] + c_vf · L^V` with a global grad-norm clip; the
+//! epochs stop early once the approximate KL passes `target_kl`. With `ppo_loss = "kl"`, β is
+//! updated after the epochs from the mean KL measured (fixed or adaptive, `kl_target`).
+//! CleanRL's `ppo.py` runs the same steps in the same order, except that it treats time-limit
+//! truncation as termination; here truncated episodes are bootstrapped.
+
+use gradgym_algorithms::advantages::gae;
+use gradgym_algorithms::kl::KlController;
+use gradgym_algorithms::losses::{normalize_advantages, ppo_clip_loss, ppo_kl_loss, value_loss};
+use gradgym_envs::rng::{self, Stream};
+use tch::{Kind, Tensor};
+
+use super::{
+    Agent, Batch, Learner, NonFiniteLoss, UpdateStats, explained_variance, finite, gradient_step,
+    scalar, to_tensor,
+};
+use crate::buffer::Rollout;
+use crate::config::{PpoLoss, TrainConfig};
+
+pub struct Ppo {
+    gamma: f32,
+    gae_lambda: f32,
+    update_epochs: usize,
+    num_minibatches: usize,
+    norm_adv: bool,
+    clip_coef: f64,
+    clip_vloss: bool,
+    ent_coef: f64,
+    vf_coef: f64,
+    max_grad_norm: f64,
+    target_kl: Option<f64>,
+    loss: PpoLoss,
+    kl: KlController,
+}
+
+impl Ppo {
+    pub fn new(c: &TrainConfig) -> Self {
+        Self {
+            gamma: c.gamma as f32,
+            gae_lambda: c.gae_lambda as f32,
+            update_epochs: c.update_epochs,
+            num_minibatches: c.num_minibatches,
+            norm_adv: c.norm_adv,
+            clip_coef: c.clip_coef,
+            clip_vloss: c.clip_vloss,
+            ent_coef: c.ent_coef,
+            vf_coef: c.vf_coef,
+            max_grad_norm: c.max_grad_norm,
+            target_kl: c.target_kl,
+            loss: c.ppo_loss,
+            kl: c.kl_controller(),
+        }
+    }
+}
+
+/// Fisher–Yates with the run's minibatch stream.
+pub(crate) fn shuffled(n: usize, rng: &mut Stream) -> Vec<i64> {
+    let mut idx: Vec<i64> = (0..n as i64).collect();
+    for i in (1..n).rev() {
+        let j = (rng::uniform01(rng) * (i + 1) as f64) as usize;
+        idx.swap(i, j.min(i));
+    }
+    idx
+}
+
+impl Learner for Ppo {
+    fn update(
+        &mut self,
+        agent: &mut Agent,
+        r: &Rollout,
+        rng: &mut Stream,
+    ) -> Result<UpdateStats, NonFiniteLoss> {
+        let device = agent.net.device();
+        let (advantages, returns) = gae(
+            r.shape,
+            &r.rewards,
+            &r.values,
+            &r.next_values,
+            &r.dones,
+            self.gamma,
+            self.gae_lambda,
+        );
+        let all: Vec<i64> = (0..r.shape.len() as i64).collect();
+        let batch = Batch::new(r, &all, device);
+        let b_adv = to_tensor(&advantages, device);
+        let b_ret = to_tensor(&returns, device);
+        let batch_size = all.len();
+        let minibatch = batch_size / self.num_minibatches;
+
+        let mut stats = UpdateStats {
+            explained_variance: explained_variance(&r.values, &returns),
+            ..Default::default()
+        };
+        let mut kl_sum = 0.0;
+        let mut kl_count = 0usize;
+        'epochs: for _ in 0..self.update_epochs {
+            let order = shuffled(batch_size, rng);
+            for chunk in order.chunks(minibatch) {
+                let idx = Tensor::from_slice(chunk).to_device(device);
+                let ev = agent.net.evaluate(
+                    &batch.obs.index_select(0, &idx),
+                    &batch.actions.index_select(0, &idx),
+                );
+                let mut mb_adv = b_adv.index_select(0, &idx);
+                if self.norm_adv {
+                    mb_adv = normalize_advantages(&mb_adv);
+                }
+                let old_logprobs = batch.logprobs.index_select(0, &idx);
+                let (pg_loss, ratio) = match self.loss {
+                    PpoLoss::Clip => {
+                        ppo_clip_loss(&ev.logprobs, &old_logprobs, &mb_adv, self.clip_coef)
+                    }
+                    PpoLoss::Kl => ppo_kl_loss(
+                        &ev.logprobs,
+                        &old_logprobs,
+                        &mb_adv,
+                        self.kl.beta(),
+                        self.clip_coef,
+                    ),
+                };
+                let v_loss = value_loss(
+                    &ev.values,
+                    &b_ret.index_select(0, &idx),
+                    &batch.values.index_select(0, &idx),
+                    self.clip_vloss.then_some(self.clip_coef),
+                );
+                let entropy = ev.entropy.mean(Kind::Float);
+                let loss = &pg_loss - &entropy * self.ent_coef + &v_loss * self.vf_coef;
+                let step = stats.gradient_steps;
+                finite("loss", scalar(&loss), step)?;
+                gradient_step(agent, &loss, self.max_grad_norm);
+                stats.gradient_steps += 1;
+                stats.policy_loss = scalar(&pg_loss);
+                stats.value_loss = scalar(&v_loss);
+                stats.entropy = scalar(&entropy);
+                stats.approx_kl = ratio.approx_kl;
+                stats.old_approx_kl = ratio.old_approx_kl;
+                stats.clipfrac = ratio.clipfrac;
+                kl_sum += ratio.approx_kl;
+                kl_count += 1;
+            }
+            if let Some(target) = self.target_kl
+                && stats.approx_kl > target
+            {
+                break 'epochs;
+            }
+        }
+        self.kl.update(kl_sum / kl_count.max(1) as f64);
+        if self.loss == PpoLoss::Kl {
+            stats.kl_beta = self.kl.beta();
+        }
+        Ok(stats)
+    }
+}

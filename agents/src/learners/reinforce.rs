@@ -1,0 +1,104 @@
+//! REINFORCE (Williams 1992): `∇J ≈ 1/N Σ_i Σ_t Ψ_t ∇log π(a_t|s_t)` over N complete episodes,
+//! with Ψ_t the whole return R(τ_i) (`reinforce_return = "total"`) or the reward-to-go
+//! G_t = Σ_{l≥t} γ^{l−t} r_l (`"reward_to_go"`), minus a learned baseline V(s_t) when
+//! `baseline = true` (the critic is fitted to the same returns by ½ mean((V − G)²)).
+//!
+//! The rollout holds one complete episode per env, started fresh for each update, so every
+//! weight is an unbiased Monte-Carlo estimate of the return of the episodes the environment
+//! delivers (its time limit included: an episode cut at the limit is scored as it ended, with
+//! nothing bootstrapped). One gradient step per batch of episodes.
+
+use gradgym_algorithms::advantages::{episode_return, reward_to_go};
+use gradgym_algorithms::losses::{normalize_advantages, policy_gradient_loss, value_loss};
+use gradgym_envs::rng::Stream;
+use tch::{Kind, Tensor};
+
+use super::{
+    Agent, Batch, Learner, NonFiniteLoss, UpdateStats, explained_variance, finite, gather,
+    gradient_step, scalar, to_tensor,
+};
+use crate::buffer::Rollout;
+use crate::config::{ReturnKind, TrainConfig};
+
+pub struct Reinforce {
+    gamma: f32,
+    returns: ReturnKind,
+    baseline: bool,
+    norm_adv: bool,
+    ent_coef: f64,
+    vf_coef: f64,
+    max_grad_norm: f64,
+}
+
+impl Reinforce {
+    pub fn new(c: &TrainConfig) -> Self {
+        Self {
+            gamma: c.gamma as f32,
+            returns: c.reinforce_return,
+            baseline: c.baseline,
+            norm_adv: c.norm_adv,
+            ent_coef: c.ent_coef,
+            vf_coef: c.vf_coef,
+            max_grad_norm: c.max_grad_norm,
+        }
+    }
+}
+
+impl Learner for Reinforce {
+    fn episodic(&self) -> bool {
+        true
+    }
+
+    fn update(
+        &mut self,
+        agent: &mut Agent,
+        r: &Rollout,
+        _rng: &mut Stream,
+    ) -> Result<UpdateStats, NonFiniteLoss> {
+        let device = agent.net.device();
+        // Pure Monte-Carlo: nothing is bootstrapped, so the next values are all zero.
+        let zeros = vec![0.0f32; r.shape.len()];
+        let weights_all = match self.returns {
+            ReturnKind::Total => episode_return(r.shape, &r.rewards, &zeros, &r.dones, self.gamma),
+            ReturnKind::RewardToGo => {
+                reward_to_go(r.shape, &r.rewards, &zeros, &r.dones, self.gamma)
+            }
+        };
+        let valid = r.valid_indices();
+        let batch = Batch::new(r, &valid, device);
+        let weights = gather(&weights_all, &valid, 1);
+        let g = to_tensor(&weights, device);
+        let ev = agent.net.evaluate(&batch.obs, &batch.actions);
+        let mut psi = if self.baseline {
+            &g - ev.values.detach()
+        } else {
+            g.shallow_clone()
+        };
+        if self.norm_adv {
+            psi = normalize_advantages(&psi);
+        }
+        let pg_loss = policy_gradient_loss(&ev.logprobs, &psi);
+        let v_loss = if self.baseline {
+            value_loss(&ev.values, &g, &batch.values, None)
+        } else {
+            Tensor::zeros([], (Kind::Float, device))
+        };
+        let entropy = ev.entropy.mean(Kind::Float);
+        let loss = &pg_loss - &entropy * self.ent_coef + &v_loss * self.vf_coef;
+        finite("loss", scalar(&loss), 0)?;
+        gradient_step(agent, &loss, self.max_grad_norm);
+        let values = gather(&r.values, &valid, 1);
+        Ok(UpdateStats {
+            policy_loss: scalar(&pg_loss),
+            value_loss: scalar(&v_loss),
+            entropy: scalar(&entropy),
+            explained_variance: if self.baseline {
+                explained_variance(&values, &weights)
+            } else {
+                0.0
+            },
+            gradient_steps: 1,
+            ..Default::default()
+        })
+    }
+}
