@@ -1,21 +1,25 @@
 # gradgym: the two commands of the README, and helpers.
-#   make run    the main job
+#   make run    the main job: conformance check, then train PPO on CartPole-v1
 #   make test   the test suite (what CI runs)
-.PHONY: run test lint bench-envs
+# Both install libtorch first if this machine lacks it (scripts/setup-libtorch.sh).
+.PHONY: setup run test lint bench-envs
 
 CARGO ?= cargo
 FIXTURE := tests/fixtures/gymnasium-classic-control-transitions.csv
-ENVS := CartPole-v1 Acrobot-v1 MountainCar-v0 MountainCarContinuous-v0 Pendulum-v1
 
-run:
+setup:
+	scripts/setup-libtorch.sh
+
+run: setup
 	$(CARGO) build --release
+	./target/release/gradgym info
 	./target/release/gradgym envs check $(FIXTURE)
-	@for env in $(ENVS); do ./target/release/gradgym envs bench --env $$env --num-envs 4096 --seconds 2 || exit 1; done
+	./target/release/gradgym train --env CartPole-v1 --algo ppo --seed 1 --out out/runs/CartPole-v1__ppo__1
 
-test:
+test: setup
 	$(CARGO) test --release --workspace
 
-lint:
+lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
 

@@ -1,6 +1,7 @@
 //! The `gradgym` command-line tool.
 
 mod envs_cmd;
+mod train_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -22,12 +23,18 @@ enum Command {
         #[command(subcommand)]
         command: envs_cmd::EnvsCommand,
     },
+    /// Train one run (REINFORCE, A2C or PPO) and write metrics, manifest and summary.
+    Train(Box<train_cmd::TrainArgs>),
+    /// libtorch version, CUDA and cuDNN availability, thread count.
+    Info,
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Envs { command } => envs_cmd::run(command),
+        Command::Train(args) => train_cmd::run_train(*args),
+        Command::Info => train_cmd::run_info(),
     };
     match result {
         Ok(code) => code,
