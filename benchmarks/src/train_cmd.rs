@@ -10,16 +10,20 @@ use gradgym_agents::config::{Algo, TrainConfig};
 use gradgym_agents::train::{Progress, train};
 
 /// Tuned configurations shipped with gradgym, by `<env id>-<algo>`.
-const BUILTIN_CONFIGS: [(&str, &str); 2] = [
-    (
-        "CartPole-v1-ppo",
-        include_str!("../configs/CartPole-v1-ppo.toml"),
-    ),
-    (
-        "Acrobot-v1-ppo",
-        include_str!("../configs/Acrobot-v1-ppo.toml"),
-    ),
-];
+/// `("<env>-<algo>", contents of benchmarks/configs/<env>-<algo>.toml)`.
+macro_rules! shipped {
+    ($($name:literal),* $(,)?) => {
+        [$(($name, include_str!(concat!("../configs/", $name, ".toml")))),*]
+    };
+}
+
+const BUILTIN_CONFIGS: [(&str, &str); 5] = shipped!(
+    "CartPole-v1-ppo",
+    "CartPole-v1-a2c",
+    "CartPole-v1-reinforce",
+    "Acrobot-v1-ppo",
+    "Pendulum-v1-ppo",
+);
 
 /// The shipped config for (env, algo), if any.
 pub fn builtin_config(env_id: &str, algo: Algo) -> Option<(String, &'static str)> {
