@@ -59,11 +59,18 @@ fn mlp(
             scratch_b.resize(layer.outputs, 0.0);
             layer.forward(scratch_a, scratch_b);
             for v in scratch_b.iter_mut() {
-                *v = v.tanh();
+                *v = tanh(*v);
             }
             std::mem::swap(scratch_a, scratch_b);
         }
     }
+}
+
+/// tanh as `2 / (1 + e^{−2x}) − 1`: glibc's `tanhf` (through `expm1f`) was 6% of a PPO run.
+/// Saturates correctly: e^{−2x} → ∞ gives −1, → 0 gives 1.
+#[inline]
+fn tanh(x: f32) -> f32 {
+    2.0 / (1.0 + (-2.0 * x).exp()) - 1.0
 }
 
 /// The actor and critic weights, on the CPU.

@@ -94,6 +94,19 @@ fn linear(
     layer
 }
 
+/// tanh, computed as `2σ(2x) − 1` on the CPU: the same function, but libtorch's CPU `tanh`
+/// goes through MKL's high-accuracy `vsTanh`, measured at 35 µs on a [128, 64] batch here
+/// against 15 µs for this form (4 µs for the sigmoid itself). On PPO CartPole (100k steps,
+/// four interleaved A/B runs) it took the run from 4.55 s to 4.37 s on average. Float rounding
+/// differs from `tanh` by ~1e-7 absolute.
+pub fn tanh(x: &Tensor) -> Tensor {
+    if x.device() == Device::Cpu {
+        (x * 2.0).sigmoid() * 2.0 - 1.0
+    } else {
+        x.tanh()
+    }
+}
+
 /// An MLP: `Linear → tanh` per hidden layer, then a linear output.
 #[derive(Debug)]
 pub struct Mlp {
@@ -119,7 +132,7 @@ impl Mlp {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let mut h = self.layers[0].forward(x);
         for layer in &self.layers[1..] {
-            h = layer.forward(&h.tanh());
+            h = layer.forward(&tanh(&h));
         }
         h
     }
