@@ -6,7 +6,7 @@
 //! GAE bootstraps truncated episodes and never terminated ones; and `valid`, which marks the
 //! samples that enter the update (REINFORCE keeps only each env's first complete episode).
 
-use gradgym_algorithms::advantages::Shape;
+use gradgym_algorithms::advantages::{Shape, gae};
 
 #[derive(Debug)]
 pub struct Rollout {
@@ -62,6 +62,19 @@ impl Rollout {
             next_values: vec![0.0; n],
             valid: vec![true; n],
         }
+    }
+
+    /// GAE(λ) advantages and value targets of this rollout (see `gradgym_algorithms::advantages`).
+    pub fn gae(&self, gamma: f32, lambda: f32) -> (Vec<f32>, Vec<f32>) {
+        gae(
+            self.shape,
+            &self.rewards,
+            &self.values,
+            &self.next_values,
+            &self.dones,
+            gamma,
+            lambda,
+        )
     }
 
     /// Indices `t * N + i` of the samples that enter the update.

@@ -1,22 +1,10 @@
 //! `gradgym envs …` end to end: exit codes and what the user reads.
 
+mod common;
+
+use common::{gradgym, text};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn gradgym(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gradgym"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,27 +1,13 @@
 //! `gradgym train` and `gradgym info` end to end.
 
+mod common;
+
+use common::{gradgym, text};
+
 use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn gradgym(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gradgym"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gradgym-cli-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    common::scratch("cli-train", name)
 }
 
 #[test]

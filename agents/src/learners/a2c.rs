@@ -4,14 +4,12 @@
 //! bootstrapped at the window's end), then one gradient step on
 //! `L = −mean(Â_t log π(a_t|s_t)) − c_ent · H[π] + c_vf · ½ mean((V(s_t) − R_t)²)`.
 
-use gradgym_algorithms::advantages::gae;
 use gradgym_algorithms::losses::{normalize_advantages, policy_gradient_loss, value_loss};
 use gradgym_envs::rng::Stream;
-use tch::Kind;
 
 use super::{
-    Agent, Batch, Learner, NonFiniteLoss, UpdateStats, explained_variance, finite, gradient_step,
-    scalar, to_tensor,
+    Agent, Batch, Coefficients, Learner, NonFiniteLoss, UpdateStats, actor_critic_step,
+    explained_variance, scalar, to_tensor,
 };
 use crate::buffer::Rollout;
 use crate::config::TrainConfig;
@@ -20,9 +18,7 @@ pub struct A2c {
     gamma: f32,
     gae_lambda: f32,
     norm_adv: bool,
-    ent_coef: f64,
-    vf_coef: f64,
-    max_grad_norm: f64,
+    coefficients: Coefficients,
 }
 
 impl A2c {
@@ -31,9 +27,11 @@ impl A2c {
             gamma: c.gamma as f32,
             gae_lambda: c.gae_lambda as f32,
             norm_adv: c.norm_adv,
-            ent_coef: c.ent_coef,
-            vf_coef: c.vf_coef,
-            max_grad_norm: c.max_grad_norm,
+            coefficients: Coefficients {
+                ent_coef: c.ent_coef,
+                vf_coef: c.vf_coef,
+                max_grad_norm: c.max_grad_norm,
+            },
         }
     }
 }
@@ -46,17 +44,8 @@ impl Learner for A2c {
         _rng: &mut Stream,
     ) -> Result<UpdateStats, NonFiniteLoss> {
         let device = agent.net.device();
-        let (advantages, returns) = gae(
-            r.shape,
-            &r.rewards,
-            &r.values,
-            &r.next_values,
-            &r.dones,
-            self.gamma,
-            self.gae_lambda,
-        );
-        let all: Vec<i64> = (0..r.shape.len() as i64).collect();
-        let batch = Batch::new(r, &all, device);
+        let (advantages, returns) = r.gae(self.gamma, self.gae_lambda);
+        let batch = Batch::whole(r, device);
         let mut adv = to_tensor(&advantages, device);
         if self.norm_adv {
             adv = normalize_advantages(&adv);
@@ -69,10 +58,8 @@ impl Learner for A2c {
             &batch.values,
             None,
         );
-        let entropy = ev.entropy.mean(Kind::Float);
-        let loss = &pg_loss - &entropy * self.ent_coef + &v_loss * self.vf_coef;
-        finite("loss", scalar(&loss), 0)?;
-        gradient_step(agent, &loss, self.max_grad_norm);
+        let entropy =
+            actor_critic_step(agent, &pg_loss, &v_loss, &ev.entropy, self.coefficients, 0)?;
         Ok(UpdateStats {
             policy_loss: scalar(&pg_loss),
             value_loss: scalar(&v_loss),

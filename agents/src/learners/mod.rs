@@ -92,6 +92,12 @@ pub(crate) fn to_tensor(values: &[f32], device: Device) -> Tensor {
 }
 
 impl Batch {
+    /// Every sample of the rollout.
+    pub fn whole(rollout: &Rollout, device: Device) -> Self {
+        let all: Vec<i64> = (0..rollout.shape.len() as i64).collect();
+        Self::new(rollout, &all, device)
+    }
+
     pub fn new(rollout: &Rollout, indices: &[i64], device: Device) -> Self {
         let b = indices.len() as i64;
         let obs = to_tensor(&gather(&rollout.obs, indices, rollout.obs_dim), device)
@@ -138,14 +144,34 @@ pub(crate) fn explained_variance(values: &[f32], returns: &[f32]) -> f64 {
     }
 }
 
-/// One optimiser step on `loss`: zero, backward, global grad-norm clip, step.
-pub(crate) fn gradient_step(agent: &mut Agent, loss: &Tensor, max_grad_norm: f64) {
+/// The coefficients that combine an actor-critic objective.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Coefficients {
+    pub ent_coef: f64,
+    pub vf_coef: f64,
+    pub max_grad_norm: f64,
+}
+
+/// `L = L^π − c_ent · mean H[π] + c_vf · L^V`, checked finite, then one optimiser step: zero,
+/// backward, global grad-norm clip, Adam. Returns the mean entropy.
+pub(crate) fn actor_critic_step(
+    agent: &mut Agent,
+    policy_loss: &Tensor,
+    value_loss: &Tensor,
+    entropy: &Tensor,
+    c: Coefficients,
+    step: usize,
+) -> Result<Tensor, NonFiniteLoss> {
+    let entropy = entropy.mean(Kind::Float);
+    let loss = policy_loss - &entropy * c.ent_coef + value_loss * c.vf_coef;
+    finite("loss", scalar(&loss), step)?;
     agent.opt.zero_grad();
     loss.backward();
-    if max_grad_norm > 0.0 {
-        agent.opt.clip_grad_norm(max_grad_norm);
+    if c.max_grad_norm > 0.0 {
+        agent.opt.clip_grad_norm(c.max_grad_norm);
     }
     agent.opt.step();
+    Ok(entropy)
 }
 
 pub(crate) fn scalar(t: &Tensor) -> f64 {

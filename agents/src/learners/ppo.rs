@@ -8,15 +8,14 @@
 //! CleanRL's `ppo.py` runs the same steps in the same order, except that it treats time-limit
 //! truncation as termination; here truncated episodes are bootstrapped.
 
-use gradgym_algorithms::advantages::gae;
 use gradgym_algorithms::kl::KlController;
 use gradgym_algorithms::losses::{normalize_advantages, ppo_clip_loss, ppo_kl_loss, value_loss};
 use gradgym_envs::rng::{self, Stream};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use super::{
-    Agent, Batch, Learner, NonFiniteLoss, UpdateStats, explained_variance, finite, gradient_step,
-    scalar, to_tensor,
+    Agent, Batch, Coefficients, Learner, NonFiniteLoss, UpdateStats, actor_critic_step,
+    explained_variance, scalar, to_tensor,
 };
 use crate::buffer::Rollout;
 use crate::config::{PpoLoss, TrainConfig};
@@ -29,9 +28,7 @@ pub struct Ppo {
     norm_adv: bool,
     clip_coef: f64,
     clip_vloss: bool,
-    ent_coef: f64,
-    vf_coef: f64,
-    max_grad_norm: f64,
+    coefficients: Coefficients,
     target_kl: Option<f64>,
     loss: PpoLoss,
     kl: KlController,
@@ -47,9 +44,11 @@ impl Ppo {
             norm_adv: c.norm_adv,
             clip_coef: c.clip_coef,
             clip_vloss: c.clip_vloss,
-            ent_coef: c.ent_coef,
-            vf_coef: c.vf_coef,
-            max_grad_norm: c.max_grad_norm,
+            coefficients: Coefficients {
+                ent_coef: c.ent_coef,
+                vf_coef: c.vf_coef,
+                max_grad_norm: c.max_grad_norm,
+            },
             target_kl: c.target_kl,
             loss: c.ppo_loss,
             kl: c.kl_controller(),
@@ -75,20 +74,11 @@ impl Learner for Ppo {
         rng: &mut Stream,
     ) -> Result<UpdateStats, NonFiniteLoss> {
         let device = agent.net.device();
-        let (advantages, returns) = gae(
-            r.shape,
-            &r.rewards,
-            &r.values,
-            &r.next_values,
-            &r.dones,
-            self.gamma,
-            self.gae_lambda,
-        );
-        let all: Vec<i64> = (0..r.shape.len() as i64).collect();
-        let batch = Batch::new(r, &all, device);
+        let (advantages, returns) = r.gae(self.gamma, self.gae_lambda);
+        let batch = Batch::whole(r, device);
         let b_adv = to_tensor(&advantages, device);
         let b_ret = to_tensor(&returns, device);
-        let batch_size = all.len();
+        let batch_size = r.shape.len();
         let minibatch = batch_size / self.num_minibatches;
 
         let mut stats = UpdateStats {
@@ -128,11 +118,15 @@ impl Learner for Ppo {
                     &batch.values.index_select(0, &idx),
                     self.clip_vloss.then_some(self.clip_coef),
                 );
-                let entropy = ev.entropy.mean(Kind::Float);
-                let loss = &pg_loss - &entropy * self.ent_coef + &v_loss * self.vf_coef;
                 let step = stats.gradient_steps;
-                finite("loss", scalar(&loss), step)?;
-                gradient_step(agent, &loss, self.max_grad_norm);
+                let entropy = actor_critic_step(
+                    agent,
+                    &pg_loss,
+                    &v_loss,
+                    &ev.entropy,
+                    self.coefficients,
+                    step,
+                )?;
                 stats.gradient_steps += 1;
                 stats.policy_loss = scalar(&pg_loss);
                 stats.value_loss = scalar(&v_loss);

@@ -14,8 +14,8 @@ use gradgym_envs::rng::Stream;
 use tch::{Kind, Tensor};
 
 use super::{
-    Agent, Batch, Learner, NonFiniteLoss, UpdateStats, explained_variance, finite, gather,
-    gradient_step, scalar, to_tensor,
+    Agent, Batch, Coefficients, Learner, NonFiniteLoss, UpdateStats, actor_critic_step,
+    explained_variance, gather, scalar, to_tensor,
 };
 use crate::buffer::Rollout;
 use crate::config::{ReturnKind, TrainConfig};
@@ -25,9 +25,7 @@ pub struct Reinforce {
     returns: ReturnKind,
     baseline: bool,
     norm_adv: bool,
-    ent_coef: f64,
-    vf_coef: f64,
-    max_grad_norm: f64,
+    coefficients: Coefficients,
 }
 
 impl Reinforce {
@@ -37,9 +35,11 @@ impl Reinforce {
             returns: c.reinforce_return,
             baseline: c.baseline,
             norm_adv: c.norm_adv,
-            ent_coef: c.ent_coef,
-            vf_coef: c.vf_coef,
-            max_grad_norm: c.max_grad_norm,
+            coefficients: Coefficients {
+                ent_coef: c.ent_coef,
+                vf_coef: c.vf_coef,
+                max_grad_norm: c.max_grad_norm,
+            },
         }
     }
 }
@@ -83,10 +83,8 @@ impl Learner for Reinforce {
         } else {
             Tensor::zeros([], (Kind::Float, device))
         };
-        let entropy = ev.entropy.mean(Kind::Float);
-        let loss = &pg_loss - &entropy * self.ent_coef + &v_loss * self.vf_coef;
-        finite("loss", scalar(&loss), 0)?;
-        gradient_step(agent, &loss, self.max_grad_norm);
+        let entropy =
+            actor_critic_step(agent, &pg_loss, &v_loss, &ev.entropy, self.coefficients, 0)?;
         let values = gather(&r.values, &valid, 1);
         Ok(UpdateStats {
             policy_loss: scalar(&pg_loss),

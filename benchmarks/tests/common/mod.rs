@@ -1,0 +1,29 @@
+//! Helpers shared by the CLI tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// Runs the `gradgym` binary built for this test run.
+pub fn gradgym(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gradgym"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+/// Standard output and standard error together.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A path unique to this test process and `name` (removed if it exists).
+pub fn scratch(prefix: &str, name: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("gradgym-{prefix}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    path
+}
