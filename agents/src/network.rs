@@ -218,7 +218,7 @@ impl ActorCritic {
                     values,
                 }
             }
-            Head::Gaussian { dim } => {
+            Head::Gaussian { .. } => {
                 let log_std = self
                     .log_std
                     .as_ref()
@@ -227,10 +227,10 @@ impl ActorCritic {
                 let log_two_pi = (2.0 * std::f64::consts::PI).ln();
                 let per_dim = z.square() * -0.5 - log_std - 0.5 * log_two_pi;
                 let logprobs = per_dim.sum_dim_intlist(-1, false, Kind::Float);
-                let entropy_one = (log_std + 0.5 * (1.0 + log_two_pi)).sum(Kind::Float);
-                let entropy = entropy_one.expand([obs.size()[0]], false)
-                    + Tensor::zeros([obs.size()[0]], (Kind::Float, obs.device()));
-                let _ = dim;
+                // The entropy of a diagonal Gaussian does not depend on the state.
+                let entropy = (log_std + 0.5 * (1.0 + log_two_pi))
+                    .sum(Kind::Float)
+                    .expand([obs.size()[0]], false);
                 Evaluation {
                     logprobs,
                     entropy,

@@ -331,7 +331,8 @@ fn evaluate(config: &TrainConfig, policy: &FastPolicy) -> Result<(f64, f64)> {
     };
     let (mut discrete, mut continuous) = (vec![0i64; episodes], vec![0f32; episodes * ad]);
     let (mut lp, mut vals) = (vec![0f32; episodes], vec![0f32; episodes]);
-    let mut unused = rng::stream(config.seed, "eval-actions", 0);
+    // Deterministic actions draw nothing; the stream only fills the argument.
+    let mut no_draws = rng::stream(config.seed, "eval-actions", 0);
     let mut returns: Vec<Option<f64>> = vec![None; episodes];
     while returns.iter().any(Option::is_none) {
         let obs = env.observations().to_vec();
@@ -339,7 +340,7 @@ fn evaluate(config: &TrainConfig, policy: &FastPolicy) -> Result<(f64, f64)> {
             policy,
             &obs,
             episodes,
-            &mut unused,
+            &mut no_draws,
             true,
             &mut discrete,
             &mut continuous,

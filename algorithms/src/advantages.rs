@@ -99,10 +99,10 @@ pub fn reward_to_go(
 /// The whole-episode return `R(τ) = Σ_t γ^t r_t`, assigned to every step of the episode (the
 /// REINFORCE estimator of Williams 1992 in its original form: ∇J ≈ 1/N Σ_i R(τ_i) Σ_t ∇log π).
 ///
-/// `starts[t, i]` marks the first step of an episode. Only complete episodes give unbiased
-/// weights, so the caller passes rollouts of complete episodes (see `valid`): steps of an
-/// episode that the rollout cut (no `done` before the end) get the bootstrapped value
-/// `Σ_t γ^t r_t + γ^T next_value` like [`reward_to_go`] does.
+/// An episode runs from the step after a `done` (or the rollout's start) to its next `done`.
+/// Only complete episodes give unbiased weights, so REINFORCE passes rollouts of complete
+/// episodes; an episode that the rollout cuts (no `done` before the end) gets the bootstrapped
+/// value `Σ_t γ^t r_t + γ^T next_value`, as in [`reward_to_go`].
 pub fn episode_return(
     shape: Shape,
     rewards: &[f32],

@@ -124,12 +124,10 @@ impl Batch {
 /// returns have no variance).
 pub(crate) fn explained_variance(values: &[f32], returns: &[f32]) -> f64 {
     let n = values.len() as f64;
-    let mean = |x: &mut dyn Iterator<Item = f64>| x.sum::<f64>() / n;
     let var = |x: &[f64]| {
         let m = x.iter().sum::<f64>() / n;
         x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / n
     };
-    let _ = mean;
     let r: Vec<f64> = returns.iter().map(|&x| x as f64).collect();
     let d: Vec<f64> = returns
         .iter()
