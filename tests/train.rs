@@ -227,3 +227,76 @@ fn a_panic_inside_libtorch_is_recorded_as_a_failed_run() {
         serde_json::from_str(&read(&dir.join("summary.json"))).unwrap();
     assert_eq!(written["status"], "failed");
 }
+
+#[test]
+fn ppo_kl_penalty_adapts_beta_and_target_kl_stops_epochs_early() {
+    use gradgym::agents::config::PpoLoss;
+    let col = |dir: &Path, name: &str| -> Vec<f64> {
+        let metrics = read(&dir.join("metrics.csv"));
+        let i = METRIC_COLUMNS.iter().position(|c| *c == name).unwrap();
+        metrics
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(i).unwrap().parse().unwrap())
+            .collect()
+    };
+    // KL penalty with an adaptive β: β is logged and moves away from its start.
+    let dir = scratch("kl");
+    let config = TrainConfig {
+        ppo_loss: PpoLoss::Kl,
+        kl_coef: 1.0,
+        kl_target: Some(0.001),
+        total_timesteps: 4096,
+        ..tiny("CartPole-v1", Algo::Ppo)
+    };
+    assert_eq!(
+        train(&config, &dir, &mut |_| {}).unwrap().status,
+        "completed"
+    );
+    let betas = col(&dir, "kl_beta");
+    assert!(betas.iter().all(|b| *b > 0.0), "{betas:?}");
+    assert!(
+        betas.iter().any(|b| *b != 1.0),
+        "adaptive β never moved: {betas:?}"
+    );
+
+    // A tiny target_kl stops each update after its first epoch (4 minibatches).
+    let dir = scratch("target-kl");
+    let config = TrainConfig {
+        target_kl: Some(1e-12),
+        update_epochs: 4,
+        ..tiny("CartPole-v1", Algo::Ppo)
+    };
+    train(&config, &dir, &mut |_| {}).unwrap();
+    let steps = col(&dir, "gradient_steps");
+    assert!(steps.iter().all(|s| *s == 4.0), "{steps:?}");
+}
+
+#[test]
+fn cuda_is_refused_clearly_where_libtorch_sees_no_gpu() {
+    let dir = scratch("cuda");
+    let config = TrainConfig {
+        device: "cuda".into(),
+        ..tiny("CartPole-v1", Algo::Ppo)
+    };
+    if tch::Cuda::is_available() {
+        // On a GPU machine the same run trains on the GPU.
+        assert_eq!(
+            train(&config, &dir, &mut |_| {}).unwrap().status,
+            "completed"
+        );
+    } else {
+        let e = train(&config, &dir, &mut |_| {}).unwrap_err();
+        assert!(e.to_string().contains("no CUDA device"), "{e}");
+    }
+    let bad = TrainConfig {
+        device: "tpu".into(),
+        ..TrainConfig::default()
+    };
+    assert!(
+        train(&bad, &dir, &mut |_| {})
+            .unwrap_err()
+            .to_string()
+            .contains("unknown device `tpu`")
+    );
+}
