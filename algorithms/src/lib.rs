@@ -11,7 +11,10 @@
 //!   the value loss, entropy, and advantage normalisation, as functions over tensors, so that
 //!   autodiff gives the estimator of the gradient.
 //! - [`kl`]: fixed and adaptive KL-penalty coefficients.
+//! - [`exact`]: exact objectives and gradients on small tabular MDPs, computed two ways — the
+//!   ground truth of the estimator tests.
 
 pub mod advantages;
+pub mod exact;
 pub mod kl;
 pub mod losses;
