@@ -91,9 +91,29 @@ pub fn reward_to_go(
     dones: &[bool],
     gamma: f32,
 ) -> Vec<f32> {
-    // GAE with λ = 1 and V = 0 is exactly the bootstrapped discounted return.
-    let zeros = vec![0.0; shape.len()];
-    gae(shape, rewards, &zeros, next_values, dones, gamma, 1.0).0
+    for (what, len) in [
+        ("rewards", rewards.len()),
+        ("next_values", next_values.len()),
+        ("dones", dones.len()),
+    ] {
+        shape.check(what, len);
+    }
+    let n = shape.num_envs;
+    let mut out = vec![0.0f32; shape.len()];
+    for t in (0..shape.num_steps).rev() {
+        for i in 0..n {
+            let k = t * n + i;
+            // Within an episode the future is the next step's return; where the chain is cut
+            // (a done, or the rollout's last row) it is the bootstrap value.
+            let future = if dones[k] || t + 1 == shape.num_steps {
+                next_values[k]
+            } else {
+                out[k + n]
+            };
+            out[k] = rewards[k] + gamma * future;
+        }
+    }
+    out
 }
 
 /// The whole-episode return `R(τ) = Σ_t γ^t r_t`, assigned to every step of the episode (the
@@ -231,6 +251,25 @@ mod tests {
         close(
             &td,
             &(0..4).map(|t| r[t] + G * nv[t] - v[t]).collect::<Vec<_>>(),
+        );
+    }
+
+    #[test]
+    fn reward_to_go_bootstraps_only_where_the_chain_is_cut() {
+        // next_values hold V(s_{t+1}) at every step (the module's convention); only the cut at
+        // the rollout's end (5.0) and the truncation at step 1 (7.0) may enter the return.
+        let r = [1.0, 1.0, 1.0, 1.0];
+        let nv = [0.5, 7.0, 0.5, 5.0];
+        let d = [false, true, false, false];
+        let rtg = reward_to_go(ONE, &r, &nv, &d, G);
+        close(
+            &rtg,
+            &[
+                1.0 + G * (1.0 + G * 7.0),
+                1.0 + G * 7.0,
+                1.0 + G * (1.0 + G * 5.0),
+                1.0 + G * 5.0,
+            ],
         );
     }
 
