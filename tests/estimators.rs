@@ -223,21 +223,42 @@ fn z_for(alpha: f64) -> f64 {
 /// estimate can be off by ~1e-6 of its scale; 1e-4 absolute covers that with a wide margin.
 const SLACK: f64 = 1e-4;
 
-fn check(
+/// A batch of M trajectories: `[H, M]` arrays, row t holds step t.
+struct Sampled {
+    m: usize,
+    states: Vec<usize>,
+    actions: Vec<i64>,
+    rewards: Vec<f32>,
+}
+
+/// A gradient estimator: one estimate of ∇J(θ) from one batch sampled from the behaviour policy.
+type Estimator<'a> = dyn Fn(&TabularMdp, &Sampled) -> Vec<f64> + 'a;
+
+/// Tests `estimator` on batches sampled from `behaviour` against the exact ∇J(`target`).
+fn check_estimator(
     mdp: &TabularMdp,
-    theta: &[f64],
-    weights: &Weights,
+    target: &[f64],
+    behaviour: &[f64],
+    estimator: &Estimator,
     batches: usize,
     m: usize,
     seed: u64,
 ) -> Verdict {
-    let exact = mdp.policy_gradient_theorem(theta).gradient;
+    let exact = mdp.policy_gradient_theorem(target).gradient;
     let d = exact.len();
     let mut r = rng::stream(seed, "estimator-samples", 0);
     let estimates: Vec<Vec<f64>> = (0..batches)
         .map(|_| {
-            let (s, a, rew) = sample(mdp, theta, m, &mut r);
-            estimate(mdp, theta, &s, &a, &weights(mdp, &s, &a, &rew, m))
+            let (states, actions, rewards) = sample(mdp, behaviour, m, &mut r);
+            estimator(
+                mdp,
+                &Sampled {
+                    m,
+                    states,
+                    actions,
+                    rewards,
+                },
+            )
         })
         .collect();
     let z = z_for(1e-6 / d as f64);
@@ -258,6 +279,27 @@ fn check(
         passed,
         se,
     }
+}
+
+/// The REINFORCE-family estimator with `weights`, on samples of θ itself.
+fn check(
+    mdp: &TabularMdp,
+    theta: &[f64],
+    weights: &Weights,
+    batches: usize,
+    m: usize,
+    seed: u64,
+) -> Verdict {
+    let estimator = |mdp: &TabularMdp, b: &Sampled| {
+        estimate(
+            mdp,
+            theta,
+            &b.states,
+            &b.actions,
+            &weights(mdp, &b.states, &b.actions, &b.rewards, b.m),
+        )
+    };
+    check_estimator(mdp, theta, theta, &estimator, batches, m, seed)
 }
 
 fn total_return(mdp: &TabularMdp, _: &[usize], _: &[i64], rew: &[f32], m: usize) -> Vec<f32> {
@@ -434,4 +476,291 @@ fn a_discount_missing_from_the_estimator_is_caught() {
         "only {tested} of {} cases had a detectable bias",
         cases(4)
     );
+}
+
+/// Weights from exact time-indexed tables: `γ^t · f(t, s_t, a_t)`.
+fn table_weights(
+    mdp: &TabularMdp,
+    b: &Sampled,
+    f: &dyn Fn(usize, usize, usize) -> f64,
+) -> Vec<f32> {
+    (0..mdp.horizon * b.m)
+        .map(|k| {
+            let t = k / b.m;
+            (mdp.gamma.powi(t as i32) * f(t, b.states[k], b.actions[k] as usize)) as f32
+        })
+        .collect()
+}
+
+/// GAE(λ) with the exact V_t through the production `gae`, times γ^t.
+fn gae_weights(mdp: &TabularMdp, b: &Sampled, v: &[Vec<f64>], lambda: f32) -> Vec<f32> {
+    use gradgym::algorithms::advantages::gae;
+    let shape = Shape {
+        num_steps: mdp.horizon,
+        num_envs: b.m,
+    };
+    let values: Vec<f32> = (0..shape.len())
+        .map(|k| v[k / b.m][b.states[k]] as f32)
+        .collect();
+    let next_values: Vec<f32> = (0..shape.len())
+        .map(|k| {
+            if k / b.m + 1 < mdp.horizon {
+                v[k / b.m + 1][b.states[k + b.m]] as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mut dones = vec![false; shape.len()];
+    dones[(mdp.horizon - 1) * b.m..].fill(true);
+    let (adv, _) = gae(
+        shape,
+        &b.rewards,
+        &values,
+        &next_values,
+        &dones,
+        mdp.gamma as f32,
+        lambda,
+    );
+    adv.iter()
+        .enumerate()
+        .map(|(k, a)| a * (mdp.gamma as f32).powi((k / b.m) as i32))
+        .collect()
+}
+
+/// An estimate from a PPO surrogate: `loss(new = log π_θ, old = log π_θ′, advantages = w)`,
+/// rescaled like [`estimate`]. `theta_old` = None means θ′ = θ (old log-probs detached).
+fn estimate_ppo(
+    mdp: &TabularMdp,
+    theta: &[f64],
+    theta_old: Option<&[f64]>,
+    b: &Sampled,
+    weights: &[f32],
+    kl: bool,
+) -> Vec<f64> {
+    use gradgym::algorithms::losses::{ppo_clip_loss, ppo_kl_loss};
+    let (ns, na) = (mdp.states as i64, mdp.actions as i64);
+    let idx = Tensor::from_slice(
+        &b.states
+            .iter()
+            .zip(&b.actions)
+            .map(|(&s, &a)| s as i64 * na + a)
+            .collect::<Vec<_>>(),
+    );
+    let theta_t = Tensor::from_slice(theta)
+        .view([ns, na])
+        .set_requires_grad(true);
+    let new = theta_t
+        .log_softmax(1, Kind::Double)
+        .view([-1])
+        .index_select(0, &idx);
+    let old = match theta_old {
+        None => new.detach(),
+        Some(o) => Tensor::from_slice(o)
+            .view([ns, na])
+            .log_softmax(1, Kind::Double)
+            .view([-1])
+            .index_select(0, &idx),
+    };
+    let adv = Tensor::from_slice(weights).to_kind(Kind::Double);
+    let (loss, _) = if kl {
+        ppo_kl_loss(&new, &old, &adv, 0.7, 0.2)
+    } else {
+        ppo_clip_loss(&new, &old, &adv, 0.2)
+    };
+    loss.backward();
+    let grad: Vec<f64> = Vec::try_from(theta_t.grad().view([-1])).unwrap();
+    grad.into_iter()
+        .map(|g| -(mdp.horizon as f64) * g)
+        .collect()
+}
+
+#[test]
+fn critics_gae_importance_sampling_and_ppo_at_the_old_policy_are_unbiased() {
+    for case in 0..cases(4) as u64 {
+        let (mdp, theta) = random_case(4000 + case, 4);
+        let pi = softmax_policy(&theta, mdp.actions);
+        let tables = mdp.tables(&pi);
+        let na = mdp.actions;
+        let q = |t: usize, s: usize, a: usize| tables.q[t][s * na + a];
+        let adv = |t: usize, s: usize, a: usize| tables.q[t][s * na + a] - tables.v[t][s];
+        let mut estimators: Vec<(String, Box<Estimator>)> = vec![
+            (
+                "actor-critic, exact Q".into(),
+                Box::new(|m: &TabularMdp, b: &Sampled| {
+                    estimate(m, &theta, &b.states, &b.actions, &table_weights(m, b, &q))
+                }),
+            ),
+            (
+                "actor-critic, exact A".into(),
+                Box::new(|m: &TabularMdp, b: &Sampled| {
+                    estimate(m, &theta, &b.states, &b.actions, &table_weights(m, b, &adv))
+                }),
+            ),
+            (
+                "PPO clip at θ = θ′".into(),
+                Box::new(|m: &TabularMdp, b: &Sampled| {
+                    estimate_ppo(m, &theta, None, b, &table_weights(m, b, &adv), false)
+                }),
+            ),
+            (
+                "PPO KL at θ = θ′".into(),
+                Box::new(|m: &TabularMdp, b: &Sampled| {
+                    estimate_ppo(m, &theta, None, b, &table_weights(m, b, &adv), true)
+                }),
+            ),
+        ];
+        for lambda in [0.0f32, 0.5, 0.95, 1.0] {
+            let (v, theta) = (&tables.v, &theta);
+            estimators.push((
+                format!("GAE(λ = {lambda}), exact V"),
+                Box::new(move |m: &TabularMdp, b: &Sampled| {
+                    estimate(
+                        m,
+                        theta,
+                        &b.states,
+                        &b.actions,
+                        &gae_weights(m, b, v, lambda),
+                    )
+                }),
+            ));
+        }
+        for (name, estimator) in &estimators {
+            let v = check_estimator(&mdp, &theta, &theta, estimator.as_ref(), 64, 128, case);
+            assert!(
+                v.passed,
+                "{name} on case {case}: worst |mean − exact| / SE = {:.2}",
+                v.worst_z
+            );
+        }
+
+        // Importance sampling: trajectories from θ′ ≠ θ, each weighted by Π_t π_θ/π_θ′.
+        let behaviour: Vec<f64> = theta
+            .iter()
+            .enumerate()
+            .map(|(k, x)| x + 0.3 * ((k as f64) * 1.7).sin())
+            .collect();
+        let pi_b = softmax_policy(&behaviour, na);
+        let is = |m: &TabularMdp, b: &Sampled| {
+            let g = discounted_from_zero(m, &b.rewards, b.m);
+            let rho: Vec<f64> = (0..b.m)
+                .map(|i| {
+                    (0..m.horizon)
+                        .map(|t| {
+                            let k = t * b.m + i;
+                            let sa = b.states[k] * na + b.actions[k] as usize;
+                            pi[sa] / pi_b[sa]
+                        })
+                        .product()
+                })
+                .collect();
+            let w: Vec<f32> = g
+                .iter()
+                .enumerate()
+                .map(|(k, g)| (*g as f64 * rho[k % b.m]) as f32)
+                .collect();
+            estimate(m, &theta, &b.states, &b.actions, &w)
+        };
+        let v = check_estimator(&mdp, &theta, &behaviour, &is, 64, 256, case);
+        assert!(
+            v.passed,
+            "importance sampling on case {case}: worst z {:.2}",
+            v.worst_z
+        );
+    }
+}
+
+#[test]
+fn ppo_clipping_far_from_the_old_policy_and_truncation_as_termination_are_caught() {
+    for case in 0..cases(4) as u64 {
+        let (mut mdp, theta) = random_case(5000 + case, 4);
+        mdp.horizon = mdp.horizon.max(3);
+        let na = mdp.actions;
+        // (ii) The clipped surrogate at θ with samples from a θ′ far enough that most ratios
+        // leave [0.8, 1.2]: clipped terms have zero gradient, so the estimate is not ∇J(θ).
+        // Advantages are the exact A of the sampling policy, as in PPO.
+        let old: Vec<f64> = theta
+            .iter()
+            .enumerate()
+            .map(|(k, x)| x + 1.5 * ((k as f64) * 2.3 + 0.5).sin())
+            .collect();
+        let pi_old = softmax_policy(&old, na);
+        let t_old = mdp.tables(&pi_old);
+        let adv = |t: usize, s: usize, a: usize| t_old.q[t][s * na + a] - t_old.v[t][s];
+        let clipped = |m: &TabularMdp, b: &Sampled| {
+            estimate_ppo(m, &theta, Some(&old), b, &table_weights(m, b, &adv), false)
+        };
+        let v = check_estimator(&mdp, &theta, &old, &clipped, 64, 256, case);
+        assert!(
+            !v.passed,
+            "case {case}: PPO's clipped surrogate far from θ′ passed as ∇J(θ) (worst z {:.2})",
+            v.worst_z
+        );
+
+        // (iv) A time-limit cut treated as termination: the episode runs H steps, but the
+        // estimator's returns stop at H − 1 with nothing bootstrapped.
+        let cut = |m: &TabularMdp, b: &Sampled| {
+            let mut rewards = b.rewards.clone();
+            rewards[(m.horizon - 1) * b.m..].fill(0.0);
+            let w = discounted_from_zero(m, &rewards, b.m);
+            estimate(m, &theta, &b.states, &b.actions, &w)
+        };
+        let v = check_estimator(&mdp, &theta, &theta, &cut, 64, 256, case);
+        assert!(
+            !v.passed,
+            "case {case}: returns cut at H − 1 passed as ∇J (worst z {:.2})",
+            v.worst_z
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(64)))]
+
+    /// GAE(λ = 1) = reward-to-go − V; GAE(λ = 0) = the TD residual; every step of an episode
+    /// gets the episode's return, which is the reward-to-go at its first step.
+    #[test]
+    fn gae_and_return_identities(seed in any::<u64>(), steps in 1usize..12, envs in 1usize..4) {
+        use gradgym::algorithms::advantages::{episode_return, gae};
+        let mut r = rng::stream(seed, "identities", 0);
+        let shape = Shape { num_steps: steps, num_envs: envs };
+        let n = shape.len();
+        let rewards: Vec<f32> = (0..n).map(|_| rng::uniform(&mut r, -1.0, 1.0) as f32).collect();
+        let values: Vec<f32> = (0..n).map(|_| rng::uniform(&mut r, -2.0, 2.0) as f32).collect();
+        let dones: Vec<bool> = (0..n).map(|_| rng::uniform01(&mut r) < 0.25).collect();
+        let next_values: Vec<f32> = (0..n).map(|k| if dones[k] { 0.0 } else if k + envs < n { values[k + envs] } else { 0.7 }).collect();
+        let gamma = 0.9f32;
+        let (mc, _) = gae(shape, &rewards, &values, &next_values, &dones, gamma, 1.0);
+        let rtg = reward_to_go(shape, &rewards, &next_values, &dones, gamma);
+        for k in 0..n {
+            prop_assert!((mc[k] - (rtg[k] - values[k])).abs() < 1e-4, "λ=1 at {k}: {} vs {}", mc[k], rtg[k] - values[k]);
+        }
+        let (td, _) = gae(shape, &rewards, &values, &next_values, &dones, gamma, 0.0);
+        for k in 0..n {
+            prop_assert!((td[k] - (rewards[k] + gamma * next_values[k] - values[k])).abs() < 1e-5);
+        }
+        let zeros = vec![0.0f32; n];
+        let ret = episode_return(shape, &rewards, &zeros, &dones, gamma);
+        let rtg0 = reward_to_go(shape, &rewards, &zeros, &dones, gamma);
+        for i in 0..envs {
+            let mut start = 0;
+            for t in 0..steps {
+                let k = t * envs + i;
+                prop_assert!((ret[k] - rtg0[start * envs + i]).abs() < 1e-5);
+                if dones[k] { start = t + 1; }
+            }
+        }
+    }
+
+    /// Importance weights π/π′ average to 1 under the behaviour policy π′.
+    #[test]
+    fn importance_weights_average_to_one_under_the_behaviour_policy(seed in any::<u64>()) {
+        let mut r = rng::stream(seed, "is", 0);
+        let n = 2 + (rng::uniform01(&mut r) * 5.0) as usize;
+        let target: Vec<f64> = (0..n).map(|_| rng::standard_normal(&mut r)).collect();
+        let behaviour: Vec<f64> = (0..n).map(|_| rng::standard_normal(&mut r)).collect();
+        let (p, q) = (softmax_policy(&target, n), softmax_policy(&behaviour, n));
+        let expectation: f64 = (0..n).map(|a| q[a] * p[a] / q[a]).sum();
+        prop_assert!((expectation - 1.0).abs() < 1e-12);
+    }
 }
