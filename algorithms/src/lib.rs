@@ -13,8 +13,11 @@
 //! - [`kl`]: fixed and adaptive KL-penalty coefficients.
 //! - [`exact`]: exact objectives and gradients on small tabular MDPs, computed two ways — the
 //!   ground truth of the estimator tests.
+//! - [`study`]: every estimator through the production losses on those MDPs, measured the same
+//!   way (bias, variance, SNR); `gradgym estimators` and the unbiasedness tests use it.
 
 pub mod advantages;
 pub mod exact;
 pub mod kl;
 pub mod losses;
+pub mod study;

@@ -1,6 +1,7 @@
 //! The `gradgym` command-line tool.
 
 mod envs_cmd;
+mod estimators_cmd;
 mod train_cmd;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ enum Command {
     Train(Box<train_cmd::TrainArgs>),
     /// libtorch version, CUDA and cuDNN availability, thread count.
     Info,
+    /// The estimator study: bias and variance of every gradient estimator on MDPs with exact gradients.
+    Estimators(estimators_cmd::EstimatorArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +38,7 @@ fn main() -> std::process::ExitCode {
         Command::Envs { command } => envs_cmd::run(command),
         Command::Train(args) => train_cmd::run_train(*args),
         Command::Info => train_cmd::run_info(),
+        Command::Estimators(args) => estimators_cmd::run(args),
     };
     match result {
         Ok(code) => code,

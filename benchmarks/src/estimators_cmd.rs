@@ -1,0 +1,186 @@
+//! `gradgym estimators`: the estimator study (see `gradgym_algorithms::study`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use gradgym_agents::train::write_atomic;
+use gradgym_algorithms::study::{Estimator, Measurement, benchmark_cases, measure, random_case};
+use serde::{Deserialize, Serialize};
+
+#[derive(Args, Debug)]
+pub struct EstimatorArgs {
+    /// A TOML file with any of: samples = [16, 64, 256], batches = 64, random_mdps = 4.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Seeds the random MDPs and every sample.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder for estimators.csv and summary.json.
+    #[arg(long, default_value = "out/estimators")]
+    out: PathBuf,
+}
+
+/// What the study runs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StudyConfig {
+    /// Trajectories per batch estimate, one measurement per value.
+    pub samples: Vec<usize>,
+    /// Batch estimates per measurement (K).
+    pub batches: usize,
+    /// Random MDPs drawn from the seed, besides the fixed benchmark set.
+    pub random_mdps: usize,
+}
+
+impl Default for StudyConfig {
+    fn default() -> Self {
+        Self {
+            samples: vec![16, 64, 256],
+            batches: 64,
+            random_mdps: 4,
+        }
+    }
+}
+
+const COLUMNS: &str =
+    "mdp,estimator,samples,bias_norm,bias_z,variance_trace,snr,cosine_to_exact,passes";
+
+pub fn run(args: EstimatorArgs) -> Result<ExitCode> {
+    let config: StudyConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => StudyConfig::default(),
+    };
+    anyhow::ensure!(
+        config.batches >= 2,
+        "config field `batches`: needs at least 2 batch estimates (got {})",
+        config.batches
+    );
+    anyhow::ensure!(
+        !config.samples.is_empty() && !config.samples.contains(&0),
+        "config field `samples`: needs sizes ≥ 1 (got {:?})",
+        config.samples
+    );
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    tch::set_num_threads(1);
+
+    let mut cases = benchmark_cases();
+    for k in 0..config.random_mdps {
+        let (mdp, theta) = random_case(
+            gradgym_envs::rng::derive_seed(args.seed, &format!("study-mdp-{k}")),
+            4,
+        );
+        cases.push((format!("random-{k}"), mdp, theta));
+    }
+    let mut rows: Vec<Measurement> = Vec::new();
+    let mut csv = format!("{COLUMNS}\n");
+    for (c, (name, mdp, theta)) in cases.iter().enumerate() {
+        for (e, estimator) in Estimator::all().into_iter().enumerate() {
+            for &m in &config.samples {
+                let seed = gradgym_envs::rng::derive_seed(args.seed, &format!("study-{c}-{e}-{m}"));
+                let r = measure(name, mdp, theta, estimator, config.batches, m, seed);
+                csv.push_str(&format!(
+                    "{},{},{},{},{},{},{},{},{}\n",
+                    r.mdp,
+                    r.estimator,
+                    r.samples,
+                    r.bias_norm,
+                    r.bias_z,
+                    r.variance_trace,
+                    r.snr,
+                    r.cosine_to_exact,
+                    r.passes
+                ));
+                rows.push(r);
+            }
+        }
+    }
+    write_atomic(&args.out.join("estimators.csv"), csv.as_bytes())?;
+
+    // Per estimator: how many measurements passed, and the variance relative to plain REINFORCE
+    // (total return) on the benchmark set at the largest sample size.
+    let largest = *config.samples.iter().max().expect("non-empty");
+    let bench_variance = |estimator: &str| -> f64 {
+        let v: Vec<f64> = rows
+            .iter()
+            .filter(|r| {
+                r.estimator == estimator && r.samples == largest && r.mdp.starts_with("bench")
+            })
+            .map(|r| r.variance_trace)
+            .collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    let reference = bench_variance(&Estimator::TotalReturn.name());
+    #[derive(Serialize)]
+    struct PerEstimator {
+        estimator: String,
+        biased_by_construction: bool,
+        measurements: usize,
+        passed: usize,
+        variance_vs_total_return: f64,
+    }
+    let per: Vec<PerEstimator> = Estimator::all()
+        .into_iter()
+        .map(|e| {
+            let name = e.name();
+            let mine: Vec<&Measurement> = rows.iter().filter(|r| r.estimator == name).collect();
+            PerEstimator {
+                biased_by_construction: e.biased(),
+                measurements: mine.len(),
+                passed: mine.iter().filter(|r| r.passes).count(),
+                variance_vs_total_return: bench_variance(&name) / reference,
+                estimator: name,
+            }
+        })
+        .collect();
+    #[derive(Serialize)]
+    struct Summary<'a> {
+        seed: u64,
+        config: &'a StudyConfig,
+        mdps: Vec<&'a str>,
+        family_wise_alpha: f64,
+        estimators: &'a [PerEstimator],
+    }
+    let summary = Summary {
+        seed: args.seed,
+        config: &config,
+        mdps: cases.iter().map(|c| c.0.as_str()).collect(),
+        family_wise_alpha: gradgym_algorithms::study::FAMILY_WISE_ALPHA,
+        estimators: &per,
+    };
+    write_atomic(
+        &args.out.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
+
+    println!(
+        "{:<32} {:>8} {:>10}   variance / REINFORCE total return (benchmark set, M = {largest})",
+        "estimator", "biased", "passed"
+    );
+    for p in &per {
+        println!(
+            "{:<32} {:>8} {:>4} / {:<4}  {:>8.3}",
+            p.estimator,
+            if p.biased_by_construction {
+                "yes"
+            } else {
+                "no"
+            },
+            p.passed,
+            p.measurements,
+            p.variance_vs_total_return
+        );
+    }
+    println!(
+        "wrote {} and {}",
+        args.out.join("estimators.csv").display(),
+        args.out.join("summary.json").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

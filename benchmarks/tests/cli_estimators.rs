@@ -1,0 +1,54 @@
+//! `gradgym estimators` end to end.
+
+mod common;
+
+use common::{gradgym, scratch, text};
+
+#[test]
+fn the_study_writes_its_table_and_catches_the_biased_estimator() {
+    let out = scratch("cli-estimators", "study");
+    let config = out.with_extension("toml");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    std::fs::write(&config, "samples = [64]\nbatches = 32\nrandom_mdps = 1\n").unwrap();
+    let o = gradgym(&[
+        "estimators",
+        "--config",
+        config.to_str().unwrap(),
+        "--seed",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let csv = std::fs::read_to_string(out.join("estimators.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "mdp,estimator,samples,bias_norm,bias_z,variance_trace,snr,cosine_to_exact,passes"
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    // 4 benchmark MDPs + 1 random, 14 estimators, one sample size.
+    assert_eq!(rows.len(), 5 * 14);
+    for row in rows.iter().filter(|r| r[1] == "biased_action_baseline") {
+        assert_eq!(row[8], "false", "{row:?}");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["seed"], 3);
+    assert!(
+        t.contains("reinforce_total_return") && t.contains("gae_lambda_0.95"),
+        "{t}"
+    );
+
+    std::fs::write(&config, "sample = [64]\n").unwrap();
+    let o = gradgym(&[
+        "estimators",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("sample"), "{}", text(&o));
+}
