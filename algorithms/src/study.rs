@@ -113,6 +113,9 @@ pub enum Estimator {
     RewardToGo,
     /// Σ_t γ^t (G_t − b(s_t)) ∇log π with an arbitrary b(s) = 2 sin(3s + 1).
     StateBaseline,
+    /// Σ_t γ^t (G_t − V_w(s_t)) ∇log π with V_w a state-value critic fitted by the production
+    /// `value_loss` and Adam on an independent sample (the learners' baseline path).
+    LearnedBaseline,
     /// Σ_t γ^t Q^π_t(s_t, a_t) ∇log π, exact Q.
     ExactQ,
     /// Σ_t γ^t A^π_t(s_t, a_t) ∇log π, exact A.
@@ -139,6 +142,7 @@ impl Estimator {
             TotalReturn,
             RewardToGo,
             StateBaseline,
+            LearnedBaseline,
             ExactQ,
             ExactAdvantage,
             Gae(0.0),
@@ -159,6 +163,7 @@ impl Estimator {
             TotalReturn => "reinforce_total_return".into(),
             RewardToGo => "reinforce_reward_to_go".into(),
             StateBaseline => "reinforce_state_baseline".into(),
+            LearnedBaseline => "reinforce_learned_baseline".into(),
             ExactQ => "actor_critic_exact_q".into(),
             ExactAdvantage => "actor_critic_exact_advantage".into(),
             Gae(l) => format!("gae_lambda_{l}"),
@@ -192,11 +197,12 @@ impl Estimator {
         &self,
         mdp: &TabularMdp,
         theta: &[f64],
-        tables: &Tables,
+        context: &Context,
         batch: &Batch,
     ) -> Vec<f64> {
         use Estimator::*;
         let na = mdp.actions;
+        let tables = &context.tables;
         let exact_adv = |t: usize, s: usize, a: usize| tables.q[t][s * na + a] - tables.v[t][s];
         match *self {
             TotalReturn => {
@@ -220,6 +226,16 @@ impl Estimator {
                             * 2.0
                             * (3.0 * batch.states[k] as f32 + 1.0).sin()
                     })
+                    .collect();
+                pg_estimate(mdp, theta, batch, &w)
+            }
+            LearnedBaseline => {
+                let g = discounted_from_zero(mdp, &batch.rewards, batch.m);
+                let v = &context.learned_values;
+                let w: Vec<f32> = g
+                    .iter()
+                    .enumerate()
+                    .map(|(k, g)| g - discount(mdp, k / batch.m) * v[batch.states[k]] as f32)
                     .collect();
                 pg_estimate(mdp, theta, batch, &w)
             }
@@ -303,6 +319,54 @@ impl Estimator {
             }
         }
     }
+}
+
+/// What estimators may use besides the batch: the exact tables of the policy, and the values
+/// of a learned state-value critic (empty unless [`Estimator::LearnedBaseline`] is measured).
+pub struct Context {
+    pub tables: Tables,
+    pub learned_values: Vec<f64>,
+}
+
+/// A state-value critic V_w(s) (one weight per state, like the learners' critic a function of
+/// the state only), fitted to the reward-to-go G_t by the production `value_loss` with Adam,
+/// on 512 trajectories drawn from their own stream, independent of the batches it will serve.
+pub fn fit_state_values(mdp: &TabularMdp, theta: &[f64], seed: u64) -> Vec<f64> {
+    use crate::losses::value_loss;
+    use tch::nn::OptimizerConfig;
+    let mut r = rng::stream(seed, "baseline-fit", 0);
+    let m = 512;
+    let b = sample(mdp, theta, m, &mut r);
+    let shape = Shape {
+        num_steps: mdp.horizon,
+        num_envs: m,
+    };
+    let targets = reward_to_go(
+        shape,
+        &b.rewards,
+        &vec![0.0; shape.len()],
+        &last_row_done(shape),
+        mdp.gamma as f32,
+    );
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let w = vs
+        .root()
+        .var("v", &[mdp.states as i64], tch::nn::Init::Const(0.0));
+    let mut opt = tch::nn::Adam::default()
+        .build(&vs, 0.1)
+        .expect("an Adam optimiser");
+    let idx = Tensor::from_slice(&b.states.iter().map(|&s| s as i64).collect::<Vec<_>>());
+    let targets = Tensor::from_slice(&targets);
+    for _ in 0..300 {
+        let values = w.index_select(0, &idx);
+        let loss = value_loss(&values, &targets, &values.detach(), None);
+        opt.backward_step(&loss);
+    }
+    Vec::<f32>::try_from(w.detach())
+        .expect("f32 values")
+        .into_iter()
+        .map(f64::from)
+        .collect()
 }
 
 fn discount(mdp: &TabularMdp, t: usize) -> f32 {
@@ -513,11 +577,18 @@ pub fn measure(
     seed: u64,
 ) -> Measurement {
     let exact = mdp.policy_gradient_theorem(theta).gradient;
-    let tables = mdp.tables(&softmax_policy(theta, mdp.actions));
+    let context = Context {
+        tables: mdp.tables(&softmax_policy(theta, mdp.actions)),
+        learned_values: if estimator == Estimator::LearnedBaseline {
+            fit_state_values(mdp, theta, seed)
+        } else {
+            Vec::new()
+        },
+    };
     let behaviour = estimator.behaviour(theta);
     let mut r = rng::stream(seed, "estimator-samples", 0);
     let estimates: Vec<Vec<f64>> = (0..batches)
-        .map(|_| estimator.estimate(mdp, theta, &tables, &sample(mdp, &behaviour, m, &mut r)))
+        .map(|_| estimator.estimate(mdp, theta, &context, &sample(mdp, &behaviour, m, &mut r)))
         .collect();
     summarise(name, &estimator.name(), m, &exact, &estimates)
 }

@@ -28,8 +28,11 @@ fn the_study_writes_its_table_and_catches_the_biased_estimator() {
         "mdp,estimator,samples,bias_norm,bias_z,variance_trace,snr,cosine_to_exact,passes"
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
-    // 4 benchmark MDPs + 1 random, 14 estimators, one sample size.
-    assert_eq!(rows.len(), 5 * 14);
+    // 4 benchmark MDPs + 1 random, every estimator, one sample size.
+    assert_eq!(
+        rows.len(),
+        5 * gradgym_algorithms::study::Estimator::all().len()
+    );
     for row in rows.iter().filter(|r| r[1] == "biased_action_baseline") {
         assert_eq!(row[8], "false", "{row:?}");
     }
