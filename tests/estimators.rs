@@ -223,10 +223,14 @@ fn measure_custom(
 
 #[test]
 fn ppo_clipping_far_from_the_old_policy_and_truncation_as_termination_are_caught() {
+    // Cases whose exact bias is too small for the sample size are skipped (not a fair
+    // control); at least half of the cases must exercise each control.
+    let (mut tested_clip, mut tested_cut) = (0, 0);
     for case in 0..cases(4) as u64 {
         let (mut mdp, theta) = random_case(5000 + case, 4);
         mdp.horizon = mdp.horizon.max(3);
         let na = mdp.actions;
+        let exact = mdp.policy_gradient_theorem(&theta).gradient;
         // (ii) The clipped surrogate at θ with samples from a θ′ far enough that most ratios
         // leave [0.8, 1.2]: clipped terms have zero gradient, so the estimate is not ∇J(θ).
         // Advantages are the exact A of the sampling policy, as in PPO.
@@ -247,11 +251,38 @@ fn ppo_clipping_far_from_the_old_policy_and_truncation_as_termination_are_caught
                 false,
             )
         });
-        assert!(
-            !v.passes,
-            "case {case}: PPO's clipped surrogate far from θ′ passed as ∇J(θ) (worst z {:.2})",
-            v.bias_z
-        );
+        // Power: the estimate's exact expectation. Per entry (t, s, a) drawn from θ′, the
+        // gradient of min(ρA′, clip(ρ)A′) is A′ρ∇log π_θ(a|s) where the unclipped term is the
+        // minimum and 0 where the clipped one is; the estimate sums the entries over t.
+        let (pi, pi_old) = (softmax_policy(&theta, na), softmax_policy(&old, na));
+        let mut expected = vec![0.0; theta.len()];
+        for t in 0..mdp.horizon {
+            for st in 0..mdp.states {
+                for a in 0..na {
+                    let sa = st * na + a;
+                    let (rho, a_prime) = (
+                        pi[sa] / pi_old[sa],
+                        mdp.gamma.powi(t as i32) * adv(t, st, a),
+                    );
+                    if a_prime * rho <= a_prime * rho.clamp(0.8, 1.2) {
+                        for b in 0..na {
+                            let score = if a == b { 1.0 } else { 0.0 } - pi[st * na + b];
+                            expected[st * na + b] +=
+                                t_old.d[t][st] * pi_old[sa] * a_prime * rho * score;
+                        }
+                    }
+                }
+            }
+        }
+        let bias: Vec<f64> = expected.iter().zip(&exact).map(|(e, x)| e - x).collect();
+        if detectable(&bias, &v.se, theta.len()) {
+            assert!(
+                !v.passes,
+                "case {case}: PPO's clipped surrogate far from θ′ passed as ∇J(θ) (worst z {:.2})",
+                v.bias_z
+            );
+            tested_clip += 1;
+        }
 
         // (iv) A time-limit cut treated as termination: the episode runs H steps, but the
         // estimator's returns stop at H − 1 with nothing bootstrapped.
@@ -260,12 +291,35 @@ fn ppo_clipping_far_from_the_old_policy_and_truncation_as_termination_are_caught
             rewards[(mdp.horizon - 1) * b.m..].fill(0.0);
             pg_estimate(&mdp, &theta, b, &discounted_from_zero(&mdp, &rewards, b.m))
         });
-        assert!(
-            !v.passes,
-            "case {case}: returns cut at H − 1 passed as ∇J (worst z {:.2})",
-            v.bias_z
-        );
+        // Power: by causality the cut estimator's expectation is ∇J of the horizon-(H − 1)
+        // problem, so its bias is ∇J_{H−1} − ∇J_H, computed exactly.
+        let mut short = mdp.clone();
+        short.horizon -= 1;
+        let bias: Vec<f64> = short
+            .policy_gradient_theorem(&theta)
+            .gradient
+            .iter()
+            .zip(&exact)
+            .map(|(a, b)| a - b)
+            .collect();
+        if detectable(&bias, &v.se, theta.len()) {
+            assert!(
+                !v.passes,
+                "case {case}: returns cut at H − 1 passed as ∇J (worst z {:.2})",
+                v.bias_z
+            );
+            tested_cut += 1;
+        }
     }
+    let n = cases(4) as usize;
+    assert!(
+        tested_clip * 2 >= n,
+        "only {tested_clip} of {n} cases exercised the clipping control"
+    );
+    assert!(
+        tested_cut * 2 >= n,
+        "only {tested_cut} of {n} cases exercised the truncation control"
+    );
 }
 
 proptest! {
