@@ -429,6 +429,15 @@ fn spaces_and_metadata_match_gymnasium() {
         assert_eq!(spec.max_episode_steps, steps, "{id}");
         assert_eq!(spec.reward_threshold, threshold, "{id}");
     }
+    for id in ENV_IDS {
+        let env = make(id, 1, 0).unwrap();
+        assert_eq!(
+            gradgym::envs::registry::state_dim(id).unwrap(),
+            env.state(0).unwrap().len(),
+            "{id}"
+        );
+    }
+    assert!(gradgym::envs::registry::state_dim("Pong-v5").is_err());
     let cartpole = gradgym::envs::spec("CartPole-v1").unwrap();
     let Space::Box { high, .. } = cartpole.observation_space else {
         panic!()

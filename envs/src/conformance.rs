@@ -12,7 +12,7 @@ use crate::classic::{
     Acrobot, ActionValue, CartPole, Dynamics, MountainCar, MountainCarContinuous, Pendulum,
     StateVec,
 };
-use crate::registry::{ENV_IDS, spec};
+use crate::registry::{ENV_IDS, spec, state_dim};
 use crate::vec_env::{Autoreset, ClassicVecEnv, EnvOptions, VecEnv};
 
 /// Largest allowed absolute errors. `terminated` must match exactly.
@@ -59,13 +59,6 @@ pub struct FixtureError {
 }
 
 const FIXED_COLUMNS: [&str; 4] = ["env_id", "kind", "episode", "t"];
-
-fn state_dim(env_id: &str) -> usize {
-    match env_id {
-        "CartPole-v1" | "Acrobot-v1" => 4,
-        _ => 2,
-    }
-}
 
 /// Parses a transitions file. `source_name` is used in error messages.
 pub fn parse(text: &str, source_name: &str) -> Result<Vec<FixtureRow>, FixtureError> {
@@ -162,7 +155,7 @@ pub fn parse(text: &str, source_name: &str) -> Result<Vec<FixtureRow>, FixtureEr
             }
         }
         let env_spec = spec(env_id).expect("registered id");
-        let sd = state_dim(env_id);
+        let sd = state_dim(env_id).expect("registered id");
         let action = number("action")?;
         if let crate::Space::Discrete { n } = env_spec.action_space
             && (i64::from_f64(action).is_none() || !(0.0..n as f64).contains(&action))

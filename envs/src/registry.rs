@@ -1,6 +1,8 @@
 //! `make(env_id, num_envs, seed)`: environments by their Gymnasium id.
 
-use crate::classic::{Acrobot, CartPole, Dynamics, MountainCar, MountainCarContinuous, Pendulum};
+use crate::classic::{
+    Acrobot, CartPole, Dynamics, MountainCar, MountainCarContinuous, Pendulum, StateVec,
+};
 use crate::error::EnvError;
 use crate::space::EnvSpec;
 use crate::vec_env::{ClassicVecEnv, EnvOptions, VecEnv};
@@ -49,6 +51,21 @@ pub fn spec(env_id: &str) -> Result<EnvSpec, EnvError> {
         "MountainCar-v0" => Ok(MountainCar::default().spec()),
         "MountainCarContinuous-v0" => Ok(MountainCarContinuous::default().spec()),
         "Pendulum-v1" => Ok(Pendulum::default().spec()),
+        other => Err(unknown(other)),
+    }
+}
+
+/// Components of the physics state of `env_id` (what `VecEnv::state` returns).
+pub fn state_dim(env_id: &str) -> Result<usize, EnvError> {
+    fn dim<D: Dynamics>() -> usize {
+        <D::State as StateVec>::DIM
+    }
+    match env_id {
+        "CartPole-v1" => Ok(dim::<CartPole>()),
+        "Acrobot-v1" => Ok(dim::<Acrobot>()),
+        "MountainCar-v0" => Ok(dim::<MountainCar>()),
+        "MountainCarContinuous-v0" => Ok(dim::<MountainCarContinuous>()),
+        "Pendulum-v1" => Ok(dim::<Pendulum>()),
         other => Err(unknown(other)),
     }
 }
