@@ -217,26 +217,14 @@ impl Estimator {
                 &discounted_from_zero(mdp, &batch.rewards, batch.m),
             ),
             StateBaseline => {
-                let g = discounted_from_zero(mdp, &batch.rewards, batch.m);
-                let w: Vec<f32> = g
-                    .iter()
-                    .enumerate()
-                    .map(|(k, g)| {
-                        g - discount(mdp, k / batch.m)
-                            * 2.0
-                            * (3.0 * batch.states[k] as f32 + 1.0).sin()
-                    })
-                    .collect();
+                let w = minus_baseline(mdp, batch, |k| {
+                    2.0 * (3.0 * batch.states[k] as f32 + 1.0).sin()
+                });
                 pg_estimate(mdp, theta, batch, &w)
             }
             LearnedBaseline => {
-                let g = discounted_from_zero(mdp, &batch.rewards, batch.m);
                 let v = &context.learned_values;
-                let w: Vec<f32> = g
-                    .iter()
-                    .enumerate()
-                    .map(|(k, g)| g - discount(mdp, k / batch.m) * v[batch.states[k]] as f32)
-                    .collect();
+                let w = minus_baseline(mdp, batch, |k| v[batch.states[k]] as f32);
                 pg_estimate(mdp, theta, batch, &w)
             }
             ExactQ => pg_estimate(
@@ -292,17 +280,12 @@ impl Estimator {
                 &table_weights(mdp, batch, &exact_adv),
                 true,
             ),
-            ActionBaseline => {
-                let g = discounted_from_zero(mdp, &batch.rewards, batch.m);
-                let w: Vec<f32> = g
-                    .iter()
-                    .enumerate()
-                    .map(|(k, g)| {
-                        g - discount(mdp, k / batch.m) * 4.0 * (batch.actions[k] as f32 + 1.0)
-                    })
-                    .collect();
-                pg_estimate(mdp, theta, batch, &w)
-            }
+            ActionBaseline => pg_estimate(
+                mdp,
+                theta,
+                batch,
+                &minus_baseline(mdp, batch, |k| 4.0 * (batch.actions[k] as f32 + 1.0)),
+            ),
             MissingDiscount => {
                 let shape = Shape {
                     num_steps: mdp.horizon,
@@ -395,6 +378,16 @@ pub fn discounted_from_zero(mdp: &TabularMdp, rewards: &[f32], m: usize) -> Vec<
     rtg.iter()
         .enumerate()
         .map(|(k, g)| g * discount(mdp, k / m))
+        .collect()
+}
+
+/// `γ^t (G_t − b_k)` for every entry k of a batch: the discounted-from-zero reward-to-go minus
+/// a baseline `b(k)` that is discounted like the return.
+fn minus_baseline(mdp: &TabularMdp, batch: &Batch, b: impl Fn(usize) -> f32) -> Vec<f32> {
+    let g = discounted_from_zero(mdp, &batch.rewards, batch.m);
+    g.iter()
+        .enumerate()
+        .map(|(k, g)| g - discount(mdp, k / batch.m) * b(k))
         .collect()
 }
 
