@@ -203,7 +203,6 @@ fn collect(
     rng: &mut Stream,
     episodic: bool,
     episodes: &mut Episodes,
-    final_values: &mut Vec<f32>,
 ) -> Result<u64> {
     let n = env.num_envs();
     let od = env.obs_dim();
@@ -297,8 +296,7 @@ fn collect(
     }
     if !episodic {
         // Bootstrap the episodes the window cut with the value of the current observation.
-        final_values.clear();
-        final_values.extend_from_slice(policy.values(env.observations(), n, &mut actor.scratch));
+        let final_values = policy.values(env.observations(), n, &mut actor.scratch);
         for (i, &v) in final_values.iter().enumerate() {
             let k = (t - 1) * n + i;
             if !r.dones[k] {
@@ -501,7 +499,6 @@ fn run(
         iteration_returns: Vec::new(),
         iteration_lengths: Vec::new(),
     };
-    let mut final_values = Vec::new();
 
     let mut metrics =
         fs::File::create(out_dir.join("metrics.csv")).context("cannot create metrics.csv")?;
@@ -538,7 +535,6 @@ fn run(
             &mut action_rng,
             episodic,
             &mut episodes,
-            &mut final_values,
         )?;
         let stats: UpdateStats = learner
             .update(&mut agent, &rollout, &mut minibatch_rng)
