@@ -2,6 +2,7 @@
 
 mod envs_cmd;
 mod estimators_cmd;
+mod harness_cmd;
 mod train_cmd;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,14 @@ enum Command {
     Info,
     /// The estimator study: bias and variance of every gradient estimator on MDPs with exact gradients.
     Estimators(estimators_cmd::EstimatorArgs),
+    /// Train a grid of runs (envs × algos × hyperparameters × seeds) into one results folder; resumes.
+    Sweep(harness_cmd::SweepArgs),
+    /// IQM, mean, median, optimality gap, bootstrap intervals, P(improvement), profiles.
+    Report(harness_cmd::ReportArgs),
+    /// Learning curves, interval plots, performance profiles, estimator-study plots (PNG + SVG).
+    Plot(harness_cmd::PlotArgs),
+    /// Regression gate: exit 1 when the candidate is worse than the baseline beyond the interval.
+    Compare(harness_cmd::CompareArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +48,10 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => train_cmd::run_train(*args),
         Command::Info => train_cmd::run_info(),
         Command::Estimators(args) => estimators_cmd::run(args),
+        Command::Sweep(args) => harness_cmd::run_sweep(args),
+        Command::Report(args) => harness_cmd::run_report(args),
+        Command::Plot(args) => harness_cmd::run_plot(args),
+        Command::Compare(args) => harness_cmd::run_compare(args),
     };
     match result {
         Ok(code) => code,

@@ -8,31 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use gradgym_agents::config::{Algo, TrainConfig};
 use gradgym_agents::train::{Progress, train};
-
-/// Tuned configurations shipped with gradgym, by `<env id>-<algo>`.
-/// `("<env>-<algo>", contents of benchmarks/configs/<env>-<algo>.toml)`.
-macro_rules! shipped {
-    ($($name:literal),* $(,)?) => {
-        [$(($name, include_str!(concat!("../configs/", $name, ".toml")))),*]
-    };
-}
-
-const BUILTIN_CONFIGS: [(&str, &str); 5] = shipped!(
-    "CartPole-v1-ppo",
-    "CartPole-v1-a2c",
-    "CartPole-v1-reinforce",
-    "Acrobot-v1-ppo",
-    "Pendulum-v1-ppo",
-);
-
-/// The shipped config for (env, algo), if any.
-pub fn builtin_config(env_id: &str, algo: Algo) -> Option<(String, &'static str)> {
-    let name = format!("{env_id}-{}", algo.name());
-    BUILTIN_CONFIGS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(n, text)| (format!("benchmarks/configs/{n}.toml"), *text))
-}
+use gradgym_benchmarks::configs::{self, Layer, toml_line};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -111,31 +87,20 @@ pub struct TrainArgs {
     quiet: bool,
 }
 
-/// `key = value` as TOML: the value as written if it parses (numbers, booleans, arrays),
-/// otherwise as a string.
-fn toml_line(key: &str, value: &str) -> String {
-    let literal = format!("{key} = {value}");
-    if literal.parse::<toml::Table>().is_ok() {
-        literal
-    } else {
-        format!("{key} = {value:?}")
-    }
-}
-
 /// Defaults → shipped config for (env, algo) → `--config` file → flags.
 pub fn resolve(args: &TrainArgs) -> Result<(TrainConfig, Vec<String>)> {
-    let mut sources = vec!["defaults".to_string()];
-    let user_text = match &args.config {
-        Some(path) => Some(
+    let user = match &args.config {
+        Some(path) => Some(Layer::new(
+            path.display().to_string(),
             std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config {}", path.display()))?,
-        ),
+        )),
         None => None,
     };
     // The env and algo decide which shipped config applies: flags first, then the user file.
-    let probe = match &user_text {
-        Some(text) => TrainConfig::default()
-            .overlay_toml(text, &args.config.as_ref().unwrap().display().to_string())
+    let probe = match &user {
+        Some(layer) => TrainConfig::default()
+            .overlay_toml(&layer.text, &layer.source)
             .map_err(anyhow::Error::msg)?,
         None => TrainConfig::default(),
     };
@@ -144,23 +109,7 @@ pub fn resolve(args: &TrainArgs) -> Result<(TrainConfig, Vec<String>)> {
         Some(a) => Algo::parse(a).map_err(anyhow::Error::msg)?,
         None => probe.algo,
     };
-    let mut config = TrainConfig::default();
-    if let Some((name, text)) = builtin_config(&env_id, algo) {
-        config = config
-            .overlay_toml(text, &name)
-            .map_err(anyhow::Error::msg)?;
-        sources.push(name);
-    }
-    if let (Some(text), Some(path)) = (&user_text, &args.config) {
-        config = config
-            .overlay_toml(text, &path.display().to_string())
-            .map_err(anyhow::Error::msg)?;
-        sources.push(path.display().to_string());
-    }
-    let mut lines = vec![
-        toml_line("env_id", &format!("{env_id:?}")),
-        toml_line("algo", &format!("{:?}", algo.name())),
-    ];
+    let mut lines = Vec::new();
     if let Some(seed) = args.seed {
         lines.push(format!("seed = {seed}"));
     }
@@ -170,7 +119,7 @@ pub fn resolve(args: &TrainArgs) -> Result<(TrainConfig, Vec<String>)> {
     if let Some(d) = &args.device {
         lines.push(toml_line("device", &format!("{d:?}")));
     }
-    let flags: [(&str, &Option<String>); 22] = [
+    let flags: [(&str, &Option<String>); 24] = [
         ("learning_rate", &args.learning_rate),
         ("num_envs", &args.num_envs),
         ("num_steps", &args.num_steps),
@@ -193,24 +142,17 @@ pub fn resolve(args: &TrainArgs) -> Result<(TrainConfig, Vec<String>)> {
         ("baseline", &args.baseline),
         ("hidden_sizes", &args.hidden_sizes),
         ("log_std_init", &args.log_std_init),
+        ("eval_episodes", &args.eval_episodes),
+        ("torch_threads", &args.torch_threads),
     ];
-    for (key, value) in flags.iter().chain(
-        [
-            ("eval_episodes", &args.eval_episodes),
-            ("torch_threads", &args.torch_threads),
-        ]
-        .iter(),
-    ) {
+    for (key, value) in flags {
         if let Some(v) = value {
             lines.push(toml_line(key, v));
         }
     }
-    config = config
-        .overlay_toml(&lines.join("\n"), "command-line flags")
-        .map_err(anyhow::Error::msg)?;
-    sources.push("command-line flags".into());
-    config.validate()?;
-    Ok((config, sources))
+    let mut layers: Vec<Layer> = user.into_iter().collect();
+    layers.push(Layer::new("command-line flags", lines.join("\n")));
+    configs::resolve(&env_id, algo, &layers)
 }
 
 pub fn run_train(args: TrainArgs) -> Result<ExitCode> {

@@ -1,0 +1,165 @@
+//! `gradgym compare BASELINE CANDIDATE`: the regression gate.
+//!
+//! For every (env, algo) of the baseline, with the score of `gradgym report` (default the final
+//! return):
+//! - Δ = IQM(candidate) − IQM(baseline), with a 95% bootstrap interval (each side's runs
+//!   resampled independently, 10,000 replicates, seed 0);
+//! - **regression** when the whole interval lies below `−tolerance × (reference − random)` of
+//!   the env (the tolerance is in normalised score, default 0): the candidate is worse beyond
+//!   what seed noise explains. With a constant score on both sides (CartPole at 500) the
+//!   interval is a point, so any drop is a regression;
+//! - **regression** too when the candidate lacks the pair or has more failed runs than the
+//!   baseline.
+//!
+//! Pairs only in the candidate are listed as new. The exit status is 1 when any pair regresses.
+
+use std::fmt::Write as _;
+
+use crate::report::Metric;
+use crate::results::ResultSet;
+use crate::stats::{self, Bootstrap, Interval};
+
+#[derive(Clone, Debug)]
+pub struct Comparison {
+    pub env: String,
+    pub label: String,
+    pub baseline: Option<f64>,
+    pub candidate: Option<f64>,
+    pub delta: Option<Interval>,
+    pub verdict: Verdict,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    Better,
+    Regression(String),
+    New,
+}
+
+impl Verdict {
+    pub fn text(&self) -> String {
+        match self {
+            Verdict::Ok => "ok".into(),
+            Verdict::Better => "better".into(),
+            Verdict::Regression(why) => format!("REGRESSION: {why}"),
+            Verdict::New => "new (not in baseline)".into(),
+        }
+    }
+}
+
+pub fn compare(
+    baseline: &ResultSet,
+    candidate: &ResultSet,
+    metric: Metric,
+    tolerance: f64,
+    boot: Bootstrap,
+) -> Vec<Comparison> {
+    let mut out = Vec::new();
+    let scores = |set: &ResultSet, env: &str, label: &str| -> Vec<f64> {
+        set.completed(env, label)
+            .iter()
+            .filter_map(|r| metric.of(r))
+            .collect()
+    };
+    let failures = |set: &ResultSet, env: &str, label: &str| {
+        set.all(env, label)
+            .iter()
+            .filter(|r| !r.completed())
+            .count()
+    };
+    for env in baseline.envs() {
+        for label in baseline.labels() {
+            if baseline.all(&env, &label).is_empty() {
+                continue;
+            }
+            let b = scores(baseline, &env, &label);
+            let c = scores(candidate, &env, &label);
+            let (bf, cf) = (
+                failures(baseline, &env, &label),
+                failures(candidate, &env, &label),
+            );
+            let mut row = Comparison {
+                env: env.clone(),
+                label: label.clone(),
+                baseline: (!b.is_empty()).then(|| stats::iqm(&b)),
+                candidate: (!c.is_empty()).then(|| stats::iqm(&c)),
+                delta: None,
+                verdict: Verdict::Ok,
+            };
+            if candidate.all(&env, &label).is_empty() {
+                row.verdict = Verdict::Regression("missing from the candidate".into());
+            } else if cf > bf {
+                row.verdict = Verdict::Regression(format!("{cf} failed run(s), baseline {bf}"));
+            } else if !b.is_empty() && !c.is_empty() {
+                let d = stats::difference_interval(
+                    &c,
+                    &b,
+                    &stats::iqm,
+                    boot,
+                    &format!("compare/{env}/{label}"),
+                );
+                let margin = stats::score_range(&env).map_or(0.0, |(lo, hi)| tolerance * (hi - lo));
+                row.verdict = if d.high < -margin {
+                    Verdict::Regression(format!(
+                        "ΔIQM interval [{:.2}, {:.2}] below −{margin:.2}",
+                        d.low, d.high
+                    ))
+                } else if d.low > 0.0 {
+                    Verdict::Better
+                } else {
+                    Verdict::Ok
+                };
+                row.delta = Some(d);
+            }
+            out.push(row);
+        }
+    }
+    for env in candidate.envs() {
+        for label in candidate.labels() {
+            if !candidate.all(&env, &label).is_empty() && baseline.all(&env, &label).is_empty() {
+                out.push(Comparison {
+                    env: env.clone(),
+                    label: label.clone(),
+                    baseline: None,
+                    candidate: {
+                        let c = scores(candidate, &env, &label);
+                        (!c.is_empty()).then(|| stats::iqm(&c))
+                    },
+                    delta: None,
+                    verdict: Verdict::New,
+                });
+            }
+        }
+    }
+    out
+}
+
+pub fn table(rows: &[Comparison]) -> String {
+    let opt = |x: Option<f64>| x.map_or("—".into(), |v| format!("{v:.1}"));
+    let mut s = String::from(
+        "| env | algo | baseline IQM | candidate IQM | Δ IQM [95% CI] | verdict |\n|---|---|---:|---:|---:|---|\n",
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            r.env,
+            r.label,
+            opt(r.baseline),
+            opt(r.candidate),
+            r.delta.map_or("—".into(), |d| format!(
+                "{:+.1} [{:+.1}, {:+.1}]",
+                d.point, d.low, d.high
+            )),
+            r.verdict.text()
+        );
+    }
+    s
+}
+
+pub fn regressions(rows: &[Comparison]) -> usize {
+    rows.iter()
+        .filter(|r| matches!(r.verdict, Verdict::Regression(_)))
+        .count()
+}

@@ -1,0 +1,203 @@
+//! `gradgym sweep`, `report`, `plot` and `compare`: argument parsing over the library modules.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use gradgym_benchmarks::report::{self, Metric};
+use gradgym_benchmarks::stats::Bootstrap;
+use gradgym_benchmarks::sweep::{self, Shard, SweepOptions, SweepSpec};
+use gradgym_benchmarks::{compare, plot, results};
+
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    /// The sweep file (TOML): seeds, [[runs]] groups of envs × algos × grid.
+    file: PathBuf,
+    /// Runs trained at once (default: the number of cores). Each is single-threaded.
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// cpu, cuda or cuda:N, for every run.
+    #[arg(long)]
+    device: Option<String>,
+    /// Run only slice i of n of the grid (runs k with k mod n = i − 1).
+    #[arg(long)]
+    shard: Option<String>,
+    /// The results folder (default: out/sweeps/<sweep name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write an sbatch job-array script (one shard per task) to stdout instead of running.
+    #[arg(long)]
+    emit_slurm: bool,
+    /// Shards for --emit-slurm (default: one per run).
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Plain progress lines even on a terminal.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
+    let spec = SweepSpec::read(&args.file)?;
+    let source = args.file.display().to_string();
+    let planned = spec.plan(&source, args.device.as_deref())?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("out/sweeps").join(spec.display_name(&args.file)));
+    if args.emit_slurm {
+        let shards = args.shards.unwrap_or(planned.len()).clamp(1, planned.len());
+        print!(
+            "{}",
+            sweep::slurm_script(&args.file, &out, shards, args.device.as_deref())
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let shard = match &args.shard {
+        Some(s) => Shard::parse(s)?,
+        None => Shard::ALL,
+    };
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if jobs == 0 {
+        anyhow::bail!("--jobs must be at least 1");
+    }
+    let outcome = sweep::run_sweep(
+        &args.file,
+        &SweepOptions {
+            jobs,
+            device: args.device,
+            shard,
+            out: out.clone(),
+            quiet: args.quiet,
+        },
+    )?;
+    eprintln!(
+        "gradgym sweep: {} runs in {} ({} already done, {} completed now, {} failed); summary: {}",
+        outcome.planned,
+        out.display(),
+        outcome.skipped,
+        outcome.completed,
+        outcome.failed,
+        out.join("summary.csv").display()
+    );
+    Ok(if outcome.failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Results folders (sweep folders, or folders of shard folders); their runs are pooled.
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
+    /// final (final_return_mean_last100) or eval (eval_return_mean).
+    #[arg(long, default_value = "final")]
+    metric: String,
+    /// Bootstrap replicates.
+    #[arg(long, default_value_t = 10_000)]
+    reps: usize,
+    /// Bootstrap seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where to write (default: <first DIR>/report).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn sources(dirs: &[PathBuf]) -> Vec<String> {
+    dirs.iter().map(|d| format!("`{}`", d.display())).collect()
+}
+
+pub fn run_report(args: ReportArgs) -> Result<ExitCode> {
+    let set = results::load(&args.dirs)?;
+    let metric = Metric::parse(&args.metric)?;
+    let boot = Bootstrap {
+        reps: args.reps.max(1),
+        seed: args.seed,
+    };
+    let report = report::compute(&set, metric, boot)?;
+    let out = args.out.unwrap_or_else(|| args.dirs[0].join("report"));
+    report.write(&out, &sources(&args.dirs))?;
+    print!("{}", report.markdown(&sources(&args.dirs)));
+    eprintln!("gradgym report: wrote {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct PlotArgs {
+    /// Results folders (sweeps, shard folders) or estimator-study folders (with estimators.csv).
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
+    /// final or eval: the score of the interval plots and profiles.
+    #[arg(long, default_value = "final")]
+    metric: String,
+    #[arg(long, default_value_t = 10_000)]
+    reps: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where to write (default: <first DIR>/plots).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn run_plot(args: PlotArgs) -> Result<ExitCode> {
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.dirs[0].join("plots"));
+    let boot = Bootstrap {
+        reps: args.reps.max(1),
+        seed: args.seed,
+    };
+    let written = if args.dirs.iter().all(|d| d.join("estimators.csv").is_file()) {
+        let mut all = Vec::new();
+        for d in &args.dirs {
+            all.extend(plot::plot_estimators(&d.join("estimators.csv"), &out)?);
+        }
+        all
+    } else {
+        let set = results::load(&args.dirs)?;
+        plot::plot_results(&set, Metric::parse(&args.metric)?, boot, &out)
+            .context("cannot draw the plots")?
+    };
+    for p in &written {
+        println!("{}", p.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    baseline: PathBuf,
+    candidate: PathBuf,
+    #[arg(long, default_value = "final")]
+    metric: String,
+    /// Allowed drop, in normalised score (fraction of reference − random).
+    #[arg(long, default_value_t = 0.0)]
+    tolerance: f64,
+}
+
+pub fn run_compare(args: CompareArgs) -> Result<ExitCode> {
+    let baseline = results::load(std::slice::from_ref(&args.baseline))?;
+    let candidate = results::load(std::slice::from_ref(&args.candidate))?;
+    let rows = compare::compare(
+        &baseline,
+        &candidate,
+        Metric::parse(&args.metric)?,
+        args.tolerance,
+        Bootstrap::default(),
+    );
+    print!("{}", compare::table(&rows));
+    let n = compare::regressions(&rows);
+    if n > 0 {
+        eprintln!("gradgym compare: {n} regression(s)");
+        Ok(ExitCode::from(1))
+    } else {
+        eprintln!("gradgym compare: no regression");
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,662 @@
+//! `gradgym plot DIR…`: figures drawn from the files of a results folder alone, as PNG and SVG.
+//!
+//! From a sweep (or its shards):
+//! - `learning_curves`: per env, the episodic return against env steps, one line per algo: the
+//!   mean over seeds of each run's curve (a trailing mean over 1/40 of the budget, read at 100
+//!   evenly spaced steps), with a 95% bootstrap band over seeds;
+//! - `final_scores`: per env, each algo's IQM of the final score with its 95% interval and the
+//!   individual runs as dots;
+//! - `intervals`: per algo, IQM, median, mean and optimality gap of normalised scores over envs
+//!   with stratified-bootstrap 95% intervals (as in Agarwal et al. 2021, fig. 1);
+//! - `profiles`: performance profiles (fraction of runs above τ) with bands.
+//!
+//! From `gradgym estimators` output (`estimators.csv`):
+//! - `estimator_variance`: each estimator's gradient variance relative to REINFORCE with the
+//!   total return, on the benchmark MDPs at the largest sample size (log scale);
+//! - `estimator_bias`: every measurement's bias z-score (`|mean − exact| / SE`, largest
+//!   coordinate), marked passed or failed.
+//!
+//! Text is drawn with DejaVu Sans, bundled in `benchmarks/assets/fonts/`, so no system font
+//! library is used; the same inputs give the same files.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use anyhow::{Context, Result, anyhow};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::report::{self, Metric};
+use crate::results::{Csv, ResultSet, learning_curve};
+use crate::stats::{self, Bootstrap};
+
+static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+static REGISTER: Once = Once::new();
+
+fn register_font() {
+    REGISTER.call_once(|| {
+        if plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_err() {
+            panic!("the bundled DejaVu Sans font does not load");
+        }
+    });
+}
+
+/// Colours by algo rank: ppo, a2c, reinforce, then others (colour-blind-safe Okabe–Ito hues).
+const PALETTE: [RGBColor; 7] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(0, 0, 0),
+];
+
+fn colour(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    anyhow!("{e}")
+}
+
+/// Draws `$body` (with `$root` bound to the drawing area) into `<name>.png` and `<name>.svg`;
+/// evaluates to both paths. The body is expanded once per backend.
+macro_rules! render {
+    ($out:expr, $name:expr, $size:expr, |$root:ident| $body:expr) => {{
+        let png = $out.join(format!("{}.png", $name));
+        let svg = $out.join(format!("{}.svg", $name));
+        {
+            let $root = &BitMapBackend::new(&png, $size).into_drawing_area();
+            $body?;
+            $root.present().map_err(err)?;
+        }
+        {
+            let $root = &SVGBackend::new(&svg, $size).into_drawing_area();
+            $body?;
+            $root.present().map_err(err)?;
+        }
+        vec![png, svg]
+    }};
+}
+
+/// A curve averaged over seeds: (x, mean, low, high) at each grid step.
+struct Band {
+    label: String,
+    points: Vec<(f64, f64, f64, f64)>,
+}
+
+/// Trailing mean of `curve` over `window` env steps, read at `xs` (None before the first point).
+fn smooth_at(curve: &[(f64, f64)], xs: &[f64], window: f64) -> Vec<Option<f64>> {
+    xs.iter()
+        .map(|&x| {
+            let inside: Vec<f64> = curve
+                .iter()
+                .filter(|(s, _)| *s <= x && *s > x - window)
+                .map(|(_, r)| *r)
+                .collect();
+            if inside.is_empty() {
+                curve.iter().rev().find(|(s, _)| *s <= x).map(|(_, r)| *r)
+            } else {
+                Some(stats::mean(&inside))
+            }
+        })
+        .collect()
+}
+
+fn bands(set: &ResultSet, env: &str, boot: Bootstrap) -> Result<(Vec<Band>, f64)> {
+    let mut out = Vec::new();
+    let mut xmax: f64 = 0.0;
+    for label in set.labels() {
+        let runs = set.completed(env, &label);
+        if runs.is_empty() {
+            continue;
+        }
+        let curves: Vec<Vec<(f64, f64)>> = runs
+            .iter()
+            .map(|r| learning_curve(r))
+            .collect::<Result<_>>()?;
+        let end = curves
+            .iter()
+            .map(|c| c.last().map_or(0.0, |p| p.0))
+            .fold(f64::INFINITY, f64::min);
+        if !end.is_finite() || end <= 0.0 {
+            continue;
+        }
+        xmax = xmax.max(end);
+        let xs: Vec<f64> = (1..=100).map(|i| end * i as f64 / 100.0).collect();
+        let smoothed: Vec<Vec<Option<f64>>> = curves
+            .iter()
+            .map(|c| smooth_at(c, &xs, end / 40.0))
+            .collect();
+        let mut points = Vec::new();
+        for (j, &x) in xs.iter().enumerate() {
+            let ys: Vec<f64> = smoothed.iter().filter_map(|s| s[j]).collect();
+            if ys.is_empty() {
+                continue;
+            }
+            let i = stats::stratified_interval(
+                &[ys],
+                &stats::mean,
+                Bootstrap {
+                    reps: boot.reps.min(2000),
+                    seed: boot.seed,
+                },
+                &format!("curve/{env}/{label}/{j}"),
+            );
+            points.push((x, i.point, i.low, i.high));
+        }
+        out.push(Band { label, points });
+    }
+    Ok((out, xmax))
+}
+
+fn steps_label(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.1}M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.0}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+fn padded(lo: f64, hi: f64) -> (f64, f64) {
+    let span = (hi - lo).abs().max(1e-9);
+    (lo - 0.05 * span, hi + 0.05 * span)
+}
+
+fn draw_curves<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    panels: &[(String, Vec<Band>, f64)],
+    labels: &[String],
+) -> Result<()> {
+    root.fill(&WHITE).map_err(err)?;
+    let (top, bottom) = root.split_vertically(root.dim_in_pixel().1 - 40);
+    let areas = top.split_evenly((1, panels.len().max(1)));
+    for ((env, bands, xmax), area) in panels.iter().zip(areas) {
+        let ys = bands
+            .iter()
+            .flat_map(|b| b.points.iter().flat_map(|p| [p.2, p.3]));
+        let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
+            (a.min(y), b.max(y))
+        });
+        let (lo, hi) = if lo.is_finite() {
+            padded(lo, hi)
+        } else {
+            (0.0, 1.0)
+        };
+        let mut chart = ChartBuilder::on(&area)
+            .caption(env, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0f64..*xmax, lo..hi)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("environment steps")
+            .y_desc("episodic return")
+            .x_labels(5)
+            .x_label_formatter(&|x| steps_label(*x))
+            .label_style(("sans-serif", 13))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(err)?;
+        for band in bands {
+            let c = colour(labels.iter().position(|l| *l == band.label).unwrap_or(0));
+            let mut poly: Vec<(f64, f64)> = band.points.iter().map(|p| (p.0, p.2)).collect();
+            poly.extend(band.points.iter().rev().map(|p| (p.0, p.3)));
+            chart
+                .draw_series(std::iter::once(Polygon::new(poly, c.mix(0.2).filled())))
+                .map_err(err)?;
+            chart
+                .draw_series(LineSeries::new(
+                    band.points.iter().map(|p| (p.0, p.1)),
+                    c.stroke_width(2),
+                ))
+                .map_err(err)?;
+        }
+    }
+    legend(&bottom, labels)?;
+    Ok(())
+}
+
+/// A one-line legend of coloured swatches, centred.
+fn legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, labels: &[String]) -> Result<()> {
+    let (w, h) = area.dim_in_pixel();
+    let item = 190i32;
+    let start = (w as i32 - item * labels.len() as i32).max(0) / 2;
+    for (i, l) in labels.iter().enumerate() {
+        let x = start + item * i as i32;
+        let y = h as i32 / 2;
+        area.draw(&Rectangle::new(
+            [(x, y - 6), (x + 24, y + 6)],
+            colour(i).filled(),
+        ))
+        .map_err(err)?;
+        area.draw(&Text::new(
+            l.clone(),
+            (x + 30, y - 8),
+            ("sans-serif", 15).into_font(),
+        ))
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Horizontal interval bars: one row per (label, point, low, high) with optional dots.
+#[allow(clippy::type_complexity)]
+fn draw_intervals<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    rows: &[(usize, String, f64, f64, f64, Vec<f64>)],
+    x_desc: &str,
+) -> Result<()> {
+    let xs = rows
+        .iter()
+        .flat_map(|r| [r.3, r.4].into_iter().chain(r.5.iter().copied()))
+        .filter(|v| v.is_finite());
+    let (lo, hi) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
+    let (lo, hi) = if lo.is_finite() {
+        padded(lo, hi)
+    } else {
+        (0.0, 1.0)
+    };
+    let n = rows.len().max(1);
+    let names: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(if names.iter().any(|s| !s.is_empty()) {
+            110
+        } else {
+            10
+        })
+        .build_cartesian_2d(lo..hi, -0.5f64..(n as f64 - 0.5))
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(n)
+        .y_label_formatter(&|y| {
+            let k = y.round();
+            if (y - k).abs() < 1e-6 && k >= 0.0 && (k as usize) < names.len() {
+                names[names.len() - 1 - k as usize].clone()
+            } else {
+                String::new()
+            }
+        })
+        .x_labels(5)
+        .x_desc(x_desc)
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(err)?;
+    for (i, (c, _, point, low, high, dots)) in rows.iter().enumerate() {
+        if !point.is_finite() {
+            continue;
+        }
+        let y = (n - 1 - i) as f64;
+        let col = colour(*c);
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(*low, y - 0.3), (*high, y + 0.3)],
+                col.mix(0.35).filled(),
+            )))
+            .map_err(err)?;
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(*point, y - 0.3), (*point, y + 0.3)],
+                col.stroke_width(3),
+            )))
+            .map_err(err)?;
+        chart
+            .draw_series(
+                dots.iter()
+                    .map(|&d| Circle::new((d, y), 3, BLACK.mix(0.6).filled())),
+            )
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+fn draw_final_scores<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    envs: &[String],
+    rep: &report::Report,
+    labels: &[String],
+) -> Result<()> {
+    root.fill(&WHITE).map_err(err)?;
+    let areas = root.split_evenly((1, envs.len().max(1)));
+    for (env, area) in envs.iter().zip(areas) {
+        let rows: Vec<_> = rep
+            .per_env
+            .iter()
+            .filter(|r| &r.env == env)
+            .map(|r| {
+                (
+                    labels.iter().position(|l| *l == r.label).unwrap_or(0),
+                    r.label.clone(),
+                    r.iqm.point,
+                    r.iqm.low,
+                    r.iqm.high,
+                    r.scores.clone(),
+                )
+            })
+            .collect();
+        draw_intervals(&area, env, &rows, "final return: IQM, 95% CI, runs")?;
+    }
+    Ok(())
+}
+
+fn draw_aggregates<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    rep: &report::Report,
+    labels: &[String],
+) -> Result<()> {
+    root.fill(&WHITE).map_err(err)?;
+    let areas = root.split_evenly((1, stats::Aggregate::ALL.len()));
+    for (k, (agg, area)) in stats::Aggregate::ALL.iter().zip(areas).enumerate() {
+        let rows: Vec<_> = rep
+            .aggregate
+            .iter()
+            .map(|r| {
+                let (a, i) = r.values[k];
+                debug_assert_eq!(a, *agg);
+                (
+                    labels.iter().position(|l| *l == r.label).unwrap_or(0),
+                    if k == 0 {
+                        r.label.clone()
+                    } else {
+                        String::new()
+                    },
+                    i.point,
+                    i.low,
+                    i.high,
+                    Vec::new(),
+                )
+            })
+            .collect();
+        draw_intervals(&area, agg.name(), &rows, "normalised score")?;
+    }
+    Ok(())
+}
+
+fn draw_profiles<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    rep: &report::Report,
+    labels: &[String],
+) -> Result<()> {
+    root.fill(&WHITE).map_err(err)?;
+    let (top, bottom) = root.split_vertically(root.dim_in_pixel().1 - 40);
+    let taus = report::profile_taus();
+    let mut chart = ChartBuilder::on(&top)
+        .caption("Performance profiles", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(taus[0]..taus[taus.len() - 1], 0f64..1.02)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("normalised score τ")
+        .y_desc("fraction of runs with score > τ")
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(err)?;
+    for (i, label) in labels.iter().enumerate() {
+        let rows: Vec<_> = rep.profiles.iter().filter(|p| &p.label == label).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let c = colour(i);
+        let mut poly: Vec<(f64, f64)> = rows.iter().map(|p| (p.tau, p.fraction.low)).collect();
+        poly.extend(rows.iter().rev().map(|p| (p.tau, p.fraction.high)));
+        chart
+            .draw_series(std::iter::once(Polygon::new(poly, c.mix(0.2).filled())))
+            .map_err(err)?;
+        chart
+            .draw_series(LineSeries::new(
+                rows.iter().map(|p| (p.tau, p.fraction.point)),
+                c.stroke_width(2),
+            ))
+            .map_err(err)?;
+    }
+    legend(&bottom, labels)?;
+    Ok(())
+}
+
+/// Every figure of a results folder; returns the files written.
+pub fn plot_results(
+    set: &ResultSet,
+    metric: Metric,
+    boot: Bootstrap,
+    out: &Path,
+) -> Result<Vec<PathBuf>> {
+    register_font();
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let labels = set.labels();
+    let envs = set.envs();
+    let mut written = Vec::new();
+
+    let mut panels = Vec::new();
+    for env in &envs {
+        let (b, xmax) = bands(set, env, boot)?;
+        if !b.is_empty() {
+            panels.push((env.clone(), b, xmax));
+        }
+    }
+    let width = 460 * panels.len().max(1) as u32;
+    written.extend(render!(out, "learning_curves", (width, 400), |root| {
+        draw_curves(root, &panels, &labels)
+    }));
+
+    let rep = report::compute(set, metric, boot)?;
+    let size = (
+        460 * envs.len().max(1) as u32,
+        120 + 60 * labels.len() as u32,
+    );
+    written.extend(render!(out, "final_scores", size, |root| {
+        draw_final_scores(root, &envs, &rep, &labels)
+    }));
+    if !rep.aggregate.is_empty() {
+        let size = (1200, 120 + 50 * rep.aggregate.len() as u32);
+        written.extend(render!(out, "intervals", size, |root| {
+            draw_aggregates(root, &rep, &labels)
+        }));
+        written.extend(render!(out, "profiles", (640, 440), |root| {
+            draw_profiles(root, &rep, &labels)
+        }));
+    }
+    Ok(written)
+}
+
+/// One row of `estimators.csv`.
+struct StudyRow {
+    mdp: String,
+    estimator: String,
+    samples: f64,
+    z: f64,
+    var: f64,
+    passes: bool,
+}
+
+fn estimator_axis(y: f64, names: &[String]) -> String {
+    let k = y.round();
+    let n = names.len();
+    if (y - k).abs() < 1e-6 && k >= 0.0 && (k as usize) < n {
+        names[n - 1 - k as usize].clone()
+    } else {
+        String::new()
+    }
+}
+
+fn draw_variance<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    ratios: &[(String, f64)],
+    largest: f64,
+) -> Result<()> {
+    root.fill(&WHITE).map_err(err)?;
+    let names: Vec<String> = ratios.iter().map(|r| r.0.clone()).collect();
+    let n = names.len();
+    let finite: Vec<f64> = ratios
+        .iter()
+        .map(|r| r.1)
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .collect();
+    let lo = finite
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min)
+        .min(1.0)
+        / 1.5;
+    let hi = finite.iter().copied().fold(0.0, f64::max).max(1.0) * 1.5;
+    let mut chart = ChartBuilder::on(root)
+        .caption(
+            format!("Gradient variance relative to REINFORCE (benchmark MDPs, M = {largest})"),
+            ("sans-serif", 17),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(250)
+        .build_cartesian_2d((lo..hi).log_scale(), -0.5f64..(n as f64 - 0.5))
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(n)
+        .y_label_formatter(&|y| estimator_axis(*y, &names))
+        .x_desc("trace of covariance / REINFORCE (total return); log scale")
+        .label_style(("sans-serif", 12))
+        .draw()
+        .map_err(err)?;
+    for (i, (_, r)) in ratios.iter().enumerate() {
+        if !(r.is_finite() && *r > 0.0) {
+            continue;
+        }
+        let y = (n - 1 - i) as f64;
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(lo, y - 0.35), (*r, y + 0.35)],
+                colour(0).mix(0.7).filled(),
+            )))
+            .map_err(err)?;
+    }
+    chart
+        .draw_series(std::iter::once(PathElement::new(
+            vec![(1.0, -0.5), (1.0, n as f64 - 0.5)],
+            BLACK.stroke_width(1),
+        )))
+        .map_err(err)?;
+    Ok(())
+}
+
+fn draw_bias<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    rows: &[StudyRow],
+    names: &[String],
+) -> Result<()> {
+    root.fill(&WHITE).map_err(err)?;
+    let n = names.len();
+    let zmax = rows
+        .iter()
+        .map(|r| r.z)
+        .filter(|z| z.is_finite())
+        .fold(10.0, f64::max)
+        * 1.5;
+    let mut chart = ChartBuilder::on(root)
+        .caption(
+            "Bias z-score of every measurement (red: flagged as biased)",
+            ("sans-serif", 17),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(250)
+        .build_cartesian_2d((0.01f64..zmax).log_scale(), -0.5f64..(n as f64 - 0.5))
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(n)
+        .y_label_formatter(&|y| estimator_axis(*y, names))
+        .x_desc("max over coordinates of |mean estimate − exact gradient| / SE; log scale")
+        .label_style(("sans-serif", 12))
+        .draw()
+        .map_err(err)?;
+    for r in rows {
+        let i = names.iter().position(|e| *e == r.estimator).unwrap_or(0);
+        let y = (n - 1 - i) as f64;
+        let z = r.z.clamp(0.011, zmax / 1.01);
+        let c = if r.passes {
+            colour(0).mix(0.6)
+        } else {
+            RGBColor(200, 30, 30).mix(0.8)
+        };
+        chart
+            .draw_series(std::iter::once(Circle::new((z, y), 3, c.filled())))
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// The estimator study's figures from `estimators.csv`.
+pub fn plot_estimators(csv_path: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+    register_font();
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let csv = Csv::read(csv_path)?;
+    let (c_mdp, c_est, c_m, c_z, c_var, c_pass) = (
+        csv.column("mdp")?,
+        csv.column("estimator")?,
+        csv.column("samples")?,
+        csv.column("bias_z")?,
+        csv.column("variance_trace")?,
+        csv.column("passes")?,
+    );
+    let mut rows = Vec::new();
+    for i in 0..csv.rows.len() {
+        let f = &csv.rows[i].1;
+        rows.push(StudyRow {
+            mdp: f[c_mdp].clone(),
+            estimator: f[c_est].clone(),
+            samples: csv.number(i, c_m)?.unwrap_or(0.0),
+            z: csv.number(i, c_z)?.unwrap_or(f64::NAN),
+            var: csv.number(i, c_var)?.unwrap_or(f64::NAN),
+            passes: f[c_pass] == "true",
+        });
+    }
+    anyhow::ensure!(!rows.is_empty(), "{}: no measurements", csv_path.display());
+    let mut names: Vec<String> = Vec::new();
+    for r in &rows {
+        if !names.contains(&r.estimator) {
+            names.push(r.estimator.clone());
+        }
+    }
+    let largest = rows.iter().map(|r| r.samples).fold(0.0, f64::max);
+    let bench_var = |e: &str| {
+        let v: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.estimator == e && r.samples == largest && r.mdp.starts_with("bench"))
+            .map(|r| r.var)
+            .collect();
+        stats::mean(&v)
+    };
+    // The first estimator of the study is REINFORCE with the total return.
+    let reference = bench_var(&names[0]);
+    let ratios: Vec<(String, f64)> = names
+        .iter()
+        .map(|e| (e.clone(), bench_var(e) / reference))
+        .collect();
+    let height = 80 + 28 * names.len() as u32;
+    let mut written = Vec::new();
+    written.extend(render!(out, "estimator_variance", (900, height), |root| {
+        draw_variance(root, &ratios, largest)
+    }));
+    written.extend(render!(out, "estimator_bias", (900, height), |root| {
+        draw_bias(root, &rows, &names)
+    }));
+    Ok(written)
+}

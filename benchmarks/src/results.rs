@@ -1,0 +1,349 @@
+//! Reading a results folder (see [`crate::sweep`] for its layout): `summary.csv` for the runs,
+//! `runs/<run-id>/metrics.csv` for curves. `report`, `plot` and `compare` read only these files.
+//!
+//! A folder given to them may be one sweep folder, or a folder of sweep folders (the shards of
+//! a sweep, `shard-1/`, `shard-2/`, … as `--emit-slurm` lays them out): the runs of all are
+//! pooled. Columns are found by name, so files with extra metric columns read unchanged.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+/// One row of `summary.csv`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRecord {
+    pub id: String,
+    pub env_id: String,
+    pub algo: String,
+    pub seed: u64,
+    /// Grid values (empty where the run's group had no such key).
+    pub hyperparameters: BTreeMap<String, String>,
+    pub status: String,
+    pub final_return: Option<f64>,
+    pub eval_return: Option<f64>,
+    pub wall_seconds: Option<f64>,
+    pub error: String,
+    /// The run's folder.
+    pub dir: PathBuf,
+}
+
+impl RunRecord {
+    /// What the statistics compare: the algo, with its grid values if it has any
+    /// (`ppo[learning_rate=0.001]`).
+    pub fn label(&self) -> String {
+        let hp: Vec<String> = self
+            .hyperparameters
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if hp.is_empty() {
+            self.algo.clone()
+        } else {
+            format!("{}[{}]", self.algo, hp.join(","))
+        }
+    }
+
+    pub fn completed(&self) -> bool {
+        self.status == "completed"
+    }
+}
+
+/// The runs of one or more results folders.
+#[derive(Clone, Debug, Default)]
+pub struct ResultSet {
+    /// The sweep folders read (each with a summary.csv).
+    pub sweeps: Vec<PathBuf>,
+    /// Sorted by (env, label, seed).
+    pub runs: Vec<RunRecord>,
+}
+
+impl ResultSet {
+    pub fn envs(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.runs.iter().map(|r| r.env_id.clone()).collect();
+        v.dedup();
+        v
+    }
+
+    /// Labels in first-seen order of a fixed algo ranking (ppo, a2c, reinforce, others).
+    pub fn labels(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.runs.iter().map(|r| r.label()).collect();
+        v.sort_by_key(|l| (algo_rank(l), l.clone()));
+        v.dedup();
+        v
+    }
+
+    /// Completed runs of (env, label).
+    pub fn completed(&self, env: &str, label: &str) -> Vec<&RunRecord> {
+        self.runs
+            .iter()
+            .filter(|r| r.env_id == env && r.label() == label && r.completed())
+            .collect()
+    }
+
+    /// All runs of (env, label), completed or not.
+    pub fn all(&self, env: &str, label: &str) -> Vec<&RunRecord> {
+        self.runs
+            .iter()
+            .filter(|r| r.env_id == env && r.label() == label)
+            .collect()
+    }
+}
+
+fn algo_rank(label: &str) -> usize {
+    ["ppo", "a2c", "reinforce"]
+        .iter()
+        .position(|a| label == *a || label.starts_with(&format!("{a}[")))
+        .unwrap_or(3)
+}
+
+/// The sweep folders under `dir`: itself if it has a summary.csv, otherwise its subfolders
+/// that do (sorted by name).
+fn sweep_folders(dir: &Path) -> Result<Vec<PathBuf>> {
+    if dir.join("summary.csv").is_file() {
+        return Ok(vec![dir.to_path_buf()]);
+    }
+    if !dir.is_dir() {
+        bail!("{} is not a folder", dir.display());
+    }
+    let mut subs: Vec<PathBuf> = fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("summary.csv").is_file())
+        .collect();
+    subs.sort();
+    if subs.is_empty() {
+        bail!(
+            "{}: no summary.csv here or in its subfolders; is this a `gradgym sweep` folder?",
+            dir.display()
+        );
+    }
+    Ok(subs)
+}
+
+/// A CSV file as a header and rows, with line-numbered errors for rows of the wrong width.
+pub struct Csv {
+    pub path: PathBuf,
+    pub header: Vec<String>,
+    /// (line number in the file, fields).
+    pub rows: Vec<(usize, Vec<String>)>,
+}
+
+impl Csv {
+    pub fn read(path: &Path) -> Result<Self> {
+        let text =
+            fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true)
+            .from_reader(text.as_bytes());
+        let header: Vec<String> = reader
+            .headers()
+            .with_context(|| format!("{}: cannot read the header", path.display()))?
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if header.is_empty() || header.iter().all(|h| h.is_empty()) {
+            bail!("{}: empty file (no header)", path.display());
+        }
+        let mut rows = Vec::new();
+        for record in reader.records() {
+            let record = record.with_context(|| format!("{}: malformed CSV", path.display()))?;
+            let line = record.position().map_or(0, |p| p.line() as usize);
+            if record.len() != header.len() {
+                bail!(
+                    "{}:{line}: expected {} fields, found {} (truncated or corrupted row)",
+                    path.display(),
+                    header.len(),
+                    record.len()
+                );
+            }
+            rows.push((line, record.iter().map(|s| s.to_string()).collect()));
+        }
+        if !text.is_empty() && !text.ends_with('\n') {
+            bail!(
+                "{}:{}: the last line has no line end (file truncated?)",
+                path.display(),
+                rows.last().map_or(1, |(l, _)| *l)
+            );
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            header,
+            rows,
+        })
+    }
+
+    pub fn column(&self, name: &str) -> Result<usize> {
+        self.header
+            .iter()
+            .position(|h| h == name)
+            .with_context(|| format!("{}: no column `{name}`", self.path.display()))
+    }
+
+    /// A numeric cell: `None` when empty, an error naming line and column when not a number.
+    pub fn number(&self, row: usize, col: usize) -> Result<Option<f64>> {
+        let (line, fields) = &self.rows[row];
+        let cell = fields[col].trim();
+        if cell.is_empty() {
+            return Ok(None);
+        }
+        cell.parse::<f64>().map(Some).map_err(|_| {
+            anyhow::anyhow!(
+                "{}:{line}: column `{}` is not a number: `{cell}`",
+                self.path.display(),
+                self.header[col]
+            )
+        })
+    }
+}
+
+fn read_summary_csv(sweep: &Path) -> Result<Vec<RunRecord>> {
+    let csv = Csv::read(&sweep.join("summary.csv"))?;
+    let col = |n: &str| csv.column(n);
+    let (c_id, c_env, c_algo, c_seed, c_status) = (
+        col("run_id")?,
+        col("env_id")?,
+        col("algo")?,
+        col("seed")?,
+        col("status")?,
+    );
+    let (c_final, c_eval, c_error, c_wall) = (
+        col("final_return_mean_last100")?,
+        col("eval_return_mean")?,
+        col("error")?,
+        col("wall_seconds")?,
+    );
+    let hyper_cols: Vec<usize> = (c_seed + 1..c_status).collect();
+    let mut runs = Vec::new();
+    for (i, (line, f)) in csv.rows.iter().enumerate() {
+        let seed = f[c_seed].parse::<u64>().map_err(|_| {
+            anyhow::anyhow!(
+                "{}:{line}: column `seed` is not an integer: `{}`",
+                csv.path.display(),
+                f[c_seed]
+            )
+        })?;
+        runs.push(RunRecord {
+            id: f[c_id].clone(),
+            env_id: f[c_env].clone(),
+            algo: f[c_algo].clone(),
+            seed,
+            hyperparameters: hyper_cols
+                .iter()
+                .map(|&c| (csv.header[c].clone(), f[c].clone()))
+                .collect(),
+            status: f[c_status].clone(),
+            final_return: csv.number(i, c_final)?,
+            eval_return: csv.number(i, c_eval)?,
+            wall_seconds: csv.number(i, c_wall)?,
+            error: f[c_error].clone(),
+            dir: sweep.join("runs").join(&f[c_id]),
+        });
+    }
+    Ok(runs)
+}
+
+/// The runs of every sweep folder under `dirs`, pooled. The same run id in two folders is
+/// accepted once if both say the same, and is an error otherwise.
+pub fn load(dirs: &[PathBuf]) -> Result<ResultSet> {
+    let mut set = ResultSet::default();
+    let mut by_id: BTreeMap<String, RunRecord> = BTreeMap::new();
+    for dir in dirs {
+        for sweep in sweep_folders(dir)? {
+            for run in read_summary_csv(&sweep)? {
+                if let Some(prev) = by_id.get(&run.id) {
+                    if (prev.status.as_str(), prev.final_return)
+                        != (run.status.as_str(), run.final_return)
+                    {
+                        bail!(
+                            "run {} is in both {} and {} with different results",
+                            run.id,
+                            prev.dir.display(),
+                            run.dir.display()
+                        );
+                    }
+                    continue;
+                }
+                by_id.insert(run.id.clone(), run);
+            }
+            set.sweeps.push(sweep);
+        }
+    }
+    set.runs = by_id.into_values().collect();
+    set.runs.sort_by(|a, b| {
+        (&a.env_id, algo_rank(&a.label()), a.label(), a.seed).cmp(&(
+            &b.env_id,
+            algo_rank(&b.label()),
+            b.label(),
+            b.seed,
+        ))
+    });
+    Ok(set)
+}
+
+/// A learning curve: (global_step, episodic_return) of the iterations that finished episodes.
+pub fn learning_curve(run: &RunRecord) -> Result<Vec<(f64, f64)>> {
+    let csv = Csv::read(&run.dir.join("metrics.csv"))?;
+    let (c_step, c_ret) = (csv.column("global_step")?, csv.column("episodic_return")?);
+    let mut points = Vec::with_capacity(csv.rows.len());
+    for i in 0..csv.rows.len() {
+        if let (Some(s), Some(r)) = (csv.number(i, c_step)?, csv.number(i, c_ret)?) {
+            points.push((s, r));
+        }
+    }
+    Ok(points)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncated_rows_are_named_by_line() {
+        let e = Csv::parse("a,b,c\n1,2,3\n4,5\n", Path::new("m.csv"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("m.csv:3") && e.contains("expected 3 fields, found 2"),
+            "{e}"
+        );
+        let e = Csv::parse("a,b\n1,2\n3,4", Path::new("m.csv"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("no line end"), "{e}");
+        let c = Csv::parse("a,b\n1,x\n", Path::new("m.csv")).unwrap();
+        let e = c.number(0, 1).unwrap_err().to_string();
+        assert!(e.contains("m.csv:2") && e.contains("`b`"), "{e}");
+    }
+
+    #[test]
+    fn labels_carry_grid_values() {
+        let mut r = RunRecord {
+            id: "x".into(),
+            env_id: "CartPole-v1".into(),
+            algo: "ppo".into(),
+            seed: 1,
+            hyperparameters: BTreeMap::new(),
+            status: "completed".into(),
+            final_return: Some(1.0),
+            eval_return: None,
+            wall_seconds: None,
+            error: String::new(),
+            dir: PathBuf::new(),
+        };
+        assert_eq!(r.label(), "ppo");
+        r.hyperparameters
+            .insert("learning_rate".into(), "0.001".into());
+        r.hyperparameters.insert("gamma".into(), String::new());
+        assert_eq!(r.label(), "ppo[learning_rate=0.001]");
+    }
+}

@@ -1,0 +1,834 @@
+//! `gradgym sweep`: a grid of runs (envs × algos × hyperparameter values × seeds) trained in
+//! parallel into one self-describing results folder that survives interruption.
+//!
+//! The sweep file:
+//!
+//! ```toml
+//! name = "classic-control"        # optional, default: the file's stem
+//! seeds = [1, 2, 3, 4, 5]
+//! config = { }                    # optional: keys applied to every run
+//!
+//! [[runs]]                        # one or more groups; each is a product
+//! envs = ["CartPole-v1", "Acrobot-v1"]
+//! algos = ["ppo", "a2c"]
+//! config = { total_timesteps = 100000 }          # optional, this group only
+//! grid = { learning_rate = [2.5e-4, 1e-3] }      # optional: one run per combination
+//! ```
+//!
+//! Each run's config is resolved like `gradgym train`'s: defaults → the shipped config for
+//! (env, algo) → the sweep's `config` → the group's `config` → the grid point → the seed
+//! (and `--device`). Runs are ordered group by group, then env, algo, grid point (keys sorted,
+//! values as listed), seed; `--shard i/n` keeps the runs whose position k (from 0) has
+//! `k mod n = i − 1`.
+//!
+//! The folder:
+//! - `manifest.json`: the sweep file (parsed), shard, git revision, versions, device, cores,
+//!   jobs, start and end time, and how many sessions it took;
+//! - `runs/<run-id>/`: `config.toml` (the full resolved config; `gradgym train --config` on it
+//!   repeats the run), `manifest.json`, `metrics.csv`, `summary.json`;
+//! - `summary.csv`: one row per finished run, in grid order.
+//!
+//! Never losing work: a run trains in `runs/<run-id>.partial/` and becomes `runs/<run-id>/` by
+//! one rename once all its files are on disk, so a folder named after a run is always complete.
+//! Re-running the same command skips finished runs (after checking that their `config.toml` is
+//! the one the sweep file resolves to now) and redoes unfinished ones from scratch; every run is
+//! a function of its config and seed, so an interrupted sweep resumes to the same results as an
+//! uninterrupted one. A run that fails (NaN loss, libtorch panic) is finished too: its
+//! `summary.json` says `failed` with the error, and the sweep goes on.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fs;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use gradgym_agents::config::{Algo, TrainConfig};
+use gradgym_agents::train::{Progress, Summary, train, write_atomic};
+use serde::{Deserialize, Serialize};
+
+use crate::configs::{self, Layer};
+
+/// A sweep file, as written.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSpec {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub seeds: Vec<u64>,
+    #[serde(default)]
+    pub config: toml::Table,
+    pub runs: Vec<Group>,
+}
+
+/// One `[[runs]]` block: every env × algo × grid point.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    pub envs: Vec<String>,
+    pub algos: Vec<String>,
+    #[serde(default)]
+    pub config: toml::Table,
+    #[serde(default)]
+    pub grid: BTreeMap<String, Vec<toml::Value>>,
+}
+
+/// One run of the grid, resolved.
+#[derive(Clone, Debug)]
+pub struct PlannedRun {
+    /// Position in the whole grid (before sharding).
+    pub index: usize,
+    pub id: String,
+    pub config: TrainConfig,
+    /// The grid values of this run, as TOML literals.
+    pub hyperparameters: BTreeMap<String, String>,
+    /// `config.toml` as written into the run's folder.
+    pub config_toml: String,
+}
+
+/// A slice `i/n` of the grid (1 ≤ i ≤ n).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    pub const ALL: Shard = Shard { index: 1, count: 1 };
+
+    pub fn parse(text: &str) -> Result<Self> {
+        let parsed = text.split_once('/').and_then(|(i, n)| {
+            Some(Shard {
+                index: i.trim().parse().ok()?,
+                count: n.trim().parse().ok()?,
+            })
+        });
+        match parsed {
+            Some(s) if s.count >= 1 && (1..=s.count).contains(&s.index) => Ok(s),
+            _ => bail!("--shard must be i/n with 1 ≤ i ≤ n (got `{text}`)"),
+        }
+    }
+
+    pub fn contains(&self, index: usize) -> bool {
+        index % self.count == self.index - 1
+    }
+}
+
+impl SweepSpec {
+    pub fn parse(text: &str, source: &str) -> Result<Self> {
+        let spec: SweepSpec = toml::from_str(text).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+        if spec.seeds.is_empty() {
+            bail!("{source}: `seeds` is empty; give at least one seed");
+        }
+        if spec.runs.is_empty() {
+            bail!("{source}: no [[runs]] group; give at least one");
+        }
+        Ok(spec)
+    }
+
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = fs::read_to_string(path)
+            .with_context(|| format!("cannot read sweep file {}", path.display()))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Every run of the grid, resolved and validated, in grid order. `device` (from
+    /// `--device`) overrides the device of every run.
+    pub fn plan(&self, source: &str, device: Option<&str>) -> Result<Vec<PlannedRun>> {
+        for (k, key) in ["env_id", "algo", "seed"].iter().enumerate() {
+            let _ = k;
+            if self.config.contains_key(*key) {
+                bail!("{source}: `{key}` cannot be set in `config`; the grid decides it");
+            }
+        }
+        let table_text = |t: &toml::Table| toml::to_string(t).expect("a TOML table serialises");
+        let mut runs = Vec::new();
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for (g, group) in self.runs.iter().enumerate() {
+            let where_ = format!("{source} [[runs]] #{}", g + 1);
+            if group.envs.is_empty() || group.algos.is_empty() {
+                bail!("{where_}: `envs` and `algos` need at least one entry each");
+            }
+            for key in ["env_id", "algo", "seed"] {
+                if group.config.contains_key(key) || group.grid.contains_key(key) {
+                    bail!(
+                        "{where_}: `{key}` cannot be set in `config` or `grid`; use envs/algos/seeds"
+                    );
+                }
+            }
+            for (key, values) in &group.grid {
+                if values.is_empty() {
+                    bail!("{where_}: grid key `{key}` has no values");
+                }
+            }
+            let points = grid_points(&group.grid);
+            for env in &group.envs {
+                gradgym_envs::spec(env).map_err(|e| anyhow::anyhow!("{where_}: {e}"))?;
+                for algo_name in &group.algos {
+                    let algo =
+                        Algo::parse(algo_name).map_err(|e| anyhow::anyhow!("{where_}: {e}"))?;
+                    for point in &points {
+                        for &seed in &self.seeds {
+                            let mut layers = Vec::new();
+                            if !self.config.is_empty() {
+                                layers.push(Layer::new(
+                                    format!("{source} config"),
+                                    table_text(&self.config),
+                                ));
+                            }
+                            if !group.config.is_empty() {
+                                layers.push(Layer::new(
+                                    format!("{where_} config"),
+                                    table_text(&group.config),
+                                ));
+                            }
+                            let point_lines: Vec<String> =
+                                point.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                            let mut last = point_lines.clone();
+                            last.push(format!("seed = {seed}"));
+                            if let Some(d) = device {
+                                last.push(format!("device = {d:?}"));
+                            }
+                            layers.push(Layer::new(format!("{where_} grid"), last.join("\n")));
+                            let (config, _) =
+                                configs::resolve(env, algo, &layers).with_context(|| {
+                                    format!("{where_}: {env} {algo_name} seed {seed}")
+                                })?;
+                            let id = run_id(env, algo, point, seed);
+                            if let Some(previous) = seen.insert(id.clone(), runs.len()) {
+                                bail!(
+                                    "{where_}: run `{id}` appears twice in the grid (first as run {})",
+                                    previous + 1
+                                );
+                            }
+                            let config_toml = render_config(&config)?;
+                            runs.push(PlannedRun {
+                                index: runs.len(),
+                                id,
+                                config,
+                                hyperparameters: point.iter().cloned().collect(),
+                                config_toml,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(runs)
+    }
+
+    /// The grid keys used anywhere in the sweep, sorted (the hyperparameter columns of
+    /// `summary.csv`).
+    pub fn grid_keys(&self) -> Vec<String> {
+        let keys: BTreeSet<&String> = self.runs.iter().flat_map(|g| g.grid.keys()).collect();
+        keys.into_iter().cloned().collect()
+    }
+
+    pub fn display_name(&self, path: &Path) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "sweep".into())
+        })
+    }
+}
+
+/// The cartesian product of a grid, keys in sorted order, values as listed, each value as a
+/// TOML literal. An empty grid has one point (no keys).
+fn grid_points(grid: &BTreeMap<String, Vec<toml::Value>>) -> Vec<Vec<(String, String)>> {
+    let mut points: Vec<Vec<(String, String)>> = vec![Vec::new()];
+    for (key, values) in grid {
+        points = points
+            .into_iter()
+            .flat_map(|p| {
+                values.iter().map(move |v| {
+                    let mut q = p.clone();
+                    q.push((key.clone(), v.to_string()));
+                    q
+                })
+            })
+            .collect();
+    }
+    points
+}
+
+/// `<env>__<algo>[__<key>=<value>…]__seed<seed>`, with characters outside `[A-Za-z0-9._=-]`
+/// replaced by `_`.
+pub fn run_id(env: &str, algo: Algo, point: &[(String, String)], seed: u64) -> String {
+    let mut id = format!("{env}__{}", algo.name());
+    for (k, v) in point {
+        id.push_str(&format!("__{k}={v}"));
+    }
+    id.push_str(&format!("__seed{seed}"));
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._=-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn render_config(config: &TrainConfig) -> Result<String> {
+    Ok(format!(
+        "# Resolved by gradgym sweep; `gradgym train --config` on this file repeats the run.\n{}",
+        toml::to_string(config).context("cannot write the config as TOML")?
+    ))
+}
+
+/// Options of one `gradgym sweep` invocation.
+#[derive(Clone, Debug)]
+pub struct SweepOptions {
+    pub jobs: usize,
+    pub device: Option<String>,
+    pub shard: Shard,
+    pub out: PathBuf,
+    /// Never draw progress bars (plain lines instead).
+    pub quiet: bool,
+}
+
+/// What a sweep invocation did.
+#[derive(Clone, Debug, Default)]
+pub struct SweepOutcome {
+    pub planned: usize,
+    pub skipped: usize,
+    pub completed: usize,
+    pub failed: usize,
+}
+
+/// The columns of `summary.csv` before the hyperparameter columns.
+pub const SUMMARY_HEAD: [&str; 4] = ["run_id", "env_id", "algo", "seed"];
+/// The columns of `summary.csv` after the hyperparameter columns; timing last.
+pub const SUMMARY_TAIL: [&str; 8] = [
+    "status",
+    "final_return_mean_last100",
+    "eval_return_mean",
+    "episodes",
+    "total_timesteps",
+    "iterations",
+    "error",
+    "wall_seconds",
+];
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct SweepManifest {
+    name: String,
+    sweep_file: String,
+    sweep: serde_json::Value,
+    shard: String,
+    runs_in_grid: usize,
+    runs_in_shard: usize,
+    git_revision: String,
+    gradgym_version: String,
+    libtorch_version: String,
+    tch_version: String,
+    device: String,
+    cuda_available: bool,
+    cores: usize,
+    jobs: usize,
+    started: String,
+    finished: Option<String>,
+    sessions: usize,
+}
+
+/// UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// A CSV field, quoted when it holds a comma, quote or line break.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn fmt_opt(x: Option<f64>) -> String {
+    x.map(|v| v.to_string()).unwrap_or_default()
+}
+
+/// The summary of a finished run folder.
+fn read_summary(dir: &Path) -> Result<serde_json::Value> {
+    let path = dir.join("summary.json");
+    let text =
+        fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
+}
+
+/// `summary.csv` from the finished runs among `runs`, in grid order.
+fn write_summary_csv(out: &Path, runs: &[PlannedRun], grid_keys: &[String]) -> Result<()> {
+    let mut header: Vec<String> = SUMMARY_HEAD.iter().map(|s| s.to_string()).collect();
+    header.extend(grid_keys.iter().cloned());
+    header.extend(SUMMARY_TAIL.iter().map(|s| s.to_string()));
+    let mut text = header.join(",") + "\n";
+    for run in runs {
+        let dir = out.join("runs").join(&run.id);
+        if !dir.is_dir() {
+            continue;
+        }
+        let s = read_summary(&dir)?;
+        let num = |k: &str| s.get(k).and_then(|v| v.as_f64());
+        let int = |k: &str| s.get(k).and_then(|v| v.as_u64()).map(|v| v.to_string());
+        let mut row = vec![
+            run.id.clone(),
+            run.config.env_id.clone(),
+            run.config.algo.name().to_string(),
+            run.config.seed.to_string(),
+        ];
+        for key in grid_keys {
+            row.push(run.hyperparameters.get(key).cloned().unwrap_or_default());
+        }
+        row.push(
+            s.get("status")
+                .and_then(|v| v.as_str())
+                .unwrap_or("unknown")
+                .to_string(),
+        );
+        row.push(fmt_opt(num("final_return_mean_last100")));
+        row.push(fmt_opt(num("eval_return_mean")));
+        row.push(int("episodes").unwrap_or_default());
+        row.push(int("total_timesteps").unwrap_or_default());
+        row.push(int("iterations").unwrap_or_default());
+        row.push(
+            s.get("error")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string(),
+        );
+        row.push(num("wall_seconds").map_or(String::new(), |w| format!("{w:.3}")));
+        let row: Vec<String> = row.iter().map(|f| csv_field(f)).collect();
+        text.push_str(&row.join(","));
+        text.push('\n');
+    }
+    write_atomic(&out.join("summary.csv"), text.as_bytes())
+}
+
+/// Makes every file of a finished run durable, then renames its folder into place.
+fn seal(partial: &Path, done: &Path) -> Result<()> {
+    for entry in fs::read_dir(partial)? {
+        let path = entry?.path();
+        if path.is_file() {
+            fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("cannot sync {}", path.display()))?;
+        }
+    }
+    fs::rename(partial, done)
+        .with_context(|| format!("cannot rename {} to {}", partial.display(), done.display()))?;
+    if let Some(parent) = done.parent()
+        && let Ok(d) = fs::File::open(parent)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// A lock on the results folder, so two sweeps never write into the same one. The file
+/// holds the owner's pid; a lock whose process is gone (killed) is taken over.
+struct FolderLock {
+    path: PathBuf,
+}
+
+impl FolderLock {
+    fn take(out: &Path) -> Result<Self> {
+        let path = out.join(".sweep.lock");
+        if let Ok(text) = fs::read_to_string(&path)
+            && let Ok(pid) = text.trim().parse::<u32>()
+            && pid != std::process::id()
+            && Path::new(&format!("/proc/{pid}")).exists()
+        {
+            bail!(
+                "{} is in use by another gradgym sweep (pid {pid}); wait for it or stop it",
+                out.display()
+            );
+        }
+        fs::write(&path, std::process::id().to_string())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for FolderLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Runs (or resumes) a sweep. Returns an error only when the sweep cannot start (bad sweep
+/// file, results folder in use or made by a different sweep); failed runs are recorded.
+pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcome> {
+    let spec = SweepSpec::read(spec_path)?;
+    let source = spec_path.display().to_string();
+    let all = spec.plan(&source, options.device.as_deref())?;
+    let grid_keys = spec.grid_keys();
+    let runs: Vec<PlannedRun> = all
+        .iter()
+        .filter(|r| options.shard.contains(r.index))
+        .cloned()
+        .collect();
+    let out = &options.out;
+    let runs_dir = out.join("runs");
+    fs::create_dir_all(&runs_dir)
+        .with_context(|| format!("cannot create {}", runs_dir.display()))?;
+    let _lock = FolderLock::take(out)?;
+
+    // Finished runs must be the ones this sweep file asks for.
+    let mut pending = VecDeque::new();
+    let mut outcome = SweepOutcome {
+        planned: runs.len(),
+        ..Default::default()
+    };
+    for (k, run) in runs.iter().enumerate() {
+        let dir = runs_dir.join(&run.id);
+        if dir.is_dir() {
+            let existing = fs::read_to_string(dir.join("config.toml")).unwrap_or_default();
+            if existing != run.config_toml {
+                bail!(
+                    "{} was made with a different config than {source} gives now; \
+                     use another --out folder, or delete that run to redo it",
+                    dir.join("config.toml").display()
+                );
+            }
+            read_summary(&dir)?;
+            outcome.skipped += 1;
+        } else {
+            pending.push_back(k);
+        }
+    }
+    // Leftovers of interrupted runs are redone from scratch.
+    for entry in fs::read_dir(&runs_dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "partial") {
+            fs::remove_dir_all(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+
+    let manifest_path = out.join("manifest.json");
+    let previous: Option<SweepManifest> = fs::read_to_string(&manifest_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let device_name = options.device.clone().unwrap_or_else(|| {
+        runs.first()
+            .map_or("cpu".into(), |r| r.config.device.clone())
+    });
+    let mut manifest = SweepManifest {
+        name: spec.display_name(spec_path),
+        sweep_file: source.clone(),
+        sweep: serde_json::to_value(&spec)?,
+        shard: format!("{}/{}", options.shard.index, options.shard.count),
+        runs_in_grid: all.len(),
+        runs_in_shard: runs.len(),
+        git_revision: gradgym_agents::build_info::GIT_REVISION.into(),
+        gradgym_version: gradgym_agents::build_info::GRADGYM_VERSION.into(),
+        libtorch_version: gradgym_agents::build_info::LIBTORCH_VERSION.into(),
+        tch_version: "0.24.0".into(),
+        device: device_name,
+        cuda_available: tch::Cuda::is_available(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        jobs: options.jobs,
+        started: previous
+            .as_ref()
+            .map_or_else(utc_now, |m| m.started.clone()),
+        finished: None,
+        sessions: previous.as_ref().map_or(1, |m| m.sessions + 1),
+    };
+    write_atomic(
+        &manifest_path,
+        serde_json::to_string_pretty(&manifest)?.as_bytes(),
+    )?;
+    write_summary_csv(out, &runs, &grid_keys)?;
+
+    let total = runs.len();
+    let done_count = Mutex::new(outcome.skipped);
+    let counts = Mutex::new((0usize, 0usize));
+    let queue = Mutex::new(pending);
+    let summary_lock = Mutex::new(());
+    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let ui = Ui::new(total, outcome.skipped, options.quiet);
+    // Every run is single-threaded in libtorch; parallelism comes from running several.
+    tch::set_num_threads(1);
+    let jobs = options.jobs.max(1).min(queue.lock().unwrap().len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                loop {
+                    if first_error.lock().unwrap().is_some() {
+                        return;
+                    }
+                    let Some(k) = queue.lock().unwrap().pop_front() else {
+                        return;
+                    };
+                    let run = &runs[k];
+                    let result = run_one(run, &runs_dir, &ui);
+                    match result {
+                        Ok(summary) => {
+                            {
+                                let mut c = counts.lock().unwrap();
+                                if summary.status == "completed" {
+                                    c.0 += 1;
+                                } else {
+                                    c.1 += 1;
+                                }
+                            }
+                            let n = {
+                                let mut d = done_count.lock().unwrap();
+                                *d += 1;
+                                *d
+                            };
+                            let _guard = summary_lock.lock().unwrap();
+                            if let Err(e) = write_summary_csv(out, &runs, &grid_keys) {
+                                first_error.lock().unwrap().get_or_insert(e);
+                            }
+                            ui.finished(n, total, &run.id, &summary);
+                        }
+                        Err(e) => {
+                            first_error
+                                .lock()
+                                .unwrap()
+                                .get_or_insert(e.context(format!("run {}", run.id)));
+                        }
+                    }
+                }
+            });
+        }
+    });
+    ui.clear();
+    if let Some(e) = first_error.into_inner().unwrap() {
+        return Err(e);
+    }
+    let (completed, failed) = counts.into_inner().unwrap();
+    outcome.completed = completed;
+    outcome.failed = failed;
+    manifest.finished = Some(utc_now());
+    write_atomic(
+        &manifest_path,
+        serde_json::to_string_pretty(&manifest)?.as_bytes(),
+    )?;
+    Ok(outcome)
+}
+
+fn run_one(run: &PlannedRun, runs_dir: &Path, ui: &Ui) -> Result<Summary> {
+    let partial = runs_dir.join(format!("{}.partial", run.id));
+    let done = runs_dir.join(&run.id);
+    if partial.exists() {
+        fs::remove_dir_all(&partial)?;
+    }
+    fs::create_dir_all(&partial)?;
+    write_atomic(&partial.join("config.toml"), run.config_toml.as_bytes())?;
+    let bar = ui.start(&run.id, run.config.total_timesteps);
+    let started = Instant::now();
+    let mut on_progress = |p: Progress| {
+        if let Some(bar) = &bar {
+            bar.set_position(p.global_step.min(p.total_timesteps));
+            if let Some(r) = p.recent_return {
+                bar.set_message(format!("return {r:.1}"));
+            }
+        }
+    };
+    let summary = train(&run.config, &partial, &mut on_progress)?;
+    let _ = started;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    seal(&partial, &done)?;
+    Ok(summary)
+}
+
+/// Progress: an overall bar and one bar per running run on a terminal, plain lines otherwise.
+struct Ui {
+    multi: Option<indicatif::MultiProgress>,
+    overall: Option<indicatif::ProgressBar>,
+}
+
+impl Ui {
+    fn new(total: usize, done: usize, quiet: bool) -> Self {
+        if quiet || !std::io::stderr().is_terminal() {
+            eprintln!("gradgym sweep: {total} runs, {done} already finished");
+            return Self {
+                multi: None,
+                overall: None,
+            };
+        }
+        let multi = indicatif::MultiProgress::new();
+        let overall = multi.add(indicatif::ProgressBar::new(total as u64));
+        overall.set_style(
+            indicatif::ProgressStyle::with_template("runs {bar:30} {pos}/{len}  eta {eta}")
+                .expect("valid template"),
+        );
+        overall.set_position(done as u64);
+        Self {
+            multi: Some(multi),
+            overall: Some(overall),
+        }
+    }
+
+    fn start(&self, id: &str, steps: u64) -> Option<indicatif::ProgressBar> {
+        let multi = self.multi.as_ref()?;
+        let bar = multi.add(indicatif::ProgressBar::new(steps));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("  {prefix:48} {bar:24} {percent:>3}%  {msg}")
+                .expect("valid template"),
+        );
+        bar.set_prefix(id.to_string());
+        Some(bar)
+    }
+
+    fn finished(&self, n: usize, total: usize, id: &str, s: &Summary) {
+        let line = format!(
+            "[{n}/{total}] {id}: {}{} ({:.1} s)",
+            s.status,
+            s.final_return_mean_last100
+                .map(|r| format!(", return {r:.1}"))
+                .unwrap_or_default(),
+            s.wall_seconds
+        );
+        match (&self.multi, &self.overall) {
+            (Some(multi), Some(overall)) => {
+                let _ = multi.println(line);
+                overall.inc(1);
+            }
+            _ => eprintln!("{line}"),
+        }
+    }
+
+    fn clear(&self) {
+        if let Some(o) = &self.overall {
+            o.finish_and_clear();
+        }
+    }
+}
+
+/// An sbatch script that runs shard `$SLURM_ARRAY_TASK_ID` of `shards` per array task, each
+/// into `<out>/shard-<i>`; `gradgym report <out>` reads the union.
+pub fn slurm_script(spec_path: &Path, out: &Path, shards: usize, device: Option<&str>) -> String {
+    let device_flag = device.map(|d| format!(" --device {d}")).unwrap_or_default();
+    let gpu = if device.is_some_and(|d| d.starts_with("cuda")) {
+        "#SBATCH --gres=gpu:1\n"
+    } else {
+        ""
+    };
+    format!(
+        "#!/bin/bash\n\
+         # Written by `gradgym sweep {spec} --emit-slurm`. Submit with `sbatch {{this file}}`.\n\
+         # Task i runs shard i/{shards} of the grid into {out}/shard-i; re-submitting resumes.\n\
+         # Afterwards: gradgym report {out} && gradgym plot {out}\n\
+         #SBATCH --job-name=gradgym-sweep\n\
+         #SBATCH --array=1-{shards}\n\
+         #SBATCH --cpus-per-task=2\n\
+         {gpu}\
+         #SBATCH --output={out}/slurm-%A_%a.log\n\
+         set -euo pipefail\n\
+         mkdir -p {out}\n\
+         gradgym sweep {spec} --shard \"${{SLURM_ARRAY_TASK_ID}}/{shards}\" --jobs \"${{SLURM_CPUS_PER_TASK:-1}}\"{device_flag} --out \"{out}/shard-${{SLURM_ARRAY_TASK_ID}}\" --quiet\n",
+        spec = spec_path.display(),
+        out = out.display(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_partition_the_grid() {
+        let shards: Vec<Shard> = (1..=3).map(|i| Shard { index: i, count: 3 }).collect();
+        for k in 0..20 {
+            assert_eq!(shards.iter().filter(|s| s.contains(k)).count(), 1);
+        }
+        assert!(Shard::parse("0/3").is_err());
+        assert!(Shard::parse("4/3").is_err());
+        assert!(Shard::parse("x").is_err());
+        assert_eq!(Shard::parse("2/3").unwrap(), Shard { index: 2, count: 3 });
+    }
+
+    #[test]
+    fn grid_is_a_product_in_sorted_key_order() {
+        let spec = SweepSpec::parse(
+            r#"
+seeds = [1, 2]
+[[runs]]
+envs = ["CartPole-v1"]
+algos = ["ppo", "a2c"]
+grid = { learning_rate = [0.001, 0.0003], gamma = [0.9] }
+"#,
+            "test.toml",
+        )
+        .unwrap();
+        let runs = spec.plan("test.toml", None).unwrap();
+        assert_eq!(runs.len(), 8);
+        assert_eq!(
+            runs[0].id,
+            "CartPole-v1__ppo__gamma=0.9__learning_rate=0.001__seed1"
+        );
+        assert_eq!(runs[1].config.seed, 2);
+        assert_eq!(runs[2].config.learning_rate, 0.0003);
+        assert_eq!(runs[4].config.algo, Algo::A2c);
+        assert_eq!(runs[4].config.gamma, 0.9);
+        assert_eq!(spec.grid_keys(), vec!["gamma", "learning_rate"]);
+    }
+
+    #[test]
+    fn bad_sweep_files_are_named() {
+        let err = |text: &str| {
+            SweepSpec::parse(text, "s.toml")
+                .and_then(|s| s.plan("s.toml", None))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            err("seeds = []\n[[runs]]\nenvs=[\"CartPole-v1\"]\nalgos=[\"ppo\"]").contains("seeds")
+        );
+        let e = err("seeds = [1]\n[[runs]]\nenvs=[\"Nope-v0\"]\nalgos=[\"ppo\"]");
+        assert!(
+            e.contains("s.toml [[runs]] #1") && e.contains("Nope-v0"),
+            "{e}"
+        );
+        let e = err("seeds = [1]\n[[runs]]\nenvs=[\"CartPole-v1\"]\nalgos=[\"sac\"]");
+        assert!(e.contains("sac"), "{e}");
+        let e = err("seeds = [1]\nbogus = 1\n[[runs]]\nenvs=[\"CartPole-v1\"]\nalgos=[\"ppo\"]");
+        assert!(e.contains("bogus"), "{e}");
+        let e = format!(
+            "{:#}",
+            SweepSpec::parse(
+                "seeds = [1]\n[[runs]]\nenvs=[\"CartPole-v1\"]\nalgos=[\"ppo\"]\nconfig={lerning_rate=1}",
+                "s.toml"
+            )
+            .unwrap()
+            .plan("s.toml", None)
+            .unwrap_err()
+        );
+        assert!(e.contains("lerning_rate"), "{e}");
+    }
+
+    #[test]
+    fn utc_dates_are_civil() {
+        let now = utc_now();
+        assert_eq!(now.len(), 20);
+        assert!(now.starts_with("20"), "{now}");
+    }
+}
