@@ -162,6 +162,20 @@ fn steps_label(x: f64) -> String {
     }
 }
 
+/// Tick labels with as many decimals as the axis span needs.
+fn tick(v: f64, span: f64) -> String {
+    let decimals = if span >= 20.0 {
+        0
+    } else if span >= 2.0 {
+        1
+    } else if span >= 0.2 {
+        2
+    } else {
+        3
+    };
+    format!("{v:.decimals$}")
+}
+
 fn padded(lo: f64, hi: f64) -> (f64, f64) {
     let span = (hi - lo).abs().max(1e-9);
     (lo - 0.05 * span, hi + 0.05 * span)
@@ -200,8 +214,9 @@ fn draw_curves<DB: DrawingBackend>(
             .y_desc("episodic return")
             .x_labels(5)
             .x_label_formatter(&|x| steps_label(*x))
+            .y_label_formatter(&|y| tick(*y, hi - lo))
             .label_style(("sans-serif", 13))
-            .light_line_style(WHITE.mix(0.0))
+            .light_line_style(BLACK.mix(0.04))
             .draw()
             .map_err(err)?;
         for band in bands {
@@ -281,6 +296,7 @@ fn draw_intervals<DB: DrawingBackend>(
         .map_err(err)?;
     chart
         .configure_mesh()
+        .light_line_style(BLACK.mix(0.04))
         .disable_y_mesh()
         .y_labels(n)
         .y_label_formatter(&|y| {
@@ -292,6 +308,7 @@ fn draw_intervals<DB: DrawingBackend>(
             }
         })
         .x_labels(5)
+        .x_label_formatter(&|x| tick(*x, hi - lo))
         .x_desc(x_desc)
         .label_style(("sans-serif", 13))
         .draw()
@@ -403,6 +420,7 @@ fn draw_profiles<DB: DrawingBackend>(
         .map_err(err)?;
     chart
         .configure_mesh()
+        .light_line_style(BLACK.mix(0.04))
         .x_desc("normalised score τ")
         .y_desc("fraction of runs with score > τ")
         .label_style(("sans-serif", 13))
@@ -527,6 +545,7 @@ fn draw_variance<DB: DrawingBackend>(
         .map_err(err)?;
     chart
         .configure_mesh()
+        .light_line_style(BLACK.mix(0.04))
         .disable_y_mesh()
         .y_labels(n)
         .y_label_formatter(&|y| estimator_axis(*y, &names))
@@ -580,6 +599,7 @@ fn draw_bias<DB: DrawingBackend>(
         .map_err(err)?;
     chart
         .configure_mesh()
+        .light_line_style(BLACK.mix(0.04))
         .disable_y_mesh()
         .y_labels(n)
         .y_label_formatter(&|y| estimator_axis(*y, names))

@@ -1,0 +1,459 @@
+//! `gradgym sweep`, `report`, `plot` and `compare` end to end: determinism across job counts,
+//! resuming after kill -9, failed runs, shards, the regression gate, reproducible plots.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{gradgym, text};
+
+fn scratch(name: &str) -> PathBuf {
+    common::scratch("cli-sweep", name)
+}
+
+/// Six short runs: three algos on CartPole, PPO on Pendulum (two seeds), a grid value.
+const SWEEP: &str = r#"
+seeds = [1, 2]
+config = { total_timesteps = 6144, eval_episodes = 2 }
+
+[[runs]]
+envs = ["CartPole-v1"]
+algos = ["ppo", "reinforce"]
+
+[[runs]]
+envs = ["Pendulum-v1"]
+algos = ["ppo"]
+config = { num_steps = 256, num_minibatches = 4 }
+grid = { learning_rate = [0.001] }
+"#;
+
+fn write_sweep(name: &str, contents: &str) -> PathBuf {
+    let path = scratch(name).with_extension("toml");
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, contents).unwrap();
+    path
+}
+
+fn sweep(file: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "sweep",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    gradgym(&args)
+}
+
+/// A CSV file without the named columns (the timing ones).
+fn without(path: &Path, drop: &[&str]) -> String {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let keep: Vec<usize> = (0..header.len())
+        .filter(|i| !drop.contains(&header[*i]))
+        .collect();
+    std::iter::once(header.join(","))
+        .chain(lines.map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            keep.iter().map(|&i| f[i]).collect::<Vec<_>>().join(",")
+        }))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// summary.csv and every run's metrics.csv, timing columns aside, by run id.
+fn results(out: &Path) -> Vec<(String, String)> {
+    let mut v = vec![(
+        "summary.csv".to_string(),
+        without(&out.join("summary.csv"), &["wall_seconds"]),
+    )];
+    let mut runs: Vec<PathBuf> = fs::read_dir(out.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    runs.sort();
+    for run in runs {
+        let name = run.file_name().unwrap().to_string_lossy().into_owned();
+        v.push((
+            name.clone() + "/metrics.csv",
+            without(&run.join("metrics.csv"), &["SPS", "wall_seconds"]),
+        ));
+        v.push((
+            name + "/config.toml",
+            fs::read_to_string(run.join("config.toml")).unwrap(),
+        ));
+    }
+    v
+}
+
+#[test]
+fn jobs_1_and_2_agree_kill_9_resumes_to_the_same_results_and_reruns_are_no_ops() {
+    let file = write_sweep("grid", SWEEP);
+    let one = scratch("jobs1");
+    let o = sweep(&file, &one, &["--jobs", "1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let reference = results(&one);
+    assert_eq!(reference.len(), 1 + 2 * 6, "six runs");
+    let summary = fs::read_to_string(one.join("summary.csv")).unwrap();
+    assert_eq!(summary.lines().count(), 7, "{summary}");
+    assert!(
+        summary.starts_with("run_id,env_id,algo,seed,learning_rate,status,"),
+        "{summary}"
+    );
+    assert!(summary.contains(
+        "Pendulum-v1__ppo__learning_rate=0.001__seed2,Pendulum-v1,ppo,2,0.001,completed,"
+    ));
+
+    let two = scratch("jobs2");
+    let o = sweep(&file, &two, &["--jobs", "2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(results(&two), reference, "--jobs 2 differs from --jobs 1");
+
+    // A second run of the same command finds everything done and changes nothing.
+    let before = fs::read(one.join("summary.csv")).unwrap();
+    let o = sweep(&file, &one, &["--jobs", "2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("6 already finished"), "{}", text(&o));
+    assert_eq!(fs::read(one.join("summary.csv")).unwrap(), before);
+
+    // kill -9 while a run is half done and at least one is finished.
+    let killed = scratch("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gradgym"))
+        .args([
+            "sweep",
+            file.to_str().unwrap(),
+            "--jobs",
+            "1",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&killed)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let runs_dir = killed.join("runs");
+    let state = || -> (usize, usize) {
+        let names: Vec<String> = fs::read_dir(&runs_dir)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let partial = names.iter().filter(|n| n.ends_with(".partial")).count();
+        (names.len() - partial, partial)
+    };
+    loop {
+        let (done, partial) = state();
+        if done >= 1 && partial == 1 {
+            let metrics = fs::read_dir(&runs_dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.extension().is_some_and(|e| e == "partial"))
+                .map(|p| p.join("metrics.csv"));
+            if metrics.is_some_and(|m| fs::read_to_string(m).is_ok_and(|t| t.lines().count() >= 2))
+            {
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the sweep never reached a half-done run"
+        );
+        if child.try_wait().unwrap().is_some() {
+            panic!("the sweep finished before it could be interrupted; make the runs longer");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let (done, partial) = state();
+    assert!(
+        done >= 1 && partial == 1 && done < 6,
+        "{done} done, {partial} partial"
+    );
+    let o = sweep(&file, &killed, &["--jobs", "2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("{done} already finished")),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(results(&killed), reference, "the resumed sweep differs");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(killed.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["sessions"], 2);
+    assert!(manifest["finished"].is_string());
+    assert_eq!(manifest["runs_in_grid"], 6);
+
+    // Report and plot read the folder; the same inputs give the same files.
+    let o = gradgym(&["report", one.to_str().unwrap(), "--reps", "500"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let md = fs::read_to_string(one.join("report/report.md")).unwrap();
+    assert!(md.contains("| CartPole-v1 | ppo | 2 |"), "{md}");
+    assert!(md.contains("ppo[learning_rate=0.001]"), "{md}");
+    for f in [
+        "per_env.csv",
+        "aggregate.csv",
+        "improvement.csv",
+        "profiles.csv",
+    ] {
+        assert!(one.join("report").join(f).is_file(), "{f}");
+    }
+    let plots = |dir: &Path| -> Vec<(String, Vec<u8>)> {
+        let o = gradgym(&[
+            "plot",
+            one.to_str().unwrap(),
+            "--reps",
+            "200",
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let mut v: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    fs::read(&p).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let first = plots(&scratch("plots-a"));
+    let names: Vec<&str> = first.iter().map(|(n, _)| n.as_str()).collect();
+    for figure in ["learning_curves", "final_scores", "intervals", "profiles"] {
+        for ext in ["png", "svg"] {
+            assert!(
+                names.contains(&format!("{figure}.{ext}").as_str()),
+                "{names:?}"
+            );
+        }
+    }
+    assert!(first.iter().all(|(_, bytes)| bytes.len() > 1000));
+    assert_eq!(
+        first,
+        plots(&scratch("plots-b")),
+        "plots are not reproducible"
+    );
+}
+
+#[test]
+fn a_failed_run_is_recorded_and_the_sweep_goes_on() {
+    let file = write_sweep(
+        "failing",
+        r#"
+seeds = [1]
+config = { total_timesteps = 2048, anneal_lr = false, eval_episodes = 1 }
+[[runs]]
+envs = ["CartPole-v1"]
+algos = ["a2c"]
+grid = { learning_rate = [1e30, 1e-3] }
+"#,
+    );
+    let out = scratch("failing");
+    let o = sweep(&file, &out, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let summary = fs::read_to_string(out.join("summary.csv")).unwrap();
+    let rows: Vec<&str> = summary.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{summary}");
+    assert!(
+        rows[0].contains(",failed,") && rows[0].contains("non-finite loss"),
+        "{summary}"
+    );
+    assert!(rows[1].contains(",completed,"), "{summary}");
+    // The report lists it and scores the rest.
+    let o = gradgym(&["report", out.to_str().unwrap(), "--reps", "100"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("## Failed runs"), "{}", text(&o));
+}
+
+#[test]
+fn shards_cover_the_grid_and_report_reads_their_union() {
+    let file = write_sweep(
+        "sharded",
+        r#"
+seeds = [1, 2, 3]
+config = { total_timesteps = 1024, eval_episodes = 1 }
+[[runs]]
+envs = ["CartPole-v1"]
+algos = ["a2c"]
+"#,
+    );
+    let whole = scratch("whole");
+    assert!(sweep(&file, &whole, &[]).status.success());
+    let parent = scratch("shards");
+    for i in 1..=2 {
+        let o = sweep(
+            &file,
+            &parent.join(format!("shard-{i}")),
+            &["--shard", &format!("{i}/2")],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let ids = |p: &Path| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(p.join("runs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&parent.join("shard-1")).len(), 2);
+    assert_eq!(
+        ids(&parent.join("shard-2")),
+        vec!["CartPole-v1__a2c__seed2"]
+    );
+    for dir in [&whole, &parent] {
+        let o = gradgym(&["report", dir.to_str().unwrap(), "--reps", "300"]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    assert_eq!(
+        fs::read_to_string(whole.join("report/per_env.csv")).unwrap(),
+        fs::read_to_string(parent.join("report/per_env.csv")).unwrap()
+    );
+
+    let o = gradgym(&[
+        "sweep",
+        file.to_str().unwrap(),
+        "--emit-slurm",
+        "--shards",
+        "3",
+        "--out",
+        "results/x",
+    ]);
+    let script = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(script.starts_with("#!/bin/bash"), "{script}");
+    assert!(script.contains("#SBATCH --array=1-3"), "{script}");
+    assert!(
+        script.contains("--shard \"${SLURM_ARRAY_TASK_ID}/3\"")
+            && script.contains("--out \"results/x/shard-${SLURM_ARRAY_TASK_ID}\""),
+        "{script}"
+    );
+}
+
+#[test]
+fn compare_passes_a_copy_and_fails_a_worse_candidate() {
+    let file = write_sweep(
+        "gate",
+        r#"
+seeds = [1, 2, 3]
+config = { total_timesteps = 1024, eval_episodes = 1 }
+[[runs]]
+envs = ["CartPole-v1"]
+algos = ["a2c"]
+"#,
+    );
+    let base = scratch("base");
+    assert!(sweep(&file, &base, &[]).status.success());
+    let o = gradgym(&["compare", base.to_str().unwrap(), base.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("no regression"), "{}", text(&o));
+
+    // A candidate whose every run scores 5 lower: the whole interval is below zero.
+    let cand = scratch("cand");
+    fs::create_dir_all(&cand).unwrap();
+    let summary = fs::read_to_string(base.join("summary.csv")).unwrap();
+    let mut lines = summary.lines();
+    let header = lines.next().unwrap();
+    let col = header
+        .split(',')
+        .position(|h| h == "final_return_mean_last100")
+        .unwrap();
+    let mut worse = vec![header.to_string()];
+    for l in lines {
+        let mut f: Vec<String> = l.split(',').map(String::from).collect();
+        f[col] = (f[col].parse::<f64>().unwrap() - 5.0).to_string();
+        worse.push(f.join(","));
+    }
+    fs::write(cand.join("summary.csv"), worse.join("\n") + "\n").unwrap();
+    let o = gradgym(&["compare", base.to_str().unwrap(), cand.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("REGRESSION"), "{}", text(&o));
+    // ... which a tolerance of 0.05 normalised (≈ 23 return on CartPole) accepts.
+    let o = gradgym(&[
+        "compare",
+        base.to_str().unwrap(),
+        cand.to_str().unwrap(),
+        "--tolerance",
+        "0.05",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // A truncated summary.csv is named with its line.
+    let broken = scratch("broken");
+    fs::create_dir_all(&broken).unwrap();
+    let cut = &summary[..summary.len() - 10];
+    fs::write(broken.join("summary.csv"), cut).unwrap();
+    let o = gradgym(&["compare", base.to_str().unwrap(), broken.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("summary.csv:4"), "{}", text(&o));
+}
+
+#[test]
+fn bad_sweeps_are_refused_and_finished_runs_are_kept() {
+    let out = scratch("bad");
+    let file = write_sweep(
+        "bad",
+        "seeds = [1]\n[[runs]]\nenvs = [\"CartPole-v2\"]\nalgos = [\"ppo\"]\n",
+    );
+    let o = sweep(&file, &out, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("[[runs]] #1") && text(&o).contains("CartPole-v2"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.exists(), "nothing is written for a bad sweep file");
+
+    // Changing the sweep file under a folder with finished runs is refused, not overwritten.
+    let file = write_sweep(
+        "changed",
+        "seeds = [1]\nconfig = { total_timesteps = 512, eval_episodes = 1 }\n[[runs]]\nenvs = [\"CartPole-v1\"]\nalgos = [\"a2c\"]\n",
+    );
+    assert!(sweep(&file, &out, &[]).status.success());
+    let before = fs::read_to_string(out.join("summary.csv")).unwrap();
+    fs::write(
+        &file,
+        "seeds = [1]\nconfig = { total_timesteps = 1024, eval_episodes = 1 }\n[[runs]]\nenvs = [\"CartPole-v1\"]\nalgos = [\"a2c\"]\n",
+    )
+    .unwrap();
+    let o = sweep(&file, &out, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("different config"), "{}", text(&o));
+    assert_eq!(fs::read_to_string(out.join("summary.csv")).unwrap(), before);
+}
+
+#[test]
+fn estimator_study_plots_come_from_its_csv() {
+    let study = scratch("study");
+    let o = gradgym(&[
+        "estimators",
+        "--seed",
+        "0",
+        "--out",
+        study.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = gradgym(&["plot", study.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    for f in ["estimator_variance", "estimator_bias"] {
+        for ext in ["png", "svg"] {
+            let p = study.join("plots").join(format!("{f}.{ext}"));
+            assert!(
+                fs::metadata(&p).is_ok_and(|m| m.len() > 1000),
+                "{}",
+                p.display()
+            );
+        }
+    }
+}
