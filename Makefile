@@ -1,8 +1,11 @@
 # gradgym: the two commands of the README, and helpers.
-#   make run    the main job: conformance check, then train PPO on CartPole-v1
+#   make run    the main job: conformance check, then a small seeded sweep (PPO, A2C, REINFORCE),
+#               its report and its plots, into out/quick (a few minutes on 2 cores)
 #   make test   the test suite (what CI runs)
 # Both install libtorch first if this machine lacks it (scripts/setup-libtorch.sh).
-.PHONY: setup run test lint bench-envs
+#   make plots      regenerate every committed report and plot from results/ (no training)
+#   make reproduce  retrain results/ from scratch into out/reproduce (scripts/reproduce-results.sh)
+.PHONY: setup run test lint bench-envs plots reproduce
 
 CARGO ?= cargo
 FIXTURE := tests/fixtures/gymnasium-classic-control-transitions.csv
@@ -14,7 +17,20 @@ run: setup
 	$(CARGO) build --release
 	./target/release/gradgym info
 	./target/release/gradgym envs check $(FIXTURE)
-	./target/release/gradgym train --env CartPole-v1 --algo ppo --seed 1 --out out/runs/CartPole-v1__ppo__1
+	./target/release/gradgym sweep sweeps/quick.toml --out out/quick
+	./target/release/gradgym report out/quick
+	./target/release/gradgym plot out/quick
+
+plots: setup
+	$(CARGO) build --release
+	./target/release/gradgym report results/classic-control > /dev/null
+	./target/release/gradgym plot results/classic-control
+	./target/release/gradgym report results/quick > /dev/null
+	./target/release/gradgym plot results/quick
+	./target/release/gradgym plot results/estimators
+
+reproduce: setup
+	scripts/reproduce-results.sh
 
 test: setup
 	$(CARGO) test --release --workspace

@@ -1,0 +1,102 @@
+//! The committed reference results regenerate: `gradgym report` and `gradgym plot` on the
+//! folders in `results/` give, byte for byte, the reports and plots committed beside them
+//! (no training involved). After a change to the statistics or the plots, `make plots`
+//! refreshes them.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::{gradgym, text};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn check(folder: &str, sweep: bool) {
+    let dir = repo().join("results").join(folder);
+    let tmp = common::scratch("committed", folder);
+    if sweep {
+        let o = gradgym(&[
+            "report",
+            dir.to_str().unwrap(),
+            "--out",
+            tmp.join("report").to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let (committed, fresh) = (files(&dir.join("report")), files(&tmp.join("report")));
+        for ((name, a), (_, b)) in committed.iter().zip(&fresh) {
+            // report.md names the folder it read; compare the rest of it.
+            if name == "report.md" {
+                let strip = |t: &[u8]| {
+                    String::from_utf8_lossy(t)
+                        .lines()
+                        .skip(3)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                };
+                assert_eq!(
+                    strip(a),
+                    strip(b),
+                    "{folder}/report/{name} is stale: run `make plots`"
+                );
+            } else {
+                assert!(a == b, "{folder}/report/{name} is stale: run `make plots`");
+            }
+        }
+        assert_eq!(committed.len(), fresh.len());
+    }
+    let o = gradgym(&[
+        "plot",
+        dir.to_str().unwrap(),
+        "--out",
+        tmp.join("plots").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (committed, fresh) = (files(&dir.join("plots")), files(&tmp.join("plots")));
+    assert_eq!(
+        committed.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        fresh.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    for ((name, a), (_, b)) in committed.iter().zip(&fresh) {
+        assert!(
+            a == b,
+            "{folder}/plots/{name} differs from a fresh `gradgym plot`: run `make plots`"
+        );
+    }
+}
+
+#[test]
+fn classic_control_report_and_plots_regenerate() {
+    check("classic-control", true);
+}
+
+#[test]
+fn quick_sweep_report_and_plots_regenerate() {
+    check("quick", true);
+}
+
+#[test]
+fn estimator_study_plots_regenerate() {
+    check("estimators", false);
+}
