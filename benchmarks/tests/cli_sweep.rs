@@ -172,9 +172,10 @@ fn jobs_1_and_2_agree_kill_9_resumes_to_the_same_results_and_reruns_are_no_ops()
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+    // (A run may have been sealed between the last look and the kill.)
     let (done, partial) = state();
     assert!(
-        done >= 1 && partial == 1 && done < 6,
+        done >= 1 && partial <= 1 && done < 6,
         "{done} done, {partial} partial"
     );
     let o = sweep(&file, &killed, &["--jobs", "2"]);
