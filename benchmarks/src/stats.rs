@@ -199,6 +199,18 @@ fn resample_into(tasks: &[Vec<f64>], rng: &mut Stream, out: &mut Vec<f64>) {
     }
 }
 
+/// Each task's runs resampled with replacement, task by task.
+fn resample_each(tasks: &[Vec<f64>], rng: &mut Stream) -> Vec<Vec<f64>> {
+    let mut sample = Vec::new();
+    tasks
+        .iter()
+        .map(|t| {
+            resample_into(std::slice::from_ref(t), rng, &mut sample);
+            sample.clone()
+        })
+        .collect()
+}
+
 fn interval_of(point: f64, mut replicates: Vec<f64>) -> Interval {
     replicates.sort_by(f64::total_cmp);
     Interval {
@@ -265,24 +277,11 @@ pub fn probability_of_improvement_interval(
 ) -> Interval {
     let point = probability_of_improvement(x, y);
     let domain = format!("bootstrap/{name}");
-    let (mut xs, mut ys) = (Vec::new(), Vec::new());
     let replicates = (0..boot.reps)
         .map(|k| {
             let mut rng = rng::stream(boot.seed, &domain, k as u64);
-            let rx: Vec<Vec<f64>> = x
-                .iter()
-                .map(|t| {
-                    resample_into(std::slice::from_ref(t), &mut rng, &mut xs);
-                    xs.clone()
-                })
-                .collect();
-            let ry: Vec<Vec<f64>> = y
-                .iter()
-                .map(|t| {
-                    resample_into(std::slice::from_ref(t), &mut rng, &mut ys);
-                    ys.clone()
-                })
-                .collect();
+            let rx = resample_each(x, &mut rng);
+            let ry = resample_each(y, &mut rng);
             probability_of_improvement(&rx, &ry)
         })
         .collect();

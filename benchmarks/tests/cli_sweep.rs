@@ -30,6 +30,15 @@ config = { num_steps = 256, num_minibatches = 4 }
 grid = { learning_rate = [0.001] }
 "#;
 
+/// Three tiny A2C runs on CartPole.
+const A2C_THREE_SEEDS: &str = r#"
+seeds = [1, 2, 3]
+config = { total_timesteps = 1024, eval_episodes = 1 }
+[[runs]]
+envs = ["CartPole-v1"]
+algos = ["a2c"]
+"#;
+
 fn write_sweep(name: &str, contents: &str) -> PathBuf {
     let path = scratch(name).with_extension("toml");
     fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -279,16 +288,7 @@ grid = { learning_rate = [1e30, 1e-3] }
 
 #[test]
 fn shards_cover_the_grid_and_report_reads_their_union() {
-    let file = write_sweep(
-        "sharded",
-        r#"
-seeds = [1, 2, 3]
-config = { total_timesteps = 1024, eval_episodes = 1 }
-[[runs]]
-envs = ["CartPole-v1"]
-algos = ["a2c"]
-"#,
-    );
+    let file = write_sweep("sharded", A2C_THREE_SEEDS);
     let whole = scratch("whole");
     assert!(sweep(&file, &whole, &[]).status.success());
     let parent = scratch("shards");
@@ -344,16 +344,7 @@ algos = ["a2c"]
 
 #[test]
 fn compare_passes_a_copy_and_fails_a_worse_candidate() {
-    let file = write_sweep(
-        "gate",
-        r#"
-seeds = [1, 2, 3]
-config = { total_timesteps = 1024, eval_episodes = 1 }
-[[runs]]
-envs = ["CartPole-v1"]
-algos = ["a2c"]
-"#,
-    );
+    let file = write_sweep("gate", A2C_THREE_SEEDS);
     let base = scratch("base");
     assert!(sweep(&file, &base, &[]).status.success());
     let o = gradgym(&["compare", base.to_str().unwrap(), base.to_str().unwrap()]);
