@@ -89,11 +89,9 @@ pub fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
     })
 }
 
+/// The score and bootstrap settings shared by `report` and `plot`.
 #[derive(Args, Debug)]
-pub struct ReportArgs {
-    /// Results folders (sweep folders, or folders of shard folders); their runs are pooled.
-    #[arg(required = true)]
-    dirs: Vec<PathBuf>,
+pub struct StatsArgs {
     /// final (final_return_mean_last100) or eval (eval_return_mean).
     #[arg(long, default_value = "final")]
     metric: String,
@@ -103,6 +101,27 @@ pub struct ReportArgs {
     /// Bootstrap seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+}
+
+impl StatsArgs {
+    fn metric(&self) -> Result<Metric> {
+        Metric::parse(&self.metric)
+    }
+    fn bootstrap(&self) -> Bootstrap {
+        Bootstrap {
+            reps: self.reps.max(1),
+            seed: self.seed,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Results folders (sweep folders, or folders of shard folders); their runs are pooled.
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
+    #[command(flatten)]
+    stats: StatsArgs,
     /// Where to write (default: <first DIR>/report).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -114,12 +133,7 @@ fn sources(dirs: &[PathBuf]) -> Vec<String> {
 
 pub fn run_report(args: ReportArgs) -> Result<ExitCode> {
     let set = results::load(&args.dirs)?;
-    let metric = Metric::parse(&args.metric)?;
-    let boot = Bootstrap {
-        reps: args.reps.max(1),
-        seed: args.seed,
-    };
-    let report = report::compute(&set, metric, boot)?;
+    let report = report::compute(&set, args.stats.metric()?, args.stats.bootstrap())?;
     let out = args.out.unwrap_or_else(|| args.dirs[0].join("report"));
     report.write(&out, &sources(&args.dirs))?;
     print!("{}", report.markdown(&sources(&args.dirs)));
@@ -132,13 +146,8 @@ pub struct PlotArgs {
     /// Results folders (sweeps, shard folders) or estimator-study folders (with estimators.csv).
     #[arg(required = true)]
     dirs: Vec<PathBuf>,
-    /// final or eval: the score of the interval plots and profiles.
-    #[arg(long, default_value = "final")]
-    metric: String,
-    #[arg(long, default_value_t = 10_000)]
-    reps: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    stats: StatsArgs,
     /// Where to write (default: <first DIR>/plots).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -149,10 +158,6 @@ pub fn run_plot(args: PlotArgs) -> Result<ExitCode> {
         .out
         .clone()
         .unwrap_or_else(|| args.dirs[0].join("plots"));
-    let boot = Bootstrap {
-        reps: args.reps.max(1),
-        seed: args.seed,
-    };
     let written = if args.dirs.iter().all(|d| d.join("estimators.csv").is_file()) {
         let mut all = Vec::new();
         for d in &args.dirs {
@@ -161,7 +166,7 @@ pub fn run_plot(args: PlotArgs) -> Result<ExitCode> {
         all
     } else {
         let set = results::load(&args.dirs)?;
-        plot::plot_results(&set, Metric::parse(&args.metric)?, boot, &out)
+        plot::plot_results(&set, args.stats.metric()?, args.stats.bootstrap(), &out)
             .context("cannot draw the plots")?
     };
     for p in &written {
