@@ -140,11 +140,7 @@ pub fn compute(set: &ResultSet, metric: Metric, boot: Bootstrap) -> Result<Repor
                 .collect();
             let failed = all.iter().filter(|r| !r.completed()).count();
             if scores.is_empty() {
-                let nan = Interval {
-                    point: f64::NAN,
-                    low: f64::NAN,
-                    high: f64::NAN,
-                };
+                let nan = Interval::NAN;
                 per_env.push(EnvRow {
                     env: env.clone(),
                     label,
@@ -312,11 +308,7 @@ impl Report {
             "env_id,algo,runs,failed,iqm,iqm_low,iqm_high,mean,mean_low,mean_high,median,median_low,median_high,normalised_iqm,normalised_iqm_low,normalised_iqm_high\n",
         );
         for r in &self.per_env {
-            let n = r.normalised_iqm.unwrap_or(Interval {
-                point: f64::NAN,
-                low: f64::NAN,
-                high: f64::NAN,
-            });
+            let n = r.normalised_iqm.unwrap_or(Interval::NAN);
             let cells = [
                 crate::sweep::csv_field(&r.env),
                 crate::sweep::csv_field(&r.label),

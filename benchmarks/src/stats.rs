@@ -170,6 +170,15 @@ pub struct Interval {
     pub high: f64,
 }
 
+impl Interval {
+    /// No estimate (no runs to score).
+    pub const NAN: Interval = Interval {
+        point: f64::NAN,
+        low: f64::NAN,
+        high: f64::NAN,
+    };
+}
+
 /// Bootstrap settings: replicate count and seed.
 #[derive(Clone, Copy, Debug)]
 pub struct Bootstrap {

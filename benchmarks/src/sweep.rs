@@ -41,7 +41,7 @@ use std::fs;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use gradgym_agents::config::{Algo, TrainConfig};
@@ -136,9 +136,8 @@ impl SweepSpec {
     /// Every run of the grid, resolved and validated, in grid order. `device` (from
     /// `--device`) overrides the device of every run.
     pub fn plan(&self, source: &str, device: Option<&str>) -> Result<Vec<PlannedRun>> {
-        for (k, key) in ["env_id", "algo", "seed"].iter().enumerate() {
-            let _ = k;
-            if self.config.contains_key(*key) {
+        for key in ["env_id", "algo", "seed"] {
+            if self.config.contains_key(key) {
                 bail!("{source}: `{key}` cannot be set in `config`; the grid decides it");
             }
         }
@@ -641,7 +640,6 @@ fn run_one(run: &PlannedRun, runs_dir: &Path, ui: &Ui) -> Result<Summary> {
     fs::create_dir_all(&partial)?;
     write_atomic(&partial.join("config.toml"), run.config_toml.as_bytes())?;
     let bar = ui.start(&run.id, run.config.total_timesteps);
-    let started = Instant::now();
     let mut on_progress = |p: Progress| {
         if let Some(bar) = &bar {
             bar.set_position(p.global_step.min(p.total_timesteps));
@@ -651,7 +649,6 @@ fn run_one(run: &PlannedRun, runs_dir: &Path, ui: &Ui) -> Result<Summary> {
         }
     };
     let summary = train(&run.config, &partial, &mut on_progress)?;
-    let _ = started;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
