@@ -100,3 +100,68 @@ fn quick_sweep_report_and_plots_regenerate() {
 fn estimator_study_plots_regenerate() {
     check("estimators", false);
 }
+
+/// Copies `from` into `to`, recursively.
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let p = entry.unwrap().path();
+        let q = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_tree(&p, &q);
+        } else {
+            fs::copy(&p, &q).unwrap();
+        }
+    }
+}
+
+/// Appends a column to a CSV file: `name` in the header, `value` in every row.
+fn add_column(path: &Path, name: &str, value: &str) {
+    let text = fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let mut out = format!("{},{name}\n", lines.next().unwrap());
+    for l in lines {
+        out.push_str(&format!("{l},{value}\n"));
+    }
+    fs::write(path, out).unwrap();
+}
+
+#[test]
+fn extra_metric_columns_leave_reports_and_plots_unchanged() {
+    // The ROADMAP's learners will append columns (learned vs true reward, KL, labels used) to
+    // metrics.csv and summary.csv; report and plot find their columns by name.
+    let dir = common::scratch("committed", "extra-columns");
+    copy_tree(&repo().join("results/quick"), &dir);
+    add_column(&dir.join("summary.csv"), "gold_score", "0.5");
+    for run in fs::read_dir(dir.join("runs")).unwrap() {
+        add_column(
+            &run.unwrap().path().join("metrics.csv"),
+            "kl_to_reference",
+            "0.01",
+        );
+    }
+    let out = dir.join("fresh");
+    for cmd in ["report", "plot"] {
+        let o = gradgym(&[
+            cmd,
+            dir.to_str().unwrap(),
+            "--out",
+            out.join(cmd).to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let committed = repo().join("results/quick");
+    for f in [
+        "per_env.csv",
+        "aggregate.csv",
+        "improvement.csv",
+        "profiles.csv",
+    ] {
+        assert_eq!(
+            fs::read(out.join("report").join(f)).unwrap(),
+            fs::read(committed.join("report").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    assert_eq!(files(&out.join("plot")), files(&committed.join("plots")));
+}
