@@ -731,7 +731,10 @@ pub fn slurm_script(spec_path: &Path, out: &Path, shards: usize, device: Option<
     };
     format!(
         "#!/bin/bash\n\
-         # Written by `gradgym sweep {spec} --emit-slurm`. Submit with `sbatch {{this file}}`.\n\
+         # Written by `gradgym sweep {spec} --emit-slurm`. Submit with\n\
+         #   mkdir -p {out} && sbatch {{this file}}\n\
+         # (Slurm opens the task logs in {out} before the script runs.) Needs `gradgym` on the\n\
+         # nodes' PATH; relative paths are relative to the folder sbatch is run from.\n\
          # Task i runs shard i/{shards} of the grid into {out}/shard-i; re-submitting resumes.\n\
          # Afterwards: gradgym report {out} && gradgym plot {out}\n\
          #SBATCH --job-name=gradgym-sweep\n\
