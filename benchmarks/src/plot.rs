@@ -261,6 +261,18 @@ fn legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, labels: &[String]) 
     Ok(())
 }
 
+/// The name of the row drawn at height `y` on a chart whose rows are `names` from top to
+/// bottom (row i at height n − 1 − i); empty between rows.
+fn row_label(y: f64, names: &[String]) -> String {
+    let k = y.round();
+    let n = names.len();
+    if (y - k).abs() < 1e-6 && k >= 0.0 && (k as usize) < n {
+        names[n - 1 - k as usize].clone()
+    } else {
+        String::new()
+    }
+}
+
 /// Horizontal interval bars: one row per (label, point, low, high) with optional dots.
 #[allow(clippy::type_complexity)]
 fn draw_intervals<DB: DrawingBackend>(
@@ -299,14 +311,7 @@ fn draw_intervals<DB: DrawingBackend>(
         .light_line_style(BLACK.mix(0.04))
         .disable_y_mesh()
         .y_labels(n)
-        .y_label_formatter(&|y| {
-            let k = y.round();
-            if (y - k).abs() < 1e-6 && k >= 0.0 && (k as usize) < names.len() {
-                names[names.len() - 1 - k as usize].clone()
-            } else {
-                String::new()
-            }
-        })
+        .y_label_formatter(&|y| row_label(*y, &names))
         .x_labels(5)
         .x_label_formatter(&|x| tick(*x, hi - lo))
         .x_desc(x_desc)
@@ -503,16 +508,6 @@ struct StudyRow {
     passes: bool,
 }
 
-fn estimator_axis(y: f64, names: &[String]) -> String {
-    let k = y.round();
-    let n = names.len();
-    if (y - k).abs() < 1e-6 && k >= 0.0 && (k as usize) < n {
-        names[n - 1 - k as usize].clone()
-    } else {
-        String::new()
-    }
-}
-
 fn draw_variance<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     ratios: &[(String, f64)],
@@ -548,7 +543,7 @@ fn draw_variance<DB: DrawingBackend>(
         .light_line_style(BLACK.mix(0.04))
         .disable_y_mesh()
         .y_labels(n)
-        .y_label_formatter(&|y| estimator_axis(*y, &names))
+        .y_label_formatter(&|y| row_label(*y, &names))
         .x_desc("trace of covariance / REINFORCE (total return); log scale")
         .label_style(("sans-serif", 12))
         .draw()
@@ -602,7 +597,7 @@ fn draw_bias<DB: DrawingBackend>(
         .light_line_style(BLACK.mix(0.04))
         .disable_y_mesh()
         .y_labels(n)
-        .y_label_formatter(&|y| estimator_axis(*y, names))
+        .y_label_formatter(&|y| row_label(*y, names))
         .x_desc("max over coordinates of |mean estimate − exact gradient| / SE; log scale")
         .label_style(("sans-serif", 12))
         .draw()
