@@ -20,6 +20,7 @@ use gradgym_agents::train::write_atomic;
 
 use crate::results::{ResultSet, RunRecord};
 use crate::stats::{self, Aggregate, Bootstrap, Interval};
+use crate::sweep::csv_field;
 
 /// Which number of a run is its score.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -289,6 +290,11 @@ fn f(x: f64) -> String {
     }
 }
 
+/// `point,low,high` as three CSV cells (empty for NaN).
+fn cells(i: &Interval) -> String {
+    format!("{},{},{}", f(i.point), f(i.low), f(i.high))
+}
+
 fn ci(i: &Interval, digits: usize) -> String {
     if i.point.is_nan() {
         return "—".into();
@@ -310,22 +316,14 @@ impl Report {
         for r in &self.per_env {
             let n = r.normalised_iqm.unwrap_or(Interval::NAN);
             let cells = [
-                crate::sweep::csv_field(&r.env),
-                crate::sweep::csv_field(&r.label),
+                csv_field(&r.env),
+                csv_field(&r.label),
                 r.runs.to_string(),
                 r.failed.to_string(),
-                f(r.iqm.point),
-                f(r.iqm.low),
-                f(r.iqm.high),
-                f(r.mean.point),
-                f(r.mean.low),
-                f(r.mean.high),
-                f(r.median.point),
-                f(r.median.low),
-                f(r.median.high),
-                f(n.point),
-                f(n.low),
-                f(n.high),
+                cells(&r.iqm),
+                cells(&r.mean),
+                cells(&r.median),
+                cells(&n),
             ];
             s.push_str(&cells.join(","));
             s.push('\n');
@@ -339,14 +337,12 @@ impl Report {
             for (a, i) in &r.values {
                 let _ = writeln!(
                     s,
-                    "{},{},{},{},{},{},{}",
-                    crate::sweep::csv_field(&r.label),
+                    "{},{},{},{},{}",
+                    csv_field(&r.label),
                     r.envs.len(),
                     r.runs,
                     a.name(),
-                    f(i.point),
-                    f(i.low),
-                    f(i.high)
+                    cells(i)
                 );
             }
         }
@@ -358,13 +354,11 @@ impl Report {
         for r in &self.improvement {
             let _ = writeln!(
                 s,
-                "{},{},{},{},{},{}",
-                crate::sweep::csv_field(&r.x),
-                crate::sweep::csv_field(&r.y),
+                "{},{},{},{}",
+                csv_field(&r.x),
+                csv_field(&r.y),
                 r.envs,
-                f(r.p.point),
-                f(r.p.low),
-                f(r.p.high)
+                cells(&r.p)
             );
         }
         s
@@ -375,12 +369,10 @@ impl Report {
         for r in &self.profiles {
             let _ = writeln!(
                 s,
-                "{},{:.2},{},{},{}",
-                crate::sweep::csv_field(&r.label),
+                "{},{:.2},{}",
+                csv_field(&r.label),
                 r.tau,
-                f(r.fraction.point),
-                f(r.fraction.low),
-                f(r.fraction.high)
+                cells(&r.fraction)
             );
         }
         s
