@@ -10,6 +10,8 @@
 //! - [`losses`]: the policy-gradient surrogates (REINFORCE / actor-critic, PPO-clip, PPO-KL),
 //!   the value loss, entropy, and advantage normalisation, as functions over tensors, so that
 //!   autodiff gives the estimator of the gradient.
+//! - [`loss_grads`]: the same losses over slices with their gradients written out (for the
+//!   native backend), checked against autograd through [`losses`].
 //! - [`kl`]: fixed and adaptive KL-penalty coefficients.
 //! - [`exact`]: exact objectives and gradients on small tabular MDPs, computed two ways — the
 //!   ground truth of the estimator tests.
@@ -20,4 +22,5 @@ pub mod advantages;
 pub mod exact;
 pub mod kl;
 pub mod losses;
+pub mod loss_grads;
 pub mod study;
