@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use gradgym::agents::config::{Algo, TrainConfig};
+use gradgym::agents::config::{Algo, BackendKind, TrainConfig};
 use gradgym::agents::train::{METRIC_COLUMNS, train};
 
 fn scratch(name: &str) -> PathBuf {
@@ -47,9 +47,15 @@ fn every_algorithm_trains_on_every_env_family() {
         "Pendulum-v1",
         "MountainCarContinuous-v0",
     ] {
-        for algo in [Algo::Reinforce, Algo::A2c, Algo::Ppo] {
-            let dir = scratch(&format!("{env}-{}", algo.name()));
-            let mut config = tiny(env, algo);
+        for (algo, backend) in [Algo::Reinforce, Algo::A2c, Algo::Ppo]
+            .into_iter()
+            .flat_map(|a| [(a, BackendKind::Native), (a, BackendKind::Libtorch)])
+        {
+            let dir = scratch(&format!("{env}-{}-{}", algo.name(), backend.name()));
+            let mut config = TrainConfig {
+                backend,
+                ..tiny(env, algo)
+            };
             if algo == Algo::Reinforce {
                 // One batch of complete episodes can be long (999 steps for MountainCarContinuous).
                 config.total_timesteps = 1;
@@ -91,9 +97,13 @@ fn every_algorithm_trains_on_every_env_family() {
 
 #[test]
 fn the_same_seed_gives_the_same_metrics_and_another_seed_does_not() {
-    for algo in [Algo::Ppo, Algo::A2c, Algo::Reinforce] {
+    for (algo, backend) in [Algo::Ppo, Algo::A2c, Algo::Reinforce]
+        .into_iter()
+        .flat_map(|a| [(a, BackendKind::Native), (a, BackendKind::Libtorch)])
+    {
         let config = TrainConfig {
             total_timesteps: if algo == Algo::Reinforce { 600 } else { 2048 },
+            backend,
             ..tiny("CartPole-v1", algo)
         };
         let (a, b, c) = (scratch("det-a"), scratch("det-b"), scratch("det-c"));
@@ -125,31 +135,39 @@ fn first_update_losses_are_pinned() {
     // Value stability: a change to initialisation, sampling, the env, GAE or the PPO loss
     // changes these numbers completely; the tolerance only allows for libtorch's kernels
     // rounding differently on another CPU.
-    let config = TrainConfig {
-        total_timesteps: 512,
-        ..TrainConfig::default()
-    };
-    let dir = scratch("pinned");
-    train(&config, &dir, &mut |_| {}).unwrap();
-    let metrics = read(&dir.join("metrics.csv"));
-    let row: Vec<&str> = metrics.lines().nth(1).unwrap().split(',').collect();
-    let col = |name: &str| {
-        row[METRIC_COLUMNS.iter().position(|c| *c == name).unwrap()]
-            .parse::<f64>()
-            .unwrap()
-    };
-    let got = [
-        col("policy_loss"),
-        col("value_loss"),
-        col("entropy"),
-        col("approx_kl"),
-    ];
-    let pinned = PINNED_FIRST_UPDATE;
-    for (g, p) in got.iter().zip(pinned) {
-        assert!(
-            (g - p).abs() <= 1e-4 * p.abs().max(1e-3),
-            "first update {got:?}, pinned {pinned:?}"
-        );
+    // Both backends: the native one's hand-written gradients give the first update's numbers
+    // that libtorch's autograd gives.
+    for backend in [BackendKind::Libtorch, BackendKind::Native] {
+        let config = TrainConfig {
+            total_timesteps: 512,
+            backend,
+            ..TrainConfig::default()
+        };
+        let dir = scratch(&format!("pinned-{}", backend.name()));
+        train(&config, &dir, &mut |_| {}).unwrap();
+        let manifest: serde_json::Value =
+            serde_json::from_str(&read(&dir.join("manifest.json"))).unwrap();
+        assert_eq!(manifest["backend"], backend.name());
+        let metrics = read(&dir.join("metrics.csv"));
+        let row: Vec<&str> = metrics.lines().nth(1).unwrap().split(',').collect();
+        let col = |name: &str| {
+            row[METRIC_COLUMNS.iter().position(|c| *c == name).unwrap()]
+                .parse::<f64>()
+                .unwrap()
+        };
+        let got = [
+            col("policy_loss"),
+            col("value_loss"),
+            col("entropy"),
+            col("approx_kl"),
+        ];
+        let pinned = PINNED_FIRST_UPDATE;
+        for (g, p) in got.iter().zip(pinned) {
+            assert!(
+                (g - p).abs() <= 1e-4 * p.abs().max(1e-3),
+                "{backend:?}: first update {got:?}, pinned {pinned:?}"
+            );
+        }
     }
 }
 
@@ -169,6 +187,14 @@ fn bad_configs_are_refused_before_anything_is_written() {
     };
     let e = train(&config, &dir, &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("num_envs"), "{e}");
+    assert!(!dir.exists());
+    let config = TrainConfig {
+        device: "cuda".into(),
+        backend: BackendKind::Native,
+        ..TrainConfig::default()
+    };
+    let e = train(&config, &dir, &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("backend") && e.contains("CPU only"), "{e}");
     assert!(!dir.exists());
     let config = TrainConfig {
         env_id: "Pong-v5".into(),
@@ -214,6 +240,7 @@ fn a_panic_inside_libtorch_is_recorded_as_a_failed_run() {
     let dir = scratch("panic");
     let config = TrainConfig {
         learning_rate: 1e300,
+        backend: BackendKind::Libtorch,
         ..tiny("CartPole-v1", Algo::Ppo)
     };
     let summary = train(&config, &dir, &mut |_| {}).unwrap();

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use gradgym_algorithms::kl::KlController;
 
+pub use crate::backend::BackendKind;
+
 /// Which learner trains the policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -75,6 +77,9 @@ pub struct TrainConfig {
     pub total_timesteps: u64,
     /// `cpu` or `cuda` (`cuda:N` for a given GPU).
     pub device: String,
+    /// Who computes gradient steps: `auto` (native on the CPU, libtorch on CUDA), `native`
+    /// (plain Rust, CPU) or `libtorch` (autograd; the reference). See `agents/src/backend/`.
+    pub backend: BackendKind,
     /// Adam's learning rate.
     pub learning_rate: f64,
     /// Parallel environments.
@@ -136,6 +141,7 @@ impl Default for TrainConfig {
             seed: 1,
             total_timesteps: 500_000,
             device: "cpu".into(),
+            backend: BackendKind::Auto,
             learning_rate: 2.5e-4,
             num_envs: 4,
             num_steps: 128,
@@ -287,6 +293,15 @@ impl TrainConfig {
                 format!(
                     "is smaller than one rollout of num_envs × num_steps = {}",
                     self.batch_size()
+                ),
+            ));
+        }
+        if self.backend == BackendKind::Native && self.device != "cpu" {
+            return Err(bad(
+                "backend",
+                format!(
+                    "`native` runs on the CPU only, and device = \"{}\"; use `libtorch` or `auto`",
+                    self.device
                 ),
             ));
         }

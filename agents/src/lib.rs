@@ -5,8 +5,11 @@
 //! - [`fast`]: the policy at rollout time in plain Rust, and action sampling.
 //! - [`buffer`]: the rollout buffer `[num_steps, num_envs]`.
 //! - [`learners`]: REINFORCE, A2C, PPO behind one trait.
+//! - [`backend`]: who takes the gradient steps: native Rust on the CPU, or libtorch (autograd,
+//!   CPU or CUDA).
 //! - [`train`]: `train(config, out_dir)` — a run as a function of config and seed.
 
+pub mod backend;
 pub mod buffer;
 pub mod config;
 pub mod device;

@@ -1,7 +1,7 @@
 //! `train(config, out_dir)`: one run, as a function of its configuration and seed.
 //!
 //! config → `make(env_id, num_envs, seed)` → rollouts (policy copy in Rust, actions from the
-//! run's `"actions"` stream) → learner update (libtorch) → one metrics row per iteration →
+//! run's `"actions"` stream) → learner update (backend: native Rust or libtorch) → one metrics row per iteration →
 //! deterministic evaluation → summary.
 //!
 //! Files written into `out_dir`:
@@ -23,14 +23,14 @@ use anyhow::{Context, Result};
 use gradgym_envs::rng::{self, Stream};
 use gradgym_envs::{Actions, Autoreset, EnvOptions, Space, VecEnv, make_with};
 use serde::Serialize;
-use tch::nn::OptimizerConfig;
 
+use crate::backend::make_backend;
 use crate::buffer::Rollout;
 use crate::config::TrainConfig;
 use crate::device::parse_device;
 use crate::fast::{FastPolicy, Scratch, sample_categorical, sample_gaussian};
-use crate::learners::{Agent, UpdateStats, make_learner};
-use crate::network::{ActorCritic, Head};
+use crate::learners::{UpdateStats, make_learner};
+use crate::network::Head;
 
 /// The columns of `metrics.csv`, in order.
 pub const METRIC_COLUMNS: [&str; 17] = [
@@ -98,6 +98,8 @@ struct Manifest<'a> {
     libtorch_version: &'a str,
     tch_version: &'a str,
     device: String,
+    /// The backend that computes the gradient steps (`auto` resolved).
+    backend: &'static str,
     cuda_available: bool,
     torch_threads: usize,
 }
@@ -387,6 +389,7 @@ pub fn train(
         libtorch_version: crate::build_info::LIBTORCH_VERSION,
         tch_version: "0.24.0",
         device: format!("{device:?}"),
+        backend: config.backend.resolve(device).name(),
         cuda_available: tch::Cuda::is_available(),
         torch_threads: config.torch_threads,
     };
@@ -457,20 +460,7 @@ fn run(
     let mut init_rng = rng::stream(config.seed, "init", 0);
     let mut action_rng = rng::stream(config.seed, "actions", 0);
     let mut minibatch_rng = rng::stream(config.seed, "minibatch", 0);
-    let net = ActorCritic::new(
-        obs_dim,
-        head,
-        &config.hidden_sizes,
-        config.log_std_init,
-        device,
-        &mut init_rng,
-    );
-    let opt = tch::nn::Adam {
-        eps: config.adam_eps,
-        ..Default::default()
-    }
-    .build(&net.vs, config.learning_rate)?;
-    let mut agent = Agent { net, opt };
+    let mut model = make_backend(config, obs_dim, head, device, &mut init_rng)?;
     let mut learner = make_learner(config);
     let episodic = learner.episodic();
     let num_steps = if episodic {
@@ -523,8 +513,8 @@ fn run(
         } else {
             config.learning_rate
         };
-        agent.opt.set_lr(lr);
-        let policy = agent.net.snapshot();
+        model.set_learning_rate(lr);
+        let policy = model.snapshot();
         episodes.iteration_returns.clear();
         episodes.iteration_lengths.clear();
         global_step += collect(
@@ -537,7 +527,7 @@ fn run(
             &mut episodes,
         )?;
         let stats: UpdateStats = learner
-            .update(&mut agent, &rollout, &mut minibatch_rng)
+            .update(&mut *model, &rollout, &mut minibatch_rng)
             .map_err(|e| {
                 anyhow::anyhow!("iteration {iteration} (global step {global_step}): {e}")
             })?;
@@ -575,7 +565,7 @@ fn run(
         });
     }
     if config.eval_episodes > 0 {
-        let (mean, std) = evaluate(config, &agent.net.snapshot())?;
+        let (mean, std) = evaluate(config, &model.snapshot())?;
         summary.eval_return_mean = Some(mean);
         summary.eval_return_std = Some(std);
     }

@@ -21,6 +21,6 @@
 pub mod advantages;
 pub mod exact;
 pub mod kl;
-pub mod losses;
 pub mod loss_grads;
+pub mod losses;
 pub mod study;

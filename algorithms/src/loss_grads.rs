@@ -287,10 +287,6 @@ mod tests {
         let mut g = vec![0.0; values.len()];
         value_loss(&values, &returns, &old, None, &mut g);
         let autograd = grad_of(&x);
-        assert!(
-            g.iter()
-                .zip(&autograd)
-                .any(|(a, b)| (a - b).abs() > 1e-3)
-        );
+        assert!(g.iter().zip(&autograd).any(|(a, b)| (a - b).abs() > 1e-3));
     }
 }

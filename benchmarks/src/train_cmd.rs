@@ -82,6 +82,9 @@ pub struct TrainArgs {
     eval_episodes: Option<String>,
     #[arg(long)]
     torch_threads: Option<String>,
+    /// auto (native on the CPU, libtorch on CUDA), native or libtorch.
+    #[arg(long)]
+    backend: Option<String>,
     /// Never draw a progress bar.
     #[arg(long)]
     quiet: bool,
@@ -119,7 +122,7 @@ pub fn resolve(args: &TrainArgs) -> Result<(TrainConfig, Vec<String>)> {
     if let Some(d) = &args.device {
         lines.push(toml_line("device", &format!("{d:?}")));
     }
-    let flags: [(&str, &Option<String>); 24] = [
+    let flags: [(&str, &Option<String>); 25] = [
         ("learning_rate", &args.learning_rate),
         ("num_envs", &args.num_envs),
         ("num_steps", &args.num_steps),
@@ -144,6 +147,7 @@ pub fn resolve(args: &TrainArgs) -> Result<(TrainConfig, Vec<String>)> {
         ("log_std_init", &args.log_std_init),
         ("eval_episodes", &args.eval_episodes),
         ("torch_threads", &args.torch_threads),
+        ("backend", &args.backend),
     ];
     for (key, value) in flags {
         if let Some(v) = value {

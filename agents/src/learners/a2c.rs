@@ -4,13 +4,10 @@
 //! bootstrapped at the window's end), then one gradient step on
 //! `L = −mean(Â_t log π(a_t|s_t)) − c_ent · H[π] + c_vf · ½ mean((V(s_t) − R_t)²)`.
 
-use gradgym_algorithms::losses::{normalize_advantages, policy_gradient_loss, value_loss};
 use gradgym_envs::rng::Stream;
 
-use super::{
-    Agent, Batch, Coefficients, Learner, NonFiniteLoss, UpdateStats, actor_critic_step,
-    explained_variance, scalar, to_tensor,
-};
+use super::{Coefficients, Learner, NonFiniteLoss, UpdateStats, explained_variance, minibatch};
+use crate::backend::{Backend, PolicyLoss, ValueLoss};
 use crate::buffer::Rollout;
 use crate::config::TrainConfig;
 
@@ -39,31 +36,23 @@ impl A2c {
 impl Learner for A2c {
     fn update(
         &mut self,
-        agent: &mut Agent,
+        model: &mut dyn Backend,
         r: &Rollout,
         _rng: &mut Stream,
     ) -> Result<UpdateStats, NonFiniteLoss> {
-        let device = agent.net.device();
         let (advantages, returns) = r.gae(self.gamma, self.gae_lambda);
-        let batch = Batch::whole(r, device);
-        let mut adv = to_tensor(&advantages, device);
-        if self.norm_adv {
-            adv = normalize_advantages(&adv);
-        }
-        let ev = agent.net.evaluate(&batch.obs, &batch.actions);
-        let pg_loss = policy_gradient_loss(&ev.logprobs, &adv);
-        let v_loss = value_loss(
-            &ev.values,
-            &to_tensor(&returns, device),
-            &batch.values,
-            None,
+        let all: Vec<i64> = (0..r.shape.len() as i64).collect();
+        let objective = self.coefficients.objective(
+            PolicyLoss::Gradient,
+            ValueLoss::Squared,
+            false,
+            self.norm_adv,
         );
-        let entropy =
-            actor_critic_step(agent, &pg_loss, &v_loss, &ev.entropy, self.coefficients, 0)?;
+        let report = model.step(&minibatch(r, &all, &advantages, &returns), &objective, 0)?;
         Ok(UpdateStats {
-            policy_loss: scalar(&pg_loss),
-            value_loss: scalar(&v_loss),
-            entropy: scalar(&entropy),
+            policy_loss: report.policy_loss,
+            value_loss: report.value_loss,
+            entropy: report.entropy,
             explained_variance: explained_variance(&r.values, &returns),
             gradient_steps: 1,
             ..Default::default()

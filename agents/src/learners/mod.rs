@@ -1,7 +1,8 @@
 //! The learners: REINFORCE, A2C and PPO behind one trait, chosen by `algo` in the config.
 //!
-//! A learner turns a rollout into gradient steps on an [`Agent`] (network + optimiser) with the
-//! estimators and losses of `gradgym-algorithms`. The training loop does not know which one
+//! A learner turns a rollout into gradient steps: it computes the targets (returns, GAE) with
+//! `gradgym-algorithms`, picks the samples of each step and says which loss to minimise; a
+//! [`Backend`] takes the steps. The training loop does not know which one
 //! runs, except that REINFORCE asks for rollouts of complete episodes ([`Learner::episodic`]).
 
 pub mod a2c;
@@ -9,17 +10,10 @@ pub mod ppo;
 pub mod reinforce;
 
 use gradgym_envs::rng::Stream;
-use tch::{Device, Kind, Tensor, nn};
 
+use crate::backend::{Backend, Minibatch, Objective, PolicyLoss, ValueLoss};
 use crate::buffer::Rollout;
 use crate::config::{Algo, TrainConfig};
-use crate::network::ActorCritic;
-
-/// The network and its optimiser.
-pub struct Agent {
-    pub net: ActorCritic,
-    pub opt: nn::Optimizer,
-}
 
 /// Diagnostics of one update, CleanRL's names. Zero where an algorithm has no such quantity.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -54,7 +48,7 @@ pub trait Learner {
     /// Gradient steps from one rollout; `rng` orders minibatches.
     fn update(
         &mut self,
-        agent: &mut Agent,
+        model: &mut dyn Backend,
         rollout: &Rollout,
         rng: &mut Stream,
     ) -> Result<UpdateStats, NonFiniteLoss>;
@@ -68,14 +62,6 @@ pub fn make_learner(config: &TrainConfig) -> Box<dyn Learner> {
     }
 }
 
-/// The valid samples of a rollout as tensors on `device`.
-pub(crate) struct Batch {
-    pub obs: Tensor,
-    pub actions: Tensor,
-    pub logprobs: Tensor,
-    pub values: Tensor,
-}
-
 pub(crate) fn gather<T: Copy>(values: &[T], indices: &[i64], width: usize) -> Vec<T> {
     indices
         .iter()
@@ -87,36 +73,31 @@ pub(crate) fn gather<T: Copy>(values: &[T], indices: &[i64], width: usize) -> Ve
         .collect()
 }
 
-pub(crate) fn to_tensor(values: &[f32], device: Device) -> Tensor {
-    Tensor::from_slice(values).to_device(device)
-}
-
-impl Batch {
-    /// Every sample of the rollout.
-    pub fn whole(rollout: &Rollout, device: Device) -> Self {
-        let all: Vec<i64> = (0..rollout.shape.len() as i64).collect();
-        Self::new(rollout, &all, device)
-    }
-
-    pub fn new(rollout: &Rollout, indices: &[i64], device: Device) -> Self {
-        let b = indices.len() as i64;
-        let obs = to_tensor(&gather(&rollout.obs, indices, rollout.obs_dim), device)
-            .view([b, rollout.obs_dim as i64]);
-        let actions = if rollout.discrete {
-            Tensor::from_slice(&gather(&rollout.actions_discrete, indices, 1)).to_device(device)
+/// The samples `indices` of a rollout, with `weights` and value targets `returns` (both
+/// indexed like the rollout's samples).
+pub(crate) fn minibatch(
+    r: &Rollout,
+    indices: &[i64],
+    weights: &[f32],
+    returns: &[f32],
+) -> Minibatch {
+    Minibatch {
+        len: indices.len(),
+        obs: gather(&r.obs, indices, r.obs_dim),
+        actions_discrete: if r.discrete {
+            gather(&r.actions_discrete, indices, 1)
         } else {
-            to_tensor(
-                &gather(&rollout.actions_continuous, indices, rollout.action_dim),
-                device,
-            )
-            .view([b, rollout.action_dim as i64])
-        };
-        Self {
-            obs,
-            actions,
-            logprobs: to_tensor(&gather(&rollout.logprobs, indices, 1), device),
-            values: to_tensor(&gather(&rollout.values, indices, 1), device),
-        }
+            Vec::new()
+        },
+        actions_continuous: if r.discrete {
+            Vec::new()
+        } else {
+            gather(&r.actions_continuous, indices, r.action_dim)
+        },
+        old_logprobs: gather(&r.logprobs, indices, 1),
+        old_values: gather(&r.values, indices, 1),
+        weights: gather(weights, indices, 1),
+        returns: gather(returns, indices, 1),
     }
 }
 
@@ -150,30 +131,25 @@ pub(crate) struct Coefficients {
     pub max_grad_norm: f64,
 }
 
-/// `L = L^π − c_ent · mean H[π] + c_vf · L^V`, checked finite, then one optimiser step: zero,
-/// backward, global grad-norm clip, Adam. Returns the mean entropy.
-pub(crate) fn actor_critic_step(
-    agent: &mut Agent,
-    policy_loss: &Tensor,
-    value_loss: &Tensor,
-    entropy: &Tensor,
-    c: Coefficients,
-    step: usize,
-) -> Result<Tensor, NonFiniteLoss> {
-    let entropy = entropy.mean(Kind::Float);
-    let loss = policy_loss - &entropy * c.ent_coef + value_loss * c.vf_coef;
-    finite("loss", scalar(&loss), step)?;
-    agent.opt.zero_grad();
-    loss.backward();
-    if c.max_grad_norm > 0.0 {
-        agent.opt.clip_grad_norm(c.max_grad_norm);
+impl Coefficients {
+    /// The objective `L^π − c_ent · H + c_vf · L^V` with these coefficients.
+    pub fn objective(
+        &self,
+        policy: PolicyLoss,
+        value: ValueLoss,
+        baseline: bool,
+        normalize: bool,
+    ) -> Objective {
+        Objective {
+            policy,
+            value,
+            baseline,
+            normalize,
+            ent_coef: self.ent_coef,
+            vf_coef: self.vf_coef,
+            max_grad_norm: self.max_grad_norm,
+        }
     }
-    agent.opt.step();
-    Ok(entropy)
-}
-
-pub(crate) fn scalar(t: &Tensor) -> f64 {
-    t.to_kind(Kind::Double).double_value(&[])
 }
 
 pub(crate) fn finite(what: &'static str, value: f64, step: usize) -> Result<f64, NonFiniteLoss> {

@@ -9,14 +9,10 @@
 //! truncation as termination; here truncated episodes are bootstrapped.
 
 use gradgym_algorithms::kl::KlController;
-use gradgym_algorithms::losses::{normalize_advantages, ppo_clip_loss, ppo_kl_loss, value_loss};
 use gradgym_envs::rng::{self, Stream};
-use tch::Tensor;
 
-use super::{
-    Agent, Batch, Coefficients, Learner, NonFiniteLoss, UpdateStats, actor_critic_step,
-    explained_variance, scalar, to_tensor,
-};
+use super::{Coefficients, Learner, NonFiniteLoss, UpdateStats, explained_variance, minibatch};
+use crate::backend::{Backend, PolicyLoss, ValueLoss};
 use crate::buffer::Rollout;
 use crate::config::{PpoLoss, TrainConfig};
 
@@ -69,17 +65,20 @@ pub(crate) fn shuffled(n: usize, rng: &mut Stream) -> Vec<i64> {
 impl Learner for Ppo {
     fn update(
         &mut self,
-        agent: &mut Agent,
+        model: &mut dyn Backend,
         r: &Rollout,
         rng: &mut Stream,
     ) -> Result<UpdateStats, NonFiniteLoss> {
-        let device = agent.net.device();
         let (advantages, returns) = r.gae(self.gamma, self.gae_lambda);
-        let batch = Batch::whole(r, device);
-        let b_adv = to_tensor(&advantages, device);
-        let b_ret = to_tensor(&returns, device);
         let batch_size = r.shape.len();
-        let minibatch = batch_size / self.num_minibatches;
+        let minibatch_size = batch_size / self.num_minibatches;
+        let value = if self.clip_vloss {
+            ValueLoss::Clipped {
+                clip_coef: self.clip_coef,
+            }
+        } else {
+            ValueLoss::Squared
+        };
 
         let mut stats = UpdateStats {
             explained_variance: explained_variance(&r.values, &returns),
@@ -89,48 +88,26 @@ impl Learner for Ppo {
         let mut kl_count = 0usize;
         'epochs: for _ in 0..self.update_epochs {
             let order = shuffled(batch_size, rng);
-            for chunk in order.chunks(minibatch) {
-                let idx = Tensor::from_slice(chunk).to_device(device);
-                let ev = agent.net.evaluate(
-                    &batch.obs.index_select(0, &idx),
-                    &batch.actions.index_select(0, &idx),
-                );
-                let mut mb_adv = b_adv.index_select(0, &idx);
-                if self.norm_adv {
-                    mb_adv = normalize_advantages(&mb_adv);
-                }
-                let old_logprobs = batch.logprobs.index_select(0, &idx);
-                let (pg_loss, ratio) = match self.loss {
-                    PpoLoss::Clip => {
-                        ppo_clip_loss(&ev.logprobs, &old_logprobs, &mb_adv, self.clip_coef)
-                    }
-                    PpoLoss::Kl => ppo_kl_loss(
-                        &ev.logprobs,
-                        &old_logprobs,
-                        &mb_adv,
-                        self.kl.beta(),
-                        self.clip_coef,
-                    ),
+            for chunk in order.chunks(minibatch_size) {
+                let policy = match self.loss {
+                    PpoLoss::Clip => PolicyLoss::Clip {
+                        clip_coef: self.clip_coef,
+                    },
+                    PpoLoss::Kl => PolicyLoss::KlPenalty {
+                        beta: self.kl.beta(),
+                        clip_coef: self.clip_coef,
+                    },
                 };
-                let v_loss = value_loss(
-                    &ev.values,
-                    &b_ret.index_select(0, &idx),
-                    &batch.values.index_select(0, &idx),
-                    self.clip_vloss.then_some(self.clip_coef),
-                );
-                let step = stats.gradient_steps;
-                let entropy = actor_critic_step(
-                    agent,
-                    &pg_loss,
-                    &v_loss,
-                    &ev.entropy,
-                    self.coefficients,
-                    step,
-                )?;
+                let objective = self
+                    .coefficients
+                    .objective(policy, value, false, self.norm_adv);
+                let batch = minibatch(r, chunk, &advantages, &returns);
+                let report = model.step(&batch, &objective, stats.gradient_steps)?;
+                let ratio = report.ratio;
                 stats.gradient_steps += 1;
-                stats.policy_loss = scalar(&pg_loss);
-                stats.value_loss = scalar(&v_loss);
-                stats.entropy = scalar(&entropy);
+                stats.policy_loss = report.policy_loss;
+                stats.value_loss = report.value_loss;
+                stats.entropy = report.entropy;
                 stats.approx_kl = ratio.approx_kl;
                 stats.old_approx_kl = ratio.old_approx_kl;
                 stats.clipfrac = ratio.clipfrac;

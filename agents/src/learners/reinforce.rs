@@ -9,14 +9,12 @@
 //! nothing bootstrapped). One gradient step per batch of episodes.
 
 use gradgym_algorithms::advantages::{episode_return, reward_to_go};
-use gradgym_algorithms::losses::{normalize_advantages, policy_gradient_loss, value_loss};
 use gradgym_envs::rng::Stream;
-use tch::{Kind, Tensor};
 
 use super::{
-    Agent, Batch, Coefficients, Learner, NonFiniteLoss, UpdateStats, actor_critic_step,
-    explained_variance, gather, scalar, to_tensor,
+    Coefficients, Learner, NonFiniteLoss, UpdateStats, explained_variance, gather, minibatch,
 };
+use crate::backend::{Backend, PolicyLoss, ValueLoss};
 use crate::buffer::Rollout;
 use crate::config::{ReturnKind, TrainConfig};
 
@@ -51,11 +49,10 @@ impl Learner for Reinforce {
 
     fn update(
         &mut self,
-        agent: &mut Agent,
+        model: &mut dyn Backend,
         r: &Rollout,
         _rng: &mut Stream,
     ) -> Result<UpdateStats, NonFiniteLoss> {
-        let device = agent.net.device();
         // Pure Monte-Carlo: nothing is bootstrapped, so the next values are all zero.
         let zeros = vec![0.0f32; r.shape.len()];
         let weights_all = match self.returns {
@@ -65,31 +62,26 @@ impl Learner for Reinforce {
             }
         };
         let valid = r.valid_indices();
-        let batch = Batch::new(r, &valid, device);
         let weights = gather(&weights_all, &valid, 1);
-        let g = to_tensor(&weights, device);
-        let ev = agent.net.evaluate(&batch.obs, &batch.actions);
-        let mut psi = if self.baseline {
-            &g - ev.values.detach()
+        // Ψ = G − V(s) with V from the step's own forward pass (a constant in the loss).
+        let value = if self.baseline {
+            ValueLoss::Squared
         } else {
-            g.shallow_clone()
+            ValueLoss::None
         };
-        if self.norm_adv {
-            psi = normalize_advantages(&psi);
-        }
-        let pg_loss = policy_gradient_loss(&ev.logprobs, &psi);
-        let v_loss = if self.baseline {
-            value_loss(&ev.values, &g, &batch.values, None)
-        } else {
-            Tensor::zeros([], (Kind::Float, device))
-        };
-        let entropy =
-            actor_critic_step(agent, &pg_loss, &v_loss, &ev.entropy, self.coefficients, 0)?;
+        let objective =
+            self.coefficients
+                .objective(PolicyLoss::Gradient, value, self.baseline, self.norm_adv);
+        let report = model.step(
+            &minibatch(r, &valid, &weights_all, &weights_all),
+            &objective,
+            0,
+        )?;
         let values = gather(&r.values, &valid, 1);
         Ok(UpdateStats {
-            policy_loss: scalar(&pg_loss),
-            value_loss: scalar(&v_loss),
-            entropy: scalar(&entropy),
+            policy_loss: report.policy_loss,
+            value_loss: report.value_loss,
+            entropy: report.entropy,
             explained_variance: if self.baseline {
                 explained_variance(&values, &weights)
             } else {

@@ -1,0 +1,647 @@
+//! The native backend: CleanRL's actor-critic, its losses and Adam in plain Rust on the CPU.
+//!
+//! One step: actor and critic forward ([`Mlp::forward`]); the head's log π(a|s) and entropy;
+//! the loss and ∂L/∂log π, ∂L/∂V from `gradgym_algorithms::loss_grads`; the head's backward
+//! to ∂L/∂logits (or ∂L/∂mean and ∂L/∂log σ); the MLPs' backward; global grad-norm clip; Adam.
+//!
+//! Head gradients, per sample with `p = softmax(z)` and `H = −Σ p log p`:
+//! `∂log p_a/∂z_j = 1[j = a] − p_j`, `∂H/∂z_j = −p_j (log p_j + H)`. For the diagonal Gaussian
+//! with `u = (a − μ)/σ`: `∂log π/∂μ = u/σ`, `∂log π/∂log σ = u² − 1`, `∂H/∂log σ = 1`.
+//!
+//! Adam and the clip follow libtorch's (`torch::optim::Adam` with β = (0.9, 0.999), no weight
+//! decay; tch's `clip_grad_norm`: scale by `max / (‖g‖ + 1e-6)` when that is below 1).
+//! The tests compare one step's gradients, and the parameters after a run of steps, with the
+//! libtorch backend started from the same weights.
+
+use gradgym_algorithms::loss_grads::{
+    normalize_advantages, policy_gradient_loss, ppo_clip_loss, ppo_kl_loss, value_loss,
+};
+use gradgym_algorithms::losses::RatioStats;
+use gradgym_envs::rng::Stream;
+
+use super::mlp::Mlp;
+use super::{Backend, Minibatch, Objective, PolicyLoss, StepReport, ValueLoss};
+use crate::config::TrainConfig;
+use crate::fast::{Dense, FastPolicy};
+use crate::learners::{NonFiniteLoss, finite};
+use crate::network::Head;
+
+/// Adam as libtorch computes it, over one flat parameter vector.
+#[derive(Clone, Debug)]
+pub struct Adam {
+    pub lr: f64,
+    pub eps: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    step: i32,
+    m: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Adam {
+    pub fn new(len: usize, lr: f64, eps: f64) -> Self {
+        Self {
+            lr,
+            eps,
+            beta1: 0.9,
+            beta2: 0.999,
+            step: 0,
+            m: vec![0.0; len],
+            v: vec![0.0; len],
+        }
+    }
+
+    /// `m ← β₁m + (1 − β₁)g`, `v ← β₂v + (1 − β₂)g²`,
+    /// `θ ← θ − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)`.
+    pub fn update(&mut self, params: &mut [f32], grads: &[f32]) {
+        self.step += 1;
+        let bias1 = 1.0 - self.beta1.powi(self.step);
+        let bias2 = 1.0 - self.beta2.powi(self.step);
+        let step_size = (self.lr / bias1) as f32;
+        let bias2_sqrt = bias2.sqrt() as f32;
+        let (b1, b2, eps) = (self.beta1 as f32, self.beta2 as f32, self.eps as f32);
+        for (((p, &g), m), v) in params
+            .iter_mut()
+            .zip(grads)
+            .zip(self.m.iter_mut())
+            .zip(self.v.iter_mut())
+        {
+            *m = *m * b1 + g * (1.0 - b1);
+            *v = *v * b2 + g * g * (1.0 - b2);
+            let denom = v.sqrt() / bias2_sqrt + eps;
+            *p -= step_size * (*m / denom);
+        }
+    }
+}
+
+/// Scales `grads` so that their global L2 norm is at most `max_norm` (tch's rule).
+pub fn clip_grad_norm(grads: &mut [f32], max_norm: f64) {
+    let norm = grads
+        .iter()
+        .map(|&g| g as f64 * g as f64)
+        .sum::<f64>()
+        .sqrt();
+    let coef = max_norm / (norm + 1e-6);
+    if coef < 1.0 {
+        let coef = coef as f32;
+        for g in grads.iter_mut() {
+            *g *= coef;
+        }
+    }
+}
+
+/// Buffers reused across steps.
+#[derive(Default, Debug)]
+struct Work {
+    actor_acts: Vec<Vec<f32>>,
+    critic_acts: Vec<Vec<f32>>,
+    /// Categorical: log-softmax `[n, k]`.
+    log_p: Vec<f32>,
+    logprobs: Vec<f32>,
+    entropy: Vec<f32>,
+    weights: Vec<f32>,
+    g_logprob: Vec<f32>,
+    g_value: Vec<f32>,
+    d: Vec<f32>,
+    scratch: Vec<f32>,
+}
+
+pub struct Native {
+    head: Head,
+    obs_dim: usize,
+    actor: Mlp,
+    critic: Mlp,
+    /// Offset of the Gaussian head's log σ `[dim]`.
+    log_std: Option<usize>,
+    params: Vec<f32>,
+    grads: Vec<f32>,
+    adam: Adam,
+    work: Work,
+}
+
+impl Native {
+    pub fn new(config: &TrainConfig, obs_dim: usize, head: Head, rng: &mut Stream) -> Self {
+        Self::with_layout(
+            obs_dim,
+            head,
+            &config.hidden_sizes,
+            config.log_std_init,
+            config.learning_rate,
+            config.adam_eps,
+            rng,
+        )
+    }
+
+    /// The network of [`crate::network::ActorCritic::new`] with the same arguments, so the same
+    /// weights: the critic is drawn first, then the actor.
+    pub fn with_layout(
+        obs_dim: usize,
+        head: Head,
+        hidden: &[usize],
+        log_std_init: f64,
+        learning_rate: f64,
+        adam_eps: f64,
+        rng: &mut Stream,
+    ) -> Self {
+        let mut sizes = vec![obs_dim];
+        sizes.extend_from_slice(hidden);
+        let mut actor_sizes = sizes.clone();
+        actor_sizes.push(head.outputs());
+        let mut critic_sizes = sizes;
+        critic_sizes.push(1);
+        let mut len = 0;
+        let actor = Mlp::new(&actor_sizes, &mut len);
+        let critic = Mlp::new(&critic_sizes, &mut len);
+        let log_std = match head {
+            Head::Gaussian { dim } => {
+                len += dim;
+                Some(len - dim)
+            }
+            Head::Categorical { .. } => None,
+        };
+        let mut params = vec![0.0; len];
+        critic.init(&mut params, 1.0, rng);
+        actor.init(&mut params, 0.01, rng);
+        if let (Some(at), Head::Gaussian { dim }) = (log_std, head) {
+            params[at..at + dim].fill(log_std_init as f32);
+        }
+        Self {
+            head,
+            obs_dim,
+            actor,
+            critic,
+            log_std,
+            grads: vec![0.0; len],
+            adam: Adam::new(len, learning_rate, adam_eps),
+            params,
+            work: Work::default(),
+        }
+    }
+
+    /// Every parameter, flat.
+    pub fn params(&self) -> &[f32] {
+        &self.params
+    }
+
+    /// ∂L/∂θ of the last step, before clipping.
+    pub fn grads(&self) -> &[f32] {
+        &self.grads
+    }
+
+    /// Computes the loss of `objective` on `b` and, if it is finite, its gradient into
+    /// `self.grads` (unclipped). The parameters do not change.
+    pub fn gradient(
+        &mut self,
+        b: &Minibatch,
+        objective: &Objective,
+        step: usize,
+    ) -> Result<StepReport, NonFiniteLoss> {
+        let n = b.len;
+        let w = &mut self.work;
+        self.actor
+            .forward(&self.params, &b.obs, n, &mut w.actor_acts);
+        self.critic
+            .forward(&self.params, &b.obs, n, &mut w.critic_acts);
+        let out = w.actor_acts.last().expect("actor output");
+        let values = w.critic_acts.last().expect("critic output");
+        w.logprobs.resize(n, 0.0);
+        w.entropy.resize(n, 0.0);
+        match self.head {
+            Head::Categorical { n: k } => {
+                w.log_p.resize(n * k, 0.0);
+                for i in 0..n {
+                    let z = &out[i * k..(i + 1) * k];
+                    let lp = &mut w.log_p[i * k..(i + 1) * k];
+                    let max = z.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                    let lse = z.iter().map(|&x| (x - max).exp()).sum::<f32>().ln() + max;
+                    let mut h = 0.0f32;
+                    for (l, &x) in lp.iter_mut().zip(z) {
+                        *l = x - lse;
+                        h -= l.exp() * *l;
+                    }
+                    w.logprobs[i] = lp[b.actions_discrete[i] as usize];
+                    w.entropy[i] = h;
+                }
+            }
+            Head::Gaussian { dim } => {
+                let at = self.log_std.expect("a Gaussian head has a log-std");
+                let log_std = &self.params[at..at + dim];
+                let log_two_pi = (2.0 * std::f32::consts::PI).ln();
+                let h: f32 = log_std.iter().map(|&s| s + 0.5 * (1.0 + log_two_pi)).sum();
+                for i in 0..n {
+                    let mut lp = 0.0f32;
+                    for k in 0..dim {
+                        let u = (b.actions_continuous[i * dim + k] - out[i * dim + k])
+                            / log_std[k].exp();
+                        lp += -0.5 * u * u - log_std[k] - 0.5 * log_two_pi;
+                    }
+                    w.logprobs[i] = lp;
+                    w.entropy[i] = h;
+                }
+            }
+        }
+
+        w.weights.clear();
+        w.weights.extend_from_slice(&b.weights[..n]);
+        if objective.baseline {
+            for (x, v) in w.weights.iter_mut().zip(values) {
+                *x -= v;
+            }
+        }
+        if objective.normalize {
+            normalize_advantages(&mut w.weights);
+        }
+        w.g_logprob.resize(n, 0.0);
+        let (policy_loss, ratio) = match objective.policy {
+            PolicyLoss::Gradient => (
+                policy_gradient_loss(&w.logprobs, &w.weights, &mut w.g_logprob),
+                RatioStats::default(),
+            ),
+            PolicyLoss::Clip { clip_coef } => ppo_clip_loss(
+                &w.logprobs,
+                &b.old_logprobs,
+                &w.weights,
+                clip_coef,
+                &mut w.g_logprob,
+            ),
+            PolicyLoss::KlPenalty { beta, clip_coef } => ppo_kl_loss(
+                &w.logprobs,
+                &b.old_logprobs,
+                &w.weights,
+                beta,
+                clip_coef,
+                &mut w.g_logprob,
+            ),
+        };
+        w.g_value.resize(n, 0.0);
+        let value_loss = match objective.value {
+            ValueLoss::None => 0.0,
+            ValueLoss::Squared => {
+                value_loss(values, &b.returns, &b.old_values, None, &mut w.g_value)
+            }
+            ValueLoss::Clipped { clip_coef } => value_loss(
+                values,
+                &b.returns,
+                &b.old_values,
+                Some(clip_coef),
+                &mut w.g_value,
+            ),
+        };
+        let entropy = w.entropy.iter().map(|&h| h as f64).sum::<f64>() / n as f64;
+        let loss = policy_loss - objective.ent_coef * entropy + objective.vf_coef * value_loss;
+        finite("loss", loss, step)?;
+
+        // Backward.
+        self.grads.fill(0.0);
+        let g_entropy = (-objective.ent_coef / n as f64) as f32;
+        match self.head {
+            Head::Categorical { n: k } => {
+                w.d.resize(n * k, 0.0);
+                for i in 0..n {
+                    let (g_lp, h) = (w.g_logprob[i], w.entropy[i]);
+                    let a = b.actions_discrete[i] as usize;
+                    for j in 0..k {
+                        let l = w.log_p[i * k + j];
+                        let p = l.exp();
+                        let onehot = if j == a { 1.0 } else { 0.0 };
+                        w.d[i * k + j] = g_lp * (onehot - p) - g_entropy * p * (l + h);
+                    }
+                }
+            }
+            Head::Gaussian { dim } => {
+                let at = self.log_std.expect("a Gaussian head has a log-std");
+                w.d.resize(n * dim, 0.0);
+                for k in 0..dim {
+                    let log_std = self.params[at + k];
+                    let std = log_std.exp();
+                    let mut g = 0.0f32;
+                    for i in 0..n {
+                        let u = (b.actions_continuous[i * dim + k] - out[i * dim + k]) / std;
+                        w.d[i * dim + k] = w.g_logprob[i] * u / std;
+                        g += w.g_logprob[i] * (u * u - 1.0) + g_entropy;
+                    }
+                    self.grads[at + k] = g;
+                }
+            }
+        }
+        self.actor.backward(
+            &self.params,
+            &w.actor_acts,
+            n,
+            &mut w.d,
+            &mut w.scratch,
+            &mut self.grads,
+        );
+        if objective.value != ValueLoss::None {
+            let vf = objective.vf_coef as f32;
+            w.d.clear();
+            w.d.extend(w.g_value.iter().map(|g| g * vf));
+            self.critic.backward(
+                &self.params,
+                &w.critic_acts,
+                n,
+                &mut w.d,
+                &mut w.scratch,
+                &mut self.grads,
+            );
+        }
+        Ok(StepReport {
+            policy_loss,
+            value_loss,
+            entropy,
+            ratio,
+        })
+    }
+}
+
+impl Backend for Native {
+    fn step(
+        &mut self,
+        b: &Minibatch,
+        objective: &Objective,
+        step: usize,
+    ) -> Result<StepReport, NonFiniteLoss> {
+        let report = self.gradient(b, objective, step)?;
+        if objective.max_grad_norm > 0.0 {
+            clip_grad_norm(&mut self.grads, objective.max_grad_norm);
+        }
+        self.adam.update(&mut self.params, &self.grads);
+        Ok(report)
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.adam.lr = lr;
+    }
+
+    fn snapshot(&self) -> FastPolicy {
+        let dense = |mlp: &Mlp| {
+            mlp.layers
+                .iter()
+                .map(|l| {
+                    let w = &self.params[l.w..l.w + l.inputs * l.outputs];
+                    let mut w_t = vec![0.0; w.len()];
+                    for j in 0..l.outputs {
+                        for k in 0..l.inputs {
+                            w_t[k * l.outputs + j] = w[j * l.inputs + k];
+                        }
+                    }
+                    Dense {
+                        inputs: l.inputs,
+                        outputs: l.outputs,
+                        w_t,
+                        b: self.params[l.b..l.b + l.outputs].to_vec(),
+                    }
+                })
+                .collect()
+        };
+        FastPolicy {
+            actor: dense(&self.actor),
+            critic: dense(&self.critic),
+            log_std: self.log_std.map(|at| {
+                let dim = self.head.outputs();
+                self.params[at..at + dim].to_vec()
+            }),
+            head: self.head,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "native"
+    }
+}
+
+impl Native {
+    pub fn obs_dim(&self) -> usize {
+        self.obs_dim
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::libtorch::Libtorch;
+    use crate::network::ActorCritic;
+    use gradgym_envs::rng;
+    use tch::nn::OptimizerConfig;
+    use tch::{Device, Tensor, nn};
+
+    const OBS: usize = 5;
+    const HIDDEN: [usize; 2] = [16, 8];
+
+    fn pair(head: Head, lr: f64) -> (Native, Libtorch) {
+        let native = Native::with_layout(
+            OBS,
+            head,
+            &HIDDEN,
+            -0.3,
+            lr,
+            1e-5,
+            &mut rng::stream(4, "init", 0),
+        );
+        let net = ActorCritic::new(
+            OBS,
+            head,
+            &HIDDEN,
+            -0.3,
+            Device::Cpu,
+            &mut rng::stream(4, "init", 0),
+        );
+        let opt = nn::Adam {
+            eps: 1e-5,
+            ..Default::default()
+        }
+        .build(&net.vs, lr)
+        .unwrap();
+        (native, Libtorch { net, opt })
+    }
+
+    /// Every parameter (or its gradient) of the libtorch network in the native layout.
+    fn flat(t: &Libtorch, grad: bool) -> Vec<f32> {
+        let mut out = Vec::new();
+        let mut push = |x: &Tensor| {
+            // An untouched parameter (the critic without a value loss) has no gradient: zeros.
+            let x = match grad {
+                true if x.grad().defined() => x.grad(),
+                true => x.zeros_like(),
+                false => x.shallow_clone(),
+            };
+            out.extend(Vec::<f32>::try_from(x.contiguous().view([-1])).unwrap());
+        };
+        for mlp in [&t.net.actor, &t.net.critic] {
+            for l in &mlp.layers {
+                push(&l.ws);
+                push(l.bs.as_ref().unwrap());
+            }
+        }
+        if let Some(s) = &t.net.log_std {
+            push(s);
+        }
+        out
+    }
+
+    fn batch(head: Head, n: usize, seed: u64) -> Minibatch {
+        let mut r = rng::stream(seed, "test", 0);
+        let mut normals = |k: usize, s: f64| -> Vec<f32> {
+            (0..k)
+                .map(|_| (rng::standard_normal(&mut r) * s) as f32)
+                .collect()
+        };
+        let obs = normals(n * OBS, 1.0);
+        let (actions_discrete, actions_continuous, old_logprobs) = match head {
+            Head::Categorical { n: k } => (
+                (0..n).map(|i| ((i * 7) % k) as i64).collect(),
+                Vec::new(),
+                normals(n, 0.3)
+                    .iter()
+                    .map(|d| d - (k as f32).ln())
+                    .collect(),
+            ),
+            Head::Gaussian { dim } => (Vec::new(), normals(n * dim, 0.8), normals(n, 0.5)),
+        };
+        Minibatch {
+            len: n,
+            obs,
+            actions_discrete,
+            actions_continuous,
+            old_logprobs,
+            old_values: normals(n, 1.0),
+            weights: normals(n, 2.0),
+            returns: normals(n, 2.0),
+        }
+    }
+
+    fn objectives() -> Vec<Objective> {
+        let base = Objective {
+            policy: PolicyLoss::Gradient,
+            value: ValueLoss::Squared,
+            baseline: false,
+            normalize: false,
+            ent_coef: 0.01,
+            vf_coef: 0.5,
+            max_grad_norm: 0.0,
+        };
+        vec![
+            base,
+            Objective {
+                baseline: true,
+                normalize: true,
+                ent_coef: 0.1,
+                ..base
+            },
+            Objective {
+                value: ValueLoss::None,
+                ..base
+            },
+            Objective {
+                policy: PolicyLoss::Clip { clip_coef: 0.2 },
+                value: ValueLoss::Clipped { clip_coef: 0.2 },
+                normalize: true,
+                ..base
+            },
+            Objective {
+                policy: PolicyLoss::KlPenalty {
+                    beta: 0.7,
+                    clip_coef: 0.2,
+                },
+                ..base
+            },
+        ]
+    }
+
+    const HEADS: [Head; 2] = [Head::Categorical { n: 3 }, Head::Gaussian { dim: 2 }];
+
+    #[test]
+    fn both_backends_start_from_the_same_weights() {
+        for head in HEADS {
+            let (native, torch) = pair(head, 1e-3);
+            assert_eq!(native.params(), flat(&torch, false).as_slice());
+            let (a, b) = (native.snapshot(), torch.snapshot());
+            assert_eq!(
+                a.actor.iter().map(|d| &d.w_t).collect::<Vec<_>>(),
+                b.actor.iter().map(|d| &d.w_t).collect::<Vec<_>>()
+            );
+            assert_eq!(a.log_std, b.log_std);
+        }
+    }
+
+    #[test]
+    fn gradients_match_autograd_for_every_objective_and_head() {
+        for head in HEADS {
+            for (k, objective) in objectives().iter().enumerate() {
+                // lr = 0: the libtorch step leaves the weights alone and keeps the gradients.
+                let (mut native, mut torch) = pair(head, 0.0);
+                let b = batch(head, 64, k as u64);
+                let ours = native.gradient(&b, objective, 0).unwrap();
+                let theirs = torch.step(&b, objective, 0).unwrap();
+                let what = format!("{head:?}, objective {k}");
+                for (x, y, name) in [
+                    (ours.policy_loss, theirs.policy_loss, "policy loss"),
+                    (ours.value_loss, theirs.value_loss, "value loss"),
+                    (ours.entropy, theirs.entropy, "entropy"),
+                    (ours.ratio.approx_kl, theirs.ratio.approx_kl, "approx_kl"),
+                    (ours.ratio.clipfrac, theirs.ratio.clipfrac, "clipfrac"),
+                ] {
+                    assert!(
+                        (x - y).abs() <= 1e-5 * y.abs().max(1.0),
+                        "{what}: {name} {x} vs {y}"
+                    );
+                }
+                let autograd = flat(&torch, true);
+                let scale = autograd.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+                assert!(scale > 1e-3, "{what}: gradient too small to compare");
+                for (i, (g, a)) in native.grads().iter().zip(&autograd).enumerate() {
+                    assert!(
+                        (g - a).abs() <= 1e-4 * scale,
+                        "{what}: ∂L/∂θ[{i}] native {g}, autograd {a} (max |g| {scale})"
+                    );
+                }
+                if objective.value == ValueLoss::None {
+                    let critic = native.critic.layers[0].w;
+                    assert!(
+                        native.grads()[critic..critic + 10]
+                            .iter()
+                            .all(|&g| g == 0.0)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_hundred_clipped_adam_steps_stay_with_libtorch() {
+        for head in HEADS {
+            let (mut native, mut torch) = pair(head, 3e-3);
+            let objective = Objective {
+                max_grad_norm: 0.5,
+                ..objectives()[3]
+            };
+            for step in 0..100 {
+                let b = batch(head, 32, 100 + step % 4);
+                let lr = 3e-3 * (1.0 - step as f64 / 100.0);
+                native.set_learning_rate(lr);
+                torch.set_learning_rate(lr);
+                native.step(&b, &objective, step as usize).unwrap();
+                torch.step(&b, &objective, step as usize).unwrap();
+            }
+            let theirs = flat(&torch, false);
+            let start = pair(head, 0.0).0.params().to_vec();
+            let mut moved = 0.0f32;
+            for ((x, y), s) in native.params().iter().zip(&theirs).zip(&start) {
+                assert!((x - y).abs() < 2e-4, "{head:?}: native {x}, libtorch {y}");
+                moved = moved.max((y - s).abs());
+            }
+            assert!(moved > 0.05, "the steps did move the weights ({moved})");
+        }
+    }
+
+    #[test]
+    fn a_non_finite_loss_is_refused_and_changes_nothing() {
+        let (mut native, _) = pair(Head::Categorical { n: 3 }, 1e-3);
+        let mut b = batch(Head::Categorical { n: 3 }, 8, 0);
+        b.weights[3] = f32::NAN;
+        let before = native.params().to_vec();
+        let e = native.step(&b, &objectives()[0], 7).unwrap_err();
+        assert_eq!((e.what, e.step), ("loss", 7));
+        assert_eq!(native.params(), before.as_slice());
+    }
+}
