@@ -1,7 +1,7 @@
 //! Where one PPO gradient step spends its time, with CartPole's shapes (minibatch 128, separate
 //! 64-64 actor and critic MLPs, clipped value loss), one libtorch thread. Prints the mean time
-//! of each phase over 3,000 steps after 200 warm-up steps, then the time per step of a
-//! hand-written-backward prototype (see `manual_prototype`).
+//! of each phase over 3,000 steps after 200 warm-up steps; then one whole step through each
+//! backend (`Backend::step`, same minibatches), and one rollout policy call on 4 observations.
 //!
 //! `cargo run --release -p gradgym-agents --example update_timing`
 use std::time::Instant;
@@ -89,130 +89,98 @@ fn main() {
         println!("{n:<24} {:>7.1} µs", v / steps as f64 * 1e6);
     }
     println!("{:<24} {:>7.1} µs", "total", total / steps as f64 * 1e6);
-    manual_prototype();
+    backends();
 }
 
-/// A prototype that training does not use: the same step (categorical head, clipped PPO and
-/// value losses, entropy bonus, grad clip, Adam) with actor and critic stacked into batched
-/// matmuls over one flat parameter vector, and the backward pass written out by hand in
-/// libtorch ops under `no_grad` (closed-form gradients of the losses, no autograd). It bounds
-/// what fewer libtorch calls can buy; its gradients are not checked against autograd.
-fn manual_prototype() {
-    let _g = tch::no_grad_guard();
-    let n = 512i64;
-    let h = 64i64;
-    let sizes = [2 * 4 * h, 2 * h, 2 * h * h, 2 * h, 2 * h * 2, 2 * 2];
-    let p: i64 = sizes.iter().sum();
-    let theta = Tensor::randn([p], (Kind::Float, Device::Cpu)) * 0.1;
-    let grad = Tensor::zeros([p], (Kind::Float, Device::Cpu));
-    let m = Tensor::zeros([p], (Kind::Float, Device::Cpu));
-    let v = Tensor::zeros([p], (Kind::Float, Device::Cpu));
-    let views = |t: &Tensor| {
-        let mut off = 0;
-        let mut out = Vec::new();
-        let shapes: [&[i64]; 6] = [
-            &[2, 4, h],
-            &[2, 1, h],
-            &[2, h, h],
-            &[2, 1, h],
-            &[2, h, 2],
-            &[2, 1, 2],
-        ];
-        for (len, shape) in sizes.iter().zip(shapes) {
-            out.push(t.narrow(0, off, *len).view(shape));
-            off += len;
-        }
-        out
+/// One PPO gradient step through each backend on the same minibatches, and the rollout policy.
+fn backends() {
+    use gradgym_agents::backend::{
+        Backend, Minibatch, Objective, PolicyLoss, ValueLoss, libtorch::Libtorch, native::Native,
     };
-    let w = views(&theta);
-    let g = views(&grad);
-    // packed data: obs 4 | onehot 2 | oldlp | adv | ret | oldv
-    let data = Tensor::rand([n, 10], (Kind::Float, Device::Cpu));
-    let steps = 3000;
-    let mut t0 = Instant::now();
-    let (eps, ent_coef, vf, nf) = (0.2, 0.01, 0.5, 128.0);
-    for s in 0..steps + 200 {
-        if s == 200 {
-            t0 = Instant::now();
+    use gradgym_agents::config::TrainConfig;
+    use gradgym_agents::fast::Scratch;
+
+    let config = TrainConfig::default();
+    let head = Head::Categorical { n: 2 };
+    let objective = Objective {
+        policy: PolicyLoss::Clip { clip_coef: 0.2 },
+        value: ValueLoss::Clipped { clip_coef: 0.2 },
+        baseline: false,
+        normalize: true,
+        ent_coef: 0.01,
+        vf_coef: 0.5,
+        max_grad_norm: 0.5,
+    };
+    let batches: Vec<Minibatch> = (0..4)
+        .map(|b| {
+            let rows = b * 128..(b + 1) * 128;
+            Minibatch {
+                len: 128,
+                obs: rows
+                    .clone()
+                    .flat_map(|i| {
+                        (0..4).map(move |j| (((i * 4 + j) * 37 % 101) as f32 / 50.0) - 1.0)
+                    })
+                    .collect(),
+                actions_discrete: rows.clone().map(|i| (i % 2) as i64).collect(),
+                actions_continuous: Vec::new(),
+                old_logprobs: vec![-0.69; 128],
+                old_values: vec![0.5; 128],
+                weights: rows.clone().map(|i| (i % 7) as f32 - 3.0).collect(),
+                returns: rows.map(|i| (i % 11) as f32).collect(),
+            }
+        })
+        .collect();
+    let mut models: Vec<Box<dyn Backend>> = vec![
+        Box::new(
+            Libtorch::new(
+                &config,
+                4,
+                head,
+                Device::Cpu,
+                &mut rng::stream(0, "init", 0),
+            )
+            .unwrap(),
+        ),
+        Box::new(Native::new(
+            &config,
+            4,
+            head,
+            &mut rng::stream(0, "init", 0),
+        )),
+    ];
+    println!();
+    for model in models.iter_mut() {
+        let steps = 3000;
+        let mut t0 = Instant::now();
+        for s in 0..steps + 200 {
+            if s == 200 {
+                t0 = Instant::now();
+            }
+            model.step(&batches[s % 4], &objective, s).unwrap();
         }
-        let idx = Tensor::from_slice(
-            &((s as i64 % 4) * 128..(s as i64 % 4 + 1) * 128).collect::<Vec<_>>(),
+        let per = t0.elapsed().as_secs_f64() / steps as f64;
+        println!(
+            "{:<24} {:>7.1} µs per step (× 15,616 steps of a 500k CartPole run = {:.2} s)",
+            format!("backend {}", model.name()),
+            per * 1e6,
+            per * 15_616.0
         );
-        let mb = data.index_select(0, &idx);
-        let o = mb.narrow(1, 0, 4);
-        let onehot = mb.narrow(1, 4, 2);
-        let oldlp = mb.select(1, 6);
-        let adv = mb.select(1, 7);
-        let ret = mb.select(1, 8);
-        let oldv = mb.select(1, 9);
-        let adv = (&adv - adv.mean(Kind::Float)) / (adv.std(true) + 1e-8);
-        let x = o.unsqueeze(0).expand([2, 128, 4], false);
-        let act = |z: Tensor| -> Tensor {
-            let mut z = z;
-            let _ = z
-                .g_mul_scalar_(2.0)
-                .sigmoid_()
-                .g_mul_scalar_(2.0)
-                .g_sub_scalar_(1.0);
-            z
-        };
-        let h1 = act(w[1].baddbmm(&x, &w[0], 1.0, 1.0));
-        let h2 = act(w[3].baddbmm(&h1, &w[2], 1.0, 1.0));
-        let out = w[5].baddbmm(&h2, &w[4], 1.0, 1.0);
-        let logits = out.select(0, 0);
-        let val = out.select(0, 1).select(1, 0);
-        let logp = logits.log_softmax(1, Kind::Float);
-        let pr = logp.exp();
-        let lp = (&logp * &onehot).sum_dim_intlist(1, false, Kind::Float);
-        let ent = -(&pr * &logp).sum_dim_intlist(1, false, Kind::Float);
-        let r = (&lp - &oldlp).exp();
-        let u = -&adv * &r;
-        let c = -&adv * r.clamp(1.0 - eps, 1.0 + eps);
-        let pg = u.maximum(&c).mean(Kind::Float);
-        let g_lp = &u * u.ge_tensor(&c).to_kind(Kind::Float) / nf;
-        let d = &val - &ret;
-        let dv = &val - &oldv;
-        let dc = &oldv + dv.clamp(-eps, eps) - &ret;
-        let (d2, dc2) = (d.square(), dc.square());
-        let vl = d2.maximum(&dc2).mean(Kind::Float) * 0.5;
-        let mask = d2
-            .ge_tensor(&dc2)
-            .logical_or(&dv.abs().le(eps))
-            .to_kind(Kind::Float);
-        let g_v = &d * mask * (vf / nf);
-        let hmean = ent.mean(Kind::Float);
-        let dlogits = (&onehot - &pr) * g_lp.unsqueeze(1)
-            + &pr * (&logp + ent.unsqueeze(1)) * (ent_coef / nf);
-        let dout = Tensor::zeros([2, 128, 2], (Kind::Float, Device::Cpu));
-        dout.select(0, 0).copy_(&dlogits);
-        dout.select(0, 1).select(1, 0).copy_(&g_v);
-        let _ = h2.transpose(1, 2).bmm_out(&g[4], &dout);
-        let _ = dout.sum_intlist_out(&g[5], 1, true, Kind::Float);
-        let dh2 = dout.bmm(&w[4].transpose(1, 2));
-        let dz2 = &dh2 - &dh2 * &h2 * &h2;
-        let _ = h1.transpose(1, 2).bmm_out(&g[2], &dz2);
-        let _ = dz2.sum_intlist_out(&g[3], 1, true, Kind::Float);
-        let dh1 = dz2.bmm(&w[2].transpose(1, 2));
-        let dz1 = &dh1 - &dh1 * &h1 * &h1;
-        let _ = x.transpose(1, 2).bmm_out(&g[0], &dz1);
-        let _ = dz1.sum_intlist_out(&g[1], 1, true, Kind::Float);
-        let loss = pg - hmean * ent_coef + vl * vf;
-        let _ = loss.double_value(&[]);
-        let mut gr = grad.shallow_clone();
-        let norm = gr.norm();
-        let coef = ((norm + 1e-6).reciprocal() * 0.5).clamp_max(1.0);
-        let _ = gr.g_mul_(&coef);
-        let mut mm = m.shallow_clone();
-        let mut vv = v.shallow_clone();
-        let _ = mm.g_mul_scalar_(0.9).g_add_(&(&gr * 0.1));
-        let _ = vv.g_mul_scalar_(0.999).addcmul_(&gr, &gr);
-        let denom = vv.sqrt() * 1.0 + 1e-5;
-        let mut th = theta.shallow_clone();
-        let _ = th.addcdiv_(&mm, &denom);
     }
+    let policy = models[1].snapshot();
+    let mut scratch = Scratch::default();
+    let obs = &batches[0].obs[..16];
+    let calls = 100_000;
+    let t0 = Instant::now();
+    let mut sink = 0.0;
+    for _ in 0..calls {
+        sink += policy.forward(obs, 4, &mut scratch).1[0];
+    }
+    let per = t0.elapsed().as_secs_f64() / calls as f64;
     println!(
-        "{:<24} {:>7.1} µs   (prototype: hand-written backward, fused nets)",
-        "manual step",
-        t0.elapsed().as_secs_f64() / steps as f64 * 1e6
+        "{:<24} {:>7.1} µs per call (× 125,000 calls = {:.2} s) [{sink:.1}]",
+        "rollout policy, 4 obs",
+        per * 1e6,
+        per * 125_000.0
     );
 }

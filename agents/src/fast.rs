@@ -3,34 +3,23 @@
 //! A rollout calls the policy once per env step on a handful of observations; through libtorch
 //! each call costs tens of µs of dispatch for microseconds of arithmetic (see ARCHITECTURE.md,
 //! "libtorch, measured here"). So the rollout uses a CPU copy of the weights, taken after every
-//! update ([`crate::network::ActorCritic::snapshot`]), and samples actions in Rust from the
-//! run's own stream. The update step recomputes log-probabilities with libtorch, so the rollout
-//! copy only has to agree to float rounding (a test checks 1e-5).
+//! update ([`crate::backend::Backend::snapshot`]), and samples actions in Rust from the run's
+//! own stream; all rows of a call go through each layer as one matrix product. The update step
+//! recomputes log-probabilities in its backend, so the rollout copy only has to agree to float
+//! rounding (a test checks 1e-5 against libtorch's forward).
 
 use gradgym_envs::rng::{self, Stream};
 
+use crate::backend::mlp::{gemm, tanh_in_place};
 use crate::network::Head;
 
-/// A dense layer with its weight stored transposed, `w_t[k * outputs + j] = W[j, k]`, so the
-/// forward is a sequence of axpy's the compiler vectorises.
+/// A dense layer with its weight stored transposed, `w_t[k * outputs + j] = W[j, k]`.
 #[derive(Clone, Debug)]
 pub struct Dense {
     pub inputs: usize,
     pub outputs: usize,
     pub w_t: Vec<f32>,
     pub b: Vec<f32>,
-}
-
-impl Dense {
-    fn forward(&self, x: &[f32], out: &mut [f32]) {
-        out.copy_from_slice(&self.b);
-        for (k, &xk) in x.iter().enumerate() {
-            let row = &self.w_t[k * self.outputs..(k + 1) * self.outputs];
-            for (o, w) in out.iter_mut().zip(row) {
-                *o += w * xk;
-            }
-        }
-    }
 }
 
 /// Reusable buffers for [`FastPolicy::forward`].
@@ -42,35 +31,42 @@ pub struct Scratch {
     values: Vec<f32>,
 }
 
+/// The MLP over `n` rows of `x` at once, into `out [n, outputs]`.
 fn mlp(
     layers: &[Dense],
     x: &[f32],
+    n: usize,
     scratch_a: &mut Vec<f32>,
     scratch_b: &mut Vec<f32>,
-    out: &mut [f32],
+    out: &mut Vec<f32>,
 ) {
     let last = layers.len() - 1;
     scratch_a.clear();
-    scratch_a.extend_from_slice(x);
+    scratch_a.extend_from_slice(&x[..n * layers[0].inputs]);
     for (i, layer) in layers.iter().enumerate() {
-        if i == last {
-            layer.forward(scratch_a, out);
+        let target = if i == last {
+            &mut *out
         } else {
-            scratch_b.resize(layer.outputs, 0.0);
-            layer.forward(scratch_a, scratch_b);
-            for v in scratch_b.iter_mut() {
-                *v = tanh(*v);
-            }
+            &mut *scratch_b
+        };
+        target.clear();
+        for _ in 0..n {
+            target.extend_from_slice(&layer.b);
+        }
+        gemm(
+            (n, layer.inputs, layer.outputs),
+            scratch_a,
+            (layer.inputs, 1),
+            &layer.w_t,
+            (layer.outputs, 1),
+            1.0,
+            target,
+        );
+        if i != last {
+            tanh_in_place(scratch_b);
             std::mem::swap(scratch_a, scratch_b);
         }
     }
-}
-
-/// tanh as `2 / (1 + e^{−2x}) − 1`: glibc's `tanhf` (through `expm1f`) was 6% of a PPO run.
-/// Saturates correctly: e^{−2x} → ∞ gives −1, → 0 gives 1.
-#[inline]
-fn tanh(x: f32) -> f32 {
-    2.0 / (1.0 + (-2.0 * x).exp()) - 1.0
 }
 
 /// The actor and critic weights, on the CPU.
@@ -94,43 +90,21 @@ impl FastPolicy {
         n: usize,
         scratch: &'s mut Scratch,
     ) -> (&'s [f32], &'s [f32]) {
-        let od = self.obs_dim();
-        let ao = self.head.outputs();
-        scratch.actor_out.resize(n * ao, 0.0);
-        scratch.values.resize(n, 0.0);
-        for s in 0..n {
-            let x = &obs[s * od..(s + 1) * od];
-            mlp(
-                &self.actor,
-                x,
-                &mut scratch.a,
-                &mut scratch.b,
-                &mut scratch.actor_out[s * ao..(s + 1) * ao],
-            );
-            mlp(
-                &self.critic,
-                x,
-                &mut scratch.a,
-                &mut scratch.b,
-                &mut scratch.values[s..s + 1],
-            );
-        }
+        let Scratch {
+            a,
+            b,
+            actor_out,
+            values,
+        } = scratch;
+        mlp(&self.actor, obs, n, a, b, actor_out);
+        mlp(&self.critic, obs, n, a, b, values);
         (&scratch.actor_out, &scratch.values)
     }
 
     /// Values only, `[n]`.
     pub fn values<'s>(&self, obs: &[f32], n: usize, scratch: &'s mut Scratch) -> &'s [f32] {
-        let od = self.obs_dim();
-        scratch.values.resize(n, 0.0);
-        for s in 0..n {
-            mlp(
-                &self.critic,
-                &obs[s * od..(s + 1) * od],
-                &mut scratch.a,
-                &mut scratch.b,
-                &mut scratch.values[s..s + 1],
-            );
-        }
+        let Scratch { a, b, values, .. } = scratch;
+        mlp(&self.critic, obs, n, a, b, values);
         &scratch.values
     }
 }

@@ -68,11 +68,33 @@ pub(crate) fn gemm(
     }
 }
 
-/// tanh as `2 / (1 + e^{−2x}) − 1`, as the rollout policy computes it
-/// (see [`crate::fast`]); within ~1e-7 of `tanh`.
-#[inline]
-pub(crate) fn tanh(x: f32) -> f32 {
-    2.0 / (1.0 + (-2.0 * x).exp()) - 1.0
+/// tanh over a slice, as a rational function `x·p(x²)/q(x²)` of degrees 13/6 on inputs
+/// clamped to ±7.905311 (beyond which tanh rounds to ±1 in f32). The coefficients are Eigen's
+/// (`generic_fast_tanh_float`, Eigen 3.3–3.4). With no branch and no libm call the loop
+/// vectorises; `expf` was 13% of a PPO run. Within 1e-6 of tanh (see the test), and used by
+/// both the rollout policy ([`crate::fast`]) and the update.
+pub fn tanh_in_place(xs: &mut [f32]) {
+    const CLAMP: f32 = 7.905_311;
+    const A: [f32; 7] = [
+        4.893_524_6e-3,
+        6.372_619_3e-4,
+        1.485_722_4e-5,
+        5.122_297e-8,
+        -8.604_672e-11,
+        2.000_188e-13,
+        -2.760_768_5e-16,
+    ];
+    const B: [f32; 4] = [4.893_525e-3, 2.268_434_6e-3, 1.185_347_1e-4, 1.198_258_4e-6];
+    for v in xs.iter_mut() {
+        let x = v.clamp(-CLAMP, CLAMP);
+        let x2 = x * x;
+        let mut p = A[6];
+        for a in A[..6].iter().rev() {
+            p = p * x2 + a;
+        }
+        let q = ((B[3] * x2 + B[2]) * x2 + B[1]) * x2 + B[0];
+        *v = x * p / q;
+    }
 }
 
 impl Mlp {
@@ -139,9 +161,7 @@ impl Mlp {
                 out,
             );
             if i != last {
-                for v in out.iter_mut() {
-                    *v = tanh(*v);
-                }
+                tanh_in_place(out);
             }
         }
     }
@@ -195,5 +215,36 @@ impl Mlp {
             }
             std::mem::swap(d, scratch);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rational_tanh_is_within_1e6_of_tanh_and_saturates() {
+        let xs: Vec<f32> = (-400_000..=400_000).map(|i| i as f32 * 5e-5).collect();
+        let mut ys = xs.clone();
+        tanh_in_place(&mut ys);
+        let worst = xs
+            .iter()
+            .zip(&ys)
+            .map(|(&x, &y)| (y as f64 - (x as f64).tanh()).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-6, "max error {worst}");
+        let mut edges = [-1e30f32, -50.0, 0.0, 1e-30, 50.0, 1e30];
+        tanh_in_place(&mut edges);
+        assert_eq!(
+            edges.map(|y| (y * 1e6).round() / 1e6),
+            [-1.0, -1.0, 0.0, 0.0, 1.0, 1.0]
+        );
+        assert!(edges.iter().all(|y| y.abs() <= 1.0));
+        let mut nan = [f32::NAN];
+        tanh_in_place(&mut nan);
+        assert!(
+            nan[0].is_nan(),
+            "a NaN stays NaN, so a diverged run is caught"
+        );
     }
 }
