@@ -31,6 +31,36 @@ pub struct Scratch {
     values: Vec<f32>,
 }
 
+#[inline(always)]
+fn dense_rows_generic(layer: &Dense, x: &[f32], target: &mut [f32]) {
+    for (r, row) in target.chunks_exact_mut(layer.outputs).enumerate() {
+        for (k, &xk) in x[r * layer.inputs..(r + 1) * layer.inputs]
+            .iter()
+            .enumerate()
+        {
+            let w = &layer.w_t[k * layer.outputs..(k + 1) * layer.outputs];
+            for (o, wv) in row.iter_mut().zip(w) {
+                *o += wv * xk;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn dense_rows_avx2(layer: &Dense, x: &[f32], target: &mut [f32]) {
+    dense_rows_generic(layer, x, target)
+}
+
+fn dense_rows(layer: &Dense, x: &[f32], target: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { dense_rows_avx2(layer, x, target) };
+    }
+    dense_rows_generic(layer, x, target)
+}
+
 /// The MLP over `n` rows of `x` at once, into `out [n, outputs]`.
 fn mlp(
     layers: &[Dense],
@@ -53,15 +83,7 @@ fn mlp(
         for _ in 0..n {
             target.extend_from_slice(&layer.b);
         }
-        gemm(
-            (n, layer.inputs, layer.outputs),
-            scratch_a,
-            (layer.inputs, 1),
-            &layer.w_t,
-            (layer.outputs, 1),
-            1.0,
-            target,
-        );
+        dense_rows(layer, scratch_a, target);
         if i != last {
             tanh_in_place(scratch_b);
             std::mem::swap(scratch_a, scratch_b);
@@ -200,6 +222,23 @@ mod tests {
             assert!((*c as f64 / n as f64 - p).abs() < 0.008, "{counts:?}");
         }
         assert_eq!(sample_categorical(&logits, &mut r, true, &mut scratch).0, 1);
+    }
+
+    #[test]
+    fn the_avx2_layer_gives_the_generic_bits() {
+        let layer = Dense {
+            inputs: 7,
+            outputs: 19,
+            w_t: (0..7 * 19)
+                .map(|i| ((i * 31 % 17) as f32 - 8.0) * 0.137)
+                .collect(),
+            b: vec![0.0; 19],
+        };
+        let x: Vec<f32> = (0..5 * 7).map(|i| (i as f32 * 0.77).sin()).collect();
+        let (mut a, mut b) = (vec![0.1f32; 5 * 19], vec![0.1f32; 5 * 19]);
+        dense_rows(&layer, &x, &mut a);
+        dense_rows_generic(&layer, &x, &mut b);
+        assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
     }
 
     #[test]
