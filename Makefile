@@ -5,7 +5,7 @@
 # Both install libtorch first if this machine lacks it (scripts/setup-libtorch.sh).
 #   make plots      regenerate every committed report and plot from results/ (no training)
 #   make reproduce  retrain results/ from scratch into out/reproduce (scripts/reproduce-results.sh)
-.PHONY: setup run test lint bench-envs plots reproduce
+.PHONY: setup run test lint bench-envs bench-train plots reproduce
 
 CARGO ?= cargo
 FIXTURE := tests/fixtures/gymnasium-classic-control-transitions.csv
@@ -41,3 +41,7 @@ lint: setup
 
 bench-envs:
 	scripts/bench-envs.sh 5
+
+# PPO CartPole (CleanRL's config) wall clock, 3 runs per backend.
+bench-train:
+	scripts/bench-train.sh 3
