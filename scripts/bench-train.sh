@@ -17,7 +17,7 @@ for backend in $backends; do
   for i in $(seq "$reps"); do
     start=$(date +%s.%N)
     ./target/release/gradgym train --env CartPole-v1 --algo ppo --seed 1 --backend "$backend" \
-      --out "$out/$backend-$i" --quiet 2> /dev/null
+      --out "$out/$backend-$i" --quiet > /dev/null 2>&1
     end=$(date +%s.%N)
     process=$(awk "BEGIN {print $end - $start}")
     inside=$(sed -n 's/.*"wall_seconds": \([0-9.]*\).*/\1/p' "$out/$backend-$i/summary.json")
