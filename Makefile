@@ -1,6 +1,6 @@
 # gradgym: the two commands of the README, and helpers.
 #   make run    the main job: conformance check, then a small seeded sweep (PPO, A2C, REINFORCE),
-#               its report and its plots, into out/quick (a few minutes on 2 cores)
+#               its report and its plots, into out/quick (about a minute on 2 cores, after the build)
 #   make test   the test suite (what CI runs)
 # Both install libtorch first if this machine lacks it (scripts/setup-libtorch.sh).
 #   make plots      regenerate every committed report and plot from results/ (no training)

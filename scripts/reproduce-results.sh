@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Retrains the committed reference results from scratch and regenerates their reports and plots:
-#   results/classic-control/  gradgym sweep sweeps/classic-control.toml (40 runs; ~10 min on 2 cores)
-#   results/quick/            gradgym sweep sweeps/quick.toml (the main job's sweep; ~2 min)
+#   results/classic-control/  gradgym sweep sweeps/classic-control.toml (40 runs; ~70 s on 2 cores)
+#   results/quick/            gradgym sweep sweeps/quick.toml (the main job's sweep; ~20 s)
 #   results/estimators/       gradgym estimators --seed 0 (~3 s)
 # Usage: scripts/reproduce-results.sh [OUT]   (default OUT=out/reproduce; compare with results/)
 set -euo pipefail

@@ -4,13 +4,13 @@
 //! each call costs tens of µs of dispatch for microseconds of arithmetic (see ARCHITECTURE.md,
 //! "libtorch, measured here"). So the rollout uses a CPU copy of the weights, taken after every
 //! update ([`crate::backend::Backend::snapshot`]), and samples actions in Rust from the run's
-//! own stream; all rows of a call go through each layer as one matrix product. The update step
+//! own stream; each layer runs over all rows of a call at once. The update step
 //! recomputes log-probabilities in its backend, so the rollout copy only has to agree to float
 //! rounding (a test checks 1e-5 against libtorch's forward).
 
 use gradgym_envs::rng::{self, Stream};
 
-use crate::backend::mlp::{gemm, tanh_in_place};
+use crate::backend::mlp::tanh_in_place;
 use crate::network::Head;
 
 /// A dense layer with its weight stored transposed, `w_t[k * outputs + j] = W[j, k]`.
@@ -61,7 +61,8 @@ fn dense_rows(layer: &Dense, x: &[f32], target: &mut [f32]) {
     dense_rows_generic(layer, x, target)
 }
 
-/// The MLP over `n` rows of `x` at once, into `out [n, outputs]`.
+/// The MLP over `n` rows of `x`, into `out [n, outputs]`. At 4 rows, `sgemm`'s packing of the
+/// weights costs more than the product, so layers are row-wise axpy loops.
 fn mlp(
     layers: &[Dense],
     x: &[f32],

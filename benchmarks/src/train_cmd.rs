@@ -227,5 +227,25 @@ pub fn run_info() -> Result<ExitCode> {
         "CPU cores: {}",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    #[cfg(target_arch = "x86_64")]
+    let simd: Vec<&str> = [
+        ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+        ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+        ("fma", std::arch::is_x86_feature_detected!("fma")),
+    ]
+    .into_iter()
+    .filter_map(|(name, seen)| seen.then_some(name))
+    .collect();
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd: Vec<&str> = Vec::new();
+    let simd = if simd.is_empty() {
+        "none".to_string()
+    } else {
+        simd.join(" ")
+    };
+    println!(
+        "gradient steps (backend = auto): native on the CPU (SIMD seen: {}), libtorch on CUDA",
+        simd
+    );
     Ok(ExitCode::SUCCESS)
 }

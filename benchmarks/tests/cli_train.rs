@@ -17,6 +17,7 @@ fn info_reports_libtorch_and_cuda() {
     assert!(o.status.success(), "{t}");
     assert!(
         t.contains("libtorch 2.11.0")
+            && t.contains("backend = auto")
             && t.contains("CUDA available:")
             && t.contains("cuDNN available:"),
         "{t}"
@@ -62,6 +63,8 @@ fn train_writes_the_run_folder_and_layers_configs() {
         "from the shipped A2C config"
     );
     assert_eq!(manifest["config"]["learning_rate"], 5e-4, "the flag wins");
+    assert_eq!(manifest["config"]["backend"], "auto");
+    assert_eq!(manifest["backend"], "native", "auto on the CPU");
     assert_eq!(manifest["seed"], 3);
     for f in ["metrics.csv", "summary.json"] {
         assert!(out.join(f).exists(), "{f}");
@@ -102,6 +105,14 @@ fn bad_input_is_named() {
         text(&o).contains("`num_envs`: must be at least 1"),
         "{}",
         text(&o)
+    );
+
+    let o = gradgym(&["train", "--backend", "jax", "--out", out.to_str().unwrap()]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        t.contains("backend") && t.contains("jax") && t.contains("native"),
+        "{t}"
     );
 
     let config = out.with_extension("toml");
