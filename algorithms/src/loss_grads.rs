@@ -35,6 +35,15 @@ fn mean(n: usize, f: impl Fn(usize) -> f64) -> f64 {
     (0..n).map(f).sum::<f64>() / n as f64
 }
 
+/// `log π − log π_old` per sample.
+fn log_ratio(new_logprobs: &[f32], old_logprobs: &[f32]) -> Vec<f32> {
+    new_logprobs
+        .iter()
+        .zip(old_logprobs)
+        .map(|(a, b)| a - b)
+        .collect()
+}
+
 fn ratio_stats(log_ratio: &[f32], clip_coef: f64) -> RatioStats {
     let n = log_ratio.len();
     let r = |i: usize| (log_ratio[i] as f64).exp();
@@ -64,11 +73,7 @@ pub fn ppo_clip_loss(
 ) -> (f64, RatioStats) {
     let n = new_logprobs.len();
     let (lo, hi) = ((1.0 - clip_coef) as f32, (1.0 + clip_coef) as f32);
-    let log_ratio: Vec<f32> = new_logprobs
-        .iter()
-        .zip(old_logprobs)
-        .map(|(a, b)| a - b)
-        .collect();
+    let log_ratio = log_ratio(new_logprobs, old_logprobs);
     let mut loss = 0.0f64;
     for i in 0..n {
         let (ratio, a) = (log_ratio[i].exp(), advantages[i]);
@@ -99,11 +104,7 @@ pub fn ppo_kl_loss(
     grad: &mut [f32],
 ) -> (f64, RatioStats) {
     let n = new_logprobs.len();
-    let log_ratio: Vec<f32> = new_logprobs
-        .iter()
-        .zip(old_logprobs)
-        .map(|(a, b)| a - b)
-        .collect();
+    let log_ratio = log_ratio(new_logprobs, old_logprobs);
     let mut surrogate = 0.0f64;
     let mut kl = 0.0f64;
     let beta32 = beta as f32;

@@ -108,7 +108,6 @@ struct Work {
 
 pub struct Native {
     head: Head,
-    obs_dim: usize,
     actor: Mlp,
     critic: Mlp,
     /// Offset of the Gaussian head's log σ `[dim]`.
@@ -167,7 +166,6 @@ impl Native {
         }
         Self {
             head,
-            obs_dim,
             actor,
             critic,
             log_std,
@@ -407,12 +405,6 @@ impl Backend for Native {
 
     fn name(&self) -> &'static str {
         "native"
-    }
-}
-
-impl Native {
-    pub fn obs_dim(&self) -> usize {
-        self.obs_dim
     }
 }
 
