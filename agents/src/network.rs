@@ -7,7 +7,9 @@
 //! value's, zero biases. The weights are drawn from the run's own `"init"` stream and written
 //! into the tensors, so tch's global generator is never used.
 //!
-//! Networks do not know algorithms: they map observations to a distribution and a value.
+//! Networks do not know algorithms: they map observations to a distribution and a value. These
+//! are the libtorch backend's networks; the native backend (`backend/native.rs`) lays out the
+//! same MLPs over a flat vector and draws the same weights (a test checks they are equal).
 
 use gradgym_envs::rng::{self, Stream};
 use tch::nn::{self, Module};
