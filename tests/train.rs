@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use gradgym::agents::config::{Algo, BackendKind, TrainConfig};
-use gradgym::agents::train::{METRIC_COLUMNS, train};
+use gradgym::agents::run_folder::Existing;
+use gradgym::agents::train::{
+    BASE_COLUMNS, Collected, Hook, TIMING_COLUMNS, Trainer, run, train, train_with,
+};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("gradgym-train-{}-{name}", std::process::id()));
@@ -30,12 +33,50 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// metrics.csv without its timing columns (SPS, wall_seconds: the last two).
-fn metrics_without_timing(dir: &Path) -> Vec<String> {
-    read(&dir.join("metrics.csv"))
-        .lines()
-        .map(|l| l.rsplitn(3, ',').nth(2).unwrap().to_string())
+/// metrics.csv as (header, rows of cells).
+fn metrics(dir: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let text = read(&dir.join("metrics.csv"));
+    let mut lines = text.lines();
+    let header = lines.next().unwrap().split(',').map(String::from).collect();
+    let rows = lines
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect();
+    (header, rows)
+}
+
+/// The column `name` of metrics.csv, as text.
+fn column(dir: &Path, name: &str) -> Vec<String> {
+    let (header, rows) = metrics(dir);
+    let i = header
+        .iter()
+        .position(|c| c == name)
+        .unwrap_or_else(|| panic!("no column {name} in {header:?}"));
+    rows.into_iter().map(|r| r[i].clone()).collect()
+}
+
+/// The column `name` of metrics.csv, as numbers.
+fn column_f64(dir: &Path, name: &str) -> Vec<f64> {
+    column(dir, name)
+        .iter()
+        .map(|v| v.parse().unwrap())
         .collect()
+}
+
+/// metrics.csv (header included) without the columns `drop` (selected by name).
+fn metrics_except(dir: &Path, drop: &[&str]) -> Vec<Vec<String>> {
+    let (header, rows) = metrics(dir);
+    let keep: Vec<usize> = (0..header.len())
+        .filter(|&i| !drop.contains(&header[i].as_str()))
+        .collect();
+    std::iter::once(header)
+        .chain(rows)
+        .map(|r| keep.iter().map(|&i| r[i].clone()).collect())
+        .collect()
+}
+
+/// metrics.csv without its timing columns.
+fn metrics_without_timing(dir: &Path) -> Vec<Vec<String>> {
+    metrics_except(dir, &TIMING_COLUMNS)
 }
 
 #[test]
@@ -70,14 +111,18 @@ fn every_algorithm_trains_on_every_env_family() {
             );
             assert!(summary.iterations >= 1);
             assert!(summary.eval_return_mean.is_some_and(f64::is_finite));
-            let metrics = read(&dir.join("metrics.csv"));
-            let mut lines = metrics.lines();
-            assert_eq!(lines.next().unwrap(), METRIC_COLUMNS.join(","));
-            let rows: Vec<&str> = lines.collect();
+            let (header, rows) = metrics(&dir);
+            let expected: Vec<&str> = BASE_COLUMNS
+                .iter()
+                .chain(&TIMING_COLUMNS)
+                .copied()
+                .collect();
+            assert_eq!(header, expected);
             assert_eq!(rows.len() as u64, summary.iterations);
             for row in rows {
-                assert_eq!(row.split(',').count(), METRIC_COLUMNS.len(), "{row}");
+                assert_eq!(row.len(), header.len(), "{row:?}");
             }
+            assert!(dir.join("config.toml").exists());
             let manifest: serde_json::Value =
                 serde_json::from_str(&read(&dir.join("manifest.json"))).unwrap();
             assert_eq!(manifest["config"]["env_id"], env);
@@ -148,13 +193,7 @@ fn first_update_losses_are_pinned() {
         let manifest: serde_json::Value =
             serde_json::from_str(&read(&dir.join("manifest.json"))).unwrap();
         assert_eq!(manifest["backend"], backend.name());
-        let metrics = read(&dir.join("metrics.csv"));
-        let row: Vec<&str> = metrics.lines().nth(1).unwrap().split(',').collect();
-        let col = |name: &str| {
-            row[METRIC_COLUMNS.iter().position(|c| *c == name).unwrap()]
-                .parse::<f64>()
-                .unwrap()
-        };
+        let col = |name: &str| column_f64(&dir, name)[0];
         let got = [
             col("policy_loss"),
             col("value_loss"),
@@ -258,15 +297,7 @@ fn a_panic_inside_libtorch_is_recorded_as_a_failed_run() {
 #[test]
 fn ppo_kl_penalty_adapts_beta_and_target_kl_stops_epochs_early() {
     use gradgym::agents::config::PpoLoss;
-    let col = |dir: &Path, name: &str| -> Vec<f64> {
-        let metrics = read(&dir.join("metrics.csv"));
-        let i = METRIC_COLUMNS.iter().position(|c| *c == name).unwrap();
-        metrics
-            .lines()
-            .skip(1)
-            .map(|l| l.split(',').nth(i).unwrap().parse().unwrap())
-            .collect()
-    };
+    let col = column_f64;
     // KL penalty with an adaptive β: β is logged and moves away from its start.
     let dir = scratch("kl");
     let config = TrainConfig {
@@ -326,4 +357,188 @@ fn cuda_is_refused_clearly_where_libtorch_sees_no_gpu() {
             .to_string()
             .contains("unknown device `tpu`")
     );
+}
+
+/// Pays the agent `scale · r + shift` instead of the env's reward r, and logs the mean reward
+/// it paid as an extra metric column.
+struct TransformReward {
+    scale: f32,
+    shift: f32,
+}
+
+impl Hook for TransformReward {
+    fn columns(&self) -> Vec<String> {
+        vec!["paid_reward_mean".into()]
+    }
+    fn after_collect(&mut self, batch: Collected<'_>) -> anyhow::Result<()> {
+        let r = &mut *batch.rollout;
+        let mut total = 0.0f64;
+        let mut n = 0usize;
+        for k in 0..r.rewards.len() {
+            if r.valid[k] {
+                r.rewards[k] = self.scale * r.rewards[k] + self.shift;
+                total += r.rewards[k] as f64;
+                n += 1;
+            }
+        }
+        batch.row.set("paid_reward_mean", total / n as f64);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_hook_pays_the_agent_a_transformed_reward_while_the_true_return_is_logged() {
+    // CartPole pays +1 per step alive. Paid −1 per step instead, PPO learns to fall over as
+    // fast as it can; the logged return stays the env's, so it equals the episode length.
+    let config = TrainConfig {
+        total_timesteps: 60_000,
+        eval_episodes: 0,
+        ..TrainConfig::default()
+    };
+    let mut negate = TransformReward {
+        scale: -1.0,
+        shift: 0.0,
+    };
+    let paid = run(&config, Some(&mut negate)).unwrap();
+    let plain = run(&config, None).unwrap();
+    assert_eq!(paid.summary.status, "completed");
+    assert!(paid.columns.contains("paid_reward_mean"));
+    let last = paid.rows.last().unwrap();
+    assert_eq!(last.f64("paid_reward_mean"), Some(-1.0));
+    let (ret, len) = (
+        last.f64("episodic_return").unwrap(),
+        last.f64("episodic_length").unwrap(),
+    );
+    assert_eq!(ret, len, "the logged return is the true one");
+    let paid_final = paid.summary.final_return_mean_last100.unwrap();
+    let plain_final = plain.summary.final_return_mean_last100.unwrap();
+    // A uniformly random policy lasts about 22 steps; the shortest possible episodes last ~8.
+    assert!(
+        paid_final < 15.0 && plain_final > 40.0,
+        "paid −r: {paid_final}, paid r: {plain_final}"
+    );
+}
+
+#[test]
+fn an_identity_hook_changes_nothing_and_its_column_lands_before_timing() {
+    let config = tiny("CartPole-v1", Algo::Ppo);
+    let (a, b) = (scratch("hook-none"), scratch("hook-identity"));
+    train(&config, &a, &mut |_| {}).unwrap();
+    let mut identity = TransformReward {
+        scale: 1.0,
+        shift: 0.0,
+    };
+    train_with(
+        &config,
+        &b,
+        Existing::Refuse,
+        Some(&mut identity),
+        &mut |_| {},
+    )
+    .unwrap();
+    let (header, _) = metrics(&b);
+    assert_eq!(
+        &header[header.len() - 3..],
+        ["paid_reward_mean", "SPS", "wall_seconds"]
+    );
+    assert_eq!(
+        metrics_except(&a, &TIMING_COLUMNS),
+        metrics_except(&b, &["paid_reward_mean", "SPS", "wall_seconds"])
+    );
+    // A shift changes what the critic learns.
+    let c = scratch("hook-shift");
+    let mut shift = TransformReward {
+        scale: 1.0,
+        shift: 1.0,
+    };
+    train_with(&config, &c, Existing::Refuse, Some(&mut shift), &mut |_| {}).unwrap();
+    assert_ne!(column(&b, "value_loss"), column(&c, "value_loss"));
+    assert_eq!(column_f64(&c, "paid_reward_mean"), vec![2.0; 8]);
+}
+
+#[test]
+fn the_trainer_stepped_by_hand_gives_the_rows_of_a_whole_run() {
+    let config = tiny("Pendulum-v1", Algo::Ppo);
+    let whole = run(&config, None).unwrap();
+    let mut trainer = Trainer::new(&config).unwrap();
+    let mut rows = Vec::new();
+    while !trainer.is_done() {
+        rows.push(trainer.step(None).unwrap());
+    }
+    assert_eq!(rows.len(), whole.rows.len());
+    for (a, b) in rows.iter().zip(&whole.rows) {
+        for (name, cell) in a.iter() {
+            if !TIMING_COLUMNS.contains(&name) {
+                assert_eq!(Some(cell), b.get(name), "{name}");
+            }
+        }
+    }
+    // And the run folder holds the same numbers as the rows in memory.
+    let dir = scratch("stepped");
+    train(&config, &dir, &mut |_| {}).unwrap();
+    let written = column(&dir, "policy_loss");
+    let in_memory: Vec<String> = whole
+        .rows
+        .iter()
+        .map(|r| r.get("policy_loss").unwrap().to_string())
+        .collect();
+    assert_eq!(written, in_memory);
+}
+
+#[test]
+fn the_learning_rate_schedule_is_pinned_over_every_update() {
+    // PPO and A2C anneal over the planned iterations: lr · (1 − (i − 1)/N) at iteration i.
+    for algo in [Algo::Ppo, Algo::A2c] {
+        let config = TrainConfig {
+            total_timesteps: 4096,
+            learning_rate: 1e-3,
+            ..tiny("CartPole-v1", algo)
+        };
+        let r = run(&config, None).unwrap();
+        let n = config.num_iterations();
+        assert_eq!(r.rows.len() as u64, n);
+        for (k, row) in r.rows.iter().enumerate() {
+            let expected = 1e-3 * (1.0 - k as f64 / n as f64);
+            assert_eq!(row.f64("learning_rate"), Some(expected), "{algo:?} {k}");
+        }
+        let flat = run(
+            &TrainConfig {
+                anneal_lr: false,
+                ..config
+            },
+            None,
+        )
+        .unwrap();
+        assert!(
+            flat.rows
+                .iter()
+                .all(|r| r.f64("learning_rate") == Some(1e-3))
+        );
+    }
+    // REINFORCE anneals over the step budget: lr · (1 − steps before the iteration / budget).
+    let config = TrainConfig {
+        total_timesteps: 3000,
+        learning_rate: 1e-3,
+        ..tiny("CartPole-v1", Algo::Reinforce)
+    };
+    let r = run(&config, None).unwrap();
+    assert!(r.rows.len() >= 3);
+    let mut before = 0.0;
+    for row in &r.rows {
+        assert_eq!(
+            row.f64("learning_rate"),
+            Some(1e-3 * (1.0 - before / 3000.0))
+        );
+        before = row.f64("global_step").unwrap();
+    }
+}
+
+#[test]
+fn an_existing_run_folder_is_refused_and_kept() {
+    let dir = scratch("exists");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("mine.txt"), "keep").unwrap();
+    let e = train(&tiny("CartPole-v1", Algo::Ppo), &dir, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+    assert_eq!(read(&dir.join("mine.txt")), "keep");
 }

@@ -64,111 +64,114 @@ pub enum ReturnKind {
     RewardToGo,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TrainConfig {
-    /// Environment id (`gradgym envs list`).
-    pub env_id: String,
-    /// `reinforce`, `a2c` or `ppo`.
-    pub algo: Algo,
-    /// The run's seed; every random stream derives from it.
-    pub seed: u64,
-    /// Environment steps to train for (across all envs).
-    pub total_timesteps: u64,
-    /// `cpu` or `cuda` (`cuda:N` for a given GPU).
-    pub device: String,
-    /// Who computes gradient steps: `auto` (native on the CPU, libtorch on CUDA), `native`
-    /// (plain Rust, CPU) or `libtorch` (autograd; the reference). See `agents/src/backend/`.
-    pub backend: BackendKind,
-    /// Adam's learning rate.
-    pub learning_rate: f64,
-    /// Parallel environments.
-    pub num_envs: usize,
-    /// Steps per env per rollout (REINFORCE ignores it: it rolls complete episodes).
-    pub num_steps: usize,
-    /// Anneal the learning rate linearly to 0 over training.
-    pub anneal_lr: bool,
-    /// Discount factor γ.
-    pub gamma: f64,
-    /// GAE's λ (A2C: 1.0 gives n-step returns over `num_steps`).
-    pub gae_lambda: f64,
-    /// Minibatches per epoch (PPO).
-    pub num_minibatches: usize,
-    /// Epochs over each rollout (PPO).
-    pub update_epochs: usize,
-    /// Normalise advantages per minibatch.
-    pub norm_adv: bool,
-    /// PPO's ε.
-    pub clip_coef: f64,
-    /// Clip the value loss around the old values (PPO).
-    pub clip_vloss: bool,
-    /// Entropy bonus coefficient.
-    pub ent_coef: f64,
-    /// Value loss coefficient.
-    pub vf_coef: f64,
-    /// Global gradient-norm clip (0 disables it).
-    pub max_grad_norm: f64,
-    /// Stop the epochs of an update once the approximate KL exceeds this (PPO).
-    pub target_kl: Option<f64>,
-    /// PPO's surrogate: `clip` or `kl`.
-    pub ppo_loss: PpoLoss,
-    /// Initial β of the KL penalty (`ppo_loss = "kl"`).
-    pub kl_coef: f64,
-    /// With `ppo_loss = "kl"`: adapt β towards this KL (Schulman et al. 2017, section 4).
-    pub kl_target: Option<f64>,
-    /// REINFORCE's weights: `total` or `reward_to_go`.
-    pub reinforce_return: ReturnKind,
-    /// REINFORCE: subtract a learned state-value baseline.
-    pub baseline: bool,
-    /// Hidden layer widths of both MLPs.
-    pub hidden_sizes: Vec<usize>,
-    /// Initial log standard deviation of a Gaussian policy.
-    pub log_std_init: f64,
-    /// Adam's ε.
-    pub adam_eps: f64,
-    /// Deterministic evaluation episodes at the end of training.
-    pub eval_episodes: usize,
-    /// Threads libtorch may use (1 keeps parallel sweeps reproducible and fast).
-    pub torch_threads: usize,
+/// One field of [`TrainConfig`]: its key (the TOML key; the flag is `--key-with-dashes`) and
+/// its documentation, which `gradgym train --help` prints.
+#[derive(Clone, Copy, Debug)]
+pub struct FieldDoc {
+    pub name: &'static str,
+    pub doc: &'static str,
 }
 
-impl Default for TrainConfig {
-    /// CleanRL's `ppo.py` defaults (CartPole-v1).
-    fn default() -> Self {
-        Self {
-            env_id: "CartPole-v1".into(),
-            algo: Algo::Ppo,
-            seed: 1,
-            total_timesteps: 500_000,
-            device: "cpu".into(),
-            backend: BackendKind::Auto,
-            learning_rate: 2.5e-4,
-            num_envs: 4,
-            num_steps: 128,
-            anneal_lr: true,
-            gamma: 0.99,
-            gae_lambda: 0.95,
-            num_minibatches: 4,
-            update_epochs: 4,
-            norm_adv: true,
-            clip_coef: 0.2,
-            clip_vloss: true,
-            ent_coef: 0.01,
-            vf_coef: 0.5,
-            max_grad_norm: 0.5,
-            target_kl: None,
-            ppo_loss: PpoLoss::Clip,
-            kl_coef: 1.0,
-            kl_target: None,
-            reinforce_return: ReturnKind::RewardToGo,
-            baseline: true,
-            hidden_sizes: vec![64, 64],
-            log_std_init: 0.0,
-            adam_eps: 1e-5,
-            eval_episodes: 10,
-            torch_threads: 1,
+/// Declares [`TrainConfig`] once: each field with its doc comment, type and default. From the
+/// one list come the struct, its `Default` (CleanRL's `ppo.py` for CartPole-v1) and
+/// [`TrainConfig::FIELDS`], from which the command line makes one flag per field, so that no
+/// field is repeated by hand anywhere.
+macro_rules! train_config {
+    ($($(#[doc = $doc:literal])* $field:ident : $ty:ty = $default:expr),* $(,)?) => {
+        /// The configuration of one training run, CleanRL's hyperparameter names.
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct TrainConfig {
+            $($(#[doc = $doc])* pub $field: $ty,)*
         }
-    }
+
+        impl Default for TrainConfig {
+            /// CleanRL's `ppo.py` defaults (CartPole-v1).
+            fn default() -> Self {
+                Self { $($field: $default,)* }
+            }
+        }
+
+        impl TrainConfig {
+            /// Every field, in declaration order.
+            pub const FIELDS: &'static [FieldDoc] = &[
+                $(FieldDoc { name: stringify!($field), doc: concat!($($doc, "\n",)*) },)*
+            ];
+        }
+    };
+}
+
+train_config! {
+    /// Environment id (`gradgym envs list`).
+    env_id: String = "CartPole-v1".into(),
+    /// `reinforce`, `a2c` or `ppo`.
+    algo: Algo = Algo::Ppo,
+    /// The run's seed; every random stream derives from it.
+    seed: u64 = 1,
+    /// Environment steps to train for (across all envs).
+    total_timesteps: u64 = 500_000,
+    /// `cpu` or `cuda` (`cuda:N` for a given GPU).
+    device: String = "cpu".into(),
+    /// Who computes gradient steps: `auto` (native on the CPU, libtorch on CUDA), `native`
+    /// (plain Rust, CPU) or `libtorch` (autograd; the reference). See `agents/src/backend/`.
+    backend: BackendKind = BackendKind::Auto,
+    /// Adam's learning rate.
+    learning_rate: f64 = 2.5e-4,
+    /// Parallel environments.
+    num_envs: usize = 4,
+    /// Steps per env per rollout (REINFORCE ignores it: it rolls complete episodes).
+    num_steps: usize = 128,
+    /// Anneal the learning rate linearly to 0 over training.
+    anneal_lr: bool = true,
+    /// Discount factor γ.
+    gamma: f64 = 0.99,
+    /// GAE's λ (A2C: 1.0 gives n-step returns over `num_steps`).
+    gae_lambda: f64 = 0.95,
+    /// Minibatches per epoch (PPO).
+    num_minibatches: usize = 4,
+    /// Epochs over each rollout (PPO).
+    update_epochs: usize = 4,
+    /// Normalise advantages per minibatch.
+    norm_adv: bool = true,
+    /// PPO's ε.
+    clip_coef: f64 = 0.2,
+    /// Clip the value loss around the old values (PPO).
+    clip_vloss: bool = true,
+    /// Entropy bonus coefficient.
+    ent_coef: f64 = 0.01,
+    /// Value loss coefficient.
+    vf_coef: f64 = 0.5,
+    /// Global gradient-norm clip (0 disables it).
+    max_grad_norm: f64 = 0.5,
+    /// Stop the epochs of an update once the approximate KL exceeds this (PPO).
+    target_kl: Option<f64> = None,
+    /// PPO's surrogate: `clip` or `kl`.
+    ppo_loss: PpoLoss = PpoLoss::Clip,
+    /// Initial β of PPO-KL's penalty toward the policy before each update (`ppo_loss = "kl"`);
+    /// the KL to a frozen reference is `ref_kl_coef`.
+    kl_coef: f64 = 1.0,
+    /// With `ppo_loss = "kl"`: adapt β towards this KL (Schulman et al. 2017, section 4).
+    kl_target: Option<f64> = None,
+    /// β of a KL penalty toward a frozen reference policy p, paid at every step:
+    /// r_t − β·(log π(a_t|s_t) − log p(a_t|s_t)), the per-token form of Ziegler et al.
+    /// 2019's R(x, y) = r(x, y) − β log π(y|x)/p(y|x). The reference is the policy at the
+    /// start of training. 0 turns it off. Not `kl_coef`, which is PPO-KL's penalty toward
+    /// the policy before each update.
+    ref_kl_coef: f64 = 0.0,
+    /// REINFORCE's weights: `total` or `reward_to_go`.
+    reinforce_return: ReturnKind = ReturnKind::RewardToGo,
+    /// REINFORCE: subtract a learned state-value baseline.
+    baseline: bool = true,
+    /// Hidden layer widths of both MLPs.
+    hidden_sizes: Vec<usize> = vec![64, 64],
+    /// Initial log standard deviation of a Gaussian policy.
+    log_std_init: f64 = 0.0,
+    /// Adam's ε.
+    adam_eps: f64 = 1e-5,
+    /// Deterministic evaluation episodes at the end of training.
+    eval_episodes: usize = 10,
+    /// Threads libtorch may use (1 keeps parallel sweeps reproducible and fast).
+    torch_threads: usize = 1,
 }
 
 /// A configuration that cannot run, naming the field.
@@ -223,6 +226,15 @@ impl TrainConfig {
                 return Err(bad(field, "must be at least 1"));
             }
         }
+        if self.num_envs.checked_mul(self.num_steps).is_none() {
+            return Err(bad(
+                "num_steps",
+                format!(
+                    "num_envs × num_steps = {} × {} overflows",
+                    self.num_envs, self.num_steps
+                ),
+            ));
+        }
         if self.total_timesteps == 0 {
             return Err(bad("total_timesteps", "must be at least 1"));
         }
@@ -256,6 +268,7 @@ impl TrainConfig {
         non_negative("vf_coef", self.vf_coef)?;
         non_negative("max_grad_norm", self.max_grad_norm)?;
         non_negative("kl_coef", self.kl_coef)?;
+        non_negative("ref_kl_coef", self.ref_kl_coef)?;
         if !(self.gamma > 0.0 && self.gamma <= 1.0) {
             return Err(bad(
                 "gamma",
@@ -309,17 +322,38 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// Reads a TOML table over `self` (keys present replace fields; unknown keys are errors).
+    /// Reads a TOML table over `self`: keys present replace fields, nested tables merge key
+    /// by key ([`deep_merge`]), unknown keys are errors naming `source` and the key.
     pub fn overlay_toml(&self, text: &str, source: &str) -> Result<Self, String> {
         let mut base = toml::Table::try_from(self).map_err(|e| e.to_string())?;
         let over: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| format!("{source}: {e}"))?;
-        for (k, v) in over {
-            base.insert(k, v);
-        }
+        deep_merge(&mut base, over);
         base.try_into()
             .map_err(|e: toml::de::Error| format!("{source}: {e}"))
+    }
+
+    /// The config as the TOML a run folder keeps beside its results.
+    pub fn echo_toml(&self) -> Result<String, toml::ser::Error> {
+        Ok(format!(
+            "# Resolved by gradgym; `gradgym train --config` on this file repeats the run.\n{}",
+            toml::to_string(self)?
+        ))
+    }
+}
+
+/// Merges `over` into `base`: a table in both merges key by key (recursively); anything else
+/// in `over` replaces what `base` has. So a later layer that sets one key of a nested table
+/// keeps the table's other keys.
+pub fn deep_merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => deep_merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
     }
 }
 
@@ -356,5 +390,58 @@ mod tests {
         let over = c.overlay_toml("gamma = 1.5\nalgo = \"a2c\"", "x").unwrap();
         assert_eq!(over.validate().unwrap_err().field, "gamma");
         assert!(c.overlay_toml("algo = \"dqn\"", "x").is_err());
+        let over = c.overlay_toml("ref_kl_coef = -0.1", "x").unwrap();
+        assert_eq!(over.validate().unwrap_err().field, "ref_kl_coef");
+        let over = c
+            .overlay_toml("num_envs = 4294967296\nnum_steps = 4294967296", "x")
+            .unwrap();
+        assert_eq!(over.validate().unwrap_err().field, "num_steps");
+    }
+
+    #[test]
+    fn nested_tables_merge_key_by_key() {
+        let mut base: toml::Table = "a = 1\n[t]\nx = 1\ny = 2\n[t.deep]\np = 1\nq = 2"
+            .parse()
+            .unwrap();
+        let over: toml::Table = "b = 3\n[t]\ny = 20\n[t.deep]\nq = 30".parse().unwrap();
+        deep_merge(&mut base, over);
+        let expected: toml::Table = "a = 1\nb = 3\n[t]\nx = 1\ny = 20\n[t.deep]\np = 1\nq = 30"
+            .parse()
+            .unwrap();
+        assert_eq!(base, expected);
+        // A table replaces a non-table and the other way round.
+        let mut base: toml::Table = "t = 1".parse().unwrap();
+        deep_merge(&mut base, "[t]\nx = 1".parse().unwrap());
+        assert_eq!(base["t"]["x"].as_integer(), Some(1));
+    }
+
+    #[test]
+    fn fields_list_every_key_with_its_doc() {
+        let keys: Vec<String> = match serde_json::to_value(TrainConfig::default()).unwrap() {
+            serde_json::Value::Object(m) => m.keys().cloned().collect(),
+            _ => unreachable!(),
+        };
+        let mut names: Vec<String> = TrainConfig::FIELDS
+            .iter()
+            .map(|f| f.name.to_string())
+            .collect();
+        names.sort();
+        let mut keys = keys;
+        keys.sort();
+        assert_eq!(names, keys);
+        for f in TrainConfig::FIELDS {
+            assert!(!f.doc.trim().is_empty(), "`{}` has no doc", f.name);
+        }
+    }
+
+    #[test]
+    fn the_echo_reads_back_to_the_same_config() {
+        let c = TrainConfig {
+            target_kl: Some(0.02),
+            hidden_sizes: vec![8, 3],
+            ..TrainConfig::default()
+        };
+        let echo = c.echo_toml().unwrap();
+        assert_eq!(TrainConfig::default().overlay_toml(&echo, "echo"), Ok(c));
     }
 }

@@ -7,15 +7,24 @@
 //! - [`learners`]: REINFORCE, A2C, PPO behind one trait.
 //! - [`backend`]: who takes the gradient steps: native Rust on the CPU, or libtorch (autograd,
 //!   CPU or CUDA).
-//! - [`train`]: `train(config, out_dir)` — a run as a function of config and seed.
+//! - [`collect`]: the rollout collector (bootstrapping truncated episodes) and evaluation.
+//! - [`train`]: training as a library — a [`train::Trainer`] a caller steps, with a
+//!   [`train::Hook`] between collection and update; [`train::run`] in memory;
+//!   [`train::train`] into a run folder.
+//! - [`metrics`]: metric rows by column name, in a declared column order.
+//! - [`run_folder`]: the run folder every command that writes a run uses (manifest, config
+//!   echo, metrics.csv, summary.json, atomic completion).
 
 pub mod backend;
 pub mod buffer;
+pub mod collect;
 pub mod config;
 pub mod device;
 pub mod fast;
 pub mod learners;
+pub mod metrics;
 pub mod network;
+pub mod run_folder;
 pub mod train;
 
 /// Facts about the build, recorded in manifests and printed by `gradgym info`.

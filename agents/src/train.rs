@@ -1,39 +1,39 @@
-//! `train(config, out_dir)`: one run, as a function of its configuration and seed.
+//! Training as a library: a run is a function of its configuration and seed.
 //!
-//! config → `make(env_id, num_envs, seed)` → rollouts (policy copy in Rust, actions from the
-//! run's `"actions"` stream) → learner update (backend: native Rust or libtorch) → one metrics row per iteration →
-//! deterministic evaluation → summary.
+//! config → `make(env_id, num_envs, seed)` → rollouts ([`crate::collect`]: policy copy in Rust,
+//! actions from the run's `"actions"` stream) → an optional [`Hook`] → learner update (backend:
+//! native Rust or libtorch) → one [`MetricRow`] per iteration → deterministic evaluation →
+//! [`Summary`].
 //!
-//! Files written into `out_dir`:
-//! - `manifest.json` (first): the resolved config, seed, git revision, versions, device;
-//! - `metrics.csv`: one row per iteration, flushed as it is written, so an interrupted or
-//!   failed run leaves every finished iteration readable. The timing columns (`SPS`,
-//!   `wall_seconds`) come last; every other column is a function of config and seed;
-//! - `summary.json` (last, also on failure): `status` is `completed` or `failed`, with `error`.
-//!
-//! JSON files are written to a temporary name and renamed, so a reader never sees half a file.
+//! Three ways in, from the most control to the least:
+//! - [`Trainer`]: the loop itself. A caller steps it one iteration at a time
+//!   ([`Trainer::step`]) and may pass a [`Hook`] that sees each rollout between collection and
+//!   update, rewrites its rewards and adds metric columns. This is the seam the preference
+//!   loop uses: the agent is paid a learned reward while the true one still reaches the logs.
+//! - [`run`]: the whole run in memory; returns the metric rows and the summary, writes nothing.
+//! - [`train`] / [`train_with`]: the whole run written to a run folder
+//!   ([`crate::run_folder`]); what `gradgym train` and each run of `gradgym sweep` call.
 
-use std::collections::VecDeque;
-use std::fs;
-use std::io::Write;
-use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use gradgym_envs::rng::{self, Stream};
-use gradgym_envs::{Actions, Autoreset, EnvOptions, Space, VecEnv, make_with};
+use gradgym_envs::{EnvOptions, VecEnv, make_with};
 use serde::Serialize;
 
-use crate::backend::make_backend;
+use crate::backend::{Backend, make_backend};
 use crate::buffer::Rollout;
+use crate::collect::{Actor, Episodes, collect, evaluate, head_for};
 use crate::config::TrainConfig;
 use crate::device::parse_device;
-use crate::fast::{FastPolicy, Scratch, sample_categorical, sample_gaussian};
-use crate::learners::{UpdateStats, make_learner};
+use crate::fast::FastPolicy;
+use crate::learners::{Learner, make_learner};
+use crate::metrics::{Cell, Columns, MetricRow};
 use crate::network::Head;
+use crate::run_folder::{Existing, RunFolder};
 
-/// The columns of `metrics.csv`, in order.
-pub const METRIC_COLUMNS: [&str; 17] = [
+/// The columns every training run writes before any a hook adds, in order.
+pub const BASE_COLUMNS: [&str; 15] = [
     "iteration",
     "global_step",
     "episodes",
@@ -49,9 +49,11 @@ pub const METRIC_COLUMNS: [&str; 17] = [
     "learning_rate",
     "kl_beta",
     "gradient_steps",
-    "SPS",
-    "wall_seconds",
 ];
+
+/// The timing columns, last in every metrics table: the only ones that are not a function of
+/// config and seed.
+pub const TIMING_COLUMNS: [&str; 2] = ["SPS", "wall_seconds"];
 
 /// The end of a run, as written to `summary.json`.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -81,14 +83,7 @@ pub struct Progress {
     pub recent_return: Option<f64>,
 }
 
-pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, contents).with_context(|| format!("cannot write {}", tmp.display()))?;
-    fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
-    Ok(())
-}
-
+/// What `manifest.json` records of a training run.
 #[derive(Serialize)]
 struct Manifest<'a> {
     config: &'a TrainConfig,
@@ -104,304 +99,409 @@ struct Manifest<'a> {
     torch_threads: usize,
 }
 
-fn head_for(space: &Space) -> Head {
-    match space {
-        Space::Discrete { n } => Head::Categorical { n: *n as usize },
-        Space::Box { low, .. } => Head::Gaussian { dim: low.len() },
+/// A rollout between collection and update, as a [`Hook`] sees it.
+pub struct Collected<'a> {
+    /// The iteration being run (from 1).
+    pub iteration: u64,
+    /// Env steps consumed so far, this rollout included.
+    pub global_step: u64,
+    /// The rollout: `rewards` hold the env's (true) rewards on entry; what the hook leaves
+    /// there is what the learner optimises. Episode returns in the metrics stay the env's.
+    pub rollout: &'a mut Rollout,
+    /// The policy that collected the rollout.
+    pub policy: &'a FastPolicy,
+    /// This iteration's metrics row: the hook sets its own (declared) columns here.
+    pub row: &'a mut MetricRow,
+}
+
+/// Code that runs between collection and update of every iteration.
+pub trait Hook {
+    /// The metric columns this hook sets, placed after [`BASE_COLUMNS`] and before the timing
+    /// columns.
+    fn columns(&self) -> Vec<String> {
+        Vec::new()
     }
+    /// Sees (and may rewrite) the rollout before the learner updates on it. An error ends the
+    /// run as failed, like a non-finite loss.
+    fn after_collect(&mut self, batch: Collected<'_>) -> Result<()>;
 }
 
-/// Acts for one batch of observations: fills actions, log-probs and values.
-struct Actor {
-    scratch: Scratch,
-    logp: Vec<f64>,
-}
-
-impl Actor {
-    #[allow(clippy::too_many_arguments)]
-    fn act(
-        &mut self,
-        policy: &FastPolicy,
-        obs: &[f32],
-        n: usize,
-        rng: &mut Stream,
-        deterministic: bool,
-        discrete: &mut [i64],
-        continuous: &mut [f32],
-        logprobs: &mut [f32],
-        values: &mut [f32],
-    ) {
-        let (out, v) = policy.forward(obs, n, &mut self.scratch);
-        values[..n].copy_from_slice(&v[..n]);
-        match policy.head {
-            Head::Categorical { n: k } => {
-                for i in 0..n {
-                    let (a, lp) = sample_categorical(
-                        &out[i * k..(i + 1) * k],
-                        rng,
-                        deterministic,
-                        &mut self.logp,
-                    );
-                    discrete[i] = a;
-                    logprobs[i] = lp;
-                }
-            }
-            Head::Gaussian { dim } => {
-                let log_std = policy
-                    .log_std
-                    .as_deref()
-                    .expect("a Gaussian head has a log-std");
-                for i in 0..n {
-                    logprobs[i] = sample_gaussian(
-                        &out[i * dim..(i + 1) * dim],
-                        log_std,
-                        rng,
-                        deterministic,
-                        &mut continuous[i * dim..(i + 1) * dim],
-                    );
-                }
-            }
-        }
-    }
-}
-
-/// Episode statistics of the run.
-struct Episodes {
-    last100: VecDeque<f64>,
-    count: u64,
-    iteration_returns: Vec<f64>,
-    iteration_lengths: Vec<f64>,
-}
-
-impl Episodes {
-    fn record(&mut self, env: &dyn VecEnv, only: Option<&[bool]>) {
-        for (i, ret, len) in env.finished_episodes() {
-            if only.is_some_and(|o| !o[i]) {
-                continue;
-            }
-            self.count += 1;
-            if self.last100.len() == 100 {
-                self.last100.pop_front();
-            }
-            self.last100.push_back(ret);
-            self.iteration_returns.push(ret);
-            self.iteration_lengths.push(len as f64);
-        }
-    }
-    fn recent(&self) -> Option<f64> {
-        (!self.last100.is_empty())
-            .then(|| self.last100.iter().sum::<f64>() / self.last100.len() as f64)
-    }
-}
-
-/// Collects `num_steps` steps of every env (PPO, A2C), or, when `episodic`, one complete
-/// episode per env starting from a fresh reset (REINFORCE). Returns the env steps consumed.
-#[allow(clippy::too_many_arguments)]
-fn collect(
-    env: &mut dyn VecEnv,
-    policy: &FastPolicy,
-    actor: &mut Actor,
-    r: &mut Rollout,
-    rng: &mut Stream,
+/// One run's training loop, stepped by its caller.
+pub struct Trainer {
+    config: TrainConfig,
+    env: Box<dyn VecEnv>,
+    model: Box<dyn Backend>,
+    learner: Box<dyn Learner>,
+    rollout: Rollout,
+    actor: Actor,
+    episodes: Episodes,
+    action_rng: Stream,
+    minibatch_rng: Stream,
     episodic: bool,
-    episodes: &mut Episodes,
-) -> Result<u64> {
-    let n = env.num_envs();
-    let od = env.obs_dim();
-    let ad = r.action_dim;
-    let mut discrete = vec![0i64; n];
-    let mut continuous = vec![0f32; n * ad];
-    let mut running = vec![true; n];
-    if episodic {
-        env.reset(None);
-    }
-    let mut steps = 0u64;
-    let mut t = 0;
-    while t < r.shape.num_steps {
-        let row = t * n..(t + 1) * n;
-        r.obs[t * n * od..(t + 1) * n * od].copy_from_slice(env.observations());
-        let (lp, vals) = (&mut r.logprobs[row.clone()], &mut r.values[row.clone()]);
-        actor.act(
-            policy,
-            env.observations(),
-            n,
-            rng,
-            false,
-            &mut discrete,
-            &mut continuous,
-            lp,
-            vals,
-        );
-        if r.discrete {
-            r.actions_discrete[row.clone()].copy_from_slice(&discrete);
+    /// PPO and A2C: a fixed number of iterations (CleanRL's arithmetic); REINFORCE: until the
+    /// budget of env steps is used.
+    iterations_planned: Option<u64>,
+    iteration: u64,
+    global_step: u64,
+    /// Iterations and env steps of the last iteration that finished (its update included).
+    finished: (u64, u64),
+    start: Instant,
+}
+
+impl Trainer {
+    /// Validates `config` and builds the env, networks, optimiser and rollout buffer. Nothing
+    /// is written anywhere.
+    pub fn new(config: &TrainConfig) -> Result<Self> {
+        config.validate()?;
+        let device = parse_device(&config.device).map_err(anyhow::Error::msg)?;
+        tch::set_num_threads(config.torch_threads as i32);
+        let env = make_with(
+            &config.env_id,
+            &EnvOptions::new(config.num_envs, config.seed),
+        )?;
+        let spec = env.spec().clone();
+        let head = head_for(&spec.action_space);
+        let obs_dim = env.obs_dim();
+        let mut init_rng = rng::stream(config.seed, "init", 0);
+        let model = make_backend(config, obs_dim, head, device, &mut init_rng)?;
+        let learner = make_learner(config);
+        let episodic = learner.episodic();
+        let num_steps = if episodic {
+            spec.max_episode_steps as usize
         } else {
-            r.actions_continuous[t * n * ad..(t + 1) * n * ad].copy_from_slice(&continuous);
-        }
-        if t > 0 {
-            // The value of this step's observation is the bootstrap of the previous step,
-            // where that step did not end an episode.
-            for i in 0..n {
-                let prev = (t - 1) * n + i;
-                if !r.dones[prev] {
-                    r.next_values[prev] = r.values[t * n + i];
-                }
-            }
-        }
-        let actions = if r.discrete {
-            Actions::Discrete(&discrete)
-        } else {
-            Actions::Continuous(&continuous)
+            config.num_steps
         };
-        env.step(actions)?;
-        let (term, trunc) = (env.terminated(), env.truncated());
-        for i in 0..n {
-            let k = t * n + i;
-            r.rewards[k] = env.rewards()[i] as f32;
-            r.dones[k] = term[i] || trunc[i];
-            r.valid[k] = running[i];
-            r.next_values[k] = 0.0;
-        }
-        // Truncated (and not terminated) episodes bootstrap from their final observation.
-        let cut: Vec<usize> = (0..n).filter(|&i| trunc[i] && !term[i]).collect();
-        if !cut.is_empty() {
-            let rows: Vec<f32> = cut
-                .iter()
-                .flat_map(|&i| {
-                    env.final_observations()[i * od..(i + 1) * od]
-                        .iter()
-                        .copied()
-                })
-                .collect();
-            let v = policy.values(&rows, cut.len(), &mut actor.scratch);
-            for (j, &i) in cut.iter().enumerate() {
-                r.next_values[t * n + i] = v[j];
-            }
-        }
-        steps += running.iter().filter(|&&x| x).count() as u64;
-        episodes.record(&*env, episodic.then_some(&running[..]));
-        if episodic {
-            for i in 0..n {
-                running[i] &= !(term[i] || trunc[i]);
-            }
-        }
-        t += 1;
-        if episodic && !running.iter().any(|&x| x) {
-            break;
-        }
-    }
-    // Rows past the last step of an episodic rollout are not part of the batch.
-    for k in t * n..r.shape.len() {
-        r.valid[k] = false;
-        r.dones[k] = true;
-        r.rewards[k] = 0.0;
-        r.next_values[k] = 0.0;
-    }
-    if !episodic {
-        // Bootstrap the episodes the window cut with the value of the current observation.
-        let final_values = policy.values(env.observations(), n, &mut actor.scratch);
-        for (i, &v) in final_values.iter().enumerate() {
-            let k = (t - 1) * n + i;
-            if !r.dones[k] {
-                r.next_values[k] = v;
-            }
-        }
-    }
-    Ok(steps)
-}
-
-/// Mean and standard deviation of `episodes` deterministic episodes (one per env of a batch
-/// seeded from the run's `"eval"` stream).
-fn evaluate(config: &TrainConfig, policy: &FastPolicy) -> Result<(f64, f64)> {
-    let episodes = config.eval_episodes;
-    let seed = rng::derive_seed(config.seed, "eval");
-    let mut env = make_with(
-        &config.env_id,
-        &EnvOptions {
-            autoreset: Autoreset::SameStep,
-            ..EnvOptions::new(episodes, seed)
-        },
-    )?;
-    let mut actor = Actor {
-        scratch: Scratch::default(),
-        logp: Vec::new(),
-    };
-    let ad = match env.spec().action_space {
-        Space::Box { ref low, .. } => low.len(),
-        Space::Discrete { .. } => 1,
-    };
-    let (mut discrete, mut continuous) = (vec![0i64; episodes], vec![0f32; episodes * ad]);
-    let (mut lp, mut vals) = (vec![0f32; episodes], vec![0f32; episodes]);
-    // Deterministic actions draw nothing; the stream only fills the argument.
-    let mut no_draws = rng::stream(config.seed, "eval-actions", 0);
-    let mut returns: Vec<Option<f64>> = vec![None; episodes];
-    while returns.iter().any(Option::is_none) {
-        let obs = env.observations().to_vec();
-        actor.act(
-            policy,
-            &obs,
-            episodes,
-            &mut no_draws,
-            true,
-            &mut discrete,
-            &mut continuous,
-            &mut lp,
-            &mut vals,
-        );
-        let actions = if matches!(policy.head, Head::Categorical { .. }) {
-            Actions::Discrete(&discrete)
-        } else {
-            Actions::Continuous(&continuous)
+        let action_dim = match head {
+            Head::Categorical { .. } => 1,
+            Head::Gaussian { dim } => dim,
         };
-        env.step(actions)?;
-        for (i, ret, _) in env.finished_episodes() {
-            returns[i].get_or_insert(ret);
+        let rollout = Rollout::new(
+            num_steps,
+            config.num_envs,
+            obs_dim,
+            action_dim,
+            matches!(head, Head::Categorical { .. }),
+        );
+        Ok(Self {
+            config: config.clone(),
+            env,
+            model,
+            learner,
+            rollout,
+            actor: Actor::new(),
+            episodes: Episodes::new(),
+            action_rng: rng::stream(config.seed, "actions", 0),
+            minibatch_rng: rng::stream(config.seed, "minibatch", 0),
+            episodic,
+            iterations_planned: (!episodic).then(|| config.num_iterations()),
+            iteration: 0,
+            global_step: 0,
+            finished: (0, 0),
+            start: Instant::now(),
+        })
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// The metric columns of this run with `hook`: [`BASE_COLUMNS`], the hook's, then
+    /// [`TIMING_COLUMNS`].
+    pub fn columns(&self, hook: Option<&dyn Hook>) -> Columns {
+        let mut columns = Columns::new(BASE_COLUMNS);
+        if let Some(hook) = hook {
+            columns.extend(hook.columns());
+        }
+        columns.extend(TIMING_COLUMNS);
+        columns
+    }
+
+    /// Whether the budget is spent.
+    pub fn is_done(&self) -> bool {
+        self.global_step >= self.config.total_timesteps
+            || self.iterations_planned.is_some_and(|n| self.iteration >= n)
+    }
+
+    /// Iterations run so far.
+    pub fn iteration(&self) -> u64 {
+        self.iteration
+    }
+
+    /// Env steps consumed so far.
+    pub fn global_step(&self) -> u64 {
+        self.global_step
+    }
+
+    /// Mean return of the last (up to) 100 training episodes.
+    pub fn recent_return(&self) -> Option<f64> {
+        self.episodes.recent()
+    }
+
+    /// Episodes finished so far.
+    pub fn episodes(&self) -> u64 {
+        self.episodes.count
+    }
+
+    /// A CPU copy of the current policy.
+    pub fn policy(&self) -> FastPolicy {
+        self.model.snapshot()
+    }
+
+    /// The learning rate of iteration `iteration` (from 1): linear annealing to 0 over the
+    /// planned iterations (PPO, A2C) or over the step budget (REINFORCE), as CleanRL does.
+    fn learning_rate(&self, iteration: u64) -> f64 {
+        if !self.config.anneal_lr {
+            return self.config.learning_rate;
+        }
+        let frac = match self.iterations_planned {
+            Some(n) => 1.0 - (iteration - 1) as f64 / n as f64,
+            None => 1.0 - self.global_step as f64 / self.config.total_timesteps as f64,
+        };
+        frac * self.config.learning_rate
+    }
+
+    /// One iteration: collect a rollout, run `hook` on it, update, and return the iteration's
+    /// metrics row. Call it while [`is_done`](Trainer::is_done) is false.
+    pub fn step(&mut self, hook: Option<&mut (dyn Hook + '_)>) -> Result<MetricRow> {
+        self.iteration += 1;
+        let iteration = self.iteration;
+        let lr = self.learning_rate(iteration);
+        self.model.set_learning_rate(lr);
+        let policy = self.model.snapshot();
+        self.episodes.start_iteration();
+        self.global_step += collect(
+            &mut *self.env,
+            &policy,
+            &mut self.actor,
+            &mut self.rollout,
+            &mut self.action_rng,
+            self.episodic,
+            &mut self.episodes,
+        )?;
+        let mut row = MetricRow::new();
+        if let Some(hook) = hook {
+            hook.after_collect(Collected {
+                iteration,
+                global_step: self.global_step,
+                rollout: &mut self.rollout,
+                policy: &policy,
+                row: &mut row,
+            })
+            .map_err(|e| {
+                e.context(format!(
+                    "iteration {iteration} (global step {}): hook",
+                    self.global_step
+                ))
+            })?;
+        }
+        let stats = self
+            .learner
+            .update(&mut *self.model, &self.rollout, &mut self.minibatch_rng)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "iteration {iteration} (global step {}): {e}",
+                    self.global_step
+                )
+            })?;
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+        row.set("iteration", iteration)
+            .set("global_step", self.global_step)
+            .set("episodes", self.episodes.iteration_returns.len())
+            .set("episodic_return", mean(&self.episodes.iteration_returns))
+            .set("episodic_length", mean(&self.episodes.iteration_lengths))
+            .set("policy_loss", stats.policy_loss)
+            .set("value_loss", stats.value_loss)
+            .set("entropy", stats.entropy)
+            .set("approx_kl", stats.approx_kl)
+            .set("old_approx_kl", stats.old_approx_kl)
+            .set("clipfrac", stats.clipfrac)
+            .set("explained_variance", stats.explained_variance)
+            .set("learning_rate", lr)
+            .set("kl_beta", stats.kl_beta)
+            .set("gradient_steps", stats.gradient_steps)
+            .set(
+                "SPS",
+                Cell::Fixed {
+                    value: self.global_step as f64 / elapsed,
+                    decimals: 0,
+                },
+            )
+            .set(
+                "wall_seconds",
+                Cell::Fixed {
+                    value: elapsed,
+                    decimals: 3,
+                },
+            );
+        self.finished = (iteration, self.global_step);
+        Ok(row)
+    }
+
+    /// Mean and standard deviation of `eval_episodes` deterministic episodes of the current
+    /// policy, on envs seeded from the run's `"eval"` stream.
+    pub fn evaluate(&self) -> Result<(f64, f64)> {
+        evaluate(&self.config, &self.model.snapshot())
+    }
+
+    /// A summary of the run up to its last finished iteration (`status` "running").
+    fn summary(&self) -> Summary {
+        Summary {
+            status: "running".into(),
+            error: None,
+            env_id: self.config.env_id.clone(),
+            algo: self.config.algo.name().into(),
+            seed: self.config.seed,
+            final_return_mean_last100: self.episodes.recent(),
+            episodes: self.episodes.count,
+            eval_return_mean: None,
+            eval_return_std: None,
+            eval_episodes: self.config.eval_episodes,
+            total_timesteps: self.finished.1,
+            iterations: self.finished.0,
+            wall_seconds: self.start.elapsed().as_secs_f64(),
         }
     }
-    let r: Vec<f64> = returns
-        .into_iter()
-        .map(|x| x.expect("all finished"))
-        .collect();
-    let mean = r.iter().sum::<f64>() / r.len() as f64;
-    let std = (r.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / r.len() as f64).sqrt();
-    Ok((mean, std))
 }
 
-fn fmt_opt(x: Option<f64>) -> String {
-    x.map(|v| format!("{v}")).unwrap_or_default()
+/// A whole run in memory.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    pub columns: Columns,
+    pub rows: Vec<MetricRow>,
+    pub summary: Summary,
 }
 
-/// Trains one run into `out_dir`. Returns the summary (also written to `summary.json`); an
-/// error is returned only when the run could not start (bad config, unwritable folder).
+/// Runs `f`, turning a panic (libtorch and tch panic on some errors) into an error.
+fn catch_panics<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown".into());
+        Err(anyhow::anyhow!("panic: {message}"))
+    })
+}
+
+/// Steps `trainer` to the end of its budget, handing each row to `on_row`, then evaluates.
+/// Whatever happens, `summary` describes the run up to where it got; a failure inside the
+/// loop (non-finite loss, hook error, panic) is recorded as `failed`, not returned.
+fn drive(
+    trainer: &mut Trainer,
+    mut hook: Option<&mut dyn Hook>,
+    on_row: &mut dyn FnMut(&MetricRow, &Trainer) -> Result<()>,
+) -> Summary {
+    let outcome = catch_panics(|| {
+        while !trainer.is_done() {
+            let row = trainer.step(hook.as_deref_mut())?;
+            on_row(&row, trainer)?;
+        }
+        Ok(if trainer.config.eval_episodes > 0 {
+            Some(trainer.evaluate()?)
+        } else {
+            None
+        })
+    });
+    let mut summary = trainer.summary();
+    match outcome {
+        Ok(eval) => {
+            summary.status = "completed".into();
+            summary.eval_return_mean = eval.map(|e| e.0);
+            summary.eval_return_std = eval.map(|e| e.1);
+        }
+        Err(e) => {
+            summary.status = "failed".into();
+            summary.error = Some(format!("{e:#}"));
+        }
+    }
+    summary
+}
+
+/// Trains one run in memory with an optional hook and returns its metrics and summary. An
+/// error is returned only when the run could not start (bad config); a failure during
+/// training is in the summary, with the rows up to it.
+pub fn run(config: &TrainConfig, hook: Option<&mut dyn Hook>) -> Result<RunResult> {
+    let mut trainer = catch_panics(|| Trainer::new(config))?;
+    let columns = trainer.columns(hook.as_deref());
+    let mut rows = Vec::new();
+    let summary = drive(&mut trainer, hook, &mut |row, _| {
+        rows.push(row.clone());
+        Ok(())
+    });
+    Ok(RunResult {
+        columns,
+        rows,
+        summary,
+    })
+}
+
+/// [`train_with`] without a hook.
 pub fn train(
     config: &TrainConfig,
-    out_dir: &Path,
+    out_dir: &std::path::Path,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<Summary> {
+    train_with(config, out_dir, Existing::Refuse, None, on_progress)
+}
+
+/// Trains one run into the run folder `out_dir` (see [`crate::run_folder`]) and returns its
+/// summary (also written to `summary.json`). An error is returned only when the run could not
+/// start: a bad config, an existing folder under [`Existing::Refuse`], an unwritable folder.
+pub fn train_with(
+    config: &TrainConfig,
+    out_dir: &std::path::Path,
+    existing: Existing,
+    hook: Option<&mut dyn Hook>,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Summary> {
     config.validate()?;
-    fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let device = parse_device(&config.device).map_err(anyhow::Error::msg)?;
-    tch::set_num_threads(config.torch_threads as i32);
-    let manifest = Manifest {
-        config,
-        seed: config.seed,
-        git_revision: crate::build_info::GIT_REVISION,
-        gradgym_version: crate::build_info::GRADGYM_VERSION,
-        libtorch_version: crate::build_info::LIBTORCH_VERSION,
-        tch_version: "0.24.0",
-        device: format!("{device:?}"),
-        backend: config.backend.resolve(device).name(),
-        cuda_available: tch::Cuda::is_available(),
-        torch_threads: config.torch_threads,
-    };
-    write_atomic(
-        &out_dir.join("manifest.json"),
-        serde_json::to_string_pretty(&manifest)?.as_bytes(),
+    let mut folder = RunFolder::create(out_dir, existing)?;
+    folder.write_json(
+        "manifest.json",
+        &Manifest {
+            config,
+            seed: config.seed,
+            git_revision: crate::build_info::GIT_REVISION,
+            gradgym_version: crate::build_info::GRADGYM_VERSION,
+            libtorch_version: crate::build_info::LIBTORCH_VERSION,
+            tch_version: "0.24.0",
+            device: format!("{device:?}"),
+            backend: config.backend.resolve(device).name(),
+            cuda_available: tch::Cuda::is_available(),
+            torch_threads: config.torch_threads,
+        },
     )?;
+    folder.write_text("config.toml", &config.echo_toml()?)?;
+    let mut trainer = match catch_panics(|| Trainer::new(config)) {
+        Ok(t) => t,
+        Err(e) => {
+            // The config was valid, so this is a failure to build the run (a libtorch panic,
+            // a CUDA error): recorded like any failed run.
+            let summary = failed_before_start(config, &e);
+            folder.seal(&summary)?;
+            return Ok(summary);
+        }
+    };
+    folder.start_metrics(trainer.columns(hook.as_deref()))?;
+    let summary = drive(&mut trainer, hook, &mut |row, trainer| {
+        folder.append(row)?;
+        on_progress(Progress {
+            global_step: trainer.global_step(),
+            total_timesteps: trainer.config().total_timesteps,
+            recent_return: trainer.recent_return(),
+        });
+        Ok(())
+    });
+    folder.seal(&summary)?;
+    Ok(summary)
+}
 
-    let start = Instant::now();
-    let mut summary = Summary {
-        status: "running".into(),
-        error: None,
+fn failed_before_start(config: &TrainConfig, e: &anyhow::Error) -> Summary {
+    Summary {
+        status: "failed".into(),
+        error: Some(format!("{e:#}")),
         env_id: config.env_id.clone(),
         algo: config.algo.name().into(),
         seed: config.seed,
@@ -413,161 +513,5 @@ pub fn train(
         total_timesteps: 0,
         iterations: 0,
         wall_seconds: 0.0,
-    };
-    // A panic inside libtorch or tch (they panic on some errors) ends the run like an error:
-    // recorded in the summary, with everything written so far kept.
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        run(config, device, out_dir, start, &mut summary, on_progress)
-    }))
-    .unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "unknown".into());
-        Err(anyhow::anyhow!("panic: {message}"))
-    });
-    summary.wall_seconds = start.elapsed().as_secs_f64();
-    match outcome {
-        Ok(()) => summary.status = "completed".into(),
-        Err(e) => {
-            summary.status = "failed".into();
-            summary.error = Some(format!("{e:#}"));
-        }
     }
-    write_atomic(
-        &out_dir.join("summary.json"),
-        serde_json::to_string_pretty(&summary)?.as_bytes(),
-    )?;
-    Ok(summary)
-}
-
-fn run(
-    config: &TrainConfig,
-    device: tch::Device,
-    out_dir: &Path,
-    start: Instant,
-    summary: &mut Summary,
-    on_progress: &mut dyn FnMut(Progress),
-) -> Result<()> {
-    let mut env = make_with(
-        &config.env_id,
-        &EnvOptions::new(config.num_envs, config.seed),
-    )?;
-    let spec = env.spec().clone();
-    let head = head_for(&spec.action_space);
-    let obs_dim = env.obs_dim();
-    let mut init_rng = rng::stream(config.seed, "init", 0);
-    let mut action_rng = rng::stream(config.seed, "actions", 0);
-    let mut minibatch_rng = rng::stream(config.seed, "minibatch", 0);
-    let mut model = make_backend(config, obs_dim, head, device, &mut init_rng)?;
-    let mut learner = make_learner(config);
-    let episodic = learner.episodic();
-    let num_steps = if episodic {
-        spec.max_episode_steps as usize
-    } else {
-        config.num_steps
-    };
-    let action_dim = match head {
-        Head::Categorical { .. } => 1,
-        Head::Gaussian { dim } => dim,
-    };
-    let mut rollout = Rollout::new(
-        num_steps,
-        config.num_envs,
-        obs_dim,
-        action_dim,
-        matches!(head, Head::Categorical { .. }),
-    );
-    let mut actor = Actor {
-        scratch: Scratch::default(),
-        logp: Vec::new(),
-    };
-    let mut episodes = Episodes {
-        last100: VecDeque::new(),
-        count: 0,
-        iteration_returns: Vec::new(),
-        iteration_lengths: Vec::new(),
-    };
-
-    let mut metrics =
-        fs::File::create(out_dir.join("metrics.csv")).context("cannot create metrics.csv")?;
-    writeln!(metrics, "{}", METRIC_COLUMNS.join(","))?;
-    let mut global_step = 0u64;
-    let mut iteration = 0u64;
-    // PPO and A2C: a fixed number of iterations (CleanRL's arithmetic); REINFORCE: until the
-    // budget of env steps is used.
-    let iterations_planned = if episodic {
-        None
-    } else {
-        Some(config.num_iterations())
-    };
-    while global_step < config.total_timesteps && iterations_planned.is_none_or(|n| iteration < n) {
-        iteration += 1;
-        let frac = match iterations_planned {
-            Some(n) => 1.0 - (iteration - 1) as f64 / n as f64,
-            None => 1.0 - global_step as f64 / config.total_timesteps as f64,
-        };
-        let lr = if config.anneal_lr {
-            frac * config.learning_rate
-        } else {
-            config.learning_rate
-        };
-        model.set_learning_rate(lr);
-        let policy = model.snapshot();
-        episodes.iteration_returns.clear();
-        episodes.iteration_lengths.clear();
-        global_step += collect(
-            &mut *env,
-            &policy,
-            &mut actor,
-            &mut rollout,
-            &mut action_rng,
-            episodic,
-            &mut episodes,
-        )?;
-        let stats: UpdateStats = learner
-            .update(&mut *model, &rollout, &mut minibatch_rng)
-            .map_err(|e| {
-                anyhow::anyhow!("iteration {iteration} (global step {global_step}): {e}")
-            })?;
-        let elapsed = start.elapsed().as_secs_f64();
-        let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
-        let row = [
-            iteration.to_string(),
-            global_step.to_string(),
-            episodes.iteration_returns.len().to_string(),
-            fmt_opt(mean(&episodes.iteration_returns)),
-            fmt_opt(mean(&episodes.iteration_lengths)),
-            stats.policy_loss.to_string(),
-            stats.value_loss.to_string(),
-            stats.entropy.to_string(),
-            stats.approx_kl.to_string(),
-            stats.old_approx_kl.to_string(),
-            stats.clipfrac.to_string(),
-            stats.explained_variance.to_string(),
-            lr.to_string(),
-            stats.kl_beta.to_string(),
-            stats.gradient_steps.to_string(),
-            format!("{:.0}", global_step as f64 / elapsed),
-            format!("{elapsed:.3}"),
-        ];
-        writeln!(metrics, "{}", row.join(","))?;
-        metrics.flush()?;
-        summary.total_timesteps = global_step;
-        summary.iterations = iteration;
-        summary.episodes = episodes.count;
-        summary.final_return_mean_last100 = episodes.recent();
-        on_progress(Progress {
-            global_step,
-            total_timesteps: config.total_timesteps,
-            recent_return: episodes.recent(),
-        });
-    }
-    if config.eval_episodes > 0 {
-        let (mean, std) = evaluate(config, &model.snapshot())?;
-        summary.eval_return_mean = Some(mean);
-        summary.eval_return_std = Some(std);
-    }
-    Ok(())
 }

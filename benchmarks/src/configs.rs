@@ -84,3 +84,102 @@ pub fn resolve(env_id: &str, algo: Algo, layers: &[Layer]) -> Result<(TrainConfi
     config.validate()?;
     Ok((config, sources))
 }
+
+/// One command-line flag per [`TrainConfig`] field, made from [`TrainConfig::FIELDS`]: the
+/// field `num_envs` is `--num-envs VALUE` (`--num_envs` is accepted too), its help is the
+/// field's doc comment and its default the CleanRL default. A value is read as TOML where it
+/// parses (numbers, booleans, arrays like `[64, 64]`) and as a string otherwise, then goes
+/// through the same layer as a config file, so a bad value is named like a bad key.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigFlags {
+    /// `(field, value as given)`, in [`TrainConfig::FIELDS`] order.
+    pub values: Vec<(&'static str, String)>,
+}
+
+impl ConfigFlags {
+    /// The value given for `field`, if any.
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.values
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The flags as a config layer (`key = value` lines).
+    pub fn layer(&self, source: &str) -> Layer {
+        let lines: Vec<String> = self
+            .values
+            .iter()
+            .map(|(field, value)| toml_line(field, value))
+            .collect();
+        Layer::new(source, lines.join("\n"))
+    }
+}
+
+/// `num_envs` → `num-envs`.
+fn kebab(name: &str) -> String {
+    name.replace('_', "-")
+}
+
+/// The default of `field` as the help shows it.
+fn default_text(field: &str) -> String {
+    let table = toml::Table::try_from(TrainConfig::default()).expect("the defaults serialise");
+    match table.get(field) {
+        Some(toml::Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+        None => "none".into(),
+    }
+}
+
+/// Flags that are more than a config field's name, by field.
+const ALIASES: [(&str, &str); 1] = [("env_id", "env")];
+
+impl clap::FromArgMatches for ConfigFlags {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = ConfigFlags::default();
+        flags.update_from_arg_matches(matches)?;
+        Ok(flags)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        for field in TrainConfig::FIELDS {
+            if let Some(v) = matches.get_one::<String>(field.name) {
+                self.values.retain(|(f, _)| *f != field.name);
+                self.values.push((field.name, v.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl clap::Args for ConfigFlags {
+    fn augment_args(mut cmd: clap::Command) -> clap::Command {
+        for field in TrainConfig::FIELDS {
+            let doc: Vec<&str> = field.doc.lines().map(str::trim).collect();
+            let summary = doc.join(" ");
+            // clap keeps `&'static str`s; the flag names are made once per process.
+            let long: &'static str = Box::leak(kebab(field.name).into_boxed_str());
+            let mut arg = clap::Arg::new(field.name)
+                .long(long)
+                .value_name("VALUE")
+                .help(format!("{summary} [default: {}]", default_text(field.name)))
+                .allow_negative_numbers(true)
+                .allow_hyphen_values(true)
+                .help_heading("Config (one flag per field; see --print-config)");
+            if long != field.name {
+                arg = arg.alias(field.name);
+            }
+            for (f, alias) in ALIASES {
+                if f == field.name {
+                    arg = arg.visible_alias(alias);
+                }
+            }
+            cmd = cmd.arg(arg);
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use gradgym_agents::train::write_atomic;
+use gradgym_agents::run_folder::write_atomic;
 use gradgym_algorithms::study::{Estimator, Measurement, benchmark_cases, measure, random_case};
 use serde::{Deserialize, Serialize};
 

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Result, bail};
-use gradgym_agents::train::write_atomic;
+use gradgym_agents::run_folder::write_atomic;
 
 use crate::results::{ResultSet, RunRecord};
 use crate::stats::{self, Aggregate, Bootstrap, Interval};

@@ -45,7 +45,8 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use gradgym_agents::config::{Algo, TrainConfig};
-use gradgym_agents::train::{Progress, Summary, train, write_atomic};
+use gradgym_agents::run_folder::{Existing, write_atomic};
+use gradgym_agents::train::{Progress, Summary, train_with};
 use serde::{Deserialize, Serialize};
 
 use crate::configs::{self, Layer};
@@ -201,7 +202,9 @@ impl SweepSpec {
                                     previous + 1
                                 );
                             }
-                            let config_toml = render_config(&config)?;
+                            let config_toml = config
+                                .echo_toml()
+                                .context("cannot write the config as TOML")?;
                             runs.push(PlannedRun {
                                 index: runs.len(),
                                 id,
@@ -269,13 +272,6 @@ pub fn run_id(env: &str, algo: Algo, point: &[(String, String)], seed: u64) -> S
             }
         })
         .collect()
-}
-
-fn render_config(config: &TrainConfig) -> Result<String> {
-    Ok(format!(
-        "# Resolved by gradgym sweep; `gradgym train --config` on this file repeats the run.\n{}",
-        toml::to_string(config).context("cannot write the config as TOML")?
-    ))
 }
 
 /// Options of one `gradgym sweep` invocation.
@@ -424,26 +420,6 @@ fn write_summary_csv(out: &Path, runs: &[PlannedRun], grid_keys: &[String]) -> R
         text.push('\n');
     }
     write_atomic(&out.join("summary.csv"), text.as_bytes())
-}
-
-/// Makes every file of a finished run durable, then renames its folder into place.
-fn seal(partial: &Path, done: &Path) -> Result<()> {
-    for entry in fs::read_dir(partial)? {
-        let path = entry?.path();
-        if path.is_file() {
-            fs::File::open(&path)
-                .and_then(|f| f.sync_all())
-                .with_context(|| format!("cannot sync {}", path.display()))?;
-        }
-    }
-    fs::rename(partial, done)
-        .with_context(|| format!("cannot rename {} to {}", partial.display(), done.display()))?;
-    if let Some(parent) = done.parent()
-        && let Ok(d) = fs::File::open(parent)
-    {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 /// A lock on the results folder, so two sweeps never write into the same one. The file
@@ -632,13 +608,6 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
 }
 
 fn run_one(run: &PlannedRun, runs_dir: &Path, ui: &Ui) -> Result<Summary> {
-    let partial = runs_dir.join(format!("{}.partial", run.id));
-    let done = runs_dir.join(&run.id);
-    if partial.exists() {
-        fs::remove_dir_all(&partial)?;
-    }
-    fs::create_dir_all(&partial)?;
-    write_atomic(&partial.join("config.toml"), run.config_toml.as_bytes())?;
     let bar = ui.start(&run.id, run.config.total_timesteps);
     let mut on_progress = |p: Progress| {
         if let Some(bar) = &bar {
@@ -648,11 +617,17 @@ fn run_one(run: &PlannedRun, runs_dir: &Path, ui: &Ui) -> Result<Summary> {
             }
         }
     };
-    let summary = train(&run.config, &partial, &mut on_progress)?;
+    // Written in `<id>.partial/` and sealed into `<id>/` by the run folder.
+    let summary = train_with(
+        &run.config,
+        &runs_dir.join(&run.id),
+        Existing::Refuse,
+        None,
+        &mut on_progress,
+    )?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    seal(&partial, &done)?;
     Ok(summary)
 }
 

@@ -7,87 +7,30 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 use gradgym_agents::config::{Algo, TrainConfig};
-use gradgym_agents::train::{Progress, train};
-use gradgym_benchmarks::configs::{self, Layer, toml_line};
+use gradgym_agents::run_folder::Existing;
+use gradgym_agents::train::{Progress, train_with};
+use gradgym_benchmarks::configs::{self, ConfigFlags, Layer};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Environment id (see `gradgym envs list`).
-    #[arg(long)]
-    env: Option<String>,
-    /// reinforce, a2c or ppo.
-    #[arg(long)]
-    algo: Option<String>,
-    #[arg(long)]
-    seed: Option<u64>,
-    #[arg(long)]
-    total_timesteps: Option<u64>,
-    /// A TOML file of config keys (same names as the flags, with underscores).
+    /// A TOML file of config keys (the flags' names, with underscores).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// cpu, cuda or cuda:N.
-    #[arg(long)]
-    device: Option<String>,
-    /// Output folder (default: out/runs/<env>__<algo>__<seed>).
+    /// Output folder (default: out/runs/<env>__<algo>__seed<seed>).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Replace the output folder if it exists (it is kept until the new run is complete).
     #[arg(long)]
-    learning_rate: Option<String>,
+    overwrite: bool,
+    /// Print the effective config after all layers, and where each layer came from; train
+    /// nothing.
     #[arg(long)]
-    num_envs: Option<String>,
-    #[arg(long)]
-    num_steps: Option<String>,
-    #[arg(long)]
-    anneal_lr: Option<String>,
-    #[arg(long)]
-    gamma: Option<String>,
-    #[arg(long)]
-    gae_lambda: Option<String>,
-    #[arg(long)]
-    num_minibatches: Option<String>,
-    #[arg(long)]
-    update_epochs: Option<String>,
-    #[arg(long)]
-    norm_adv: Option<String>,
-    #[arg(long)]
-    clip_coef: Option<String>,
-    #[arg(long)]
-    clip_vloss: Option<String>,
-    #[arg(long)]
-    ent_coef: Option<String>,
-    #[arg(long)]
-    vf_coef: Option<String>,
-    #[arg(long)]
-    max_grad_norm: Option<String>,
-    #[arg(long)]
-    target_kl: Option<String>,
-    /// clip or kl.
-    #[arg(long)]
-    ppo_loss: Option<String>,
-    #[arg(long)]
-    kl_coef: Option<String>,
-    #[arg(long)]
-    kl_target: Option<String>,
-    /// total or reward_to_go.
-    #[arg(long)]
-    reinforce_return: Option<String>,
-    #[arg(long)]
-    baseline: Option<String>,
-    /// e.g. "[64, 64]".
-    #[arg(long)]
-    hidden_sizes: Option<String>,
-    #[arg(long)]
-    log_std_init: Option<String>,
-    #[arg(long)]
-    eval_episodes: Option<String>,
-    #[arg(long)]
-    torch_threads: Option<String>,
-    /// auto (native on the CPU, libtorch on CUDA), native or libtorch.
-    #[arg(long)]
-    backend: Option<String>,
+    print_config: bool,
     /// Never draw a progress bar.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    fields: ConfigFlags,
 }
 
 /// Defaults → shipped config for (env, algo) → `--config` file → flags.
@@ -107,63 +50,29 @@ pub fn resolve(args: &TrainArgs) -> Result<(TrainConfig, Vec<String>)> {
             .map_err(anyhow::Error::msg)?,
         None => TrainConfig::default(),
     };
-    let env_id = args.env.clone().unwrap_or(probe.env_id.clone());
-    let algo = match &args.algo {
+    let env_id = args
+        .fields
+        .get("env_id")
+        .map_or(probe.env_id.clone(), str::to_string);
+    let algo = match args.fields.get("algo") {
         Some(a) => Algo::parse(a).map_err(anyhow::Error::msg)?,
         None => probe.algo,
     };
-    let mut lines = Vec::new();
-    if let Some(seed) = args.seed {
-        lines.push(format!("seed = {seed}"));
-    }
-    if let Some(t) = args.total_timesteps {
-        lines.push(format!("total_timesteps = {t}"));
-    }
-    if let Some(d) = &args.device {
-        lines.push(toml_line("device", &format!("{d:?}")));
-    }
-    let flags: [(&str, &Option<String>); 25] = [
-        ("learning_rate", &args.learning_rate),
-        ("num_envs", &args.num_envs),
-        ("num_steps", &args.num_steps),
-        ("anneal_lr", &args.anneal_lr),
-        ("gamma", &args.gamma),
-        ("gae_lambda", &args.gae_lambda),
-        ("num_minibatches", &args.num_minibatches),
-        ("update_epochs", &args.update_epochs),
-        ("norm_adv", &args.norm_adv),
-        ("clip_coef", &args.clip_coef),
-        ("clip_vloss", &args.clip_vloss),
-        ("ent_coef", &args.ent_coef),
-        ("vf_coef", &args.vf_coef),
-        ("max_grad_norm", &args.max_grad_norm),
-        ("target_kl", &args.target_kl),
-        ("ppo_loss", &args.ppo_loss),
-        ("kl_coef", &args.kl_coef),
-        ("kl_target", &args.kl_target),
-        ("reinforce_return", &args.reinforce_return),
-        ("baseline", &args.baseline),
-        ("hidden_sizes", &args.hidden_sizes),
-        ("log_std_init", &args.log_std_init),
-        ("eval_episodes", &args.eval_episodes),
-        ("torch_threads", &args.torch_threads),
-        ("backend", &args.backend),
-    ];
-    for (key, value) in flags {
-        if let Some(v) = value {
-            lines.push(toml_line(key, v));
-        }
-    }
     let mut layers: Vec<Layer> = user.into_iter().collect();
-    layers.push(Layer::new("command-line flags", lines.join("\n")));
+    layers.push(args.fields.layer("command-line flags"));
     configs::resolve(&env_id, algo, &layers)
 }
 
 pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
     let (config, sources) = resolve(&args)?;
+    if args.print_config {
+        println!("# layers: {}", sources.join(" → "));
+        print!("{}", config.echo_toml()?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
-            "out/runs/{}__{}__{}",
+            "out/runs/{}__{}__seed{}",
             config.env_id,
             config.algo.name(),
             config.seed
@@ -196,7 +105,12 @@ pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
             }
         }
     };
-    let summary = train(&config, &out, &mut on_progress)?;
+    let existing = if args.overwrite {
+        Existing::Replace
+    } else {
+        Existing::Refuse
+    };
+    let summary = train_with(&config, &out, existing, None, &mut on_progress)?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

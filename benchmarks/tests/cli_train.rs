@@ -166,3 +166,113 @@ fn a_failed_run_exits_1_and_keeps_its_files() {
             >= 2
     );
 }
+
+#[test]
+fn every_config_field_has_a_flag_with_its_doc_and_default() {
+    let o = gradgym(&["train", "--help"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    // The serialised config's keys are the fields, whatever the flags were made from.
+    let config = serde_json::to_value(gradgym_agents::config::TrainConfig::default()).unwrap();
+    let keys: Vec<&String> = config.as_object().unwrap().keys().collect();
+    assert!(keys.len() >= 30, "{keys:?}");
+    for key in keys {
+        let flag = format!("--{} <VALUE>", key.replace('_', "-"));
+        let line = t
+            .lines()
+            .find(|l| l.contains(&flag))
+            .unwrap_or_else(|| panic!("no flag {flag} in train --help:\n{t}"));
+        assert!(line.contains("[default: "), "{line}");
+    }
+    assert!(t.contains("Discount factor γ. [default: 0.99]"), "{t}");
+    assert!(t.contains("[alias: --env]"), "{t}");
+}
+
+#[test]
+fn print_config_shows_the_effective_config_after_every_layer() {
+    let out = scratch("print");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let file = out.with_extension("toml");
+    std::fs::write(&file, "num_steps = 32\ngamma = 0.9\n").unwrap();
+    let o = gradgym(&[
+        "train",
+        "--env",
+        "CartPole-v1",
+        "--algo",
+        "a2c",
+        "--config",
+        file.to_str().unwrap(),
+        "--gamma",
+        "0.95",
+        "--adam-eps",
+        "1e-8",
+        "--print-config",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("# layers: defaults → benchmarks/configs/CartPole-v1-a2c.toml → ")
+            && t.contains("→ command-line flags"),
+        "{t}"
+    );
+    let config = gradgym_agents::config::TrainConfig::default()
+        .overlay_toml(&String::from_utf8_lossy(&o.stdout), "stdout")
+        .unwrap();
+    assert_eq!(config.algo, gradgym_agents::config::Algo::A2c);
+    assert_eq!(config.num_steps, 32, "from the file");
+    assert_eq!(config.num_envs, 8, "from the shipped A2C config");
+    assert_eq!(config.gamma, 0.95, "the flag wins over the file");
+    assert_eq!(
+        config.adam_eps, 1e-8,
+        "every field has a flag, adam_eps too"
+    );
+    assert!(!out.exists(), "--print-config trains nothing");
+}
+
+#[test]
+fn negative_values_reach_the_config_check() {
+    for (flag, field) in [("--gamma", "gamma"), ("--seed", "seed")] {
+        let o = gradgym(&["train", flag, "-1", "--print-config"]);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{t}");
+        assert!(
+            t.contains(field) && !t.contains("unexpected argument"),
+            "{flag}: {t}"
+        );
+    }
+}
+
+#[test]
+fn an_existing_out_folder_is_refused_unless_overwrite() {
+    let out = scratch("twice");
+    let args = |extra: &[&'static str]| {
+        let mut a = vec![
+            "train",
+            "--total-timesteps",
+            "512",
+            "--eval-episodes",
+            "0",
+            "--out",
+        ];
+        a.push(Box::leak(
+            out.to_str().unwrap().to_string().into_boxed_str(),
+        ));
+        a.extend_from_slice(extra);
+        a
+    };
+    assert!(gradgym(&args(&[])).status.success());
+    let o = gradgym(&args(&[]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("already exists") && text(&o).contains("--overwrite"),
+        "{}",
+        text(&o)
+    );
+    let o = gradgym(&args(&["--overwrite", "--seed", "2"]));
+    assert!(o.status.success(), "{}", text(&o));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["seed"], 2);
+}

@@ -1,0 +1,294 @@
+//! The rollout collector: runs the current policy in a `VecEnv` and fills a [`Rollout`].
+//!
+//! PPO and A2C collect `num_steps` steps of every env; REINFORCE collects one complete
+//! episode per env from a fresh reset. Each step's `next_values` is the value of the *true*
+//! next state: the critic's value of the next observation while the episode goes on, 0 after a
+//! termination, and V(final observation) after a time-limit truncation, so that GAE bootstraps
+//! truncated episodes and never terminated ones (CleanRL treats truncation as termination).
+//! Actions come from the run's `"actions"` stream; the policy is a CPU copy of the weights.
+
+use std::collections::VecDeque;
+
+use anyhow::Result;
+use gradgym_envs::rng::{self, Stream};
+use gradgym_envs::{Actions, Autoreset, EnvOptions, Space, VecEnv, make_with};
+
+use crate::buffer::Rollout;
+use crate::config::TrainConfig;
+use crate::fast::{FastPolicy, Scratch, sample_categorical, sample_gaussian};
+use crate::network::Head;
+
+pub fn head_for(space: &Space) -> Head {
+    match space {
+        Space::Discrete { n } => Head::Categorical { n: *n as usize },
+        Space::Box { low, .. } => Head::Gaussian { dim: low.len() },
+    }
+}
+
+/// Acts for one batch of observations: fills actions, log-probs and values.
+#[derive(Default)]
+pub struct Actor {
+    scratch: Scratch,
+    logp: Vec<f64>,
+}
+
+impl Actor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn act(
+        &mut self,
+        policy: &FastPolicy,
+        obs: &[f32],
+        n: usize,
+        rng: &mut Stream,
+        deterministic: bool,
+        discrete: &mut [i64],
+        continuous: &mut [f32],
+        logprobs: &mut [f32],
+        values: &mut [f32],
+    ) {
+        let (out, v) = policy.forward(obs, n, &mut self.scratch);
+        values[..n].copy_from_slice(&v[..n]);
+        match policy.head {
+            Head::Categorical { n: k } => {
+                for i in 0..n {
+                    let (a, lp) = sample_categorical(
+                        &out[i * k..(i + 1) * k],
+                        rng,
+                        deterministic,
+                        &mut self.logp,
+                    );
+                    discrete[i] = a;
+                    logprobs[i] = lp;
+                }
+            }
+            Head::Gaussian { dim } => {
+                let log_std = policy
+                    .log_std
+                    .as_deref()
+                    .expect("a Gaussian head has a log-std");
+                for i in 0..n {
+                    logprobs[i] = sample_gaussian(
+                        &out[i * dim..(i + 1) * dim],
+                        log_std,
+                        rng,
+                        deterministic,
+                        &mut continuous[i * dim..(i + 1) * dim],
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Episode statistics of the run.
+#[derive(Default)]
+pub struct Episodes {
+    last100: VecDeque<f64>,
+    /// Episodes finished so far.
+    pub count: u64,
+    /// Returns and lengths of the episodes finished during the current iteration.
+    pub iteration_returns: Vec<f64>,
+    pub iteration_lengths: Vec<f64>,
+}
+
+impl Episodes {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Forgets the current iteration's episodes (the running last-100 window stays).
+    pub fn start_iteration(&mut self) {
+        self.iteration_returns.clear();
+        self.iteration_lengths.clear();
+    }
+    pub fn record(&mut self, env: &dyn VecEnv, only: Option<&[bool]>) {
+        for (i, ret, len) in env.finished_episodes() {
+            if only.is_some_and(|o| !o[i]) {
+                continue;
+            }
+            self.count += 1;
+            if self.last100.len() == 100 {
+                self.last100.pop_front();
+            }
+            self.last100.push_back(ret);
+            self.iteration_returns.push(ret);
+            self.iteration_lengths.push(len as f64);
+        }
+    }
+    pub fn recent(&self) -> Option<f64> {
+        (!self.last100.is_empty())
+            .then(|| self.last100.iter().sum::<f64>() / self.last100.len() as f64)
+    }
+}
+
+/// Collects `num_steps` steps of every env (PPO, A2C), or, when `episodic`, one complete
+/// episode per env starting from a fresh reset (REINFORCE). Returns the env steps consumed.
+#[allow(clippy::too_many_arguments)]
+pub fn collect(
+    env: &mut dyn VecEnv,
+    policy: &FastPolicy,
+    actor: &mut Actor,
+    r: &mut Rollout,
+    rng: &mut Stream,
+    episodic: bool,
+    episodes: &mut Episodes,
+) -> Result<u64> {
+    let n = env.num_envs();
+    let od = env.obs_dim();
+    let ad = r.action_dim;
+    let mut discrete = vec![0i64; n];
+    let mut continuous = vec![0f32; n * ad];
+    let mut running = vec![true; n];
+    if episodic {
+        env.reset(None);
+    }
+    let mut steps = 0u64;
+    let mut t = 0;
+    while t < r.shape.num_steps {
+        let row = t * n..(t + 1) * n;
+        r.obs[t * n * od..(t + 1) * n * od].copy_from_slice(env.observations());
+        let (lp, vals) = (&mut r.logprobs[row.clone()], &mut r.values[row.clone()]);
+        actor.act(
+            policy,
+            env.observations(),
+            n,
+            rng,
+            false,
+            &mut discrete,
+            &mut continuous,
+            lp,
+            vals,
+        );
+        if r.discrete {
+            r.actions_discrete[row.clone()].copy_from_slice(&discrete);
+        } else {
+            r.actions_continuous[t * n * ad..(t + 1) * n * ad].copy_from_slice(&continuous);
+        }
+        if t > 0 {
+            // The value of this step's observation is the bootstrap of the previous step,
+            // where that step did not end an episode.
+            for i in 0..n {
+                let prev = (t - 1) * n + i;
+                if !r.dones[prev] {
+                    r.next_values[prev] = r.values[t * n + i];
+                }
+            }
+        }
+        let actions = if r.discrete {
+            Actions::Discrete(&discrete)
+        } else {
+            Actions::Continuous(&continuous)
+        };
+        env.step(actions)?;
+        let (term, trunc) = (env.terminated(), env.truncated());
+        for i in 0..n {
+            let k = t * n + i;
+            r.rewards[k] = env.rewards()[i] as f32;
+            r.dones[k] = term[i] || trunc[i];
+            r.valid[k] = running[i];
+            r.next_values[k] = 0.0;
+        }
+        // Truncated (and not terminated) episodes bootstrap from their final observation.
+        let cut: Vec<usize> = (0..n).filter(|&i| trunc[i] && !term[i]).collect();
+        if !cut.is_empty() {
+            let rows: Vec<f32> = cut
+                .iter()
+                .flat_map(|&i| {
+                    env.final_observations()[i * od..(i + 1) * od]
+                        .iter()
+                        .copied()
+                })
+                .collect();
+            let v = policy.values(&rows, cut.len(), &mut actor.scratch);
+            for (j, &i) in cut.iter().enumerate() {
+                r.next_values[t * n + i] = v[j];
+            }
+        }
+        steps += running.iter().filter(|&&x| x).count() as u64;
+        episodes.record(&*env, episodic.then_some(&running[..]));
+        if episodic {
+            for i in 0..n {
+                running[i] &= !(term[i] || trunc[i]);
+            }
+        }
+        t += 1;
+        if episodic && !running.iter().any(|&x| x) {
+            break;
+        }
+    }
+    // Rows past the last step of an episodic rollout are not part of the batch.
+    for k in t * n..r.shape.len() {
+        r.valid[k] = false;
+        r.dones[k] = true;
+        r.rewards[k] = 0.0;
+        r.next_values[k] = 0.0;
+    }
+    if !episodic {
+        // Bootstrap the episodes the window cut with the value of the current observation.
+        let final_values = policy.values(env.observations(), n, &mut actor.scratch);
+        for (i, &v) in final_values.iter().enumerate() {
+            let k = (t - 1) * n + i;
+            if !r.dones[k] {
+                r.next_values[k] = v;
+            }
+        }
+    }
+    Ok(steps)
+}
+
+/// Mean and standard deviation of `episodes` deterministic episodes (one per env of a batch
+/// seeded from the run's `"eval"` stream).
+pub fn evaluate(config: &TrainConfig, policy: &FastPolicy) -> Result<(f64, f64)> {
+    let episodes = config.eval_episodes;
+    let seed = rng::derive_seed(config.seed, "eval");
+    let mut env = make_with(
+        &config.env_id,
+        &EnvOptions {
+            autoreset: Autoreset::SameStep,
+            ..EnvOptions::new(episodes, seed)
+        },
+    )?;
+    let mut actor = Actor::new();
+    let ad = match env.spec().action_space {
+        Space::Box { ref low, .. } => low.len(),
+        Space::Discrete { .. } => 1,
+    };
+    let (mut discrete, mut continuous) = (vec![0i64; episodes], vec![0f32; episodes * ad]);
+    let (mut lp, mut vals) = (vec![0f32; episodes], vec![0f32; episodes]);
+    // Deterministic actions draw nothing; the stream only fills the argument.
+    let mut no_draws = rng::stream(config.seed, "eval-actions", 0);
+    let mut returns: Vec<Option<f64>> = vec![None; episodes];
+    while returns.iter().any(Option::is_none) {
+        let obs = env.observations().to_vec();
+        actor.act(
+            policy,
+            &obs,
+            episodes,
+            &mut no_draws,
+            true,
+            &mut discrete,
+            &mut continuous,
+            &mut lp,
+            &mut vals,
+        );
+        let actions = if matches!(policy.head, Head::Categorical { .. }) {
+            Actions::Discrete(&discrete)
+        } else {
+            Actions::Continuous(&continuous)
+        };
+        env.step(actions)?;
+        for (i, ret, _) in env.finished_episodes() {
+            returns[i].get_or_insert(ret);
+        }
+    }
+    let r: Vec<f64> = returns
+        .into_iter()
+        .map(|x| x.expect("all finished"))
+        .collect();
+    let mean = r.iter().sum::<f64>() / r.len() as f64;
+    let std = (r.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / r.len() as f64).sqrt();
+    Ok((mean, std))
+}

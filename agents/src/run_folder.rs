@@ -1,0 +1,230 @@
+//! The run folder: what every command that writes a run leaves on disk (`gradgym train`, each
+//! run of `gradgym sweep`, and the preference and RLHF loops to come).
+//!
+//! ```text
+//! <run>/
+//!   manifest.json   first: the resolved config, seed, git revision, versions, device, backend
+//!   config.toml     the resolved config as TOML; `gradgym train --config` on it repeats the run
+//!   metrics.csv     one row per iteration, named columns in declared order, flushed per row
+//!   summary.json    last, also on failure: status `completed` or `failed` (with `error`)
+//! ```
+//!
+//! Completion is atomic: the files are written into `<run>.partial/`, made durable (fsync) and
+//! the folder renamed to `<run>/` once the summary is on disk, so a folder named after a run is
+//! always whole, and an interrupted run is plainly marked by its `.partial` suffix. A run that
+//! fails (a non-finite loss, a libtorch panic) is sealed too: its summary says why, and every
+//! metrics row written before the failure stays readable. JSON and TOML files are written to a
+//! temporary name and renamed, so a reader never sees half a file.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::metrics::{Columns, MetricRow};
+
+/// Writes `contents` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, contents).with_context(|| format!("cannot write {}", tmp.display()))?;
+    fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// `<dir>.partial`, where a run is written until it is sealed.
+pub fn partial_path(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    dir.with_file_name(name)
+}
+
+/// What to do when the run's folder already exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Existing {
+    /// Refuse, naming the folder (nothing is touched).
+    Refuse,
+    /// Replace it once the new run is sealed.
+    Replace,
+}
+
+/// A run being written. Create it, write the manifest and config, declare the metric columns,
+/// append rows, and [`seal`](RunFolder::seal) it with the summary.
+#[derive(Debug)]
+pub struct RunFolder {
+    done: PathBuf,
+    partial: PathBuf,
+    metrics: Option<(fs::File, Columns)>,
+}
+
+impl RunFolder {
+    /// Starts a run whose finished folder will be `dir`. A `<dir>.partial/` left by an
+    /// interrupted run is removed first.
+    pub fn create(dir: &Path, existing: Existing) -> Result<Self> {
+        if existing == Existing::Refuse && dir.exists() {
+            bail!(
+                "{} already exists; choose another --out folder, or pass --overwrite to replace it",
+                dir.display()
+            );
+        }
+        let partial = partial_path(dir);
+        if partial.exists() {
+            fs::remove_dir_all(&partial)
+                .with_context(|| format!("cannot remove {}", partial.display()))?;
+        }
+        fs::create_dir_all(&partial)
+            .with_context(|| format!("cannot create {}", partial.display()))?;
+        Ok(Self {
+            done: dir.to_path_buf(),
+            partial,
+            metrics: None,
+        })
+    }
+
+    /// Where the files are being written now (`<dir>.partial`).
+    pub fn path(&self) -> &Path {
+        &self.partial
+    }
+
+    /// Where the run will be once sealed.
+    pub fn final_path(&self) -> &Path {
+        &self.done
+    }
+
+    /// Writes `name` (pretty JSON) atomically into the folder.
+    pub fn write_json(&self, name: &str, value: &impl Serialize) -> Result<()> {
+        write_atomic(
+            &self.partial.join(name),
+            serde_json::to_string_pretty(value)?.as_bytes(),
+        )
+    }
+
+    /// Writes `name` (text) atomically into the folder.
+    pub fn write_text(&self, name: &str, text: &str) -> Result<()> {
+        write_atomic(&self.partial.join(name), text.as_bytes())
+    }
+
+    /// Creates `metrics.csv` with `columns` as its header.
+    pub fn start_metrics(&mut self, columns: Columns) -> Result<()> {
+        let path = self.partial.join("metrics.csv");
+        let mut file =
+            fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        writeln!(file, "{}", columns.header())?;
+        self.metrics = Some((file, columns));
+        Ok(())
+    }
+
+    /// Appends one row to `metrics.csv` and flushes it, so it survives a crash after it.
+    pub fn append(&mut self, row: &MetricRow) -> Result<()> {
+        let Some((file, columns)) = &mut self.metrics else {
+            bail!("metrics.csv: a row was written before the columns were declared");
+        };
+        let line = columns.line(row)?;
+        writeln!(file, "{line}").context("cannot append to metrics.csv")?;
+        file.flush().context("cannot flush metrics.csv")?;
+        Ok(())
+    }
+
+    /// Writes `summary.json`, makes every file durable and renames the folder into place
+    /// (replacing an earlier run of that name if [`Existing::Replace`] was asked for).
+    pub fn seal(mut self, summary: &impl Serialize) -> Result<PathBuf> {
+        self.write_json("summary.json", summary)?;
+        self.metrics = None;
+        for entry in fs::read_dir(&self.partial)? {
+            let path = entry?.path();
+            if path.is_file() {
+                fs::File::open(&path)
+                    .and_then(|f| f.sync_all())
+                    .with_context(|| format!("cannot sync {}", path.display()))?;
+            }
+        }
+        if self.done.exists() {
+            fs::remove_dir_all(&self.done)
+                .with_context(|| format!("cannot replace {}", self.done.display()))?;
+        }
+        fs::rename(&self.partial, &self.done).with_context(|| {
+            format!(
+                "cannot rename {} to {}",
+                self.partial.display(),
+                self.done.display()
+            )
+        })?;
+        if let Some(parent) = self.done.parent()
+            && let Ok(d) = fs::File::open(parent)
+        {
+            let _ = d.sync_all();
+        }
+        Ok(self.done.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Cell;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("gradgym-runfolder-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let _ = fs::remove_dir_all(partial_path(&dir));
+        dir
+    }
+
+    #[test]
+    fn a_run_is_written_in_partial_and_sealed_whole() {
+        let dir = scratch("seal");
+        let mut run = RunFolder::create(&dir, Existing::Refuse).unwrap();
+        assert_eq!(run.path(), partial_path(&dir));
+        run.write_json("manifest.json", &serde_json::json!({"seed": 1}))
+            .unwrap();
+        run.start_metrics(Columns::new(["iteration", "loss"]))
+            .unwrap();
+        let mut row = MetricRow::new();
+        row.set("iteration", 1u64).set("loss", Cell::Missing);
+        run.append(&row).unwrap();
+        assert!(!dir.exists(), "not visible under its name before sealing");
+        // Rows are on disk as soon as they are appended.
+        let text = fs::read_to_string(run.path().join("metrics.csv")).unwrap();
+        assert_eq!(text, "iteration,loss\n1,\n");
+        run.seal(&serde_json::json!({"status": "completed"}))
+            .unwrap();
+        assert!(dir.join("summary.json").exists() && !partial_path(&dir).exists());
+        for f in ["manifest.json", "metrics.csv"] {
+            assert!(dir.join(f).exists(), "{f}");
+        }
+    }
+
+    #[test]
+    fn an_existing_run_is_refused_or_replaced_as_asked() {
+        let dir = scratch("exists");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("keep.txt"), "old").unwrap();
+        let e = RunFolder::create(&dir, Existing::Refuse).unwrap_err();
+        assert!(
+            e.to_string().contains("already exists") && e.to_string().contains("--overwrite"),
+            "{e}"
+        );
+        assert!(dir.join("keep.txt").exists(), "a refusal touches nothing");
+        let run = RunFolder::create(&dir, Existing::Replace).unwrap();
+        assert!(
+            dir.join("keep.txt").exists(),
+            "the old run stays until the new one is sealed"
+        );
+        run.seal(&serde_json::json!({})).unwrap();
+        assert!(!dir.join("keep.txt").exists() && dir.join("summary.json").exists());
+    }
+
+    #[test]
+    fn an_undeclared_metric_is_an_error() {
+        let dir = scratch("undeclared");
+        let mut run = RunFolder::create(&dir, Existing::Refuse).unwrap();
+        let mut row = MetricRow::new();
+        row.set("x", 1u64);
+        assert!(run.append(&row).is_err(), "no columns yet");
+        run.start_metrics(Columns::new(["y"])).unwrap();
+        assert!(run.append(&row).unwrap_err().to_string().contains("`x`"));
+    }
+}
