@@ -292,3 +292,124 @@ pub fn evaluate(config: &TrainConfig, policy: &FastPolicy) -> Result<(f64, f64)>
     let std = (r.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / r.len() as f64).sqrt();
     Ok((mean, std))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Backend;
+    use crate::backend::native::Native;
+
+    /// A freshly initialised policy for `env_id`.
+    fn policy(env_id: &str, seed: u64) -> FastPolicy {
+        let config = TrainConfig {
+            env_id: env_id.into(),
+            ..TrainConfig::default()
+        };
+        let env = make_with(env_id, &EnvOptions::new(1, 0)).unwrap();
+        let head = head_for(&env.spec().action_space);
+        Native::new(
+            &config,
+            env.obs_dim(),
+            head,
+            &mut rng::stream(seed, "init", 0),
+        )
+        .snapshot()
+    }
+
+    /// Collects `num_steps` steps of `num_envs` envs with `time_limit`, then replays the
+    /// rollout's actions in a second batch of the same envs and checks every `next_values`
+    /// entry: 0 after a termination, V(final observation) after a truncation, V(next
+    /// observation) otherwise. Returns (terminated, truncated) row counts.
+    fn check_bootstraps(env_id: &str, time_limit: u32) -> (usize, usize) {
+        let (n, num_steps) = (8, 40);
+        let options = EnvOptions {
+            max_episode_steps: Some(time_limit),
+            ..EnvOptions::new(n, 3)
+        };
+        let policy = policy(env_id, 5);
+        let mut env = make_with(env_id, &options).unwrap();
+        let od = env.obs_dim();
+        let discrete = matches!(policy.head, Head::Categorical { .. });
+        let ad = match &env.spec().action_space {
+            Space::Box { low, .. } => low.len(),
+            Space::Discrete { .. } => 1,
+        };
+        let mut rollout = Rollout::new(num_steps, n, od, ad, discrete);
+        collect(
+            &mut *env,
+            &policy,
+            &mut Actor::new(),
+            &mut rollout,
+            &mut rng::stream(3, "actions", 0),
+            false,
+            &mut Episodes::new(),
+        )
+        .unwrap();
+
+        let mut replay = make_with(env_id, &options).unwrap();
+        let mut scratch = Scratch::default();
+        let (mut terminated, mut truncated) = (0, 0);
+        for t in 0..num_steps {
+            let row = t * n..(t + 1) * n;
+            assert_eq!(
+                replay.observations(),
+                &rollout.obs[t * n * od..(t + 1) * n * od],
+                "the replay follows the rollout"
+            );
+            if discrete {
+                replay
+                    .step(Actions::Discrete(&rollout.actions_discrete[row.clone()]))
+                    .unwrap();
+            } else {
+                replay
+                    .step(Actions::Continuous(
+                        &rollout.actions_continuous[t * n * ad..(t + 1) * n * ad],
+                    ))
+                    .unwrap();
+            }
+            for i in 0..n {
+                let k = t * n + i;
+                let got = rollout.next_values[k];
+                let (term, trunc) = (replay.terminated()[i], replay.truncated()[i]);
+                assert_eq!(rollout.dones[k], term || trunc);
+                let expected = if term {
+                    terminated += 1;
+                    0.0
+                } else if trunc {
+                    truncated += 1;
+                    let fin = &replay.final_observations()[i * od..(i + 1) * od];
+                    policy.values(fin, 1, &mut scratch)[0]
+                } else {
+                    let next = &replay.observations()[i * od..(i + 1) * od];
+                    policy.values(next, 1, &mut scratch)[0]
+                };
+                assert_eq!(
+                    got.to_bits(),
+                    expected.to_bits(),
+                    "{env_id} step {t} env {i} (terminated {term}, truncated {trunc}): \
+                     next value {got}, expected {expected}"
+                );
+                if trunc && !term {
+                    assert_ne!(got, 0.0, "a truncated row bootstraps");
+                }
+            }
+        }
+        (terminated, truncated)
+    }
+
+    #[test]
+    fn truncated_rows_bootstrap_from_the_final_observation_and_terminated_rows_do_not() {
+        // CartPole cut at 12 steps: a random policy's episodes end both ways.
+        let (term, trunc) = check_bootstraps("CartPole-v1", 12);
+        assert!(
+            term > 0 && trunc > 0,
+            "terminated {term}, truncated {trunc}"
+        );
+        // Pendulum never terminates: every episode end is a truncation.
+        let (term, trunc) = check_bootstraps("Pendulum-v1", 9);
+        assert!(
+            term == 0 && trunc >= 8 * 4,
+            "terminated {term}, truncated {trunc}"
+        );
+    }
+}
