@@ -1,11 +1,12 @@
 # gradgym: the two commands of the README, and helpers.
 #   make run    the main job: conformance check, then a small seeded sweep (PPO, A2C, REINFORCE),
 #               its report and its plots, into out/quick (about a minute on 2 cores, after the build)
-#   make test   the test suite (what CI runs)
+#   make test   the test suite, then the learning check: the quick sweep retrained and gated
+#               against results/quick with gradgym compare (what CI runs)
 # Both install libtorch first if this machine lacks it (scripts/setup-libtorch.sh).
 #   make plots      regenerate every committed report and plot from results/ (no training)
 #   make reproduce  retrain results/ from scratch into out/reproduce (scripts/reproduce-results.sh)
-.PHONY: setup run test lint bench-envs bench-train plots reproduce
+.PHONY: setup run test check-learning lint bench-envs bench-train plots reproduce
 
 CARGO ?= cargo
 FIXTURE := tests/fixtures/gymnasium-classic-control-transitions.csv
@@ -34,6 +35,13 @@ reproduce: setup
 
 test: setup
 	$(CARGO) test --release --workspace
+	$(CARGO) build --release
+	scripts/check-learning.sh
+
+# Retrain the quick sweep and gate it against results/quick (part of make test).
+check-learning: setup
+	$(CARGO) build --release
+	scripts/check-learning.sh
 
 lint: setup
 	$(CARGO) fmt --all -- --check
