@@ -21,10 +21,7 @@ use std::path::{Component, Path, PathBuf};
 /// Paths the docs describe that other branches are writing right now (the run folder, the
 /// collector, metric rows, the network core, the module-graph test). Empty this list once they
 /// are merged. An entry ending in `/` covers everything under it.
-const PLANNED: &[&str] = &[
-    "agents/src/nn/",
-    "tests/module_graph.rs",
-];
+const PLANNED: &[&str] = &["agents/src/nn/", "tests/module_graph.rs"];
 
 /// File endings that make a backticked word with a `/` a repository path.
 const FILE_EXTENSIONS: &[&str] = &[

@@ -39,7 +39,6 @@ fn trajectory(id: &str, num_envs: usize, threads: usize, watch: usize, steps: us
 fn trajectory_with(id: &str, options: EnvOptions, watch: usize, steps: usize) -> Vec<u64> {
     let mut env = make_with(id, &options).unwrap();
     let space = env.spec().action_space.clone();
-    let od = env.obs_dim();
     let mut out = Vec::new();
     let mut discrete = vec![0i64; options.num_envs];
     let mut continuous = vec![0f32; options.num_envs];
@@ -54,7 +53,8 @@ fn trajectory_with(id: &str, options: EnvOptions, watch: usize, steps: usize) ->
         };
         env.step(actions).unwrap();
         out.extend(
-            env.observations()[watch * od..(watch + 1) * od]
+            env.observations()
+                .row(watch)
                 .iter()
                 .map(|x| x.to_bits() as u64),
         );
@@ -62,7 +62,8 @@ fn trajectory_with(id: &str, options: EnvOptions, watch: usize, steps: usize) ->
         out.push(env.terminated()[watch] as u64 | (env.truncated()[watch] as u64) << 1);
         if env.terminated()[watch] || env.truncated()[watch] {
             out.extend(
-                env.final_observations()[watch * od..(watch + 1) * od]
+                env.final_observations()
+                    .row(watch)
                     .iter()
                     .map(|x| x.to_bits() as u64),
             );
@@ -125,9 +126,9 @@ fn kernel_variants_agree_bit_for_bit_over_long_rollouts() {
 #[test]
 fn reset_without_a_seed_continues_the_streams() {
     let mut a = make("CartPole-v1", 3, 5).unwrap();
-    let first = a.observations().to_vec();
+    let first = a.observations().to_owned();
     a.reset(None);
-    let second = a.observations().to_vec();
+    let second = a.observations().to_owned();
     assert_ne!(first, second, "a new draw, not a replay");
 
     // The second episode start is the second draw of each env's own stream.
@@ -136,12 +137,12 @@ fn reset_without_a_seed_continues_the_streams() {
         let mut stream = rng::stream(5, "env", i as u64);
         let _ = dynamics.initial_state(&mut stream);
         let expected = dynamics.initial_state(&mut stream).map(|x| x as f32);
-        assert_eq!(&second[i * 4..(i + 1) * 4], &expected[..]);
+        assert_eq!(second.row(i).to_vec(), &expected[..]);
     }
 
     // Reseeding replays the first draw.
     a.reset(Some(5));
-    assert_eq!(a.observations(), &first[..]);
+    assert_eq!(a.observations(), first);
 }
 
 #[test]
@@ -151,7 +152,8 @@ fn first_observations_are_pinned() {
     let pinned: [(&str, &[f32]); 5] = PINNED;
     for (id, expected) in pinned {
         let env = make(id, 2, 42).unwrap();
-        assert_eq!(env.observations(), expected, "{id}");
+        assert_eq!(env.observations().dim(), (2, expected.len() / 2), "{id}");
+        assert_eq!(env.observations().as_slice().unwrap(), expected, "{id}");
     }
 }
 
@@ -220,7 +222,7 @@ fn same_step_autoreset_keeps_the_final_observation_and_episode_statistics() {
             assert!(env.terminated()[0] && !env.truncated()[0]);
             let final_obs: Vec<f32> = t.state.iter().map(|&x| x as f32).collect();
             assert_eq!(
-                env.final_observations(),
+                env.final_observations().row(0).to_vec(),
                 &final_obs[..],
                 "final observation of the episode"
             );
@@ -230,7 +232,10 @@ fn same_step_autoreset_keeps_the_final_observation_and_episode_statistics() {
             // The observation is already the next episode's first.
             assert!(env.observations().iter().all(|x| x.abs() < 0.05));
             let next: [f64; 4] = env.state(0).unwrap().try_into().unwrap();
-            assert_eq!(next.map(|x| x as f32).to_vec(), env.observations());
+            assert_eq!(
+                next.map(|x| x as f32).to_vec(),
+                env.observations().row(0).to_vec()
+            );
             break;
         }
         assert!(!env.terminated()[0] && !env.truncated()[0]);
@@ -311,7 +316,7 @@ fn invalid_actions_are_errors_that_leave_the_batch_untouched() {
         )
         .unwrap();
         let before = (0..70).map(|i| env.state(i).unwrap()).collect::<Vec<_>>();
-        let obs = env.observations().to_vec();
+        let obs = env.observations().to_owned();
         let mut actions = vec![1i64; 70];
         actions[65] = 3;
         let e = env.step(Actions::Discrete(&actions)).unwrap_err();
@@ -329,7 +334,7 @@ fn invalid_actions_are_errors_that_leave_the_batch_untouched() {
             env.step(Actions::Discrete(&actions)),
             Err(EnvError::ActionOutOfRange { env_index: 65, .. })
         ));
-        assert_eq!(env.observations(), &obs[..]);
+        assert_eq!(env.observations(), obs);
         assert_eq!(
             (0..70).map(|i| env.state(i).unwrap()).collect::<Vec<_>>(),
             before

@@ -149,11 +149,12 @@ pub fn collect(
     let mut t = 0;
     while t < r.shape.num_steps {
         let row = t * n..(t + 1) * n;
-        r.obs[t * n * od..(t + 1) * n * od].copy_from_slice(env.observations());
+        let obs = env.observations().to_slice().expect("a batch is row-major");
+        r.obs[t * n * od..(t + 1) * n * od].copy_from_slice(obs);
         let (lp, vals) = (&mut r.logprobs[row.clone()], &mut r.values[row.clone()]);
         actor.act(
             policy,
-            env.observations(),
+            obs,
             n,
             rng,
             false,
@@ -196,11 +197,7 @@ pub fn collect(
         if !cut.is_empty() {
             let rows: Vec<f32> = cut
                 .iter()
-                .flat_map(|&i| {
-                    env.final_observations()[i * od..(i + 1) * od]
-                        .iter()
-                        .copied()
-                })
+                .flat_map(|&i| env.final_observations().row(i).to_vec())
                 .collect();
             let v = policy.values(&rows, cut.len(), &mut actor.scratch);
             for (j, &i) in cut.iter().enumerate() {
@@ -228,7 +225,8 @@ pub fn collect(
     }
     if !episodic {
         // Bootstrap the episodes the window cut with the value of the current observation.
-        let final_values = policy.values(env.observations(), n, &mut actor.scratch);
+        let obs = env.observations().to_slice().expect("a batch is row-major");
+        let final_values = policy.values(obs, n, &mut actor.scratch);
         for (i, &v) in final_values.iter().enumerate() {
             let k = (t - 1) * n + i;
             if !r.dones[k] {
@@ -262,10 +260,10 @@ pub fn evaluate(config: &TrainConfig, policy: &FastPolicy) -> Result<(f64, f64)>
     let mut no_draws = rng::stream(config.seed, "eval-actions", 0);
     let mut returns: Vec<Option<f64>> = vec![None; episodes];
     while returns.iter().any(Option::is_none) {
-        let obs = env.observations().to_vec();
+        let obs = env.observations().to_owned();
         actor.act(
             policy,
-            &obs,
+            obs.as_slice().expect("a batch is row-major"),
             episodes,
             &mut no_draws,
             true,
@@ -352,7 +350,7 @@ mod tests {
         for t in 0..num_steps {
             let row = t * n..(t + 1) * n;
             assert_eq!(
-                replay.observations(),
+                replay.observations().to_slice().unwrap(),
                 &rollout.obs[t * n * od..(t + 1) * n * od],
                 "the replay follows the rollout"
             );
@@ -377,11 +375,11 @@ mod tests {
                     0.0
                 } else if trunc {
                     truncated += 1;
-                    let fin = &replay.final_observations()[i * od..(i + 1) * od];
-                    policy.values(fin, 1, &mut scratch)[0]
+                    let fin = replay.final_observations().row(i).to_vec();
+                    policy.values(&fin, 1, &mut scratch)[0]
                 } else {
-                    let next = &replay.observations()[i * od..(i + 1) * od];
-                    policy.values(next, 1, &mut scratch)[0]
+                    let next = replay.observations().row(i).to_vec();
+                    policy.values(&next, 1, &mut scratch)[0]
                 };
                 assert_eq!(
                     got.to_bits(),

@@ -284,7 +284,6 @@ fn check_env<D: Dynamics>(dynamics: D, rows: &[&FixtureRow], tol: Tolerances) ->
         });
         return report;
     }
-    let od = D::OBS_DIM;
     for (i, row) in rows.iter().enumerate() {
         let mut fail = |what: String, expected: f64, got: f64| {
             report.failures.push(RowFailure {
@@ -305,8 +304,8 @@ fn check_env<D: Dynamics>(dynamics: D, rows: &[&FixtureRow], tol: Tolerances) ->
                 fail(format!("next_state_{k}"), expected, got);
             }
         }
-        let obs = &env.observations()[i * od..(i + 1) * od];
-        for (k, (&expected, &got)) in row.obs.iter().zip(obs).enumerate() {
+        let obs = env.observations();
+        for (k, (&expected, &got)) in row.obs.iter().zip(obs.row(i)).enumerate() {
             let e = (expected - got as f64).abs();
             report.max_obs_error = report.max_obs_error.max(e);
             if outside(e, tol.obs) {

@@ -15,7 +15,7 @@
 //! let mut env = make("CartPole-v1", 16, 42).unwrap();
 //! let actions = vec![1i64; 16];
 //! env.step(Actions::Discrete(&actions)).unwrap();
-//! assert_eq!(env.observations().len(), 16 * 4);
+//! assert_eq!(env.observations().dim(), (16, 4));
 //! ```
 
 pub mod classic;

@@ -32,6 +32,7 @@
 // Lane loops index several arrays in lockstep: the shape the vectoriser wants.
 #![allow(clippy::needless_range_loop)]
 
+use ndarray::ArrayView2;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -130,12 +131,13 @@ pub trait VecEnv: Send {
     /// Advances every environment by one step. Invalid actions are an error and leave the
     /// batch untouched.
     fn step(&mut self, actions: Actions<'_>) -> Result<(), EnvError>;
-    fn observations(&self) -> &[f32];
+    /// `[num_envs, obs_dim]`: row i is env i's observation (a view of the batch's buffer).
+    fn observations(&self) -> ArrayView2<'_, f32>;
     fn rewards(&self) -> &[f64];
     fn terminated(&self) -> &[bool];
     fn truncated(&self) -> &[bool];
-    /// Valid where the episode ended on the last step.
-    fn final_observations(&self) -> &[f32];
+    /// `[num_envs, obs_dim]`; row i is valid where env i's episode ended on the last step.
+    fn final_observations(&self) -> ArrayView2<'_, f32>;
     /// Valid where the episode ended on the last step.
     fn episode_returns(&self) -> &[f64];
     /// Valid where the episode ended on the last step.
@@ -592,8 +594,12 @@ impl<D: Dynamics> VecEnv for ClassicVecEnv<D> {
         self.step_typed(typed)
     }
 
-    fn observations(&self) -> &[f32] {
-        &self.obs[..self.num_envs * D::OBS_DIM]
+    fn observations(&self) -> ArrayView2<'_, f32> {
+        ArrayView2::from_shape(
+            (self.num_envs, D::OBS_DIM),
+            &self.obs[..self.num_envs * D::OBS_DIM],
+        )
+        .expect("the buffer holds num_envs rows")
     }
     fn rewards(&self) -> &[f64] {
         &self.rewards[..self.num_envs]
@@ -604,8 +610,12 @@ impl<D: Dynamics> VecEnv for ClassicVecEnv<D> {
     fn truncated(&self) -> &[bool] {
         &self.truncated[..self.num_envs]
     }
-    fn final_observations(&self) -> &[f32] {
-        &self.final_obs[..self.num_envs * D::OBS_DIM]
+    fn final_observations(&self) -> ArrayView2<'_, f32> {
+        ArrayView2::from_shape(
+            (self.num_envs, D::OBS_DIM),
+            &self.final_obs[..self.num_envs * D::OBS_DIM],
+        )
+        .expect("the buffer holds num_envs rows")
     }
     fn episode_returns(&self) -> &[f64] {
         &self.episode_return[..self.num_envs]
