@@ -374,10 +374,10 @@ impl Hook for TransformReward {
         let r = &mut *batch.rollout;
         let mut total = 0.0f64;
         let mut n = 0usize;
-        for k in 0..r.rewards.len() {
-            if r.valid[k] {
-                r.rewards[k] = self.scale * r.rewards[k] + self.shift;
-                total += r.rewards[k] as f64;
+        for (reward, valid) in r.rewards.iter_mut().zip(&r.valid) {
+            if *valid {
+                *reward = self.scale * *reward + self.shift;
+                total += *reward as f64;
                 n += 1;
             }
         }

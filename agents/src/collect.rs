@@ -13,6 +13,8 @@ use anyhow::Result;
 use gradgym_envs::rng::{self, Stream};
 use gradgym_envs::{Actions, Autoreset, EnvOptions, Space, VecEnv, make_with};
 
+use ndarray::{Array2, Axis, s};
+
 use crate::buffer::Rollout;
 use crate::config::TrainConfig;
 use crate::fast::{FastPolicy, Scratch, sample_categorical, sample_gaussian};
@@ -124,6 +126,11 @@ impl Episodes {
     }
 }
 
+/// Row `t` (step t of every env) of a `[T, N]` array, as a slice.
+fn row_mut<T>(a: &mut Array2<T>, t: usize) -> &mut [T] {
+    a.row_mut(t).into_slice().expect("standard layout")
+}
+
 /// Collects `num_steps` steps of every env (PPO, A2C), or, when `episodic`, one complete
 /// episode per env starting from a fresh reset (REINFORCE). Returns the env steps consumed.
 #[allow(clippy::too_many_arguments)]
@@ -137,7 +144,6 @@ pub fn collect(
     episodes: &mut Episodes,
 ) -> Result<u64> {
     let n = env.num_envs();
-    let od = env.obs_dim();
     let ad = r.action_dim;
     let mut discrete = vec![0i64; n];
     let mut continuous = vec![0f32; n * ad];
@@ -148,10 +154,9 @@ pub fn collect(
     let mut steps = 0u64;
     let mut t = 0;
     while t < r.shape.num_steps {
-        let row = t * n..(t + 1) * n;
-        let obs = env.observations().to_slice().expect("a batch is row-major");
-        r.obs[t * n * od..(t + 1) * n * od].copy_from_slice(obs);
-        let (lp, vals) = (&mut r.logprobs[row.clone()], &mut r.values[row.clone()]);
+        let obs = env.observations();
+        r.obs.index_axis_mut(Axis(0), t).assign(&obs);
+        let obs = obs.to_slice().expect("a batch is row-major");
         actor.act(
             policy,
             obs,
@@ -160,21 +165,23 @@ pub fn collect(
             false,
             &mut discrete,
             &mut continuous,
-            lp,
-            vals,
+            row_mut(&mut r.logprobs, t),
+            row_mut(&mut r.values, t),
         );
         if r.discrete {
-            r.actions_discrete[row.clone()].copy_from_slice(&discrete);
+            row_mut(&mut r.actions_discrete, t).copy_from_slice(&discrete);
         } else {
-            r.actions_continuous[t * n * ad..(t + 1) * n * ad].copy_from_slice(&continuous);
+            let mut step = r.actions_continuous.index_axis_mut(Axis(0), t);
+            step.as_slice_mut()
+                .expect("standard layout")
+                .copy_from_slice(&continuous);
         }
         if t > 0 {
             // The value of this step's observation is the bootstrap of the previous step,
             // where that step did not end an episode.
             for i in 0..n {
-                let prev = (t - 1) * n + i;
-                if !r.dones[prev] {
-                    r.next_values[prev] = r.values[t * n + i];
+                if !r.dones[[t - 1, i]] {
+                    r.next_values[[t - 1, i]] = r.values[[t, i]];
                 }
             }
         }
@@ -186,11 +193,10 @@ pub fn collect(
         env.step(actions)?;
         let (term, trunc) = (env.terminated(), env.truncated());
         for i in 0..n {
-            let k = t * n + i;
-            r.rewards[k] = env.rewards()[i] as f32;
-            r.dones[k] = term[i] || trunc[i];
-            r.valid[k] = running[i];
-            r.next_values[k] = 0.0;
+            r.rewards[[t, i]] = env.rewards()[i] as f32;
+            r.dones[[t, i]] = term[i] || trunc[i];
+            r.valid[[t, i]] = running[i];
+            r.next_values[[t, i]] = 0.0;
         }
         // Truncated (and not terminated) episodes bootstrap from their final observation.
         let cut: Vec<usize> = (0..n).filter(|&i| trunc[i] && !term[i]).collect();
@@ -201,7 +207,7 @@ pub fn collect(
                 .collect();
             let v = policy.values(&rows, cut.len(), &mut actor.scratch);
             for (j, &i) in cut.iter().enumerate() {
-                r.next_values[t * n + i] = v[j];
+                r.next_values[[t, i]] = v[j];
             }
         }
         steps += running.iter().filter(|&&x| x).count() as u64;
@@ -217,20 +223,18 @@ pub fn collect(
         }
     }
     // Rows past the last step of an episodic rollout are not part of the batch.
-    for k in t * n..r.shape.len() {
-        r.valid[k] = false;
-        r.dones[k] = true;
-        r.rewards[k] = 0.0;
-        r.next_values[k] = 0.0;
-    }
+    let unused = s![t.., ..];
+    r.valid.slice_mut(unused).fill(false);
+    r.dones.slice_mut(unused).fill(true);
+    r.rewards.slice_mut(unused).fill(0.0);
+    r.next_values.slice_mut(unused).fill(0.0);
     if !episodic {
         // Bootstrap the episodes the window cut with the value of the current observation.
         let obs = env.observations().to_slice().expect("a batch is row-major");
         let final_values = policy.values(obs, n, &mut actor.scratch);
         for (i, &v) in final_values.iter().enumerate() {
-            let k = (t - 1) * n + i;
-            if !r.dones[k] {
-                r.next_values[k] = v;
+            if !r.dones[[t - 1, i]] {
+                r.next_values[[t - 1, i]] = v;
             }
         }
     }
@@ -296,6 +300,7 @@ mod tests {
     use super::*;
     use crate::backend::Backend;
     use crate::backend::native::Native;
+    use crate::buffer::flat;
 
     /// A freshly initialised policy for `env_id`.
     fn policy(env_id: &str, seed: u64) -> FastPolicy {
@@ -348,28 +353,22 @@ mod tests {
         let mut scratch = Scratch::default();
         let (mut terminated, mut truncated) = (0, 0);
         for t in 0..num_steps {
-            let row = t * n..(t + 1) * n;
             assert_eq!(
-                replay.observations().to_slice().unwrap(),
-                &rollout.obs[t * n * od..(t + 1) * n * od],
+                replay.observations(),
+                rollout.obs.index_axis(Axis(0), t),
                 "the replay follows the rollout"
             );
             if discrete {
-                replay
-                    .step(Actions::Discrete(&rollout.actions_discrete[row.clone()]))
-                    .unwrap();
+                let a = rollout.actions_discrete.row(t).to_vec();
+                replay.step(Actions::Discrete(&a)).unwrap();
             } else {
-                replay
-                    .step(Actions::Continuous(
-                        &rollout.actions_continuous[t * n * ad..(t + 1) * n * ad],
-                    ))
-                    .unwrap();
+                let a = rollout.actions_continuous.index_axis(Axis(0), t).to_owned();
+                replay.step(Actions::Continuous(flat(&a))).unwrap();
             }
             for i in 0..n {
-                let k = t * n + i;
-                let got = rollout.next_values[k];
+                let got = rollout.next_values[[t, i]];
                 let (term, trunc) = (replay.terminated()[i], replay.truncated()[i]);
-                assert_eq!(rollout.dones[k], term || trunc);
+                assert_eq!(rollout.dones[[t, i]], term || trunc);
                 let expected = if term {
                     terminated += 1;
                     0.0

@@ -8,7 +8,7 @@ use gradgym_envs::rng::Stream;
 
 use super::{Coefficients, Learner, NonFiniteLoss, UpdateStats, explained_variance, minibatch};
 use crate::backend::{Backend, PolicyLoss, ValueLoss};
-use crate::buffer::Rollout;
+use crate::buffer::{Rollout, flat};
 use crate::config::TrainConfig;
 
 pub struct A2c {
@@ -53,7 +53,7 @@ impl Learner for A2c {
             policy_loss: report.policy_loss,
             value_loss: report.value_loss,
             entropy: report.entropy,
-            explained_variance: explained_variance(&r.values, &returns),
+            explained_variance: explained_variance(flat(&r.values), &returns),
             gradient_steps: 1,
             ..Default::default()
         })

@@ -12,7 +12,7 @@ pub mod reinforce;
 use gradgym_envs::rng::Stream;
 
 use crate::backend::{Backend, Minibatch, Objective, PolicyLoss, ValueLoss};
-use crate::buffer::Rollout;
+use crate::buffer::{Rollout, flat};
 use crate::config::{Algo, TrainConfig};
 
 /// Diagnostics of one update, CleanRL's names. Zero where an algorithm has no such quantity.
@@ -83,19 +83,19 @@ pub(crate) fn minibatch(
 ) -> Minibatch {
     Minibatch {
         len: indices.len(),
-        obs: gather(&r.obs, indices, r.obs_dim),
+        obs: gather(flat(&r.obs), indices, r.obs_dim),
         actions_discrete: if r.discrete {
-            gather(&r.actions_discrete, indices, 1)
+            gather(flat(&r.actions_discrete), indices, 1)
         } else {
             Vec::new()
         },
         actions_continuous: if r.discrete {
             Vec::new()
         } else {
-            gather(&r.actions_continuous, indices, r.action_dim)
+            gather(flat(&r.actions_continuous), indices, r.action_dim)
         },
-        old_logprobs: gather(&r.logprobs, indices, 1),
-        old_values: gather(&r.values, indices, 1),
+        old_logprobs: gather(flat(&r.logprobs), indices, 1),
+        old_values: gather(flat(&r.values), indices, 1),
         weights: gather(weights, indices, 1),
         returns: gather(returns, indices, 1),
     }

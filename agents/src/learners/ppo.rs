@@ -13,7 +13,7 @@ use gradgym_envs::rng::{self, Stream};
 
 use super::{Coefficients, Learner, NonFiniteLoss, UpdateStats, explained_variance, minibatch};
 use crate::backend::{Backend, PolicyLoss, ValueLoss};
-use crate::buffer::Rollout;
+use crate::buffer::{Rollout, flat};
 use crate::config::{PpoLoss, TrainConfig};
 
 pub struct Ppo {
@@ -81,7 +81,7 @@ impl Learner for Ppo {
         };
 
         let mut stats = UpdateStats {
-            explained_variance: explained_variance(&r.values, &returns),
+            explained_variance: explained_variance(flat(&r.values), &returns),
             ..Default::default()
         };
         let mut kl_sum = 0.0;

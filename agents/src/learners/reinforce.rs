@@ -15,7 +15,7 @@ use super::{
     Coefficients, Learner, NonFiniteLoss, UpdateStats, explained_variance, gather, minibatch,
 };
 use crate::backend::{Backend, PolicyLoss, ValueLoss};
-use crate::buffer::Rollout;
+use crate::buffer::{Rollout, flat};
 use crate::config::{ReturnKind, TrainConfig};
 
 pub struct Reinforce {
@@ -56,10 +56,20 @@ impl Learner for Reinforce {
         // Pure Monte-Carlo: nothing is bootstrapped, so the next values are all zero.
         let zeros = vec![0.0f32; r.shape.len()];
         let weights_all = match self.returns {
-            ReturnKind::Total => episode_return(r.shape, &r.rewards, &zeros, &r.dones, self.gamma),
-            ReturnKind::RewardToGo => {
-                reward_to_go(r.shape, &r.rewards, &zeros, &r.dones, self.gamma)
-            }
+            ReturnKind::Total => episode_return(
+                r.shape,
+                flat(&r.rewards),
+                &zeros,
+                flat(&r.dones),
+                self.gamma,
+            ),
+            ReturnKind::RewardToGo => reward_to_go(
+                r.shape,
+                flat(&r.rewards),
+                &zeros,
+                flat(&r.dones),
+                self.gamma,
+            ),
         };
         let valid = r.valid_indices();
         let weights = gather(&weights_all, &valid, 1);
@@ -77,7 +87,7 @@ impl Learner for Reinforce {
             &objective,
             0,
         )?;
-        let values = gather(&r.values, &valid, 1);
+        let values = gather(flat(&r.values), &valid, 1);
         Ok(UpdateStats {
             policy_loss: report.policy_loss,
             value_loss: report.value_loss,
