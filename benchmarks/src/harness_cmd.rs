@@ -46,6 +46,9 @@ pub fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("out/sweeps").join(spec.display_name(&args.file)));
     if args.emit_slurm {
+        if args.shards == Some(0) {
+            anyhow::bail!("--shards must be at least 1");
+        }
         let shards = args.shards.unwrap_or(planned.len()).clamp(1, planned.len());
         print!(
             "{}",
@@ -107,11 +110,14 @@ impl StatsArgs {
     fn metric(&self) -> Result<Metric> {
         Metric::parse(&self.metric)
     }
-    fn bootstrap(&self) -> Bootstrap {
-        Bootstrap {
-            reps: self.reps.max(1),
-            seed: self.seed,
+    fn bootstrap(&self) -> Result<Bootstrap> {
+        if self.reps == 0 {
+            anyhow::bail!("--reps must be at least 1 (bootstrap replicates)");
         }
+        Ok(Bootstrap {
+            reps: self.reps,
+            seed: self.seed,
+        })
     }
 }
 
@@ -133,7 +139,7 @@ fn sources(dirs: &[PathBuf]) -> Vec<String> {
 
 pub fn run_report(args: ReportArgs) -> Result<ExitCode> {
     let set = results::load(&args.dirs)?;
-    let report = report::compute(&set, args.stats.metric()?, args.stats.bootstrap())?;
+    let report = report::compute(&set, args.stats.metric()?, args.stats.bootstrap()?)?;
     let out = args.out.unwrap_or_else(|| args.dirs[0].join("report"));
     report.write(&out, &sources(&args.dirs))?;
     print!("{}", report.markdown(&sources(&args.dirs)));
@@ -166,7 +172,7 @@ pub fn run_plot(args: PlotArgs) -> Result<ExitCode> {
         all
     } else {
         let set = results::load(&args.dirs)?;
-        plot::plot_results(&set, args.stats.metric()?, args.stats.bootstrap(), &out)
+        plot::plot_results(&set, args.stats.metric()?, args.stats.bootstrap()?, &out)
             .context("cannot draw the plots")?
     };
     for p in &written {
@@ -181,12 +187,19 @@ pub struct CompareArgs {
     candidate: PathBuf,
     #[arg(long, default_value = "final")]
     metric: String,
-    /// Allowed drop, in normalised score (fraction of reference − random).
-    #[arg(long, default_value_t = 0.0)]
+    /// Allowed drop, in normalised score (fraction of reference − random); a finite number ≥ 0.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     tolerance: f64,
 }
 
 pub fn run_compare(args: CompareArgs) -> Result<ExitCode> {
+    // A gate must not be switched off by a typo: NaN or ∞ would accept any drop.
+    if !(args.tolerance.is_finite() && args.tolerance >= 0.0) {
+        anyhow::bail!(
+            "--tolerance must be a finite number ≥ 0 (got {})",
+            args.tolerance
+        );
+    }
     let baseline = results::load(std::slice::from_ref(&args.baseline))?;
     let candidate = results::load(std::slice::from_ref(&args.candidate))?;
     let rows = compare::compare(

@@ -340,6 +340,19 @@ fn shards_cover_the_grid_and_report_reads_their_union() {
             && script.contains("--out \"results/x/shard-${SLURM_ARRAY_TASK_ID}\""),
         "{script}"
     );
+    let o = gradgym(&[
+        "sweep",
+        file.to_str().unwrap(),
+        "--emit-slurm",
+        "--shards",
+        "0",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--shards must be at least 1"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -380,6 +393,32 @@ fn compare_passes_a_copy_and_fails_a_worse_candidate() {
         "0.05",
     ]);
     assert!(o.status.success(), "{}", text(&o));
+    // A gate cannot be switched off by a typo: NaN, ∞ or a negative tolerance is refused.
+    for bad in ["nan", "inf", "-1", "-0.5"] {
+        let o = gradgym(&[
+            "compare",
+            base.to_str().unwrap(),
+            cand.to_str().unwrap(),
+            "--tolerance",
+            bad,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "--tolerance {bad}: {}", text(&o));
+        assert!(
+            text(&o).contains("--tolerance must be a finite number"),
+            "{}",
+            text(&o)
+        );
+    }
+    // Zero bootstrap replicates give no interval at all.
+    for command in ["report", "plot"] {
+        let o = gradgym(&[command, base.to_str().unwrap(), "--reps", "0"]);
+        assert_eq!(o.status.code(), Some(2), "{command}: {}", text(&o));
+        assert!(
+            text(&o).contains("--reps must be at least 1"),
+            "{}",
+            text(&o)
+        );
+    }
 
     // A truncated summary.csv is named with its line.
     let broken = scratch("broken");
