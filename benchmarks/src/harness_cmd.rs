@@ -35,6 +35,10 @@ pub struct SweepArgs {
     /// Plain progress lines even on a terminal.
     #[arg(long)]
     quiet: bool,
+    /// Rerun the runs that an earlier session finished as failed (they are kept otherwise,
+    /// and counted in the exit code).
+    #[arg(long)]
+    retry_failed: bool,
 }
 
 pub fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
@@ -74,10 +78,19 @@ pub fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
             shard,
             out: out.clone(),
             quiet: args.quiet,
+            retry_failed: args.retry_failed,
         },
     )?;
+    let earlier = if outcome.failed_earlier > 0 {
+        format!(
+            " + {} failed in earlier sessions (rerun them with --retry-failed)",
+            outcome.failed_earlier
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "gradgym sweep: {} runs in {} ({} already done, {} completed now, {} failed); summary: {}",
+        "gradgym sweep: {} runs in {} ({} already done, {} completed now, {} failed{earlier}); summary: {}",
         outcome.planned,
         out.display(),
         outcome.skipped,
@@ -85,7 +98,7 @@ pub fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
         outcome.failed,
         out.join("summary.csv").display()
     );
-    Ok(if outcome.failed > 0 {
+    Ok(if outcome.failed_in_folder() > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

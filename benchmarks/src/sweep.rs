@@ -144,7 +144,8 @@ impl SweepSpec {
         }
         let table_text = |t: &toml::Table| toml::to_string(t).expect("a TOML table serialises");
         let mut runs = Vec::new();
-        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        // Run id → (position, group) of every run that has it.
+        let mut seen: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
         for (g, group) in self.runs.iter().enumerate() {
             let where_ = format!("{source} [[runs]] #{}", g + 1);
             if group.envs.is_empty() || group.algos.is_empty() {
@@ -196,12 +197,7 @@ impl SweepSpec {
                                     format!("{where_}: {env} {algo_name} seed {seed}")
                                 })?;
                             let id = run_id(env, algo, point, seed);
-                            if let Some(previous) = seen.insert(id.clone(), runs.len()) {
-                                bail!(
-                                    "{where_}: run `{id}` appears twice in the grid (first as run {})",
-                                    previous + 1
-                                );
-                            }
+                            seen.entry(id.clone()).or_default().push((runs.len(), g));
                             let config_toml = config
                                 .echo_toml()
                                 .context("cannot write the config as TOML")?;
@@ -215,6 +211,38 @@ impl SweepSpec {
                         }
                     }
                 }
+            }
+        }
+        // Groups that differ only in their `config` give runs of one name: those get the
+        // group's number in their id (`…__g2__seed1`). The same run twice is an error.
+        for (id, places) in seen.into_iter().filter(|(_, p)| p.len() > 1) {
+            let groups: BTreeSet<usize> = places.iter().map(|&(_, g)| g).collect();
+            if groups.len() < places.len() {
+                let (first, g) = places[0];
+                bail!(
+                    "{source} [[runs]] #{}: run `{id}` appears twice in the grid (first as run {})",
+                    g + 1,
+                    first + 1
+                );
+            }
+            let configs: BTreeSet<&str> = places
+                .iter()
+                .map(|&(k, _)| runs[k].config_toml.as_str())
+                .collect();
+            if configs.len() < places.len() {
+                bail!(
+                    "{source}: run `{id}` appears in [[runs]] groups {} with the same config",
+                    groups
+                        .iter()
+                        .map(|g| format!("#{}", g + 1))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                );
+            }
+            for (k, g) in places {
+                let seed = runs[k].config.seed;
+                let cut = id.len() - format!("__seed{seed}").len();
+                runs[k].id = format!("{}__g{}__seed{seed}", &id[..cut], g + 1);
             }
         }
         Ok(runs)
@@ -283,6 +311,8 @@ pub struct SweepOptions {
     pub out: PathBuf,
     /// Never draw progress bars (plain lines instead).
     pub quiet: bool,
+    /// Rerun the runs that a previous session finished as `failed`.
+    pub retry_failed: bool,
 }
 
 /// What a sweep invocation did.
@@ -291,7 +321,18 @@ pub struct SweepOutcome {
     pub planned: usize,
     pub skipped: usize,
     pub completed: usize,
+    /// Runs that failed in this invocation.
     pub failed: usize,
+    /// Finished runs of earlier sessions, skipped now, whose status is `failed`.
+    pub failed_earlier: usize,
+}
+
+impl SweepOutcome {
+    /// Failed runs in the folder (this session's and earlier ones'): what the exit code
+    /// reports, so a rerun never hides a failure.
+    pub fn failed_in_folder(&self) -> usize {
+        self.failed + self.failed_earlier
+    }
 }
 
 /// The columns of `summary.csv` before the hyperparameter columns.
@@ -488,8 +529,18 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
                     dir.join("config.toml").display()
                 );
             }
-            read_summary(&dir)?;
+            let failed = read_summary(&dir)?
+                .get("status")
+                .and_then(|s| s.as_str())
+                .is_none_or(|s| s != "completed");
+            if failed && options.retry_failed {
+                fs::remove_dir_all(&dir)
+                    .with_context(|| format!("cannot remove {}", dir.display()))?;
+                pending.push_back(k);
+                continue;
+            }
             outcome.skipped += 1;
+            outcome.failed_earlier += failed as usize;
         } else {
             pending.push_back(k);
         }
@@ -798,6 +849,43 @@ grid = { learning_rate = [0.001, 0.0003], gamma = [0.9] }
             .unwrap_err()
         );
         assert!(e.contains("lerning_rate"), "{e}");
+        let e =
+            err("seeds = [1]\n[[runs]]\nenvs=[\"CartPole-v1\", \"CartPole-v1\"]\nalgos=[\"ppo\"]");
+        assert!(e.contains("appears twice"), "{e}");
+        let group = "[[runs]]\nenvs=[\"CartPole-v1\"]\nalgos=[\"ppo\"]\nconfig={num_envs=8}\n";
+        let e = err(&format!("seeds = [1]\n{group}{group}"));
+        assert!(e.contains("groups #1 and #2 with the same config"), "{e}");
+    }
+
+    #[test]
+    fn groups_that_differ_only_in_config_get_distinct_ids() {
+        let text = "seeds = [1, 2]
+[[runs]]
+envs = [\"CartPole-v1\"]
+algos = [\"ppo\"]
+config = { num_envs = 8 }
+[[runs]]
+envs = [\"CartPole-v1\"]
+algos = [\"ppo\", \"a2c\"]
+config = { num_envs = 16 }
+";
+        let runs = SweepSpec::parse(text, "s.toml")
+            .unwrap()
+            .plan("s.toml", None)
+            .unwrap();
+        let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "CartPole-v1__ppo__g1__seed1",
+                "CartPole-v1__ppo__g1__seed2",
+                "CartPole-v1__ppo__g2__seed1",
+                "CartPole-v1__ppo__g2__seed2",
+                "CartPole-v1__a2c__seed1",
+                "CartPole-v1__a2c__seed2",
+            ]
+        );
+        assert_eq!(runs[2].config.num_envs, 16);
     }
 
     #[test]

@@ -284,6 +284,24 @@ grid = { learning_rate = [1e30, 1e-3] }
     let o = gradgym(&["report", out.to_str().unwrap(), "--reps", "100"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("## Failed runs"), "{}", text(&o));
+
+    // A rerun skips both finished runs but still reports the failure in its exit code.
+    let o = sweep(&file, &out, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o)
+            .contains("0 failed + 1 failed in earlier sessions (rerun them with --retry-failed)"),
+        "{}",
+        text(&o)
+    );
+    // --retry-failed reruns it (and it fails again, deterministically); the completed run stays.
+    let o = sweep(&file, &out, &["--retry-failed"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("(1 already done, 0 completed now, 1 failed)"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
