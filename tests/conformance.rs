@@ -44,6 +44,21 @@ fn every_fixture_row_is_within_tolerance() {
 }
 
 #[test]
+fn a_nan_in_a_recorded_state_fails_and_is_reported_as_nan() {
+    let mut rows = conformance::parse(&common::fixture_text(), "fixture").unwrap();
+    let victim = rows.iter().position(|r| r.env_id == "Pendulum-v1").unwrap() + 5;
+    rows[victim].next_state[0] = f64::NAN;
+    let reports = conformance::check(&rows, Tolerances::default());
+    let pendulum = reports.iter().find(|r| r.env_id == "Pendulum-v1").unwrap();
+    assert!(!pendulum.passed());
+    assert!(
+        pendulum.max_state_error.is_nan(),
+        "a NaN difference must not be reported as max |Δ| {}",
+        pendulum.max_state_error
+    );
+}
+
+#[test]
 fn a_corrupted_row_is_caught_and_named() {
     let mut rows = conformance::parse(&common::fixture_text(), "fixture").unwrap();
     // Nudge one CartPole next-state value by 1e-5 (10× the tolerance).

@@ -15,7 +15,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use gradgym_agents::run_folder::write_atomic;
 
 use crate::results::{ResultSet, RunRecord};
@@ -470,7 +470,7 @@ impl Report {
 
     /// Writes the CSV files and `report.md` into `out`.
     pub fn write(&self, out: &Path, sources: &[String]) -> Result<()> {
-        std::fs::create_dir_all(out)?;
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
         write_atomic(&out.join("per_env.csv"), self.per_env_csv().as_bytes())?;
         write_atomic(&out.join("aggregate.csv"), self.aggregate_csv().as_bytes())?;
         write_atomic(

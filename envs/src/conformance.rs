@@ -211,6 +211,7 @@ pub struct RowFailure {
 pub struct EnvReport {
     pub env_id: &'static str,
     pub rows: usize,
+    /// Largest |Δ| seen; NaN once a NaN difference was seen (`f64::max` would skip it).
     pub max_state_error: f64,
     pub max_obs_error: f64,
     pub max_reward_error: f64,
@@ -225,6 +226,14 @@ impl EnvReport {
 }
 
 /// Checks every row; one report per env present in `rows`, in registry order.
+/// Raises `max` to `e`, and makes it NaN for good once `e` is NaN, so that a NaN state is
+/// never reported as a largest error of 0.
+fn track_max(max: &mut f64, e: f64) {
+    if e.is_nan() || e > *max {
+        *max = e;
+    }
+}
+
 pub fn check(rows: &[FixtureRow], tolerances: Tolerances) -> Vec<EnvReport> {
     ENV_IDS
         .iter()
@@ -299,7 +308,7 @@ fn check_env<D: Dynamics>(dynamics: D, rows: &[&FixtureRow], tol: Tolerances) ->
         debug_assert_eq!(state.len(), D::State::DIM);
         for (k, (&expected, &got)) in row.next_state.iter().zip(&state).enumerate() {
             let e = (expected - got).abs();
-            report.max_state_error = report.max_state_error.max(e);
+            track_max(&mut report.max_state_error, e);
             if outside(e, tol.state) {
                 fail(format!("next_state_{k}"), expected, got);
             }
@@ -307,14 +316,14 @@ fn check_env<D: Dynamics>(dynamics: D, rows: &[&FixtureRow], tol: Tolerances) ->
         let obs = env.observations();
         for (k, (&expected, &got)) in row.obs.iter().zip(obs.row(i)).enumerate() {
             let e = (expected - got as f64).abs();
-            report.max_obs_error = report.max_obs_error.max(e);
+            track_max(&mut report.max_obs_error, e);
             if outside(e, tol.obs) {
                 fail(format!("obs_{k}"), expected, got as f64);
             }
         }
         let reward = env.rewards()[i];
         let e = (row.reward - reward).abs();
-        report.max_reward_error = report.max_reward_error.max(e);
+        track_max(&mut report.max_reward_error, e);
         if outside(e, tol.reward) {
             fail("reward".into(), row.reward, reward);
         }
