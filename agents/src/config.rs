@@ -202,6 +202,31 @@ impl TrainConfig {
     pub fn num_iterations(&self) -> u64 {
         self.total_timesteps / self.batch_size() as u64
     }
+    /// How the step budget is used, when it is not used exactly: PPO and A2C run whole
+    /// rollouts of `num_envs × num_steps`, so a budget that is not a multiple is rounded down
+    /// (CleanRL's arithmetic); REINFORCE rolls complete episodes and stops once the budget is
+    /// reached, so its last batch overshoots.
+    pub fn budget_note(&self) -> Option<String> {
+        if self.algo == Algo::Reinforce {
+            return Some(format!(
+                "REINFORCE collects complete episodes until total_timesteps = {} is reached; \
+                 the last batch may go past it",
+                self.total_timesteps
+            ));
+        }
+        let planned = self.num_iterations() * self.batch_size() as u64;
+        (planned != self.total_timesteps).then(|| {
+            format!(
+                "total_timesteps = {} is not a multiple of num_envs × num_steps = {}: \
+                 {} iterations, {} steps will run",
+                self.total_timesteps,
+                self.batch_size(),
+                self.num_iterations(),
+                planned
+            )
+        })
+    }
+
     pub fn kl_controller(&self) -> KlController {
         match self.kl_target {
             Some(target) => KlController::Adaptive {
@@ -365,6 +390,14 @@ mod tests {
     fn defaults_are_cleanrl_ppo_and_valid() {
         let c = TrainConfig::default();
         c.validate().unwrap();
+        // CleanRL's own budget is not a whole number of rollouts: 976 × 512 = 499,712.
+        let note = c.budget_note().unwrap();
+        assert!(note.contains("976 iterations, 499712 steps"), "{note}");
+        let exact = TrainConfig {
+            total_timesteps: 512 * 10,
+            ..c.clone()
+        };
+        assert_eq!(exact.budget_note(), None);
         assert_eq!(
             (c.batch_size(), c.minibatch_size(), c.num_iterations()),
             (512, 128, 976)

@@ -97,6 +97,8 @@ struct Manifest<'a> {
     backend: &'static str,
     cuda_available: bool,
     torch_threads: usize,
+    /// How the step budget is rounded to whole rollouts, when it is.
+    budget_note: Option<String>,
 }
 
 /// A rollout between collection and update, as a [`Hook`] sees it.
@@ -471,6 +473,7 @@ pub fn train_with(
             backend: config.backend.resolve(device).name(),
             cuda_available: tch::Cuda::is_available(),
             torch_threads: config.torch_threads,
+            budget_note: config.budget_note(),
         },
     )?;
     folder.write_text("config.toml", &config.echo_toml()?)?;

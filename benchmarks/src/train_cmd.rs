@@ -87,6 +87,9 @@ pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
         out.display(),
         sources.join(" → ")
     );
+    if let Some(note) = config.budget_note() {
+        eprintln!("gradgym train: note: {note}");
+    }
     let bar = (!args.quiet && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(config.total_timesteps);
         bar.set_style(

@@ -276,3 +276,24 @@ fn an_existing_out_folder_is_refused_unless_overwrite() {
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["seed"], 2);
 }
+
+#[test]
+fn a_budget_rounded_to_whole_rollouts_is_said_on_the_console_and_in_the_manifest() {
+    let out = scratch("rounded");
+    let o = gradgym(&[
+        "train",
+        "--total-timesteps",
+        "1000",
+        "--eval-episodes",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let note = "total_timesteps = 1000 is not a multiple of num_envs × num_steps = 512: 1 iterations, 512 steps will run";
+    assert!(t.contains(note), "{t}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["budget_note"], note);
+}
