@@ -26,9 +26,13 @@ pub struct TrainArgs {
     /// nothing.
     #[arg(long)]
     print_config: bool,
-    /// Never draw a progress bar.
+    /// Never draw a progress bar, and print no progress lines.
     #[arg(long)]
     quiet: bool,
+    /// Off a terminal (CI logs, batch jobs), print a plain progress line at most this often,
+    /// in seconds (0: after every iteration).
+    #[arg(long, default_value_t = 10.0)]
+    progress_seconds: f64,
     #[command(flatten)]
     fields: ConfigFlags,
 }
@@ -64,6 +68,12 @@ pub fn resolve(args: &TrainArgs) -> Result<(TrainConfig, Vec<String>)> {
 }
 
 pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
+    if !(args.progress_seconds.is_finite() && args.progress_seconds >= 0.0) {
+        anyhow::bail!(
+            "--progress-seconds must be a number ≥ 0 (got {})",
+            args.progress_seconds
+        );
+    }
     let (config, sources) = resolve(&args)?;
     if args.print_config {
         println!("# layers: {}", sources.join(" → "));
@@ -100,12 +110,29 @@ pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
         );
         bar
     });
+    let plain_lines = !args.quiet && bar.is_none();
+    let started = std::time::Instant::now();
+    let mut last_line: Option<std::time::Instant> = None;
     let mut on_progress = |p: Progress| {
         if let Some(bar) = &bar {
             bar.set_position(p.global_step.min(p.total_timesteps));
             if let Some(r) = p.recent_return {
                 bar.set_message(format!("return {r:.1}"));
             }
+        } else if plain_lines
+            && last_line.is_none_or(|t| t.elapsed().as_secs_f64() >= args.progress_seconds)
+        {
+            last_line = Some(std::time::Instant::now());
+            let ret = p
+                .recent_return
+                .map_or("none yet".into(), |r| format!("{r:.1}"));
+            eprintln!(
+                "gradgym train: step {}/{} ({:.0}%), return (last 100 episodes) {ret}, {:.1} s",
+                p.global_step,
+                p.total_timesteps,
+                100.0 * p.global_step as f64 / p.total_timesteps as f64,
+                started.elapsed().as_secs_f64()
+            );
         }
     };
     let existing = if args.overwrite {

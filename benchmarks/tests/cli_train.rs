@@ -291,6 +291,8 @@ fn a_budget_rounded_to_whole_rollouts_is_said_on_the_console_and_in_the_manifest
     ]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
+    // Off a terminal, plain progress lines (the first one after the first iteration).
+    assert!(t.contains("gradgym train: step 512/1000 (51%)"), "{t}");
     let note = "total_timesteps = 1000 is not a multiple of num_envs × num_steps = 512: 1 iterations, 512 steps will run";
     assert!(t.contains(note), "{t}");
     let manifest: serde_json::Value =
