@@ -163,3 +163,31 @@ pub fn regressions(rows: &[Comparison]) -> usize {
         .filter(|r| matches!(r.verdict, Verdict::Regression(_)))
         .count()
 }
+
+/// One sentence per (env, algo) whose candidate lacks seeds that the baseline has: the gate
+/// then compares fewer runs than it seems to.
+pub fn missing_seeds(baseline: &ResultSet, candidate: &ResultSet) -> Vec<String> {
+    let mut notes = Vec::new();
+    for env in baseline.envs() {
+        for label in baseline.labels() {
+            let theirs: Vec<u64> = candidate.all(&env, &label).iter().map(|r| r.seed).collect();
+            if theirs.is_empty() {
+                continue; // reported as missing from the candidate
+            }
+            let lacking: Vec<String> = baseline
+                .all(&env, &label)
+                .iter()
+                .map(|r| r.seed)
+                .filter(|s| !theirs.contains(s))
+                .map(|s| s.to_string())
+                .collect();
+            if !lacking.is_empty() {
+                notes.push(format!(
+                    "{env} {label}: the candidate lacks seed(s) {} of the baseline",
+                    lacking.join(", ")
+                ));
+            }
+        }
+    }
+    notes
+}

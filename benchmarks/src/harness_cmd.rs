@@ -152,6 +152,9 @@ fn sources(dirs: &[PathBuf]) -> Vec<String> {
 
 pub fn run_report(args: ReportArgs) -> Result<ExitCode> {
     let set = results::load(&args.dirs)?;
+    for w in set.warnings.iter().chain(&results::check_curves(&set)) {
+        eprintln!("warning: {w}");
+    }
     let report = report::compute(&set, args.stats.metric()?, args.stats.bootstrap()?)?;
     let out = args.out.unwrap_or_else(|| args.dirs[0].join("report"));
     report.write(&out, &sources(&args.dirs))?;
@@ -185,6 +188,9 @@ pub fn run_plot(args: PlotArgs) -> Result<ExitCode> {
         all
     } else {
         let set = results::load(&args.dirs)?;
+        for w in &set.warnings {
+            eprintln!("warning: {w}");
+        }
         plot::plot_results(&set, args.stats.metric()?, args.stats.bootstrap()?, &out)
             .context("cannot draw the plots")?
     };
@@ -223,6 +229,15 @@ pub fn run_compare(args: CompareArgs) -> Result<ExitCode> {
         Bootstrap::default(),
     );
     print!("{}", compare::table(&rows));
+    for w in baseline
+        .warnings
+        .iter()
+        .chain(&candidate.warnings)
+        .cloned()
+        .chain(compare::missing_seeds(&baseline, &candidate))
+    {
+        eprintln!("warning: {w}");
+    }
     let n = compare::regressions(&rows);
     if n > 0 {
         eprintln!("gradgym compare: {n} regression(s)");

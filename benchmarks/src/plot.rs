@@ -113,10 +113,21 @@ fn bands(set: &ResultSet, env: &str, boot: Bootstrap) -> Result<(Vec<Band>, f64)
         if runs.is_empty() {
             continue;
         }
+        // One unreadable metrics.csv (truncated, a NaN) costs that run's curve, not the
+        // figure: it is left out and said on stderr.
         let curves: Vec<Vec<(f64, f64)>> = runs
             .iter()
-            .map(|r| learning_curve(r))
-            .collect::<Result<_>>()?;
+            .filter_map(|r| match learning_curve(r) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    eprintln!("warning: {e:#}; {} is left out of learning_curves", r.id);
+                    None
+                }
+            })
+            .collect();
+        if curves.is_empty() {
+            continue;
+        }
         let end = curves
             .iter()
             .map(|c| c.last().map_or(0.0, |p| p.0))

@@ -99,7 +99,12 @@ pub struct Report {
     pub improvement: Vec<ImprovementRow>,
     pub profiles: Vec<ProfileRow>,
     pub failed: Vec<RunRecord>,
+    /// What the results folder left out or lacks (interrupted runs, an incomplete sweep).
+    pub warnings: Vec<String>,
 }
+
+/// Below this many completed runs in a cell, the report says its interval is rough.
+pub const FEW_RUNS: usize = 5;
 
 /// The τ values of the performance profiles (normalised score).
 pub fn profile_taus() -> Vec<f64> {
@@ -279,6 +284,7 @@ pub fn compute(set: &ResultSet, metric: Metric, boot: Bootstrap) -> Result<Repor
         improvement,
         profiles,
         failed,
+        warnings: set.warnings.clone(),
     })
 }
 
@@ -390,6 +396,26 @@ impl Report {
             self.boot.reps,
             self.boot.seed
         );
+        for w in &self.warnings {
+            let _ = writeln!(s, "**Warning:** {w}.\n");
+        }
+        let few: Vec<String> = self
+            .per_env
+            .iter()
+            .filter(|r| r.scores.len() < FEW_RUNS)
+            .map(|r| format!("{} {} ({})", r.env, r.label, r.scores.len()))
+            .collect();
+        if !few.is_empty() {
+            let _ = writeln!(
+                s,
+                "**Note:** {} of {} cells rest on fewer than {FEW_RUNS} completed runs, so their \
+                 95% intervals are rough (a bootstrap over so few runs understates the \
+                 uncertainty): {}.\n",
+                few.len(),
+                self.per_env.len(),
+                few.join(", ")
+            );
+        }
         let _ = writeln!(s, "## Per env\n");
         let _ = writeln!(
             s,

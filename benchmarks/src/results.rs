@@ -1,9 +1,14 @@
 //! Reading a results folder (see [`crate::sweep`] for its layout): `summary.csv` for the runs,
 //! `runs/<run-id>/metrics.csv` for curves. `report`, `plot` and `compare` read only these files.
 //!
-//! A folder given to them may be one sweep folder, or a folder of sweep folders (the shards of
-//! a sweep, `shard-1/`, `shard-2/`, … as `--emit-slurm` lays them out): the runs of all are
-//! pooled. Columns are found by name, so files with extra metric columns read unchanged.
+//! A folder given to them may be one sweep folder, a folder of sweep folders (the shards of
+//! a sweep, `shard-1/`, `shard-2/`, … as `--emit-slurm` lays them out), or the run folder of
+//! one `gradgym train` (its `summary.json` stands in for a summary.csv row): the runs of all
+//! are pooled. Columns are found by name, so files with extra metric columns read unchanged.
+//!
+//! What is not scored is said, not hidden: an interrupted run is skipped with a warning, a
+//! sweep with fewer finished runs than its manifest planned is named as incomplete, and a
+//! number that is not finite (a NaN in a CSV) is an error naming file, line and column.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -54,10 +59,12 @@ impl RunRecord {
 /// The runs of one or more results folders.
 #[derive(Clone, Debug, Default)]
 pub struct ResultSet {
-    /// The sweep folders read (each with a summary.csv).
+    /// The sweep folders (and single run folders) read.
     pub sweeps: Vec<PathBuf>,
     /// Sorted by (env, label, seed).
     pub runs: Vec<RunRecord>,
+    /// What was read but not scored, or is missing, one sentence each.
+    pub warnings: Vec<String>,
 }
 
 impl ResultSet {
@@ -194,13 +201,19 @@ impl Csv {
         if cell.is_empty() {
             return Ok(None);
         }
-        cell.parse::<f64>().map(Some).map_err(|_| {
-            anyhow::anyhow!(
+        match cell.parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(Some(v)),
+            Ok(_) => bail!(
+                "{}:{line}: column `{}` is not a finite number: `{cell}`",
+                self.path.display(),
+                self.header[col]
+            ),
+            Err(_) => bail!(
                 "{}:{line}: column `{}` is not a number: `{cell}`",
                 self.path.display(),
                 self.header[col]
-            )
-        })
+            ),
+        }
     }
 }
 
@@ -256,8 +269,36 @@ pub fn load(dirs: &[PathBuf]) -> Result<ResultSet> {
     let mut set = ResultSet::default();
     let mut by_id: BTreeMap<String, RunRecord> = BTreeMap::new();
     for dir in dirs {
-        for sweep in sweep_folders(dir)? {
-            for run in read_summary_csv(&sweep)? {
+        let folders = if is_run_folder(dir) {
+            vec![dir.clone()]
+        } else {
+            sweep_folders(dir)?
+        };
+        for sweep in folders {
+            let runs = if is_run_folder(&sweep) {
+                vec![read_run_folder(&sweep)?]
+            } else {
+                let runs = read_summary_csv(&sweep)?;
+                if let Some(planned) = planned_runs(&sweep) {
+                    if runs.len() < planned {
+                        set.warnings.push(format!(
+                            "{} is incomplete: {} of the {planned} planned runs finished                              (resume it with the same `gradgym sweep` command)",
+                            sweep.display(),
+                            runs.len()
+                        ));
+                    }
+                }
+                runs
+            };
+            for run in runs {
+                if run.status == "interrupted" {
+                    set.warnings.push(format!(
+                        "run {} was interrupted ({}); it is not scored",
+                        run.dir.display(),
+                        run.error
+                    ));
+                    continue;
+                }
                 if let Some(prev) = by_id.get(&run.id) {
                     if (prev.status.as_str(), prev.final_return)
                         != (run.status.as_str(), run.final_return)
@@ -286,6 +327,82 @@ pub fn load(dirs: &[PathBuf]) -> Result<ResultSet> {
         ))
     });
     Ok(set)
+}
+
+/// A run folder of `gradgym train`: a summary.json and a metrics.csv, no summary.csv.
+fn is_run_folder(dir: &Path) -> bool {
+    dir.join("summary.json").is_file()
+        && dir.join("metrics.csv").is_file()
+        && !dir.join("summary.csv").is_file()
+}
+
+/// The runs a sweep folder's manifest planned (`runs_in_shard`), if it says.
+fn planned_runs(sweep: &Path) -> Option<usize> {
+    let text = fs::read_to_string(sweep.join("manifest.json")).ok()?;
+    let manifest: serde_json::Value = serde_json::from_str(&text).ok()?;
+    manifest.get("runs_in_shard")?.as_u64().map(|n| n as usize)
+}
+
+/// One `gradgym train` run folder as a run record (its id is the folder's name).
+fn read_run_folder(dir: &Path) -> Result<RunRecord> {
+    let path = dir.join("summary.json");
+    let text =
+        fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let s: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let string = |k: &str| -> Result<String> {
+        s.get(k)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .with_context(|| format!("{}: field `{k}` is missing or not a string", path.display()))
+    };
+    let number = |k: &str| -> Result<Option<f64>> {
+        match s.get(k) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => match v.as_f64() {
+                Some(x) if x.is_finite() => Ok(Some(x)),
+                _ => bail!(
+                    "{}: field `{k}` is not a finite number: {v}",
+                    path.display()
+                ),
+            },
+        }
+    };
+    let seed = s.get("seed").and_then(|v| v.as_u64()).with_context(|| {
+        format!(
+            "{}: field `seed` is missing or not an integer",
+            path.display()
+        )
+    })?;
+    Ok(RunRecord {
+        id: dir
+            .file_name()
+            .map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned()),
+        env_id: string("env_id")?,
+        algo: string("algo")?,
+        seed,
+        hyperparameters: BTreeMap::new(),
+        status: string("status")?,
+        final_return: number("final_return_mean_last100")?,
+        eval_return: number("eval_return_mean")?,
+        wall_seconds: number("wall_seconds")?,
+        error: s
+            .get("error")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string(),
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// Reads every completed run's learning curve; a run whose metrics.csv cannot be read (a
+/// truncated file, a NaN) gives a warning naming the file, line and column.
+pub fn check_curves(set: &ResultSet) -> Vec<String> {
+    set.runs
+        .iter()
+        .filter(|r| r.completed())
+        .filter_map(|r| learning_curve(r).err().map(|e| format!("{e:#}")))
+        .collect()
 }
 
 /// A learning curve: (global_step, episodic_return) of the iterations that finished episodes.

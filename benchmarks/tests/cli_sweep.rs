@@ -506,3 +506,113 @@ fn estimator_study_plots_come_from_its_csv() {
         }
     }
 }
+
+#[test]
+fn reports_say_what_they_leave_out() {
+    let file = write_sweep("honest", A2C_THREE_SEEDS);
+    let out = scratch("honest");
+    assert!(sweep(&file, &out, &[]).status.success());
+    let report = |dir: &Path| gradgym(&["report", dir.to_str().unwrap(), "--reps", "200"]);
+
+    // Three seeds per cell: the report says the intervals rest on too few runs.
+    let o = report(&out);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("1 of 1 cells rest on fewer than 5 completed runs"),
+        "{}",
+        text(&o)
+    );
+
+    // A NaN in one run's metrics.csv is named by file, line and column; the plot of the
+    // others is still drawn.
+    let victim = out.join("runs/CartPole-v1__a2c__seed2/metrics.csv");
+    let csv = fs::read_to_string(&victim).unwrap();
+    let header = csv.lines().next().unwrap();
+    let col = header
+        .split(',')
+        .position(|h| h == "episodic_return")
+        .unwrap();
+    let mut lines: Vec<String> = csv.lines().map(String::from).collect();
+    let mut cells: Vec<String> = lines[3].split(',').map(String::from).collect();
+    cells[col] = "NaN".into();
+    lines[3] = cells.join(",");
+    fs::write(&victim, lines.join("\n") + "\n").unwrap();
+    let o = report(&out);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("metrics.csv:4: column `episodic_return` is not a finite number: `NaN`"),
+        "{}",
+        text(&o)
+    );
+    let o = gradgym(&["plot", out.to_str().unwrap(), "--reps", "200"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("CartPole-v1__a2c__seed2 is left out of learning_curves"),
+        "{}",
+        text(&o)
+    );
+    assert!(out.join("plots/learning_curves.png").is_file());
+
+    // A sweep that lost a run is named as incomplete, and compare says which seed is missing.
+    let cut = scratch("honest-cut");
+    fs::create_dir_all(&cut).unwrap();
+    fs::copy(out.join("manifest.json"), cut.join("manifest.json")).unwrap();
+    let summary = fs::read_to_string(out.join("summary.csv")).unwrap();
+    let kept: Vec<&str> = summary.lines().filter(|l| !l.contains("seed3")).collect();
+    fs::write(cut.join("summary.csv"), kept.join("\n") + "\n").unwrap();
+    let o = report(&cut);
+    assert!(
+        text(&o).contains("is incomplete: 2 of the 3 planned runs finished"),
+        "{}",
+        text(&o)
+    );
+    let o = gradgym(&["compare", out.to_str().unwrap(), cut.to_str().unwrap()]);
+    assert!(
+        text(&o).contains("CartPole-v1 a2c: the candidate lacks seed(s) 3 of the baseline"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn report_and_plot_read_a_single_train_run_folder_and_skip_an_interrupted_one() {
+    let run = scratch("single-run");
+    let o = gradgym(&[
+        "train",
+        "--algo",
+        "a2c",
+        "--total-timesteps",
+        "2048",
+        "--eval-episodes",
+        "1",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = gradgym(&["report", run.to_str().unwrap(), "--reps", "100"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("| CartPole-v1 | a2c | 1 |"),
+        "{}",
+        text(&o)
+    );
+    let o = gradgym(&["plot", run.to_str().unwrap(), "--reps", "100"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(run.join("plots/learning_curves.png").is_file());
+
+    // The same folder marked interrupted is skipped with a warning, not scored.
+    let path = run.join("summary.json");
+    let mut summary: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    summary["status"] = "interrupted".into();
+    summary["error"] = "interrupted by SIGINT after iteration 3".into();
+    fs::write(&path, summary.to_string()).unwrap();
+    let o = gradgym(&["report", run.to_str().unwrap(), "--reps", "100"]);
+    assert!(
+        text(&o).contains(
+            "was interrupted (interrupted by SIGINT after iteration 3); it is not scored"
+        ),
+        "{}",
+        text(&o)
+    );
+}
