@@ -433,6 +433,7 @@ fn an_identity_hook_changes_nothing_and_its_column_lands_before_timing() {
         &b,
         Existing::Refuse,
         Some(&mut identity),
+        None,
         &mut |_| {},
     )
     .unwrap();
@@ -451,7 +452,15 @@ fn an_identity_hook_changes_nothing_and_its_column_lands_before_timing() {
         scale: 1.0,
         shift: 1.0,
     };
-    train_with(&config, &c, Existing::Refuse, Some(&mut shift), &mut |_| {}).unwrap();
+    train_with(
+        &config,
+        &c,
+        Existing::Refuse,
+        Some(&mut shift),
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
     assert_ne!(column(&b, "value_loss"), column(&c, "value_loss"));
     assert_eq!(column_f64(&c, "paid_reward_mean"), vec![2.0; 8]);
 }
@@ -541,4 +550,37 @@ fn an_existing_run_folder_is_refused_and_kept() {
     let e = train(&tiny("CartPole-v1", Algo::Ppo), &dir, &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("already exists"), "{e}");
     assert_eq!(read(&dir.join("mine.txt")), "keep");
+}
+
+#[test]
+fn an_interrupt_seals_the_run_as_interrupted_with_its_finished_iterations() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = scratch("interrupt");
+    let flag = AtomicBool::new(false);
+    let mut seen = 0;
+    // Raise the flag after the third iteration, as a signal handler would.
+    let summary = train_with(
+        &tiny("CartPole-v1", Algo::Ppo),
+        &dir,
+        Existing::Refuse,
+        None,
+        Some(&flag),
+        &mut |_| {
+            seen += 1;
+            if seen == 3 {
+                flag.store(true, Ordering::Relaxed);
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(summary.status, "interrupted");
+    assert_eq!(summary.iterations, 3);
+    assert_eq!(
+        summary.error.as_deref(),
+        Some("interrupted by a signal after iteration 3")
+    );
+    let written: serde_json::Value =
+        serde_json::from_str(&read(&dir.join("summary.json"))).unwrap();
+    assert_eq!(written["status"], "interrupted");
+    assert_eq!(metrics(&dir).1.len(), 3, "every finished iteration is kept");
 }

@@ -14,6 +14,7 @@
 //! - [`train`] / [`train_with`]: the whole run written to a run folder
 //!   ([`crate::run_folder`]); what `gradgym train` and each run of `gradgym sweep` call.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -374,6 +375,13 @@ pub struct RunResult {
     pub summary: Summary,
 }
 
+/// The run was stopped from outside (SIGINT, SIGTERM) between two iterations.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by a signal after iteration {iteration}")]
+pub struct Interrupted {
+    pub iteration: u64,
+}
+
 /// Runs `f`, turning a panic (libtorch and tch panic on some errors) into an error.
 fn catch_panics<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
@@ -392,10 +400,17 @@ fn catch_panics<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 fn drive(
     trainer: &mut Trainer,
     mut hook: Option<&mut dyn Hook>,
+    interrupt: Option<&AtomicBool>,
     on_row: &mut dyn FnMut(&MetricRow, &Trainer) -> Result<()>,
 ) -> Summary {
     let outcome = catch_panics(|| {
         while !trainer.is_done() {
+            if interrupt.is_some_and(|flag| flag.load(Ordering::Relaxed)) {
+                return Err(Interrupted {
+                    iteration: trainer.finished.0,
+                }
+                .into());
+            }
             let row = trainer.step(hook.as_deref_mut())?;
             on_row(&row, trainer)?;
         }
@@ -413,7 +428,12 @@ fn drive(
             summary.eval_return_std = eval.map(|e| e.1);
         }
         Err(e) => {
-            summary.status = "failed".into();
+            summary.status = if e.is::<Interrupted>() {
+                "interrupted"
+            } else {
+                "failed"
+            }
+            .into();
             summary.error = Some(format!("{e:#}"));
         }
     }
@@ -427,7 +447,7 @@ pub fn run(config: &TrainConfig, hook: Option<&mut dyn Hook>) -> Result<RunResul
     let mut trainer = catch_panics(|| Trainer::new(config))?;
     let columns = trainer.columns(hook.as_deref());
     let mut rows = Vec::new();
-    let summary = drive(&mut trainer, hook, &mut |row, _| {
+    let summary = drive(&mut trainer, hook, None, &mut |row, _| {
         rows.push(row.clone());
         Ok(())
     });
@@ -444,17 +464,22 @@ pub fn train(
     out_dir: &std::path::Path,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Summary> {
-    train_with(config, out_dir, Existing::Refuse, None, on_progress)
+    train_with(config, out_dir, Existing::Refuse, None, None, on_progress)
 }
 
 /// Trains one run into the run folder `out_dir` (see [`crate::run_folder`]) and returns its
 /// summary (also written to `summary.json`). An error is returned only when the run could not
 /// start: a bad config, an existing folder under [`Existing::Refuse`], an unwritable folder.
+///
+/// When `interrupt` becomes true (a signal handler sets it), the run stops before its next
+/// iteration and is sealed with status `interrupted`: every finished iteration stays in
+/// metrics.csv and the summary says how far it got.
 pub fn train_with(
     config: &TrainConfig,
     out_dir: &std::path::Path,
     existing: Existing,
     hook: Option<&mut dyn Hook>,
+    interrupt: Option<&AtomicBool>,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Summary> {
     config.validate()?;
@@ -488,7 +513,7 @@ pub fn train_with(
         }
     };
     folder.start_metrics(trainer.columns(hook.as_deref()))?;
-    let summary = drive(&mut trainer, hook, &mut |row, trainer| {
+    let summary = drive(&mut trainer, hook, interrupt, &mut |row, trainer| {
         folder.append(row)?;
         on_progress(Progress {
             global_step: trainer.global_step(),

@@ -674,6 +674,7 @@ fn run_one(run: &PlannedRun, runs_dir: &Path, ui: &Ui) -> Result<Summary> {
         &runs_dir.join(&run.id),
         Existing::Refuse,
         None,
+        None,
         &mut on_progress,
     )?;
     if let Some(bar) = bar {

@@ -140,13 +140,37 @@ pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
     } else {
         Existing::Refuse
     };
-    let summary = train_with(&config, &out, existing, None, &mut on_progress)?;
+    // SIGINT or SIGTERM ends the run after its current iteration, sealed as `interrupted`;
+    // a second signal while the first is pending exits at once.
+    let interrupt = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, interrupt.clone())
+            .context("cannot install a signal handler")?;
+        signal_hook::flag::register(signal, interrupt.clone())
+            .context("cannot install a signal handler")?;
+    }
+    let summary = train_with(
+        &config,
+        &out,
+        existing,
+        None,
+        Some(&interrupt),
+        &mut on_progress,
+    )?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     println!("{}", serde_json::to_string_pretty(&summary)?);
     if summary.status == "completed" {
         Ok(ExitCode::SUCCESS)
+    } else if summary.status == "interrupted" {
+        eprintln!(
+            "gradgym train: {}; {} holds its {} finished iterations (status interrupted)",
+            summary.error.as_deref().unwrap_or("interrupted"),
+            out.display(),
+            summary.iterations
+        );
+        Ok(ExitCode::from(130))
     } else {
         eprintln!(
             "error: the run failed: {}",
