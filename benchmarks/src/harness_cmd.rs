@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use gradgym_benchmarks::report::{self, Metric};
 use gradgym_benchmarks::stats::Bootstrap;
-use gradgym_benchmarks::sweep::{self, Shard, SweepOptions, SweepSpec};
+use gradgym_benchmarks::sweep::{self, Shard, SlurmSpec, SweepOptions, SweepSpec};
 use gradgym_benchmarks::{compare, plot, results};
 
 #[derive(Args, Debug)]
@@ -32,6 +32,21 @@ pub struct SweepArgs {
     /// Shards for --emit-slurm (default: one per run).
     #[arg(long)]
     shards: Option<usize>,
+    /// --emit-slurm: CPUs per array task (default 2, or the sweep file's [slurm] table).
+    #[arg(long)]
+    slurm_cpus_per_task: Option<usize>,
+    /// --emit-slurm: the tasks' time limit, e.g. 02:00:00.
+    #[arg(long)]
+    slurm_time: Option<String>,
+    /// --emit-slurm: memory per task, e.g. 4G.
+    #[arg(long)]
+    slurm_mem: Option<String>,
+    /// --emit-slurm: the partition to submit to.
+    #[arg(long)]
+    slurm_partition: Option<String>,
+    /// --emit-slurm: the account to charge.
+    #[arg(long)]
+    slurm_account: Option<String>,
     /// Plain progress lines even on a terminal.
     #[arg(long)]
     quiet: bool,
@@ -53,10 +68,30 @@ pub fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
         if args.shards == Some(0) {
             anyhow::bail!("--shards must be at least 1");
         }
+        if args.slurm_cpus_per_task == Some(0) {
+            anyhow::bail!("--slurm-cpus-per-task must be at least 1");
+        }
         let shards = args.shards.unwrap_or(planned.len()).clamp(1, planned.len());
+        let slurm = spec.slurm.clone().unwrap_or_default().overlay(&SlurmSpec {
+            cpus_per_task: args.slurm_cpus_per_task,
+            time: args.slurm_time.clone(),
+            mem: args.slurm_mem.clone(),
+            partition: args.slurm_partition.clone(),
+            account: args.slurm_account.clone(),
+        });
+        let spec_path = std::fs::canonicalize(&args.file)
+            .with_context(|| format!("cannot resolve {}", args.file.display()))?;
+        let out = sweep::absolute(&out)?;
+        // Slurm opens each task's log in `out` before the script runs: make it now.
+        std::fs::create_dir_all(&out)
+            .with_context(|| format!("cannot create {}", out.display()))?;
         print!(
             "{}",
-            sweep::slurm_script(&args.file, &out, shards, args.device.as_deref())
+            sweep::slurm_script(&spec_path, &out, shards, args.device.as_deref(), &slurm)
+        );
+        eprintln!(
+            "gradgym sweep: made the log folder {}; submit the script with sbatch from any folder",
+            out.display()
         );
         return Ok(ExitCode::SUCCESS);
     }

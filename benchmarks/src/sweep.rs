@@ -61,6 +61,9 @@ pub struct SweepSpec {
     #[serde(default)]
     pub config: toml::Table,
     pub runs: Vec<Group>,
+    /// Resources of `--emit-slurm` scripts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmSpec>,
 }
 
 /// One `[[runs]]` block: every env × algo × grid point.
@@ -463,33 +466,96 @@ fn write_summary_csv(out: &Path, runs: &[PlannedRun], grid_keys: &[String]) -> R
     write_atomic(&out.join("summary.csv"), text.as_bytes())
 }
 
-/// A lock on the results folder, so two sweeps never write into the same one. The file
-/// holds the owner's pid; a lock whose process is gone (killed) is taken over.
+/// A lock on the results folder, so two sweeps never write into the same one, also from
+/// different hosts (Slurm tasks on several nodes sharing a file system). The file holds
+/// `host pid`; its owner touches it every [`HEARTBEAT`] while it runs. A lock is live when
+/// its owner is this host's running process, or another host's lock touched less than
+/// [`STALE`] ago; a dead or silent one (a killed sweep) is taken over.
 struct FolderLock {
     path: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    heartbeat: Option<std::thread::JoinHandle<()>>,
+}
+
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(20);
+const STALE: std::time::Duration = std::time::Duration::from_secs(120);
+
+fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into())
 }
 
 impl FolderLock {
     fn take(out: &Path) -> Result<Self> {
         let path = out.join(".sweep.lock");
-        if let Ok(text) = fs::read_to_string(&path)
-            && let Ok(pid) = text.trim().parse::<u32>()
-            && pid != std::process::id()
-            && Path::new(&format!("/proc/{pid}")).exists()
-        {
-            bail!(
-                "{} is in use by another gradgym sweep (pid {pid}); wait for it or stop it",
-                out.display()
-            );
+        let me = (hostname(), std::process::id());
+        if let Ok(text) = fs::read_to_string(&path) {
+            let mut parts = text.split_whitespace();
+            let (host, pid) = match (parts.next(), parts.next()) {
+                (Some(h), Some(p)) => (h.to_string(), p.parse::<u32>().ok()),
+                // A lock of an older gradgym: a bare pid on this host.
+                (Some(p), None) => (me.0.clone(), p.parse::<u32>().ok()),
+                _ => (String::new(), None),
+            };
+            let age = fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .unwrap_or_default();
+            let live = match pid {
+                Some(pid) if host == me.0 => {
+                    pid != me.1 && Path::new(&format!("/proc/{pid}")).exists()
+                }
+                Some(_) => age < STALE,
+                None => false,
+            };
+            if live {
+                bail!(
+                    "{} is in use by another gradgym sweep (host {host}, pid {}); wait for it or \
+                     stop it (a lock from another host is taken over after {} s without a heartbeat)",
+                    out.display(),
+                    pid.unwrap_or_default(),
+                    STALE.as_secs()
+                );
+            }
         }
-        fs::write(&path, std::process::id().to_string())
+        fs::write(&path, format!("{} {}\n", me.0, me.1))
             .with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(Self { path })
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let heartbeat = {
+            let (path, stop) = (path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut waited = std::time::Duration::ZERO;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    waited += std::time::Duration::from_millis(200);
+                    if waited >= HEARTBEAT {
+                        waited = std::time::Duration::ZERO;
+                        if let Ok(f) = fs::File::options().append(true).open(&path) {
+                            let _ = f.set_modified(SystemTime::now());
+                        }
+                    }
+                }
+            })
+        };
+        Ok(Self {
+            path,
+            stop,
+            heartbeat: Some(heartbeat),
+        })
     }
 }
 
 impl Drop for FolderLock {
     fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.heartbeat.take() {
+            let _ = h.join();
+        }
         let _ = fs::remove_file(&self.path);
     }
 }
@@ -749,31 +815,108 @@ impl Ui {
 
 /// An sbatch script that runs shard `$SLURM_ARRAY_TASK_ID` of `shards` per array task, each
 /// into `<out>/shard-<i>`; `gradgym report <out>` reads the union.
-pub fn slurm_script(spec_path: &Path, out: &Path, shards: usize, device: Option<&str>) -> String {
-    let device_flag = device.map(|d| format!(" --device {d}")).unwrap_or_default();
-    let gpu = if device.is_some_and(|d| d.starts_with("cuda")) {
-        "#SBATCH --gres=gpu:1\n"
+/// Slurm resources of an emitted job-array script: from the sweep file's `[slurm]` table,
+/// overridden by `--slurm-*` flags.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmSpec {
+    /// `--cpus-per-task` of each array task (default 2); the task runs that many jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus_per_task: Option<usize>,
+    /// `--time` (e.g. `02:00:00`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// `--mem` (e.g. `4G`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+}
+
+impl SlurmSpec {
+    /// `self` with the fields `over` sets replaced.
+    pub fn overlay(&self, over: &SlurmSpec) -> SlurmSpec {
+        SlurmSpec {
+            cpus_per_task: over.cpus_per_task.or(self.cpus_per_task),
+            time: over.time.clone().or_else(|| self.time.clone()),
+            mem: over.mem.clone().or_else(|| self.mem.clone()),
+            partition: over.partition.clone().or_else(|| self.partition.clone()),
+            account: over.account.clone().or_else(|| self.account.clone()),
+        }
+    }
+}
+
+/// `s` quoted for bash: single quotes, with `'` written as `'\''`.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// `path` made absolute against the current folder (without resolving links).
+pub fn absolute(path: &Path) -> Result<PathBuf> {
+    Ok(if path.is_absolute() {
+        path.to_path_buf()
     } else {
-        ""
-    };
+        std::env::current_dir()
+            .context("cannot read the current folder")?
+            .join(path)
+    })
+}
+
+/// An sbatch job-array script: task i runs shard i/`shards` of the sweep into
+/// `<out>/shard-i`. Paths are absolute and quoted, so the script can be submitted from any
+/// folder and survives spaces; `out` must exist before submission (Slurm opens the task logs
+/// there before the script runs), which `gradgym sweep --emit-slurm` sees to.
+pub fn slurm_script(
+    spec_path: &Path,
+    out: &Path,
+    shards: usize,
+    device: Option<&str>,
+    slurm: &SlurmSpec,
+) -> String {
+    let spec = shell_quote(&spec_path.display().to_string());
+    let out_q = shell_quote(&out.display().to_string());
+    let device_flag = device
+        .map(|d| format!(" --device {}", shell_quote(d)))
+        .unwrap_or_default();
+    let mut directives = vec![
+        "--job-name=gradgym-sweep".to_string(),
+        format!("--array=1-{shards}"),
+        format!("--cpus-per-task={}", slurm.cpus_per_task.unwrap_or(2)),
+    ];
+    for (flag, value) in [
+        ("time", &slurm.time),
+        ("mem", &slurm.mem),
+        ("partition", &slurm.partition),
+        ("account", &slurm.account),
+    ] {
+        if let Some(v) = value {
+            directives.push(format!("--{flag}={v}"));
+        }
+    }
+    if device.is_some_and(|d| d.starts_with("cuda")) {
+        directives.push("--gres=gpu:1".into());
+    }
+    // sbatch reads #SBATCH lines like a command line: double quotes keep a space in a path.
+    directives.push(format!("--output=\"{}/slurm-%A_%a.log\"", out.display()));
+    let directives: String = directives
+        .iter()
+        .map(|d| format!("#SBATCH {d}\n"))
+        .collect();
     format!(
         "#!/bin/bash\n\
-         # Written by `gradgym sweep {spec} --emit-slurm`. Submit with\n\
-         #   mkdir -p {out} && sbatch {{this file}}\n\
-         # (Slurm opens the task logs in {out} before the script runs.) Needs `gradgym` on the\n\
-         # nodes' PATH; relative paths are relative to the folder sbatch is run from.\n\
-         # Task i runs shard i/{shards} of the grid into {out}/shard-i; re-submitting resumes.\n\
-         # Afterwards: gradgym report {out} && gradgym plot {out}\n\
-         #SBATCH --job-name=gradgym-sweep\n\
-         #SBATCH --array=1-{shards}\n\
-         #SBATCH --cpus-per-task=2\n\
-         {gpu}\
-         #SBATCH --output={out}/slurm-%A_%a.log\n\
+         # Written by `gradgym sweep {spec} --emit-slurm`. Submit from any folder with\n\
+         #   sbatch {{this file}}\n\
+         # The log folder {out_q} was made when this script was written (Slurm opens the task\n\
+         # logs there before the script runs). `gradgym` must be on the nodes' PATH, or set\n\
+         # GRADGYM to its absolute path. Task i runs shard i/{shards} of the grid into\n\
+         # {out_q}/shard-i; re-submitting resumes. Pool the shards afterwards with\n\
+         #   gradgym report {out_q} && gradgym plot {out_q}\n\
+         {directives}\
          set -euo pipefail\n\
-         mkdir -p {out}\n\
-         gradgym sweep {spec} --shard \"${{SLURM_ARRAY_TASK_ID}}/{shards}\" --jobs \"${{SLURM_CPUS_PER_TASK:-1}}\"{device_flag} --out \"{out}/shard-${{SLURM_ARRAY_TASK_ID}}\" --quiet\n",
-        spec = spec_path.display(),
-        out = out.display(),
+         mkdir -p {out_q}\n\
+         \"${{GRADGYM:-gradgym}}\" sweep {spec} --shard \"${{SLURM_ARRAY_TASK_ID}}/{shards}\" --jobs \"${{SLURM_CPUS_PER_TASK:-1}}\"{device_flag} --out {out_q}/\"shard-${{SLURM_ARRAY_TASK_ID}}\" --quiet\n",
     )
 }
 

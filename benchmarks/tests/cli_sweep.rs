@@ -345,24 +345,6 @@ fn shards_cover_the_grid_and_report_reads_their_union() {
         file.to_str().unwrap(),
         "--emit-slurm",
         "--shards",
-        "3",
-        "--out",
-        "results/x",
-    ]);
-    let script = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(script.starts_with("#!/bin/bash"), "{script}");
-    assert!(script.contains("#SBATCH --array=1-3"), "{script}");
-    assert!(
-        script.contains("--shard \"${SLURM_ARRAY_TASK_ID}/3\"")
-            && script.contains("--out \"results/x/shard-${SLURM_ARRAY_TASK_ID}\""),
-        "{script}"
-    );
-    let o = gradgym(&[
-        "sweep",
-        file.to_str().unwrap(),
-        "--emit-slurm",
-        "--shards",
         "0",
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -615,4 +597,123 @@ fn report_and_plot_read_a_single_train_run_folder_and_skip_an_interrupted_one() 
         "{}",
         text(&o)
     );
+}
+
+#[test]
+fn the_emitted_slurm_script_runs_as_emitted_from_another_folder() {
+    let file = write_sweep("slurm", A2C_THREE_SEEDS);
+    let out = scratch("slurm out with space");
+    let o = gradgym(&[
+        "sweep",
+        file.to_str().unwrap(),
+        "--emit-slurm",
+        "--shards",
+        "2",
+        "--slurm-time",
+        "00:10:00",
+        "--slurm-mem",
+        "2G",
+        "--slurm-partition",
+        "short",
+        "--slurm-account",
+        "lab",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let script = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        out.is_dir(),
+        "the log folder is made when the script is written"
+    );
+    for line in [
+        "#SBATCH --array=1-2",
+        "#SBATCH --cpus-per-task=2",
+        "#SBATCH --time=00:10:00",
+        "#SBATCH --mem=2G",
+        "#SBATCH --partition=short",
+        "#SBATCH --account=lab",
+    ] {
+        assert!(script.contains(line), "{line}:\n{script}");
+    }
+    assert!(
+        script.contains(&format!(
+            "#SBATCH --output=\"{}/slurm-%A_%a.log\"",
+            out.display()
+        )),
+        "{script}"
+    );
+    let path = out.with_extension("sbatch");
+    fs::write(&path, &script).unwrap();
+    // Each array task, as Slurm would start it: bash, Slurm's variables, another folder.
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_gradgym"))
+        .parent()
+        .unwrap();
+    for task in ["1", "2"] {
+        let o = std::process::Command::new("bash")
+            .arg(&path)
+            .current_dir("/")
+            .env("SLURM_ARRAY_TASK_ID", task)
+            .env("SLURM_CPUS_PER_TASK", "1")
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "task {task}: {}", text(&o));
+        assert!(out.join(format!("shard-{task}/summary.csv")).is_file());
+    }
+    // The shards pool into the whole sweep.
+    let o = gradgym(&["report", out.to_str().unwrap(), "--reps", "100"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("| CartPole-v1 | a2c | 3 |"),
+        "{}",
+        text(&o)
+    );
+    // The sweep file's [slurm] table sets resources too; flags win.
+    let with_table = write_sweep(
+        "slurm-table",
+        &format!("{A2C_THREE_SEEDS}[slurm]\ncpus_per_task = 4\ntime = \"01:00:00\"\n"),
+    );
+    let o = gradgym(&[
+        "sweep",
+        with_table.to_str().unwrap(),
+        "--emit-slurm",
+        "--slurm-time",
+        "00:05:00",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let script = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        script.contains("#SBATCH --cpus-per-task=4") && script.contains("#SBATCH --time=00:05:00"),
+        "{script}"
+    );
+}
+
+#[test]
+fn a_lock_from_another_host_blocks_while_its_heartbeat_is_fresh() {
+    let file = write_sweep("lock", A2C_THREE_SEEDS);
+    let out = scratch("lock");
+    fs::create_dir_all(&out).unwrap();
+    let lock = out.join(".sweep.lock");
+    // A process of the same pid number on another node must not be mistaken for ours or
+    // for a local process: its heartbeat decides.
+    fs::write(&lock, format!("some-other-node {}\n", std::process::id())).unwrap();
+    let o = sweep(&file, &out, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("host some-other-node"), "{}", text(&o));
+    // Silent for longer than the stale limit: taken over.
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+    fs::File::options()
+        .append(true)
+        .open(&lock)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let o = sweep(&file, &out, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!lock.exists(), "released at the end");
 }
