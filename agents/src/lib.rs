@@ -1,6 +1,7 @@
 //! # gradgym-agents
 //!
 //! - [`config`]: the training configuration (CleanRL's names and defaults).
+//! - [`error`]: the non-finite-loss error that stops a run.
 //! - [`network`]: MLP actor-critic with categorical and Gaussian heads, seeded initialisation.
 //! - [`fast`]: the policy at rollout time in plain Rust, and action sampling.
 //! - [`buffer`]: the rollout buffer `[num_steps, num_envs]`.
@@ -13,6 +14,7 @@ pub mod backend;
 pub mod buffer;
 pub mod config;
 pub mod device;
+pub mod error;
 pub mod fast;
 pub mod learners;
 pub mod network;

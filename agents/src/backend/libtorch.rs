@@ -10,8 +10,8 @@ use tch::{Device, Kind, Tensor, nn};
 
 use super::{Backend, Minibatch, Objective, PolicyLoss, StepReport, ValueLoss};
 use crate::config::TrainConfig;
+use crate::error::{NonFiniteLoss, finite};
 use crate::fast::FastPolicy;
-use crate::learners::{NonFiniteLoss, finite};
 use crate::network::{ActorCritic, Head};
 
 pub struct Libtorch {

@@ -20,9 +20,9 @@ pub mod native;
 
 use gradgym_algorithms::losses::RatioStats;
 
-use crate::config::TrainConfig;
+use crate::config::{BackendKind, TrainConfig};
+use crate::error::NonFiniteLoss;
 use crate::fast::FastPolicy;
-use crate::learners::NonFiniteLoss;
 use crate::network::Head;
 
 /// The policy term of a loss.
@@ -104,36 +104,6 @@ pub trait Backend {
     fn snapshot(&self) -> FastPolicy;
     /// `"native"` or `"libtorch"`, for manifests.
     fn name(&self) -> &'static str;
-}
-
-/// Which backend a run uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackendKind {
-    /// `native` on the CPU, `libtorch` on CUDA.
-    Auto,
-    Native,
-    Libtorch,
-}
-
-impl BackendKind {
-    /// The backend that runs on `device`: `Auto` becomes `Native` on the CPU and `Libtorch`
-    /// elsewhere.
-    pub fn resolve(self, device: tch::Device) -> BackendKind {
-        match self {
-            BackendKind::Auto if device == tch::Device::Cpu => BackendKind::Native,
-            BackendKind::Auto => BackendKind::Libtorch,
-            other => other,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::Auto => "auto",
-            BackendKind::Native => "native",
-            BackendKind::Libtorch => "libtorch",
-        }
-    }
 }
 
 /// Builds the backend of `config` for a network of `obs_dim` inputs and `head`, with weights

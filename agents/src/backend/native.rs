@@ -22,8 +22,8 @@ use gradgym_envs::rng::Stream;
 use super::mlp::Mlp;
 use super::{Backend, Minibatch, Objective, PolicyLoss, StepReport, ValueLoss};
 use crate::config::TrainConfig;
+use crate::error::{NonFiniteLoss, finite};
 use crate::fast::{Dense, FastPolicy};
-use crate::learners::{NonFiniteLoss, finite};
 use crate::network::Head;
 
 /// Adam as libtorch computes it, over one flat parameter vector.
