@@ -2,8 +2,9 @@
 //!
 //! - [`config`]: the training configuration (CleanRL's names and defaults).
 //! - [`error`]: the non-finite-loss error that stops a run.
-//! - [`network`]: MLP actor-critic with categorical and Gaussian heads, seeded initialisation.
-//! - [`fast`]: the policy at rollout time in plain Rust, and action sampling.
+//! - [`nn`]: the network maths: the MLP actor-critic (flat parameters, forward and backward),
+//!   categorical and Gaussian heads, seeded initialisation, the rollout policy, and the tch
+//!   modules of the libtorch backend.
 //! - [`buffer`]: the rollout buffer `[num_steps, num_envs]`.
 //! - [`learners`]: REINFORCE, A2C, PPO behind one trait.
 //! - [`backend`]: who takes the gradient steps: native Rust on the CPU, or libtorch (autograd,
@@ -15,9 +16,8 @@ pub mod buffer;
 pub mod config;
 pub mod device;
 pub mod error;
-pub mod fast;
 pub mod learners;
-pub mod network;
+pub mod nn;
 pub mod train;
 
 /// Facts about the build, recorded in manifests and printed by `gradgym info`.

@@ -28,9 +28,8 @@ use crate::backend::make_backend;
 use crate::buffer::Rollout;
 use crate::config::TrainConfig;
 use crate::device::parse_device;
-use crate::fast::{FastPolicy, Scratch, sample_categorical, sample_gaussian};
 use crate::learners::{UpdateStats, make_learner};
-use crate::network::Head;
+use crate::nn::{Head, Policy as FastPolicy, Scratch, sample_categorical, sample_gaussian};
 
 /// The columns of `metrics.csv`, in order.
 pub const METRIC_COLUMNS: [&str; 17] = [
