@@ -18,11 +18,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
-/// Paths the docs describe that other branches are writing right now (the run folder, the
-/// collector, metric rows, the network core, the module-graph test). Empty this list once they
-/// are merged. An entry ending in `/` covers everything under it.
-const PLANNED: &[&str] = &["agents/src/nn/", "tests/module_graph.rs"];
-
 /// File endings that make a backticked word with a `/` a repository path.
 const FILE_EXTENSIONS: &[&str] = &[
     ".rs", ".toml", ".md", ".sh", ".csv", ".json", ".py", ".png", ".svg",
@@ -238,13 +233,6 @@ fn normalise(path: &Path) -> PathBuf {
     out
 }
 
-fn planned(path: &str) -> bool {
-    let path = path.trim_start_matches("./");
-    PLANNED.iter().any(|p| {
-        path == *p || (p.ends_with('/') && (path.starts_with(p) || path == p.trim_end_matches('/')))
-    })
-}
-
 /// The backticked word as a repository path, if it looks like one and is not an example.
 fn repo_path(word: &str, folders: &BTreeSet<String>) -> Option<String> {
     let word = word
@@ -307,9 +295,7 @@ fn check_page(root: &Path, page: &Path, folders: &BTreeSet<String>) -> Vec<Strin
             };
             let shown = file.display().to_string();
             if !root.join(&file).exists() {
-                if !planned(&shown) {
-                    problems.push(format!("{at}: link to `{target}`: {shown} does not exist"));
-                }
+                problems.push(format!("{at}: link to `{target}`: {shown} does not exist"));
                 continue;
             }
             if let Some(anchor) = anchor {
@@ -331,7 +317,6 @@ fn check_page(root: &Path, page: &Path, folders: &BTreeSet<String>) -> Vec<Strin
             for word in span.split_whitespace() {
                 if let Some(path) = repo_path(word, folders)
                     && !root.join(&path).exists()
-                    && !planned(&path)
                 {
                     problems.push(format!("{at}: `{path}` does not exist in the repository"));
                 }
@@ -433,7 +418,7 @@ fn the_checker_catches_each_kind_of_broken_reference() {
     fs::write(root.join("docs/a.md"), "# Page A\n\n## Speed of training\n").unwrap();
     let good = "# Front\n\
         [a](docs/a.md#speed-of-training) [self](#front) `envs/src/lib.rs` `out/quick/x.csv`\n\
-        `runs/<run-id>/metrics.csv` `DIR/report/report.md` `agents/src/nn/mlp.rs` `envs/src/lib.rs:12`\n\
+        `runs/<run-id>/metrics.csv` `DIR/report/report.md` `envs/src/lib.rs:12`\n\
         ```\n[x](missing.md) `envs/src/gone.rs` ROADMAP\n```\n\
         `[x](missing.md)` is code, not a link.\n";
     fs::write(root.join("README.md"), good).unwrap();

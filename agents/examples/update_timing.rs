@@ -6,7 +6,8 @@
 //! `cargo run --release -p gradgym-agents --example update_timing`
 use std::time::Instant;
 
-use gradgym_agents::network::{ActorCritic, Head};
+use gradgym_agents::nn::Head;
+use gradgym_agents::nn::torch::TorchActorCritic;
 use gradgym_algorithms::losses::{normalize_advantages, ppo_clip_loss, value_loss};
 use gradgym_envs::rng;
 use tch::nn::OptimizerConfig;
@@ -15,7 +16,7 @@ use tch::{Device, Kind, Tensor};
 fn main() {
     tch::set_num_threads(1);
     let mut r = rng::stream(0, "init", 0);
-    let net = ActorCritic::new(
+    let net = TorchActorCritic::new(
         4,
         Head::Categorical { n: 2 },
         &[64, 64],
@@ -98,7 +99,7 @@ fn backends() {
         Backend, Minibatch, Objective, PolicyLoss, ValueLoss, libtorch::Libtorch, native::Native,
     };
     use gradgym_agents::config::TrainConfig;
-    use gradgym_agents::fast::Scratch;
+    use gradgym_agents::nn::Scratch;
 
     let config = TrainConfig::default();
     let head = Head::Categorical { n: 2 };

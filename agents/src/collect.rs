@@ -17,8 +17,7 @@ use ndarray::{Array2, Axis, s};
 
 use crate::buffer::Rollout;
 use crate::config::TrainConfig;
-use crate::fast::{FastPolicy, Scratch, sample_categorical, sample_gaussian};
-use crate::network::Head;
+use crate::nn::{Head, Policy, Scratch, sample_categorical, sample_gaussian};
 
 pub fn head_for(space: &Space) -> Head {
     match space {
@@ -42,7 +41,7 @@ impl Actor {
     #[allow(clippy::too_many_arguments)]
     pub fn act(
         &mut self,
-        policy: &FastPolicy,
+        policy: &Policy,
         obs: &[f32],
         n: usize,
         rng: &mut Stream,
@@ -136,7 +135,7 @@ fn row_mut<T>(a: &mut Array2<T>, t: usize) -> &mut [T] {
 #[allow(clippy::too_many_arguments)]
 pub fn collect(
     env: &mut dyn VecEnv,
-    policy: &FastPolicy,
+    policy: &Policy,
     actor: &mut Actor,
     r: &mut Rollout,
     rng: &mut Stream,
@@ -243,7 +242,7 @@ pub fn collect(
 
 /// Mean and standard deviation of `episodes` deterministic episodes (one per env of a batch
 /// seeded from the run's `"eval"` stream).
-pub fn evaluate(config: &TrainConfig, policy: &FastPolicy) -> Result<(f64, f64)> {
+pub fn evaluate(config: &TrainConfig, policy: &Policy) -> Result<(f64, f64)> {
     let episodes = config.eval_episodes;
     let seed = rng::derive_seed(config.seed, "eval");
     let mut env = make_with(
@@ -303,7 +302,7 @@ mod tests {
     use crate::buffer::flat;
 
     /// A freshly initialised policy for `env_id`.
-    fn policy(env_id: &str, seed: u64) -> FastPolicy {
+    fn policy(env_id: &str, seed: u64) -> Policy {
         let config = TrainConfig {
             env_id: env_id.into(),
             ..TrainConfig::default()

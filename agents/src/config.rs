@@ -8,7 +8,35 @@ use serde::{Deserialize, Serialize};
 
 use gradgym_algorithms::kl::KlController;
 
-pub use crate::backend::BackendKind;
+/// Which backend a run uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// `native` on the CPU, `libtorch` on CUDA.
+    Auto,
+    Native,
+    Libtorch,
+}
+
+impl BackendKind {
+    /// The backend that runs on `device`: `Auto` becomes `Native` on the CPU and `Libtorch`
+    /// elsewhere.
+    pub fn resolve(self, device: tch::Device) -> BackendKind {
+        match self {
+            BackendKind::Auto if device == tch::Device::Cpu => BackendKind::Native,
+            BackendKind::Auto => BackendKind::Libtorch,
+            other => other,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Auto => "auto",
+            BackendKind::Native => "native",
+            BackendKind::Libtorch => "libtorch",
+        }
+    }
+}
 
 /// Which learner trains the policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

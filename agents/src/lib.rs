@@ -1,8 +1,10 @@
 //! # gradgym-agents
 //!
 //! - [`config`]: the training configuration (CleanRL's names and defaults).
-//! - [`network`]: MLP actor-critic with categorical and Gaussian heads, seeded initialisation.
-//! - [`fast`]: the policy at rollout time in plain Rust, and action sampling.
+//! - [`error`]: the non-finite-loss error that stops a run.
+//! - [`nn`]: the network maths: the MLP actor-critic (flat parameters, forward and backward),
+//!   categorical and Gaussian heads, seeded initialisation, the rollout policy, and the tch
+//!   modules of the libtorch backend.
 //! - [`buffer`]: the rollout buffer `[num_steps, num_envs]`.
 //! - [`learners`]: REINFORCE, A2C, PPO behind one trait.
 //! - [`backend`]: who takes the gradient steps: native Rust on the CPU, or libtorch (autograd,
@@ -20,10 +22,10 @@ pub mod buffer;
 pub mod collect;
 pub mod config;
 pub mod device;
-pub mod fast;
+pub mod error;
 pub mod learners;
 pub mod metrics;
-pub mod network;
+pub mod nn;
 pub mod run_folder;
 pub mod train;
 

@@ -27,10 +27,9 @@ use crate::buffer::Rollout;
 use crate::collect::{Actor, Episodes, collect, evaluate, head_for};
 use crate::config::TrainConfig;
 use crate::device::parse_device;
-use crate::fast::FastPolicy;
 use crate::learners::{Learner, make_learner};
 use crate::metrics::{Cell, Columns, MetricRow};
-use crate::network::Head;
+use crate::nn::{Head, Policy};
 use crate::run_folder::{Existing, RunFolder};
 
 /// The columns every training run writes before any a hook adds, in order.
@@ -112,7 +111,7 @@ pub struct Collected<'a> {
     /// there is what the learner optimises. Episode returns in the metrics stay the env's.
     pub rollout: &'a mut Rollout,
     /// The policy that collected the rollout.
-    pub policy: &'a FastPolicy,
+    pub policy: &'a Policy,
     /// This iteration's metrics row: the hook sets its own (declared) columns here.
     pub row: &'a mut MetricRow,
 }
@@ -246,7 +245,7 @@ impl Trainer {
     }
 
     /// A CPU copy of the current policy.
-    pub fn policy(&self) -> FastPolicy {
+    pub fn policy(&self) -> Policy {
         self.model.snapshot()
     }
 

@@ -1,4 +1,4 @@
-//! The libtorch backend: [`ActorCritic`] on a tch device, the losses of
+//! The libtorch backend: [`TorchActorCritic`] on a tch device, the losses of
 //! `gradgym_algorithms::losses`, autograd, tch's global grad-norm clip and Adam.
 
 use gradgym_algorithms::losses::{
@@ -10,12 +10,13 @@ use tch::{Device, Kind, Tensor, nn};
 
 use super::{Backend, Minibatch, Objective, PolicyLoss, StepReport, ValueLoss};
 use crate::config::TrainConfig;
-use crate::fast::FastPolicy;
-use crate::learners::{NonFiniteLoss, finite};
-use crate::network::{ActorCritic, Head};
+use crate::error::{NonFiniteLoss, finite};
+use crate::nn::Policy;
+use crate::nn::heads::Head;
+use crate::nn::torch::TorchActorCritic;
 
 pub struct Libtorch {
-    pub net: ActorCritic,
+    pub net: TorchActorCritic,
     pub opt: nn::Optimizer,
 }
 
@@ -31,7 +32,7 @@ impl Libtorch {
         device: Device,
         rng: &mut Stream,
     ) -> anyhow::Result<Self> {
-        let net = ActorCritic::new(
+        let net = TorchActorCritic::new(
             obs_dim,
             head,
             &config.hidden_sizes,
@@ -61,7 +62,7 @@ impl Backend for Libtorch {
     ) -> Result<StepReport, NonFiniteLoss> {
         let device = self.net.device();
         let n = b.len as i64;
-        let obs = self.tensor(&b.obs).view([n, self.net.obs_dim as i64]);
+        let obs = self.tensor(&b.obs).view([n, self.net.obs_dim() as i64]);
         let actions = if b.actions_discrete.is_empty() {
             self.tensor(&b.actions_continuous).view([n, -1])
         } else {
@@ -124,7 +125,7 @@ impl Backend for Libtorch {
         self.opt.set_lr(lr);
     }
 
-    fn snapshot(&self) -> FastPolicy {
+    fn snapshot(&self) -> Policy {
         self.net.snapshot()
     }
 

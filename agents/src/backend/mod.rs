@@ -4,26 +4,24 @@
 //! [`Minibatch`]); a backend owns the actor-critic's parameters and optimiser and takes the step:
 //! forward, loss, gradient, global grad-norm clip, Adam.
 //!
-//! - [`libtorch`]: the networks of [`crate::network`] on a tch device (CPU or CUDA); losses from
-//!   `gradgym_algorithms::losses`, gradients by autograd. The reference.
+//! - [`libtorch`]: the networks of [`crate::nn::torch`] on a tch device (CPU or CUDA); losses
+//!   from `gradgym_algorithms::losses`, gradients by autograd. The reference.
 //! - [`native`]: the same networks, losses and optimiser in plain Rust on the CPU, with the
-//!   gradients written out (`gradgym_algorithms::loss_grads` for the losses, [`mlp`] for the
-//!   networks). At CartPole's sizes a libtorch step is ~1 ms of dispatch around ~0.1 ms of
+//!   gradients written out (`gradgym_algorithms::loss_grads` for the losses,
+//!   [`crate::nn::heads`] and [`crate::nn::mlp`] for the networks). At CartPole's sizes a libtorch step is ~1 ms of dispatch around ~0.1 ms of
 //!   arithmetic; this one is the arithmetic. The tests in `native.rs` check its gradients and
 //!   its parameters after Adam steps against the libtorch backend on the same inputs.
 //!
 //! `backend = "auto"` (the default) takes `native` on the CPU and `libtorch` on CUDA.
 
 pub mod libtorch;
-pub mod mlp;
 pub mod native;
 
 use gradgym_algorithms::losses::RatioStats;
 
-use crate::config::TrainConfig;
-use crate::fast::FastPolicy;
-use crate::learners::NonFiniteLoss;
-use crate::network::Head;
+use crate::config::{BackendKind, TrainConfig};
+use crate::error::NonFiniteLoss;
+use crate::nn::{Head, Policy};
 
 /// The policy term of a loss.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -101,39 +99,9 @@ pub trait Backend {
     ) -> Result<StepReport, NonFiniteLoss>;
     fn set_learning_rate(&mut self, lr: f64);
     /// A CPU copy of the current weights for rollouts and evaluation.
-    fn snapshot(&self) -> FastPolicy;
+    fn snapshot(&self) -> Policy;
     /// `"native"` or `"libtorch"`, for manifests.
     fn name(&self) -> &'static str;
-}
-
-/// Which backend a run uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackendKind {
-    /// `native` on the CPU, `libtorch` on CUDA.
-    Auto,
-    Native,
-    Libtorch,
-}
-
-impl BackendKind {
-    /// The backend that runs on `device`: `Auto` becomes `Native` on the CPU and `Libtorch`
-    /// elsewhere.
-    pub fn resolve(self, device: tch::Device) -> BackendKind {
-        match self {
-            BackendKind::Auto if device == tch::Device::Cpu => BackendKind::Native,
-            BackendKind::Auto => BackendKind::Libtorch,
-            other => other,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::Auto => "auto",
-            BackendKind::Native => "native",
-            BackendKind::Libtorch => "libtorch",
-        }
-    }
 }
 
 /// Builds the backend of `config` for a network of `obs_dim` inputs and `head`, with weights

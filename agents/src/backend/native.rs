@@ -1,12 +1,10 @@
 //! The native backend: CleanRL's actor-critic, its losses and Adam in plain Rust on the CPU.
 //!
-//! One step: actor and critic forward ([`Mlp::forward`]); the head's log π(a|s) and entropy;
-//! the loss and ∂L/∂log π, ∂L/∂V from `gradgym_algorithms::loss_grads`; the head's backward
-//! to ∂L/∂logits (or ∂L/∂mean and ∂L/∂log σ); the MLPs' backward; global grad-norm clip; Adam.
-//!
-//! Head gradients, per sample with `p = softmax(z)` and `H = −Σ p log p`:
-//! `∂log p_a/∂z_j = 1[j = a] − p_j`, `∂H/∂z_j = −p_j (log p_j + H)`. For the diagonal Gaussian
-//! with `u = (a − μ)/σ`: `∂log π/∂μ = u/σ`, `∂log π/∂log σ = u² − 1`, `∂H/∂log σ = 1`.
+//! One step: actor and critic forward ([`crate::nn::mlp::Mlp::forward`]); the head's
+//! log π(a|s) and entropy ([`crate::nn::heads`]); the loss and ∂L/∂log π, ∂L/∂V from
+//! `gradgym_algorithms::loss_grads`; the head's closed-form backward to ∂L/∂logits (or ∂L/∂mean
+//! and ∂L/∂log σ); the MLPs' backward; global grad-norm clip; Adam. The parameters are one flat
+//! vector in the layout of [`crate::nn::ActorCritic`].
 //!
 //! Adam and the clip follow libtorch's (`torch::optim::Adam` with β = (0.9, 0.999), no weight
 //! decay; tch's `clip_grad_norm`: scale by `max / (‖g‖ + 1e-6)` when that is below 1).
@@ -19,12 +17,12 @@ use gradgym_algorithms::loss_grads::{
 use gradgym_algorithms::losses::RatioStats;
 use gradgym_envs::rng::Stream;
 
-use super::mlp::Mlp;
 use super::{Backend, Minibatch, Objective, PolicyLoss, StepReport, ValueLoss};
 use crate::config::TrainConfig;
-use crate::fast::{Dense, FastPolicy};
-use crate::learners::{NonFiniteLoss, finite};
-use crate::network::Head;
+use crate::error::{NonFiniteLoss, finite};
+use crate::nn::actor_critic::{ActorCritic, Policy};
+use crate::nn::heads::{self, Head};
+use crate::nn::init;
 
 /// Adam as libtorch computes it, over one flat parameter vector.
 #[derive(Clone, Debug)]
@@ -107,11 +105,8 @@ struct Work {
 }
 
 pub struct Native {
-    head: Head,
-    actor: Mlp,
-    critic: Mlp,
-    /// Offset of the Gaussian head's log σ `[dim]`.
-    log_std: Option<usize>,
+    /// Where actor, critic and log σ live in `params`.
+    net: ActorCritic,
     params: Vec<f32>,
     grads: Vec<f32>,
     adam: Adam,
@@ -131,8 +126,8 @@ impl Native {
         )
     }
 
-    /// The network of [`crate::network::ActorCritic::new`] with the same arguments, so the same
-    /// weights: the critic is drawn first, then the actor.
+    /// The layout of [`ActorCritic::new`] with the weights of [`init::actor_critic`]: the
+    /// same weights as the libtorch backend's network from the same arguments.
     pub fn with_layout(
         obs_dim: usize,
         head: Head,
@@ -142,33 +137,11 @@ impl Native {
         adam_eps: f64,
         rng: &mut Stream,
     ) -> Self {
-        let mut sizes = vec![obs_dim];
-        sizes.extend_from_slice(hidden);
-        let mut actor_sizes = sizes.clone();
-        actor_sizes.push(head.outputs());
-        let mut critic_sizes = sizes;
-        critic_sizes.push(1);
-        let mut len = 0;
-        let actor = Mlp::new(&actor_sizes, &mut len);
-        let critic = Mlp::new(&critic_sizes, &mut len);
-        let log_std = match head {
-            Head::Gaussian { dim } => {
-                len += dim;
-                Some(len - dim)
-            }
-            Head::Categorical { .. } => None,
-        };
-        let mut params = vec![0.0; len];
-        critic.init(&mut params, 1.0, rng);
-        actor.init(&mut params, 0.01, rng);
-        if let (Some(at), Head::Gaussian { dim }) = (log_std, head) {
-            params[at..at + dim].fill(log_std_init as f32);
-        }
+        let net = ActorCritic::new(obs_dim, head, hidden);
+        let params = init::actor_critic(&net, log_std_init, rng);
+        let len = net.len;
         Self {
-            head,
-            actor,
-            critic,
-            log_std,
+            net,
             grads: vec![0.0; len],
             adam: Adam::new(len, learning_rate, adam_eps),
             params,
@@ -196,47 +169,35 @@ impl Native {
     ) -> Result<StepReport, NonFiniteLoss> {
         let n = b.len;
         let w = &mut self.work;
-        self.actor
+        let net = &self.net;
+        net.actor
             .forward(&self.params, &b.obs, n, &mut w.actor_acts);
-        self.critic
+        net.critic
             .forward(&self.params, &b.obs, n, &mut w.critic_acts);
         let out = w.actor_acts.last().expect("actor output");
         let values = w.critic_acts.last().expect("critic output");
         w.logprobs.resize(n, 0.0);
         w.entropy.resize(n, 0.0);
-        match self.head {
+        match net.head {
             Head::Categorical { n: k } => {
                 w.log_p.resize(n * k, 0.0);
-                for i in 0..n {
-                    let z = &out[i * k..(i + 1) * k];
-                    let lp = &mut w.log_p[i * k..(i + 1) * k];
-                    let max = z.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                    let lse = z.iter().map(|&x| (x - max).exp()).sum::<f32>().ln() + max;
-                    let mut h = 0.0f32;
-                    for (l, &x) in lp.iter_mut().zip(z) {
-                        *l = x - lse;
-                        h -= l.exp() * *l;
-                    }
-                    w.logprobs[i] = lp[b.actions_discrete[i] as usize];
-                    w.entropy[i] = h;
-                }
+                heads::categorical_log_probs(
+                    out,
+                    k,
+                    &b.actions_discrete[..n],
+                    &mut w.log_p,
+                    &mut w.logprobs,
+                    &mut w.entropy,
+                );
             }
-            Head::Gaussian { dim } => {
-                let at = self.log_std.expect("a Gaussian head has a log-std");
-                let log_std = &self.params[at..at + dim];
-                let log_two_pi = (2.0 * std::f32::consts::PI).ln();
-                let h: f32 = log_std.iter().map(|&s| s + 0.5 * (1.0 + log_two_pi)).sum();
-                for i in 0..n {
-                    let mut lp = 0.0f32;
-                    for k in 0..dim {
-                        let u = (b.actions_continuous[i * dim + k] - out[i * dim + k])
-                            / log_std[k].exp();
-                        lp += -0.5 * u * u - log_std[k] - 0.5 * log_two_pi;
-                    }
-                    w.logprobs[i] = lp;
-                    w.entropy[i] = h;
-                }
-            }
+            Head::Gaussian { .. } => heads::gaussian_log_probs(
+                out,
+                net.log_std(&self.params)
+                    .expect("a Gaussian head has a log-std"),
+                &b.actions_continuous,
+                &mut w.logprobs,
+                &mut w.entropy,
+            ),
         }
 
         w.weights.clear();
@@ -292,37 +253,34 @@ impl Native {
         // Backward.
         self.grads.fill(0.0);
         let g_entropy = (-objective.ent_coef / n as f64) as f32;
-        match self.head {
+        match net.head {
             Head::Categorical { n: k } => {
                 w.d.resize(n * k, 0.0);
-                for i in 0..n {
-                    let (g_lp, h) = (w.g_logprob[i], w.entropy[i]);
-                    let a = b.actions_discrete[i] as usize;
-                    for j in 0..k {
-                        let l = w.log_p[i * k + j];
-                        let p = l.exp();
-                        let onehot = if j == a { 1.0 } else { 0.0 };
-                        w.d[i * k + j] = g_lp * (onehot - p) - g_entropy * p * (l + h);
-                    }
-                }
+                heads::categorical_backward(
+                    &w.log_p,
+                    k,
+                    &b.actions_discrete[..n],
+                    &w.entropy,
+                    &w.g_logprob,
+                    g_entropy,
+                    &mut w.d,
+                );
             }
             Head::Gaussian { dim } => {
-                let at = self.log_std.expect("a Gaussian head has a log-std");
+                let at = net.log_std.expect("a Gaussian head has a log-std");
                 w.d.resize(n * dim, 0.0);
-                for k in 0..dim {
-                    let log_std = self.params[at + k];
-                    let std = log_std.exp();
-                    let mut g = 0.0f32;
-                    for i in 0..n {
-                        let u = (b.actions_continuous[i * dim + k] - out[i * dim + k]) / std;
-                        w.d[i * dim + k] = w.g_logprob[i] * u / std;
-                        g += w.g_logprob[i] * (u * u - 1.0) + g_entropy;
-                    }
-                    self.grads[at + k] = g;
-                }
+                heads::gaussian_backward(
+                    out,
+                    &self.params[at..at + dim],
+                    &b.actions_continuous,
+                    &w.g_logprob,
+                    g_entropy,
+                    &mut w.d,
+                    &mut self.grads[at..at + dim],
+                );
             }
         }
-        self.actor.backward(
+        net.actor.backward(
             &self.params,
             &w.actor_acts,
             n,
@@ -334,7 +292,7 @@ impl Native {
             let vf = objective.vf_coef as f32;
             w.d.clear();
             w.d.extend(w.g_value.iter().map(|g| g * vf));
-            self.critic.backward(
+            net.critic.backward(
                 &self.params,
                 &w.critic_acts,
                 n,
@@ -371,36 +329,8 @@ impl Backend for Native {
         self.adam.lr = lr;
     }
 
-    fn snapshot(&self) -> FastPolicy {
-        let dense = |mlp: &Mlp| {
-            mlp.layers
-                .iter()
-                .map(|l| {
-                    let w = &self.params[l.w..l.w + l.inputs * l.outputs];
-                    let mut w_t = vec![0.0; w.len()];
-                    for j in 0..l.outputs {
-                        for k in 0..l.inputs {
-                            w_t[k * l.outputs + j] = w[j * l.inputs + k];
-                        }
-                    }
-                    Dense {
-                        inputs: l.inputs,
-                        outputs: l.outputs,
-                        w_t,
-                        b: self.params[l.b..l.b + l.outputs].to_vec(),
-                    }
-                })
-                .collect()
-        };
-        FastPolicy {
-            actor: dense(&self.actor),
-            critic: dense(&self.critic),
-            log_std: self.log_std.map(|at| {
-                let dim = self.head.outputs();
-                self.params[at..at + dim].to_vec()
-            }),
-            head: self.head,
-        }
+    fn snapshot(&self) -> Policy {
+        Policy::new(&self.net, self.params.clone())
     }
 
     fn name(&self) -> &'static str {
@@ -412,7 +342,7 @@ impl Backend for Native {
 mod tests {
     use super::*;
     use crate::backend::libtorch::Libtorch;
-    use crate::network::ActorCritic;
+    use crate::nn::torch::TorchActorCritic;
     use gradgym_envs::rng;
     use tch::nn::OptimizerConfig;
     use tch::{Device, Tensor, nn};
@@ -430,7 +360,7 @@ mod tests {
             1e-5,
             &mut rng::stream(4, "init", 0),
         );
-        let net = ActorCritic::new(
+        let net = TorchActorCritic::new(
             OBS,
             head,
             &HIDDEN,
@@ -447,16 +377,20 @@ mod tests {
         (native, Libtorch { net, opt })
     }
 
-    /// Every parameter (or its gradient) of the libtorch network in the native layout.
+    /// Every parameter (or its gradient) of the libtorch network in the native layout:
+    /// actor, critic, log σ; weights `W [outputs, inputs]` transposed.
     fn flat(t: &Libtorch, grad: bool) -> Vec<f32> {
         let mut out = Vec::new();
         let mut push = |x: &Tensor| {
             // An untouched parameter (the critic without a value loss) has no gradient: zeros.
-            let x = match grad {
+            let mut x = match grad {
                 true if x.grad().defined() => x.grad(),
                 true => x.zeros_like(),
                 false => x.shallow_clone(),
             };
+            if x.dim() == 2 {
+                x = x.transpose(0, 1);
+            }
             out.extend(Vec::<f32>::try_from(x.contiguous().view([-1])).unwrap());
         };
         for mlp in [&t.net.actor, &t.net.critic] {
@@ -548,10 +482,7 @@ mod tests {
             let (native, torch) = pair(head, 1e-3);
             assert_eq!(native.params(), flat(&torch, false).as_slice());
             let (a, b) = (native.snapshot(), torch.snapshot());
-            assert_eq!(
-                a.actor.iter().map(|d| &d.w_t).collect::<Vec<_>>(),
-                b.actor.iter().map(|d| &d.w_t).collect::<Vec<_>>()
-            );
+            assert_eq!(a.params, b.params);
             assert_eq!(a.log_std, b.log_std);
         }
     }
@@ -588,7 +519,7 @@ mod tests {
                     );
                 }
                 if objective.value == ValueLoss::None {
-                    let critic = native.critic.layers[0].w;
+                    let critic = native.net.critic.layers[0].w;
                     assert!(
                         native.grads()[critic..critic + 10]
                             .iter()

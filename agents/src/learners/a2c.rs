@@ -6,10 +6,11 @@
 
 use gradgym_envs::rng::Stream;
 
-use super::{Coefficients, Learner, NonFiniteLoss, UpdateStats, explained_variance, minibatch};
+use super::{Coefficients, Learner, UpdateStats, explained_variance, minibatch};
 use crate::backend::{Backend, PolicyLoss, ValueLoss};
 use crate::buffer::{Rollout, flat};
 use crate::config::TrainConfig;
+use crate::error::NonFiniteLoss;
 
 pub struct A2c {
     gamma: f32,

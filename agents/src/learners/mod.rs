@@ -14,6 +14,7 @@ use gradgym_envs::rng::Stream;
 use crate::backend::{Backend, Minibatch, Objective, PolicyLoss, ValueLoss};
 use crate::buffer::{Rollout, flat};
 use crate::config::{Algo, TrainConfig};
+use crate::error::NonFiniteLoss;
 
 /// Diagnostics of one update, CleanRL's names. Zero where an algorithm has no such quantity.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -29,15 +30,6 @@ pub struct UpdateStats {
     pub kl_beta: f64,
     /// Gradient steps taken.
     pub gradient_steps: usize,
-}
-
-/// A loss that is not a finite number: training stops with this.
-#[derive(Debug, thiserror::Error, PartialEq)]
-#[error("non-finite {what} ({value}) in gradient step {step} of this update")]
-pub struct NonFiniteLoss {
-    pub what: &'static str,
-    pub value: f64,
-    pub step: usize,
 }
 
 pub trait Learner {
@@ -149,13 +141,5 @@ impl Coefficients {
             vf_coef: self.vf_coef,
             max_grad_norm: self.max_grad_norm,
         }
-    }
-}
-
-pub(crate) fn finite(what: &'static str, value: f64, step: usize) -> Result<f64, NonFiniteLoss> {
-    if value.is_finite() {
-        Ok(value)
-    } else {
-        Err(NonFiniteLoss { what, value, step })
     }
 }

@@ -11,10 +11,11 @@
 use gradgym_algorithms::kl::KlController;
 use gradgym_envs::rng::{self, Stream};
 
-use super::{Coefficients, Learner, NonFiniteLoss, UpdateStats, explained_variance, minibatch};
+use super::{Coefficients, Learner, UpdateStats, explained_variance, minibatch};
 use crate::backend::{Backend, PolicyLoss, ValueLoss};
 use crate::buffer::{Rollout, flat};
 use crate::config::{PpoLoss, TrainConfig};
+use crate::error::NonFiniteLoss;
 
 pub struct Ppo {
     gamma: f32,

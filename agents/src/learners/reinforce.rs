@@ -11,12 +11,11 @@
 use gradgym_algorithms::advantages::{episode_return, reward_to_go};
 use gradgym_envs::rng::Stream;
 
-use super::{
-    Coefficients, Learner, NonFiniteLoss, UpdateStats, explained_variance, gather, minibatch,
-};
+use super::{Coefficients, Learner, UpdateStats, explained_variance, gather, minibatch};
 use crate::backend::{Backend, PolicyLoss, ValueLoss};
 use crate::buffer::{Rollout, flat};
 use crate::config::{ReturnKind, TrainConfig};
+use crate::error::NonFiniteLoss;
 
 pub struct Reinforce {
     gamma: f32,

@@ -1,0 +1,25 @@
+//! The network maths, in one place: CleanRL's actor-critic (an MLP actor and an MLP critic)
+//! with a categorical or diagonal-Gaussian head, for both backends and for rollouts.
+//!
+//! - [`mlp`]: the MLP over a flat parameter vector: its layout, the rollout's forward (a few
+//!   rows), the batched forward and the backward pass of the native backend (`sgemm`).
+//! - [`tanh`]: the hidden activation, on slices and on tensors.
+//! - [`heads`]: the action distributions (the [`Head`] enum): log-probability, entropy, their
+//!   closed-form gradients, sampling, and their tch-tensor forms for autograd.
+//! - [`init`]: orthogonal initialisation and the order in which a run's `"init"` stream is
+//!   drawn; both backends start from its vector.
+//! - [`actor_critic`]: the layout of actor, critic and log σ in one vector ([`ActorCritic`]),
+//!   and [`Policy`], the CPU copy of it that rollouts act with.
+//! - [`torch`]: the same network as tch modules, for the libtorch backend.
+//!
+//! Networks do not know algorithms: they map observations to a distribution and a value.
+
+pub mod actor_critic;
+pub mod heads;
+pub mod init;
+pub mod mlp;
+pub mod tanh;
+pub mod torch;
+
+pub use actor_critic::{ActorCritic, Policy, Scratch};
+pub use heads::{Head, sample_categorical, sample_gaussian};
