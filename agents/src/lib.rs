@@ -13,6 +13,8 @@
 //! - [`train`]: training as a library — a [`train::Trainer`] a caller steps, with a
 //!   [`train::Hook`] between collection and update; [`train::run`] in memory;
 //!   [`train::train`] into a run folder.
+//! - [`reference_kl`]: the per-step KL penalty toward a frozen reference policy
+//!   (`ref_kl_coef`).
 //! - [`metrics`]: metric rows by column name, in a declared column order.
 //! - [`run_folder`]: the run folder every command that writes a run uses (manifest, config
 //!   echo, metrics.csv, summary.json, atomic completion).
@@ -26,6 +28,7 @@ pub mod error;
 pub mod learners;
 pub mod metrics;
 pub mod nn;
+pub mod reference_kl;
 pub mod run_folder;
 pub mod train;
 

@@ -30,6 +30,7 @@ use crate::device::parse_device;
 use crate::learners::{Learner, make_learner};
 use crate::metrics::{Cell, Columns, MetricRow};
 use crate::nn::{Head, Policy};
+use crate::reference_kl;
 use crate::run_folder::{Existing, RunFolder};
 
 /// The columns every training run writes before any a hook adds, in order.
@@ -147,6 +148,8 @@ pub struct Trainer {
     global_step: u64,
     /// Iterations and env steps of the last iteration that finished (its update included).
     finished: (u64, u64),
+    /// The frozen reference of the KL penalty (`ref_kl_coef > 0`): the initial policy.
+    reference: Option<Policy>,
     start: Instant,
 }
 
@@ -184,8 +187,10 @@ impl Trainer {
             action_dim,
             matches!(head, Head::Categorical { .. }),
         );
+        let reference = (config.ref_kl_coef > 0.0).then(|| model.snapshot());
         Ok(Self {
             config: config.clone(),
+            reference,
             env,
             model,
             learner,
@@ -213,6 +218,9 @@ impl Trainer {
         let mut columns = Columns::new(BASE_COLUMNS);
         if let Some(hook) = hook {
             columns.extend(hook.columns());
+        }
+        if self.reference.is_some() {
+            columns.extend(reference_kl::COLUMNS);
         }
         columns.extend(TIMING_COLUMNS);
         columns
@@ -295,6 +303,17 @@ impl Trainer {
                     self.global_step
                 ))
             })?;
+        }
+        // The reference penalty comes after the hook: R = r − β log π/p, whatever paid r.
+        if let Some(reference) = &self.reference {
+            let paid = reference_kl::apply(
+                &mut self.rollout,
+                &policy,
+                reference,
+                self.config.ref_kl_coef,
+            );
+            row.set("ref_kl", paid.kl)
+                .set("ref_kl_penalty", paid.penalty);
         }
         let stats = self
             .learner

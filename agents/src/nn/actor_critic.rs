@@ -124,6 +124,48 @@ impl Policy {
         (&scratch.actor_out, &scratch.values)
     }
 
+    /// log π(a|s) `[n]` of the actions `actions_discrete [n]` (categorical head) or
+    /// `actions_continuous [n, dim]` (Gaussian head) at `n` observations, in f32 through the
+    /// same head maths as the native backend's update.
+    pub fn log_probs(
+        &self,
+        obs: &[f32],
+        n: usize,
+        actions_discrete: &[i64],
+        actions_continuous: &[f32],
+        scratch: &mut Scratch,
+    ) -> Vec<f32> {
+        let Scratch {
+            a, b, actor_out, ..
+        } = scratch;
+        self.actor
+            .forward_rows(&self.params, obs, n, a, b, actor_out);
+        let (mut logprobs, mut entropy) = (vec![0.0f32; n], vec![0.0f32; n]);
+        match self.head {
+            Head::Categorical { n: k } => {
+                let mut log_p = vec![0.0f32; n * k];
+                super::heads::categorical_log_probs(
+                    actor_out,
+                    k,
+                    &actions_discrete[..n],
+                    &mut log_p,
+                    &mut logprobs,
+                    &mut entropy,
+                );
+            }
+            Head::Gaussian { .. } => super::heads::gaussian_log_probs(
+                actor_out,
+                self.log_std
+                    .as_deref()
+                    .expect("a Gaussian head has a log-std"),
+                actions_continuous,
+                &mut logprobs,
+                &mut entropy,
+            ),
+        }
+        logprobs
+    }
+
     /// Values only, `[n]`.
     pub fn values<'s>(&self, obs: &[f32], n: usize, scratch: &'s mut Scratch) -> &'s [f32] {
         let Scratch { a, b, values, .. } = scratch;
