@@ -13,6 +13,7 @@
 //! - [`loss_grads`]: the same losses over slices with their gradients written out (for the
 //!   native backend), checked against autograd through [`losses`].
 //! - [`kl`]: fixed and adaptive KL-penalty coefficients.
+//! - [`real`]: the float type (`f32` or `f64`) of the slice-form code.
 //! - [`exact`]: exact objectives and gradients on small tabular MDPs, computed two ways — the
 //!   ground truth of the estimator tests.
 //! - [`study`]: every estimator through the production losses on those MDPs, measured the same
@@ -23,4 +24,7 @@ pub mod exact;
 pub mod kl;
 pub mod loss_grads;
 pub mod losses;
+pub mod real;
 pub mod study;
+
+pub use real::Real;
