@@ -222,8 +222,7 @@ fn negative_controls<'a>(
         });
     // (iii) Without γ^t the weight at t is G_t, whose conditional mean is Q_t.
     let tables = &ctx.tables;
-    let missing_discount =
-        score_expectation(mdp, theta, theta, &|t, s, a, _| tables.q[[t, s, a]]);
+    let missing_discount = score_expectation(mdp, theta, theta, &|t, s, a, _| tables.q[[t, s, a]]);
     // (iv) Cut at H − 1: by causality, the gradient of the horizon-(H − 1) problem.
     let mut short = mdp.clone();
     short.horizon -= 1;
@@ -374,7 +373,10 @@ fn the_autodiff_path_of_the_study_has_the_same_exact_expectations() {
         )
     });
     let expected = ppo_far_expectation(&mdp, &theta, &old);
-    assert!(max_diff(&ppo_far, &expected) <= F32, "{ppo_far} vs {expected}");
+    assert!(
+        max_diff(&ppo_far, &expected) <= F32,
+        "{ppo_far} vs {expected}"
+    );
     assert!(max_diff(&ppo_far, &exact) > 1e-3);
     let cut = expectation_by_enumeration(&mdp, &theta, |b| {
         pg_estimate(&mdp, &theta, b, &cut_returns(&mdp, b))

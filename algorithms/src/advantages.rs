@@ -83,7 +83,11 @@ pub fn gae<F: Real>(
             advantages[k] = *run;
         }
     }
-    let returns = advantages.iter().zip(values).map(|(&a, &v)| a + v).collect();
+    let returns = advantages
+        .iter()
+        .zip(values)
+        .map(|(&a, &v)| a + v)
+        .collect();
     (advantages, returns)
 }
 

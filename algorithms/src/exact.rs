@@ -157,7 +157,12 @@ impl TabularMdp {
                 }
             }
         }
-        let objective = self.start.iter().zip(tables.v.row(0)).map(|(m, v)| m * v).sum();
+        let objective = self
+            .start
+            .iter()
+            .zip(tables.v.row(0))
+            .map(|(m, v)| m * v)
+            .sum();
         Exact {
             objective,
             gradient,
@@ -225,7 +230,11 @@ impl TabularMdp {
     /// `J(θ)` alone (policy evaluation).
     pub fn objective(&self, theta: &Array2<f64>) -> f64 {
         let tables = self.tables(&softmax_policy(theta));
-        self.start.iter().zip(tables.v.row(0)).map(|(m, v)| m * v).sum()
+        self.start
+            .iter()
+            .zip(tables.v.row(0))
+            .map(|(m, v)| m * v)
+            .sum()
     }
 
     /// Every trajectory of positive probability under `policy` (`[S, A]` probabilities), in

@@ -29,11 +29,7 @@ use crate::real::Real;
 pub fn normalize_advantages<F: Real>(a: &mut [F]) {
     let n = a.len() as f64;
     let mean = a.iter().map(|&x| x.to_f64()).sum::<f64>() / n;
-    let var = a
-        .iter()
-        .map(|&x| (x.to_f64() - mean).powi(2))
-        .sum::<f64>()
-        / (n - 1.0);
+    let var = a.iter().map(|&x| (x.to_f64() - mean).powi(2)).sum::<f64>() / (n - 1.0);
     let (mean, denom) = (F::from_f64(mean), F::from_f64(var.sqrt() + 1e-8));
     for x in a.iter_mut() {
         *x = (*x - mean) / denom;

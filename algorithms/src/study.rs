@@ -92,8 +92,9 @@ impl Batch {
         let (h, m) = (mdp.horizon, trajectories.len());
         let states = Array2::from_shape_fn((h, m), |(t, i)| trajectories[i].states[t]);
         let actions = Array2::from_shape_fn((h, m), |(t, i)| trajectories[i].actions[t]);
-        let rewards =
-            Array2::from_shape_fn((h, m), |(t, i)| mdp.rewards[[states[[t, i]], actions[[t, i]]]]);
+        let rewards = Array2::from_shape_fn((h, m), |(t, i)| {
+            mdp.rewards[[states[[t, i]], actions[[t, i]]]]
+        });
         Self {
             states,
             actions,
@@ -728,7 +729,6 @@ pub fn z_for(alpha: f64) -> f64 {
     }
     hi
 }
-
 
 /// Float32 slack of the check: the losses average f64 products in f32 (relative 6e-8 per
 /// entry); 1e-4 absolute covers that with a wide margin.

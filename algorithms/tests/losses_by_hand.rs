@@ -189,11 +189,7 @@ fn ppo_kl_loss_by_hand() {
         .map(|i| (-a[i] * r[i] + beta * (r[i] - 1.0)) / n)
         .collect();
     // By hand: k3 = (0.1 − ln 1.1, −0.3 − ln 0.7, 0.5 − ln 1.5) ≈ (0.00469, 0.05667, 0.09453).
-    let k3 = [
-        0.1 - 1.1f64.ln(),
-        -0.3 - 0.7f64.ln(),
-        0.5 - 1.5f64.ln(),
-    ];
+    let k3 = [0.1 - 1.1f64.ln(), -0.3 - 0.7f64.ln(), 0.5 - 1.5f64.ln()];
     let by_hand = (-2.2 + 0.7 - 0.75 + beta * (k3[0] + k3[1] + k3[2])) / 3.0;
     assert!((loss - by_hand).abs() < 1e-6, "{loss} vs {by_hand}");
     let kl = r.iter().map(|r| (r - 1.0) - r.ln()).sum::<f64>() / n;
@@ -248,7 +244,12 @@ fn value_loss_twins(
     let x = leaf(values);
     let l = losses::value_loss(&x, &t(returns), &t(old), clip);
     l.backward();
-    close(&format!("tensor L^V {clip:?}"), &[l.double_value(&[])], &[loss], F32);
+    close(
+        &format!("tensor L^V {clip:?}"),
+        &[l.double_value(&[])],
+        &[loss],
+        F32,
+    );
     close(&format!("tensor ∂L^V/∂V {clip:?}"), &grad_of(&x), grad, F32);
 
     let mut g = vec![0.0f32; values.len()];
