@@ -12,6 +12,9 @@
 //! - [`TabularMdp::policy_gradient_theorem`] uses the state distributions d_t and action values
 //!   Q_t by dynamic programming: `∇J = Σ_t γ^t Σ_s d_t(s) Σ_a ∇π(a|s) Q_t(s, a)` (Sutton,
 //!   McAllester, Singh & Mansour 2000, for the finite-horizon, time-indexed case).
+//!
+//! [`TabularMdp::trajectories`] lists every trajectory with its probability under a policy,
+//! for the exact expectations of the estimators ([`crate::study::expectation_by_enumeration`]).
 
 use ndarray::{Array1, Array2, Array3, ArrayView1, Zip, s};
 

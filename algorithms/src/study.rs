@@ -297,6 +297,7 @@ impl Estimator {
             }
             ExactQ => PolicyGradient(table_weights(mdp, batch, &|t, s, a| tables.q[[t, s, a]])),
             ExactAdvantage => PolicyGradient(table_weights(mdp, batch, &exact_adv)),
+            // (In f64, λ is the f32 value widened: 0.95f32 is 0.949999988….)
             Gae(lambda) => PolicyGradient(gae_weights(
                 mdp,
                 batch,
