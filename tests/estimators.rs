@@ -2,24 +2,46 @@
 //!
 //! 1. Exact ∇J two ways (trajectory enumeration, policy-gradient theorem) agree with each other
 //!    to 1e-9 and with central finite differences of J.
-//! 2. Every unbiased estimator of `gradgym_algorithms::study` — production losses, θ in a tch
-//!    tensor, gradients by autodiff — passes the check: K = 64 batch estimates, per-coordinate
-//!    mean and standard error, |mean − exact| ≤ z·SE + float32 slack, z for a family-wise
-//!    false-alarm rate of 1e-6 per case (Bonferroni over the S·A coordinates).
-//! 3. Biased estimators are caught: an action-dependent baseline, a missing γ^t, PPO's clipped
-//!    surrogate far from the sampling policy, a time-limit cut treated as termination. Each
-//!    test computes that its bias is well above what the sample size can resolve.
-//! 4. Algebraic identities as properties.
+//! 2. **Exact expectations by enumeration.** On MDPs with short horizons every trajectory τ is
+//!    enumerated with its probability p(τ) under the sampling policy (θ′ for importance
+//!    sampling and for PPO away from θ′, θ otherwise), and each production estimator's exact
+//!    expectation Σ_τ p(τ)·ĝ(τ) is computed, ĝ(τ) being the estimate from τ alone. Every
+//!    unbiased estimator's must equal ∇J to 1e-9; every negative control's must differ from ∇J
+//!    by more than 1e-6 and equal its own bias, derived independently, to 1e-9. Deterministic:
+//!    no sampling, so a bias of any size above rounding fails.
+//!
+//!    Precision: 1e-9 needs f64 throughout. The tensor losses of `losses` reduce in f32
+//!    (`mean(Kind::Float)`, as the learners run them), so these tests take the estimator's
+//!    f64 path, `Estimator::estimate_f64`: the same weights — the same `Estimator::surrogate`
+//!    code, through the production `reward_to_go` and `gae`, which are generic over f32/f64 —
+//!    and the slice-form twins of the losses from `loss_grads` (the native backend's, with
+//!    closed-form gradients) in f64, chained through ∂log π/∂θ by hand. The tensor path that
+//!    the study measures (`Estimator::estimate`, autodiff) is checked by the same enumeration
+//!    at float32 tolerance, on a smaller MDP. The twins' agreement is checked in `loss_grads`'
+//!    unit tests, and each twin on its own against hand-worked values in
+//!    `algorithms/tests/losses_by_hand.rs`.
+//! 3. Every unbiased estimator — production losses, θ in a tch tensor, gradients by autodiff —
+//!    passes the sampled check: K = 64 batch estimates, per-coordinate mean and standard error,
+//!    |mean − exact| ≤ z·SE + float32 slack, z for a family-wise false-alarm rate of 1e-6 per
+//!    case (Bonferroni over the S·A coordinates).
+//! 4. Biased estimators are caught by the sampled check too: an action-dependent baseline, a
+//!    missing γ^t, PPO's clipped surrogate far from the sampling policy, a time-limit cut
+//!    treated as termination. Each test computes that its bias is well above what the sample
+//!    size can resolve.
+//! 5. Algebraic identities as properties.
 //!
 //! Cases are seeded, so a failure reproduces; GRADGYM_PROPTEST_CASES raises the case counts.
 
+use gradgym::algorithms::Real;
 use gradgym::algorithms::advantages::{Shape, episode_return, gae, reward_to_go};
 use gradgym::algorithms::exact::{TabularMdp, softmax_policy};
 use gradgym::algorithms::study::{
-    self, Estimator, FAMILY_WISE_ALPHA, SLACK, discounted_from_zero, measure, pg_estimate,
-    ppo_estimate, random_case, sample, summarise, table_weights, z_for,
+    self, Batch, Context, Estimator, FAMILY_WISE_ALPHA, PpoLoss, SLACK, discounted_from_zero,
+    expectation_by_enumeration, fit_state_values, measure, pg_estimate, pg_estimate_f64,
+    ppo_estimate, ppo_estimate_f64, random_case, sample, summarise, table_weights, z_for,
 };
 use gradgym::envs::rng;
+use ndarray::{Array1, Array2};
 use proptest::prelude::*;
 
 fn cases(default: u32) -> u32 {
@@ -38,18 +60,395 @@ proptest! {
         let a = mdp.enumerate(&theta);
         let b = mdp.policy_gradient_theorem(&theta);
         prop_assert!((a.objective - b.objective).abs() <= 1e-9, "J: {} vs {}", a.objective, b.objective);
-        for k in 0..theta.len() {
-            prop_assert!((a.gradient[k] - b.gradient[k]).abs() <= 1e-9, "∇J[{k}]: {} vs {}", a.gradient[k], b.gradient[k]);
+        for (k, _) in theta.indexed_iter() {
+            prop_assert!((a.gradient[k] - b.gradient[k]).abs() <= 1e-9, "∇J[{k:?}]: {} vs {}", a.gradient[k], b.gradient[k]);
             // Central difference: truncation O(h²) ≈ 1e-10, rounding ≈ 1e-16 / h ≈ 1e-11.
             let h = 1e-5;
             let (mut plus, mut minus) = (theta.clone(), theta.clone());
             plus[k] += h;
             minus[k] -= h;
             let fd = (mdp.objective(&plus) - mdp.objective(&minus)) / (2.0 * h);
-            prop_assert!((fd - b.gradient[k]).abs() <= 1e-7, "∇J[{k}]: exact {} vs finite difference {fd}", b.gradient[k]);
+            prop_assert!((fd - b.gradient[k]).abs() <= 1e-7, "∇J[{k:?}]: exact {} vs finite difference {fd}", b.gradient[k]);
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Exact expectations by enumeration.
+
+/// Tolerance of an exact expectation against its exact value (f64 rounding is about 1e-15).
+const EXACT: f64 = 1e-9;
+/// A negative control's expectation must be at least this far from ∇J.
+const CONTROL_GAP: f64 = 1e-6;
+
+/// max_k |a_k − b_k|.
+fn max_diff(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
+    assert_eq!(a.dim(), b.dim());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+/// The number of trajectories of an MDP, (S·A)^H (all have positive probability in
+/// `random_case`).
+fn trajectory_count(mdp: &TabularMdp) -> usize {
+    (mdp.states() * mdp.actions()).pow(mdp.horizon as u32)
+}
+
+/// The MDPs of the exact tests: the benchmark set and random cases (H ≤ 4), keeping those with
+/// at most 2000 trajectories so that the suite stays fast: horizons 1 to 4, 2 to 4 states and
+/// actions.
+fn enumeration_cases() -> Vec<(String, TabularMdp, Array2<f64>)> {
+    let mut v: Vec<_> = study::benchmark_cases();
+    for seed in 1..=8u64 {
+        let (mdp, theta) = random_case(seed, 4);
+        v.push((format!("random-{seed}"), mdp, theta));
+    }
+    v.retain(|(_, mdp, _)| trajectory_count(mdp) <= 2000);
+    v
+}
+
+/// The exact tables of θ and, when `learned`, the production critic fitted on its own sample.
+fn context(mdp: &TabularMdp, theta: &Array2<f64>, learned: bool) -> Context {
+    Context {
+        tables: mdp.tables(&softmax_policy(theta)),
+        learned_values: if learned {
+            fit_state_values(mdp, theta, 11)
+        } else {
+            Array1::zeros(0)
+        },
+    }
+}
+
+/// `Σ_t Σ_s d′_t(s) Σ_a π′(a|s) f(t, s, a, ρ) ∇_θ log π_θ(a|s)` with `d′`, `π′` the state
+/// distributions and policy of `sampling` and ρ = π_θ(a|s) / π′(a|s): the expectation of a
+/// per-step weight times the score of θ, by dynamic programming over states rather than by
+/// trajectories. With `sampling` = θ, `Σ_a π f ∇log π = Σ_a ∇π f`.
+fn score_expectation(
+    mdp: &TabularMdp,
+    theta: &Array2<f64>,
+    sampling: &Array2<f64>,
+    f: &dyn Fn(usize, usize, usize, f64) -> f64,
+) -> Array2<f64> {
+    let (pi, pi_s) = (softmax_policy(theta), softmax_policy(sampling));
+    let d = mdp.tables(&pi_s).d;
+    let mut out = Array2::zeros(theta.raw_dim());
+    for t in 0..mdp.horizon {
+        for s in 0..mdp.states() {
+            for a in 0..mdp.actions() {
+                let w = d[[t, s]] * pi_s[[s, a]] * f(t, s, a, pi[[s, a]] / pi_s[[s, a]]);
+                for c in 0..mdp.actions() {
+                    let score = if a == c { 1.0 } else { 0.0 } - pi[[s, c]];
+                    out[[s, c]] += w * score;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A policy away from θ, for PPO's clipped surrogate: far enough that many ratios leave
+/// [0.8, 1.2].
+fn far_old_policy(theta: &Array2<f64>) -> Array2<f64> {
+    let na = theta.ncols();
+    let mut old = theta.clone();
+    for ((s, a), x) in old.indexed_iter_mut() {
+        *x += 1.5 * (((s * na + a) as f64) * 2.3 + 0.5).sin();
+    }
+    old
+}
+
+/// The discounted-from-zero reward-to-go of a batch whose last step's reward is dropped: an
+/// episode cut by a time limit at H − 1, treated as terminated (nothing bootstrapped).
+fn cut_returns<F: Real>(mdp: &TabularMdp, b: &Batch) -> Array2<F> {
+    let mut rewards = b.rewards_as::<F>();
+    rewards.row_mut(mdp.horizon - 1).fill(F::ZERO);
+    discounted_from_zero(mdp, &rewards)
+}
+
+/// The exact advantages `A^{θ′}_t(s, a)` of the old policy θ′, what PPO weights with
+/// (`table_weights` multiplies them by γ^t).
+fn old_advantage(
+    mdp: &TabularMdp,
+    old: &Array2<f64>,
+) -> impl Fn(usize, usize, usize) -> f64 + use<> {
+    let tables = mdp.tables(&softmax_policy(old));
+    move |t, s, a| tables.q[[t, s, a]] - tables.v[[t, s]]
+}
+
+/// The exact expectation of PPO's clipped surrogate gradient at θ with samples and advantages
+/// from θ′, worked out entry by entry without the production clip. With A′ = γ^t A^{θ′}_t, the
+/// gradient of −min(ρA′, clip(ρ, 0.8, 1.2)A′) is −A′ρ∇log π_θ when the unclipped term is the
+/// minimum —
+/// always inside [0.8, 1.2]; above 1.2 only when A′ < 0; below 0.8 only when A′ > 0 — and 0
+/// otherwise. The estimate is minus the loss gradient times H, so its expectation is
+/// E_{θ′}[Σ_t A′_t ρ_t ∇log π_θ · 1[unclipped active]].
+fn ppo_far_expectation(mdp: &TabularMdp, theta: &Array2<f64>, old: &Array2<f64>) -> Array2<f64> {
+    let adv = old_advantage(mdp, old);
+    score_expectation(mdp, theta, old, &|t, s, a, rho| {
+        let a_old = mdp.gamma.powi(t as i32) * adv(t, s, a);
+        let active = if rho > 1.2 {
+            a_old < 0.0
+        } else if rho < 0.8 {
+            a_old > 0.0
+        } else {
+            true
+        };
+        if active { a_old * rho } else { 0.0 }
+    })
+}
+
+/// The exact expectations of the negative controls, derived without the estimators:
+/// `(name, sampling policy, per-trajectory estimate in f64, its expectation)`.
+type Control<'a> = (
+    &'static str,
+    Array2<f64>,
+    Box<dyn Fn(&Batch) -> Array2<f64> + 'a>,
+    Array2<f64>,
+);
+
+fn negative_controls<'a>(
+    mdp: &'a TabularMdp,
+    theta: &'a Array2<f64>,
+    ctx: &'a Context,
+) -> Vec<Control<'a>> {
+    let exact = mdp.policy_gradient_theorem(theta).gradient;
+    let gamma_t = |t: usize| mdp.gamma.powi(t as i32);
+    // (i) b(s, a) = 4(a + 1), discounted like the return: its bias is −E[Σ_t γ^t b ∇log π].
+    let action_baseline = &exact
+        - &score_expectation(mdp, theta, theta, &|t, _, a, _| {
+            gamma_t(t) * 4.0 * (a as f64 + 1.0)
+        });
+    // (iii) Without γ^t the weight at t is G_t, whose conditional mean is Q_t.
+    let tables = &ctx.tables;
+    let missing_discount = score_expectation(mdp, theta, theta, &|t, s, a, _| tables.q[[t, s, a]]);
+    // (iv) Cut at H − 1: by causality, the gradient of the horizon-(H − 1) problem.
+    let mut short = mdp.clone();
+    short.horizon -= 1;
+    let cut = short.policy_gradient_theorem(theta).gradient;
+    // (ii) PPO's clipped surrogate far from its sampling policy θ′.
+    let old = far_old_policy(theta);
+    let ppo_far = ppo_far_expectation(mdp, theta, &old);
+    let adv = old_advantage(mdp, &old);
+    let old_for_estimate = old.clone();
+    vec![
+        (
+            "biased_action_baseline",
+            theta.clone(),
+            Box::new(move |b: &Batch| Estimator::ActionBaseline.estimate_f64(mdp, theta, ctx, b)),
+            action_baseline,
+        ),
+        (
+            "biased_missing_discount",
+            theta.clone(),
+            Box::new(move |b: &Batch| Estimator::MissingDiscount.estimate_f64(mdp, theta, ctx, b)),
+            missing_discount,
+        ),
+        (
+            "truncation_as_termination",
+            theta.clone(),
+            Box::new(move |b: &Batch| pg_estimate_f64(mdp, theta, b, &cut_returns(mdp, b))),
+            cut,
+        ),
+        (
+            "ppo_clip_far_from_old_policy",
+            old,
+            Box::new(move |b: &Batch| {
+                ppo_estimate_f64(
+                    mdp,
+                    theta,
+                    Some(&old_for_estimate),
+                    b,
+                    &table_weights(mdp, b, &adv),
+                    PpoLoss::Clip,
+                )
+            }),
+            ppo_far,
+        ),
+    ]
+}
+
+#[test]
+fn trajectories_are_every_path_with_its_probability() {
+    for (name, mdp, theta) in enumeration_cases() {
+        let pi = softmax_policy(&theta);
+        let taus = mdp.trajectories(&pi);
+        assert_eq!(taus.len(), trajectory_count(&mdp), "{name}");
+        let total: f64 = taus.iter().map(|t| t.probability).sum();
+        assert!((total - 1.0).abs() < 1e-12, "{name}: Σ p(τ) = {total}");
+        // The likelihood-ratio estimator G(τ) Σ_t ∇log π over these trajectories is ∇J.
+        let ctx = context(&mdp, &theta, false);
+        let e = Estimator::TotalReturn.exact_expectation(&mdp, &theta, &ctx);
+        let exact = mdp.enumerate(&theta).gradient;
+        assert!(max_diff(&e, &exact) <= EXACT, "{name}");
+    }
+}
+
+#[test]
+fn every_unbiased_estimator_has_expectation_exactly_grad_j() {
+    let cases = enumeration_cases();
+    assert!(cases.len() >= 7, "only {} cases", cases.len());
+    for (name, mdp, theta) in &cases {
+        let exact = mdp.policy_gradient_theorem(theta).gradient;
+        let ctx = context(mdp, theta, true);
+        for estimator in Estimator::all().into_iter().filter(|e| !e.biased()) {
+            let e = estimator.exact_expectation(mdp, theta, &ctx);
+            let err = max_diff(&e, &exact);
+            assert!(
+                err <= EXACT,
+                "{} on {name}: max |E[ĝ] − ∇J| = {err:.3e}\n  E[ĝ] {e}\n  ∇J   {exact}",
+                estimator.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn every_negative_control_has_exactly_its_own_bias() {
+    let mut tested = 0;
+    for (name, mdp, theta) in &enumeration_cases() {
+        // The cut and the missing discount need two steps at least.
+        if mdp.horizon < 2 {
+            continue;
+        }
+        tested += 1;
+        let exact = mdp.policy_gradient_theorem(theta).gradient;
+        let ctx = context(mdp, theta, false);
+        for (control, sampling, estimate, expected) in negative_controls(mdp, theta, &ctx) {
+            let e = expectation_by_enumeration(mdp, &sampling, estimate);
+            let err = max_diff(&e, &expected);
+            assert!(
+                err <= EXACT,
+                "{control} on {name}: max |E[ĝ] − its derived expectation| = {err:.3e}\n  E[ĝ]     \
+                 {e}\n  expected {expected}"
+            );
+            let gap = max_diff(&e, &exact);
+            assert!(
+                gap > CONTROL_GAP,
+                "{control} on {name}: within {gap:.3e} of ∇J, not a control"
+            );
+        }
+    }
+    assert!(tested >= 4, "only {tested} cases with H ≥ 2");
+}
+
+/// The study's own path — f32 weights, tensor losses, autodiff — by the same enumeration, on a
+/// small MDP (2 states, 2 actions, H = 2: 16 trajectories; the autodiff path costs a tensor
+/// graph per trajectory). Float32 weights and f32 averaging inside the losses limit it to about
+/// 1e-7 relative: 1e-5 here.
+#[test]
+fn the_autodiff_path_of_the_study_has_the_same_exact_expectations() {
+    const F32: f64 = 1e-5;
+    let (mut mdp, theta) = random_case(38, 4);
+    (mdp.horizon, mdp.gamma) = (2, 0.9);
+    assert_eq!(trajectory_count(&mdp), 16);
+    let exact = mdp.policy_gradient_theorem(&theta).gradient;
+    let ctx = context(&mdp, &theta, true);
+    for estimator in Estimator::all() {
+        let e = expectation_by_enumeration(&mdp, &estimator.behaviour(&theta), |b| {
+            estimator.estimate(&mdp, &theta, &ctx, b)
+        });
+        let f64_path = estimator.exact_expectation(&mdp, &theta, &ctx);
+        let err = max_diff(&e, &f64_path);
+        assert!(
+            err <= F32,
+            "{}: autodiff {e} vs f64 {f64_path} ({err:.3e})",
+            estimator.name()
+        );
+        if !estimator.biased() {
+            assert!(max_diff(&e, &exact) <= F32, "{}", estimator.name());
+        }
+    }
+    let old = far_old_policy(&theta);
+    let adv = old_advantage(&mdp, &old);
+    let ppo_far = expectation_by_enumeration(&mdp, &old, |b| {
+        ppo_estimate(
+            &mdp,
+            &theta,
+            Some(&old),
+            b,
+            &table_weights(&mdp, b, &adv),
+            PpoLoss::Clip,
+        )
+    });
+    let expected = ppo_far_expectation(&mdp, &theta, &old);
+    assert!(
+        max_diff(&ppo_far, &expected) <= F32,
+        "{ppo_far} vs {expected}"
+    );
+    assert!(max_diff(&ppo_far, &exact) > 1e-3);
+    let cut = expectation_by_enumeration(&mdp, &theta, |b| {
+        pg_estimate(&mdp, &theta, b, &cut_returns(&mdp, b))
+    });
+    let mut short = mdp.clone();
+    short.horizon -= 1;
+    let expected = short.policy_gradient_theorem(&theta).gradient;
+    assert!(max_diff(&cut, &expected) <= F32, "{cut} vs {expected}");
+}
+
+/// The production importance-sampling estimator (replacing a test that checked Σ q·p/q = 1, a
+/// property of softmax normalisation that never called it). On an MDP with a 5-step horizon,
+/// sampled from the study's behaviour policy θ′, some trajectories have a likelihood ratio
+/// ρ(τ) = Π_t π_θ(a_t|s_t)/π_θ′(a_t|s_t) above 10:
+///
+/// - on each of the 7776 trajectories, its estimate is ρ(τ) (computed here from the two
+///   policies) times the reward-to-go estimate of the same trajectory;
+/// - its exact expectation under θ′ is ∇J(θ) to 1e-9;
+/// - and that check has the power to see a cap on the weight: capping ρ at 10 (or at 1.5)
+///   would move the expectation by more than 1e-8 (1e-2), computed from the decomposition.
+#[test]
+fn importance_sampling_reweights_each_trajectory_by_its_likelihood_ratio() {
+    let (mut mdp, theta) = random_case(13, 4);
+    mdp.horizon = 5;
+    assert_eq!((mdp.states(), mdp.actions()), (2, 3));
+    let is = Estimator::ImportanceSampling;
+    let behaviour = is.behaviour(&theta);
+    assert!(max_diff(&behaviour, &theta) > 0.2, "θ′ = θ");
+    let (pi, pi_b) = (softmax_policy(&theta), softmax_policy(&behaviour));
+    let ctx = context(&mdp, &theta, false);
+    let mut expectation = Array2::zeros(theta.raw_dim());
+    let (mut capped_10, mut capped_1_5) = (expectation.clone(), expectation.clone());
+    let mut max_rho: f64 = 0.0;
+    for tau in mdp.trajectories(&pi_b) {
+        let rho: f64 = (0..mdp.horizon)
+            .map(|t| {
+                let (s, a) = (tau.states[t], tau.actions[t]);
+                pi[[s, a]] / pi_b[[s, a]]
+            })
+            .product();
+        max_rho = max_rho.max(rho);
+        let b = Batch::of(&mdp, std::slice::from_ref(&tau));
+        let g_is = is.estimate_f64(&mdp, &theta, &ctx, &b);
+        let g_rtg = Estimator::RewardToGo.estimate_f64(&mdp, &theta, &ctx, &b);
+        let want = &g_rtg * rho;
+        assert!(
+            max_diff(&g_is, &want) <= 1e-12 * (1.0 + rho),
+            "{tau:?}: ρ = {rho}\n  IS {g_is}\n  ρ·reward-to-go {want}"
+        );
+        expectation.scaled_add(tau.probability, &g_is);
+        capped_10.scaled_add(tau.probability * rho.min(10.0), &g_rtg);
+        capped_1_5.scaled_add(tau.probability * rho.min(1.5), &g_rtg);
+    }
+    assert!(max_rho > 10.0, "max ρ = {max_rho}");
+    let exact = mdp.policy_gradient_theorem(&theta).gradient;
+    let err = max_diff(&expectation, &exact);
+    assert!(err <= EXACT, "E[ĝ_IS] − ∇J: {err:.3e}");
+    assert!(max_diff(&capped_10, &exact) > 1e-8);
+    assert!(max_diff(&capped_1_5, &exact) > 1e-2);
+
+    // The autodiff path gives the same per-trajectory estimate, to float32, on a few of them.
+    for tau in mdp.trajectories(&pi_b).iter().step_by(997) {
+        let b = Batch::of(&mdp, std::slice::from_ref(tau));
+        let f64_path = is.estimate_f64(&mdp, &theta, &ctx, &b);
+        let autodiff = is.estimate(&mdp, &theta, &ctx, &b);
+        let scale = f64_path.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+        assert!(max_diff(&autodiff, &f64_path) <= 1e-5 * scale, "{tau:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sampled statistics.
 
 #[test]
 fn every_unbiased_estimator_passes_on_random_mdps() {
@@ -94,37 +493,10 @@ fn a_learned_state_value_baseline_reduces_variance() {
     }
 }
 
-/// The exact expectation of Σ_t c_t Σ_s d_t(s) Σ_a ∇π(a|s) f(t, s, a), for the controls' biases.
-fn expectation(
-    mdp: &TabularMdp,
-    theta: &[f64],
-    f: &dyn Fn(usize, usize, usize) -> f64,
-) -> Vec<f64> {
-    let na = mdp.actions;
-    let pi = softmax_policy(theta, na);
-    let tables = mdp.tables(&pi);
-    let mut out = vec![0.0; theta.len()];
-    for t in 0..mdp.horizon {
-        for s in 0..mdp.states {
-            for b in 0..na {
-                let g: f64 = (0..na)
-                    .map(|a| {
-                        pi[s * na + a]
-                            * (if a == b { 1.0 } else { 0.0 } - pi[s * na + b])
-                            * f(t, s, a)
-                    })
-                    .sum();
-                out[s * na + b] += tables.d[t][s] * g;
-            }
-        }
-    }
-    out
-}
-
 /// Power: a control is fair when some coordinate's exact bias is at least twice what the check
 /// tolerates at this sample size (z·SE + slack, SE measured).
-fn detectable(bias: &[f64], se: &[f64], d: usize) -> bool {
-    let z = z_for(FAMILY_WISE_ALPHA / d as f64);
+fn detectable(bias: &Array2<f64>, se: &Array2<f64>) -> bool {
+    let z = z_for(FAMILY_WISE_ALPHA / bias.len() as f64);
     bias.iter()
         .zip(se)
         .any(|(b, s)| b.abs() > 2.0 * (z * s + SLACK))
@@ -135,12 +507,9 @@ fn an_action_dependent_baseline_is_caught() {
     for case in 0..cases(4) as u64 {
         let (mdp, theta) = random_case(2000 + case, 4);
         // Bias = −E[Σ_t γ^t b(s_t, a_t) ∇log π] with b = 4(a + 1).
-        let bias: Vec<f64> = expectation(&mdp, &theta, &|t, _, a| {
+        let bias = -score_expectation(&mdp, &theta, &theta, &|t, _, a, _| {
             mdp.gamma.powi(t as i32) * 4.0 * (a as f64 + 1.0)
-        })
-        .iter()
-        .map(|x| -x)
-        .collect();
+        });
         let v = measure(
             "random",
             &mdp,
@@ -151,8 +520,8 @@ fn an_action_dependent_baseline_is_caught() {
             case,
         );
         assert!(
-            detectable(&bias, &v.se, theta.len()),
-            "case {case}: bias {bias:?} too small to be a fair control"
+            detectable(&bias, &v.se),
+            "case {case}: bias {bias} too small to be a fair control"
         );
         assert!(
             !v.passes,
@@ -170,13 +539,11 @@ fn a_discount_missing_from_the_estimator_is_caught() {
         // γ = 0.8 and H = 4, so that late steps are over-weighted by up to 1/0.8³ ≈ 2.
         mdp.gamma = 0.8;
         mdp.horizon = 4;
-        let pi = softmax_policy(&theta, mdp.actions);
-        let tables = mdp.tables(&pi);
-        let na = mdp.actions;
+        let tables = mdp.tables(&softmax_policy(&theta));
         // The estimator's expectation is Σ_t E_{d_t}[∇log π Q_t] (no γ^t).
-        let expected = expectation(&mdp, &theta, &|t, s, a| tables.q[t][s * na + a]);
+        let expected = score_expectation(&mdp, &theta, &theta, &|t, s, a, _| tables.q[[t, s, a]]);
         let exact = mdp.policy_gradient_theorem(&theta).gradient;
-        let bias: Vec<f64> = expected.iter().zip(&exact).map(|(e, x)| e - x).collect();
+        let bias = &expected - &exact;
         let v = measure(
             "random",
             &mdp,
@@ -186,7 +553,7 @@ fn a_discount_missing_from_the_estimator_is_caught() {
             128,
             case,
         );
-        if !detectable(&bias, &v.se, theta.len()) {
+        if !detectable(&bias, &v.se) {
             continue;
         }
         assert!(
@@ -207,15 +574,15 @@ fn a_discount_missing_from_the_estimator_is_caught() {
 /// K estimates from a custom estimator on samples of `behaviour`, against ∇J(`theta`).
 fn measure_custom(
     mdp: &TabularMdp,
-    theta: &[f64],
-    behaviour: &[f64],
+    theta: &Array2<f64>,
+    behaviour: &Array2<f64>,
     m: usize,
     seed: u64,
-    f: &dyn Fn(&study::Batch) -> Vec<f64>,
+    f: &dyn Fn(&Batch) -> Array2<f64>,
 ) -> study::Measurement {
     let exact = mdp.policy_gradient_theorem(theta).gradient;
     let mut r = rng::stream(seed, "estimator-samples", 0);
-    let estimates: Vec<Vec<f64>> = (0..64)
+    let estimates: Vec<Array2<f64>> = (0..64)
         .map(|_| f(&sample(mdp, behaviour, m, &mut r)))
         .collect();
     summarise("random", "custom", m, &exact, &estimates)
@@ -229,18 +596,12 @@ fn ppo_clipping_far_from_the_old_policy_and_truncation_as_termination_are_caught
     for case in 0..cases(4) as u64 {
         let (mut mdp, theta) = random_case(5000 + case, 4);
         mdp.horizon = mdp.horizon.max(3);
-        let na = mdp.actions;
         let exact = mdp.policy_gradient_theorem(&theta).gradient;
         // (ii) The clipped surrogate at θ with samples from a θ′ far enough that most ratios
         // leave [0.8, 1.2]: clipped terms have zero gradient, so the estimate is not ∇J(θ).
         // Advantages are the exact A of the sampling policy, as in PPO.
-        let old: Vec<f64> = theta
-            .iter()
-            .enumerate()
-            .map(|(k, x)| x + 1.5 * ((k as f64) * 2.3 + 0.5).sin())
-            .collect();
-        let t_old = mdp.tables(&softmax_policy(&old, na));
-        let adv = |t: usize, s: usize, a: usize| t_old.q[t][s * na + a] - t_old.v[t][s];
+        let old = far_old_policy(&theta);
+        let adv = old_advantage(&mdp, &old);
         let v = measure_custom(&mdp, &theta, &old, 256, case, &|b| {
             ppo_estimate(
                 &mdp,
@@ -248,34 +609,12 @@ fn ppo_clipping_far_from_the_old_policy_and_truncation_as_termination_are_caught
                 Some(&old),
                 b,
                 &table_weights(&mdp, b, &adv),
-                false,
+                PpoLoss::Clip,
             )
         });
-        // Power: the estimate's exact expectation. Per entry (t, s, a) drawn from θ′, the
-        // gradient of min(ρA′, clip(ρ)A′) is A′ρ∇log π_θ(a|s) where the unclipped term is the
-        // minimum and 0 where the clipped one is; the estimate sums the entries over t.
-        let (pi, pi_old) = (softmax_policy(&theta, na), softmax_policy(&old, na));
-        let mut expected = vec![0.0; theta.len()];
-        for t in 0..mdp.horizon {
-            for st in 0..mdp.states {
-                for a in 0..na {
-                    let sa = st * na + a;
-                    let (rho, a_prime) = (
-                        pi[sa] / pi_old[sa],
-                        mdp.gamma.powi(t as i32) * adv(t, st, a),
-                    );
-                    if a_prime * rho <= a_prime * rho.clamp(0.8, 1.2) {
-                        for b in 0..na {
-                            let score = if a == b { 1.0 } else { 0.0 } - pi[st * na + b];
-                            expected[st * na + b] +=
-                                t_old.d[t][st] * pi_old[sa] * a_prime * rho * score;
-                        }
-                    }
-                }
-            }
-        }
-        let bias: Vec<f64> = expected.iter().zip(&exact).map(|(e, x)| e - x).collect();
-        if detectable(&bias, &v.se, theta.len()) {
+        // Power: the estimate's exact expectation (see `ppo_far_expectation`).
+        let bias = &ppo_far_expectation(&mdp, &theta, &old) - &exact;
+        if detectable(&bias, &v.se) {
             assert!(
                 !v.passes,
                 "case {case}: PPO's clipped surrogate far from θ′ passed as ∇J(θ) (worst z {:.2})",
@@ -287,22 +626,14 @@ fn ppo_clipping_far_from_the_old_policy_and_truncation_as_termination_are_caught
         // (iv) A time-limit cut treated as termination: the episode runs H steps, but the
         // estimator's returns stop at H − 1 with nothing bootstrapped.
         let v = measure_custom(&mdp, &theta, &theta, 256, case, &|b| {
-            let mut rewards = b.rewards.clone();
-            rewards[(mdp.horizon - 1) * b.m..].fill(0.0);
-            pg_estimate(&mdp, &theta, b, &discounted_from_zero(&mdp, &rewards, b.m))
+            pg_estimate(&mdp, &theta, b, &cut_returns(&mdp, b))
         });
         // Power: by causality the cut estimator's expectation is ∇J of the horizon-(H − 1)
         // problem, so its bias is ∇J_{H−1} − ∇J_H, computed exactly.
         let mut short = mdp.clone();
         short.horizon -= 1;
-        let bias: Vec<f64> = short
-            .policy_gradient_theorem(&theta)
-            .gradient
-            .iter()
-            .zip(&exact)
-            .map(|(a, b)| a - b)
-            .collect();
-        if detectable(&bias, &v.se, theta.len()) {
+        let bias = &short.policy_gradient_theorem(&theta).gradient - &exact;
+        if detectable(&bias, &v.se) {
             assert!(
                 !v.passes,
                 "case {case}: returns cut at H − 1 passed as ∇J (worst z {:.2})",
@@ -357,17 +688,5 @@ proptest! {
                 if dones[k] { start = t + 1; }
             }
         }
-    }
-
-    /// Importance weights π/π′ average to 1 under the behaviour policy π′.
-    #[test]
-    fn importance_weights_average_to_one_under_the_behaviour_policy(seed in any::<u64>()) {
-        let mut r = rng::stream(seed, "is", 0);
-        let n = 2 + (rng::uniform01(&mut r) * 5.0) as usize;
-        let target: Vec<f64> = (0..n).map(|_| rng::standard_normal(&mut r)).collect();
-        let behaviour: Vec<f64> = (0..n).map(|_| rng::standard_normal(&mut r)).collect();
-        let (p, q) = (softmax_policy(&target, n), softmax_policy(&behaviour, n));
-        let expectation: f64 = (0..n).map(|a| q[a] * p[a] / q[a]).sum();
-        prop_assert!((expectation - 1.0).abs() < 1e-12);
     }
 }

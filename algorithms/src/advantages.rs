@@ -12,6 +12,11 @@
 //!
 //! Treating truncation as termination (a zero bootstrap on a time-limit cut) biases every
 //! estimator here; keeping `dones` and `next_values` apart is what avoids it.
+//!
+//! The functions are generic over the float type ([`Real`]): training calls them with `f32`,
+//! the exact-expectation tests of the estimators with `f64`.
+
+use crate::real::Real;
 
 /// Shape of a rollout: `num_steps` rows of `num_envs`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,15 +50,15 @@ impl Shape {
 /// end); λ = 0 gives the one-step TD residual.
 ///
 /// Returns `(advantages, returns)` with `returns = advantages + values` (the value targets).
-pub fn gae(
+pub fn gae<F: Real>(
     shape: Shape,
-    rewards: &[f32],
-    values: &[f32],
-    next_values: &[f32],
+    rewards: &[F],
+    values: &[F],
+    next_values: &[F],
     dones: &[bool],
-    gamma: f32,
-    lambda: f32,
-) -> (Vec<f32>, Vec<f32>) {
+    gamma: F,
+    lambda: F,
+) -> (Vec<F>, Vec<F>) {
     for (what, len) in [
         ("rewards", rewards.len()),
         ("values", values.len()),
@@ -63,18 +68,26 @@ pub fn gae(
         shape.check(what, len);
     }
     let n = shape.num_envs;
-    let mut advantages = vec![0.0f32; shape.len()];
-    let mut running = vec![0.0f32; n];
+    let mut advantages = vec![F::ZERO; shape.len()];
+    let mut running = vec![F::ZERO; n];
     for t in (0..shape.num_steps).rev() {
         for (i, run) in running.iter_mut().enumerate() {
             let k = t * n + i;
             let delta = rewards[k] + gamma * next_values[k] - values[k];
-            let carry = if dones[k] { 0.0 } else { gamma * lambda * *run };
+            let carry = if dones[k] {
+                F::ZERO
+            } else {
+                gamma * lambda * *run
+            };
             *run = delta + carry;
             advantages[k] = *run;
         }
     }
-    let returns = advantages.iter().zip(values).map(|(a, v)| a + v).collect();
+    let returns = advantages
+        .iter()
+        .zip(values)
+        .map(|(&a, &v)| a + v)
+        .collect();
     (advantages, returns)
 }
 
@@ -84,13 +97,13 @@ pub fn gae(
 ///
 /// REINFORCE with reward-to-go (Williams 1992; the "causality" form of the policy-gradient
 /// theorem, Sutton et al. 2000) weights ∇log π(a_t|s_t) by this.
-pub fn reward_to_go(
+pub fn reward_to_go<F: Real>(
     shape: Shape,
-    rewards: &[f32],
-    next_values: &[f32],
+    rewards: &[F],
+    next_values: &[F],
     dones: &[bool],
-    gamma: f32,
-) -> Vec<f32> {
+    gamma: F,
+) -> Vec<F> {
     for (what, len) in [
         ("rewards", rewards.len()),
         ("next_values", next_values.len()),
@@ -99,7 +112,7 @@ pub fn reward_to_go(
         shape.check(what, len);
     }
     let n = shape.num_envs;
-    let mut out = vec![0.0f32; shape.len()];
+    let mut out = vec![F::ZERO; shape.len()];
     for t in (0..shape.num_steps).rev() {
         for i in 0..n {
             let k = t * n + i;
@@ -123,17 +136,17 @@ pub fn reward_to_go(
 /// Only complete episodes give unbiased weights, so REINFORCE passes rollouts of complete
 /// episodes; an episode that the rollout cuts (no `done` before the end) gets the bootstrapped
 /// value `Σ_t γ^t r_t + γ^T next_value`, as in [`reward_to_go`].
-pub fn episode_return(
+pub fn episode_return<F: Real>(
     shape: Shape,
-    rewards: &[f32],
-    next_values: &[f32],
+    rewards: &[F],
+    next_values: &[F],
     dones: &[bool],
-    gamma: f32,
-) -> Vec<f32> {
+    gamma: F,
+) -> Vec<F> {
     let rtg = reward_to_go(shape, rewards, next_values, dones, gamma);
     // The return of an episode is the reward-to-go at its first step.
     let n = shape.num_envs;
-    let mut out = vec![0.0f32; shape.len()];
+    let mut out = vec![F::ZERO; shape.len()];
     for i in 0..n {
         let mut start = 0;
         for t in 0..shape.num_steps {

@@ -9,6 +9,10 @@
 //! the gradient is split evenly between them, as PyTorch's `maximum` does; `clamp` passes the
 //! gradient on its closed interval.
 //!
+//! The functions are generic over the float type ([`Real`]): the native backend calls them with
+//! `f32`; the exact-expectation tests of the estimators (`tests/estimators.rs`), through
+//! [`crate::study`], with `f64`.
+//!
 //! With B samples, writing ρ_i = exp(log π_i − log π_old,i) and A_i the (constant) advantage:
 //! - policy gradient `−1/B Σ Ψ_i log π_i`:           ∂/∂log π_i = −Ψ_i / B
 //! - PPO-clip `1/B Σ max(−A_i ρ_i, −A_i clip(ρ_i))`: ∂/∂log π_i = −A_i ρ_i / B, except 0 when
@@ -18,14 +22,15 @@
 //!   larger of the two squared errors passes its gradient.
 
 use crate::losses::RatioStats;
+use crate::real::Real;
 
 /// `(A − mean A) / (std A + 1e-8)` in place, the unbiased standard deviation, sums in f64
 /// (see [`crate::losses::normalize_advantages`]).
-pub fn normalize_advantages(a: &mut [f32]) {
+pub fn normalize_advantages<F: Real>(a: &mut [F]) {
     let n = a.len() as f64;
-    let mean = a.iter().map(|&x| x as f64).sum::<f64>() / n;
-    let var = a.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    let (mean, denom) = (mean as f32, (var.sqrt() + 1e-8) as f32);
+    let mean = a.iter().map(|&x| x.to_f64()).sum::<f64>() / n;
+    let var = a.iter().map(|&x| (x.to_f64() - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let (mean, denom) = (F::from_f64(mean), F::from_f64(var.sqrt() + 1e-8));
     for x in a.iter_mut() {
         *x = (*x - mean) / denom;
     }
@@ -36,83 +41,83 @@ fn mean(n: usize, f: impl Fn(usize) -> f64) -> f64 {
 }
 
 /// `log π − log π_old` per sample.
-fn log_ratio(new_logprobs: &[f32], old_logprobs: &[f32]) -> Vec<f32> {
+fn log_ratio<F: Real>(new_logprobs: &[F], old_logprobs: &[F]) -> Vec<F> {
     new_logprobs
         .iter()
         .zip(old_logprobs)
-        .map(|(a, b)| a - b)
+        .map(|(&a, &b)| a - b)
         .collect()
 }
 
-fn ratio_stats(log_ratio: &[f32], clip_coef: f64) -> RatioStats {
+fn ratio_stats<F: Real>(log_ratio: &[F], clip_coef: f64) -> RatioStats {
     let n = log_ratio.len();
-    let r = |i: usize| (log_ratio[i] as f64).exp();
+    let r = |i: usize| log_ratio[i].to_f64().exp();
     RatioStats {
-        approx_kl: mean(n, |i| (r(i) - 1.0) - log_ratio[i] as f64),
-        old_approx_kl: mean(n, |i| -(log_ratio[i] as f64)),
+        approx_kl: mean(n, |i| (r(i) - 1.0) - log_ratio[i].to_f64()),
+        old_approx_kl: mean(n, |i| -log_ratio[i].to_f64()),
         clipfrac: mean(n, |i| f64::from(u8::from((r(i) - 1.0).abs() > clip_coef))),
     }
 }
 
 /// `−mean(weights · logprobs)`; writes ∂L/∂logprobs into `grad`.
-pub fn policy_gradient_loss(logprobs: &[f32], weights: &[f32], grad: &mut [f32]) -> f64 {
+pub fn policy_gradient_loss<F: Real>(logprobs: &[F], weights: &[F], grad: &mut [F]) -> f64 {
     let n = logprobs.len();
     for (g, &w) in grad.iter_mut().zip(weights) {
-        *g = -w / n as f32;
+        *g = -w / F::from_usize(n);
     }
-    -mean(n, |i| weights[i] as f64 * logprobs[i] as f64)
+    -mean(n, |i| weights[i].to_f64() * logprobs[i].to_f64())
 }
 
 /// PPO's clipped surrogate `L^CLIP`; writes ∂L/∂new_logprobs into `grad`.
-pub fn ppo_clip_loss(
-    new_logprobs: &[f32],
-    old_logprobs: &[f32],
-    advantages: &[f32],
+pub fn ppo_clip_loss<F: Real>(
+    new_logprobs: &[F],
+    old_logprobs: &[F],
+    advantages: &[F],
     clip_coef: f64,
-    grad: &mut [f32],
+    grad: &mut [F],
 ) -> (f64, RatioStats) {
     let n = new_logprobs.len();
-    let (lo, hi) = ((1.0 - clip_coef) as f32, (1.0 + clip_coef) as f32);
+    let (lo, hi) = (F::from_f64(1.0 - clip_coef), F::from_f64(1.0 + clip_coef));
     let log_ratio = log_ratio(new_logprobs, old_logprobs);
     let mut loss = 0.0f64;
     for i in 0..n {
         let (ratio, a) = (log_ratio[i].exp(), advantages[i]);
         let unclipped = -a * ratio;
         let clipped = -a * ratio.clamp(lo, hi);
-        loss += unclipped.max(clipped) as f64;
+        loss += unclipped.max(clipped).to_f64();
         let inside = (lo..=hi).contains(&ratio);
         // The clipped branch carries the gradient only inside the clip range, where it equals
         // the unclipped one; outside, the unclipped branch carries it when it is the larger.
         grad[i] = if inside || unclipped > clipped {
-            unclipped / n as f32
+            unclipped / F::from_usize(n)
         } else if unclipped == clipped {
-            unclipped / (2 * n) as f32
+            unclipped / F::from_usize(2 * n)
         } else {
-            0.0
+            F::ZERO
         };
     }
     (loss / n as f64, ratio_stats(&log_ratio, clip_coef))
 }
 
 /// PPO's KL-penalised surrogate `L^KLPEN`; writes ∂L/∂new_logprobs into `grad`.
-pub fn ppo_kl_loss(
-    new_logprobs: &[f32],
-    old_logprobs: &[f32],
-    advantages: &[f32],
+pub fn ppo_kl_loss<F: Real>(
+    new_logprobs: &[F],
+    old_logprobs: &[F],
+    advantages: &[F],
     beta: f64,
     clip_coef: f64,
-    grad: &mut [f32],
+    grad: &mut [F],
 ) -> (f64, RatioStats) {
     let n = new_logprobs.len();
     let log_ratio = log_ratio(new_logprobs, old_logprobs);
     let mut surrogate = 0.0f64;
     let mut kl = 0.0f64;
-    let beta32 = beta as f32;
+    let beta_f = F::from_f64(beta);
     for i in 0..n {
         let ratio = log_ratio[i].exp();
-        surrogate -= (ratio * advantages[i]) as f64;
-        kl += ((ratio - 1.0) - log_ratio[i]) as f64;
-        grad[i] = (-advantages[i] * ratio + beta32 * (ratio - 1.0)) / n as f32;
+        surrogate -= (ratio * advantages[i]).to_f64();
+        kl += ((ratio - F::ONE) - log_ratio[i]).to_f64();
+        grad[i] = (-advantages[i] * ratio + beta_f * (ratio - F::ONE)) / F::from_usize(n);
     }
     let loss = surrogate / n as f64 + beta * kl / n as f64;
     (loss, ratio_stats(&log_ratio, clip_coef))
@@ -120,39 +125,39 @@ pub fn ppo_kl_loss(
 
 /// `½ mean((V − R)²)`, or with `clip` = Some(ε) the larger of that and the error of
 /// `V_old + clip(V − V_old, ±ε)`; writes ∂L/∂values into `grad`.
-pub fn value_loss(
-    values: &[f32],
-    returns: &[f32],
-    old_values: &[f32],
+pub fn value_loss<F: Real>(
+    values: &[F],
+    returns: &[F],
+    old_values: &[F],
     clip: Option<f64>,
-    grad: &mut [f32],
+    grad: &mut [F],
 ) -> f64 {
     let n = values.len();
-    let inv_n = 1.0 / n as f32;
+    let inv_n = F::ONE / F::from_usize(n);
     let mut loss = 0.0f64;
     for i in 0..n {
         let err = values[i] - returns[i];
         let unclipped = err * err;
         match clip {
             None => {
-                loss += unclipped as f64;
+                loss += unclipped.to_f64();
                 grad[i] = err * inv_n;
             }
             Some(eps) => {
-                let eps = eps as f32;
+                let eps = F::from_f64(eps);
                 let delta = values[i] - old_values[i];
                 let clipped_err = old_values[i] + delta.clamp(-eps, eps) - returns[i];
                 let clipped = clipped_err * clipped_err;
-                loss += unclipped.max(clipped) as f64;
+                loss += unclipped.max(clipped).to_f64();
                 let inside = (-eps..=eps).contains(&delta);
-                let through_clipped = if inside { clipped_err } else { 0.0 };
+                let through_clipped = if inside { clipped_err } else { F::ZERO };
                 grad[i] = inv_n
                     * if unclipped > clipped {
                         err
                     } else if clipped > unclipped {
                         through_clipped
                     } else {
-                        0.5 * (err + through_clipped)
+                        F::from_f64(0.5) * (err + through_clipped)
                     };
             }
         }

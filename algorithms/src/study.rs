@@ -2,27 +2,43 @@
 //! at several sample sizes, measured the same way. This is what `gradgym estimators` runs and
 //! what the unbiasedness tests call.
 //!
-//! An estimator maps a batch of M trajectories to one estimate of ∇J(θ). Every estimator goes
-//! through the production losses of [`crate::losses`], with θ in a tch tensor and the gradient
-//! from autodiff: `policy_gradient_loss` (REINFORCE family, actor-critic, GAE) or the PPO
-//! surrogates. Weights come from the production [`crate::advantages`] functions or from exact
-//! tables. The losses average over the H·M entries of a batch, so an estimate is `−H · ∇loss`.
+//! An estimator maps a batch of M trajectories to one estimate of ∇J(θ), in two stages.
+//! [`Estimator::surrogate`] builds the loss to differentiate and its weights `[H, M]`: the
+//! weights come from the production [`crate::advantages`] functions or from exact tables, in
+//! the float type `F` of the path that differentiates it. Then one of two gradient paths:
+//!
+//! - [`Estimator::estimate`], what the study measures: θ in a tch tensor, the production
+//!   losses of [`crate::losses`] (`policy_gradient_loss` for the REINFORCE family, actor-critic
+//!   and GAE, or the PPO surrogates) and autodiff, with f32 weights as the learners have. The
+//!   tensor losses average in f32, so this path is good to about 1e-7 relative.
+//! - [`Estimator::estimate_f64`], what the exact tests use: the same weights in f64, the
+//!   closed-form gradients of the slice-form losses of [`crate::loss_grads`] (the native
+//!   backend's) in f64, chained through ∂log π(a|s)/∂θ[s, c] = 1[a = c] − π(c|s) by hand.
+//!   [`expectation_by_enumeration`] sums it over every trajectory, which gives an estimator's
+//!   exact expectation to rounding (about 1e-15), to compare with ∇J to 1e-9.
+//!
+//! The losses average over the H·M entries of a batch, so an estimate is `−H · ∇loss`: the mean
+//! over the M trajectories of a per-trajectory term, which is why the expectation of a batch
+//! estimate is the expectation of the estimate from one trajectory.
 //!
 //! J discounts from t = 0, so every weight at step t carries γ^t (dropping it is a negative
 //! control: the common practical estimator, biased for this J).
 
+use ndarray::{Array1, Array2, Array3, ArrayView1};
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
 use crate::advantages::{Shape, gae, reward_to_go};
-use crate::exact::{Tables, TabularMdp, softmax_policy};
+use crate::exact::{Tables, TabularMdp, Trajectory, softmax_policy};
+use crate::loss_grads;
 use crate::losses::{policy_gradient_loss, ppo_clip_loss, ppo_kl_loss};
+use crate::real::Real;
 use gradgym_envs::rng::{self, Stream};
 
 /// A random MDP from `seed`: 2–5 states, 2–4 actions, horizon 1–`max_horizon`, γ ∈ [0.8, 1],
-/// transitions and start distribution bounded away from 0, rewards in [−1, 1]; and a θ drawn
-/// from a standard normal.
-pub fn random_case(seed: u64, max_horizon: usize) -> (TabularMdp, Vec<f64>) {
+/// transitions and start distribution bounded away from 0, rewards in [−1, 1]; and a θ `[S, A]`
+/// drawn from a standard normal.
+pub fn random_case(seed: u64, max_horizon: usize) -> (TabularMdp, Array2<f64>) {
     let mut r = rng::stream(seed, "mdp", 0);
     let pick = |r: &mut Stream, lo: usize, hi: usize| {
         lo + (rng::uniform01(r) * (hi - lo + 1) as f64) as usize
@@ -38,40 +54,72 @@ pub fn random_case(seed: u64, max_horizon: usize) -> (TabularMdp, Vec<f64>) {
         let s: f64 = w.iter().sum();
         w.into_iter().map(|x| x / s).collect::<Vec<_>>()
     };
-    let transitions = (0..ns * na).flat_map(|_| simplex(&mut r, ns)).collect();
-    let rewards = (0..ns * na)
+    let transitions: Vec<f64> = (0..ns * na).flat_map(|_| simplex(&mut r, ns)).collect();
+    let rewards: Vec<f64> = (0..ns * na)
         .map(|_| rng::uniform(&mut r, -1.0, 1.0))
         .collect();
     let start = simplex(&mut r, ns);
-    let theta = (0..ns * na).map(|_| rng::standard_normal(&mut r)).collect();
+    let theta: Vec<f64> = (0..ns * na).map(|_| rng::standard_normal(&mut r)).collect();
     (
-        TabularMdp {
-            states: ns,
-            actions: na,
-            horizon: h,
+        TabularMdp::new(
+            h,
             gamma,
-            transitions,
-            rewards,
-            start,
-        },
-        theta,
+            Array3::from_shape_vec((ns, na, ns), transitions).expect("S·A·S transitions"),
+            Array2::from_shape_vec((ns, na), rewards).expect("S·A rewards"),
+            Array1::from(start),
+        ),
+        Array2::from_shape_vec((ns, na), theta).expect("S·A parameters"),
     )
 }
 
-/// M trajectories: `[H, M]` arrays, row t holds step t of every trajectory.
+/// M trajectories, as `[H, M]` arrays: `[t, i]` holds step t of trajectory i.
 #[derive(Clone, Debug)]
 pub struct Batch {
-    pub m: usize,
-    pub states: Vec<usize>,
-    pub actions: Vec<i64>,
-    pub rewards: Vec<f32>,
+    pub states: Array2<usize>,
+    pub actions: Array2<usize>,
+    /// `R[s_t, a_t]`.
+    pub rewards: Array2<f64>,
+}
+
+impl Batch {
+    /// The number of trajectories, M.
+    pub fn m(&self) -> usize {
+        self.states.ncols()
+    }
+
+    /// The batch of `trajectories`, in order (trajectory i in column i).
+    pub fn of(mdp: &TabularMdp, trajectories: &[Trajectory]) -> Self {
+        let (h, m) = (mdp.horizon, trajectories.len());
+        let states = Array2::from_shape_fn((h, m), |(t, i)| trajectories[i].states[t]);
+        let actions = Array2::from_shape_fn((h, m), |(t, i)| trajectories[i].actions[t]);
+        let rewards = Array2::from_shape_fn((h, m), |(t, i)| {
+            mdp.rewards[[states[[t, i]], actions[[t, i]]]]
+        });
+        Self {
+            states,
+            actions,
+            rewards,
+        }
+    }
+
+    fn shape(&self) -> Shape {
+        Shape {
+            num_steps: self.states.nrows(),
+            num_envs: self.states.ncols(),
+        }
+    }
+
+    /// The rewards in the float type of the weights.
+    pub fn rewards_as<F: Real>(&self) -> Array2<F> {
+        self.rewards.mapv(F::from_f64)
+    }
 }
 
 /// Draws M trajectories of the softmax policy of `theta`.
-pub fn sample(mdp: &TabularMdp, theta: &[f64], m: usize, r: &mut Stream) -> Batch {
-    let (ns, na, h) = (mdp.states, mdp.actions, mdp.horizon);
-    let pi = softmax_policy(theta, na);
-    let draw = |r: &mut Stream, probs: &[f64]| {
+pub fn sample(mdp: &TabularMdp, theta: &Array2<f64>, m: usize, r: &mut Stream) -> Batch {
+    let h = mdp.horizon;
+    let pi = softmax_policy(theta);
+    let draw = |r: &mut Stream, probs: ArrayView1<f64>| {
         let u = rng::uniform01(r);
         let mut c = 0.0;
         for (k, p) in probs.iter().enumerate() {
@@ -83,25 +131,48 @@ pub fn sample(mdp: &TabularMdp, theta: &[f64], m: usize, r: &mut Stream) -> Batc
         probs.len() - 1
     };
     let mut b = Batch {
-        m,
-        states: vec![0; h * m],
-        actions: vec![0; h * m],
-        rewards: vec![0.0; h * m],
+        states: Array2::zeros((h, m)),
+        actions: Array2::zeros((h, m)),
+        rewards: Array2::zeros((h, m)),
     };
     for i in 0..m {
-        let mut s = draw(r, &mdp.start);
+        let mut s = draw(r, mdp.start.view());
         for t in 0..h {
-            let a = draw(r, &pi[s * na..(s + 1) * na]);
-            b.states[t * m + i] = s;
-            b.actions[t * m + i] = a as i64;
-            b.rewards[t * m + i] = mdp.rewards[s * na + a] as f32;
-            s = draw(
-                r,
-                &mdp.transitions[(s * na + a) * ns..(s * na + a + 1) * ns],
-            );
+            let a = draw(r, pi.row(s));
+            b.states[[t, i]] = s;
+            b.actions[[t, i]] = a;
+            b.rewards[[t, i]] = mdp.rewards[[s, a]];
+            s = draw(r, mdp.next_states(s, a));
         }
     }
     b
+}
+
+/// PPO's clip range ε in the study (and for the clip fraction of PPO-KL).
+pub const PPO_CLIP: f64 = 0.2;
+/// PPO-KL's coefficient β in the study.
+pub const PPO_BETA: f64 = 0.7;
+
+/// Which PPO surrogate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PpoLoss {
+    /// `ppo_clip_loss` with ε = [`PPO_CLIP`].
+    Clip,
+    /// `ppo_kl_loss` with β = [`PPO_BETA`].
+    KlPenalty,
+}
+
+/// The loss whose gradient is an estimate, with its weights `[H, M]` in the float type `F`.
+#[derive(Clone, Debug)]
+pub enum Surrogate<F> {
+    /// `policy_gradient_loss` with weights Ψ: the estimate `1/M Σ_i Σ_t Ψ_{t,i} ∇log π(a_t|s_t)`.
+    PolicyGradient(Array2<F>),
+    /// A PPO surrogate at θ with ratios against `old` (`None`: θ′ = θ) and these advantages.
+    Ppo {
+        advantages: Array2<F>,
+        old: Option<Array2<f64>>,
+        loss: PpoLoss,
+    },
 }
 
 /// The estimators of the study. `biased` ones are the negative controls.
@@ -181,152 +252,194 @@ impl Estimator {
     }
 
     /// The policy trajectories are drawn from.
-    pub fn behaviour(&self, theta: &[f64]) -> Vec<f64> {
+    pub fn behaviour(&self, theta: &Array2<f64>) -> Array2<f64> {
         match self {
-            Estimator::ImportanceSampling => theta
-                .iter()
-                .enumerate()
-                .map(|(k, x)| x + 0.3 * ((k as f64) * 1.7).sin())
-                .collect(),
-            _ => theta.to_vec(),
+            Estimator::ImportanceSampling => {
+                let na = theta.ncols();
+                let mut b = theta.clone();
+                for ((s, a), x) in b.indexed_iter_mut() {
+                    *x += 0.3 * (((s * na + a) as f64) * 1.7).sin();
+                }
+                b
+            }
+            _ => theta.clone(),
         }
     }
 
-    /// One estimate of ∇J(θ) from `batch` (drawn from [`Estimator::behaviour`]).
-    pub fn estimate(
+    /// The loss whose gradient at θ is this estimator's estimate from `batch` (drawn from
+    /// [`Estimator::behaviour`]), with its weights in the float type `F`.
+    pub fn surrogate<F: Real>(
         &self,
         mdp: &TabularMdp,
-        theta: &[f64],
+        theta: &Array2<f64>,
         context: &Context,
         batch: &Batch,
-    ) -> Vec<f64> {
+    ) -> Surrogate<F> {
         use Estimator::*;
-        let na = mdp.actions;
+        use Surrogate::PolicyGradient;
         let tables = &context.tables;
-        let exact_adv = |t: usize, s: usize, a: usize| tables.q[t][s * na + a] - tables.v[t][s];
+        let exact_adv = |t: usize, s: usize, a: usize| tables.q[[t, s, a]] - tables.v[[t, s]];
         match *self {
             TotalReturn => {
-                let g = discounted_from_zero(mdp, &batch.rewards, batch.m);
-                let w: Vec<f32> = (0..g.len()).map(|k| g[k % batch.m]).collect();
-                pg_estimate(mdp, theta, batch, &w)
+                let g = discounted_from_zero::<F>(mdp, &batch.rewards_as());
+                PolicyGradient(Array2::from_shape_fn(g.raw_dim(), |(_, i)| g[[0, i]]))
             }
-            RewardToGo => pg_estimate(
-                mdp,
-                theta,
-                batch,
-                &discounted_from_zero(mdp, &batch.rewards, batch.m),
-            ),
-            StateBaseline => {
-                let w = minus_baseline(mdp, batch, |k| {
-                    2.0 * (3.0 * batch.states[k] as f32 + 1.0).sin()
-                });
-                pg_estimate(mdp, theta, batch, &w)
-            }
+            RewardToGo => PolicyGradient(discounted_from_zero(mdp, &batch.rewards_as())),
+            StateBaseline => PolicyGradient(minus_baseline(mdp, batch, |t, i| {
+                let s = F::from_usize(batch.states[[t, i]]);
+                F::from_f64(2.0) * (F::from_f64(3.0) * s + F::ONE).sin()
+            })),
             LearnedBaseline => {
                 let v = &context.learned_values;
-                let w = minus_baseline(mdp, batch, |k| v[batch.states[k]] as f32);
-                pg_estimate(mdp, theta, batch, &w)
+                PolicyGradient(minus_baseline(mdp, batch, |t, i| {
+                    F::from_f64(v[batch.states[[t, i]]])
+                }))
             }
-            ExactQ => pg_estimate(
+            ExactQ => PolicyGradient(table_weights(mdp, batch, &|t, s, a| tables.q[[t, s, a]])),
+            ExactAdvantage => PolicyGradient(table_weights(mdp, batch, &exact_adv)),
+            // (In f64, λ is the f32 value widened: 0.95f32 is 0.949999988….)
+            Gae(lambda) => PolicyGradient(gae_weights(
                 mdp,
-                theta,
                 batch,
-                &table_weights(mdp, batch, &|t, s, a| tables.q[t][s * na + a]),
-            ),
-            ExactAdvantage => {
-                pg_estimate(mdp, theta, batch, &table_weights(mdp, batch, &exact_adv))
-            }
-            Gae(lambda) => pg_estimate(
-                mdp,
-                theta,
-                batch,
-                &gae_weights(mdp, batch, &tables.v, lambda),
-            ),
+                &tables.v,
+                F::from_f64(lambda as f64),
+            )),
             ImportanceSampling => {
-                let pi = softmax_policy(theta, na);
-                let pi_b = softmax_policy(&self.behaviour(theta), na);
-                let g = discounted_from_zero(mdp, &batch.rewards, batch.m);
-                let rho: Vec<f64> = (0..batch.m)
+                let pi = softmax_policy(theta);
+                let pi_b = softmax_policy(&self.behaviour(theta));
+                let g = discounted_from_zero::<F>(mdp, &batch.rewards_as());
+                // ρ(τ_i) = Π_t π_θ(a_t|s_t) / π_θ′(a_t|s_t), the likelihood ratio of the whole
+                // trajectory, weights every step of it.
+                let rho: Vec<f64> = (0..batch.m())
                     .map(|i| {
                         (0..mdp.horizon)
                             .map(|t| {
-                                let k = t * batch.m + i;
-                                let sa = batch.states[k] * na + batch.actions[k] as usize;
-                                pi[sa] / pi_b[sa]
+                                let (s, a) = (batch.states[[t, i]], batch.actions[[t, i]]);
+                                pi[[s, a]] / pi_b[[s, a]]
                             })
                             .product()
                     })
                     .collect();
-                let w: Vec<f32> = g
-                    .iter()
-                    .enumerate()
-                    .map(|(k, g)| (*g as f64 * rho[k % batch.m]) as f32)
-                    .collect();
-                pg_estimate(mdp, theta, batch, &w)
+                PolicyGradient(Array2::from_shape_fn(g.raw_dim(), |(t, i)| {
+                    F::from_f64(g[[t, i]].to_f64() * rho[i])
+                }))
             }
-            PpoClipAtOld => ppo_estimate(
-                mdp,
-                theta,
-                None,
-                batch,
-                &table_weights(mdp, batch, &exact_adv),
-                false,
-            ),
-            PpoKlAtOld => ppo_estimate(
-                mdp,
-                theta,
-                None,
-                batch,
-                &table_weights(mdp, batch, &exact_adv),
-                true,
-            ),
-            ActionBaseline => pg_estimate(
-                mdp,
-                theta,
-                batch,
-                &minus_baseline(mdp, batch, |k| 4.0 * (batch.actions[k] as f32 + 1.0)),
-            ),
+            PpoClipAtOld => Surrogate::Ppo {
+                advantages: table_weights(mdp, batch, &exact_adv),
+                old: None,
+                loss: PpoLoss::Clip,
+            },
+            PpoKlAtOld => Surrogate::Ppo {
+                advantages: table_weights(mdp, batch, &exact_adv),
+                old: None,
+                loss: PpoLoss::KlPenalty,
+            },
+            ActionBaseline => PolicyGradient(minus_baseline(mdp, batch, |t, i| {
+                F::from_f64(4.0) * (F::from_usize(batch.actions[[t, i]]) + F::ONE)
+            })),
             MissingDiscount => {
-                let shape = Shape {
-                    num_steps: mdp.horizon,
-                    num_envs: batch.m,
-                };
+                let shape = batch.shape();
                 let w = reward_to_go(
                     shape,
-                    &batch.rewards,
-                    &vec![0.0; shape.len()],
+                    flat(&batch.rewards_as::<F>()),
+                    &vec![F::ZERO; shape.len()],
                     &last_row_done(shape),
-                    mdp.gamma as f32,
+                    F::from_f64(mdp.gamma),
                 );
-                pg_estimate(mdp, theta, batch, &w)
+                PolicyGradient(rollout(shape, w))
             }
         }
+    }
+
+    /// One estimate of ∇J(θ) from `batch` (drawn from [`Estimator::behaviour`]): f32 weights,
+    /// the tensor losses, autodiff. What the study measures.
+    pub fn estimate(
+        &self,
+        mdp: &TabularMdp,
+        theta: &Array2<f64>,
+        context: &Context,
+        batch: &Batch,
+    ) -> Array2<f64> {
+        match self.surrogate::<f32>(mdp, theta, context, batch) {
+            Surrogate::PolicyGradient(w) => pg_estimate(mdp, theta, batch, &w),
+            Surrogate::Ppo {
+                advantages,
+                old,
+                loss,
+            } => ppo_estimate(mdp, theta, old.as_ref(), batch, &advantages, loss),
+        }
+    }
+
+    /// The same estimate in f64: f64 weights, the closed-form gradients of the slice-form losses.
+    pub fn estimate_f64(
+        &self,
+        mdp: &TabularMdp,
+        theta: &Array2<f64>,
+        context: &Context,
+        batch: &Batch,
+    ) -> Array2<f64> {
+        match self.surrogate::<f64>(mdp, theta, context, batch) {
+            Surrogate::PolicyGradient(w) => pg_estimate_f64(mdp, theta, batch, &w),
+            Surrogate::Ppo {
+                advantages,
+                old,
+                loss,
+            } => ppo_estimate_f64(mdp, theta, old.as_ref(), batch, &advantages, loss),
+        }
+    }
+
+    /// The exact expectation of [`Estimator::estimate_f64`] under the behaviour policy, by
+    /// enumeration (see [`expectation_by_enumeration`]).
+    pub fn exact_expectation(
+        &self,
+        mdp: &TabularMdp,
+        theta: &Array2<f64>,
+        context: &Context,
+    ) -> Array2<f64> {
+        expectation_by_enumeration(mdp, &self.behaviour(theta), |b| {
+            self.estimate_f64(mdp, theta, context, b)
+        })
     }
 }
 
 /// What estimators may use besides the batch: the exact tables of the policy, and the values
-/// of a learned state-value critic (empty unless [`Estimator::LearnedBaseline`] is measured).
+/// `[S]` of a learned state-value critic (empty unless [`Estimator::LearnedBaseline`] is
+/// measured).
 pub struct Context {
     pub tables: Tables,
-    pub learned_values: Vec<f64>,
+    pub learned_values: Array1<f64>,
+}
+
+/// `E_{τ ∼ π_behaviour}[ĝ(τ)] = Σ_τ p(τ) ĝ(τ)`, exactly: the sum over every trajectory τ of the
+/// softmax policy of `behaviour` (see [`TabularMdp::trajectories`]), with `estimate` applied to
+/// the batch of τ alone (M = 1). A batch estimate is the mean of per-trajectory terms, so this
+/// is also the expectation of an estimate from M trajectories.
+pub fn expectation_by_enumeration(
+    mdp: &TabularMdp,
+    behaviour: &Array2<f64>,
+    mut estimate: impl FnMut(&Batch) -> Array2<f64>,
+) -> Array2<f64> {
+    let mut out = Array2::zeros(behaviour.raw_dim());
+    for tau in mdp.trajectories(&softmax_policy(behaviour)) {
+        let g = estimate(&Batch::of(mdp, std::slice::from_ref(&tau)));
+        out.scaled_add(tau.probability, &g);
+    }
+    out
 }
 
 /// A state-value critic V_w(s) (one weight per state, like the learners' critic a function of
 /// the state only), fitted to the reward-to-go G_t by the production `value_loss` with Adam,
 /// on 512 trajectories drawn from their own stream, independent of the batches it will serve.
-pub fn fit_state_values(mdp: &TabularMdp, theta: &[f64], seed: u64) -> Vec<f64> {
+pub fn fit_state_values(mdp: &TabularMdp, theta: &Array2<f64>, seed: u64) -> Array1<f64> {
     use crate::losses::value_loss;
     use tch::nn::OptimizerConfig;
     let mut r = rng::stream(seed, "baseline-fit", 0);
     let m = 512;
     let b = sample(mdp, theta, m, &mut r);
-    let shape = Shape {
-        num_steps: mdp.horizon,
-        num_envs: m,
-    };
+    let shape = b.shape();
     let targets = reward_to_go(
         shape,
-        &b.rewards,
+        flat(&b.rewards_as::<f32>()),
         &vec![0.0; shape.len()],
         &last_row_done(shape),
         mdp.gamma as f32,
@@ -334,7 +447,7 @@ pub fn fit_state_values(mdp: &TabularMdp, theta: &[f64], seed: u64) -> Vec<f64> 
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let w = vs
         .root()
-        .var("v", &[mdp.states as i64], tch::nn::Init::Const(0.0));
+        .var("v", &[mdp.states() as i64], tch::nn::Init::Const(0.0));
     let mut opt = tch::nn::Adam::default()
         .build(&vs, 0.1)
         .expect("an Adam optimiser");
@@ -352,8 +465,18 @@ pub fn fit_state_values(mdp: &TabularMdp, theta: &[f64], seed: u64) -> Vec<f64> 
         .collect()
 }
 
-fn discount(mdp: &TabularMdp, t: usize) -> f32 {
-    (mdp.gamma as f32).powi(t as i32)
+/// The entries of a `[H, M]` array in row-major order (the layout of [`Shape`]).
+fn flat<F>(a: &Array2<F>) -> &[F] {
+    a.as_slice().expect("a [H, M] array in standard layout")
+}
+
+/// A `[H, M]` array from row-major entries.
+fn rollout<F>(shape: Shape, entries: Vec<F>) -> Array2<F> {
+    Array2::from_shape_vec((shape.num_steps, shape.num_envs), entries).expect("H·M entries")
+}
+
+fn discount<F: Real>(mdp: &TabularMdp, t: usize) -> F {
+    F::from_f64(mdp.gamma).powi(t as i32)
 }
 
 fn last_row_done(shape: Shape) -> Vec<bool> {
@@ -362,89 +485,91 @@ fn last_row_done(shape: Shape) -> Vec<bool> {
     dones
 }
 
-/// `γ^t Σ_{l≥0} γ^l r_{t+l}`: the production reward-to-go (discounted from t), times γ^t.
-pub fn discounted_from_zero(mdp: &TabularMdp, rewards: &[f32], m: usize) -> Vec<f32> {
+/// `γ^t Σ_{l≥0} γ^l r_{t+l}` for rewards `[H, M]`: the production reward-to-go (discounted
+/// from t), times γ^t.
+pub fn discounted_from_zero<F: Real>(mdp: &TabularMdp, rewards: &Array2<F>) -> Array2<F> {
     let shape = Shape {
-        num_steps: mdp.horizon,
-        num_envs: m,
+        num_steps: rewards.nrows(),
+        num_envs: rewards.ncols(),
     };
     let rtg = reward_to_go(
         shape,
-        rewards,
-        &vec![0.0; shape.len()],
+        flat(rewards),
+        &vec![F::ZERO; shape.len()],
         &last_row_done(shape),
-        mdp.gamma as f32,
+        F::from_f64(mdp.gamma),
     );
-    rtg.iter()
-        .enumerate()
-        .map(|(k, g)| g * discount(mdp, k / m))
-        .collect()
+    let mut out = rollout(shape, rtg);
+    for (t, mut row) in out.rows_mut().into_iter().enumerate() {
+        let d = discount::<F>(mdp, t);
+        row.mapv_inplace(|g| g * d);
+    }
+    out
 }
 
-/// `γ^t (G_t − b_k)` for every entry k of a batch: the discounted-from-zero reward-to-go minus
-/// a baseline `b(k)` that is discounted like the return.
-fn minus_baseline(mdp: &TabularMdp, batch: &Batch, b: impl Fn(usize) -> f32) -> Vec<f32> {
-    let g = discounted_from_zero(mdp, &batch.rewards, batch.m);
-    g.iter()
-        .enumerate()
-        .map(|(k, g)| g - discount(mdp, k / batch.m) * b(k))
-        .collect()
+/// `γ^t (G_t − b(t, i))` for every entry of a batch: the discounted-from-zero reward-to-go
+/// minus a baseline that is discounted like the return.
+fn minus_baseline<F: Real>(
+    mdp: &TabularMdp,
+    batch: &Batch,
+    b: impl Fn(usize, usize) -> F,
+) -> Array2<F> {
+    let mut g = discounted_from_zero(mdp, &batch.rewards_as::<F>());
+    for ((t, i), x) in g.indexed_iter_mut() {
+        *x = *x - discount::<F>(mdp, t) * b(t, i);
+    }
+    g
 }
 
 /// `γ^t · f(t, s_t, a_t)` for every entry of a batch.
-pub fn table_weights(
+pub fn table_weights<F: Real>(
     mdp: &TabularMdp,
     b: &Batch,
     f: &dyn Fn(usize, usize, usize) -> f64,
-) -> Vec<f32> {
-    (0..mdp.horizon * b.m)
-        .map(|k| {
-            (mdp.gamma.powi((k / b.m) as i32) * f(k / b.m, b.states[k], b.actions[k] as usize))
-                as f32
-        })
-        .collect()
+) -> Array2<F> {
+    Array2::from_shape_fn(b.states.raw_dim(), |(t, i)| {
+        F::from_f64(mdp.gamma.powi(t as i32) * f(t, b.states[[t, i]], b.actions[[t, i]]))
+    })
 }
 
-/// GAE(λ) with the exact V_t through the production `gae`, times γ^t.
-pub fn gae_weights(mdp: &TabularMdp, b: &Batch, v: &[Vec<f64>], lambda: f32) -> Vec<f32> {
-    let shape = Shape {
-        num_steps: mdp.horizon,
-        num_envs: b.m,
-    };
-    let values: Vec<f32> = (0..shape.len())
-        .map(|k| v[k / b.m][b.states[k]] as f32)
-        .collect();
-    let next_values: Vec<f32> = (0..shape.len())
-        .map(|k| {
-            if k / b.m + 1 < mdp.horizon {
-                v[k / b.m + 1][b.states[k + b.m]] as f32
-            } else {
-                0.0
-            }
-        })
-        .collect();
+/// GAE(λ) with the exact `V[t, s]` through the production `gae`, times γ^t.
+pub fn gae_weights<F: Real>(mdp: &TabularMdp, b: &Batch, v: &Array2<f64>, lambda: F) -> Array2<F> {
+    let shape = b.shape();
+    let h = shape.num_steps;
+    let values = Array2::from_shape_fn(b.states.raw_dim(), |(t, i)| {
+        F::from_f64(v[[t, b.states[[t, i]]]])
+    });
+    let next_values = Array2::from_shape_fn(b.states.raw_dim(), |(t, i)| {
+        if t + 1 < h {
+            F::from_f64(v[[t + 1, b.states[[t + 1, i]]]])
+        } else {
+            F::ZERO
+        }
+    });
     let (adv, _) = gae(
         shape,
-        &b.rewards,
-        &values,
-        &next_values,
+        flat(&b.rewards_as::<F>()),
+        flat(&values),
+        flat(&next_values),
         &last_row_done(shape),
-        mdp.gamma as f32,
+        F::from_f64(mdp.gamma),
         lambda,
     );
-    adv.iter()
-        .enumerate()
-        .map(|(k, a)| a * discount(mdp, k / b.m))
-        .collect()
+    let mut adv = rollout(shape, adv);
+    for (t, mut row) in adv.rows_mut().into_iter().enumerate() {
+        let d = discount::<F>(mdp, t);
+        row.mapv_inplace(|a| a * d);
+    }
+    adv
 }
 
 fn logprobs(theta_t: &Tensor, mdp: &TabularMdp, b: &Batch) -> Tensor {
-    let na = mdp.actions as i64;
+    let na = mdp.actions() as i64;
     let idx: Vec<i64> = b
         .states
         .iter()
         .zip(&b.actions)
-        .map(|(&s, &a)| s as i64 * na + a)
+        .map(|(&s, &a)| s as i64 * na + a as i64)
         .collect();
     theta_t
         .log_softmax(1, Kind::Double)
@@ -452,50 +577,127 @@ fn logprobs(theta_t: &Tensor, mdp: &TabularMdp, b: &Batch) -> Tensor {
         .index_select(0, &Tensor::from_slice(&idx))
 }
 
-fn theta_tensor(mdp: &TabularMdp, theta: &[f64]) -> Tensor {
-    Tensor::from_slice(theta).view([mdp.states as i64, mdp.actions as i64])
+fn theta_tensor(theta: &Array2<f64>) -> Tensor {
+    let (ns, na) = theta.dim();
+    Tensor::from_slice(&theta.iter().copied().collect::<Vec<_>>()).view([ns as i64, na as i64])
 }
 
-fn rescaled_gradient(mdp: &TabularMdp, theta_t: &Tensor, loss: &Tensor) -> Vec<f64> {
+fn rescaled_gradient(mdp: &TabularMdp, theta_t: &Tensor, loss: &Tensor) -> Array2<f64> {
     loss.backward();
     let grad: Vec<f64> = Vec::try_from(theta_t.grad().view([-1])).expect("f64 gradient");
-    grad.into_iter()
+    let grad = grad
+        .into_iter()
         .map(|g| -(mdp.horizon as f64) * g)
-        .collect()
+        .collect();
+    Array2::from_shape_vec((mdp.states(), mdp.actions()), grad).expect("S·A gradient")
 }
 
-/// `1/M Σ_i Σ_t w_{t,i} ∇log π(a_t|s_t)` through the production `policy_gradient_loss`.
-pub fn pg_estimate(mdp: &TabularMdp, theta: &[f64], b: &Batch, weights: &[f32]) -> Vec<f64> {
-    let theta_t = theta_tensor(mdp, theta).set_requires_grad(true);
-    let loss = policy_gradient_loss(
-        &logprobs(&theta_t, mdp, b),
-        &Tensor::from_slice(weights).to_kind(Kind::Double),
-    );
+fn tensor_of(weights: &Array2<f32>) -> Tensor {
+    Tensor::from_slice(&weights.iter().copied().collect::<Vec<_>>()).to_kind(Kind::Double)
+}
+
+/// `1/M Σ_i Σ_t w_{t,i} ∇log π(a_t|s_t)` through the production `policy_gradient_loss`
+/// (tensor form, autodiff).
+pub fn pg_estimate(
+    mdp: &TabularMdp,
+    theta: &Array2<f64>,
+    b: &Batch,
+    weights: &Array2<f32>,
+) -> Array2<f64> {
+    let theta_t = theta_tensor(theta).set_requires_grad(true);
+    let loss = policy_gradient_loss(&logprobs(&theta_t, mdp, b), &tensor_of(weights));
     rescaled_gradient(mdp, &theta_t, &loss)
 }
 
-/// An estimate through a PPO surrogate with `old` log-probs from `theta_old` (None: θ′ = θ).
+/// An estimate through a PPO surrogate (tensor form, autodiff) with `old` log-probs from
+/// `theta_old` (None: θ′ = θ).
 pub fn ppo_estimate(
     mdp: &TabularMdp,
-    theta: &[f64],
-    theta_old: Option<&[f64]>,
+    theta: &Array2<f64>,
+    theta_old: Option<&Array2<f64>>,
     b: &Batch,
-    weights: &[f32],
-    kl: bool,
-) -> Vec<f64> {
-    let theta_t = theta_tensor(mdp, theta).set_requires_grad(true);
+    advantages: &Array2<f32>,
+    loss: PpoLoss,
+) -> Array2<f64> {
+    let theta_t = theta_tensor(theta).set_requires_grad(true);
     let new = logprobs(&theta_t, mdp, b);
     let old = match theta_old {
         None => new.detach(),
-        Some(o) => logprobs(&theta_tensor(mdp, o), mdp, b),
+        Some(o) => logprobs(&theta_tensor(o), mdp, b),
     };
-    let adv = Tensor::from_slice(weights).to_kind(Kind::Double);
-    let (loss, _) = if kl {
-        ppo_kl_loss(&new, &old, &adv, 0.7, 0.2)
-    } else {
-        ppo_clip_loss(&new, &old, &adv, 0.2)
+    let adv = tensor_of(advantages);
+    let (loss, _) = match loss {
+        PpoLoss::KlPenalty => ppo_kl_loss(&new, &old, &adv, PPO_BETA, PPO_CLIP),
+        PpoLoss::Clip => ppo_clip_loss(&new, &old, &adv, PPO_CLIP),
     };
     rescaled_gradient(mdp, &theta_t, &loss)
+}
+
+/// `log π_θ(a_t|s_t)` of every entry of a batch, in f64, row-major `[H, M]`.
+fn logprobs_f64(theta: &Array2<f64>, b: &Batch) -> Vec<f64> {
+    let mut log_pi = theta.clone();
+    for mut row in log_pi.rows_mut() {
+        let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let log_sum = row.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+        row.mapv_inplace(|x| x - max - log_sum);
+    }
+    b.states
+        .iter()
+        .zip(&b.actions)
+        .map(|(&s, &a)| log_pi[[s, a]])
+        .collect()
+}
+
+/// `−H · ∂L/∂θ` from `g[k] = ∂L/∂log π(a_k|s_k)` over the entries of a batch, through
+/// `∂log π(a|s)/∂θ[s, c] = 1[a = c] − π(c|s)`.
+fn chain_to_theta(mdp: &TabularMdp, theta: &Array2<f64>, b: &Batch, g: &[f64]) -> Array2<f64> {
+    let pi = softmax_policy(theta);
+    let mut grad = Array2::<f64>::zeros(theta.raw_dim());
+    for ((&s, &a), &gk) in b.states.iter().zip(&b.actions).zip(g) {
+        for c in 0..theta.ncols() {
+            grad[[s, c]] += gk * (if a == c { 1.0 } else { 0.0 } - pi[[s, c]]);
+        }
+    }
+    grad.mapv_inplace(|x| -(mdp.horizon as f64) * x);
+    grad
+}
+
+/// [`pg_estimate`] in f64, through the slice-form `policy_gradient_loss` and its closed-form
+/// gradient.
+pub fn pg_estimate_f64(
+    mdp: &TabularMdp,
+    theta: &Array2<f64>,
+    b: &Batch,
+    weights: &Array2<f64>,
+) -> Array2<f64> {
+    let lp = logprobs_f64(theta, b);
+    let mut g = vec![0.0; lp.len()];
+    loss_grads::policy_gradient_loss(&lp, flat(weights), &mut g);
+    chain_to_theta(mdp, theta, b, &g)
+}
+
+/// [`ppo_estimate`] in f64, through the slice-form PPO losses and their closed-form gradients.
+pub fn ppo_estimate_f64(
+    mdp: &TabularMdp,
+    theta: &Array2<f64>,
+    theta_old: Option<&Array2<f64>>,
+    b: &Batch,
+    advantages: &Array2<f64>,
+    loss: PpoLoss,
+) -> Array2<f64> {
+    let new = logprobs_f64(theta, b);
+    let old = theta_old.map_or_else(|| new.clone(), |o| logprobs_f64(o, b));
+    let mut g = vec![0.0; new.len()];
+    let adv = flat(advantages);
+    match loss {
+        PpoLoss::KlPenalty => {
+            loss_grads::ppo_kl_loss(&new, &old, adv, PPO_BETA, PPO_CLIP, &mut g);
+        }
+        PpoLoss::Clip => {
+            loss_grads::ppo_clip_loss(&new, &old, adv, PPO_CLIP, &mut g);
+        }
+    }
+    chain_to_theta(mdp, theta, b, &g)
 }
 
 /// One-sided upper tail of the standard normal, Q(z) = ½ erfc(z/√2) (Numerical Recipes'
@@ -554,16 +756,16 @@ pub struct Measurement {
     pub cosine_to_exact: f64,
     /// Whether |mean_k − ∇J_k| ≤ z·SE_k + slack for every k (z for `FAMILY_WISE_ALPHA`).
     pub passes: bool,
-    /// Per-coordinate standard errors of the mean.
+    /// Per-coordinate standard errors of the mean, `[S, A]` like θ.
     #[serde(skip)]
-    pub se: Vec<f64>,
+    pub se: Array2<f64>,
 }
 
 /// Measures `estimator` with `batches` batches of `m` trajectories (seeded by `seed`).
 pub fn measure(
     name: &str,
     mdp: &TabularMdp,
-    theta: &[f64],
+    theta: &Array2<f64>,
     estimator: Estimator,
     batches: usize,
     m: usize,
@@ -571,76 +773,83 @@ pub fn measure(
 ) -> Measurement {
     let exact = mdp.policy_gradient_theorem(theta).gradient;
     let context = Context {
-        tables: mdp.tables(&softmax_policy(theta, mdp.actions)),
+        tables: mdp.tables(&softmax_policy(theta)),
         learned_values: if estimator == Estimator::LearnedBaseline {
             fit_state_values(mdp, theta, seed)
         } else {
-            Vec::new()
+            Array1::zeros(0)
         },
     };
     let behaviour = estimator.behaviour(theta);
     let mut r = rng::stream(seed, "estimator-samples", 0);
-    let estimates: Vec<Vec<f64>> = (0..batches)
+    let estimates: Vec<Array2<f64>> = (0..batches)
         .map(|_| estimator.estimate(mdp, theta, &context, &sample(mdp, &behaviour, m, &mut r)))
         .collect();
     summarise(name, &estimator.name(), m, &exact, &estimates)
 }
 
-/// The statistics of K estimates against the exact gradient.
+/// The statistics of K estimates against the exact gradient (all `[S, A]`).
 pub fn summarise(
     mdp: &str,
     estimator: &str,
     m: usize,
-    exact: &[f64],
-    estimates: &[Vec<f64>],
+    exact: &Array2<f64>,
+    estimates: &[Array2<f64>],
 ) -> Measurement {
     let (k_batches, d) = (estimates.len() as f64, exact.len());
+    // `[K, S·A]`: row k is estimate k, its coordinates in θ's row-major order.
+    let samples = Array2::from_shape_vec(
+        (estimates.len(), d),
+        estimates.iter().flat_map(|e| e.iter().copied()).collect(),
+    )
+    .expect("estimates shaped like the gradient");
+    let exact_flat: Array1<f64> = exact.iter().copied().collect();
     let z = z_for(FAMILY_WISE_ALPHA / d as f64);
-    let mean: Vec<f64> = (0..d)
-        .map(|k| estimates.iter().map(|e| e[k]).sum::<f64>() / k_batches)
+    let mean: Array1<f64> = samples
+        .columns()
+        .into_iter()
+        .map(|c| c.iter().sum::<f64>() / k_batches)
         .collect();
-    let var: Vec<f64> = (0..d)
-        .map(|k| {
-            estimates
-                .iter()
-                .map(|e| (e[k] - mean[k]).powi(2))
-                .sum::<f64>()
-                / (k_batches - 1.0)
-        })
+    let var: Array1<f64> = samples
+        .columns()
+        .into_iter()
+        .zip(&mean)
+        .map(|(c, m)| c.iter().map(|e| (e - m).powi(2)).sum::<f64>() / (k_batches - 1.0))
         .collect();
-    let se: Vec<f64> = var.iter().map(|v| (v / k_batches).sqrt()).collect();
-    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
-    let exact_norm = norm(exact);
-    let mse = estimates
-        .iter()
+    let se: Array1<f64> = var.mapv(|v| (v / k_batches).sqrt());
+    let norm = |v: ArrayView1<f64>| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let exact_norm = norm(exact_flat.view());
+    let mse = samples
+        .rows()
+        .into_iter()
         .map(|e| {
             e.iter()
-                .zip(exact)
+                .zip(&exact_flat)
                 .map(|(a, b)| (a - b).powi(2))
                 .sum::<f64>()
         })
         .sum::<f64>()
         / k_batches;
-    let cosine = estimates
-        .iter()
+    let cosine = samples
+        .rows()
+        .into_iter()
         .map(|e| {
-            e.iter().zip(exact).map(|(a, b)| a * b).sum::<f64>()
+            e.iter().zip(&exact_flat).map(|(a, b)| a * b).sum::<f64>()
                 / (norm(e) * exact_norm).max(1e-300)
         })
         .sum::<f64>()
         / k_batches;
-    let errors: Vec<f64> = mean.iter().zip(exact).map(|(m, x)| (m - x).abs()).collect();
+    let errors: Array1<f64> = mean
+        .iter()
+        .zip(&exact_flat)
+        .map(|(m, x)| (m - x).abs())
+        .collect();
+    let bias: Array1<f64> = mean.iter().zip(&exact_flat).map(|(m, x)| m - x).collect();
     Measurement {
         mdp: mdp.to_string(),
         estimator: estimator.to_string(),
         samples: m,
-        bias_norm: norm(
-            &mean
-                .iter()
-                .zip(exact)
-                .map(|(m, x)| m - x)
-                .collect::<Vec<_>>(),
-        ),
+        bias_norm: norm(bias.view()),
         bias_z: errors
             .iter()
             .zip(&se)
@@ -650,12 +859,14 @@ pub fn summarise(
         snr: exact_norm * exact_norm / mse.max(1e-300),
         cosine_to_exact: cosine,
         passes: errors.iter().zip(&se).all(|(e, s)| *e <= z * s + SLACK),
-        se,
+        se: se
+            .into_shape_with_order(exact.raw_dim())
+            .expect("one standard error per coordinate"),
     }
 }
 
 /// The fixed benchmark set: four MDPs of horizon 4 from fixed seeds.
-pub fn benchmark_cases() -> Vec<(String, TabularMdp, Vec<f64>)> {
+pub fn benchmark_cases() -> Vec<(String, TabularMdp, Array2<f64>)> {
     (1..=4u64)
         .map(|seed| {
             let (mut mdp, theta) = random_case(seed * 7919, 4);

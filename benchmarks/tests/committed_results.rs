@@ -33,6 +33,13 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
+/// The file names of a listing, in its (sorted) order.
+fn names(files: &[(String, Vec<u8>)]) -> Vec<&str> {
+    files.iter().map(|(name, _)| name.as_str()).collect()
+}
+
+/// The committed reports and plots of `results/<folder>` against fresh ones: the same set of
+/// file names, and each file equal to the fresh file of the same name.
 fn check(folder: &str, sweep: bool) {
     let dir = repo().join("results").join(folder);
     let tmp = common::scratch("committed", folder);
@@ -45,7 +52,14 @@ fn check(folder: &str, sweep: bool) {
         ]);
         assert!(o.status.success(), "{}", text(&o));
         let (committed, fresh) = (files(&dir.join("report")), files(&tmp.join("report")));
-        for ((name, a), (_, b)) in committed.iter().zip(&fresh) {
+        assert_eq!(
+            names(&committed),
+            names(&fresh),
+            "{folder}/report: the committed files are not the files a fresh `gradgym report` \
+             writes: run `make plots`"
+        );
+        for ((name, a), (fresh_name, b)) in committed.iter().zip(&fresh) {
+            assert_eq!(name, fresh_name);
             // report.md names the folder it read; compare the rest of it.
             if name == "report.md" {
                 let strip = |t: &[u8]| {
@@ -64,7 +78,6 @@ fn check(folder: &str, sweep: bool) {
                 assert!(a == b, "{folder}/report/{name} is stale: run `make plots`");
             }
         }
-        assert_eq!(committed.len(), fresh.len());
     }
     let o = gradgym(&[
         "plot",
@@ -75,10 +88,13 @@ fn check(folder: &str, sweep: bool) {
     assert!(o.status.success(), "{}", text(&o));
     let (committed, fresh) = (files(&dir.join("plots")), files(&tmp.join("plots")));
     assert_eq!(
-        committed.iter().map(|f| &f.0).collect::<Vec<_>>(),
-        fresh.iter().map(|f| &f.0).collect::<Vec<_>>()
+        names(&committed),
+        names(&fresh),
+        "{folder}/plots: the committed files are not the files a fresh `gradgym plot` writes: \
+         run `make plots`"
     );
-    for ((name, a), (_, b)) in committed.iter().zip(&fresh) {
+    for ((name, a), (fresh_name, b)) in committed.iter().zip(&fresh) {
+        assert_eq!(name, fresh_name);
         assert!(
             a == b,
             "{folder}/plots/{name} differs from a fresh `gradgym plot`: run `make plots`"
