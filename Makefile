@@ -34,7 +34,7 @@ reproduce: setup
 	scripts/reproduce-results.sh
 
 test: setup
-	$(CARGO) test --release --workspace
+	OMP_NUM_THREADS=1 $(CARGO) test --release --workspace
 	$(CARGO) build --release
 	scripts/check-learning.sh
 
