@@ -240,9 +240,31 @@ pub fn collect(
     Ok(steps)
 }
 
-/// Mean and standard deviation of `episodes` deterministic episodes (one per env of a batch
-/// seeded from the run's `"eval"` stream).
-pub fn evaluate(config: &TrainConfig, policy: &Policy) -> Result<(f64, f64)> {
+/// One step of an evaluation episode, for `gradgym eval --render-csv`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalStep {
+    /// The episode (= the env of the evaluation batch).
+    pub episode: usize,
+    /// Step within the episode, from 0.
+    pub t: usize,
+    /// The observation the action was chosen on.
+    pub obs: Vec<f32>,
+    /// The action (one value for a discrete action, `dim` for a continuous one).
+    pub action: Vec<f64>,
+    pub reward: f64,
+    pub terminated: bool,
+    pub truncated: bool,
+}
+
+/// Returns of `config.eval_episodes` deterministic episodes of `policy`, one per env of a
+/// batch seeded from the `"eval"` stream of `config.seed` (so a run's evaluation can be
+/// repeated from its config and weights alone), in env order. With `trace`, every step of
+/// every episode is recorded.
+pub fn evaluate_episodes(
+    config: &TrainConfig,
+    policy: &Policy,
+    mut trace: Option<&mut Vec<EvalStep>>,
+) -> Result<Vec<f64>> {
     let episodes = config.eval_episodes;
     let seed = rng::derive_seed(config.seed, "eval");
     let mut env = make_with(
@@ -262,6 +284,7 @@ pub fn evaluate(config: &TrainConfig, policy: &Policy) -> Result<(f64, f64)> {
     // Deterministic actions draw nothing; the stream only fills the argument.
     let mut no_draws = rng::stream(config.seed, "eval-actions", 0);
     let mut returns: Vec<Option<f64>> = vec![None; episodes];
+    let mut t = 0;
     while returns.iter().any(Option::is_none) {
         let obs = env.observations().to_owned();
         actor.act(
@@ -275,20 +298,47 @@ pub fn evaluate(config: &TrainConfig, policy: &Policy) -> Result<(f64, f64)> {
             &mut lp,
             &mut vals,
         );
-        let actions = if matches!(policy.head, Head::Categorical { .. }) {
+        let discrete_head = matches!(policy.head, Head::Categorical { .. });
+        let actions = if discrete_head {
             Actions::Discrete(&discrete)
         } else {
             Actions::Continuous(&continuous)
         };
         env.step(actions)?;
+        if let Some(trace) = trace.as_deref_mut() {
+            for i in (0..episodes).filter(|&i| returns[i].is_none()) {
+                trace.push(EvalStep {
+                    episode: i,
+                    t,
+                    obs: obs.row(i).to_vec(),
+                    action: if discrete_head {
+                        vec![discrete[i] as f64]
+                    } else {
+                        continuous[i * ad..(i + 1) * ad]
+                            .iter()
+                            .map(|&a| a as f64)
+                            .collect()
+                    },
+                    reward: env.rewards()[i],
+                    terminated: env.terminated()[i],
+                    truncated: env.truncated()[i],
+                });
+            }
+        }
         for (i, ret, _) in env.finished_episodes() {
             returns[i].get_or_insert(ret);
         }
+        t += 1;
     }
-    let r: Vec<f64> = returns
+    Ok(returns
         .into_iter()
         .map(|x| x.expect("all finished"))
-        .collect();
+        .collect())
+}
+
+/// Mean and standard deviation of [`evaluate_episodes`]' returns.
+pub fn evaluate(config: &TrainConfig, policy: &Policy) -> Result<(f64, f64)> {
+    let r = evaluate_episodes(config, policy, None)?;
     let mean = r.iter().sum::<f64>() / r.len() as f64;
     let std = (r.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / r.len() as f64).sqrt();
     Ok((mean, std))

@@ -198,6 +198,9 @@ train_config! {
     adam_eps: f64 = 1e-5,
     /// Deterministic evaluation episodes at the end of training.
     eval_episodes: usize = 10,
+    /// Also save the policy every this many iterations, into `checkpoints/iter-<N>/` of the
+    /// run folder (0: only the final policy, `policy.safetensors`).
+    checkpoint_every: u64 = 0,
     /// Threads libtorch may use (1 keeps parallel sweeps reproducible and fast).
     torch_threads: usize = 1,
 }

@@ -9,6 +9,7 @@
 //! - [`learners`]: REINFORCE, A2C, PPO behind one trait.
 //! - [`backend`]: who takes the gradient steps: native Rust on the CPU, or libtorch (autograd,
 //!   CPU or CUDA).
+//! - [`checkpoint`]: trained weights as safetensors with a JSON config beside them.
 //! - [`collect`]: the rollout collector (bootstrapping truncated episodes) and evaluation.
 //! - [`train`]: training as a library — a [`train::Trainer`] a caller steps, with a
 //!   [`train::Hook`] between collection and update; [`train::run`] in memory;
@@ -21,6 +22,7 @@
 
 pub mod backend;
 pub mod buffer;
+pub mod checkpoint;
 pub mod collect;
 pub mod config;
 pub mod device;

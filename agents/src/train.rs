@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use crate::backend::{Backend, make_backend};
 use crate::buffer::Rollout;
+use crate::checkpoint;
 use crate::collect::{Actor, Episodes, collect, evaluate, head_for};
 use crate::config::TrainConfig;
 use crate::device::parse_device;
@@ -531,8 +532,22 @@ pub fn train_with(
         }
     };
     folder.start_metrics(trainer.columns(hook.as_deref()))?;
+    let every = config.checkpoint_every;
     let summary = drive(&mut trainer, hook, interrupt, &mut |row, trainer| {
         folder.append(row)?;
+        let iteration = trainer.iteration();
+        if every > 0 && iteration % every == 0 {
+            checkpoint::save(
+                &folder
+                    .path()
+                    .join("checkpoints")
+                    .join(format!("iter-{iteration:06}")),
+                &trainer.policy(),
+                &trainer.config().env_id,
+                iteration,
+                trainer.global_step(),
+            )?;
+        }
         on_progress(Progress {
             global_step: trainer.global_step(),
             total_timesteps: trainer.config().total_timesteps,
@@ -540,6 +555,16 @@ pub fn train_with(
         });
         Ok(())
     });
+    // The trained policy is kept (a failed run's weights may not be finite, so not those).
+    if summary.status != "failed" {
+        checkpoint::save(
+            folder.path(),
+            &trainer.policy(),
+            &config.env_id,
+            summary.iterations,
+            summary.total_timesteps,
+        )?;
+    }
     folder.seal(&summary)?;
     Ok(summary)
 }

@@ -27,6 +27,8 @@ enum Command {
     },
     /// Train one run (REINFORCE, A2C or PPO) and write metrics, manifest and summary.
     Train(Box<train_cmd::TrainArgs>),
+    /// Load a run's saved policy and report the returns of deterministic episodes.
+    Eval(train_cmd::EvalArgs),
     /// libtorch version, CUDA and cuDNN availability, thread count.
     Info,
     /// The estimator study: bias and variance of every gradient estimator on MDPs with exact gradients.
@@ -46,6 +48,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Envs { command } => envs_cmd::run(command),
         Command::Train(args) => train_cmd::run_train(*args),
+        Command::Eval(args) => train_cmd::run_eval(args),
         Command::Info => train_cmd::run_info(),
         Command::Estimators(args) => estimators_cmd::run(args),
         Command::Sweep(args) => harness_cmd::run_sweep(args),

@@ -217,3 +217,100 @@ pub fn run_info() -> Result<ExitCode> {
     );
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A run folder of `gradgym train` or of a sweep (`runs/<id>/`), or one of its
+    /// `checkpoints/iter-<N>/` folders (the run's config.toml is then two levels up).
+    run_dir: PathBuf,
+    /// Deterministic episodes (default: the run's eval_episodes).
+    #[arg(long)]
+    episodes: Option<usize>,
+    /// Seed of the evaluation envs (default: the run's seed, which repeats its evaluation).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Write every step of every episode (episode, t, observation, action, reward,
+    /// terminated, truncated) to this CSV file.
+    #[arg(long)]
+    render_csv: Option<PathBuf>,
+}
+
+/// `gradgym eval`: loads a saved policy and reports the returns of deterministic episodes.
+pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
+    use gradgym_agents::{checkpoint, collect};
+    let dir = &args.run_dir;
+    let (policy, saved) = checkpoint::load(dir)?;
+    let config_path = [dir.join("config.toml"), dir.join("../../config.toml")]
+        .into_iter()
+        .find(|p| p.is_file())
+        .with_context(|| format!("{}: no config.toml here or two levels up", dir.display()))?;
+    let text = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("cannot read {}", config_path.display()))?;
+    let mut config = TrainConfig::default()
+        .overlay_toml(&text, &config_path.display().to_string())
+        .map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        saved.env_id == config.env_id,
+        "{}: the policy was trained on {} but config.toml says {}",
+        dir.display(),
+        saved.env_id,
+        config.env_id
+    );
+    if let Some(n) = args.episodes {
+        anyhow::ensure!(n >= 1, "--episodes must be at least 1");
+        config.eval_episodes = n;
+    }
+    if let Some(s) = args.seed {
+        config.seed = s;
+    }
+    anyhow::ensure!(
+        config.eval_episodes >= 1,
+        "the run's eval_episodes is 0; pass --episodes N"
+    );
+    let mut trace = Vec::new();
+    let returns = collect::evaluate_episodes(
+        &config,
+        &policy,
+        args.render_csv.as_ref().map(|_| &mut trace),
+    )?;
+    if let Some(path) = &args.render_csv {
+        let obs_dim = policy.obs_dim();
+        let action_dim = trace.first().map_or(1, |s| s.action.len());
+        let mut header = vec!["episode".to_string(), "t".to_string()];
+        header.extend((0..obs_dim).map(|k| format!("obs_{k}")));
+        header.extend((0..action_dim).map(|k| format!("action_{k}")));
+        header.extend(["reward", "terminated", "truncated"].map(String::from));
+        let mut text = header.join(",") + "\n";
+        for s in &trace {
+            let mut row = vec![s.episode.to_string(), s.t.to_string()];
+            row.extend(s.obs.iter().map(|x| x.to_string()));
+            row.extend(s.action.iter().map(|x| x.to_string()));
+            row.extend([
+                s.reward.to_string(),
+                s.terminated.to_string(),
+                s.truncated.to_string(),
+            ]);
+            text.push_str(&row.join(","));
+            text.push('\n');
+        }
+        gradgym_agents::run_folder::write_atomic(path, text.as_bytes())?;
+    }
+    let mean = returns.iter().sum::<f64>() / returns.len() as f64;
+    let std =
+        (returns.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / returns.len() as f64).sqrt();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "run": dir.display().to_string(),
+            "env_id": config.env_id,
+            "iteration": saved.iteration,
+            "global_step": saved.global_step,
+            "seed": config.seed,
+            "episodes": returns.len(),
+            "eval_return_mean": mean,
+            "eval_return_std": std,
+            "returns": returns,
+        }))?
+    );
+    Ok(ExitCode::SUCCESS)
+}

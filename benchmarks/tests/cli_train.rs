@@ -354,3 +354,85 @@ fn sigint_and_sigterm_seal_the_run_as_interrupted() {
         assert_eq!(rows, iterations + 1, "header + every finished iteration");
     }
 }
+
+#[test]
+fn a_saved_policy_evaluates_to_the_returns_of_training_and_checkpoints_are_kept() {
+    for env in ["CartPole-v1", "Pendulum-v1"] {
+        let out = scratch(&format!("eval-{env}"));
+        let o = gradgym(&[
+            "train",
+            "--env",
+            env,
+            "--algo",
+            "ppo",
+            "--total-timesteps",
+            "4096",
+            "--eval-episodes",
+            "3",
+            "--checkpoint-every",
+            "4",
+            "--num-envs",
+            "4",
+            "--num-steps",
+            "128",
+            "--num-minibatches",
+            "4",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        for f in ["policy.safetensors", "policy.json"] {
+            assert!(out.join(f).is_file(), "{f}");
+        }
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
+                .unwrap();
+        // The same seed and episodes: the evaluation of training, to the bit.
+        let o = gradgym(&["eval", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o));
+        let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            eval["eval_return_mean"], summary["eval_return_mean"],
+            "{env}"
+        );
+        assert_eq!(eval["eval_return_std"], summary["eval_return_std"], "{env}");
+        assert_eq!(eval["iteration"], summary["iterations"]);
+        // Another seed, more episodes, and every step written out.
+        let csv = out.with_extension("steps.csv");
+        let o = gradgym(&[
+            "eval",
+            out.to_str().unwrap(),
+            "--episodes",
+            "2",
+            "--seed",
+            "77",
+            "--render-csv",
+            csv.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(eval["episodes"], 2);
+        let steps = std::fs::read_to_string(&csv).unwrap();
+        assert!(steps.starts_with("episode,t,obs_0,"), "{steps:.200}");
+        let ends = steps
+            .lines()
+            .filter(|l| l.ends_with(",true") || l.contains(",true,"))
+            .count();
+        assert_eq!(ends, 2, "each episode's last step ends it");
+        // Periodic checkpoints (PPO: 8 iterations of 512 steps), loadable on their own.
+        let ckpt = out.join("checkpoints/iter-000004");
+        assert!(ckpt.join("policy.safetensors").is_file());
+        assert!(out.join("checkpoints/iter-000008/policy.json").is_file());
+        let o = gradgym(&["eval", ckpt.to_str().unwrap(), "--episodes", "1"]);
+        assert!(o.status.success(), "{}", text(&o));
+        let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(eval["iteration"], 4);
+    }
+    let o = gradgym(&["eval", "/nonexistent-run"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("/nonexistent-run/policy.json"),
+        "{}",
+        text(&o)
+    );
+}
