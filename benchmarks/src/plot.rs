@@ -57,6 +57,16 @@ fn colour(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
+/// Font sizes, in pixels: figures are at least 1600 px wide and read at 1:1.
+const CAPTION: u32 = 26;
+const TICK: u32 = 18;
+const LEGEND: u32 = 19;
+const NOTE: u32 = 17;
+/// The narrowest figure drawn.
+const MIN_WIDTH: u32 = 1600;
+/// Grey, for what failed.
+const FAILED: RGBColor = RGBColor(150, 150, 150);
+
 fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("{e}")
 }
@@ -84,6 +94,8 @@ macro_rules! render {
 /// A curve averaged over seeds: (x, mean, low, high) at each grid step.
 struct Band {
     label: String,
+    /// Runs averaged (completed runs with a readable curve).
+    runs: usize,
     points: Vec<(f64, f64, f64, f64)>,
 }
 
@@ -105,9 +117,12 @@ fn smooth_at(curve: &[(f64, f64)], xs: &[f64], window: f64) -> Vec<Option<f64>> 
         .collect()
 }
 
+/// The curves of `env`, one band per label, all smoothed by one trailing window (1/40 of the
+/// panel's x range, so the caption can name it), and the x range.
 fn bands(set: &ResultSet, env: &str, boot: Bootstrap) -> Result<(Vec<Band>, f64)> {
     let mut out = Vec::new();
     let mut xmax: f64 = 0.0;
+    let mut curves_of = Vec::new();
     for label in set.labels() {
         let runs = set.completed(env, &label);
         if runs.is_empty() {
@@ -136,11 +151,13 @@ fn bands(set: &ResultSet, env: &str, boot: Bootstrap) -> Result<(Vec<Band>, f64)
             continue;
         }
         xmax = xmax.max(end);
+        curves_of.push((label, curves, end));
+    }
+    let window = xmax / 40.0;
+    for (label, curves, end) in curves_of {
         let xs: Vec<f64> = (1..=100).map(|i| end * i as f64 / 100.0).collect();
-        let smoothed: Vec<Vec<Option<f64>>> = curves
-            .iter()
-            .map(|c| smooth_at(c, &xs, end / 40.0))
-            .collect();
+        let smoothed: Vec<Vec<Option<f64>>> =
+            curves.iter().map(|c| smooth_at(c, &xs, window)).collect();
         let mut points = Vec::new();
         for (j, &x) in xs.iter().enumerate() {
             let ys: Vec<f64> = smoothed.iter().filter_map(|s| s[j]).collect();
@@ -158,7 +175,11 @@ fn bands(set: &ResultSet, env: &str, boot: Bootstrap) -> Result<(Vec<Band>, f64)
             );
             points.push((x, i.point, i.low, i.high));
         }
-        out.push(Band { label, points });
+        out.push(Band {
+            label,
+            runs: curves.len(),
+            points,
+        });
     }
     Ok((out, xmax))
 }
@@ -192,16 +213,190 @@ fn padded(lo: f64, hi: f64) -> (f64, f64) {
     (lo - 0.05 * span, hi + 0.05 * span)
 }
 
+/// One entry of a legend: a coloured swatch and its text, or a grey crossed swatch for a
+/// group whose every run failed.
+struct LegendItem {
+    text: String,
+    colour: Option<RGBColor>,
+}
+
+/// The legend of a figure: one item per label, with how many seeds its curves average when
+/// `seeds` says (`ppo (n = 5)`, or `n = 3–5` when envs differ); a label with no completed run
+/// at all is marked as failed rather than shown as an empty entry.
+fn legend_items(labels: &[String], seeds: &[(String, Vec<usize>)]) -> Vec<LegendItem> {
+    labels
+        .iter()
+        .enumerate()
+        .map(
+            |(i, l)| match seeds.iter().find(|(s, _)| s == l).map(|(_, n)| n) {
+                Some(n) if n.is_empty() => LegendItem {
+                    text: format!("{l}: every run failed"),
+                    colour: None,
+                },
+                Some(n) => {
+                    let (lo, hi) = (n.iter().min().unwrap(), n.iter().max().unwrap());
+                    let n = if lo == hi {
+                        format!("{lo}")
+                    } else {
+                        format!("{lo}–{hi}")
+                    };
+                    LegendItem {
+                        text: format!("{l} (n = {n})"),
+                        colour: Some(colour(i)),
+                    }
+                }
+                None => LegendItem {
+                    text: l.clone(),
+                    colour: Some(colour(i)),
+                },
+            },
+        )
+        .collect()
+}
+
+/// Where each legend item goes: (x, y of its first line, its lines) and the legend's height.
+/// Items flow left to right and wrap to a new row before they would clip; a label too long
+/// for half the width is broken into lines at commas.
+#[allow(clippy::type_complexity)]
+fn legend_layout<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    items: &[LegendItem],
+) -> Result<(Vec<(i32, i32, Vec<String>)>, u32)> {
+    let style: TextStyle = ("sans-serif", LEGEND).into_font().into();
+    let width = area.dim_in_pixel().0 as i32;
+    let (swatch, gap, line_h, pad) = (34, 36, LEGEND as i32 + 8, 10);
+    let max_text = width / 2 - swatch;
+    let text_w =
+        |t: &str| -> Result<i32> { Ok(area.estimate_text_size(t, &style).map_err(err)?.0 as i32) };
+    let mut placed = Vec::new();
+    let mut rows: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut row_w = 0;
+    let mut widths = Vec::new();
+    for item in items {
+        // Break at commas (grid labels are `algo[k=v,k=v]`) until every line fits.
+        let mut lines: Vec<String> = Vec::new();
+        for piece in item.text.split_inclusive(',') {
+            match lines.last_mut() {
+                Some(last) if text_w(&format!("{last}{piece}"))? <= max_text => {
+                    last.push_str(piece)
+                }
+                _ => lines.push(piece.to_string()),
+            }
+        }
+        let w = swatch
+            + lines
+                .iter()
+                .map(|l| text_w(l))
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .max()
+                .unwrap_or(0);
+        if row_w > 0 && row_w + w > width - 2 * pad {
+            rows.push(Vec::new());
+            row_w = 0;
+        }
+        row_w += w + gap;
+        rows.last_mut().expect("a row").push(placed.len());
+        widths.push(w);
+        placed.push(lines);
+    }
+    let mut out: Vec<(i32, i32, Vec<String>)> = placed.into_iter().map(|l| (0, 0, l)).collect();
+    let mut y = pad;
+    for row in &rows {
+        let total: i32 = row.iter().map(|&k| widths[k] + gap).sum::<i32>() - gap;
+        let mut x = ((width - total) / 2).max(pad);
+        let mut tallest = 1;
+        for &k in row {
+            out[k].0 = x;
+            out[k].1 = y;
+            tallest = tallest.max(out[k].2.len() as i32);
+            x += widths[k] + gap;
+        }
+        y += tallest * line_h;
+    }
+    Ok((out, (y + pad) as u32))
+}
+
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    items: &[LegendItem],
+    layout: &[(i32, i32, Vec<String>)],
+) -> Result<()> {
+    let line_h = LEGEND as i32 + 8;
+    for (item, (x, y, lines)) in items.iter().zip(layout) {
+        let (x, y) = (*x, *y);
+        let mid = y + line_h / 2 - 2;
+        match item.colour {
+            Some(c) => area
+                .draw(&Rectangle::new(
+                    [(x, mid - 7), (x + 26, mid + 7)],
+                    c.filled(),
+                ))
+                .map_err(err)?,
+            None => {
+                area.draw(&Rectangle::new(
+                    [(x, mid - 7), (x + 26, mid + 7)],
+                    FAILED.stroke_width(2),
+                ))
+                .map_err(err)?;
+                area.draw(&PathElement::new(
+                    vec![(x, mid - 7), (x + 26, mid + 7)],
+                    FAILED.stroke_width(2),
+                ))
+                .map_err(err)?;
+            }
+        }
+        let colour = if item.colour.is_some() { BLACK } else { FAILED };
+        for (k, line) in lines.iter().enumerate() {
+            area.draw(&Text::new(
+                line.clone(),
+                (x + 34, y + k as i32 * line_h),
+                ("sans-serif", LEGEND).into_font().color(&colour),
+            ))
+            .map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Lines of `note`, left-aligned at the bottom of a figure.
+fn draw_note<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, note: &[String]) -> Result<()> {
+    for (k, line) in note.iter().enumerate() {
+        area.draw(&Text::new(
+            line.clone(),
+            (14, 4 + k as i32 * (NOTE as i32 + 7)),
+            ("sans-serif", NOTE).into_font().color(&BLACK.mix(0.75)),
+        ))
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// A panel of learning curves: the env, its curves, the x range, and the groups that have
+/// runs here but no curve (every run failed), as text.
+struct CurvePanel {
+    env: String,
+    bands: Vec<Band>,
+    xmax: f64,
+    failed: Vec<String>,
+}
+
 fn draw_curves<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
-    panels: &[(String, Vec<Band>, f64)],
+    panels: &[CurvePanel],
     labels: &[String],
+    items: &[LegendItem],
+    note: &[String],
 ) -> Result<()> {
     root.fill(&WHITE).map_err(err)?;
-    let (top, bottom) = root.split_vertically(root.dim_in_pixel().1 - 40);
+    let (layout, legend_h) = legend_layout(root, items)?;
+    let note_h = note.len() as u32 * (NOTE + 7) + 10;
+    let (top, rest) = root.split_vertically(root.dim_in_pixel().1 - legend_h - note_h);
+    let (legend, foot) = rest.split_vertically(legend_h);
     let areas = top.split_evenly((1, panels.len().max(1)));
-    for ((env, bands, xmax), area) in panels.iter().zip(areas) {
-        let ys = bands
+    for (panel, area) in panels.iter().zip(areas) {
+        let ys = panel
+            .bands
             .iter()
             .flat_map(|b| b.points.iter().flat_map(|p| [p.2, p.3]));
         let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
@@ -212,12 +407,17 @@ fn draw_curves<DB: DrawingBackend>(
         } else {
             (0.0, 1.0)
         };
+        let caption = format!(
+            "{} (smoothing window {} steps)",
+            panel.env,
+            steps_label(panel.xmax / 40.0)
+        );
         let mut chart = ChartBuilder::on(&area)
-            .caption(env, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(55)
-            .build_cartesian_2d(0f64..*xmax, lo..hi)
+            .caption(caption, ("sans-serif", CAPTION))
+            .margin(16)
+            .x_label_area_size(56)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0f64..panel.xmax, lo..hi)
             .map_err(err)?;
         chart
             .configure_mesh()
@@ -226,11 +426,12 @@ fn draw_curves<DB: DrawingBackend>(
             .x_labels(5)
             .x_label_formatter(&|x| steps_label(*x))
             .y_label_formatter(&|y| tick(*y, hi - lo))
-            .label_style(("sans-serif", 13))
+            .label_style(("sans-serif", TICK))
+            .axis_desc_style(("sans-serif", TICK))
             .light_line_style(BLACK.mix(0.04))
             .draw()
             .map_err(err)?;
-        for band in bands {
+        for band in &panel.bands {
             let c = colour(labels.iter().position(|l| *l == band.label).unwrap_or(0));
             let mut poly: Vec<(f64, f64)> = band.points.iter().map(|p| (p.0, p.2)).collect();
             poly.extend(band.points.iter().rev().map(|p| (p.0, p.3)));
@@ -240,35 +441,22 @@ fn draw_curves<DB: DrawingBackend>(
             chart
                 .draw_series(LineSeries::new(
                     band.points.iter().map(|p| (p.0, p.1)),
-                    c.stroke_width(2),
+                    c.stroke_width(3),
                 ))
                 .map_err(err)?;
         }
+        let plot = chart.plotting_area();
+        for (k, text) in panel.failed.iter().enumerate() {
+            plot.draw(&Text::new(
+                text.clone(),
+                (panel.xmax * 0.03, hi - (hi - lo) * (0.06 + 0.07 * k as f64)),
+                ("sans-serif", NOTE).into_font().color(&FAILED),
+            ))
+            .map_err(err)?;
+        }
     }
-    legend(&bottom, labels)?;
-    Ok(())
-}
-
-/// A one-line legend of coloured swatches, centred.
-fn legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, labels: &[String]) -> Result<()> {
-    let (w, h) = area.dim_in_pixel();
-    let item = 190i32;
-    let start = (w as i32 - item * labels.len() as i32).max(0) / 2;
-    for (i, l) in labels.iter().enumerate() {
-        let x = start + item * i as i32;
-        let y = h as i32 / 2;
-        area.draw(&Rectangle::new(
-            [(x, y - 6), (x + 24, y + 6)],
-            colour(i).filled(),
-        ))
-        .map_err(err)?;
-        area.draw(&Text::new(
-            l.clone(),
-            (x + 30, y - 8),
-            ("sans-serif", 15).into_font(),
-        ))
-        .map_err(err)?;
-    }
+    draw_legend(&legend, items, &layout)?;
+    draw_note(&foot, note)?;
     Ok(())
 }
 
@@ -282,6 +470,16 @@ fn row_label(y: f64, names: &[String]) -> String {
     } else {
         String::new()
     }
+}
+
+/// The width in pixels of the widest of `names` at the tick font (0 when all are empty).
+fn label_width<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, names: &[String]) -> Result<u32> {
+    let style: TextStyle = ("sans-serif", TICK).into_font().into();
+    let mut w = 0;
+    for n in names.iter().filter(|n| !n.is_empty()) {
+        w = w.max(area.estimate_text_size(n, &style).map_err(err)?.0);
+    }
+    Ok(w)
 }
 
 /// Horizontal interval bars: one row per (label, point, low, high) with optional dots.
@@ -306,15 +504,13 @@ fn draw_intervals<DB: DrawingBackend>(
     };
     let n = rows.len().max(1);
     let names: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();
+    // The row labels get the room their longest one needs, so none is clipped.
+    let label_w = label_width(area, &names)?;
     let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(if names.iter().any(|s| !s.is_empty()) {
-            110
-        } else {
-            10
-        })
+        .caption(title, ("sans-serif", CAPTION - 4))
+        .margin(16)
+        .x_label_area_size(56)
+        .y_label_area_size(if label_w > 0 { label_w + 16 } else { 10 })
         .build_cartesian_2d(lo..hi, -0.5f64..(n as f64 - 0.5))
         .map_err(err)?;
     chart
@@ -326,7 +522,8 @@ fn draw_intervals<DB: DrawingBackend>(
         .x_labels(5)
         .x_label_formatter(&|x| tick(*x, hi - lo))
         .x_desc(x_desc)
-        .label_style(("sans-serif", 13))
+        .label_style(("sans-serif", TICK))
+        .axis_desc_style(("sans-serif", TICK))
         .draw()
         .map_err(err)?;
     for (i, (c, _, point, low, high, dots)) in rows.iter().enumerate() {
@@ -350,7 +547,7 @@ fn draw_intervals<DB: DrawingBackend>(
         chart
             .draw_series(
                 dots.iter()
-                    .map(|&d| Circle::new((d, y), 3, BLACK.mix(0.6).filled())),
+                    .map(|&d| Circle::new((d, y), 5, BLACK.mix(0.6).filled())),
             )
             .map_err(err)?;
     }
@@ -381,7 +578,12 @@ fn draw_final_scores<DB: DrawingBackend>(
                 )
             })
             .collect();
-        draw_intervals(&area, env, &rows, "final return: IQM, 95% CI, runs")?;
+        draw_intervals(
+            &area,
+            env,
+            &rows,
+            "final return: IQM (bar), 95% bootstrap CI, runs (dots)",
+        )?;
     }
     Ok(())
 }
@@ -414,7 +616,16 @@ fn draw_aggregates<DB: DrawingBackend>(
                 )
             })
             .collect();
-        draw_intervals(&area, agg.name(), &rows, "normalised score")?;
+        let title = match agg {
+            stats::Aggregate::OptimalityGap => "optimality gap (lower is better)".to_string(),
+            other => other.name().to_string(),
+        };
+        draw_intervals(
+            &area,
+            &title,
+            &rows,
+            "normalised score, 95% stratified bootstrap CI",
+        )?;
     }
     Ok(())
 }
@@ -425,13 +636,21 @@ fn draw_profiles<DB: DrawingBackend>(
     labels: &[String],
 ) -> Result<()> {
     root.fill(&WHITE).map_err(err)?;
-    let (top, bottom) = root.split_vertically(root.dim_in_pixel().1 - 40);
+    let items = legend_items(labels, &[]);
+    let (layout, legend_h) = legend_layout(root, &items)?;
+    let note = [
+        "Bands: 95% stratified bootstrap CIs of the fraction of runs (over envs and seeds)."
+            .to_string(),
+    ];
+    let note_h = NOTE + 17;
+    let (top, rest) = root.split_vertically(root.dim_in_pixel().1 - legend_h - note_h);
+    let (bottom, foot) = rest.split_vertically(legend_h);
     let taus = report::profile_taus();
     let mut chart = ChartBuilder::on(&top)
-        .caption("Performance profiles", ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(55)
+        .caption("Performance profiles", ("sans-serif", CAPTION))
+        .margin(16)
+        .x_label_area_size(56)
+        .y_label_area_size(80)
         .build_cartesian_2d(taus[0]..taus[taus.len() - 1], 0f64..1.02)
         .map_err(err)?;
     chart
@@ -439,7 +658,8 @@ fn draw_profiles<DB: DrawingBackend>(
         .light_line_style(BLACK.mix(0.04))
         .x_desc("normalised score τ")
         .y_desc("fraction of runs with score > τ")
-        .label_style(("sans-serif", 13))
+        .label_style(("sans-serif", TICK))
+        .axis_desc_style(("sans-serif", TICK))
         .draw()
         .map_err(err)?;
     for (i, label) in labels.iter().enumerate() {
@@ -456,11 +676,12 @@ fn draw_profiles<DB: DrawingBackend>(
         chart
             .draw_series(LineSeries::new(
                 rows.iter().map(|p| (p.tau, p.fraction.point)),
-                c.stroke_width(2),
+                c.stroke_width(3),
             ))
             .map_err(err)?;
     }
-    legend(&bottom, labels)?;
+    draw_legend(&bottom, &items, &layout)?;
+    draw_note(&foot, &note)?;
     Ok(())
 }
 
@@ -479,30 +700,69 @@ pub fn plot_results(
 
     let mut panels = Vec::new();
     for env in &envs {
-        let (b, xmax) = bands(set, env, boot)?;
-        if !b.is_empty() {
-            panels.push((env.clone(), b, xmax));
+        let (bands, xmax) = bands(set, env, boot)?;
+        let failed: Vec<String> = labels
+            .iter()
+            .filter(|l| !bands.iter().any(|b| &b.label == *l))
+            .filter_map(|l| {
+                let all = set.all(env, l);
+                (!all.is_empty()).then(|| {
+                    format!(
+                        "{l}: {} of {} runs failed or unreadable, no curve",
+                        all.len() - bands.iter().filter(|b| &b.label == l).count(),
+                        all.len()
+                    )
+                })
+            })
+            .collect();
+        if !bands.is_empty() {
+            panels.push(CurvePanel {
+                env: env.clone(),
+                bands,
+                xmax,
+                failed,
+            });
         }
     }
-    let width = 460 * panels.len().max(1) as u32;
-    written.extend(render!(out, "learning_curves", (width, 400), |root| {
-        draw_curves(root, &panels, &labels)
+    let seeds: Vec<(String, Vec<usize>)> = labels
+        .iter()
+        .map(|l| {
+            let n = panels
+                .iter()
+                .flat_map(|p| p.bands.iter().filter(|b| &b.label == l).map(|b| b.runs))
+                .collect();
+            (l.clone(), n)
+        })
+        .collect();
+    let items = legend_items(labels.as_slice(), &seeds);
+    let note = vec![
+        "Lines: the mean over seeds of each run's episodic return, smoothed by a trailing mean over 1/40 of the run's steps (the window in each title).".to_string(),
+        "Bands: 95% bootstrap confidence interval of that mean over the seeds (n in the legend).".to_string(),
+    ];
+    let width = (560 * panels.len().max(1) as u32).max(MIN_WIDTH);
+    written.extend(render!(out, "learning_curves", (width, 760), |root| {
+        draw_curves(root, &panels, &labels, &items, &note)
     }));
 
     let rep = report::compute(set, metric, boot)?;
+    let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0) as u32;
+    let panel_w = (380 + 11 * longest).max(560);
     let size = (
-        460 * envs.len().max(1) as u32,
-        120 + 60 * labels.len() as u32,
+        (panel_w * envs.len().max(1) as u32).max(MIN_WIDTH),
+        200 + 80 * labels.len() as u32,
     );
     written.extend(render!(out, "final_scores", size, |root| {
         draw_final_scores(root, &envs, &rep, &labels)
     }));
     if !rep.aggregate.is_empty() {
-        let size = (1200, 120 + 50 * rep.aggregate.len() as u32);
+        let size = (
+            MIN_WIDTH.max(1000 + 11 * longest),
+            200 + 70 * rep.aggregate.len() as u32,
+        );
         written.extend(render!(out, "intervals", size, |root| {
             draw_aggregates(root, &rep, &labels)
         }));
-        written.extend(render!(out, "profiles", (640, 440), |root| {
+        written.extend(render!(out, "profiles", (MIN_WIDTH, 1000), |root| {
             draw_profiles(root, &rep, &labels)
         }));
     }
@@ -542,11 +802,11 @@ fn draw_variance<DB: DrawingBackend>(
     let mut chart = ChartBuilder::on(root)
         .caption(
             format!("Gradient variance relative to REINFORCE (benchmark MDPs, M = {largest})"),
-            ("sans-serif", 17),
+            ("sans-serif", CAPTION - 4),
         )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(250)
+        .margin(16)
+        .x_label_area_size(56)
+        .y_label_area_size(label_width(root, &names)? + 20)
         .build_cartesian_2d((lo..hi).log_scale(), -0.5f64..(n as f64 - 0.5))
         .map_err(err)?;
     chart
@@ -556,7 +816,8 @@ fn draw_variance<DB: DrawingBackend>(
         .y_labels(n)
         .y_label_formatter(&|y| row_label(*y, &names))
         .x_desc("trace of covariance / REINFORCE (total return); log scale")
-        .label_style(("sans-serif", 12))
+        .label_style(("sans-serif", TICK))
+        .axis_desc_style(("sans-serif", TICK))
         .draw()
         .map_err(err)?;
     for (i, (_, r)) in ratios.iter().enumerate() {
@@ -596,11 +857,11 @@ fn draw_bias<DB: DrawingBackend>(
     let mut chart = ChartBuilder::on(root)
         .caption(
             "Bias z-score of every measurement (red: flagged as biased)",
-            ("sans-serif", 17),
+            ("sans-serif", CAPTION - 4),
         )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(250)
+        .margin(16)
+        .x_label_area_size(56)
+        .y_label_area_size(label_width(root, &names)? + 20)
         .build_cartesian_2d((0.01f64..zmax).log_scale(), -0.5f64..(n as f64 - 0.5))
         .map_err(err)?;
     chart
@@ -610,7 +871,8 @@ fn draw_bias<DB: DrawingBackend>(
         .y_labels(n)
         .y_label_formatter(&|y| row_label(*y, names))
         .x_desc("max over coordinates of |mean estimate − exact gradient| / SE; log scale")
-        .label_style(("sans-serif", 12))
+        .label_style(("sans-serif", TICK))
+        .axis_desc_style(("sans-serif", TICK))
         .draw()
         .map_err(err)?;
     for r in rows {
@@ -623,7 +885,7 @@ fn draw_bias<DB: DrawingBackend>(
             RGBColor(200, 30, 30).mix(0.8)
         };
         chart
-            .draw_series(std::iter::once(Circle::new((z, y), 3, c.filled())))
+            .draw_series(std::iter::once(Circle::new((z, y), 5, c.filled())))
             .map_err(err)?;
     }
     Ok(())
@@ -676,13 +938,80 @@ pub fn plot_estimators(csv_path: &Path, out: &Path) -> Result<Vec<PathBuf>> {
         .iter()
         .map(|e| (e.clone(), bench_var(e) / reference))
         .collect();
-    let height = 80 + 28 * names.len() as u32;
+    let height = 140 + 40 * names.len() as u32;
     let mut written = Vec::new();
-    written.extend(render!(out, "estimator_variance", (900, height), |root| {
-        draw_variance(root, &ratios, largest)
-    }));
-    written.extend(render!(out, "estimator_bias", (900, height), |root| {
-        draw_bias(root, &rows, &names)
-    }));
+    written.extend(render!(
+        out,
+        "estimator_variance",
+        (MIN_WIDTH, height),
+        |root| { draw_variance(root, &ratios, largest) }
+    ));
+    written.extend(render!(
+        out,
+        "estimator_bias",
+        (MIN_WIDTH, height),
+        |root| { draw_bias(root, &rows, &names) }
+    ));
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legend_items_wrap_instead_of_overlapping_or_clipping() {
+        register_font();
+        let mut buffer = vec![0u8; 800 * 300 * 3];
+        let root = BitMapBackend::with_buffer(&mut buffer, (800, 300)).into_drawing_area();
+        let labels: Vec<String> = [
+            "ppo",
+            "ppo[clip_coef=0.1,ent_coef=0.001,learning_rate=0.00025,num_minibatches=8,update_epochs=10]",
+            "a2c[learning_rate=0.0007]",
+            "reinforce",
+            "ppo[clip_coef=0.3]",
+        ]
+        .map(String::from)
+        .to_vec();
+        let items = legend_items(&labels, &[]);
+        let (layout, height) = legend_layout(&root, &items).unwrap();
+        let style: TextStyle = ("sans-serif", LEGEND).into_font().into();
+        let line_h = LEGEND as i32 + 8;
+        let boxes: Vec<(i32, i32, i32, i32)> = layout
+            .iter()
+            .map(|(x, y, lines)| {
+                let w = lines
+                    .iter()
+                    .map(|l| root.estimate_text_size(l, &style).unwrap().0 as i32)
+                    .max()
+                    .unwrap();
+                (*x, *y, x + 34 + w, y + lines.len() as i32 * line_h)
+            })
+            .collect();
+        for (k, b) in boxes.iter().enumerate() {
+            assert!(b.0 >= 0 && b.2 <= 800, "item {k} clips: {b:?}");
+            assert!(b.3 <= height as i32, "item {k} below the legend: {b:?}");
+            for c in &boxes[k + 1..] {
+                let apart = b.2 <= c.0 || c.2 <= b.0 || b.3 <= c.1 || c.3 <= b.1;
+                assert!(apart, "items overlap: {b:?} {c:?}");
+            }
+        }
+        assert!(layout[1].2.len() > 1, "the long grid label is wrapped");
+        assert_eq!(
+            layout[1].2.concat(),
+            labels[1],
+            "wrapping keeps every character"
+        );
+    }
+
+    #[test]
+    fn a_group_whose_runs_all_failed_is_marked_not_left_empty() {
+        let labels = ["ppo", "a2c"].map(String::from).to_vec();
+        let seeds = vec![("ppo".to_string(), vec![5, 3]), ("a2c".to_string(), vec![])];
+        let items = legend_items(&labels, &seeds);
+        assert_eq!(items[0].text, "ppo (n = 3–5)");
+        assert!(items[0].colour.is_some());
+        assert_eq!(items[1].text, "a2c: every run failed");
+        assert!(items[1].colour.is_none(), "drawn grey and crossed");
+    }
 }

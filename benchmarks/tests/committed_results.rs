@@ -181,3 +181,26 @@ fn extra_metric_columns_leave_reports_and_plots_unchanged() {
     }
     assert_eq!(files(&out.join("plot")), files(&committed.join("plots")));
 }
+
+#[test]
+fn every_committed_png_is_at_least_1600_pixels_wide() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../results");
+    let mut seen = 0;
+    for folder in ["classic-control", "quick", "estimators"] {
+        let plots = root.join(folder).join("plots");
+        for entry in std::fs::read_dir(&plots).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "png") {
+                let bytes = std::fs::read(&path).unwrap();
+                // The IHDR chunk: width as a big-endian u32 at byte 16.
+                let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+                assert!(width >= 1600, "{}: {width} px wide", path.display());
+                seen += 1;
+            }
+        }
+    }
+    assert_eq!(
+        seen, 10,
+        "four plots per sweep, two for the estimator study"
+    );
+}
