@@ -861,7 +861,7 @@ fn draw_bias<DB: DrawingBackend>(
         )
         .margin(16)
         .x_label_area_size(56)
-        .y_label_area_size(label_width(root, &names)? + 20)
+        .y_label_area_size(label_width(root, names)? + 20)
         .build_cartesian_2d((0.01f64..zmax).log_scale(), -0.5f64..(n as f64 - 0.5))
         .map_err(err)?;
     chart
