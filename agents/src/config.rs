@@ -213,6 +213,18 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// `MemAvailable` of /proc/meminfo, in bytes (None where there is no such file).
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+fn gib(bytes: u128) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u128 << 30) as f64)
+}
+
 fn bad(field: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError {
         field,
@@ -375,7 +387,51 @@ impl TrainConfig {
             ));
         }
         crate::device::parse_device(&self.device).map_err(|e| bad("device", e))?;
+        if let Some(available) = available_memory() {
+            let need = self.memory_estimate();
+            if need > available as u128 {
+                return Err(bad(
+                    "num_envs",
+                    format!(
+                        "num_envs = {} × {} steps per rollout would need about {} of memory \
+                         (rollout buffer and envs); this machine has {} available",
+                        self.num_envs,
+                        self.rollout_steps(),
+                        gib(need),
+                        gib(available as u128)
+                    ),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Steps per env in one rollout buffer: `num_steps`, or REINFORCE's time limit.
+    fn rollout_steps(&self) -> u64 {
+        if self.algo == Algo::Reinforce {
+            gradgym_envs::spec(&self.env_id).map_or(0, |s| s.max_episode_steps as u64)
+        } else {
+            self.num_steps as u64
+        }
+    }
+
+    /// Bytes the run allocates up front, roughly (in u128, so no product overflows): the
+    /// rollout buffer `[T, N]` (observations, actions, log-probs, rewards, values, next
+    /// values, flags), the learner's gathered copies of it, and the env batch.
+    pub fn memory_estimate(&self) -> u128 {
+        let (obs_dim, action_dim) = gradgym_envs::spec(&self.env_id).map_or((1, 1), |s| {
+            let dim = |space: &gradgym_envs::Space| match space {
+                gradgym_envs::Space::Discrete { .. } => 1,
+                gradgym_envs::Space::Box { low, .. } => low.len(),
+            };
+            (dim(&s.observation_space), dim(&s.action_space))
+        });
+        let samples = self.num_envs as u128 * self.rollout_steps() as u128;
+        // Observations twice (buffer + minibatch copies), actions, 8 floats and 2 flags.
+        let per_sample = 2 * 4 * obs_dim as u128 + 8 * action_dim as u128 + 8 * 4 + 2;
+        // Per env: f64 state, observations, final observations, rewards, flags, counters.
+        let per_env = 8 * 8 + 2 * 4 * obs_dim as u128 + 64;
+        samples * per_sample + self.num_envs as u128 * per_env
     }
 
     /// Reads a TOML table over `self`: keys present replace fields, nested tables merge key
@@ -460,6 +516,16 @@ mod tests {
             .overlay_toml("num_envs = 4294967296\nnum_steps = 4294967296", "x")
             .unwrap();
         assert_eq!(over.validate().unwrap_err().field, "num_steps");
+        // Large but not overflowing: refused by the memory estimate before any allocation.
+        let over = c
+            .overlay_toml(
+                "num_envs = 4000000\nnum_steps = 1000000\ntotal_timesteps = 10000000000000",
+                "x",
+            )
+            .unwrap();
+        let e = over.validate().unwrap_err();
+        assert_eq!(e.field, "num_envs");
+        assert!(e.message.contains("would need about"), "{e}");
     }
 
     #[test]
