@@ -60,7 +60,7 @@ pub struct FixedHorizonCartPole {
 #[inline(always)]
 pub fn wrap_angle(theta: f64) -> f64 {
     let wrapped = math::py_mod(theta + PI, TAU) - PI;
-    if (theta > PI) | (theta < -PI) {
+    if !(-PI..=PI).contains(&theta) {
         wrapped
     } else {
         theta

@@ -43,7 +43,7 @@
 use super::{Dynamics, MountainCar, Transition};
 use crate::error::EnvError;
 use crate::rng::Stream;
-use crate::space::{EnvSpec, Space};
+use crate::space::EnvSpec;
 
 /// Fixed-horizon MountainCar: [`MountainCar`]'s constants and physics, the goal absorbing.
 #[derive(Clone, Debug, Default, PartialEq)]
