@@ -10,6 +10,9 @@
 //! - [`conformance`]: checks transitions against a file recorded from Gymnasium.
 //! - [`wrappers`]: [`wrappers::HiddenRewardEnv`], a `VecEnv` whose learner-facing rewards are
 //!   supplied from outside (a reward model's) while the true ones go to the logs.
+//! - [`preference`]: learning from preferences: segments cut from rollouts
+//!   ([`preference::segments`]) and the synthetic human that compares them
+//!   ([`preference::oracle`]).
 //! - [`rng`]: the seeded, named random streams every part of gradgym draws from.
 //! - [`math`]: branch-free sin/cos so the physics vectorises.
 //!
@@ -26,6 +29,7 @@ pub mod conformance;
 pub mod error;
 pub mod math;
 pub mod parallel;
+pub mod preference;
 pub mod registry;
 pub mod rng;
 pub mod space;

@@ -2,7 +2,8 @@
 //!
 //! [`HiddenRewardEnv`] hides the true reward from the learner, for learning from preferences
 //! (Christiano et al. 2017): the learner is paid rewards supplied from outside (a reward model's),
-//! while the true reward keeps flowing to the logs and to the synthetic human. It is itself a [`VecEnv`], so any learner runs on it
+//! while the true reward keeps flowing to the logs and to the synthetic human
+//! ([`crate::preference::oracle`]). It is itself a [`VecEnv`], so any learner runs on it
 //! unchanged.
 //!
 //! # What each method returns
