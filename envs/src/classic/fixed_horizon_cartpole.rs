@@ -4,7 +4,7 @@
 //! bounds costs reward instead of ending the episode, so an episode's length says nothing about
 //! the reward. A learner that never sees the reward (learning from preferences) cannot then
 //! learn it from when episodes end, the "termination leaks the reward" lesson of the seals
-//! project (Gleave et al., `seals/CartPole-v0`, `FixedHorizonCartPole` in
+//! project (`seals/CartPole-v0`, `FixedHorizonCartPole` in
 //! `src/seals/classic_control.py` of github.com/HumanCompatibleAI/seals, which this follows).
 //!
 //! The physics *is* [`CartPole`]'s: [`Dynamics::step`] calls `CartPole::step` and then only

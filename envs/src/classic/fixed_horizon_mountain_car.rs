@@ -3,7 +3,7 @@
 //! MountainCar-v0's car and valley, with every episode lasting exactly 200 steps: reaching the
 //! flag no longer ends the episode but moves the car into an absorbing state, so an episode's
 //! length says nothing about the reward (the "termination leaks the reward" lesson of the
-//! seals project: Gleave et al., `seals/MountainCar-v0`, built in
+//! seals project: `seals/MountainCar-v0`, built in
 //! `src/seals/classic_control.py` of github.com/HumanCompatibleAI/seals from MountainCar-v0
 //! and `AbsorbAfterDoneWrapper` in `src/seals/util.py`, which this follows).
 //!
