@@ -426,7 +426,27 @@ fn spaces_and_metadata_match_gymnasium() {
             200,
             None,
         ),
+        // gradgym's fixed-horizon variants (after seals): no reward threshold.
+        (
+            "FixedHorizonCartPole-v0",
+            Space::Discrete { n: 2 },
+            4,
+            500,
+            None,
+        ),
+        (
+            "FixedHorizonMountainCar-v0",
+            Space::Discrete { n: 3 },
+            2,
+            200,
+            None,
+        ),
     ];
+    assert_eq!(
+        expect.len(),
+        ENV_IDS.len(),
+        "every registered env is in the table"
+    );
     for (id, action_space, obs_dim, steps, threshold) in expect {
         let spec = gradgym::envs::spec(id).unwrap();
         assert_eq!(spec.action_space, action_space, "{id}");

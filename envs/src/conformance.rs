@@ -9,8 +9,8 @@
 //! autoreset disabled so the raw next state can be read.
 
 use crate::classic::{
-    Acrobot, ActionValue, CartPole, Dynamics, MountainCar, MountainCarContinuous, Pendulum,
-    StateVec,
+    Acrobot, ActionValue, CartPole, Dynamics, FixedHorizonCartPole, FixedHorizonMountainCar,
+    MountainCar, MountainCarContinuous, Pendulum, StateVec,
 };
 use crate::registry::{ENV_IDS, spec, state_dim};
 use crate::vec_env::{Autoreset, ClassicVecEnv, EnvOptions, VecEnv};
@@ -250,6 +250,14 @@ pub fn check(rows: &[FixtureRow], tolerances: Tolerances) -> Vec<EnvReport> {
                     check_env(MountainCarContinuous::default(), &env_rows, tolerances)
                 }
                 "Pendulum-v1" => check_env(Pendulum::default(), &env_rows, tolerances),
+                // Not Gymnasium's (the Gymnasium fixture has no rows of them), but a file may
+                // hold rows recorded elsewhere, e.g. from seals.
+                "FixedHorizonCartPole-v0" => {
+                    check_env(FixedHorizonCartPole::default(), &env_rows, tolerances)
+                }
+                "FixedHorizonMountainCar-v0" => {
+                    check_env(FixedHorizonMountainCar::default(), &env_rows, tolerances)
+                }
                 _ => unreachable!("ENV_IDS and this match list the same ids"),
             })
         })

@@ -49,6 +49,15 @@ pub enum EnvError {
 
     #[error("invalid option: {0}")]
     InvalidOption(String),
+
+    #[error("{given} rewards supplied for a batch of {num_envs} envs")]
+    WrongRewardCount { given: usize, num_envs: usize },
+
+    #[error("reward {value} supplied for env {env_index} is not a finite number")]
+    NonFiniteReward { env_index: usize, value: f64 },
+
+    #[error("the reward source failed: {0}")]
+    RewardSource(String),
 }
 
 impl EnvError {

@@ -1,19 +1,23 @@
 //! `make(env_id, num_envs, seed)`: environments by their Gymnasium id.
 
 use crate::classic::{
-    Acrobot, CartPole, Dynamics, MountainCar, MountainCarContinuous, Pendulum, StateVec,
+    Acrobot, CartPole, Dynamics, FixedHorizonCartPole, FixedHorizonMountainCar, MountainCar,
+    MountainCarContinuous, Pendulum, StateVec,
 };
 use crate::error::EnvError;
 use crate::space::EnvSpec;
 use crate::vec_env::{ClassicVecEnv, EnvOptions, VecEnv};
 
-/// Every registered id, in the order `gradgym envs list` prints them.
-pub const ENV_IDS: [&str; 5] = [
+/// Every registered id, in the order `gradgym envs list` prints them: Gymnasium's five
+/// classic-control tasks, then the fixed-horizon variants (gradgym's, after seals).
+pub const ENV_IDS: [&str; 7] = [
     "CartPole-v1",
     "Acrobot-v1",
     "MountainCar-v0",
     "MountainCarContinuous-v0",
     "Pendulum-v1",
+    "FixedHorizonCartPole-v0",
+    "FixedHorizonMountainCar-v0",
 ];
 
 fn unknown(id: &str) -> EnvError {
@@ -39,6 +43,8 @@ pub fn make_with(env_id: &str, options: &EnvOptions) -> Result<Box<dyn VecEnv>, 
         "MountainCar-v0" => boxed::<MountainCar>(options),
         "MountainCarContinuous-v0" => boxed::<MountainCarContinuous>(options),
         "Pendulum-v1" => boxed::<Pendulum>(options),
+        "FixedHorizonCartPole-v0" => boxed::<FixedHorizonCartPole>(options),
+        "FixedHorizonMountainCar-v0" => boxed::<FixedHorizonMountainCar>(options),
         other => Err(unknown(other)),
     }
 }
@@ -51,6 +57,8 @@ pub fn spec(env_id: &str) -> Result<EnvSpec, EnvError> {
         "MountainCar-v0" => Ok(MountainCar::default().spec()),
         "MountainCarContinuous-v0" => Ok(MountainCarContinuous::default().spec()),
         "Pendulum-v1" => Ok(Pendulum::default().spec()),
+        "FixedHorizonCartPole-v0" => Ok(FixedHorizonCartPole::default().spec()),
+        "FixedHorizonMountainCar-v0" => Ok(FixedHorizonMountainCar::default().spec()),
         other => Err(unknown(other)),
     }
 }
@@ -66,6 +74,8 @@ pub fn state_dim(env_id: &str) -> Result<usize, EnvError> {
         "MountainCar-v0" => Ok(dim::<MountainCar>()),
         "MountainCarContinuous-v0" => Ok(dim::<MountainCarContinuous>()),
         "Pendulum-v1" => Ok(dim::<Pendulum>()),
+        "FixedHorizonCartPole-v0" => Ok(dim::<FixedHorizonCartPole>()),
+        "FixedHorizonMountainCar-v0" => Ok(dim::<FixedHorizonMountainCar>()),
         other => Err(unknown(other)),
     }
 }

@@ -65,6 +65,17 @@ impl CartPole {
     fn polemass_length(&self) -> f64 {
         self.masspole * self.length
     }
+
+    /// Whether `state` is outside CartPole-v1's bounds (|x| > 2.4 or |θ| > 12°): the
+    /// termination test of [`Dynamics::step`], also the reward test of
+    /// [`super::FixedHorizonCartPole`].
+    #[inline(always)]
+    pub fn out_of_bounds(&self, state: &[f64; 4]) -> bool {
+        (state[0] < -self.x_threshold)
+            | (state[0] > self.x_threshold)
+            | (state[2] < -self.theta_threshold_radians)
+            | (state[2] > self.theta_threshold_radians)
+    }
 }
 
 impl Dynamics for CartPole {
@@ -119,10 +130,7 @@ impl Dynamics for CartPole {
             theta + self.tau * theta_dot,
             theta_dot + self.tau * thetaacc,
         ];
-        let terminated = (next[0] < -self.x_threshold)
-            | (next[0] > self.x_threshold)
-            | (next[2] < -self.theta_threshold_radians)
-            | (next[2] > self.theta_threshold_radians);
+        let terminated = self.out_of_bounds(&next);
         Transition {
             state: next,
             reward: 1.0,

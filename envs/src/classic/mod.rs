@@ -1,4 +1,6 @@
-//! The five Gymnasium classic-control tasks.
+//! The five Gymnasium classic-control tasks, and fixed-horizon variants of two of them
+//! (`FixedHorizonCartPole-v0`, `FixedHorizonMountainCar-v0`, after the seals project) whose
+//! dynamics wrap the classic ones.
 //!
 //! Each environment is a [`Dynamics`] value (its constants, `Default` = Gymnasium's) with a
 //! *pure* step `(params, state, action) -> (next state, reward, terminated)`, gymnax-style.
@@ -11,12 +13,16 @@
 
 pub mod acrobot;
 pub mod cartpole;
+pub mod fixed_horizon_cartpole;
+pub mod fixed_horizon_mountain_car;
 pub mod mountain_car;
 pub mod mountain_car_continuous;
 pub mod pendulum;
 
 pub use acrobot::Acrobot;
 pub use cartpole::CartPole;
+pub use fixed_horizon_cartpole::FixedHorizonCartPole;
+pub use fixed_horizon_mountain_car::FixedHorizonMountainCar;
 pub use mountain_car::MountainCar;
 pub use mountain_car_continuous::MountainCarContinuous;
 pub use pendulum::Pendulum;

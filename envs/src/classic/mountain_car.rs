@@ -54,6 +54,15 @@ impl Default for MountainCar {
     }
 }
 
+impl MountainCar {
+    /// Whether `state` is at the goal (position ≥ 0.5 and velocity ≥ 0): the termination test
+    /// of [`Dynamics::step`], also the absorbing set of [`super::FixedHorizonMountainCar`].
+    #[inline(always)]
+    pub fn at_goal(&self, state: &[f64; 2]) -> bool {
+        (state[0] >= self.goal_position) & (state[1] >= self.goal_velocity)
+    }
+}
+
 impl Dynamics for MountainCar {
     /// `[position, velocity]`
     type State = [f64; 2];
@@ -89,11 +98,11 @@ impl Dynamics for MountainCar {
         } else {
             velocity
         };
-        let terminated = (position >= self.goal_position) & (velocity >= self.goal_velocity);
+        let state = [position, velocity];
         Transition {
-            state: [position, velocity],
+            terminated: self.at_goal(&state),
+            state,
             reward: -1.0,
-            terminated,
         }
     }
 
