@@ -436,3 +436,29 @@ fn a_saved_policy_evaluates_to_the_returns_of_training_and_checkpoints_are_kept(
         text(&o)
     );
 }
+
+#[test]
+fn the_default_out_folder_is_named_as_a_sweep_names_its_runs() {
+    let cwd = scratch("default-out");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gradgym"))
+        .args([
+            "train",
+            "--total-timesteps",
+            "512",
+            "--eval-episodes",
+            "0",
+            "--seed",
+            "7",
+        ])
+        .current_dir(&cwd)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        cwd.join("out/runs/CartPole-v1__ppo__seed7/summary.json")
+            .is_file(),
+        "{}",
+        text(&o)
+    );
+}
