@@ -89,6 +89,7 @@ TRAIN = "agents/src/train.rs"
 REF_KL = "agents/src/reference_kl.rs"
 PPO = "agents/src/learners/ppo.rs"
 A2C = "agents/src/learners/a2c.rs"
+REINFORCE = "agents/src/learners/reinforce.rs"
 NATIVE = "agents/src/backend/native.rs"
 HEADS = "agents/src/nn/heads.rs"
 CARTPOLE = "envs/src/classic/cartpole.rs"
@@ -204,6 +205,13 @@ MUTANTS = [
            [(COLLECT, ".filter(|&i| trunc[i] && !term[i])", ".filter(|&i| trunc[i] || term[i])")]),
     Mutant("collect-dones-no-trunc", "collector", "`dones` not set on truncation",
            [(COLLECT, "r.dones[[t, i]] = term[i] || trunc[i];", "r.dones[[t, i]] = term[i];")]),
+    Mutant("collect-all-valid", "collector",
+           "REINFORCE's episodic rollout marks the steps after each env's first episode valid",
+           [(COLLECT, "r.valid[[t, i]] = running[i];", "r.valid[[t, i]] = true;")],
+           checks=(TESTS, LEARNING),
+           note=('missed by the first pass (even by the learning check); '
+                 '`collect::tests::an_episodic_rollout_holds_exactly_each_envs_first_episode` '
+                 'added')),
     Mutant("collect-no-final-bootstrap", "collector",
            "the episodes cut by the rollout window are not bootstrapped (0 at the last row)",
            [(COLLECT, "r.next_values[[t - 1, i]] = v;", "r.next_values[[t - 1, i]] = 0.0 * v;")]),
@@ -218,7 +226,10 @@ MUTANTS = [
     Mutant("hook-after-ref-kl", "trainer",
            "the reference-KL penalty is paid before the hook (the hook sees, and may overwrite, "
            "penalised rewards)",
-           [(TRAIN, HOOK_BLOCK + REF_KL_BLOCK, REF_KL_BLOCK + HOOK_BLOCK)]),
+           [(TRAIN, HOOK_BLOCK + REF_KL_BLOCK, REF_KL_BLOCK + HOOK_BLOCK)],
+           note=('missed by the first pass; '
+                 '`the_hook_sees_the_env_rewards_and_the_reference_penalty_is_paid_after_it` '
+                 '(tests/train.rs) added')),
     Mutant("ref-kl-sign", "trainer", "reference-KL penalty with the wrong sign (a bonus)",
            [(REF_KL, "let p = -beta * log_ratio;", "let p = beta * log_ratio;")]),
     # -- the learners --
@@ -233,6 +244,21 @@ MUTANTS = [
            [(TRAIN, "        frac * self.config.learning_rate\n",
              "        frac * self.config.learning_rate / 100.0\n")],
            checks=(TESTS, LEARNING)),
+    Mutant("a2c-adv-sign", "learners", "A2C's advantages negated",
+           [(A2C, "&minibatch(r, &all, &advantages, &returns)",
+             "&minibatch(r, &all, &advantages.iter().map(|a| -a).collect::<Vec<f32>>(), &returns)")],
+           checks=(TESTS, LEARNING),
+           note=("the first pass: only the learning check caught it, nothing pinned A2C's update; "
+                 '`learners::a2c::tests::one_step_on_every_sample_weighted_by_the_advantages_with_the_returns_as_targets`'
+                 ' added')),
+    Mutant("reinforce-rtg-as-total", "learners",
+           "REINFORCE's reward-to-go branch weights by the whole return instead",
+           [(REINFORCE, "ReturnKind::RewardToGo => reward_to_go(",
+             "ReturnKind::RewardToGo => episode_return(")],
+           checks=(TESTS, LEARNING),
+           note=('missed by the first pass (the learning check too); '
+                 '`learners::reinforce::tests::the_weights_are_the_reward_to_go_or_the_whole_return`'
+                 ' added')),
     Mutant("ppo-no-shuffle", "learners", "PPO's minibatches in rollout order, never shuffled",
            [(PPO, "let order = shuffled(batch_size, rng);",
              "let order: Vec<i64> = (0..batch_size as i64).collect();")]),
@@ -243,7 +269,10 @@ MUTANTS = [
     Mutant("a2c-value-target-advantages", "learners",
            "A2C's value targets taken from the advantages instead of the returns",
            [(A2C, "&minibatch(r, &all, &advantages, &returns)",
-             "&minibatch(r, &all, &advantages, &advantages)")]),
+             "&minibatch(r, &all, &advantages, &advantages)")],
+           note=('missed by the first pass; '
+                 '`learners::a2c::tests::one_step_on_every_sample_weighted_by_the_advantages_with_the_returns_as_targets`'
+                 ' added')),
     # -- the backends and the network core --
     Mutant("entropy-grad-sign", "backends",
            "native backend: the entropy bonus's gradient with the wrong sign",
@@ -264,6 +293,12 @@ MUTANTS = [
            "native head: Gaussian log-prob missing its −log σ term (backward unchanged)",
            [(HEADS, "lp += -0.5 * u * u - log_std[k] - 0.5 * log_two_pi;",
              "lp += -0.5 * u * u - 0.5 * log_two_pi;")]),
+    Mutant("categorical-sample-le", "backends",
+           "categorical sampling's inverse CDF compares u ≤ F instead of u < F",
+           [(HEADS, "if u < cumulative {", "if u <= cumulative {")],
+           note=('equivalent: u is a uniform double in [0, 1), and u ≤ F differs from u < F only '
+                 'when u equals a partial sum of the probabilities exactly (probability about 2⁻⁵³'
+                 ' per draw), so no test can see it')),
     # -- the environments --
     Mutant("cartpole-gravity", "envs", "CartPole's gravity 9.81 instead of 9.8",
            [(CARTPOLE, "gravity: 9.8,", "gravity: 9.81,")]),
@@ -288,7 +323,10 @@ MUTANTS = [
            [(COMPARE, "row.verdict = if d.high < -margin {", "row.verdict = if d.high < margin {")],
            checks=(TESTS, LEARNING)),
     Mutant("iqm-trim-20pct", "harness", "the IQM trims 20% from each end instead of 25%",
-           [(STATS, "    let cut = s.len() / 4;\n", "    let cut = s.len() / 5;\n")]),
+           [(STATS, "    let cut = s.len() / 4;\n", "    let cut = s.len() / 5;\n")],
+           note=('missed by the first pass (its cases of 5, 7 and a symmetric 8 cut the same under'
+                 ' both); a skewed case of 8 added to `iqm_matches_scipy_trim_mean` '
+                 '(benchmarks/tests/statistics.rs)')),
 ]
 
 # ---- applying and restoring ----
