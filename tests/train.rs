@@ -585,6 +585,48 @@ fn an_interrupt_seals_the_run_as_interrupted_with_its_finished_iterations() {
     assert_eq!(metrics(&dir).1.len(), 3, "every finished iteration is kept");
 }
 
+/// Checks that every valid reward it is handed is the env's: CartPole pays exactly 1 per step.
+struct SeesTheEnvRewards {
+    iterations: usize,
+    others: usize,
+}
+
+impl Hook for SeesTheEnvRewards {
+    fn after_collect(&mut self, batch: Collected<'_>) -> anyhow::Result<()> {
+        let r = &*batch.rollout;
+        self.iterations += 1;
+        self.others += r
+            .rewards
+            .iter()
+            .zip(&r.valid)
+            .filter(|&(&x, &v)| v && x != 1.0)
+            .count();
+        Ok(())
+    }
+}
+
+#[test]
+fn the_hook_sees_the_env_rewards_and_the_reference_penalty_is_paid_after_it() {
+    let config = TrainConfig {
+        ref_kl_coef: 1.0,
+        ..tiny("CartPole-v1", Algo::Ppo)
+    };
+    let mut hook = SeesTheEnvRewards {
+        iterations: 0,
+        others: 0,
+    };
+    let r = run(&config, Some(&mut hook)).unwrap();
+    assert_eq!(r.summary.status, "completed");
+    assert_eq!(hook.iterations, r.rows.len());
+    assert_eq!(hook.others, 0, "the hook was handed penalised rewards");
+    // From the second iteration on the policy has moved from the reference: a penalty is paid.
+    assert!(
+        r.rows[1..]
+            .iter()
+            .all(|row| row.f64("ref_kl_penalty") != Some(0.0))
+    );
+}
+
 #[test]
 fn the_reference_kl_penalty_holds_the_policy_near_its_start() {
     let run_with = |beta: f64| {

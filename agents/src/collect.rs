@@ -458,4 +458,50 @@ mod tests {
             "terminated {term}, truncated {trunc}"
         );
     }
+
+    #[test]
+    fn an_episodic_rollout_holds_exactly_each_envs_first_episode() {
+        // CartPole cut at 30 steps, a random policy: episodes of different lengths, some
+        // terminated and some truncated; the envs that finish early keep stepping (autoreset)
+        // until the last one finishes, and those steps are not part of the batch.
+        let (n, limit) = (8, 30);
+        let options = EnvOptions {
+            max_episode_steps: Some(limit),
+            ..EnvOptions::new(n, 11)
+        };
+        let policy = policy("CartPole-v1", 5);
+        let mut env = make_with("CartPole-v1", &options).unwrap();
+        let mut rollout = Rollout::new(limit as usize, n, env.obs_dim(), 1, true);
+        let mut episodes = Episodes::new();
+        let steps = collect(
+            &mut *env,
+            &policy,
+            &mut Actor::new(),
+            &mut rollout,
+            &mut rng::stream(11, "actions", 0),
+            true,
+            &mut episodes,
+        )
+        .unwrap();
+        let mut lengths = Vec::new();
+        for i in 0..n {
+            let end = (0..limit as usize)
+                .find(|&t| rollout.dones[[t, i]])
+                .expect("every episode ends within the time limit");
+            lengths.push(end + 1);
+            for t in 0..limit as usize {
+                assert_eq!(
+                    rollout.valid[[t, i]],
+                    t <= end,
+                    "env {i} step {t} (end {end})"
+                );
+            }
+        }
+        assert!(
+            lengths.contains(&(limit as usize)) && lengths.iter().any(|&l| l < limit as usize),
+            "some episodes truncated, some terminated earlier: {lengths:?}"
+        );
+        assert_eq!(steps, lengths.iter().sum::<usize>() as u64);
+        assert_eq!(episodes.count, n as u64, "one episode per env is recorded");
+    }
 }

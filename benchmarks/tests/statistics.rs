@@ -17,6 +17,9 @@ fn iqm_matches_scipy_trim_mean() {
     assert!((iqm(&[3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0]) - 3.5).abs() < 1e-12);
     // Five runs: one cut from each end, so an outlier does not move it.
     assert!((iqm(&[10.0, 20.0, 30.0, 40.0, 1000.0]) - 30.0).abs() < 1e-12);
+    // Eight skewed runs: ⌊8/4⌋ = 2 cut from each end leaves (4, 8, 16, 32); trimming 20%
+    // (one from each end) would give 21.
+    assert_eq!(iqm(&[64.0, 1.0, 8.0, 128.0, 2.0, 32.0, 4.0, 16.0]), 15.0);
     assert_eq!(median(&[3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0]), 3.5);
 }
 

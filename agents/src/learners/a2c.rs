@@ -60,3 +60,50 @@ impl Learner for A2c {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Algo;
+    use crate::learners::recorder::Recorder;
+    use gradgym_envs::rng;
+    use ndarray::arr2;
+
+    #[test]
+    fn one_step_on_every_sample_weighted_by_the_advantages_with_the_returns_as_targets() {
+        // One env, three steps cut by the window (bootstrapped from V = 3), γ = 0.5, λ = 1:
+        // n-step returns G = (3.375, 4.75, 5.5), advantages G − V = (2.875, 3.75, 3.5).
+        let mut r = Rollout::new(3, 1, 2, 1, true);
+        r.rewards.assign(&arr2(&[[1.0], [2.0], [4.0]]));
+        r.values.assign(&arr2(&[[0.5], [1.0], [2.0]]));
+        r.next_values.assign(&arr2(&[[1.0], [2.0], [3.0]]));
+        let mut a2c = A2c::new(&TrainConfig {
+            algo: Algo::A2c,
+            gamma: 0.5,
+            gae_lambda: 1.0,
+            ..TrainConfig::default()
+        });
+        let mut backend = Recorder::default();
+        let stats = a2c
+            .update(&mut backend, &r, &mut rng::stream(0, "minibatch", 0))
+            .unwrap();
+        assert_eq!(stats.gradient_steps, 1);
+        assert_eq!(backend.steps.len(), 1, "one gradient step per rollout");
+        let (batch, objective) = &backend.steps[0];
+        assert_eq!(batch.len, 3);
+        assert_eq!(
+            batch.weights,
+            [2.875, 3.75, 3.5],
+            "the weights are the advantages"
+        );
+        assert_eq!(
+            batch.returns,
+            [3.375, 4.75, 5.5],
+            "the value targets are the returns"
+        );
+        assert_eq!(batch.old_values, [0.5, 1.0, 2.0]);
+        assert_eq!(objective.policy, PolicyLoss::Gradient);
+        assert_eq!(objective.value, ValueLoss::Squared);
+        assert!(!objective.baseline);
+    }
+}

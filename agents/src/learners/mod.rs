@@ -143,3 +143,35 @@ impl Coefficients {
         }
     }
 }
+
+/// A backend for the learners' tests: it takes no step and records what each was asked to do.
+#[cfg(test)]
+pub(crate) mod recorder {
+    use crate::backend::{Backend, Minibatch, Objective, StepReport};
+    use crate::error::NonFiniteLoss;
+    use crate::nn::Policy;
+
+    #[derive(Default)]
+    pub struct Recorder {
+        pub steps: Vec<(Minibatch, Objective)>,
+    }
+
+    impl Backend for Recorder {
+        fn step(
+            &mut self,
+            batch: &Minibatch,
+            objective: &Objective,
+            _step: usize,
+        ) -> Result<StepReport, NonFiniteLoss> {
+            self.steps.push((batch.clone(), *objective));
+            Ok(StepReport::default())
+        }
+        fn set_learning_rate(&mut self, _lr: f64) {}
+        fn snapshot(&self) -> Policy {
+            unreachable!("an update takes no snapshot")
+        }
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+    }
+}

@@ -101,3 +101,47 @@ impl Learner for Reinforce {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Algo;
+    use crate::learners::recorder::Recorder;
+    use gradgym_envs::rng;
+    use ndarray::arr2;
+
+    /// The weights of one update on an episode of rewards (1, 2, 4) ending at t = 2, with an
+    /// unused row after it (as the collector leaves it), γ = 0.5.
+    fn weights(returns: ReturnKind) -> Vec<f32> {
+        let mut r = Rollout::new(4, 1, 2, 1, true);
+        r.rewards.assign(&arr2(&[[1.0], [2.0], [4.0], [0.0]]));
+        r.dones.assign(&arr2(&[[false], [false], [true], [true]]));
+        r.valid.assign(&arr2(&[[true], [true], [true], [false]]));
+        let mut reinforce = Reinforce::new(&TrainConfig {
+            algo: Algo::Reinforce,
+            gamma: 0.5,
+            reinforce_return: returns,
+            ..TrainConfig::default()
+        });
+        let mut backend = Recorder::default();
+        reinforce
+            .update(&mut backend, &r, &mut rng::stream(0, "minibatch", 0))
+            .unwrap();
+        assert_eq!(backend.steps.len(), 1);
+        let (batch, objective) = &backend.steps[0];
+        assert_eq!(batch.len, 3, "only the valid samples enter the update");
+        assert_eq!(
+            batch.returns, batch.weights,
+            "the baseline is fitted to the weights"
+        );
+        assert!(objective.baseline && objective.value == ValueLoss::Squared);
+        batch.weights.clone()
+    }
+
+    #[test]
+    fn the_weights_are_the_reward_to_go_or_the_whole_return() {
+        // G_t = r_t + γ G_{t+1}: G = (1 + 0.5·4, 2 + 0.5·4, 4) = (3, 4, 4); R(τ) = G_0 = 3.
+        assert_eq!(weights(ReturnKind::RewardToGo), [3.0, 4.0, 4.0]);
+        assert_eq!(weights(ReturnKind::Total), [3.0, 3.0, 3.0]);
+    }
+}
