@@ -12,8 +12,11 @@
 //! - [`checkpoint`]: trained weights as safetensors with a JSON config beside them.
 //! - [`collect`]: the rollout collector (bootstrapping truncated episodes) and evaluation.
 //! - [`train`]: training as a library — a [`train::Trainer`] a caller steps, with a
-//!   [`train::Hook`] between collection and update; [`train::run`] in memory;
+//!   [`hook::Hook`] between collection and update; [`train::run`] in memory;
 //!   [`train::train`] into a run folder.
+//! - [`hook`]: the `Hook` trait, the seam between collection and update.
+//! - [`prefs`]: learning from synthetic preferences: the reward-model ensemble and the loop
+//!   that pays any learner its reward (`[prefs]` in the config).
 //! - [`reference_kl`]: the per-step KL penalty toward a frozen reference policy
 //!   (`ref_kl_coef`).
 //! - [`metrics`]: metric rows by column name, in a declared column order.
@@ -27,9 +30,11 @@ pub mod collect;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod hook;
 pub mod learners;
 pub mod metrics;
 pub mod nn;
+pub mod prefs;
 pub mod reference_kl;
 pub mod run_folder;
 pub mod train;

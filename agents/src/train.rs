@@ -28,9 +28,11 @@ use crate::checkpoint;
 use crate::collect::{Actor, Episodes, collect, evaluate, head_for};
 use crate::config::TrainConfig;
 use crate::device::parse_device;
+pub use crate::hook::{Collected, Hook};
 use crate::learners::{Learner, make_learner};
 use crate::metrics::{Cell, Columns, MetricRow};
 use crate::nn::{Head, Policy};
+use crate::prefs::PrefsLoop;
 use crate::reference_kl;
 use crate::run_folder::{Existing, RunFolder};
 
@@ -101,33 +103,12 @@ struct Manifest<'a> {
     torch_threads: usize,
     /// How the step budget is rounded to whole rollouts, when it is.
     budget_note: Option<String>,
-}
-
-/// A rollout between collection and update, as a [`Hook`] sees it.
-pub struct Collected<'a> {
-    /// The iteration being run (from 1).
-    pub iteration: u64,
-    /// Env steps consumed so far, this rollout included.
-    pub global_step: u64,
-    /// The rollout: `rewards` hold the env's (true) rewards on entry; what the hook leaves
-    /// there is what the learner optimises. Episode returns in the metrics stay the env's.
-    pub rollout: &'a mut Rollout,
-    /// The policy that collected the rollout.
-    pub policy: &'a Policy,
-    /// This iteration's metrics row: the hook sets its own (declared) columns here.
-    pub row: &'a mut MetricRow,
-}
-
-/// Code that runs between collection and update of every iteration.
-pub trait Hook {
-    /// The metric columns this hook sets, placed after [`BASE_COLUMNS`] and before the timing
-    /// columns.
-    fn columns(&self) -> Vec<String> {
-        Vec::new()
-    }
-    /// Sees (and may rewrite) the rollout before the learner updates on it. An error ends the
-    /// run as failed, like a non-finite loss.
-    fn after_collect(&mut self, batch: Collected<'_>) -> Result<()>;
+    /// A preference run: `interleaved` or `async` (absent: the learner is paid the env's
+    /// reward).
+    prefs_mode: Option<&'a str>,
+    /// Whether the same config and seed give the same results: false only for `async`
+    /// preference runs, whose labelling and fitting threads race the learner.
+    reproducible: bool,
 }
 
 /// One run's training loop, stepped by its caller.
@@ -462,14 +443,28 @@ fn drive(
 /// Trains one run in memory with an optional hook and returns its metrics and summary. An
 /// error is returned only when the run could not start (bad config); a failure during
 /// training is in the summary, with the rows up to it.
+///
+/// A config with a `[prefs]` table runs the preference loop ([`PrefsLoop`]) as its hook when
+/// no other hook is given.
 pub fn run(config: &TrainConfig, hook: Option<&mut dyn Hook>) -> Result<RunResult> {
     let mut trainer = catch_panics(|| Trainer::new(config))?;
+    let mut prefs = match (&config.prefs, &hook) {
+        (Some(_), None) => Some(PrefsLoop::new(config, None)?),
+        _ => None,
+    };
+    let hook: Option<&mut dyn Hook> = match prefs.as_mut() {
+        Some(p) => Some(p),
+        None => hook.map(|h| -> &mut dyn Hook { h }),
+    };
     let columns = trainer.columns(hook.as_deref());
     let mut rows = Vec::new();
-    let summary = drive(&mut trainer, hook, None, &mut |row, _| {
+    let mut summary = drive(&mut trainer, hook, None, &mut |row, _| {
         rows.push(row.clone());
         Ok(())
     });
+    if let Some(p) = prefs.as_mut() {
+        finish_prefs(p, &mut summary);
+    }
     Ok(RunResult {
         columns,
         rows,
@@ -518,6 +513,8 @@ pub fn train_with(
             cuda_available: tch::Cuda::is_available(),
             torch_threads: config.torch_threads,
             budget_note: config.budget_note(),
+            prefs_mode: config.prefs.as_ref().map(|p| p.mode.as_str()),
+            reproducible: !config.prefs.as_ref().is_some_and(|p| p.is_async()),
         },
     )?;
     folder.write_text("config.toml", &config.echo_toml()?)?;
@@ -531,9 +528,21 @@ pub fn train_with(
             return Ok(summary);
         }
     };
+    // A preference run writes every answered query to labels.csv.
+    let mut prefs = match (&config.prefs, &hook) {
+        (Some(_), None) => Some(PrefsLoop::new(
+            config,
+            Some(&folder.path().join("labels.csv")),
+        )?),
+        _ => None,
+    };
+    let hook: Option<&mut dyn Hook> = match prefs.as_mut() {
+        Some(p) => Some(p),
+        None => hook.map(|h| -> &mut dyn Hook { h }),
+    };
     folder.start_metrics(trainer.columns(hook.as_deref()))?;
     let every = config.checkpoint_every;
-    let summary = drive(&mut trainer, hook, interrupt, &mut |row, trainer| {
+    let mut summary = drive(&mut trainer, hook, interrupt, &mut |row, trainer| {
         folder.append(row)?;
         let iteration = trainer.iteration();
         if every > 0 && iteration % every == 0 {
@@ -555,6 +564,9 @@ pub fn train_with(
         });
         Ok(())
     });
+    if let Some(p) = prefs.as_mut() {
+        finish_prefs(p, &mut summary);
+    }
     // The trained policy is kept (a failed run's weights may not be finite, so not those).
     if summary.status != "failed" {
         checkpoint::save(
@@ -567,6 +579,16 @@ pub fn train_with(
     }
     folder.seal(&summary)?;
     Ok(summary)
+}
+
+/// Joins a preference loop's threads; an error there fails the run.
+fn finish_prefs(prefs: &mut PrefsLoop, summary: &mut Summary) {
+    if let Err(e) = prefs.finish() {
+        if summary.status != "failed" {
+            summary.status = "failed".into();
+            summary.error = Some(format!("preference loop: {e:#}"));
+        }
+    }
 }
 
 fn failed_before_start(config: &TrainConfig, e: &anyhow::Error) -> Summary {

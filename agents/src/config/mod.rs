@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use gradgym_algorithms::kl::KlController;
 
+pub mod prefs;
+
 /// Which backend a run uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -203,6 +205,11 @@ train_config! {
     checkpoint_every: u64 = 0,
     /// Threads libtorch may use (1 keeps parallel sweeps reproducible and fast).
     torch_threads: usize = 1,
+    /// Learn from synthetic preferences instead of the env's reward: a `[prefs]` table
+    /// (label budget, segments, the synthetic human, the reward-model ensemble, query
+    /// strategy, mode; see `agents/src/config/prefs.rs` and docs/preferences.md). Unset: the
+    /// learner is paid the env's reward.
+    prefs: Option<prefs::PrefsConfig> = None,
 }
 
 /// A configuration that cannot run, naming the field.
@@ -387,6 +394,9 @@ impl TrainConfig {
             ));
         }
         crate::device::parse_device(&self.device).map_err(|e| bad("device", e))?;
+        if let Some(prefs) = &self.prefs {
+            prefs.validate(self)?;
+        }
         if let Some(available) = available_memory() {
             let need = self.memory_estimate();
             if need > available as u128 {
