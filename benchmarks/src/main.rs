@@ -27,6 +27,9 @@ enum Command {
     },
     /// Train one run (REINFORCE, A2C or PPO) and write metrics, manifest and summary.
     Train(Box<train_cmd::TrainArgs>),
+    /// Train one run paid a reward model fitted to a synthetic human's preferences
+    /// (Christiano et al. 2017); writes what `train` writes, plus labels.csv.
+    Prefs(Box<train_cmd::PrefsArgs>),
     /// Load a run's saved policy and report the returns of deterministic episodes.
     Eval(train_cmd::EvalArgs),
     /// libtorch version, CUDA and cuDNN availability, thread count.
@@ -48,6 +51,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Envs { command } => envs_cmd::run(command),
         Command::Train(args) => train_cmd::run_train(*args),
+        Command::Prefs(args) => train_cmd::run_prefs(*args),
         Command::Eval(args) => train_cmd::run_eval(args),
         Command::Info => train_cmd::run_info(),
         Command::Estimators(args) => estimators_cmd::run(args),

@@ -291,7 +291,8 @@ fn grid_points(grid: &BTreeMap<String, Vec<toml::Value>>) -> Vec<Vec<(String, St
 pub fn run_id(env: &str, algo: Algo, point: &[(String, String)], seed: u64) -> String {
     let mut id = format!("{env}__{}", algo.name());
     for (k, v) in point {
-        id.push_str(&format!("__{k}={v}"));
+        // A string value without its quotes: `prefs.query=random`.
+        id.push_str(&format!("__{k}={}", v.trim_matches('"')));
     }
     id.push_str(&format!("__seed{seed}"));
     id.chars()

@@ -1,4 +1,5 @@
-//! `gradgym train` and `gradgym info`.
+//! `gradgym train`, `gradgym prefs` (a training run paid a learned reward), `gradgym eval` and
+//! `gradgym info`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -37,8 +38,8 @@ pub struct TrainArgs {
     fields: ConfigFlags,
 }
 
-/// Defaults → shipped config for (env, algo) → `--config` file → flags.
-pub fn resolve(args: &TrainArgs) -> Result<(TrainConfig, Vec<String>)> {
+/// Defaults → shipped config for (env, algo) → `--config` file → flags → `extra`.
+pub fn resolve(args: &TrainArgs, extra: &[Layer]) -> Result<(TrainConfig, Vec<String>)> {
     let user = match &args.config {
         Some(path) => Some(Layer::new(
             path.display().to_string(),
@@ -64,41 +65,105 @@ pub fn resolve(args: &TrainArgs) -> Result<(TrainConfig, Vec<String>)> {
     };
     let mut layers: Vec<Layer> = user.into_iter().collect();
     layers.push(args.fields.layer("command-line flags"));
+    layers.extend(extra.iter().cloned());
     configs::resolve(&env_id, algo, &layers)
 }
 
 pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
+    run_training("gradgym train", args, &[])
+}
+
+#[derive(Args, Debug)]
+pub struct PrefsArgs {
+    /// Environment id (the same as `--env-id`), e.g. FixedHorizonCartPole-v0.
+    #[arg(long)]
+    env: Option<String>,
+    /// The label budget: queries the synthetic human answers over the run (`prefs.labels`;
+    /// default 1000).
+    #[arg(long)]
+    labels: Option<u64>,
+    /// `random` or `disagreement` (`prefs.query`).
+    #[arg(long)]
+    query: Option<String>,
+    /// `interleaved` (reproducible) or `async` (`prefs.mode`).
+    #[arg(long)]
+    mode: Option<String>,
+    /// Transitions per segment (`prefs.segment_length`).
+    #[arg(long)]
+    segment_length: Option<usize>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+/// `gradgym prefs`: `gradgym train` with a `[prefs]` table (the config file's, if it has one,
+/// then these flags), so the learner is paid the reward model's reward.
+pub fn run_prefs(mut args: PrefsArgs) -> Result<ExitCode> {
+    if let Some(env) = &args.env {
+        if args.train.fields.get("env_id").is_some_and(|e| e != env) {
+            anyhow::bail!("--env and --env-id disagree");
+        }
+        args.train.fields.values.push(("env_id", env.clone()));
+    }
+    let mut lines = Vec::new();
+    if let Some(n) = args.labels {
+        lines.push(format!("prefs.labels = {n}"));
+    }
+    for (key, value) in [("query", &args.query), ("mode", &args.mode)] {
+        if let Some(v) = value {
+            lines.push(format!("prefs.{key} = {v:?}"));
+        }
+    }
+    if let Some(k) = args.segment_length {
+        lines.push(format!("prefs.segment_length = {k}"));
+    }
+    if lines.is_empty() {
+        // No prefs flag: the config file's table, or the defaults.
+        lines.push("prefs = {}".into());
+    }
+    let layer = Layer::new("gradgym prefs flags", lines.join("\n"));
+    run_training("gradgym prefs", args.train, &[layer])
+}
+
+fn run_training(command: &str, args: TrainArgs, extra: &[Layer]) -> Result<ExitCode> {
     if !(args.progress_seconds.is_finite() && args.progress_seconds >= 0.0) {
         anyhow::bail!(
             "--progress-seconds must be a number ≥ 0 (got {})",
             args.progress_seconds
         );
     }
-    let (config, sources) = resolve(&args)?;
+    let (config, sources) = resolve(&args, extra)?;
     if args.print_config {
         println!("# layers: {}", sources.join(" → "));
         print!("{}", config.echo_toml()?);
         return Ok(ExitCode::SUCCESS);
     }
     let out = args.out.clone().unwrap_or_else(|| {
+        let labels = config
+            .prefs
+            .as_ref()
+            .map_or(String::new(), |p| format!("__labels{}", p.labels));
         PathBuf::from(format!(
-            "out/runs/{}__{}__seed{}",
+            "out/runs/{}__{}{labels}__seed{}",
             config.env_id,
             config.algo.name(),
             config.seed
         ))
     });
     eprintln!(
-        "gradgym train: {} {} seed {} ({} steps) → {} [config: {}]",
+        "{command}: {} {} seed {} ({} steps){} → {} [config: {}]",
         config.env_id,
         config.algo.name(),
         config.seed,
         config.total_timesteps,
+        config.prefs.as_ref().map_or(String::new(), |p| format!(
+            ", {} labels, {} queries, {}",
+            p.labels, p.query, p.mode
+        )),
         out.display(),
         sources.join(" → ")
     );
     if let Some(note) = config.budget_note() {
-        eprintln!("gradgym train: note: {note}");
+        eprintln!("{command}: note: {note}");
     }
     let bar = (!args.quiet && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(config.total_timesteps);
@@ -127,7 +192,7 @@ pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
                 .recent_return
                 .map_or("none yet".into(), |r| format!("{r:.1}"));
             eprintln!(
-                "gradgym train: step {}/{} ({:.0}%), return (last 100 episodes) {ret}, {:.1} s",
+                "{command}: step {}/{} ({:.0}%), return (last 100 episodes) {ret}, {:.1} s",
                 p.global_step,
                 p.total_timesteps,
                 100.0 * p.global_step as f64 / p.total_timesteps as f64,
@@ -165,7 +230,7 @@ pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     } else if summary.status == "interrupted" {
         eprintln!(
-            "gradgym train: {}; {} holds its {} finished iterations (status interrupted)",
+            "{command}: {}; {} holds its {} finished iterations (status interrupted)",
             summary.error.as_deref().unwrap_or("interrupted"),
             out.display(),
             summary.iterations

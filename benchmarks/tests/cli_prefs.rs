@@ -1,0 +1,223 @@
+//! `gradgym prefs` end to end: the run folder (metrics columns, labels.csv, manifest), byte-
+//! identical interleaved runs alone and inside a `--jobs 2` sweep, async mode recorded as such,
+//! and bad input refused with exit 2 naming the field.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::{gradgym, text};
+
+fn scratch(name: &str) -> PathBuf {
+    common::scratch("cli-prefs", name)
+}
+
+/// A tiny preference run: 12 PPO rollouts of 512 steps, 40 labels on 10-step segments.
+const SMALL: &[&str] = &[
+    "--env",
+    "FixedHorizonCartPole-v0",
+    "--algo",
+    "ppo",
+    "--labels",
+    "40",
+    "--segment-length",
+    "10",
+    "--total-timesteps",
+    "6144",
+    "--eval-episodes",
+    "1",
+    "--quiet",
+];
+
+fn prefs(out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["prefs"];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    gradgym(&args)
+}
+
+/// A CSV without the given columns (the timing ones differ run to run).
+fn without(path: &Path, drop: &[&str]) -> String {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let keep: Vec<usize> = (0..header.len())
+        .filter(|&i| !drop.contains(&header[i]))
+        .collect();
+    std::iter::once(header.join(","))
+        .chain(lines.map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            keep.iter().map(|&i| cells[i]).collect::<Vec<_>>().join(",")
+        }))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+const TIMING: &[&str] = &["SPS", "wall_seconds"];
+
+#[test]
+fn a_prefs_run_writes_labels_and_the_extra_columns_and_repeats_itself_alone_and_in_a_sweep() {
+    let a = scratch("a");
+    let o = prefs(&a, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let header = fs::read_to_string(a.join("metrics.csv")).unwrap();
+    let header = header.lines().next().unwrap();
+    for c in [
+        "episodic_return",
+        "labels_used",
+        "learned_episodic_return",
+        "rm_accuracy",
+        "reward_pearson",
+        "reward_spearman",
+    ] {
+        assert!(header.split(',').any(|h| h == c), "{c} in {header}");
+    }
+    let labels = fs::read_to_string(a.join("labels.csv")).unwrap();
+    let mut lines = labels.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "label,iteration,global_step,return_0,return_1,mu_0,mu_1,choice,probability,random,query_score"
+    );
+    assert_eq!(lines.count(), 40, "one row per label of the budget");
+    let manifest = fs::read_to_string(a.join("manifest.json")).unwrap();
+    assert!(
+        manifest.contains("\"prefs_mode\": \"interleaved\""),
+        "{manifest}"
+    );
+    assert!(manifest.contains("\"reproducible\": true"), "{manifest}");
+
+    // The same command again: byte-identical metrics (timing aside) and labels.
+    let b = scratch("b");
+    assert!(prefs(&b, &[]).status.success());
+    assert_eq!(
+        without(&a.join("metrics.csv"), TIMING),
+        without(&b.join("metrics.csv"), TIMING)
+    );
+    assert_eq!(labels, fs::read_to_string(b.join("labels.csv")).unwrap());
+
+    // Inside a sweep with --jobs 2, beside another seed and another budget.
+    let dir = scratch("sweep");
+    fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("prefs.toml");
+    fs::write(
+        &file,
+        r#"
+seeds = [1, 2]
+config = { total_timesteps = 6144, eval_episodes = 1, prefs = { segment_length = 10 } }
+[[runs]]
+envs = ["FixedHorizonCartPole-v0"]
+algos = ["ppo"]
+grid = { "prefs.labels" = [40, 20] }
+"#,
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let o = gradgym(&[
+        "sweep",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--jobs",
+        "2",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let run = out.join("runs/FixedHorizonCartPole-v0__ppo__prefs.labels=40__seed1");
+    assert_eq!(
+        without(&a.join("metrics.csv"), TIMING),
+        without(&run.join("metrics.csv"), TIMING)
+    );
+    assert_eq!(labels, fs::read_to_string(run.join("labels.csv")).unwrap());
+    // report and plot read it as any sweep.
+    let o = gradgym(&["report", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("prefs.labels=20"), "{}", text(&o));
+    let o = gradgym(&["plot", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn async_mode_runs_and_the_manifest_says_it_is_not_reproducible() {
+    let a = scratch("async");
+    let o = prefs(&a, &["--mode", "async"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let manifest = fs::read_to_string(a.join("manifest.json")).unwrap();
+    assert!(manifest.contains("\"prefs_mode\": \"async\""), "{manifest}");
+    assert!(manifest.contains("\"reproducible\": false"), "{manifest}");
+    let labels = fs::read_to_string(a.join("labels.csv")).unwrap();
+    assert_eq!(
+        labels.lines().count(),
+        41,
+        "every label answered and written"
+    );
+}
+
+#[test]
+fn bad_input_exits_2_naming_the_field() {
+    let dir = scratch("bad");
+    fs::create_dir_all(&dir).unwrap();
+    let cases: [(&[&str], &str, &str); 6] = [
+        (&["--labels", "0"], "prefs.labels", "at least 1"),
+        (
+            &["--segment-length", "600"],
+            "prefs.segment_length",
+            "horizon is 500",
+        ),
+        (
+            &["--query", "entropy"],
+            "prefs.query",
+            "unknown query strategy `entropy`",
+        ),
+        (&["--mode", "threads"], "prefs.mode", "unknown mode"),
+        (
+            &["--prefs", "{ temperature = -1.0 }"],
+            "prefs.temperature",
+            "≥ 0",
+        ),
+        (
+            &["--prefs", "{ num_segments = 1 }"],
+            "prefs.num_segments",
+            "K = 1",
+        ),
+    ];
+    for (i, (extra, field, message)) in cases.iter().enumerate() {
+        let out = dir.join(format!("run{i}"));
+        let mut args = vec!["prefs", "--env", "FixedHorizonCartPole-v0", "--quiet"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+        let o = gradgym(&args);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {t}");
+        assert!(t.contains(field) && t.contains(message), "{extra:?}: {t}");
+        assert!(!out.exists(), "{extra:?}: nothing is written");
+    }
+    // The same fields from a config file.
+    let file = dir.join("bad.toml");
+    fs::write(&file, "[prefs]\nlabels = 10\ntemperature = -0.5\n").unwrap();
+    let o = gradgym(&[
+        "prefs",
+        "--env",
+        "FixedHorizonCartPole-v0",
+        "--config",
+        file.to_str().unwrap(),
+        "--out",
+        dir.join("f").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("prefs.temperature"), "{}", text(&o));
+    // An unknown key in the table is named too.
+    fs::write(&file, "[prefs]\nlabel = 10\n").unwrap();
+    let o = gradgym(&[
+        "prefs",
+        "--env",
+        "FixedHorizonCartPole-v0",
+        "--config",
+        file.to_str().unwrap(),
+        "--out",
+        dir.join("g").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("label"), "{}", text(&o));
+}
