@@ -766,7 +766,269 @@ pub fn plot_results(
             draw_profiles(root, &rep, &labels)
         }));
     }
+    for key in numeric_grid_keys(set) {
+        let panels = scaling_panels(set, &rep, &key);
+        if panels.is_empty() {
+            continue;
+        }
+        let name = format!(
+            "scaling_{}",
+            key.chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect::<String>()
+        );
+        let width = (640 * panels.len() as u32).max(MIN_WIDTH);
+        written.extend(render!(out, &name, (width, 820), |root| {
+            draw_scaling(root, &key, &panels)
+        }));
+    }
     Ok(written)
+}
+
+/// Grid keys whose values are all numbers, with at least two distinct values.
+fn numeric_grid_keys(set: &ResultSet) -> Vec<String> {
+    let mut keys: Vec<String> = set
+        .runs
+        .iter()
+        .flat_map(|r| {
+            r.hyperparameters
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, _)| k.clone())
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys.retain(|k| {
+        let mut values: Vec<f64> = Vec::new();
+        for r in &set.runs {
+            match r.hyperparameters.get(k).filter(|v| !v.is_empty()) {
+                None => {}
+                Some(v) => match v.parse::<f64>() {
+                    Ok(x) if x.is_finite() => values.push(x),
+                    _ => return false,
+                },
+            }
+        }
+        values.sort_by(f64::total_cmp);
+        values.dedup();
+        values.len() >= 2
+    });
+    keys
+}
+
+/// (x, IQM, CI low, CI high, the runs' scores) at one value of a grid key.
+type ScalingPoint = (f64, f64, f64, f64, Vec<f64>);
+
+/// One env of a scaling plot: per line (the label without `key`), the IQM interval at each
+/// value of `key`; and the reference lines (labels with no grid value at all).
+struct ScalingPanel {
+    env: String,
+    /// (line name, colour index, points (x, IQM, low, high, scores))
+    lines: Vec<(String, usize, Vec<ScalingPoint>)>,
+    /// (label, colour index, IQM, low, high)
+    references: Vec<(String, usize, f64, f64, f64)>,
+}
+
+fn scaling_panels(set: &ResultSet, rep: &report::Report, key: &str) -> Vec<ScalingPanel> {
+    let labels = set.labels();
+    let mut panels = Vec::new();
+    for env in set.envs() {
+        let mut lines: Vec<(String, usize, Vec<ScalingPoint>)> = Vec::new();
+        let mut references = Vec::new();
+        for row in rep.per_env.iter().filter(|r| r.env == env) {
+            let Some(run) = set.all(&env, &row.label).into_iter().next() else {
+                continue;
+            };
+            let colour_of = |l: &str| labels.iter().position(|x| x == l).unwrap_or(0);
+            match run.hyperparameters.get(key).filter(|v| !v.is_empty()) {
+                Some(v) => {
+                    let x: f64 = v.parse().expect("numeric key");
+                    let mut rest = run.clone();
+                    rest.hyperparameters.remove(key);
+                    let name = format!("{} by {key}", rest.label());
+                    let point = (
+                        x,
+                        row.iqm.point,
+                        row.iqm.low,
+                        row.iqm.high,
+                        row.scores.clone(),
+                    );
+                    match lines.iter_mut().find(|l| l.0 == name) {
+                        Some(line) => line.2.push(point),
+                        None => lines.push((name, colour_of(&row.label), vec![point])),
+                    }
+                }
+                None if run.hyperparameters.values().all(|v| v.is_empty()) => {
+                    references.push((
+                        row.label.clone(),
+                        colour_of(&row.label),
+                        row.iqm.point,
+                        row.iqm.low,
+                        row.iqm.high,
+                    ));
+                }
+                None => {}
+            }
+        }
+        if lines.is_empty() {
+            continue;
+        }
+        for line in &mut lines {
+            line.2.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        panels.push(ScalingPanel {
+            env,
+            lines,
+            references,
+        });
+    }
+    panels
+}
+
+fn draw_scaling<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    key: &str,
+    panels: &[ScalingPanel],
+) -> Result<()> {
+    root.fill(&WHITE).map_err(err)?;
+    let mut names: Vec<String> = Vec::new();
+    for p in panels {
+        for l in &p.lines {
+            if !names.contains(&l.0) {
+                names.push(l.0.clone());
+            }
+        }
+        for r in &p.references {
+            let n = format!("{} (reference, no {key})", r.0);
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    let colour_of = |name: &str| colour(names.iter().position(|n| n == name).unwrap_or(0));
+    let items: Vec<LegendItem> = names
+        .iter()
+        .map(|n| LegendItem {
+            text: n.clone(),
+            colour: Some(colour_of(n)),
+        })
+        .collect();
+    let (layout, legend_h) = legend_layout(root, &items)?;
+    let note = vec![
+        format!(
+            "Each point: the IQM over seeds of the final return at that {key} (line), its 95% bootstrap CI (bar) and the runs (dots)."
+        ),
+        "Dashed: a reference with no grid value (its IQM, and its CI as a band).".to_string(),
+    ];
+    let note_h = note.len() as u32 * (NOTE + 7) + 10;
+    let (top, rest) = root.split_vertically(root.dim_in_pixel().1 - legend_h - note_h);
+    let (legend, foot) = rest.split_vertically(legend_h);
+    let areas = top.split_evenly((1, panels.len()));
+    for (panel, area) in panels.iter().zip(areas) {
+        // One column per value of the key, in order (the values of a grid are usually a
+        // geometric series, so this is close to a log scale and labels every value exactly).
+        let mut values: Vec<f64> = panel
+            .lines
+            .iter()
+            .flat_map(|l| l.2.iter().map(|p| p.0))
+            .collect();
+        values.sort_by(f64::total_cmp);
+        values.dedup();
+        let fx = |x: f64| values.iter().position(|v| *v == x).unwrap_or(0) as f64;
+        let (x0, x1) = (-0.5, values.len() as f64 - 0.5);
+        let ys = panel
+            .lines
+            .iter()
+            .flat_map(|l| {
+                l.2.iter()
+                    .flat_map(|p| [p.2, p.3].into_iter().chain(p.4.iter().copied()))
+            })
+            .chain(panel.references.iter().flat_map(|r| [r.3, r.4]))
+            .filter(|v| v.is_finite());
+        let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
+            (a.min(y), b.max(y))
+        });
+        let (lo, hi) = if lo.is_finite() {
+            padded(lo, hi)
+        } else {
+            (0.0, 1.0)
+        };
+        let mut chart = ChartBuilder::on(&area)
+            .caption(panel.env.clone(), ("sans-serif", CAPTION))
+            .margin(16)
+            .x_label_area_size(56)
+            .y_label_area_size(80)
+            .build_cartesian_2d(x0..x1, lo..hi)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc(key)
+            .y_desc("final return (IQM)")
+            .disable_x_mesh()
+            .x_labels(values.len() * 2 + 1)
+            .x_label_formatter(&|x| {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < values.len() {
+                    let v = values[i as usize];
+                    tick(v, v.abs().max(1.0))
+                } else {
+                    String::new()
+                }
+            })
+            .y_label_formatter(&|y| tick(*y, hi - lo))
+            .label_style(("sans-serif", TICK))
+            .axis_desc_style(("sans-serif", TICK))
+            .light_line_style(BLACK.mix(0.04))
+            .draw()
+            .map_err(err)?;
+        for (label, _, iqm, low, high) in &panel.references {
+            let col = colour_of(&format!("{label} (reference, no {key})"));
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(x0, *low), (x1, *high)],
+                    col.mix(0.12).filled(),
+                )))
+                .map_err(err)?;
+            chart
+                .draw_series(DashedLineSeries::new(
+                    vec![(x0, *iqm), (x1, *iqm)],
+                    12,
+                    8,
+                    col.stroke_width(3),
+                ))
+                .map_err(err)?;
+        }
+        for (name, _, points) in &panel.lines {
+            let col = colour_of(name);
+            let w = 0.06;
+            for (x, _, low, high, scores) in points {
+                let x = fx(*x);
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(x - w, *low), (x + w, *high)],
+                        col.mix(0.3).filled(),
+                    )))
+                    .map_err(err)?;
+                chart
+                    .draw_series(
+                        scores
+                            .iter()
+                            .map(|&d| Circle::new((x, d), 5, BLACK.mix(0.5).filled())),
+                    )
+                    .map_err(err)?;
+            }
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().map(|p| (fx(p.0), p.1)),
+                    col.stroke_width(3),
+                ))
+                .map_err(err)?;
+        }
+    }
+    draw_legend(&legend, &items, &layout)?;
+    draw_note(&foot, &note)?;
+    Ok(())
 }
 
 /// One row of `estimators.csv`.
