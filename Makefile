@@ -6,7 +6,7 @@
 # Both install libtorch first if this machine lacks it (scripts/setup-libtorch.sh).
 #   make plots      regenerate every committed report and plot from results/ (no training)
 #   make reproduce  retrain results/ from scratch into out/reproduce (scripts/reproduce-results.sh)
-.PHONY: setup run test check-learning lint bench-envs bench-train plots reproduce
+.PHONY: setup run test check-learning lint bench-envs bench-train bench-prefs plots reproduce
 
 CARGO ?= cargo
 FIXTURE := tests/fixtures/gymnasium-classic-control-transitions.csv
@@ -28,6 +28,8 @@ plots: setup
 	./target/release/gradgym plot results/classic-control
 	./target/release/gradgym report results/quick > /dev/null
 	./target/release/gradgym plot results/quick
+	./target/release/gradgym report results/prefs > /dev/null
+	./target/release/gradgym plot results/prefs
 	./target/release/gradgym plot results/estimators
 
 reproduce: setup
@@ -53,3 +55,8 @@ bench-envs:
 # PPO CartPole (CleanRL's config) wall clock, 3 runs per backend.
 bench-train:
 	scripts/bench-train.sh 3
+
+# The preference loop's cost: PPO on the learned reward (1,000 labels) against PPO on the true
+# reward, interleaved and async, 3 runs each (issue 12's target: interleaved ≤ 1.5×).
+bench-prefs:
+	scripts/bench-prefs.sh 3

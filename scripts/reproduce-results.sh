@@ -2,6 +2,7 @@
 # Retrains the committed reference results from scratch and regenerates their reports and plots:
 #   results/classic-control/  gradgym sweep sweeps/classic-control.toml (40 runs; ~70 s on 2 cores)
 #   results/quick/            gradgym sweep sweeps/quick.toml (the main job's sweep; ~20 s)
+#   results/prefs/            gradgym sweep sweeps/prefs.toml (60 runs, learning from preferences; ~3 min)
 #   results/estimators/       gradgym estimators --seed 0 (~3 s)
 # Usage: scripts/reproduce-results.sh [OUT]   (default OUT=out/reproduce; compare with results/)
 set -euo pipefail
@@ -10,11 +11,11 @@ out=${1:-out/reproduce}
 scripts/setup-libtorch.sh
 cargo build --release --quiet
 g=./target/release/gradgym
-for sweep in classic-control quick; do
-  $g sweep "sweeps/$sweep.toml" --out "$out/$sweep"
+for sweep in classic-control quick prefs; do
+  $g sweep "sweeps/$sweep.toml" --jobs 2 --out "$out/$sweep"
   $g report "$out/$sweep" > /dev/null
   $g plot "$out/$sweep" > /dev/null
 done
 $g estimators --seed 0 --out "$out/estimators" > /dev/null
 $g plot "$out/estimators" > /dev/null
-echo "wrote $out/{classic-control,quick,estimators}; every file but the timing columns should match results/"
+echo "wrote $out/{classic-control,quick,prefs,estimators}; every file but the timing columns should match results/"
