@@ -314,11 +314,13 @@ impl PrefsLoop {
 
     /// Labels that should have been asked by env step `t` (after the initial batch).
     pub fn scheduled(&self, t: u64) -> u64 {
-        let n0 = self.prefs.initial_labels() as f64;
-        let n = self.prefs.labels as f64;
-        let c = self.prefs.timescale(self.end_step);
-        let share = (1.0 + t as f64 / c).ln() / (1.0 + self.end_step as f64 / c).ln();
-        ((n0 + (n - n0) * share.min(1.0)).floor() as u64).min(self.prefs.labels)
+        labels_by(
+            t,
+            self.prefs.initial_labels(),
+            self.prefs.labels,
+            self.prefs.timescale(self.end_step),
+            self.end_step,
+        )
     }
 
     /// Joins the async threads (a no-op when interleaved) and flushes `labels.csv`.
@@ -469,9 +471,7 @@ impl PrefsLoop {
             for q in &mut candidates {
                 q.score = Some(model.disagreement(&q.rows, &mut self.scratch));
             }
-            // Most disputed first; the sort is stable, so equal scores keep pool order.
-            candidates.sort_by(|a, b| b.score.partial_cmp(&a.score).expect("finite scores"));
-            candidates.truncate(count);
+            candidates = most_disputed(candidates, count);
         }
         Ok(candidates)
     }
@@ -504,6 +504,21 @@ impl PrefsLoop {
             0
         }
     }
+}
+
+/// The labels asked by env step `t`: the initial `n0`, then a rate ∝ c/(T + c) that brings the
+/// count to `n` at `t_end`: n0 + (n − n0) · ln(1 + t/c) / ln(1 + t_end/c), rounded down.
+pub fn labels_by(t: u64, n0: u64, n: u64, c: f64, t_end: u64) -> u64 {
+    let share = (1.0 + t as f64 / c).ln() / (1.0 + t_end as f64 / c).ln();
+    ((n0 as f64 + (n - n0) as f64 * share.min(1.0)).floor() as u64).min(n)
+}
+
+/// The `count` queries of highest disagreement, most disputed first; the sort is stable, so
+/// equal scores keep pool order.
+fn most_disputed(mut candidates: Vec<Query>, count: usize) -> Vec<Query> {
+    candidates.sort_by(|a, b| b.score.partial_cmp(&a.score).expect("finite scores"));
+    candidates.truncate(count);
+    candidates
 }
 
 fn spawn(mut labeller: Labeller, mut fitter: Fitter) -> Engine {
@@ -713,5 +728,47 @@ impl Hook for PrefsLoop {
             .set("reward_pearson", pearson(&xs, &ys))
             .set("reward_spearman", spearman(&xs, &ys));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_follows_its_formula() {
+        let (n0, n, c, end) = (250, 1000, 100_000.0, 500_000);
+        assert_eq!(labels_by(0, n0, n, c, end), 250);
+        assert_eq!(labels_by(end, n0, n, c, end), 1000);
+        assert_eq!(labels_by(2 * end, n0, n, c, end), 1000);
+        // Halfway in steps is more than halfway in labels: the rate falls.
+        let half = labels_by(end / 2, n0, n, c, end);
+        let expected = 250.0 + 750.0 * (1.0f64 + 2.5).ln() / (1.0f64 + 5.0).ln();
+        assert_eq!(half, expected.floor() as u64);
+        assert!(half > 625, "{half}");
+        // Rate at t ∝ c/(t + c): the labels between t and t + dt shrink as t grows.
+        let early = labels_by(60_000, n0, n, c, end) - labels_by(50_000, n0, n, c, end);
+        let late = labels_by(460_000, n0, n, c, end) - labels_by(450_000, n0, n, c, end);
+        assert!(early > 2 * late, "{early} vs {late}");
+    }
+
+    #[test]
+    fn disagreement_keeps_the_most_disputed_in_pool_order_on_ties() {
+        let query = |score: f64, iteration: u64| Query {
+            iteration,
+            global_step: 0,
+            rows: Vec::new(),
+            true_rewards: Vec::new(),
+            score: Some(score),
+        };
+        let pool = vec![
+            query(0.1, 0),
+            query(0.5, 1),
+            query(0.3, 2),
+            query(0.5, 3),
+            query(0.0, 4),
+        ];
+        let kept: Vec<u64> = most_disputed(pool, 3).iter().map(|q| q.iteration).collect();
+        assert_eq!(kept, vec![1, 3, 2]);
     }
 }
