@@ -13,6 +13,8 @@
 //! - [`preference`]: learning from preferences: segments cut from rollouts
 //!   ([`preference::segments`]) and the synthetic human that compares them
 //!   ([`preference::oracle`]).
+//! - [`text`]: the synthetic review language of the RLHF work: vocabulary and tokenizer, a
+//!   seeded grammar of prompts and responses, and the hidden gold judge.
 //! - [`rng`]: the seeded, named random streams every part of gradgym draws from.
 //! - [`math`]: branch-free sin/cos so the physics vectorises.
 //!
@@ -33,6 +35,7 @@ pub mod preference;
 pub mod registry;
 pub mod rng;
 pub mod space;
+pub mod text;
 pub mod vec_env;
 pub mod wrappers;
 

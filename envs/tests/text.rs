@@ -1,0 +1,293 @@
+//! The synthetic review language: the tokenizer round-trips and names unknown words, the
+//! grammar's prompts and responses parse, demonstrations follow the requested sentiment, and
+//! the gold judge scores as its formula says and can be gamed by positive-word spam.
+
+use gradgym_envs::preference::{OracleConfig, SyntheticHuman};
+use gradgym_envs::rng;
+use gradgym_envs::text::vocab::{Class, WORDS};
+use gradgym_envs::text::{
+    EOS, GoldJudge, Grammar, PROMPT_LEN, Request, Sentiment, Style, TokenError, Vocabulary,
+};
+
+#[test]
+fn the_vocabulary_has_a_few_hundred_words_each_once() {
+    let v = Vocabulary::new();
+    assert!((250..=512).contains(&v.len()), "{} tokens", v.len());
+    for (i, (w, c)) in WORDS.iter().enumerate() {
+        let id = v.id(w).unwrap();
+        assert_eq!(id as usize, i + 4, "{w}");
+        assert_eq!(v.class(id), Some(*c));
+        assert_eq!(v.word(id), Some(*w));
+    }
+    assert_eq!(
+        v.encode("<pad> <bos> <eos> <sep>").unwrap(),
+        vec![0, 1, 2, 3]
+    );
+    assert!(v.of_class(Class::Positive).len() >= 30);
+    assert_eq!(
+        v.of_class(Class::Positive).len(),
+        v.of_class(Class::Negative).len(),
+        "as many ways to praise as to pan"
+    );
+}
+
+#[test]
+fn the_tokenizer_round_trips_and_names_unknown_words() {
+    let v = Vocabulary::new();
+    let ids = v.encode("overall, the film was very good.").unwrap();
+    assert_eq!(
+        v.decode(&ids).unwrap(),
+        "overall , the film was very good ."
+    );
+    assert_eq!(v.encode(&v.decode(&ids).unwrap()).unwrap(), ids);
+    let g = Grammar::new();
+    let mut r = rng::stream(5, "test/text", 0);
+    for _ in 0..500 {
+        let request = g.sample_request(&mut r);
+        for style in [Style::Corpus, Style::Demonstration] {
+            let mut all = g.prompt(request);
+            all.extend(g.sample_response(request, style, &mut r));
+            let text = v.decode(&all).unwrap();
+            assert_eq!(v.encode(&text).unwrap(), all, "{text}");
+        }
+    }
+    match v.encode("the film was gud .") {
+        Err(TokenError::UnknownWord { word, position, .. }) => {
+            assert_eq!((word.as_str(), position), ("gud", 4));
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = v.encode("the flim").unwrap_err().to_string();
+    assert!(e.contains("`flim`") && e.contains("word 2"), "{e}");
+    assert!(matches!(
+        v.decode(&[1, 9999]),
+        Err(TokenError::UnknownId { id: 9999, .. })
+    ));
+}
+
+#[test]
+fn prompts_and_sampled_responses_parse_and_demonstrations_follow_the_request() {
+    let g = Grammar::new();
+    let judge = GoldJudge::new();
+    let mut r = rng::stream(6, "test/text", 0);
+    let (mut demo_gold, mut corpus_gold, mut corpus_wrong_sentiment) = (0.0, 0.0, 0);
+    let n = 2000;
+    for _ in 0..n {
+        let request = g.sample_request(&mut r);
+        let prompt = g.prompt(request);
+        assert_eq!(prompt.len(), PROMPT_LEN);
+        assert_eq!(g.parse_prompt(&prompt), Some(request));
+        let demo = g.sample_response(request, Style::Demonstration, &mut r);
+        assert!(g.well_formed(request, &demo), "{:?}", g.vocab.decode(&demo));
+        let s = judge.score(&prompt, &demo).unwrap();
+        assert!(s.sentiment > 0.4, "{s:?} {:?}", g.vocab.decode(&demo));
+        assert_eq!(s.repetition, 0.0, "{:?}", g.vocab.decode(&demo));
+        demo_gold += s.gold / n as f64;
+        let corpus = g.sample_response(request, Style::Corpus, &mut r);
+        assert!(
+            g.well_formed(request, &corpus),
+            "{:?}",
+            g.vocab.decode(&corpus)
+        );
+        let c = judge.score(&prompt, &corpus).unwrap();
+        corpus_gold += c.gold / n as f64;
+        corpus_wrong_sentiment += (c.sentiment < 0.0) as usize;
+    }
+    // The corpus is not aligned with the request; the demonstrations are.
+    assert!(corpus_wrong_sentiment > n / 4, "{corpus_wrong_sentiment}");
+    assert!(
+        demo_gold > corpus_gold + 0.5,
+        "{demo_gold} vs {corpus_gold}"
+    );
+    // The same seed draws the same text.
+    let mut a = rng::stream(9, "test/text", 0);
+    let mut b = rng::stream(9, "test/text", 0);
+    let ra = g.sample_request(&mut a);
+    assert_eq!(ra, g.sample_request(&mut b));
+    assert_eq!(
+        g.sample_response(ra, Style::Corpus, &mut a),
+        g.sample_response(ra, Style::Corpus, &mut b)
+    );
+}
+
+fn request(g: &Grammar, subject: &str, sentiment: Sentiment) -> Request {
+    Request {
+        subject: g.vocab.must(subject),
+        sentiment,
+    }
+}
+
+#[test]
+fn the_parser_rejects_what_the_grammar_cannot_make() {
+    let g = Grammar::new();
+    let film = request(&g, "film", Sentiment::Positive);
+    let ok = |text: &str| g.well_formed(film, &g.vocab.encode(text).unwrap());
+    assert!(ok("the film was good . <eos>"));
+    assert!(ok(
+        "honestly , this story felt not very dull , but warm . its price is cheap . <eos>"
+    ));
+    assert!(ok("the film was good and quite clever . <eos>"));
+    assert!(!ok("the film was good ."), "no <eos>");
+    assert!(
+        !ok("the book was good . <eos>"),
+        "another subject than the prompt's"
+    );
+    assert!(!ok("film the was good . <eos>"), "word order");
+    assert!(!ok("the film was . <eos>"), "no adjective");
+    assert!(!ok("the film was good good . <eos>"));
+    assert!(!ok("the film was good <eos>"), "no final `.`");
+    assert!(!ok("<eos>"), "an empty response");
+    assert!(!ok("great wonderful superb . <eos>"));
+}
+
+#[test]
+fn the_judge_scores_by_its_formula() {
+    let g = Grammar::new();
+    let judge = GoldJudge::new();
+    let prompt = g.prompt(request(&g, "film", Sentiment::Positive));
+    let enc = |t: &str| g.vocab.encode(t).unwrap();
+    let s = judge
+        .score(&prompt, &enc("the film was very good . <eos>"))
+        .unwrap();
+    assert!((s.sentiment - (0.75f64).tanh()).abs() < 1e-12, "{s:?}");
+    assert_eq!(s.well_formed, 1.0);
+    assert!(
+        (s.length - (-1.0f64).exp()).abs() < 1e-12,
+        "L = 6: exp(−((6 − 14)/8)²)"
+    );
+    assert_eq!(s.repetition, 0.0);
+    let gold = (0.75f64).tanh() + 1.0 + 0.5 * (-1.0f64).exp();
+    assert!((s.gold - gold).abs() < 1e-12);
+    // `not` flips, the requested sentiment decides the sign, <eos> missing halves the form.
+    let s = judge
+        .score(&prompt, &enc("the film was not good . <eos>"))
+        .unwrap();
+    assert!((s.sentiment - (-0.5f64).tanh()).abs() < 1e-12);
+    let negative = g.prompt(request(&g, "film", Sentiment::Negative));
+    let s = judge
+        .score(&negative, &enc("the film was not good . <eos>"))
+        .unwrap();
+    assert!((s.sentiment - (0.5f64).tanh()).abs() < 1e-12);
+    let s = judge.score(&prompt, &enc("the film was good .")).unwrap();
+    assert_eq!(s.well_formed, 0.5);
+    // Repetition: 2 of 6 words repeat an earlier adjective.
+    let s = judge
+        .score(&prompt, &enc("the film was good and good . <eos>"))
+        .unwrap();
+    assert!((s.repetition - 1.0 / 6.0).abs() < 1e-12, "{s:?}");
+    // Tokens after <eos> are not part of the response.
+    let a = judge
+        .score(&prompt, &enc("the film was good . <eos>"))
+        .unwrap();
+    let b = judge
+        .score(&prompt, &enc("the film was good . <eos> awful awful"))
+        .unwrap();
+    assert_eq!(a, b);
+    assert!(
+        judge
+            .score(&enc("the film was good"), &enc("<eos>"))
+            .is_err()
+    );
+}
+
+#[test]
+fn positive_word_spam_games_a_sentiment_proxy_but_not_the_judge() {
+    let g = Grammar::new();
+    let judge = GoldJudge::new();
+    let request = request(&g, "film", Sentiment::Positive);
+    let prompt = g.prompt(request);
+    let mut r = rng::stream(7, "test/text", 0);
+    let demos: Vec<f64> = (0..200)
+        .map(|_| {
+            let d = g.sample_response(request, Style::Demonstration, &mut r);
+            judge.score(&prompt, &d).unwrap().gold
+        })
+        .collect();
+    let demo_mean = demos.iter().sum::<f64>() / demos.len() as f64;
+    let spam = g
+        .vocab
+        .encode("great wonderful superb excellent brilliant amazing lovely fantastic <eos>")
+        .unwrap();
+    let repeated = g
+        .vocab
+        .encode("great great great great great great great great great great great great <eos>")
+        .unwrap();
+    let s = judge.score(&prompt, &spam).unwrap();
+    let t = judge.score(&prompt, &repeated).unwrap();
+    // A proxy that counts positive words prefers the spam to any demonstration …
+    assert!(s.sentiment > 0.99 && t.sentiment > 0.99);
+    // … and the gold judge does not.
+    assert!(
+        s.gold < demo_mean - 0.5,
+        "spam {} vs demos {demo_mean}",
+        s.gold
+    );
+    assert!(
+        t.gold < s.gold,
+        "repeating is worse still: {} vs {}",
+        t.gold,
+        s.gold
+    );
+    assert!(t.repetition > 0.9);
+}
+
+#[test]
+fn the_judge_labels_comparisons_through_the_synthetic_human() {
+    let g = Grammar::new();
+    let judge = GoldJudge::new();
+    let prompt = g.prompt(request(&g, "film", Sentiment::Positive));
+    let good = g
+        .vocab
+        .encode("the film was truly wonderful . <eos>")
+        .unwrap();
+    let bad = g.vocab.encode("the film was awful . <eos>").unwrap();
+    let mut perfect =
+        SyntheticHuman::new(OracleConfig::default(), rng::stream(1, "test/human", 0)).unwrap();
+    for _ in 0..20 {
+        let a = judge
+            .compare(&prompt, &[&bad, &good], &mut perfect)
+            .unwrap();
+        assert_eq!(a.choice, Some(1));
+        assert_eq!(a.mu, vec![0.0, 1.0]);
+    }
+    // Boltzmann-rational: at temperature 1 the better one wins with σ(Δgold).
+    let config = OracleConfig {
+        temperature: 1.0,
+        ..OracleConfig::default()
+    };
+    let mut human = SyntheticHuman::new(config, rng::stream(2, "test/human", 0)).unwrap();
+    let gap = judge.score(&prompt, &good).unwrap().gold - judge.score(&prompt, &bad).unwrap().gold;
+    let p = 1.0 / (1.0 + (-gap).exp());
+    let n = 4000;
+    let wins = (0..n)
+        .filter(|_| {
+            judge
+                .compare(&prompt, &[&bad, &good], &mut human)
+                .unwrap()
+                .choice
+                == Some(1)
+        })
+        .count() as f64
+        / n as f64;
+    assert!(
+        (wins - p).abs() < 4.0 * (p * (1.0 - p) / n as f64).sqrt(),
+        "{wins} vs {p}"
+    );
+    // A tie within the margin, and a response to a non-prompt is an error.
+    let config = OracleConfig {
+        margin: 10.0,
+        ..OracleConfig::default()
+    };
+    let mut lenient = SyntheticHuman::new(config, rng::stream(3, "test/human", 0)).unwrap();
+    assert_eq!(
+        judge
+            .compare(&prompt, &[&bad, &good], &mut lenient)
+            .unwrap()
+            .mu,
+        vec![0.5, 0.5]
+    );
+    assert!(judge.compare(&good, &[&bad, &good], &mut lenient).is_err());
+    // K = 1 is refused by the human.
+    assert!(judge.compare(&prompt, &[&good], &mut lenient).is_err());
+    let _ = EOS;
+}
