@@ -291,3 +291,104 @@ fn the_judge_labels_comparisons_through_the_synthetic_human() {
     assert!(judge.compare(&prompt, &[&good], &mut lenient).is_err());
     let _ = EOS;
 }
+
+mod env {
+    use gradgym_envs::rng;
+    use gradgym_envs::text::{
+        EOS, PAD, PROMPT_LEN, TextEnv, TextEnvConfig, TextEnvError, token_rewards,
+    };
+
+    fn env(batch: usize, max_response: usize) -> TextEnv {
+        TextEnv::new(TextEnvConfig {
+            batch,
+            max_response,
+            context: 64,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn episodes_end_at_eos_or_the_maximum_length_and_padding_is_masked() {
+        let mut e = env(3, 4);
+        e.reset(&mut rng::stream(1, "test/env", 0));
+        let good = e.grammar.vocab.must("good");
+        e.step(&[good, EOS, good]).unwrap();
+        assert!(!e.is_done(0) && e.is_done(1) && !e.is_done(2));
+        // An ended row ignores its action (even an id that would be out of range).
+        e.step(&[good, 9999, good]).unwrap();
+        e.step(&[good, good, EOS]).unwrap();
+        e.step(&[good, good, good]).unwrap();
+        assert!(e.all_done(), "row 0 ends at the maximum length");
+        assert_eq!(e.response(0), &[good; 4]);
+        assert_eq!(e.response(1), &[EOS]);
+        assert_eq!(e.response(2), &[good, good, EOS]);
+        let tokens = e.tokens();
+        assert_eq!(tokens[1].len(), PROMPT_LEN + 4);
+        assert_eq!(&tokens[1][PROMPT_LEN..], &[EOS, PAD, PAD, PAD]);
+        let mask = e.response_mask();
+        assert_eq!(
+            mask[2],
+            [vec![false; PROMPT_LEN], vec![true, true, true, false]].concat()
+        );
+        assert!(mask.iter().all(|m| m[..PROMPT_LEN].iter().all(|x| !x)));
+        // The prompts are the grammar's and the same seed draws the same ones.
+        let mut f = env(3, 4);
+        f.reset(&mut rng::stream(1, "test/env", 0));
+        assert_eq!(f.prompt(2), e.prompt(2));
+        assert_eq!(e.grammar.parse_prompt(e.prompt(0)), Some(e.requests()[0]));
+    }
+
+    #[test]
+    fn bad_actions_and_settings_are_refused() {
+        let mut e = env(2, 4);
+        e.reset(&mut rng::stream(1, "test/env", 0));
+        let size = e.grammar.vocab.len() as u32;
+        assert_eq!(
+            e.step(&[1, size]),
+            Err(TextEnvError::InvalidAction {
+                row: 1,
+                action: size,
+                size: size as usize
+            })
+        );
+        assert!(e.response(0).is_empty(), "a refused step changes nothing");
+        assert!(matches!(
+            e.step(&[1]),
+            Err(TextEnvError::WrongActionCount { given: 1, batch: 2 })
+        ));
+        let short = TextEnv::new(TextEnvConfig {
+            batch: 1,
+            max_response: 24,
+            context: 16,
+        })
+        .unwrap_err();
+        assert!(short.to_string().contains("`context`"), "{short}");
+        assert!(short.to_string().contains("32 needed"), "{short}");
+    }
+
+    #[test]
+    fn the_kl_penalty_and_the_score_are_paid_as_r_minus_beta_log_ratio() {
+        // By hand: log π = (−1, −2, −0.5), log p = (−1.5, −1, −0.5), β = 0.1, score 2.
+        let response = [7, 8, EOS];
+        let t = token_rewards(
+            &response,
+            &[-1.0, -2.0, -0.5],
+            &[-1.5, -1.0, -0.5],
+            2.0,
+            0.1,
+            1.0,
+        );
+        let expect = [-0.1 * 0.5, -0.1 * -1.0, 0.0 + 2.0];
+        for (a, b) in t.rewards.iter().zip(expect) {
+            assert!((a - b).abs() < 1e-12, "{:?}", t.rewards);
+        }
+        assert!((t.kl - (0.5 - 1.0 + 0.0)).abs() < 1e-12);
+        // The sum is R(x, y) = r − β Σ log π/p.
+        let total: f64 = t.rewards.iter().sum();
+        assert!((total - (2.0 - 0.1 * t.kl)).abs() < 1e-12);
+        // Without <eos>, the penalty comes off the score, still at the last real token.
+        let t = token_rewards(&[7, 8], &[-1.0, -2.0], &[-1.0, -2.0], 2.0, 0.1, 1.5);
+        assert_eq!(t.rewards, vec![0.0, 0.5]);
+        assert_eq!(t.score, 0.5);
+    }
+}
