@@ -11,13 +11,18 @@
 //! - [`actor_critic`]: the layout of actor, critic and log σ in one vector ([`ActorCritic`]),
 //!   and [`Policy`], the CPU copy of it that rollouts act with.
 //! - [`torch`]: the same network as tch modules, for the libtorch backend.
+//! - [`gpt`]: the causal transformer of RLHF on text (tch), its KV cache and checkpoints.
+//! - [`sampling`]: temperature, top-k and top-p sampling from logits, and generation with the
+//!   KV cache.
 //!
 //! Networks do not know algorithms: they map observations to a distribution and a value.
 
 pub mod actor_critic;
+pub mod gpt;
 pub mod heads;
 pub mod init;
 pub mod mlp;
+pub mod sampling;
 pub mod tanh;
 pub mod torch;
 

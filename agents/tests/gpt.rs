@@ -1,0 +1,289 @@
+//! The causal transformer of RLHF on text: its size, causality, the KV cache against a full
+//! forward pass, checkpoints that round-trip (and name what does not fit), seeded
+//! initialisation, and sampling with temperature, top-k and top-p.
+
+use gradgym_agents::nn::gpt::{Gpt, GptConfig, KvCache};
+use gradgym_agents::nn::sampling::{
+    SamplingConfig, generate, sample_token, sampling_probabilities,
+};
+use gradgym_envs::rng;
+use tch::{Device, Kind, Tensor};
+
+fn small() -> GptConfig {
+    GptConfig {
+        vocab: 50,
+        context: 24,
+        width: 32,
+        layers: 2,
+        heads: 4,
+    }
+}
+
+fn model(seed: u64) -> Gpt {
+    Gpt::new(small(), Device::Cpu, &mut rng::stream(seed, "test/gpt", 0)).unwrap()
+}
+
+fn tokens(rows: &[Vec<i64>]) -> Tensor {
+    let flat: Vec<i64> = rows.iter().flatten().copied().collect();
+    Tensor::from_slice(&flat).view([rows.len() as i64, rows[0].len() as i64])
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+#[test]
+fn the_bench_model_has_gpt2s_shape_and_470k_parameters() {
+    let c = GptConfig::bench();
+    assert_eq!(c.num_parameters(), 470_528);
+    let m = Gpt::new(c, Device::Cpu, &mut rng::stream(1, "test/gpt", 0)).unwrap();
+    let n: i64 =
+        m.vs.trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum();
+    assert_eq!(n, 470_528);
+    let bad = GptConfig {
+        heads: 5,
+        ..GptConfig::bench()
+    };
+    assert_eq!(bad.validate().unwrap_err().0, "heads");
+}
+
+#[test]
+fn changing_a_later_token_leaves_earlier_logits_unchanged() {
+    tch::set_num_threads(1);
+    let m = model(1);
+    let a: Vec<i64> = (0..16).map(|i| (i * 7 % 50) as i64).collect();
+    let mut b = a.clone();
+    b[9] = (a[9] + 13) % 50;
+    b[15] = 1;
+    let la = tch::no_grad(|| m.forward(&tokens(std::slice::from_ref(&a))));
+    let lb = tch::no_grad(|| m.forward(&tokens(&[b])));
+    assert_eq!(la.size(), vec![1, 16, 50]);
+    let before = max_diff(&la.narrow(1, 0, 9), &lb.narrow(1, 0, 9));
+    assert!(
+        before < 1e-6,
+        "positions before the change moved by {before}"
+    );
+    let after = max_diff(&la.narrow(1, 9, 7), &lb.narrow(1, 9, 7));
+    assert!(
+        after > 1e-3,
+        "the change must reach later positions ({after})"
+    );
+}
+
+#[test]
+fn kv_cache_generation_gives_the_logits_of_a_full_forward_pass() {
+    tch::set_num_threads(1);
+    let m = model(2);
+    let rows = vec![
+        (0..20).map(|i| (i * 3 % 50) as i64).collect::<Vec<_>>(),
+        (0..20).map(|i| (i * 11 % 50) as i64).collect::<Vec<_>>(),
+    ];
+    let full = tch::no_grad(|| m.forward(&tokens(&rows)));
+    let mut cache = KvCache::default();
+    let prompt: Vec<Vec<i64>> = rows.iter().map(|r| r[..8].to_vec()).collect();
+    let first = tch::no_grad(|| m.forward_cached(&tokens(&prompt), &mut cache));
+    assert!(max_diff(&first, &full.narrow(1, 0, 8)) < 1e-5);
+    for t in 8..20 {
+        let step: Vec<Vec<i64>> = rows.iter().map(|r| vec![r[t]]).collect();
+        let l = tch::no_grad(|| m.forward_cached(&tokens(&step), &mut cache));
+        let d = max_diff(&l, &full.narrow(1, t as i64, 1));
+        assert!(d < 1e-5, "position {t}: {d}");
+    }
+    assert_eq!(cache.len(), 20);
+}
+
+#[test]
+fn checkpoints_round_trip_and_name_what_does_not_fit() {
+    let m = model(3);
+    let dir = std::env::temp_dir().join(format!("gradgym-gpt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    m.save(&dir).unwrap();
+    let back = Gpt::load(&dir, Device::Cpu).unwrap();
+    assert_eq!(back.config, m.config);
+    let x = tokens(&[(0..10).collect()]);
+    let d = tch::no_grad(|| max_diff(&m.forward(&x), &back.forward(&x)));
+    assert_eq!(d, 0.0);
+    // Names and shapes are GPT-2's, as nanoGPT writes them.
+    let data = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&data).unwrap();
+    assert_eq!(
+        st.tensor("transformer.h.1.attn.c_attn.weight")
+            .unwrap()
+            .shape(),
+        &[96, 32]
+    );
+    assert_eq!(
+        st.tensor("transformer.wte.weight").unwrap().shape(),
+        &[50, 32]
+    );
+    assert!(
+        st.tensor("lm_head.weight").is_err(),
+        "the unembedding is tied"
+    );
+    // A config that does not match the weights is named.
+    let other = GptConfig {
+        width: 16,
+        heads: 4,
+        ..small()
+    };
+    std::fs::write(
+        dir.join("model.json"),
+        serde_json::to_string(&other).unwrap(),
+    )
+    .unwrap();
+    let e = Gpt::load(&dir, Device::Cpu).unwrap_err().to_string();
+    assert!(
+        e.contains("transformer.wte.weight") && e.contains("[50, 16]"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn initialisation_comes_from_the_callers_stream() {
+    let p = |m: &Gpt| m.named_parameters()[4].1.copy(); // h.0.attn.c_attn.weight
+    let (a, b, c) = (model(4), model(4), model(5));
+    assert_eq!(max_diff(&p(&a), &p(&b)), 0.0);
+    assert!(max_diff(&p(&a), &p(&c)) > 0.0);
+    // N(0, 0.02) weights.
+    let w = a.named_parameters()[0].1.copy();
+    let std = w.std(true).double_value(&[]);
+    assert!((std - 0.02).abs() < 0.002, "{std}");
+    let _ = Kind::Float;
+}
+
+#[test]
+fn sampling_follows_temperature_top_k_and_top_p() {
+    let logits = [2.0f32, 1.0, 0.5, 0.0, -1.0];
+    let softmax = |t: f64| {
+        let e: Vec<f64> = logits.iter().map(|&l| (l as f64 / t).exp()).collect();
+        let s: f64 = e.iter().sum();
+        e.into_iter().map(|x| x / s).collect::<Vec<_>>()
+    };
+    let p = sampling_probabilities(&logits, &SamplingConfig::default());
+    for (a, b) in p.iter().zip(softmax(1.0)) {
+        assert!((a - b).abs() < 1e-12);
+    }
+    let hot = SamplingConfig {
+        temperature: 2.0,
+        ..SamplingConfig::default()
+    };
+    for (a, b) in sampling_probabilities(&logits, &hot)
+        .iter()
+        .zip(softmax(2.0))
+    {
+        assert!((a - b).abs() < 1e-12);
+    }
+    // Top-k = 2 keeps the two most likely, renormalised.
+    let k2 = SamplingConfig {
+        top_k: 2,
+        ..SamplingConfig::default()
+    };
+    let p = sampling_probabilities(&logits, &k2);
+    let s = softmax(1.0);
+    assert!((p[0] - s[0] / (s[0] + s[1])).abs() < 1e-12);
+    assert_eq!(&p[2..], &[0.0, 0.0, 0.0]);
+    // Top-p keeps the smallest head of mass ≥ p: here the first two (0.55 + 0.20 ≥ 0.7).
+    let nucleus = SamplingConfig {
+        top_p: 0.7,
+        ..SamplingConfig::default()
+    };
+    let p = sampling_probabilities(&logits, &nucleus);
+    assert!(p[0] > 0.0 && p[1] > 0.0 && p[2] == 0.0, "{p:?}");
+    let tiny = SamplingConfig {
+        top_p: 1e-6,
+        ..SamplingConfig::default()
+    };
+    let mut r = rng::stream(1, "test/sample", 0);
+    assert!(
+        (0..50).all(|_| sample_token(&logits, &tiny, &mut r) == 0),
+        "greedy"
+    );
+    // Draws follow the distribution (chi-square, 4 degrees of freedom, p ≈ 0.001 cut 18.5).
+    let n = 20_000;
+    let mut counts = [0usize; 5];
+    for _ in 0..n {
+        counts[sample_token(&logits, &SamplingConfig::default(), &mut r) as usize] += 1;
+    }
+    let chi2: f64 = counts
+        .iter()
+        .zip(softmax(1.0))
+        .map(|(&c, q)| (c as f64 - n as f64 * q).powi(2) / (n as f64 * q))
+        .sum();
+    assert!(chi2 < 18.5, "{chi2} {counts:?}");
+    assert!(
+        SamplingConfig {
+            temperature: 0.0,
+            ..SamplingConfig::default()
+        }
+        .validate()
+        .is_err()
+    );
+}
+
+#[test]
+fn generation_stops_at_eos_and_repeats_for_a_seed() {
+    tch::set_num_threads(1);
+    let m = model(6);
+    let prompts = vec![vec![1u32, 5, 6, 7], vec![1, 8, 9, 10]];
+    let config = SamplingConfig::default();
+    let a = generate(
+        &m,
+        &prompts,
+        12,
+        2,
+        &config,
+        &mut rng::stream(1, "test/gen", 0),
+    );
+    let b = generate(
+        &m,
+        &prompts,
+        12,
+        2,
+        &config,
+        &mut rng::stream(1, "test/gen", 0),
+    );
+    assert_eq!(a, b);
+    for g in &a {
+        assert!(g.tokens.len() <= 12 && g.tokens.len() == g.logprobs.len());
+        if let Some(i) = g.tokens.iter().position(|&t| t == 2) {
+            assert_eq!(i, g.tokens.len() - 1, "nothing after <eos>");
+        }
+        assert!(g.logprobs.iter().all(|l| *l <= 0.0 && l.is_finite()));
+    }
+    // The log-probabilities are the full forward pass's.
+    let row: Vec<i64> = prompts[0]
+        .iter()
+        .chain(&a[0].tokens)
+        .map(|&t| t as i64)
+        .collect();
+    let logits = tch::no_grad(|| m.forward(&tokens(std::slice::from_ref(&row))));
+    let logp = logits.log_softmax(-1, Kind::Float);
+    for (j, &t) in a[0].tokens.iter().enumerate() {
+        let pos = prompts[0].len() + j - 1;
+        let want = logp.double_value(&[0, pos as i64, t as i64]);
+        assert!(
+            (want - a[0].logprobs[j]).abs() < 1e-4,
+            "{j}: {want} vs {}",
+            a[0].logprobs[j]
+        );
+    }
+}
+
+#[test]
+fn gradients_reach_every_parameter() {
+    let m = model(7);
+    let x = tokens(&[(0..12).collect(), (12..24).collect()]);
+    let logits = m.forward(&x);
+    let target = Tensor::from_slice(&(1..25).map(|t| t % 50).collect::<Vec<i64>>());
+    let loss = logits.view([-1, 50]).cross_entropy_for_logits(&target);
+    loss.backward();
+    for v in m.vs.trainable_variables() {
+        let g = v.grad();
+        assert!(g.defined(), "a parameter without a gradient");
+        assert!(g.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+    }
+}
