@@ -287,3 +287,66 @@ fn gradients_reach_every_parameter() {
         assert!(g.abs().sum(Kind::Float).double_value(&[]) > 0.0);
     }
 }
+
+#[test]
+fn prompt_and_padding_contribute_nothing_to_the_lm_loss_or_its_gradient() {
+    tch::set_num_threads(1);
+    let m = model(8);
+    // Two rows: 8 prompt tokens, a response, then padding (0).
+    let rows = vec![
+        vec![1i64, 4, 5, 6, 7, 8, 9, 3, 20, 21, 22, 2, 0, 0, 0, 0],
+        vec![1i64, 4, 5, 6, 11, 12, 9, 3, 30, 31, 2, 0, 0, 0, 0, 0],
+    ];
+    let mask_of = |rows: &[Vec<i64>]| {
+        let flat: Vec<f32> = rows
+            .iter()
+            .flat_map(|r| {
+                let end = r.iter().position(|&t| t == 2).unwrap();
+                (0..r.len()).map(move |j| (j >= 8 && j <= end) as u8 as f32)
+            })
+            .collect();
+        Tensor::from_slice(&flat).view([rows.len() as i64, rows[0].len() as i64])
+    };
+    let grads = |rows: &[Vec<i64>]| {
+        for mut v in m.vs.trainable_variables() {
+            v.zero_grad();
+        }
+        let loss = m.masked_lm_loss(&tokens(rows), &mask_of(rows));
+        loss.backward();
+        let g: Vec<Tensor> =
+            m.vs.trainable_variables()
+                .iter()
+                .map(|v| v.grad().copy())
+                .collect();
+        (loss.double_value(&[]), g)
+    };
+    let (loss, g) = grads(&rows);
+    assert!(loss > 0.0 && loss.is_finite());
+    // Change the padding after <eos>: loss and gradient unchanged. (The prompt conditions the
+    // response, so changing it would change the loss; what it must not do is be predicted.)
+    let mut padded = rows.clone();
+    padded[0][13] = 40;
+    padded[1][14] = 41;
+    let (loss2, g2) = grads(&padded);
+    assert_eq!(loss, loss2);
+    for (a, b) in g.iter().zip(&g2) {
+        assert_eq!(max_diff(a, b), 0.0);
+    }
+    // By hand: the mean −log p of the 7 response tokens (4 + 3) under the full forward pass.
+    let logp = tch::no_grad(|| m.forward(&tokens(&rows))).log_softmax(-1, Kind::Float);
+    let mut total = 0.0;
+    let mut n = 0;
+    for (i, r) in rows.iter().enumerate() {
+        let end = r.iter().position(|&t| t == 2).unwrap();
+        for (j, &token) in r.iter().enumerate().take(end + 1).skip(8) {
+            total -= logp.double_value(&[i as i64, j as i64 - 1, token]);
+            n += 1;
+        }
+    }
+    assert_eq!(n, 7);
+    assert!(
+        (loss - total / n as f64).abs() < 1e-5,
+        "{loss} vs {}",
+        total / n as f64
+    );
+}

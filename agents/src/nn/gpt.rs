@@ -241,7 +241,7 @@ impl Gpt {
         let pos = Tensor::arange_start(past, past + t, (Kind::Int64, device));
         let mut x = self
             .p("transformer.wte.weight")
-            .index_select(0, &tokens.view([-1]))
+            .index_select(0, &tokens.reshape([-1]))
             .view([b, t, w])
             + self
                 .p("transformer.wpe.weight")
@@ -313,6 +313,26 @@ impl Gpt {
             true,
         );
         x.matmul(&self.p("transformer.wte.weight").tr())
+    }
+
+    /// The mean next-token cross-entropy of `tokens` `[B, T]` over the positions `mask` `[B, T]`
+    /// marks (a float or bool tensor, true at the tokens to predict, e.g. a response's real
+    /// tokens): position t's logits predict token t, so prompt and padding positions, unmasked,
+    /// contribute nothing to the loss or its gradient. The language-model loss of pretraining
+    /// (mask: every real token after the first), supervised fine-tuning (mask: the response)
+    /// and Askell et al.'s LM term.
+    pub fn masked_lm_loss(&self, tokens: &Tensor, mask: &Tensor) -> Tensor {
+        let (b, t) = tokens.size2().expect("tokens [B, T]");
+        let logits = self.forward(&tokens.narrow(1, 0, t - 1));
+        let targets = tokens.narrow(1, 1, t - 1);
+        let weights = mask.narrow(1, 1, t - 1).to_kind(Kind::Float);
+        let logp = logits.log_softmax(-1, Kind::Float);
+        let picked = logp
+            .gather(2, &targets.unsqueeze(-1), false)
+            .squeeze_dim(-1);
+        let total = weights.sum(Kind::Float).clamp_min(1.0);
+        let _ = b;
+        -(picked * &weights).sum(Kind::Float) / total
     }
 
     /// Writes `model.safetensors` and `model.json` into `dir`.
