@@ -213,6 +213,19 @@ fn padded(lo: f64, hi: f64) -> (f64, f64) {
     (lo - 0.05 * span, hi + 0.05 * span)
 }
 
+/// The axis range of `values`: their smallest and largest, [`padded`]; (0, 1) when there are
+/// none.
+fn axis_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
+    if lo.is_finite() {
+        padded(lo, hi)
+    } else {
+        (0.0, 1.0)
+    }
+}
+
 /// One entry of a legend: a coloured swatch and its text, or a grey crossed swatch for a
 /// group whose every run failed.
 struct LegendItem {
@@ -399,14 +412,7 @@ fn draw_curves<DB: DrawingBackend>(
             .bands
             .iter()
             .flat_map(|b| b.points.iter().flat_map(|p| [p.2, p.3]));
-        let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
-            (a.min(y), b.max(y))
-        });
-        let (lo, hi) = if lo.is_finite() {
-            padded(lo, hi)
-        } else {
-            (0.0, 1.0)
-        };
+        let (lo, hi) = axis_range(ys);
         let caption = format!(
             "{} (smoothing window {} steps)",
             panel.env,
@@ -494,14 +500,7 @@ fn draw_intervals<DB: DrawingBackend>(
         .iter()
         .flat_map(|r| [r.3, r.4].into_iter().chain(r.5.iter().copied()))
         .filter(|v| v.is_finite());
-    let (lo, hi) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-        (a.min(v), b.max(v))
-    });
-    let (lo, hi) = if lo.is_finite() {
-        padded(lo, hi)
-    } else {
-        (0.0, 1.0)
-    };
+    let (lo, hi) = axis_range(xs);
     let n = rows.len().max(1);
     let names: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();
     // The row labels get the room their longest one needs, so none is clipped.
@@ -946,14 +945,7 @@ fn draw_scaling<DB: DrawingBackend>(
             })
             .chain(panel.references.iter().flat_map(|r| [r.3, r.4]))
             .filter(|v| v.is_finite());
-        let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
-            (a.min(y), b.max(y))
-        });
-        let (lo, hi) = if lo.is_finite() {
-            padded(lo, hi)
-        } else {
-            (0.0, 1.0)
-        };
+        let (lo, hi) = axis_range(ys);
         let mut chart = ChartBuilder::on(&area)
             .caption(panel.env.clone(), ("sans-serif", CAPTION))
             .margin(16)

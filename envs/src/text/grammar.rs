@@ -248,27 +248,15 @@ impl Grammar {
                     for _ in 0..n {
                         self.sentence(request, request.sentiment, false, rng, &mut out);
                     }
-                    let adjectives: Vec<u32> = out
+                    let counted: Vec<u32> = out
                         .iter()
                         .copied()
-                        .filter(|&t| {
-                            matches!(
-                                self.vocab.class(t),
-                                Some(
-                                    Class::Positive
-                                        | Class::Negative
-                                        | Class::Neutral
-                                        | Class::Subject
-                                        | Class::Aspect
-                                        | Class::Intensifier
-                                )
-                            )
-                        })
+                        .filter(|&t| self.vocab.class(t).is_some_and(Class::counts_in_repetition))
                         .collect();
-                    let mut unique = adjectives.clone();
+                    let mut unique = counted.clone();
                     unique.sort_unstable();
                     unique.dedup();
-                    if unique.len() == adjectives.len() {
+                    if unique.len() == counted.len() {
                         break;
                     }
                 }

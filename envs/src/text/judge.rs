@@ -112,19 +112,7 @@ impl GoldJudge {
             .copied()
             .filter(|&t| v.class(t) != Some(Class::Punctuation))
             .collect();
-        let counted = |t: u32| {
-            matches!(
-                v.class(t),
-                Some(
-                    Class::Positive
-                        | Class::Negative
-                        | Class::Neutral
-                        | Class::Subject
-                        | Class::Aspect
-                        | Class::Intensifier
-                )
-            )
-        };
+        let counted = |t: u32| v.class(t).is_some_and(Class::counts_in_repetition);
         let mut seen = std::collections::HashSet::new();
         let repeats = words
             .iter()

@@ -41,6 +41,22 @@ pub enum Class {
     Prompt,
 }
 
+impl Class {
+    /// The classes whose repeats the judge counts as repetition (and demonstrations avoid):
+    /// adjectives, nouns and intensifiers.
+    pub fn counts_in_repetition(self) -> bool {
+        matches!(
+            self,
+            Class::Positive
+                | Class::Negative
+                | Class::Neutral
+                | Class::Subject
+                | Class::Aspect
+                | Class::Intensifier
+        )
+    }
+}
+
 macro_rules! words {
     ($($class:ident: [$($w:literal),* $(,)?]),* $(,)?) => {
         /// Every word of the language with its class, in id order (ids from 4).
