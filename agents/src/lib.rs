@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod nn;
 pub mod prefs;
 pub mod reference_kl;
+pub mod rlhf;
 pub mod run_folder;
 pub mod train;
 

@@ -16,6 +16,7 @@ fn small() -> GptConfig {
         width: 32,
         layers: 2,
         heads: 4,
+        scalar_head: false,
     }
 }
 

@@ -12,7 +12,12 @@
 //!   autodiff gives the estimator of the gradient.
 //! - [`loss_grads`]: the same losses over slices with their gradients written out (for the
 //!   native backend), checked against autograd through [`losses`].
-//! - [`kl`]: fixed and adaptive KL-penalty coefficients.
+//! - [`kl`]: fixed and adaptive KL-penalty coefficients (PPO-KL's, and the penalty toward a
+//!   frozen reference on text).
+//! - [`reward_losses`]: the K-way and pairwise losses of a reward model learned from
+//!   comparisons (ties included), over tensors.
+//! - [`best_of_n`]: best-of-n's exact distribution and KL from the reference, the
+//!   `log n − (n−1)/n` bound, and the plug-in estimate runs use.
 //! - [`real`]: the float type (`f32` or `f64`) of the slice-form code.
 //! - [`exact`]: exact objectives and gradients on small tabular MDPs, computed two ways — the
 //!   ground truth of the estimator tests.
@@ -26,11 +31,13 @@
 //! row-major slices, as the learners hold them.
 
 pub mod advantages;
+pub mod best_of_n;
 pub mod exact;
 pub mod kl;
 pub mod loss_grads;
 pub mod losses;
 pub mod real;
+pub mod reward_losses;
 pub mod study;
 
 pub use real::Real;

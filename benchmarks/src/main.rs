@@ -3,6 +3,7 @@
 mod envs_cmd;
 mod estimators_cmd;
 mod harness_cmd;
+mod rlhf_cmd;
 mod train_cmd;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,9 @@ enum Command {
     /// Train one run paid a reward model fitted to a synthetic human's preferences
     /// (Christiano et al. 2017); writes what `train` writes, plus labels.csv.
     Prefs(Box<train_cmd::PrefsArgs>),
+    /// RLHF on the review language: pretrain → SFT → labels → reward model → best-of-n → RL,
+    /// or one stage (`sft`, `rm`, `rl`, `bon`, `sample`), or the throughput `bench`.
+    Rlhf(Box<rlhf_cmd::RlhfArgs>),
     /// Load a run's saved policy and report the returns of deterministic episodes.
     Eval(train_cmd::EvalArgs),
     /// libtorch version, CUDA and cuDNN availability, thread count.
@@ -52,6 +56,7 @@ fn main() -> std::process::ExitCode {
         Command::Envs { command } => envs_cmd::run(command),
         Command::Train(args) => train_cmd::run_train(*args),
         Command::Prefs(args) => train_cmd::run_prefs(*args),
+        Command::Rlhf(args) => rlhf_cmd::run(*args),
         Command::Eval(args) => train_cmd::run_eval(args),
         Command::Info => train_cmd::run_info(),
         Command::Estimators(args) => estimators_cmd::run(args),

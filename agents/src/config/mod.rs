@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use gradgym_algorithms::kl::KlController;
 
 pub mod prefs;
+pub mod rlhf;
 
 /// Which backend a run uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

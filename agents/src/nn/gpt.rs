@@ -18,12 +18,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow, ensure};
+use anyhow::{Context, Result, anyhow};
 use gradgym_envs::rng::{Stream, standard_normal};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::SafeTensors;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn};
 
+use crate::checkpoint::{read_f32_tensor, write_f32_safetensors};
 use crate::run_folder::write_atomic;
 
 /// The architecture (`model.json` beside the weights).
@@ -36,6 +37,11 @@ pub struct GptConfig {
     pub width: usize,
     pub layers: usize,
     pub heads: usize,
+    /// A scalar head `score.weight [1, width]`, `score.bias [1]` read from the final hidden
+    /// state: the reward model and the value function. The language-model head (tied
+    /// unembedding) is there either way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scalar_head: bool,
 }
 
 impl GptConfig {
@@ -48,6 +54,7 @@ impl GptConfig {
             width: 128,
             layers: 2,
             heads: 4,
+            scalar_head: false,
         }
     }
 
@@ -101,6 +108,12 @@ impl GptConfig {
             ("transformer.ln_f.weight".to_string(), vec![w]),
             ("transformer.ln_f.bias".to_string(), vec![w]),
         ]);
+        if self.scalar_head {
+            out.extend([
+                ("score.weight".to_string(), vec![1, w]),
+                ("score.bias".to_string(), vec![1]),
+            ]);
+        }
         out
     }
 
@@ -162,6 +175,9 @@ impl Gpt {
                 } else {
                     let std = if name.ends_with("c_proj.weight") {
                         residual
+                    } else if name == "score.weight" {
+                        // lm-human-preferences' reward head: N(0, 1/(width + 1)).
+                        1.0 / ((config.width + 1) as f64).sqrt()
                     } else {
                         0.02
                     };
@@ -199,6 +215,61 @@ impl Gpt {
         &self.params[name]
     }
 
+    fn values(&self) -> Vec<(String, Vec<i64>, Vec<f32>)> {
+        self.named_parameters()
+            .into_iter()
+            .map(|(n, t)| {
+                let shape = t.size();
+                let v = Vec::<f32>::try_from(t.to_kind(Kind::Float).view([-1])).expect("floats");
+                (n, shape, v)
+            })
+            .collect()
+    }
+
+    /// An independent copy (its own `VarStore`) with the same weights, on the same device.
+    pub fn duplicate(&self) -> Result<Self> {
+        Self::from_values(self.config.clone(), self.vs.device(), self.values())
+    }
+
+    /// A copy of this body with a fresh scalar head drawn from `rng` (N(0, 1/(width + 1)),
+    /// bias 0): the reward model initialised from the SFT model. (The value function starts as
+    /// the reward model, body and head: that is [`Gpt::duplicate`].)
+    pub fn with_scalar_head(&self, rng: &mut Stream) -> Result<Self> {
+        let config = GptConfig {
+            scalar_head: true,
+            ..self.config.clone()
+        };
+        let mut values: Vec<_> = self
+            .values()
+            .into_iter()
+            .filter(|(n, _, _)| !n.starts_with("score."))
+            .collect();
+        let w = config.width;
+        let std = 1.0 / ((w + 1) as f64).sqrt();
+        values.push((
+            "score.weight".into(),
+            vec![1, w as i64],
+            (0..w)
+                .map(|_| (standard_normal(rng) * std) as f32)
+                .collect(),
+        ));
+        values.push(("score.bias".into(), vec![1], vec![0.0]));
+        Self::from_values(config, self.vs.device(), values)
+    }
+
+    /// Overwrites the scalar head: `score = gain · score + shift` (folds a reward
+    /// normalisation into the weights, so a saved reward model scores already normalised).
+    pub fn rescale_head(&mut self, gain: f64, shift: f64) {
+        assert!(self.config.scalar_head, "a model with a scalar head");
+        tch::no_grad(|| {
+            let mut w = self.params["score.weight"].shallow_clone();
+            let _ = w.g_mul_scalar_(gain);
+            let mut b = self.params["score.bias"].shallow_clone();
+            let _ = b.g_mul_scalar_(gain);
+            let _ = b.g_add_scalar_(shift);
+        });
+    }
+
     /// Copies of every parameter on the CPU, by name, in [`GptConfig::parameters`] order.
     pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
         self.config
@@ -220,13 +291,42 @@ impl Gpt {
         self.forward_cached(tokens, &mut KvCache::default())
     }
 
+    /// The final hidden states `[B, T, width]` (after the last LayerNorm), no cache.
+    pub fn hidden(&self, tokens: &Tensor) -> Tensor {
+        self.hidden_cached(tokens, &mut KvCache::default())
+    }
+
+    /// Logits `[B, T, vocab]` of hidden states from [`Gpt::hidden`] (the tied unembedding).
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        hidden.matmul(&self.p("transformer.wte.weight").tr())
+    }
+
+    /// The scalar head on hidden states from [`Gpt::hidden`]: `[B, T]`.
+    pub fn scalar(&self, hidden: &Tensor) -> Tensor {
+        assert!(self.config.scalar_head, "this model has no scalar head");
+        Self::linear(hidden, self.p("score.weight"), self.p("score.bias")).squeeze_dim(-1)
+    }
+
+    /// The scalar head read at one position per row (`positions` `[B]`, int64): the reward
+    /// model's score at each response's last real token.
+    pub fn score_at(&self, tokens: &Tensor, positions: &Tensor) -> Tensor {
+        let s = self.scalar(&self.hidden(tokens));
+        s.gather(1, &positions.unsqueeze(1), false).squeeze_dim(1)
+    }
+
     /// Logits `[B, T_new, vocab]` of `tokens` `[B, T_new]` at positions after those in `cache`,
     /// attending over the cached keys and values and each other (causally); the new keys and
     /// values are appended to `cache`.
     // `x = x + …`, not `x += …`: the in-place add would overwrite a tensor the LayerNorm's
     // backward still needs.
-    #[allow(clippy::assign_op_pattern)]
     pub fn forward_cached(&self, tokens: &Tensor, cache: &mut KvCache) -> Tensor {
+        let h = self.hidden_cached(tokens, cache);
+        self.logits(&h)
+    }
+
+    /// [`Gpt::forward_cached`] before the unembedding: the final hidden states `[B, T_new, width]`.
+    #[allow(clippy::assign_op_pattern)]
+    pub fn hidden_cached(&self, tokens: &Tensor, cache: &mut KvCache) -> Tensor {
         let (b, t) = tokens.size2().expect("tokens [B, T]");
         let past = cache.len();
         assert!(
@@ -305,14 +405,13 @@ impl Gpt {
                 cache.layers[l] = (k, v);
             }
         }
-        let x = x.layer_norm(
+        x.layer_norm(
             [w],
             Some(self.p("transformer.ln_f.weight")),
             Some(self.p("transformer.ln_f.bias")),
             1e-5,
             true,
-        );
-        x.matmul(&self.p("transformer.wte.weight").tr())
+        )
     }
 
     /// The mean next-token cross-entropy of `tokens` `[B, T]` over the positions `mask` `[B, T]`
@@ -338,32 +437,12 @@ impl Gpt {
     /// Writes `model.safetensors` and `model.json` into `dir`.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let named = self.named_parameters();
-        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = named
-            .iter()
-            .map(|(n, t)| {
-                let shape: Vec<usize> = t.size().iter().map(|&s| s as usize).collect();
-                let v =
-                    Vec::<f32>::try_from(t.to_kind(Kind::Float).view([-1])).expect("float tensor");
-                (
-                    n.clone(),
-                    shape,
-                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                )
-            })
+        let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = self
+            .values()
+            .into_iter()
+            .map(|(n, s, v)| (n, s.iter().map(|&d| d as usize).collect(), v))
             .collect();
-        let views: Vec<(String, TensorView<'_>)> = bytes
-            .iter()
-            .map(|(n, s, b)| {
-                TensorView::new(Dtype::F32, s.clone(), b)
-                    .map(|v| (n.clone(), v))
-                    .map_err(|e| anyhow!("tensor {n}: {e:?}"))
-            })
-            .collect::<Result<_>>()?;
-        let metadata = HashMap::from([("format".to_string(), "gradgym-gpt".to_string())]);
-        let data = safetensors::tensor::serialize(views, &Some(metadata))
-            .map_err(|e| anyhow!("cannot serialise the weights: {e:?}"))?;
-        write_atomic(&dir.join("model.safetensors"), &data)?;
+        write_f32_safetensors(&dir.join("model.safetensors"), &tensors, "gradgym-gpt")?;
         write_atomic(
             &dir.join("model.json"),
             serde_json::to_string_pretty(&self.config)?.as_bytes(),
@@ -388,22 +467,9 @@ impl Gpt {
             .map_err(|e| anyhow!("{}: not a safetensors file: {e:?}", path.display()))?;
         let mut values = Vec::new();
         for (name, shape) in config.parameters() {
-            let t = st
-                .tensor(&name)
-                .map_err(|_| anyhow!("{}: tensor `{name}` is missing", path.display()))?;
-            let got: Vec<i64> = t.shape().iter().map(|&s| s as i64).collect();
-            ensure!(
-                got == shape && t.dtype() == Dtype::F32,
-                "{}: tensor `{name}` is {:?} {got:?}, expected F32 {shape:?} for {}",
-                path.display(),
-                t.dtype(),
-                json.display()
-            );
-            let v: Vec<f32> = t
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
+            let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+            let v = read_f32_tensor(&st, &name, &dims, &path)
+                .map_err(|e| anyhow!("{e} (the architecture in {})", json.display()))?;
             values.push((name, shape, v));
         }
         Self::from_values(config, device, values)

@@ -1,0 +1,521 @@
+//! The config of an RLHF-on-text run (`gradgym rlhf --config FILE`): one TOML file with a
+//! table per stage. Every field has a default, so `{}` is a valid (demo-sized) config; an
+//! unknown field, a value of the wrong type or out of range is an error naming `table.field`.
+//!
+//! ```toml
+//! seed = 1
+//! device = "cpu"
+//! [model]        # the causal transformer (vocabulary: the review language's, 290 tokens)
+//! [pretrain]     # next-token loss on the grammar's corpus
+//! [sft]          # next-token loss on good demonstrations; the result is the reference p
+//! [labels]       # comparisons of SFT samples, labelled by the synthetic human (gold judge)
+//! [reward_model] # SFT body + scalar head, pairwise / K-way loss (+ Askell's LM term)
+//! [rl]           # token-level PPO / REINFORCE / A2C on R = r − β log π/p
+//! [eval]         # gold and proxy scores, KL, best-of-n
+//! ```
+//!
+//! Names follow CleanRL where the quantity is the same (`learning_rate`, `update_epochs`,
+//! `num_minibatches`, `clip_coef`, `vf_coef`, `ent_coef`, `max_grad_norm`, `gae_lambda`).
+
+use serde::{Deserialize, Serialize};
+
+use super::Algo;
+use gradgym_algorithms::kl::ReferenceKl;
+
+/// A problem with a config, naming its field (`table.field`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("field `{field}`: {message}")]
+pub struct RlhfConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+fn bad(field: &str, message: impl Into<String>) -> RlhfConfigError {
+    RlhfConfigError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// The transformer's shape (its vocabulary is the review language's).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Positions: the 8-token prompt plus the longest response must fit.
+    pub context: usize,
+    pub width: usize,
+    pub layers: usize,
+    pub heads: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            context: 32,
+            width: 64,
+            layers: 2,
+            heads: 4,
+        }
+    }
+}
+
+/// A next-token stage (pretraining or SFT): AdamW steps on batches of fresh sequences.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LmStageConfig {
+    pub steps: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+}
+
+/// The `[pretrain]` and `[sft]` tables: the same fields, different defaults.
+macro_rules! lm_table {
+    ($name:ident, $steps:expr, $batch:expr, $lr:expr, $wd:expr) => {
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct $name {
+            pub steps: usize,
+            pub batch_size: usize,
+            pub learning_rate: f64,
+            pub weight_decay: f64,
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self {
+                    steps: $steps,
+                    batch_size: $batch,
+                    learning_rate: $lr,
+                    weight_decay: $wd,
+                }
+            }
+        }
+
+        impl $name {
+            pub fn stage(&self) -> LmStageConfig {
+                LmStageConfig {
+                    steps: self.steps,
+                    batch_size: self.batch_size,
+                    learning_rate: self.learning_rate,
+                    weight_decay: self.weight_decay,
+                }
+            }
+        }
+    };
+}
+
+lm_table!(PretrainConfig, 600, 32, 3e-3, 0.01);
+lm_table!(SftConfig, 300, 32, 1e-3, 0.01);
+
+/// Comparisons made by the synthetic human from the gold judge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LabelsConfig {
+    /// Comparisons per round (each of `num_responses` SFT samples for one prompt).
+    pub comparisons: usize,
+    /// Responses per comparison: 2 (pairwise, Stiennon) or K > 2 (best of K, Ziegler: 4).
+    pub num_responses: usize,
+    /// The share kept out of fitting, for held-out accuracy.
+    pub held_out: f64,
+    /// The human's Boltzmann temperature (0: always the better response).
+    pub temperature: f64,
+    /// Gold scores closer than this are a tie (μ = ½, ½).
+    pub margin: f64,
+    /// The chance the human answers at random.
+    pub epsilon: f64,
+    /// Sampling temperature of the responses shown.
+    pub sample_temperature: f64,
+}
+
+impl Default for LabelsConfig {
+    fn default() -> Self {
+        Self {
+            comparisons: 2000,
+            num_responses: 2,
+            held_out: 0.1,
+            temperature: 0.0,
+            margin: 0.05,
+            epsilon: 0.0,
+            sample_temperature: 1.0,
+        }
+    }
+}
+
+/// The reward model: the SFT network with a scalar head, trained on the comparisons.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RewardModelConfig {
+    /// Passes over the training comparisons.
+    pub epochs: usize,
+    /// Comparisons per step.
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    /// γ of Askell et al.'s `γ·L_pref + β·L_LM`: the preference loss's weight.
+    pub preference_coef: f64,
+    /// β of the same: the next-token loss on the chosen response (0: off).
+    pub lm_coef: f64,
+    /// Normalise so that the SFT policy's samples score mean 0 and std 1 (Ziegler, Stiennon),
+    /// estimated on this many samples (0: no normalisation).
+    pub normalize_samples: usize,
+}
+
+impl Default for RewardModelConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 2,
+            batch_size: 32,
+            learning_rate: 1e-3,
+            weight_decay: 0.0,
+            preference_coef: 1.0,
+            lm_coef: 0.0,
+            normalize_samples: 512,
+        }
+    }
+}
+
+/// Token-level RL on R(x, y) = r(x, y) − β log π(y|x)/p(y|x).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RlConfig {
+    /// `ppo`, `reinforce` (reward-to-go minus a learned baseline) or `a2c` (GAE, one step per
+    /// batch), as on the classic tasks.
+    pub algo: String,
+    /// Policy updates (batches of rollouts) in all, over all rounds.
+    pub updates: usize,
+    /// Prompts per batch.
+    pub batch_size: usize,
+    /// Response tokens at most (`<eos>` included).
+    pub max_response: usize,
+    pub learning_rate: f64,
+    /// The value function's learning rate (it is its own network, initialised from the reward
+    /// model, as in Stiennon et al.).
+    pub value_learning_rate: f64,
+    pub update_epochs: usize,
+    pub num_minibatches: usize,
+    pub clip_coef: f64,
+    pub clip_vloss: bool,
+    pub vf_coef: f64,
+    pub ent_coef: f64,
+    pub max_grad_norm: f64,
+    pub gamma: f64,
+    pub gae_lambda: f64,
+    pub norm_adv: bool,
+    /// β of the KL penalty (the initial β when `kl_target` is set).
+    pub beta: f64,
+    /// Set: Ziegler's adaptive β aiming the KL per sequence at this.
+    pub kl_target: Option<f64>,
+    /// The adaptive controller's horizon, in sequences (Ziegler: 10,000).
+    pub kl_horizon: f64,
+    /// Subtracted from the score of a response that did not end with `<eos>`.
+    pub missing_eos_penalty: f64,
+    /// Ziegler's online mode: this many rounds of (sample the current policy, label, refit the
+    /// reward model on every label so far, optimise). 1: offline.
+    pub rounds: usize,
+    /// Write samples.jsonl entries every this many updates (and at the last).
+    pub samples_every: usize,
+}
+
+impl Default for RlConfig {
+    fn default() -> Self {
+        Self {
+            algo: "ppo".into(),
+            updates: 60,
+            batch_size: 64,
+            max_response: 24,
+            learning_rate: 3e-4,
+            value_learning_rate: 3e-4,
+            update_epochs: 4,
+            num_minibatches: 4,
+            clip_coef: 0.2,
+            clip_vloss: true,
+            vf_coef: 0.1,
+            ent_coef: 0.0,
+            max_grad_norm: 1.0,
+            gamma: 1.0,
+            gae_lambda: 0.95,
+            norm_adv: true,
+            beta: 0.05,
+            kl_target: None,
+            kl_horizon: 10_000.0,
+            missing_eos_penalty: 0.0,
+            rounds: 1,
+            samples_every: 20,
+        }
+    }
+}
+
+/// Evaluation: fresh prompts, scored by the reward model (proxy) and the gold judge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Prompts per evaluation.
+    pub prompts: usize,
+    /// Evaluate every this many updates (and at the last).
+    pub every: usize,
+    /// The n of best-of-n (each at most `samples_per_prompt`).
+    pub best_of_n: Vec<usize>,
+    /// Reference samples drawn per prompt for best-of-n's plug-in estimates.
+    pub samples_per_prompt: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            prompts: 128,
+            every: 10,
+            best_of_n: vec![1, 2, 4, 8, 16, 32, 64],
+            samples_per_prompt: 128,
+        }
+    }
+}
+
+/// The whole run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RlhfConfig {
+    pub seed: u64,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// libtorch's intra-op threads (0: its default).
+    pub threads: usize,
+    pub model: ModelConfig,
+    pub pretrain: PretrainConfig,
+    pub sft: SftConfig,
+    pub labels: LabelsConfig,
+    pub reward_model: RewardModelConfig,
+    pub rl: RlConfig,
+    pub eval: EvalConfig,
+}
+
+impl Default for RlhfConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            device: "cpu".into(),
+            threads: 0,
+            model: ModelConfig::default(),
+            pretrain: PretrainConfig::default(),
+            sft: SftConfig::default(),
+            labels: LabelsConfig::default(),
+            reward_model: RewardModelConfig::default(),
+            rl: RlConfig::default(),
+            eval: EvalConfig::default(),
+        }
+    }
+}
+
+impl RlhfConfig {
+    /// Parses TOML text (from `source`, for the message), then validates it.
+    pub fn from_toml(text: &str, source: &str) -> anyhow::Result<Self> {
+        let config: Self = toml::from_str(text).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+        Ok(config)
+    }
+
+    /// The algorithm of the RL stage.
+    pub fn algo(&self) -> Algo {
+        Algo::parse(&self.rl.algo).expect("validated")
+    }
+
+    /// The KL coefficient's schedule.
+    pub fn reference_kl(&self) -> ReferenceKl {
+        match self.rl.kl_target {
+            None => ReferenceKl::Fixed { beta: self.rl.beta },
+            Some(target) => ReferenceKl::Adaptive {
+                beta: self.rl.beta,
+                target,
+                horizon: self.rl.kl_horizon,
+            },
+        }
+    }
+
+    /// Every problem is named by its `table.field`.
+    pub fn validate(&self) -> Result<(), RlhfConfigError> {
+        crate::device::parse_device(&self.device).map_err(|m| bad("device", m))?;
+        let m = &self.model;
+        for (f, v) in [
+            ("model.context", m.context),
+            ("model.width", m.width),
+            ("model.layers", m.layers),
+            ("model.heads", m.heads),
+        ] {
+            if v == 0 {
+                return Err(bad(f, "must be at least 1"));
+            }
+        }
+        if m.width % m.heads != 0 {
+            return Err(bad(
+                "model.heads",
+                format!("{} heads do not divide width {}", m.heads, m.width),
+            ));
+        }
+        let prompt = gradgym_envs::text::PROMPT_LEN;
+        if prompt + self.rl.max_response > m.context {
+            return Err(bad(
+                "model.context",
+                format!(
+                    "{} positions cannot hold the {prompt}-token prompt plus rl.max_response = {} tokens",
+                    m.context, self.rl.max_response
+                ),
+            ));
+        }
+        for (table, s) in [
+            ("pretrain", self.pretrain.stage()),
+            ("sft", self.sft.stage()),
+        ] {
+            if s.batch_size == 0 {
+                return Err(bad(&format!("{table}.batch_size"), "must be at least 1"));
+            }
+            positive(&format!("{table}.learning_rate"), s.learning_rate)?;
+            at_least_zero(&format!("{table}.weight_decay"), s.weight_decay)?;
+        }
+        let l = &self.labels;
+        if l.num_responses < 2 {
+            return Err(bad("labels.num_responses", "a comparison needs at least 2"));
+        }
+        if !(l.held_out >= 0.0 && l.held_out < 1.0) {
+            return Err(bad(
+                "labels.held_out",
+                format!("must be in [0, 1), got {}", l.held_out),
+            ));
+        }
+        at_least_zero("labels.temperature", l.temperature)?;
+        at_least_zero("labels.margin", l.margin)?;
+        if !(0.0..=1.0).contains(&l.epsilon) {
+            return Err(bad(
+                "labels.epsilon",
+                format!("must be in [0, 1], got {}", l.epsilon),
+            ));
+        }
+        positive("labels.sample_temperature", l.sample_temperature)?;
+        let r = &self.reward_model;
+        if r.batch_size == 0 {
+            return Err(bad("reward_model.batch_size", "must be at least 1"));
+        }
+        positive("reward_model.learning_rate", r.learning_rate)?;
+        at_least_zero("reward_model.weight_decay", r.weight_decay)?;
+        at_least_zero("reward_model.preference_coef", r.preference_coef)?;
+        at_least_zero("reward_model.lm_coef", r.lm_coef)?;
+        if r.normalize_samples == 1 {
+            return Err(bad(
+                "reward_model.normalize_samples",
+                "a standard deviation needs at least 2 samples (0 turns normalisation off)",
+            ));
+        }
+        let rl = &self.rl;
+        Algo::parse(&rl.algo).map_err(|m| bad("rl.algo", m))?;
+        for (f, v) in [
+            ("rl.batch_size", rl.batch_size),
+            ("rl.max_response", rl.max_response),
+            ("rl.update_epochs", rl.update_epochs),
+            ("rl.num_minibatches", rl.num_minibatches),
+            ("rl.rounds", rl.rounds),
+            ("rl.samples_every", rl.samples_every),
+        ] {
+            if v == 0 {
+                return Err(bad(f, "must be at least 1"));
+            }
+        }
+        if rl.num_minibatches > rl.batch_size {
+            return Err(bad(
+                "rl.num_minibatches",
+                format!(
+                    "{} minibatches of a {}-prompt batch",
+                    rl.num_minibatches, rl.batch_size
+                ),
+            ));
+        }
+        positive("rl.learning_rate", rl.learning_rate)?;
+        positive("rl.value_learning_rate", rl.value_learning_rate)?;
+        positive("rl.clip_coef", rl.clip_coef)?;
+        at_least_zero("rl.vf_coef", rl.vf_coef)?;
+        at_least_zero("rl.ent_coef", rl.ent_coef)?;
+        positive("rl.max_grad_norm", rl.max_grad_norm)?;
+        for (f, v) in [("rl.gamma", rl.gamma), ("rl.gae_lambda", rl.gae_lambda)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(bad(f, format!("must be in [0, 1], got {v}")));
+            }
+        }
+        at_least_zero("rl.missing_eos_penalty", rl.missing_eos_penalty)?;
+        self.reference_kl().validate().map_err(|(f, m)| {
+            let field = match f {
+                "beta" => "rl.beta",
+                "kl_target" => "rl.kl_target",
+                _ => "rl.kl_horizon",
+            };
+            bad(field, m)
+        })?;
+        let e = &self.eval;
+        if e.prompts == 0 {
+            return Err(bad("eval.prompts", "must be at least 1"));
+        }
+        if e.every == 0 {
+            return Err(bad("eval.every", "must be at least 1"));
+        }
+        if let Some(&n) = e
+            .best_of_n
+            .iter()
+            .find(|&&n| n == 0 || n > e.samples_per_prompt)
+        {
+            return Err(bad(
+                "eval.best_of_n",
+                format!(
+                    "n = {n} must be in 1..=eval.samples_per_prompt ({})",
+                    e.samples_per_prompt
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn positive(field: &str, v: f64) -> Result<(), RlhfConfigError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(bad(field, format!("must be a positive number, got {v}")))
+    }
+}
+
+fn at_least_zero(field: &str, v: f64) -> Result<(), RlhfConfigError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(bad(field, format!("must be a number ≥ 0, got {v}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_default_and_valid() {
+        let c = RlhfConfig::from_toml("", "t.toml").unwrap();
+        assert_eq!(c, RlhfConfig::default());
+    }
+
+    #[test]
+    fn problems_name_their_field() {
+        for (text, field) in [
+            ("[rl]\nbeta = -0.1", "rl.beta"),
+            ("[rl]\nmax_response = 40", "model.context"),
+            ("[rl]\nalgo = \"dqn\"", "rl.algo"),
+            ("[labels]\nnum_responses = 1", "labels.num_responses"),
+            ("[eval]\nbest_of_n = [1, 500]", "eval.best_of_n"),
+            ("[rl]\nkl_target = 0.0", "rl.kl_target"),
+        ] {
+            let e = RlhfConfig::from_toml(text, "t.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("`{field}`")), "{text}: {e}");
+        }
+        let e = RlhfConfig::from_toml("[rl]\nbeta_typo = 1", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("beta_typo") && e.contains("t.toml"), "{e}");
+    }
+}

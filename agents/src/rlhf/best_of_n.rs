@@ -1,0 +1,117 @@
+//! Best-of-n against the reward model, the non-RL baseline: for each evaluation prompt, N
+//! samples of the SFT reference are scored by the reward model (proxy) and the gold judge, and
+//! for every n ≤ N the plug-in estimates of [`gradgym_algorithms::best_of_n`] give best-of-n's
+//! expected proxy and gold scores and its KL from the reference (a sample-based estimate, beside
+//! the `log n − (n−1)/n` bound it stays below).
+
+use anyhow::Result;
+use gradgym_algorithms::best_of_n::{empirical_weights, kl_bound};
+use gradgym_envs::rng::Stream;
+use gradgym_envs::text::GoldJudge;
+
+use super::reward::{sample, score_all};
+use crate::nn::gpt::Gpt;
+
+/// One n of best-of-n, averaged over prompts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BonPoint {
+    pub n: usize,
+    pub proxy: f64,
+    pub gold: f64,
+    /// Half-width of the 95% interval of `gold` over prompts (1.96 standard errors).
+    pub gold_ci: f64,
+    /// The plug-in estimate of KL(π_bon‖p), nats per sequence.
+    pub kl: f64,
+    pub kl_bound: f64,
+}
+
+/// A chosen response, for the side-by-side samples.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BonSample {
+    pub prompt: Vec<u32>,
+    pub response: Vec<u32>,
+    pub proxy: f64,
+    pub gold: f64,
+}
+
+/// Best-of-n for every n in `ns`, from `per_prompt` reference samples for each of `prompts`.
+/// Also returns, for each prompt, the literal best of the first `show_n` samples.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate(
+    sft: &Gpt,
+    reward_model: &Gpt,
+    judge: &GoldJudge,
+    prompts: &[Vec<u32>],
+    per_prompt: usize,
+    ns: &[usize],
+    max_response: usize,
+    show_n: usize,
+    rng: &mut Stream,
+) -> Result<(Vec<BonPoint>, Vec<BonSample>)> {
+    let repeated: Vec<Vec<u32>> = prompts
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(p.clone(), per_prompt))
+        .collect();
+    let generated = sample(sft, &repeated, max_response, 1.0, rng);
+    let p: Vec<&[u32]> = repeated.iter().map(|p| p.as_slice()).collect();
+    let r: Vec<&[u32]> = generated.iter().map(|g| g.tokens.as_slice()).collect();
+    let proxy = score_all(reward_model, &p, &r);
+    let gold: Vec<f64> = p
+        .iter()
+        .zip(&r)
+        .map(|(p, r)| judge.score(p, r).map(|s| s.gold))
+        .collect::<Result<_, _>>()?;
+    let mut points = Vec::new();
+    for &n in ns {
+        let (mut sp, mut sk) = (0.0, 0.0);
+        let mut golds = Vec::with_capacity(prompts.len());
+        for i in 0..prompts.len() {
+            let range = i * per_prompt..(i + 1) * per_prompt;
+            let (w, kl) = empirical_weights(&proxy[range.clone()], n);
+            sp += w
+                .iter()
+                .zip(&proxy[range.clone()])
+                .map(|(a, b)| a * b)
+                .sum::<f64>();
+            golds.push(w.iter().zip(&gold[range]).map(|(a, b)| a * b).sum::<f64>());
+            sk += kl;
+        }
+        let m = prompts.len() as f64;
+        let (mean, ci) = mean_ci(&golds);
+        points.push(BonPoint {
+            n,
+            proxy: sp / m,
+            gold: mean,
+            gold_ci: ci,
+            kl: sk / m,
+            kl_bound: kl_bound(n),
+        });
+    }
+    let show_n = show_n.clamp(1, per_prompt);
+    let samples = (0..prompts.len())
+        .map(|i| {
+            let base = i * per_prompt;
+            let best = (base..base + show_n)
+                .max_by(|&a, &b| proxy[a].total_cmp(&proxy[b]))
+                .unwrap();
+            BonSample {
+                prompt: prompts[i].clone(),
+                response: generated[best].tokens.clone(),
+                proxy: proxy[best],
+                gold: gold[best],
+            }
+        })
+        .collect();
+    Ok((points, samples))
+}
+
+/// Mean and the half-width of its 95% normal interval (1.96 standard errors; 0 for one value).
+pub fn mean_ci(x: &[f64]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let mean = x.iter().sum::<f64>() / n;
+    if x.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, 1.96 * (var / n).sqrt())
+}

@@ -1,0 +1,292 @@
+//! Preference data as JSONL, one comparison per line, in the field's usual form (TRL's explicit
+//! prompt, `chosen`, `rejected`):
+//!
+//! ```text
+//! {"prompt": "<bos> review of the phone positive : <sep>", "chosen": "the phone is great . <eos>", "rejected": "bad bad bad"}
+//! {"prompt": "...", "chosen": "...", "rejected": "...", "tie": true}
+//! {"prompt": "...", "responses": ["...", "...", "...", "..."], "best": 2}
+//! {"prompt": "...", "responses": ["...", "...", "..."], "mu": [0.5, 0.5, 0.0]}
+//! ```
+//!
+//! - Text is words of the review language separated by spaces. The prompt's `<bos>` and `<sep>`
+//!   may be left out (they are added). A response is exactly the tokens generated: `<eos>`
+//!   ends a finished response; one without it was cut at the maximum length.
+//! - `tie: true` gives μ = (½, ½) (Christiano et al. 2017). The K-way form names the best of
+//!   K responses (Ziegler et al. 2019) by its index, or gives the label distribution `mu`.
+//! - A line that is not a JSON object, lacks a field, has one of the wrong type, holds a word
+//!   outside the vocabulary, or a response longer than the model's context allows, is an error
+//!   naming the file, the line and the field.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use gradgym_envs::text::{BOS, Grammar, PROMPT_LEN, SEP};
+use serde_json::{Map, Value, json};
+
+/// One labelled comparison: K responses to a prompt and the label distribution μ over them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Comparison {
+    /// The prompt's tokens (`<bos>` … `<sep>`).
+    pub prompt: Vec<u32>,
+    /// K ≥ 2 responses (each at least one token).
+    pub responses: Vec<Vec<u32>>,
+    /// μ over the responses (sums to 1).
+    pub mu: Vec<f64>,
+}
+
+impl Comparison {
+    /// Whether no single response holds the most label mass.
+    pub fn is_tie(&self) -> bool {
+        let top = self.mu.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        self.mu.iter().filter(|&&m| m == top).count() > 1
+    }
+}
+
+/// A bad line of a preference file.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{file}:{line}: field `{field}`: {message}")]
+pub struct DataError {
+    pub file: String,
+    pub line: usize,
+    pub field: String,
+    pub message: String,
+}
+
+/// Reads a preference file. `max_response` is the longest response the model can score.
+pub fn read_jsonl(path: &Path, grammar: &Grammar, max_response: usize) -> Result<Vec<Comparison>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file = path.display().to_string();
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(
+            parse_line(line, grammar, max_response).map_err(|(field, message)| DataError {
+                file: file.clone(),
+                line: i + 1,
+                field,
+                message,
+            })?,
+        );
+    }
+    if out.is_empty() {
+        anyhow::bail!("{file}: no comparisons (an empty preference file)");
+    }
+    Ok(out)
+}
+
+fn parse_line(
+    line: &str,
+    grammar: &Grammar,
+    max_response: usize,
+) -> Result<Comparison, (String, String)> {
+    let value: Value =
+        serde_json::from_str(line).map_err(|e| ("(line)".to_string(), format!("not JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err((
+            "(line)".into(),
+            format!("expected a JSON object, got {}", kind(&value)),
+        ));
+    };
+    let prompt = prompt_field(&obj, grammar)?;
+    let known = [
+        "prompt",
+        "chosen",
+        "rejected",
+        "tie",
+        "responses",
+        "best",
+        "mu",
+    ];
+    if let Some(k) = obj.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err((
+            k.clone(),
+            format!("unknown field (known: {})", known.join(", ")),
+        ));
+    }
+    let response = |field: &str, v: &Value| -> Result<Vec<u32>, (String, String)> {
+        let Value::String(s) = v else {
+            return Err((field.into(), format!("expected a string, got {}", kind(v))));
+        };
+        let tokens = grammar
+            .vocab
+            .encode(s)
+            .map_err(|e| (field.to_string(), e.to_string()))?;
+        if tokens.is_empty() {
+            return Err((field.into(), "an empty response".into()));
+        }
+        if tokens.len() > max_response {
+            return Err((
+                field.into(),
+                format!(
+                    "{} tokens; the model's context holds responses of at most {max_response}",
+                    tokens.len()
+                ),
+            ));
+        }
+        Ok(tokens)
+    };
+    if obj.contains_key("responses") {
+        for f in ["chosen", "rejected", "tie"] {
+            if obj.contains_key(f) {
+                return Err((
+                    f.into(),
+                    "the K-way form (`responses`) does not take it".into(),
+                ));
+            }
+        }
+        let Some(Value::Array(items)) = obj.get("responses") else {
+            return Err(("responses".into(), "expected an array of strings".into()));
+        };
+        if items.len() < 2 {
+            return Err(("responses".into(), "a comparison needs at least 2".into()));
+        }
+        let responses = items
+            .iter()
+            .enumerate()
+            .map(|(j, v)| response(&format!("responses[{j}]"), v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let k = responses.len();
+        let mu = match (obj.get("best"), obj.get("mu")) {
+            (Some(b), None) => {
+                let j = b.as_u64().filter(|&j| (j as usize) < k).ok_or((
+                    "best".to_string(),
+                    format!("expected an index in 0..{k}, got {b}"),
+                ))?;
+                (0..k)
+                    .map(|i| if i as u64 == j { 1.0 } else { 0.0 })
+                    .collect()
+            }
+            (None, Some(Value::Array(m))) => {
+                let mu: Option<Vec<f64>> = m.iter().map(|x| x.as_f64()).collect();
+                let mu = mu
+                    .filter(|mu| mu.len() == k && mu.iter().all(|&x| x >= 0.0))
+                    .ok_or(("mu".to_string(), format!("expected {k} numbers ≥ 0")))?;
+                let s: f64 = mu.iter().sum();
+                if (s - 1.0).abs() > 1e-6 {
+                    return Err(("mu".into(), format!("sums to {s}, not 1")));
+                }
+                mu
+            }
+            (None, Some(v)) => {
+                return Err(("mu".into(), format!("expected an array, got {}", kind(v))));
+            }
+            (Some(_), Some(_)) => {
+                return Err(("mu".into(), "give `best` or `mu`, not both".into()));
+            }
+            (None, None) => return Err(("best".into(), "missing (or give `mu`)".into())),
+        };
+        return Ok(Comparison {
+            prompt,
+            responses,
+            mu,
+        });
+    }
+    let chosen = response("chosen", obj.get("chosen").ok_or(missing("chosen"))?)?;
+    let rejected = response("rejected", obj.get("rejected").ok_or(missing("rejected"))?)?;
+    for f in ["best", "mu"] {
+        if obj.contains_key(f) {
+            return Err((
+                f.into(),
+                "only the K-way form (`responses`) takes it".into(),
+            ));
+        }
+    }
+    let tie = match obj.get("tie") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => {
+            return Err((
+                "tie".into(),
+                format!("expected true or false, got {}", kind(v)),
+            ));
+        }
+    };
+    Ok(Comparison {
+        prompt,
+        responses: vec![chosen, rejected],
+        mu: if tie { vec![0.5, 0.5] } else { vec![1.0, 0.0] },
+    })
+}
+
+fn missing(field: &str) -> (String, String) {
+    (field.into(), "missing".into())
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn prompt_field(obj: &Map<String, Value>, grammar: &Grammar) -> Result<Vec<u32>, (String, String)> {
+    let v = obj.get("prompt").ok_or(missing("prompt"))?;
+    let Value::String(s) = v else {
+        return Err((
+            "prompt".into(),
+            format!("expected a string, got {}", kind(v)),
+        ));
+    };
+    let mut tokens = grammar
+        .vocab
+        .encode(s)
+        .map_err(|e| ("prompt".to_string(), e.to_string()))?;
+    if tokens.first() != Some(&BOS) {
+        tokens.insert(0, BOS);
+    }
+    if tokens.last() != Some(&SEP) {
+        tokens.push(SEP);
+    }
+    if tokens.len() != PROMPT_LEN || grammar.parse_prompt(&tokens).is_none() {
+        return Err((
+            "prompt".into(),
+            format!(
+                "`{s}` is not a prompt of the review language (`review of the SUBJECT positive|negative :`)"
+            ),
+        ));
+    }
+    Ok(tokens)
+}
+
+/// One comparison as a JSONL line (pairwise form for K = 2, K-way form otherwise).
+pub fn to_json(c: &Comparison, grammar: &Grammar) -> Value {
+    let text = |t: &[u32]| grammar.vocab.decode(t).expect("tokens of the vocabulary");
+    if c.responses.len() == 2 {
+        let (w, l) = if c.mu[1] > c.mu[0] { (1, 0) } else { (0, 1) };
+        let mut v = json!({
+            "prompt": text(&c.prompt),
+            "chosen": text(&c.responses[w]),
+            "rejected": text(&c.responses[l]),
+        });
+        if c.mu[0] == c.mu[1] {
+            v["tie"] = json!(true);
+        }
+        v
+    } else {
+        let responses: Vec<String> = c.responses.iter().map(|r| text(r)).collect();
+        let one_hot = c.mu.iter().filter(|&&m| m == 1.0).count() == 1;
+        if one_hot {
+            let best = c.mu.iter().position(|&m| m == 1.0).unwrap();
+            json!({"prompt": text(&c.prompt), "responses": responses, "best": best})
+        } else {
+            json!({"prompt": text(&c.prompt), "responses": responses, "mu": c.mu})
+        }
+    }
+}
+
+/// Writes comparisons as JSONL (atomically).
+pub fn write_jsonl(path: &Path, comparisons: &[Comparison], grammar: &Grammar) -> Result<()> {
+    let mut buf = Vec::new();
+    for c in comparisons {
+        writeln!(buf, "{}", to_json(c, grammar))?;
+    }
+    crate::run_folder::write_atomic(path, &buf)
+}

@@ -1,0 +1,314 @@
+//! Policy-gradient learners at token level, on R(x, y) = r(x, y) − β log π(y|x)/p(y|x) paid per
+//! token (the score at the last real token; see `gradgym_envs::text::token_rewards`). The state
+//! before token t is (x, y_<t); the action is y_t; the episode ends at the response's last real
+//! token. The same three algorithms as on the classic tasks, chosen by `rl.algo`:
+//!
+//! - `ppo` (Schulman et al. 2017 as Ziegler et al. 2019 and Stiennon et al. 2020 run it): GAE(λ)
+//!   over tokens from a value function that starts as the reward model (its own network, body
+//!   and head, as in Stiennon et al.), advantages whitened over the batch's real tokens, then
+//!   `update_epochs` passes of `num_minibatches` shuffled minibatches of prompts, each a clipped
+//!   surrogate step for the policy and a clipped value-loss step for the value function.
+//! - `reinforce`: one step per batch on the reward-to-go G_t minus the learned baseline V(s_t)
+//!   (the value function fitted to G_t).
+//! - `a2c`: one step per batch on GAE(λ) advantages.
+//!
+//! Every loss is a mean over real response tokens: prompt and padding positions are masked out.
+
+use anyhow::Result;
+use gradgym_algorithms::advantages::{Shape, gae, reward_to_go};
+use gradgym_algorithms::losses::{policy_gradient_loss, ppo_clip_loss, value_loss};
+use gradgym_envs::rng::Stream;
+use gradgym_envs::text::token_rewards;
+use tch::nn::{Optimizer, OptimizerConfig};
+use tch::{Kind, Tensor, nn};
+
+use super::reward::shuffle;
+use super::sequences::{
+    Sequences, rows_f64, scores, token_logprobs, token_stats, token_values, vec_f64,
+};
+use crate::config::Algo;
+use crate::config::rlhf::RlConfig;
+use crate::nn::gpt::Gpt;
+
+/// One batch of responses with everything the update needs.
+#[derive(Debug)]
+pub struct TokenRollout {
+    pub seqs: Sequences,
+    /// `[B, T]` log π_old of each response token (0 at padding).
+    pub old_logprobs: Tensor,
+    /// `[B, T]` V(s_t) before each token.
+    pub old_values: Tensor,
+    /// `[B, T]` advantages (whitened for PPO when `norm_adv`).
+    pub advantages: Tensor,
+    /// `[B, T]` value targets.
+    pub returns: Tensor,
+    /// Per sequence: the reward model's score (normalised; less the missing-`<eos>` penalty).
+    pub scores: Vec<f64>,
+    /// Per sequence: KL k1 = Σₜ (log π − log p) and k3 = Σₜ ((ρ − 1) − log ρ), ρ = p/π.
+    pub kl_k1: Vec<f64>,
+    pub kl_k3: Vec<f64>,
+    /// Per sequence: the mean true entropy of π over its tokens.
+    pub entropy: Vec<f64>,
+    /// Per sequence: the total reward Σ R_t = score − β k1.
+    pub total_reward: Vec<f64>,
+}
+
+/// What an update measured.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TokenUpdateStats {
+    pub policy_loss: f64,
+    pub value_loss: f64,
+    pub approx_kl: f64,
+    pub clipfrac: f64,
+    /// Mean |V − target| over real tokens before the update.
+    pub value_error: f64,
+    pub explained_variance: f64,
+    pub gradient_steps: usize,
+}
+
+/// The learner: the policy, its value function and their optimisers.
+pub struct TokenLearner {
+    pub algo: Algo,
+    pub config: RlConfig,
+    pub policy: Gpt,
+    pub value: Gpt,
+    policy_opt: Optimizer,
+    value_opt: Optimizer,
+}
+
+impl TokenLearner {
+    /// `policy` starts as the SFT model, `value` as the reward model (both copied by the caller).
+    pub fn new(algo: Algo, config: RlConfig, policy: Gpt, value: Gpt) -> Result<Self> {
+        let policy_opt = nn::adam(0.9, 0.999, 0.0).build(&policy.vs, config.learning_rate)?;
+        let value_opt = nn::adam(0.9, 0.999, 0.0).build(&value.vs, config.value_learning_rate)?;
+        Ok(Self {
+            algo,
+            config,
+            policy,
+            value,
+            policy_opt,
+            value_opt,
+        })
+    }
+
+    /// Scores and advantages of `responses` to `prompts` sampled from the current policy.
+    pub fn rollout(
+        &self,
+        reference: &Gpt,
+        reward_model: &Gpt,
+        prompts: &[&[u32]],
+        responses: &[&[u32]],
+        beta: f64,
+    ) -> TokenRollout {
+        let device = self.policy.vs.device();
+        let seqs = Sequences::pack(prompts, responses, device);
+        let (stats, ref_lp, values, raw_scores) = tch::no_grad(|| {
+            (
+                token_stats(&self.policy, &seqs),
+                token_logprobs(reference, &seqs),
+                token_values(&self.value, &seqs),
+                scores(reward_model, &seqs),
+            )
+        });
+        let lp = rows_f64(&stats.logprobs);
+        let lr = rows_f64(&ref_lp);
+        let ent = rows_f64(&stats.entropy);
+        let raw = vec_f64(&raw_scores);
+        let (b, t) = (seqs.lengths.len(), seqs.width);
+        let mut rewards = vec![0f32; b * t];
+        let mut out_scores = Vec::with_capacity(b);
+        let (mut k1, mut k3, mut entropy, mut total) = (vec![], vec![], vec![], vec![]);
+        for i in 0..b {
+            let n = seqs.lengths[i];
+            let tr = token_rewards(
+                responses[i],
+                &lp[i][..n],
+                &lr[i][..n],
+                raw[i],
+                beta,
+                self.config.missing_eos_penalty,
+            );
+            for (j, r) in tr.rewards.iter().enumerate() {
+                rewards[i * t + j] = *r as f32;
+            }
+            k1.push(tr.kl);
+            k3.push(
+                (0..n)
+                    .map(|j| {
+                        let log_rho = lr[i][j] - lp[i][j];
+                        log_rho.exp() - 1.0 - log_rho
+                    })
+                    .sum(),
+            );
+            entropy.push(ent[i][..n].iter().sum::<f64>() / n as f64);
+            total.push(tr.rewards.iter().sum());
+            out_scores.push(tr.score);
+        }
+        let v = rows_f64(&values);
+        // Time-major [T, B] for the advantage functions.
+        let mut tm_r = vec![0f32; b * t];
+        let mut tm_v = vec![0f32; b * t];
+        let mut tm_next = vec![0f32; b * t];
+        let mut dones = vec![true; b * t];
+        for i in 0..b {
+            let n = seqs.lengths[i];
+            for j in 0..n {
+                let k = j * b + i;
+                tm_r[k] = rewards[i * t + j];
+                tm_v[k] = v[i][j] as f32;
+                tm_next[k] = if j + 1 < n { v[i][j + 1] as f32 } else { 0.0 };
+                dones[k] = j + 1 == n;
+            }
+        }
+        let shape = Shape {
+            num_steps: t,
+            num_envs: b,
+        };
+        let gamma = self.config.gamma as f32;
+        let (adv, ret) = match self.algo {
+            Algo::Reinforce => {
+                let zeros = vec![0f32; b * t];
+                let g = reward_to_go(shape, &tm_r, &zeros, &dones, gamma);
+                let a: Vec<f32> = g.iter().zip(&tm_v).map(|(g, v)| g - v).collect();
+                (a, g)
+            }
+            Algo::A2c | Algo::Ppo => gae(
+                shape,
+                &tm_r,
+                &tm_v,
+                &tm_next,
+                &dones,
+                gamma,
+                self.config.gae_lambda as f32,
+            ),
+        };
+        let to_bt = |x: &[f32]| -> Tensor {
+            let mut out = vec![0f32; b * t];
+            for i in 0..b {
+                for j in 0..seqs.lengths[i] {
+                    out[i * t + j] = x[j * b + i];
+                }
+            }
+            Tensor::from_slice(&out)
+                .view([b as i64, t as i64])
+                .to_device(device)
+        };
+        let mut advantages = to_bt(&adv);
+        if self.config.norm_adv {
+            advantages = whiten(&advantages, &seqs.mask);
+        }
+        TokenRollout {
+            returns: to_bt(&ret),
+            advantages,
+            old_logprobs: stats.logprobs,
+            old_values: values,
+            scores: out_scores,
+            kl_k1: k1,
+            kl_k3: k3,
+            entropy,
+            total_reward: total,
+            seqs,
+        }
+    }
+
+    /// The gradient steps of one batch; `rng` orders PPO's minibatches.
+    pub fn update(&mut self, r: &TokenRollout, rng: &mut Stream) -> Result<TokenUpdateStats> {
+        let b = r.seqs.lengths.len();
+        let (epochs, minibatches) = match self.algo {
+            Algo::Ppo => (self.config.update_epochs, self.config.num_minibatches),
+            Algo::Reinforce | Algo::A2c => (1, 1),
+        };
+        let device = self.policy.vs.device();
+        let mut stats = TokenUpdateStats::default();
+        let mask = r.seqs.mask.to_kind(Kind::Bool);
+        let sel = |x: &Tensor| x.masked_select(&mask);
+        {
+            let v = vec_f64(&sel(&r.old_values));
+            let g = vec_f64(&sel(&r.returns));
+            stats.value_error =
+                v.iter().zip(&g).map(|(a, b)| (a - b).abs()).sum::<f64>() / v.len() as f64;
+            let mean = g.iter().sum::<f64>() / g.len() as f64;
+            let var_g = g.iter().map(|x| (x - mean).powi(2)).sum::<f64>();
+            let var_e = v.iter().zip(&g).map(|(a, b)| (b - a).powi(2)).sum::<f64>();
+            stats.explained_variance = if var_g == 0.0 {
+                f64::NAN
+            } else {
+                1.0 - var_e / var_g
+            };
+        }
+        let (mut n, mut pl, mut vl, mut ak, mut cf) = (0usize, 0.0, 0.0, 0.0, 0.0);
+        for _ in 0..epochs {
+            let mut order: Vec<i64> = (0..b as i64).collect();
+            if minibatches > 1 {
+                shuffle(&mut order, rng);
+            }
+            let size = b.div_ceil(minibatches);
+            for chunk in order.chunks(size) {
+                let index = Tensor::from_slice(chunk).to_device(device);
+                let seqs = r.seqs.rows(&index);
+                let m = seqs.mask.to_kind(Kind::Bool);
+                let pick = |x: &Tensor| x.index_select(0, &index).masked_select(&m);
+                let st = token_stats(&self.policy, &seqs);
+                let new_lp = st.logprobs.masked_select(&m);
+                let adv = pick(&r.advantages);
+                let (policy_loss, ratio) = match self.algo {
+                    Algo::Ppo => {
+                        let (loss, rs) = ppo_clip_loss(
+                            &new_lp,
+                            &pick(&r.old_logprobs),
+                            &adv,
+                            self.config.clip_coef,
+                        );
+                        (loss, Some(rs))
+                    }
+                    Algo::Reinforce | Algo::A2c => (policy_gradient_loss(&new_lp, &adv), None),
+                };
+                let entropy = st.entropy.masked_select(&m).mean(Kind::Float);
+                let loss = &policy_loss - entropy * self.config.ent_coef;
+                let lv = loss.double_value(&[]);
+                anyhow::ensure!(
+                    lv.is_finite(),
+                    "rl: non-finite policy loss ({lv}); lower rl.learning_rate"
+                );
+                self.policy_opt
+                    .backward_step_clip_norm(&loss, self.config.max_grad_norm);
+                let new_v = token_values(&self.value, &seqs).masked_select(&m);
+                let clip = (self.algo == Algo::Ppo && self.config.clip_vloss)
+                    .then_some(self.config.clip_coef);
+                let raw = value_loss(&new_v, &pick(&r.returns), &pick(&r.old_values), clip);
+                let vv = raw.double_value(&[]);
+                let vloss = raw * self.config.vf_coef;
+                anyhow::ensure!(
+                    vv.is_finite(),
+                    "rl: non-finite value loss ({vv}); lower rl.value_learning_rate"
+                );
+                self.value_opt
+                    .backward_step_clip_norm(&vloss, self.config.max_grad_norm);
+                n += 1;
+                pl += policy_loss.double_value(&[]);
+                vl += vv;
+                if let Some(rs) = ratio {
+                    ak += rs.approx_kl;
+                    cf += rs.clipfrac;
+                }
+            }
+        }
+        let n_f = n as f64;
+        stats.policy_loss = pl / n_f;
+        stats.value_loss = vl / n_f;
+        stats.approx_kl = ak / n_f;
+        stats.clipfrac = cf / n_f;
+        stats.gradient_steps = n;
+        Ok(stats)
+    }
+}
+
+/// `(x − mean)/std` over the positions `mask` marks (others 0), as TRL and Stiennon whiten
+/// advantages over real tokens only.
+pub fn whiten(x: &Tensor, mask: &Tensor) -> Tensor {
+    let n = mask.sum(Kind::Float).clamp_min(1.0);
+    let mean = (x * mask).sum(Kind::Float) / &n;
+    let centred = (x - &mean) * mask;
+    let var = centred.square().sum(Kind::Float) / (&n - 1.0).clamp_min(1.0);
+    centred / (var.sqrt() + 1e-8)
+}

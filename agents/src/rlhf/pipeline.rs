@@ -1,0 +1,831 @@
+//! The stages of an RLHF run and the run folder they write. `gradgym rlhf` runs them all;
+//! `gradgym rlhf sft|rm|rl|bon|sample` runs one, reading what it needs (`--sft`, `--rm`,
+//! `--data`) from earlier runs or the user.
+//!
+//! ```text
+//! <out>/manifest.json, config.toml, summary.json
+//! <out>/lm.csv                 stage, step, loss (pretraining and SFT)
+//! <out>/pretrain/, sft/        model.safetensors + model.json
+//! <out>/labels.jsonl           the comparisons fitted (TRL's prompt/chosen/rejected form)
+//! <out>/held_out.jsonl         the comparisons kept out, for accuracy
+//! <out>/rm.csv                 round, step, loss of each reward-model fit
+//! <out>/reward_model/          the reward model, normalised (round 1; later rounds in reward_model_round<r>/)
+//! <out>/metrics.csv            one row per RL update (TRL's metric names where one exists)
+//! <out>/eval.csv               the policy on the fixed evaluation prompts, every eval.every updates
+//! <out>/best_of_n.csv          best-of-n for each n: proxy, gold, KL estimate and bound
+//! <out>/samples.jsonl          sample texts: SFT, best-of-n and the policy at checkpoints
+//! <out>/policy/                the final policy
+//! ```
+//!
+//! Every stage draws from its own named stream of the run's seed, so a stage run alone on the
+//! same inputs gives what it gives inside the whole pipeline.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use gradgym_envs::rng::{self, Stream};
+use gradgym_envs::text::{GoldJudge, Grammar, Vocabulary};
+use serde::Serialize;
+use serde_json::json;
+use tch::Device;
+
+use super::best_of_n::{self, BonPoint, BonSample, mean_ci};
+use super::data::{self, Comparison};
+use super::learner::{TokenLearner, TokenUpdateStats};
+use super::lm::{self, LmStage};
+use super::reward::{self, Accuracy, FitReport, Normalisation};
+use super::sequences::{Sequences, rows_f64, token_logprobs, token_stats};
+use crate::config::rlhf::RlhfConfig;
+use crate::device::parse_device;
+use crate::metrics::{Columns, MetricRow};
+use crate::nn::gpt::{Gpt, GptConfig};
+use crate::run_folder::{Existing, RunFolder};
+
+/// Which stages to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// pretrain → SFT → labels → reward model → best-of-n → RL → evaluation.
+    All,
+    /// Pretraining and SFT.
+    Sft,
+    /// Labels (or `--data`) and the reward model, on an SFT model.
+    Rm,
+    /// RL on an SFT model and a reward model.
+    Rl,
+    /// Best-of-n on an SFT model and a reward model.
+    Bon,
+    /// Samples of a model, scored by the gold judge (and a reward model if given).
+    Sample,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::All => "all",
+            Stage::Sft => "sft",
+            Stage::Rm => "rm",
+            Stage::Rl => "rl",
+            Stage::Bon => "bon",
+            Stage::Sample => "sample",
+        }
+    }
+}
+
+/// What a stage reads from outside the run.
+#[derive(Clone, Debug, Default)]
+pub struct Inputs {
+    /// A folder with an SFT model (`model.safetensors`, `model.json`), or a run folder with
+    /// `sft/`.
+    pub sft: Option<PathBuf>,
+    /// A reward model folder, or a run folder with `reward_model/`.
+    pub reward_model: Option<PathBuf>,
+    /// A preference JSONL file to fit instead of the judge's labels.
+    pub data: Option<PathBuf>,
+    /// `sample`: the model to sample (default: the SFT model).
+    pub model: Option<PathBuf>,
+    /// `sample`: how many prompts.
+    pub samples: usize,
+}
+
+/// Metric columns of `metrics.csv`, in order.
+pub const METRICS: [&str; 21] = [
+    "update",
+    "round",
+    "sequences",
+    "tokens",
+    "objective/scores",
+    "objective/gold_scores",
+    "objective/kl",
+    "objective/kl_k3",
+    "objective/entropy",
+    "objective/non_score_reward",
+    "objective/rlhf_reward",
+    "response_length",
+    "eos_fraction",
+    "beta",
+    "policy/approxkl_avg",
+    "policy/clipfrac_avg",
+    "loss/policy_avg",
+    "loss/value_avg",
+    "val/error",
+    "val/explained_variance",
+    "gradient_steps",
+];
+
+#[derive(Serialize)]
+struct Manifest<'a> {
+    kind: &'static str,
+    stage: &'static str,
+    config: &'a RlhfConfig,
+    seed: u64,
+    git_revision: &'a str,
+    gradgym_version: &'a str,
+    libtorch_version: &'a str,
+    device: String,
+    cuda_available: bool,
+    torch_threads: i32,
+    model_parameters: usize,
+    data: Option<String>,
+    sft: Option<String>,
+    reward_model: Option<String>,
+}
+
+/// The policy on a set of prompts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PolicyEval {
+    pub proxy: f64,
+    pub proxy_ci: f64,
+    pub gold: f64,
+    pub gold_ci: f64,
+    /// KL(π‖p) per sequence, k1 and k3.
+    pub kl: f64,
+    pub kl_k3: f64,
+    pub entropy: f64,
+    pub response_length: f64,
+    pub eos_fraction: f64,
+}
+
+struct Run<'a> {
+    config: &'a RlhfConfig,
+    folder: RunFolder,
+    judge: GoldJudge,
+    device: Device,
+    lm_csv: String,
+    rm_csv: String,
+    eval_csv: String,
+    samples: String,
+    progress: &'a mut dyn FnMut(&str),
+}
+
+impl Run<'_> {
+    fn stream(&self, name: &str, index: u64) -> Stream {
+        rng::stream(self.config.seed, &format!("rlhf/{name}"), index)
+    }
+
+    fn say(&mut self, line: &str) {
+        (self.progress)(line);
+    }
+
+    fn model_config(&self) -> GptConfig {
+        let m = &self.config.model;
+        GptConfig {
+            vocab: Vocabulary::new().len(),
+            context: m.context,
+            width: m.width,
+            layers: m.layers,
+            heads: m.heads,
+            scalar_head: false,
+        }
+    }
+
+    fn text(&self, tokens: &[u32]) -> String {
+        self.judge
+            .grammar
+            .vocab
+            .decode(tokens)
+            .expect("vocabulary tokens")
+    }
+
+    fn sample_line(
+        &mut self,
+        source: &str,
+        update: Option<usize>,
+        prompt: &[u32],
+        response: &[u32],
+        proxy: Option<f64>,
+    ) -> Result<()> {
+        let gold = self.judge.score(prompt, response)?.gold;
+        let line = json!({
+            "source": source,
+            "update": update,
+            "prompt": self.text(prompt),
+            "response": self.text(response),
+            "proxy": proxy,
+            "gold": gold,
+        });
+        self.samples.push_str(&line.to_string());
+        self.samples.push('\n');
+        self.folder.write_text("samples.jsonl", &self.samples)
+    }
+
+    fn lm_stage(&mut self, model: &mut Gpt, stage: LmStage) -> Result<f64> {
+        let cfg = match stage {
+            LmStage::Pretrain => self.config.pretrain.stage(),
+            LmStage::Sft => self.config.sft.stage(),
+        };
+        let mut rng = self.stream(stage.name(), 0);
+        let grammar = Grammar::new();
+        let every = (cfg.steps / 10).max(1);
+        let mut lines = Vec::new();
+        let mut last_report = String::new();
+        let tail = lm::train(
+            model,
+            &grammar,
+            stage,
+            &cfg,
+            self.config.rl.max_response,
+            &mut rng,
+            |step, loss| {
+                lines.push(format!("{},{step},{loss}", stage.name()));
+                if (step + 1) % every == 0 {
+                    last_report = format!(
+                        "{} step {}/{}: loss {loss:.3}",
+                        stage.name(),
+                        step + 1,
+                        cfg.steps
+                    );
+                }
+            },
+        )?;
+        for l in lines {
+            self.lm_csv.push_str(&l);
+            self.lm_csv.push('\n');
+        }
+        self.folder.write_text("lm.csv", &self.lm_csv)?;
+        if !last_report.is_empty() {
+            self.say(&last_report);
+        }
+        Ok(tail)
+    }
+
+    fn evaluate(
+        &self,
+        policy: &Gpt,
+        sft: &Gpt,
+        rm: &Gpt,
+        prompts: &[Vec<u32>],
+        index: u64,
+    ) -> Result<(PolicyEval, Vec<(Vec<u32>, f64)>)> {
+        let mut rng = self.stream("eval", index);
+        let generated = reward::sample(policy, prompts, self.config.rl.max_response, 1.0, &mut rng);
+        let p: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
+        let r: Vec<&[u32]> = generated.iter().map(|g| g.tokens.as_slice()).collect();
+        let proxy = reward::score_all(rm, &p, &r);
+        let gold: Vec<f64> = p
+            .iter()
+            .zip(&r)
+            .map(|(p, r)| self.judge.score(p, r).map(|s| s.gold))
+            .collect::<Result<_, _>>()?;
+        let (mut k1, mut k3, mut ent) = (0.0, 0.0, 0.0);
+        for (pc, rc) in p.chunks(reward::CHUNK).zip(r.chunks(reward::CHUNK)) {
+            let seqs = Sequences::pack(pc, rc, self.device);
+            let (st, lr) =
+                tch::no_grad(|| (token_stats(policy, &seqs), token_logprobs(sft, &seqs)));
+            let lp = rows_f64(&st.logprobs);
+            let lr = rows_f64(&lr);
+            let e = rows_f64(&st.entropy);
+            for i in 0..rc.len() {
+                let n = seqs.lengths[i];
+                for j in 0..n {
+                    let d = lp[i][j] - lr[i][j];
+                    k1 += d;
+                    k3 += (-d).exp() - 1.0 + d;
+                }
+                ent += e[i][..n].iter().sum::<f64>() / n as f64;
+            }
+        }
+        let m = prompts.len() as f64;
+        let (proxy_mean, proxy_ci) = mean_ci(&proxy);
+        let (gold_mean, gold_ci) = mean_ci(&gold);
+        let eval = PolicyEval {
+            proxy: proxy_mean,
+            proxy_ci,
+            gold: gold_mean,
+            gold_ci,
+            kl: k1 / m,
+            kl_k3: k3 / m,
+            entropy: ent / m,
+            response_length: r.iter().map(|r| r.len()).sum::<usize>() as f64 / m,
+            eos_fraction: r
+                .iter()
+                .filter(|r| r.last() == Some(&gradgym_envs::text::EOS))
+                .count() as f64
+                / m,
+        };
+        let out = generated
+            .into_iter()
+            .zip(proxy)
+            .map(|(g, s)| (g.tokens, s))
+            .collect();
+        Ok((eval, out))
+    }
+
+    fn eval_row(&mut self, update: usize, policy: &str, e: &PolicyEval) -> Result<()> {
+        if self.eval_csv.is_empty() {
+            self.eval_csv.push_str("update,policy,proxy,proxy_ci,gold,gold_ci,kl,kl_k3,entropy,response_length,eos_fraction\n");
+        }
+        self.eval_csv.push_str(&format!(
+            "{update},{policy},{},{},{},{},{},{},{},{},{}\n",
+            e.proxy,
+            e.proxy_ci,
+            e.gold,
+            e.gold_ci,
+            e.kl,
+            e.kl_k3,
+            e.entropy,
+            e.response_length,
+            e.eos_fraction
+        ));
+        self.folder.write_text("eval.csv", &self.eval_csv)
+    }
+
+    /// Labels (or the user's data) split into (train, held out).
+    fn comparisons(
+        &mut self,
+        sft: &Gpt,
+        data: Option<&Path>,
+        round: u64,
+    ) -> Result<(Vec<Comparison>, Vec<Comparison>)> {
+        let l = &self.config.labels;
+        let all = match data {
+            Some(path) => {
+                let mut c =
+                    data::read_jsonl(path, &self.judge.grammar, self.config.rl.max_response)?;
+                reward::shuffle(&mut c, &mut self.stream("split", round));
+                c
+            }
+            None => {
+                let mut human = reward::human(l, self.stream("human", round))?;
+                reward::label(
+                    sft,
+                    &self.judge,
+                    &mut human,
+                    l,
+                    l.comparisons,
+                    self.config.rl.max_response,
+                    &mut self.stream("labels", round),
+                )?
+            }
+        };
+        let held = ((all.len() as f64) * l.held_out).round() as usize;
+        let held = held.min(all.len() - 1);
+        let (train, held_out) = all.split_at(all.len() - held);
+        Ok((train.to_vec(), held_out.to_vec()))
+    }
+
+    fn fit_reward_model(
+        &mut self,
+        sft: &Gpt,
+        train: &[Comparison],
+        held_out: &[Comparison],
+        round: u64,
+    ) -> Result<(Gpt, FitReport, Normalisation, Accuracy)> {
+        let mut rm = sft.with_scalar_head(&mut self.stream("rm-init", round))?;
+        let mut lines = Vec::new();
+        let report = reward::fit(
+            &mut rm,
+            train,
+            &self.config.reward_model,
+            &mut self.stream("rm-fit", round),
+            |step, loss| {
+                lines.push(format!("{},{step},{loss}", round + 1));
+            },
+        )?;
+        if self.rm_csv.is_empty() {
+            self.rm_csv.push_str("round,step,loss\n");
+        }
+        for l in lines {
+            self.rm_csv.push_str(&l);
+            self.rm_csv.push('\n');
+        }
+        self.folder.write_text("rm.csv", &self.rm_csv)?;
+        let norm = if self.config.reward_model.normalize_samples > 0 {
+            reward::normalise(
+                &mut rm,
+                sft,
+                &self.judge.grammar,
+                self.config.reward_model.normalize_samples,
+                self.config.rl.max_response,
+                &mut self.stream("normalise", round),
+            )
+        } else {
+            Normalisation {
+                mean: 0.0,
+                std: 1.0,
+            }
+        };
+        let acc = if held_out.is_empty() {
+            Accuracy {
+                label: f64::NAN,
+                gold: f64::NAN,
+                gold_pairs: 0,
+            }
+        } else {
+            reward::accuracy(&rm, held_out, &self.judge, self.config.labels.margin)?
+        };
+        self.say(&format!(
+            "reward model (round {}): {} comparisons, loss {:.3}; held out: {:.1}% of labels, {:.1}% of {} gold-ordered pairs",
+            round + 1,
+            train.len(),
+            report.train_loss,
+            100.0 * acc.label,
+            100.0 * acc.gold,
+            acc.gold_pairs
+        ));
+        Ok((rm, report, norm, acc))
+    }
+}
+
+fn load_model(path: &Path, sub: &str, device: Device) -> Result<Gpt> {
+    let dir = if path.join("model.json").exists() {
+        path.to_path_buf()
+    } else {
+        path.join(sub)
+    };
+    Gpt::load(&dir, device).with_context(|| format!("cannot load the model in {}", dir.display()))
+}
+
+fn need<'a>(p: &'a Option<PathBuf>, flag: &str, stage: Stage) -> Result<&'a Path> {
+    p.as_deref()
+        .ok_or_else(|| anyhow::anyhow!("`gradgym rlhf {}` needs {flag}", stage.name()))
+}
+
+fn eval_prompts(config: &RlhfConfig, grammar: &Grammar) -> Vec<Vec<u32>> {
+    let mut rng = rng::stream(config.seed, "rlhf/eval-prompts", 0);
+    reward::prompts(grammar, config.eval.prompts, &mut rng).1
+}
+
+/// Runs `stage` into `out` and returns the summary it sealed the folder with.
+pub fn run(
+    config: &RlhfConfig,
+    stage: Stage,
+    inputs: &Inputs,
+    out: &Path,
+    existing: Existing,
+    progress: &mut dyn FnMut(&str),
+) -> Result<serde_json::Value> {
+    config.validate()?;
+    let device = parse_device(&config.device).map_err(anyhow::Error::msg)?;
+    if config.threads > 0 {
+        tch::set_num_threads(config.threads as i32);
+    }
+    if let Some(d) = &inputs.data {
+        // Fail on a bad file before anything is written.
+        data::read_jsonl(d, &Grammar::new(), config.rl.max_response)?;
+    }
+    let folder = RunFolder::create(out, existing)?;
+    let mut run = Run {
+        config,
+        folder,
+        judge: GoldJudge::new(),
+        device,
+        lm_csv: "stage,step,loss\n".into(),
+        rm_csv: String::new(),
+        eval_csv: String::new(),
+        samples: String::new(),
+        progress,
+    };
+    let mc = run.model_config();
+    run.folder.write_json(
+        "manifest.json",
+        &Manifest {
+            kind: "rlhf",
+            stage: stage.name(),
+            config,
+            seed: config.seed,
+            git_revision: crate::build_info::GIT_REVISION,
+            gradgym_version: crate::build_info::GRADGYM_VERSION,
+            libtorch_version: crate::build_info::LIBTORCH_VERSION,
+            device: format!("{device:?}"),
+            cuda_available: tch::Cuda::is_available(),
+            torch_threads: tch::get_num_threads(),
+            model_parameters: mc.num_parameters(),
+            data: inputs.data.as_ref().map(|p| p.display().to_string()),
+            sft: inputs.sft.as_ref().map(|p| p.display().to_string()),
+            reward_model: inputs
+                .reward_model
+                .as_ref()
+                .map(|p| p.display().to_string()),
+        },
+    )?;
+    run.folder
+        .write_text("config.toml", &toml::to_string(config)?)?;
+    let mut summary = serde_json::Map::new();
+    summary.insert("stage".into(), json!(stage.name()));
+
+    // Pretraining and SFT.
+    let sft = match stage {
+        Stage::All | Stage::Sft => {
+            let mut model = Gpt::new(mc.clone(), device, &mut run.stream("init", 0))?;
+            let pre = run.lm_stage(&mut model, LmStage::Pretrain)?;
+            model.save(&run.folder.path().join("pretrain"))?;
+            let mut sft = model.duplicate()?;
+            let s = run.lm_stage(&mut sft, LmStage::Sft)?;
+            sft.save(&run.folder.path().join("sft"))?;
+            summary.insert("pretrain_loss".into(), json!(pre));
+            summary.insert("sft_loss".into(), json!(s));
+            sft
+        }
+        Stage::Sample if inputs.sft.is_none() => {
+            let m = need(&inputs.model, "--model DIR", stage)?;
+            load_model(m, "policy", device)?
+        }
+        _ => load_model(need(&inputs.sft, "--sft DIR", stage)?, "sft", device)?,
+    };
+    anyhow::ensure!(
+        sft.config.context >= gradgym_envs::text::PROMPT_LEN + config.rl.max_response,
+        "field `model.context`: the SFT model's context ({}) cannot hold the prompt plus rl.max_response = {} tokens",
+        sft.config.context,
+        config.rl.max_response
+    );
+    if stage == Stage::Sft {
+        let path = run.folder.seal(&summary)?;
+        return Ok(json!({"folder": path.display().to_string(), "summary": summary}));
+    }
+    if stage == Stage::Sample {
+        let model = match &inputs.model {
+            Some(m) => load_model(m, "policy", device)?,
+            None => sft.duplicate()?,
+        };
+        let rm = inputs
+            .reward_model
+            .as_ref()
+            .map(|p| load_model(p, "reward_model", device))
+            .transpose()?;
+        let prompts = eval_prompts(config, &run.judge.grammar);
+        let prompts = &prompts[..inputs.samples.min(prompts.len()).max(1)];
+        let generated = reward::sample(
+            &model,
+            prompts,
+            config.rl.max_response,
+            1.0,
+            &mut run.stream("sample", 0),
+        );
+        let proxies: Vec<Option<f64>> = match &rm {
+            Some(rm) => {
+                let p: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
+                let r: Vec<&[u32]> = generated.iter().map(|g| g.tokens.as_slice()).collect();
+                reward::score_all(rm, &p, &r)
+                    .into_iter()
+                    .map(Some)
+                    .collect()
+            }
+            None => vec![None; generated.len()],
+        };
+        for ((p, g), s) in prompts.iter().zip(&generated).zip(proxies) {
+            run.sample_line("model", None, p, &g.tokens, s)?;
+        }
+        let golds: Vec<f64> = prompts
+            .iter()
+            .zip(&generated)
+            .map(|(p, g)| run.judge.score(p, &g.tokens).map(|s| s.gold))
+            .collect::<Result<_, _>>()?;
+        let (g, ci) = mean_ci(&golds);
+        summary.insert("gold".into(), json!(g));
+        summary.insert("gold_ci".into(), json!(ci));
+        let path = run.folder.seal(&summary)?;
+        return Ok(json!({"folder": path.display().to_string(), "summary": summary}));
+    }
+
+    // Labels and the reward model.
+    let mut all_train = Vec::new();
+    let mut all_held = Vec::new();
+    let rm = match stage {
+        Stage::All | Stage::Rm => {
+            let (train, held) = run.comparisons(&sft, inputs.data.as_deref(), 0)?;
+            data::write_jsonl(
+                &run.folder.path().join("labels.jsonl"),
+                &train,
+                &run.judge.grammar,
+            )?;
+            data::write_jsonl(
+                &run.folder.path().join("held_out.jsonl"),
+                &held,
+                &run.judge.grammar,
+            )?;
+            let (rm, fit, norm, acc) = run.fit_reward_model(&sft, &train, &held, 0)?;
+            rm.save(&run.folder.path().join("reward_model"))?;
+            summary.insert("rm_train_loss".into(), json!(fit.train_loss));
+            summary.insert("rm_lm_loss".into(), json!(finite_or_null(fit.lm_loss)));
+            summary.insert("rm_label_accuracy".into(), json!(finite_or_null(acc.label)));
+            summary.insert("rm_gold_accuracy".into(), json!(finite_or_null(acc.gold)));
+            summary.insert("rm_gold_pairs".into(), json!(acc.gold_pairs));
+            summary.insert(
+                "rm_normalisation".into(),
+                json!({"mean": norm.mean, "std": norm.std}),
+            );
+            summary.insert("comparisons".into(), json!(train.len()));
+            all_train = train;
+            all_held = held;
+            rm
+        }
+        _ => load_model(
+            need(&inputs.reward_model, "--rm DIR", stage)?,
+            "reward_model",
+            device,
+        )?,
+    };
+    anyhow::ensure!(
+        rm.config.scalar_head,
+        "the reward model has no scalar head (`scalar_head` in its model.json)"
+    );
+    if stage == Stage::Rm {
+        let path = run.folder.seal(&summary)?;
+        return Ok(json!({"folder": path.display().to_string(), "summary": summary}));
+    }
+
+    let prompts = eval_prompts(config, &run.judge.grammar);
+    // The reference's own scores: the baseline every method is compared with.
+    let (sft_eval, sft_samples) = run.evaluate(&sft, &sft, &rm, &prompts, 0)?;
+    run.eval_row(0, "sft", &sft_eval)?;
+    summary.insert("sft".into(), serde_json::to_value(&sft_eval)?);
+
+    // Best-of-n.
+    if matches!(stage, Stage::All | Stage::Bon) {
+        let ns = &config.eval.best_of_n;
+        let (points, shown) = best_of_n::evaluate(
+            &sft,
+            &rm,
+            &run.judge,
+            &prompts,
+            config.eval.samples_per_prompt,
+            ns,
+            config.rl.max_response,
+            4,
+            &mut run.stream("bon", 0),
+        )?;
+        write_bon(&run, &points)?;
+        for (i, s) in shown.iter().enumerate().take(8) {
+            run.sample_line(
+                "sft",
+                None,
+                &prompts[i],
+                &sft_samples[i].0,
+                Some(sft_samples[i].1),
+            )?;
+            let BonSample {
+                prompt,
+                response,
+                proxy,
+                ..
+            } = s;
+            run.sample_line("best_of_4", None, prompt, response, Some(*proxy))?;
+        }
+        summary.insert("best_of_n".into(), serde_json::to_value(points.iter().map(|p| json!({"n": p.n, "proxy": p.proxy, "gold": p.gold, "gold_ci": p.gold_ci, "kl": p.kl, "kl_bound": p.kl_bound})).collect::<Vec<_>>())?);
+        run.say(&format!(
+            "best-of-n: {}",
+            points
+                .iter()
+                .map(|p| format!(
+                    "n={} gold {:.3} KL {:.2}≤{:.2}",
+                    p.n, p.gold, p.kl, p.kl_bound
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if stage == Stage::Bon {
+        let path = run.folder.seal(&summary)?;
+        return Ok(json!({"folder": path.display().to_string(), "summary": summary}));
+    }
+
+    // RL.
+    let rl = &config.rl;
+    let mut learner =
+        TokenLearner::new(config.algo(), rl.clone(), sft.duplicate()?, rm.duplicate()?)?;
+    let mut rm = rm;
+    let mut kl = config.reference_kl();
+    let mut prompt_rng = run.stream("rl-prompts", 0);
+    let mut sample_rng = run.stream("rl-sample", 0);
+    let mut minibatch_rng = run.stream("minibatch", 0);
+    let mut columns = Columns::new(METRICS);
+    columns.extend(["eval/gold_scores", "eval/scores", "eval/kl"]);
+    run.folder.start_metrics(columns)?;
+    let per_round = rl.updates.div_ceil(rl.rounds);
+    let (mut sequences, mut tokens) = (0u64, 0u64);
+    let mut last_eval = sft_eval.clone();
+    for update in 0..rl.updates {
+        let round = update / per_round;
+        if update > 0 && update % per_round == 0 {
+            // Ziegler's online mode: label the current policy's samples, refit on every label.
+            let (train, held) = run.comparisons(&learner.policy, None, round as u64)?;
+            all_train.extend(train);
+            all_held.extend(held);
+            let (new_rm, _, _, acc) =
+                run.fit_reward_model(&sft, &all_train, &all_held, round as u64)?;
+            new_rm.save(
+                &run.folder
+                    .path()
+                    .join(format!("reward_model_round{}", round + 1)),
+            )?;
+            summary.insert(
+                format!("rm_gold_accuracy_round{}", round + 1),
+                json!(finite_or_null(acc.gold)),
+            );
+            rm = new_rm;
+        }
+        let (_, batch_prompts) =
+            reward::prompts(&run.judge.grammar, rl.batch_size, &mut prompt_rng);
+        let generated = reward::sample(
+            &learner.policy,
+            &batch_prompts,
+            rl.max_response,
+            1.0,
+            &mut sample_rng,
+        );
+        let p: Vec<&[u32]> = batch_prompts.iter().map(|p| p.as_slice()).collect();
+        let r: Vec<&[u32]> = generated.iter().map(|g| g.tokens.as_slice()).collect();
+        let beta = kl.beta();
+        let rollout = learner.rollout(&sft, &rm, &p, &r, beta);
+        let stats: TokenUpdateStats = learner.update(&rollout, &mut minibatch_rng)?;
+        let b = r.len() as f64;
+        let mean = |x: &[f64]| x.iter().sum::<f64>() / x.len() as f64;
+        let k1 = mean(&rollout.kl_k1);
+        kl.update(k1, r.len());
+        let gold: Vec<f64> = p
+            .iter()
+            .zip(&r)
+            .map(|(p, r)| run.judge.score(p, r).map(|s| s.gold))
+            .collect::<Result<_, _>>()?;
+        sequences += r.len() as u64;
+        let n_tokens: usize = r.iter().map(|r| r.len()).sum();
+        tokens += n_tokens as u64;
+        let mut row = MetricRow::new();
+        row.set("update", (update + 1) as f64)
+            .set("round", (round + 1) as f64)
+            .set("sequences", sequences as f64)
+            .set("tokens", tokens as f64)
+            .set("objective/scores", mean(&rollout.scores))
+            .set("objective/gold_scores", mean(&gold))
+            .set("objective/kl", k1)
+            .set("objective/kl_k3", mean(&rollout.kl_k3))
+            .set("objective/entropy", mean(&rollout.entropy))
+            .set("objective/non_score_reward", -beta * k1)
+            .set("objective/rlhf_reward", mean(&rollout.total_reward))
+            .set("response_length", n_tokens as f64 / b)
+            .set(
+                "eos_fraction",
+                r.iter()
+                    .filter(|r| r.last() == Some(&gradgym_envs::text::EOS))
+                    .count() as f64
+                    / b,
+            )
+            .set("beta", beta)
+            .set("policy/approxkl_avg", stats.approx_kl)
+            .set("policy/clipfrac_avg", stats.clipfrac)
+            .set("loss/policy_avg", stats.policy_loss)
+            .set("loss/value_avg", stats.value_loss)
+            .set("val/error", stats.value_error)
+            .set("val/explained_variance", stats.explained_variance)
+            .set("gradient_steps", stats.gradient_steps as f64);
+        let last = update + 1 == rl.updates;
+        if (update + 1) % config.eval.every == 0 || last {
+            let (e, samples) =
+                run.evaluate(&learner.policy, &sft, &rm, &prompts, (update + 1) as u64)?;
+            run.eval_row(update + 1, config.algo().name(), &e)?;
+            row.set("eval/gold_scores", e.gold)
+                .set("eval/scores", e.proxy)
+                .set("eval/kl", e.kl);
+            if (update + 1) % rl.samples_every == 0 || last {
+                for (i, (resp, s)) in samples.iter().enumerate().take(8) {
+                    run.sample_line(
+                        config.algo().name(),
+                        Some(update + 1),
+                        &prompts[i],
+                        resp,
+                        Some(*s),
+                    )?;
+                }
+            }
+            run.say(&format!(
+                "rl update {}/{}: proxy {:.3} gold {:.3} (SFT {:.3}) KL {:.2} β {:.4}",
+                update + 1,
+                rl.updates,
+                e.proxy,
+                e.gold,
+                sft_eval.gold,
+                e.kl,
+                beta
+            ));
+            last_eval = e;
+        }
+        run.folder.append(&row)?;
+    }
+    learner.policy.save(&run.folder.path().join("policy"))?;
+    summary.insert("policy".into(), serde_json::to_value(&last_eval)?);
+    summary.insert("algo".into(), json!(config.algo().name()));
+    summary.insert("final_beta".into(), json!(kl.beta()));
+    let path = run.folder.seal(&summary)?;
+    Ok(json!({"folder": path.display().to_string(), "summary": summary}))
+}
+
+fn write_bon(run: &Run<'_>, points: &[BonPoint]) -> Result<()> {
+    let mut s = String::from("n,proxy,gold,gold_ci,kl,kl_bound,sqrt_kl\n");
+    for p in points {
+        s.push_str(&format!(
+            "{},{},{},{},{},{},{}\n",
+            p.n,
+            p.proxy,
+            p.gold,
+            p.gold_ci,
+            p.kl,
+            p.kl_bound,
+            p.kl.max(0.0).sqrt()
+        ));
+    }
+    run.folder.write_text("best_of_n.csv", &s)
+}
+
+fn finite_or_null(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}

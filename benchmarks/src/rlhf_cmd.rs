@@ -1,0 +1,261 @@
+//! `gradgym rlhf`: RLHF on the review language, whole or one stage at a time, and its
+//! throughput benchmark.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use gradgym_agents::config::Algo;
+use gradgym_agents::config::rlhf::{RlConfig, RlhfConfig};
+use gradgym_agents::device::parse_device;
+use gradgym_agents::nn::gpt::{Gpt, GptConfig};
+use gradgym_agents::nn::sampling::{SamplingConfig, generate};
+use gradgym_agents::rlhf::learner::TokenLearner;
+use gradgym_agents::rlhf::pipeline::{self, Inputs, Stage};
+use gradgym_agents::run_folder::Existing;
+use gradgym_envs::rng;
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RlhfArgs {
+    #[command(subcommand)]
+    stage: Option<RlhfStage>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum RlhfStage {
+    /// Pretraining on the grammar's corpus, then SFT on demonstrations (writes pretrain/, sft/).
+    Sft(CommonArgs),
+    /// Labels from the gold judge (or --data FILE) and the reward model, on --sft DIR.
+    Rm(CommonArgs),
+    /// Token-level RL (rl.algo) on --sft DIR against the reward model --rm DIR.
+    Rl(CommonArgs),
+    /// Best-of-n for eval.best_of_n on --sft DIR with the reward model --rm DIR.
+    Bon(CommonArgs),
+    /// Samples of --model DIR (default --sft DIR), scored by the gold judge (and --rm DIR).
+    Sample(CommonArgs),
+    /// Generation and PPO-update throughput on the GPT-2-shaped bench model, and peak memory.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct CommonArgs {
+    /// The run's TOML config (every field has a default; see docs/rlhf.md).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Overrides the config's seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The run folder (default: out/rlhf/<stage>__seed<N>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Overrides the config's device: cpu, cuda or cuda:N.
+    #[arg(long)]
+    device: Option<String>,
+    /// A preference JSONL file to fit the reward model on instead of the judge's labels.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// An SFT model folder (or a run folder holding sft/).
+    #[arg(long)]
+    sft: Option<PathBuf>,
+    /// A reward model folder (or a run folder holding reward_model/).
+    #[arg(long)]
+    rm: Option<PathBuf>,
+    /// `sample`: the model to sample (a model folder, or a run folder holding policy/).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// `sample`: how many evaluation prompts to answer.
+    #[arg(long, default_value_t = 16)]
+    samples: usize,
+    /// Replace the output folder if it exists (kept until the new run is complete).
+    #[arg(long)]
+    overwrite: bool,
+    /// Print no progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+struct BenchArgs {
+    /// Timed repetitions (the median is printed).
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// libtorch intra-op threads (0: its default).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+pub fn run(args: RlhfArgs) -> Result<ExitCode> {
+    let (stage, common) = match args.stage {
+        None => (Stage::All, args.common),
+        Some(RlhfStage::Sft(c)) => (Stage::Sft, c),
+        Some(RlhfStage::Rm(c)) => (Stage::Rm, c),
+        Some(RlhfStage::Rl(c)) => (Stage::Rl, c),
+        Some(RlhfStage::Bon(c)) => (Stage::Bon, c),
+        Some(RlhfStage::Sample(c)) => (Stage::Sample, c),
+        Some(RlhfStage::Bench(b)) => return bench(&b),
+    };
+    let mut config = match &common.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            RlhfConfig::from_toml(&text, &path.display().to_string())?
+        }
+        None => RlhfConfig::default(),
+    };
+    if let Some(s) = common.seed {
+        config.seed = s;
+    }
+    if let Some(d) = &common.device {
+        config.device = d.clone();
+    }
+    config.validate()?;
+    let out = common.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!("out/rlhf/{}__seed{}", stage.name(), config.seed))
+    });
+    let inputs = Inputs {
+        sft: common.sft.clone(),
+        reward_model: common.rm.clone(),
+        data: common.data.clone(),
+        model: common.model.clone(),
+        samples: common.samples,
+    };
+    let existing = if common.overwrite {
+        Existing::Replace
+    } else {
+        Existing::Refuse
+    };
+    let start = Instant::now();
+    eprintln!(
+        "gradgym rlhf {}: seed {}, {} ({} updates of {} prompts) → {}",
+        stage.name(),
+        config.seed,
+        config.rl.algo,
+        config.rl.updates,
+        config.rl.batch_size,
+        out.display()
+    );
+    let quiet = common.quiet;
+    let mut progress = |line: &str| {
+        if !quiet {
+            eprintln!("  [{:6.1}s] {line}", start.elapsed().as_secs_f64());
+        }
+    };
+    let result = pipeline::run(&config, stage, &inputs, &out, existing, &mut progress)?;
+    eprintln!(
+        "done in {:.1}s: {}",
+        start.elapsed().as_secs_f64(),
+        result["folder"].as_str().unwrap_or("")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn median(mut x: Vec<f64>) -> f64 {
+    x.sort_by(f64::total_cmp);
+    x[x.len() / 2]
+}
+
+/// The throughput benchmark of issue 13: the GPT-2-shaped bench model (vocabulary 512, context
+/// 64, width 128, 2 layers, 4 heads), 64 prompts of 8 tokens, 24 response tokens, fp32.
+fn bench(args: &BenchArgs) -> Result<ExitCode> {
+    anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
+    if args.threads > 0 {
+        tch::set_num_threads(args.threads as i32);
+    }
+    let device = parse_device(&args.device).map_err(anyhow::Error::msg)?;
+    let (batch, prompt_len, response) = (64usize, 8usize, 24usize);
+    let config = GptConfig::bench();
+    let mut init = rng::stream(0, "bench/rlhf", 0);
+    let policy = Gpt::new(config.clone(), device, &mut init)?;
+    let reference = policy.duplicate()?;
+    let reward_model = policy.with_scalar_head(&mut init)?;
+    let value = reward_model.duplicate()?;
+    let mut data = rng::stream(0, "bench/rlhf-data", 0);
+    let prompts: Vec<Vec<u32>> = (0..batch)
+        .map(|_| {
+            (0..prompt_len)
+                .map(|_| {
+                    (rng::uniform01(&mut data) * config.vocab as f64) as u32 % config.vocab as u32
+                })
+                .collect()
+        })
+        .collect();
+    // No row stops early: every response is 24 tokens.
+    let never = u32::MAX;
+    let sampling = SamplingConfig::default();
+    println!(
+        "gradgym rlhf bench: {} parameters (vocab {}, context {}, width {}, {} layers, {} heads), {batch} prompts × {prompt_len} tokens, {response} response tokens, fp32, {} threads, {:?}",
+        config.num_parameters(),
+        config.vocab,
+        config.context,
+        config.width,
+        config.layers,
+        config.heads,
+        tch::get_num_threads(),
+        device
+    );
+    let tokens = (batch * response) as f64;
+    let mut gen_times = Vec::new();
+    for _ in 0..args.reps + 1 {
+        let t = Instant::now();
+        let g = generate(&policy, &prompts, response, never, &sampling, &mut data);
+        assert!(g.iter().all(|g| g.tokens.len() == response));
+        gen_times.push(t.elapsed().as_secs_f64());
+    }
+    gen_times.remove(0); // warm-up
+    let gen_rate = tokens / median(gen_times);
+    let rl = RlConfig {
+        update_epochs: 4,
+        num_minibatches: 1,
+        batch_size: batch,
+        max_response: response,
+        ..RlConfig::default()
+    };
+    let mut learner = TokenLearner::new(Algo::Ppo, rl, policy, value)?;
+    let mut ppo_times = Vec::new();
+    for _ in 0..args.reps + 1 {
+        let t = Instant::now();
+        let g = generate(
+            &learner.policy,
+            &prompts,
+            response,
+            never,
+            &sampling,
+            &mut data,
+        );
+        let p: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
+        let r: Vec<&[u32]> = g.iter().map(|g| g.tokens.as_slice()).collect();
+        let rollout = learner.rollout(&reference, &reward_model, &p, &r, 0.05);
+        learner.update(&rollout, &mut data)?;
+        ppo_times.push(t.elapsed().as_secs_f64());
+    }
+    ppo_times.remove(0);
+    let ppo_rate = tokens / median(ppo_times);
+    println!(
+        "generation (KV cache, top-k/top-p off):  {gen_rate:>9.0} tokens/s   (target ≥ 36,000; HF generate ≈ 12,000)"
+    );
+    println!(
+        "PPO end to end (4 epochs, 1 minibatch): {ppo_rate:>9.0} tokens/s   (target ≥ 3,600; TRL PPOTrainer ≈ 1,200, RLOOTrainer ≈ 4,100)"
+    );
+    match peak_rss_mib() {
+        Some(m) => {
+            println!("peak memory (VmHWM):                    {m:>9.0} MiB      (TRL ≈ 1,100 MiB)")
+        }
+        None => println!("peak memory: not available on this system"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
