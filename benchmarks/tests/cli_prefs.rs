@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{gradgym, text};
+use common::{gradgym, text, without};
 
 fn scratch(name: &str) -> PathBuf {
     common::scratch("cli-prefs", name)
@@ -36,23 +36,6 @@ fn prefs(out: &Path, extra: &[&str]) -> std::process::Output {
     args.extend_from_slice(&["--out", out.to_str().unwrap()]);
     args.extend_from_slice(extra);
     gradgym(&args)
-}
-
-/// A CSV without the given columns (the timing ones differ run to run).
-fn without(path: &Path, drop: &[&str]) -> String {
-    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let keep: Vec<usize> = (0..header.len())
-        .filter(|&i| !drop.contains(&header[i]))
-        .collect();
-    std::iter::once(header.join(","))
-        .chain(lines.map(|l| {
-            let cells: Vec<&str> = l.split(',').collect();
-            keep.iter().map(|&i| cells[i]).collect::<Vec<_>>().join(",")
-        }))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 const TIMING: &[&str] = &["SPS", "wall_seconds"];

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{gradgym, text};
+use common::{gradgym, text, without};
 
 fn scratch(name: &str) -> PathBuf {
     common::scratch("cli-sweep", name)
@@ -55,23 +55,6 @@ fn sweep(file: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     ];
     args.extend_from_slice(extra);
     gradgym(&args)
-}
-
-/// A CSV file without the named columns (the timing ones).
-fn without(path: &Path, drop: &[&str]) -> String {
-    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let keep: Vec<usize> = (0..header.len())
-        .filter(|i| !drop.contains(&header[*i]))
-        .collect();
-    std::iter::once(header.join(","))
-        .chain(lines.map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            keep.iter().map(|&i| f[i]).collect::<Vec<_>>().join(",")
-        }))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// summary.csv and every run's metrics.csv, timing columns aside, by run id.

@@ -1,0 +1,410 @@
+//! RLHF on text, library side: the reward model's losses (pairwise = K-way at K = 2, ties, no
+//! contribution from prompt or padding), its initialisation from the SFT weights and the value
+//! function's from it, checkpoints with a scalar head, best-of-n's exact KL on a vocabulary
+//! small enough to enumerate every response, the token-level learner's masking, and the whole
+//! pipeline's byte-identical reruns.
+
+use std::path::Path;
+
+use gradgym_agents::config::Algo;
+use gradgym_agents::config::rlhf::{RlConfig, RlhfConfig};
+use gradgym_agents::nn::gpt::{Gpt, GptConfig};
+use gradgym_agents::nn::sampling::{SamplingConfig, generate};
+use gradgym_agents::rlhf::data::Comparison;
+use gradgym_agents::rlhf::learner::TokenLearner;
+use gradgym_agents::rlhf::pipeline::{self, Inputs, Stage};
+use gradgym_agents::rlhf::reward::{chosen_lm_loss, preference_loss};
+use gradgym_agents::rlhf::sequences::{Sequences, scores, token_stats};
+use gradgym_agents::run_folder::Existing;
+use gradgym_algorithms::best_of_n::{empirical_weights, exact_kl, kl_bound};
+use gradgym_algorithms::reward_losses::{kway_loss, pairwise_loss};
+use gradgym_envs::rng;
+use gradgym_envs::text::{PAD, PROMPT_LEN};
+use tch::{Device, Kind, Tensor};
+
+fn small(vocab: usize) -> GptConfig {
+    GptConfig {
+        vocab,
+        context: 24,
+        width: 32,
+        layers: 2,
+        heads: 4,
+        scalar_head: false,
+    }
+}
+
+fn rm(seed: u64) -> Gpt {
+    let body = Gpt::new(
+        small(40),
+        Device::Cpu,
+        &mut rng::stream(seed, "test/rlhf", 0),
+    )
+    .unwrap();
+    body.with_scalar_head(&mut rng::stream(seed, "test/rlhf-head", 0))
+        .unwrap()
+}
+
+fn prompt(k: u32) -> Vec<u32> {
+    (0..PROMPT_LEN as u32)
+        .map(|i| 4 + (i * 3 + k) % 30)
+        .collect()
+}
+
+fn comparison(k: u32, responses: Vec<Vec<u32>>, mu: Vec<f64>) -> Comparison {
+    Comparison {
+        prompt: prompt(k),
+        responses,
+        mu,
+    }
+}
+
+#[test]
+fn the_pairwise_loss_is_the_kway_loss_at_k_2_ties_included() {
+    let s = Tensor::from_slice(&[0.3f32, -1.2, 2.0, 2.5, -0.4, 0.1]).view([3, 2]);
+    for mu_w in [1.0f32, 0.5, 0.0] {
+        let mu = Tensor::from_slice(&[mu_w, 1.0 - mu_w]).repeat([3, 1]);
+        let kway = kway_loss(&s, &mu).double_value(&[]);
+        let pair =
+            pairwise_loss(&s.select(1, 0), &s.select(1, 1), &mu.select(1, 0)).double_value(&[]);
+        assert!((kway - pair).abs() < 1e-6, "μ_w {mu_w}: {kway} vs {pair}");
+    }
+    // Hand value: −log σ(0.3 + 1.2) for the first row alone.
+    let one = pairwise_loss(
+        &Tensor::from_slice(&[0.3f32]),
+        &Tensor::from_slice(&[-1.2f32]),
+        &Tensor::from_slice(&[1.0f32]),
+    )
+    .double_value(&[]);
+    let want = -(1.0 / (1.0 + (-1.5f64).exp())).ln();
+    assert!((one - want).abs() < 1e-6, "{one} vs {want}");
+    // A tie's gradient pulls the two scores together: zero when they are equal.
+    let a = Tensor::from_slice(&[0.7f32]).set_requires_grad(true);
+    let b = Tensor::from_slice(&[0.7f32]).set_requires_grad(true);
+    pairwise_loss(&a, &b, &Tensor::from_slice(&[0.5f32])).backward();
+    assert!(a.grad().abs().double_value(&[0]) < 1e-7);
+}
+
+#[test]
+fn the_reward_models_losses_see_neither_prompt_padding_nor_tokens_after_the_response() {
+    tch::set_num_threads(1);
+    let m = rm(1);
+    let c = vec![comparison(
+        0,
+        vec![vec![5, 6, 2], vec![7, 2]],
+        vec![1.0, 0.0],
+    )];
+    let refs: Vec<&Comparison> = c.iter().collect();
+    let base = preference_loss(&m, &refs).double_value(&[]);
+    let lm = chosen_lm_loss(&m, &refs).double_value(&[]);
+    // The same comparison batched beside a longer one pads these responses further: their
+    // scores, hence the loss of the pair, cannot change.
+    let long = comparison(1, vec![vec![8; 12], vec![9; 10]], vec![0.0, 1.0]);
+    let both = [&c[0], &long];
+    let seqs = Sequences::pack(
+        &[&prompt(0)[..], &prompt(0)[..]],
+        &[&c[0].responses[0][..], &c[0].responses[1][..]],
+        Device::Cpu,
+    );
+    let alone = scores(&m, &seqs);
+    let padded = Sequences::pack(
+        &[&prompt(0)[..], &prompt(0)[..], &prompt(1)[..]],
+        &[
+            &c[0].responses[0][..],
+            &c[0].responses[1][..],
+            &long.responses[0][..],
+        ],
+        Device::Cpu,
+    );
+    let with_padding = scores(&m, &padded).narrow(0, 0, 2);
+    assert!(
+        (&alone - &with_padding).abs().max().double_value(&[]) < 1e-5,
+        "padding changed a score"
+    );
+    let pair = preference_loss(&m, &both[..1]).double_value(&[]);
+    assert_eq!(pair, base);
+    // No gradient reaches the embedding of <pad> from the preference loss: padding sits after
+    // every position the scores are read at. (The LM term's softmax normaliser touches every
+    // row of the tied unembedding, <pad>'s included, so it is not checked this way.)
+    let wte =
+        m.vs.variables()
+            .into_iter()
+            .find(|(n, _)| n == "transformer__wte__weight")
+            .unwrap()
+            .1;
+    preference_loss(&m, &both).backward();
+    let g_pad = wte.grad().get(PAD as i64).abs().max().double_value(&[]);
+    let g_word = wte.grad().get(8).abs().max().double_value(&[]);
+    assert_eq!(g_pad, 0.0, "padding's embedding got a gradient");
+    assert!(g_word > 0.0, "a response word's embedding got none");
+    assert!(lm.is_finite());
+}
+
+#[test]
+fn the_reward_model_starts_as_the_sft_model_and_the_value_function_as_the_reward_model() {
+    let sft = Gpt::new(small(40), Device::Cpu, &mut rng::stream(3, "test/rlhf", 0)).unwrap();
+    let reward_model = sft
+        .with_scalar_head(&mut rng::stream(3, "test/rlhf-head", 0))
+        .unwrap();
+    let body: Vec<_> = sft.named_parameters();
+    let rm_params = reward_model.named_parameters();
+    assert_eq!(rm_params.len(), body.len() + 2);
+    for ((n, a), (m, b)) in body.iter().zip(&rm_params) {
+        assert_eq!(n, m);
+        assert!(a.equal(b), "{n} differs from the SFT weights");
+    }
+    let value = reward_model.duplicate().unwrap();
+    for ((n, a), (_, b)) in rm_params.iter().zip(value.named_parameters()) {
+        assert!(
+            a.equal(&b),
+            "{n}: the value function is not the reward model"
+        );
+    }
+    // And they are copies, not views: training one leaves the other.
+    let learner = TokenLearner::new(
+        Algo::Ppo,
+        RlConfig::default(),
+        sft.duplicate().unwrap(),
+        value,
+    )
+    .unwrap();
+    tch::no_grad(|| {
+        for (_, mut v) in learner.value.vs.variables() {
+            let _ = v.g_add_scalar_(1.0);
+        }
+    });
+    assert!(reward_model.named_parameters()[0].1.equal(&rm_params[0].1));
+}
+
+#[test]
+fn a_reward_model_checkpoint_round_trips_with_its_head() {
+    let m = rm(4);
+    let dir = std::env::temp_dir().join(format!("gradgym-rm-{}", std::process::id()));
+    m.save(&dir).unwrap();
+    let json = std::fs::read_to_string(dir.join("model.json")).unwrap();
+    assert!(json.contains("\"scalar_head\": true"), "{json}");
+    let back = Gpt::load(&dir, Device::Cpu).unwrap();
+    for ((n, a), (_, b)) in m.named_parameters().iter().zip(back.named_parameters()) {
+        assert!(a.equal(&b), "{n}");
+    }
+    let seqs = Sequences::pack(&[&prompt(0)[..]], &[&[5u32, 6, 2][..]], Device::Cpu);
+    assert_eq!(
+        scores(&m, &seqs).double_value(&[0]),
+        scores(&back, &seqs).double_value(&[0])
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Every response of a 3-token vocabulary (two words and <eos>) up to 3 tokens, with its exact
+/// probability under a random tiny GPT.
+#[test]
+fn best_of_n_on_an_enumerable_vocabulary_stays_under_the_bound_and_the_estimate_agrees() {
+    tch::set_num_threads(1);
+    let eos = 2u32;
+    let config = GptConfig {
+        vocab: 3,
+        context: 8,
+        width: 16,
+        layers: 1,
+        heads: 2,
+        scalar_head: false,
+    };
+    let model = Gpt::new(config, Device::Cpu, &mut rng::stream(9, "test/bon", 0)).unwrap();
+    let prompt = vec![0u32, 1, 0, 1, 0];
+    let max_new = 3;
+    // Enumerate: every sequence of words ending at <eos> or at max_new tokens.
+    let mut responses: Vec<Vec<u32>> = Vec::new();
+    fn grow(prefix: Vec<u32>, max: usize, eos: u32, out: &mut Vec<Vec<u32>>) {
+        for t in 0..3u32 {
+            let mut r = prefix.clone();
+            r.push(t);
+            if t == eos || r.len() == max {
+                out.push(r);
+            } else {
+                grow(r, max, eos, out);
+            }
+        }
+    }
+    grow(vec![], max_new, eos, &mut responses);
+    let prob = |r: &[u32]| -> f64 {
+        let mut tokens: Vec<i64> = prompt.iter().map(|&t| t as i64).collect();
+        tokens.extend(r.iter().map(|&t| t as i64));
+        let x = Tensor::from_slice(&tokens).view([1, -1]);
+        let logp = tch::no_grad(|| model.forward(&x)).log_softmax(-1, Kind::Double);
+        (0..r.len())
+            .map(|j| logp.double_value(&[0, (prompt.len() + j - 1) as i64, r[j] as i64]))
+            .sum::<f64>()
+            .exp()
+    };
+    let probs: Vec<f64> = responses.iter().map(|r| prob(r)).collect();
+    assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-5);
+    // A reward with ties: the count of word 1, minus a little for length.
+    let reward = |r: &[u32]| r.iter().filter(|&&t| t == 1).count() as f64 - 0.1 * r.len() as f64;
+    let rewards: Vec<f64> = responses.iter().map(|r| reward(r)).collect();
+    // The estimator runs use: N samples from the model, the plug-in weights.
+    let n_samples = 20_000;
+    let generated = generate(
+        &model,
+        &vec![prompt.clone(); n_samples],
+        max_new,
+        eos,
+        &SamplingConfig::default(),
+        &mut rng::stream(9, "test/bon-sample", 0),
+    );
+    let sampled: Vec<f64> = generated.iter().map(|g| reward(&g.tokens)).collect();
+    for n in [1usize, 2, 4, 8, 16, 64] {
+        let exact = exact_kl(&probs, &rewards, n);
+        assert!(
+            exact <= kl_bound(n) + 1e-9,
+            "n {n}: exact KL {exact} above the bound {}",
+            kl_bound(n)
+        );
+        let (_, estimate) = empirical_weights(&sampled, n);
+        assert!(
+            (estimate - exact).abs() < 0.03 + 0.02 * exact,
+            "n {n}: estimate {estimate} vs exact {exact}"
+        );
+    }
+    // With few distinct rewards the bound is far from tight: the analytic formula overstates.
+    // (2.86 nats against the bound's 3.17 at n = 64 for this model.)
+    assert!(exact_kl(&probs, &rewards, 64) < kl_bound(64) - 0.2);
+}
+
+#[test]
+fn token_level_losses_ignore_padding() {
+    tch::set_num_threads(1);
+    let policy = Gpt::new(small(40), Device::Cpu, &mut rng::stream(5, "test/rlhf", 0)).unwrap();
+    let p = prompt(2);
+    let short = [5u32, 6, 2];
+    let alone = Sequences::pack(&[&p[..]], &[&short[..]], Device::Cpu);
+    let batched = Sequences::pack(
+        &[&p[..], &p[..]],
+        &[&short[..], &[7u32; 9][..]],
+        Device::Cpu,
+    );
+    let a = token_stats(&policy, &alone);
+    let b = token_stats(&policy, &batched);
+    let diff = (a.logprobs.get(0) - b.logprobs.get(0).narrow(0, 0, 3))
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(diff < 1e-5, "{diff}");
+    // Padding positions carry exactly 0 log-probability and entropy.
+    let pad = b.logprobs.get(0).narrow(0, 3, 6);
+    assert_eq!(pad.abs().sum(Kind::Float).double_value(&[]), 0.0);
+    assert_eq!(
+        b.entropy
+            .get(0)
+            .narrow(0, 3, 6)
+            .abs()
+            .sum(Kind::Float)
+            .double_value(&[]),
+        0.0
+    );
+}
+
+fn tiny_config(seed: u64) -> RlhfConfig {
+    let mut c = RlhfConfig::from_toml(
+        r#"
+        [model]
+        context = 24
+        width = 32
+        [pretrain]
+        steps = 30
+        [sft]
+        steps = 20
+        [labels]
+        comparisons = 60
+        [reward_model]
+        epochs = 1
+        normalize_samples = 32
+        [rl]
+        updates = 3
+        batch_size = 8
+        max_response = 16
+        [eval]
+        prompts = 8
+        every = 2
+        best_of_n = [1, 4]
+        samples_per_prompt = 8
+        "#,
+        "tiny",
+    )
+    .unwrap();
+    c.seed = seed;
+    c.threads = 1;
+    c
+}
+
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in walk(dir) {
+        let rel = entry.strip_prefix(dir).unwrap().display().to_string();
+        if rel == "manifest.json" {
+            continue;
+        }
+        out.push((rel, std::fs::read(&entry).unwrap()));
+    }
+    out.sort();
+    out
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_same_seed_gives_byte_identical_runs_and_another_seed_does_not() {
+    let base = std::env::temp_dir().join(format!("gradgym-rlhf-seed-{}", std::process::id()));
+    let mut quiet = |_: &str| {};
+    let mut run = |seed: u64, name: &str| {
+        let out = base.join(name);
+        pipeline::run(
+            &tiny_config(seed),
+            Stage::All,
+            &Inputs::default(),
+            &out,
+            Existing::Refuse,
+            &mut quiet,
+        )
+        .unwrap();
+        out
+    };
+    let a = run(1, "a");
+    let b = run(1, "b");
+    let c = run(2, "c");
+    let (fa, fb, fc) = (files(&a), files(&b), files(&c));
+    for name in [
+        "metrics.csv",
+        "eval.csv",
+        "best_of_n.csv",
+        "labels.jsonl",
+        "samples.jsonl",
+        "policy/model.safetensors",
+        "summary.json",
+    ] {
+        assert!(fa.iter().any(|(n, _)| n == name), "{name} is missing");
+    }
+    assert_eq!(fa, fb, "same seed, different bytes");
+    let metrics = |f: &[(String, Vec<u8>)]| {
+        f.iter()
+            .find(|(n, _)| n == "metrics.csv")
+            .unwrap()
+            .1
+            .clone()
+    };
+    assert_ne!(
+        metrics(&fa),
+        metrics(&fc),
+        "another seed gave the same metrics"
+    );
+    std::fs::remove_dir_all(base).ok();
+}

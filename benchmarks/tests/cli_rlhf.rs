@@ -1,0 +1,275 @@
+//! `gradgym rlhf` end to end on a tiny config: the stages alone (sft → rm with the user's
+//! `--data` → rl and bon on those files → sample), the run folder's files, and bad input
+//! refused with exit 2 naming the file, line or field before anything is written.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::{gradgym, text};
+
+fn scratch(name: &str) -> PathBuf {
+    common::scratch("cli-rlhf", name)
+}
+
+const TINY: &str = r#"
+threads = 1
+[model]
+context = 24
+width = 32
+[pretrain]
+steps = 30
+[sft]
+steps = 20
+[labels]
+comparisons = 40
+[reward_model]
+epochs = 1
+normalize_samples = 16
+[rl]
+updates = 2
+batch_size = 8
+max_response = 16
+[eval]
+prompts = 8
+every = 1
+best_of_n = [1, 2, 4]
+samples_per_prompt = 4
+"#;
+
+fn config(dir: &Path, extra: &str) -> PathBuf {
+    fs::create_dir_all(dir).unwrap();
+    let path = dir.join("config.toml");
+    fs::write(&path, format!("{TINY}\n{extra}")).unwrap();
+    path
+}
+
+fn run(args: &[&str]) -> std::process::Output {
+    let mut all = vec!["rlhf"];
+    all.extend_from_slice(args);
+    gradgym(&all)
+}
+
+fn ok(o: &std::process::Output) {
+    assert!(o.status.success(), "{}", text(o));
+}
+
+const GOOD: &str = r#"{"prompt": "review of the phone positive :", "chosen": "the phone is great . <eos>", "rejected": "the phone is awful . <eos>"}"#;
+
+#[test]
+fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
+    let dir = scratch("stages");
+    let cfg = config(&dir, "");
+    let c = cfg.to_str().unwrap();
+    let sft = dir.join("sft-run");
+    ok(&run(&[
+        "sft",
+        "--config",
+        c,
+        "--out",
+        sft.to_str().unwrap(),
+        "--quiet",
+    ]));
+    for f in [
+        "sft/model.safetensors",
+        "sft/model.json",
+        "pretrain/model.json",
+        "lm.csv",
+    ] {
+        assert!(sft.join(f).exists(), "{f}");
+    }
+    // A user's preference file, with a tie and a K-way line.
+    let data = dir.join("prefs.jsonl");
+    fs::write(
+        &data,
+        format!(
+            "{GOOD}\n{}\n{}\n",
+            r#"{"prompt": "<bos> review of the phone negative : <sep>", "chosen": "the phone is awful . <eos>", "rejected": "the phone is simple . <eos>", "tie": true}"#,
+            r#"{"prompt": "review of the phone negative :", "responses": ["bad . <eos>", "the phone is awful . <eos>", "great"], "best": 1}"#
+        )
+        .repeat(5),
+    )
+    .unwrap();
+    let rm = dir.join("rm-run");
+    ok(&run(&[
+        "rm",
+        "--config",
+        c,
+        "--sft",
+        sft.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        rm.to_str().unwrap(),
+        "--quiet",
+    ]));
+    let labels = fs::read_to_string(rm.join("labels.jsonl")).unwrap();
+    let held = fs::read_to_string(rm.join("held_out.jsonl")).unwrap();
+    assert_eq!(labels.lines().count() + held.lines().count(), 15);
+    assert!(labels.contains("\"tie\":true") || held.contains("\"tie\":true"));
+    assert!(labels.contains("\"best\":1") || held.contains("\"best\":1"));
+    let manifest = fs::read_to_string(rm.join("manifest.json")).unwrap();
+    assert!(manifest.contains("prefs.jsonl"), "{manifest}");
+    let rl = dir.join("rl-run");
+    ok(&run(&[
+        "rl",
+        "--config",
+        c,
+        "--sft",
+        sft.to_str().unwrap(),
+        "--rm",
+        rm.to_str().unwrap(),
+        "--out",
+        rl.to_str().unwrap(),
+        "--quiet",
+    ]));
+    let metrics = fs::read_to_string(rl.join("metrics.csv")).unwrap();
+    let header = metrics.lines().next().unwrap();
+    for col in [
+        "objective/scores",
+        "objective/gold_scores",
+        "objective/kl",
+        "objective/kl_k3",
+        "objective/entropy",
+        "response_length",
+        "eos_fraction",
+        "beta",
+        "policy/clipfrac_avg",
+        "policy/approxkl_avg",
+        "val/error",
+    ] {
+        assert!(
+            header.split(',').any(|h| h == col),
+            "{col} missing: {header}"
+        );
+    }
+    assert_eq!(metrics.lines().count(), 3, "{metrics}");
+    assert!(rl.join("policy/model.safetensors").exists());
+    let bon = dir.join("bon-run");
+    ok(&run(&[
+        "bon",
+        "--config",
+        c,
+        "--sft",
+        sft.to_str().unwrap(),
+        "--rm",
+        rm.to_str().unwrap(),
+        "--out",
+        bon.to_str().unwrap(),
+        "--quiet",
+    ]));
+    let table = fs::read_to_string(bon.join("best_of_n.csv")).unwrap();
+    assert!(
+        table.starts_with("n,proxy,gold,gold_ci,kl,kl_bound"),
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 4);
+    let sample = dir.join("sample-run");
+    ok(&run(&[
+        "sample",
+        "--config",
+        c,
+        "--model",
+        rl.to_str().unwrap(),
+        "--rm",
+        rm.to_str().unwrap(),
+        "--samples",
+        "3",
+        "--out",
+        sample.to_str().unwrap(),
+        "--quiet",
+    ]));
+    let samples = fs::read_to_string(sample.join("samples.jsonl")).unwrap();
+    assert_eq!(samples.lines().count(), 3);
+    for line in samples.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["gold"].is_number() && v["proxy"].is_number(), "{line}");
+    }
+    fs::remove_dir_all(dir).ok();
+}
+
+/// Runs `rlhf rm` on `lines` and returns its (exit code, text); nothing may be written.
+fn bad_data(name: &str, lines: &str) -> (Option<i32>, String, PathBuf) {
+    let dir = scratch(name);
+    let cfg = config(&dir, "");
+    let data = dir.join("bad.jsonl");
+    fs::write(&data, lines).unwrap();
+    let out = dir.join("out");
+    let o = run(&[
+        "rm",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--sft",
+        dir.join("no-sft-needed-to-fail").to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!out.exists(), "a refused run wrote {}", out.display());
+    (o.status.code(), text(&o), data)
+}
+
+#[test]
+fn a_bad_preference_line_is_named_by_file_line_and_field() {
+    for (name, second, want) in [
+        (
+            "array",
+            "[1, 2]",
+            "field `(line)`: expected a JSON object, got an array",
+        ),
+        (
+            "no-chosen",
+            r#"{"prompt": "review of the phone positive :", "rejected": "bad . <eos>"}"#,
+            "field `chosen`: missing",
+        ),
+        (
+            "unknown-word",
+            r#"{"prompt": "review of the phone positive :", "chosen": "the phone is splendiferous", "rejected": "bad"}"#,
+            "field `chosen`",
+        ),
+        (
+            "bad-prompt",
+            r#"{"prompt": "tell me a story", "chosen": "bad", "rejected": "bad"}"#,
+            "field `prompt`",
+        ),
+    ] {
+        let (code, t, data) = bad_data(name, &format!("{GOOD}\n{second}\n"));
+        assert_eq!(code, Some(2), "{name}: {t}");
+        let at = format!("{}:2: {want}", data.display());
+        assert!(t.contains(&at), "{name}: expected `{at}` in {t}");
+        if name == "unknown-word" {
+            assert!(t.contains("splendiferous"), "{t}");
+        }
+    }
+}
+
+#[test]
+fn a_context_too_short_and_a_negative_beta_are_refused_naming_the_field() {
+    for (name, extra, field) in [
+        ("context", ("context = 24", "context = 20"), "model.context"),
+        ("beta", ("[rl]\n", "[rl]\nbeta = -0.5\n"), "rl.beta"),
+        ("typo", ("[rl]\n", "[rl]\nbetta = 0.5\n"), "betta"),
+    ] {
+        let dir = scratch(name);
+        let cfg = dir.join("config.toml");
+        fs::create_dir_all(&dir).unwrap();
+        let body = TINY.replace(extra.0, extra.1);
+        fs::write(&cfg, body).unwrap();
+        let out = dir.join("out");
+        let o = run(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{name}: {}", text(&o));
+        let t = text(&o);
+        assert!(
+            t.contains(&format!("`{field}`")) && t.contains("config.toml"),
+            "{name}: {t}"
+        );
+        assert!(!out.exists());
+    }
+}
