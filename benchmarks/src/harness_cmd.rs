@@ -8,7 +8,7 @@ use clap::Args;
 use gradgym_benchmarks::report::{self, Metric};
 use gradgym_benchmarks::stats::Bootstrap;
 use gradgym_benchmarks::sweep::{self, Shard, SlurmSpec, SweepOptions, SweepSpec};
-use gradgym_benchmarks::{compare, plot, results};
+use gradgym_benchmarks::{compare, plot, results, rlhf_study};
 
 #[derive(Args, Debug)]
 pub struct SweepArgs {
@@ -186,6 +186,13 @@ fn sources(dirs: &[PathBuf]) -> Vec<String> {
 }
 
 pub fn run_report(args: ReportArgs) -> Result<ExitCode> {
+    if args.dirs.len() == 1 && rlhf_study::is_study(&args.dirs[0]) {
+        let study = rlhf_study::load(&args.dirs[0])?;
+        let out = args.out.unwrap_or_else(|| args.dirs[0].join("report"));
+        print!("{}", rlhf_study::write_report(&study, &out)?);
+        eprintln!("gradgym report: wrote {}", out.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     let set = results::load(&args.dirs)?;
     for w in set.warnings.iter().chain(&results::check_curves(&set)) {
         eprintln!("warning: {w}");
@@ -215,7 +222,9 @@ pub fn run_plot(args: PlotArgs) -> Result<ExitCode> {
         .out
         .clone()
         .unwrap_or_else(|| args.dirs[0].join("plots"));
-    let written = if args.dirs.iter().all(|d| d.join("estimators.csv").is_file()) {
+    let written = if args.dirs.len() == 1 && rlhf_study::is_study(&args.dirs[0]) {
+        plot::plot_rlhf(&rlhf_study::load(&args.dirs[0])?, &out)?
+    } else if args.dirs.iter().all(|d| d.join("estimators.csv").is_file()) {
         let mut all = Vec::new();
         for d in &args.dirs {
             all.extend(plot::plot_estimators(&d.join("estimators.csv"), &out)?);

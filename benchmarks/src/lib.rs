@@ -7,5 +7,6 @@ pub mod configs;
 pub mod plot;
 pub mod report;
 pub mod results;
+pub mod rlhf_study;
 pub mod stats;
 pub mod sweep;

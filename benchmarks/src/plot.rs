@@ -1209,6 +1209,163 @@ pub fn plot_estimators(csv_path: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     Ok(written)
 }
 
+/// The over-optimisation figures of an RLHF study (`crate::rlhf_study`): for each reward model
+/// (by the comparisons it was fitted on), gold and proxy score against √KL(π‖p_SFT) for
+/// best-of-n and for RL at every β, with Gao et al.'s fits of the gold curves dashed.
+/// Figures: `overoptimisation_labels<N>`.
+pub fn plot_rlhf(study: &crate::rlhf_study::Study, out: &Path) -> Result<Vec<PathBuf>> {
+    register_font();
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut labels: Vec<Option<u64>> = study.curves.iter().map(|c| c.labels).collect();
+    labels.sort();
+    labels.dedup();
+    let mut written = Vec::new();
+    for l in labels {
+        let curves: Vec<&crate::rlhf_study::Curve> =
+            study.curves.iter().filter(|c| c.labels == l).collect();
+        let name = match l {
+            Some(n) => format!("overoptimisation_labels{n}"),
+            None => "overoptimisation".to_string(),
+        };
+        written.extend(render!(out, name, (MIN_WIDTH, 760), |root| {
+            draw_overoptimisation(root, &curves, l)
+        }));
+    }
+    Ok(written)
+}
+
+fn draw_overoptimisation<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    curves: &[&crate::rlhf_study::Curve],
+    labels: Option<u64>,
+) -> Result<()> {
+    use crate::rlhf_study::{gao_curve, gao_fit};
+    root.fill(&WHITE).map_err(err)?;
+    let colour_of = |c: &crate::rlhf_study::Curve, i: usize| {
+        if c.best_of_n { PALETTE[6] } else { colour(i) }
+    };
+    let items: Vec<LegendItem> = curves
+        .iter()
+        .enumerate()
+        .map(|(i, c)| LegendItem {
+            text: c.label.clone(),
+            colour: Some(colour_of(c, i)),
+        })
+        .collect();
+    let (layout, legend_h) = legend_layout(root, &items)?;
+    let note = vec![
+        format!(
+            "Reward model fitted on {} comparisons. Lines: RL policies every few updates (points) and best-of-n for n = 1…64 (squares), on the fixed evaluation prompts.",
+            labels.map_or("?".to_string(), |n| n.to_string())
+        ),
+        "Dotted: Gao et al. 2022's forms fitted to the gold gain over SFT (best-of-n d(α − βd), RL d(α − β log d), d = √KL). Bars: 95% intervals over prompts.".to_string(),
+    ];
+    let note_h = note.len() as u32 * (NOTE + 7) + 10;
+    let (top, rest) = root.split_vertically(root.dim_in_pixel().1 - legend_h - note_h);
+    let (legend, foot) = rest.split_vertically(legend_h);
+    let areas = top.split_evenly((1, 2));
+    let x_hi = curves
+        .iter()
+        .flat_map(|c| c.points.iter().map(|p| p.d()))
+        .fold(0.0f64, f64::max)
+        .max(1e-3)
+        * 1.04;
+    for (panel, area) in ["gold score (hidden judge)", "proxy score (reward model)"]
+        .iter()
+        .zip(areas)
+    {
+        let gold = panel.starts_with("gold");
+        let ys = curves.iter().flat_map(|c| {
+            c.points.iter().flat_map(move |p| {
+                if gold {
+                    vec![p.gold - p.gold_ci, p.gold + p.gold_ci]
+                } else {
+                    vec![p.proxy]
+                }
+            })
+        });
+        let (lo, hi) = axis_range(ys.filter(|v| v.is_finite()));
+        let mut chart = ChartBuilder::on(&area)
+            .caption(panel.to_string(), ("sans-serif", CAPTION))
+            .margin(16)
+            .x_label_area_size(56)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0.0..x_hi, lo..hi)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("√KL(π‖p_SFT)  (nats^½ per sequence)")
+            .y_desc(if gold { "gold score" } else { "proxy score" })
+            .x_label_formatter(&|x| tick(*x, x_hi))
+            .y_label_formatter(&|y| tick(*y, hi - lo))
+            .label_style(("sans-serif", TICK))
+            .axis_desc_style(("sans-serif", TICK))
+            .light_line_style(BLACK.mix(0.04))
+            .draw()
+            .map_err(err)?;
+        for (i, c) in curves.iter().enumerate() {
+            let col = colour_of(c, i);
+            let pts: Vec<(f64, f64)> = c
+                .points
+                .iter()
+                .map(|p| (p.d(), if gold { p.gold } else { p.proxy }))
+                .filter(|p| p.1.is_finite())
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), col.stroke_width(3)))
+                .map_err(err)?;
+            if c.best_of_n {
+                chart
+                    .draw_series(pts.iter().map(|&(x, y)| {
+                        Rectangle::new(
+                            [
+                                (x - x_hi * 0.006, y - (hi - lo) * 0.008),
+                                (x + x_hi * 0.006, y + (hi - lo) * 0.008),
+                            ],
+                            col.filled(),
+                        )
+                    }))
+                    .map_err(err)?;
+            } else {
+                chart
+                    .draw_series(pts.iter().map(|&p| Circle::new(p, 5, col.filled())))
+                    .map_err(err)?;
+            }
+            if gold {
+                for p in &c.points {
+                    chart
+                        .draw_series(std::iter::once(PathElement::new(
+                            vec![(p.d(), p.gold - p.gold_ci), (p.d(), p.gold + p.gold_ci)],
+                            col.mix(0.5).stroke_width(2),
+                        )))
+                        .map_err(err)?;
+                }
+                if let Some(fit) = gao_fit(c) {
+                    let d_max = c.points.iter().map(|p| p.d()).fold(0.0f64, f64::max);
+                    let line: Vec<(f64, f64)> = (0..=100)
+                        .map(|k| {
+                            let d = d_max * k as f64 / 100.0;
+                            (d, gao_curve(c, fit, d))
+                        })
+                        .filter(|p| p.1 >= lo && p.1 <= hi)
+                        .collect();
+                    // Dots, not a dashed series: the fit must not be mistaken for data.
+                    chart
+                        .draw_series(
+                            line.iter()
+                                .step_by(2)
+                                .map(|&p| Circle::new(p, 2, col.mix(0.8).filled())),
+                        )
+                        .map_err(err)?;
+                }
+            }
+        }
+    }
+    draw_legend(&legend, &items, &layout)?;
+    draw_note(&foot, &note)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

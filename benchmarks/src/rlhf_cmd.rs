@@ -50,6 +50,10 @@ struct CommonArgs {
     /// Overrides the config's seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Sets one config field, as `table.field=VALUE` (a TOML value; repeatable), after the
+    /// file: `--set rl.beta=0.01 --set labels.comparisons=2000`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     /// The run folder (default: out/rlhf/<stage>__seed<N>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -102,14 +106,7 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
         Some(RlhfStage::Sample(c)) => (Stage::Sample, c),
         Some(RlhfStage::Bench(b)) => return bench(&b),
     };
-    let mut config = match &common.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            RlhfConfig::from_toml(&text, &path.display().to_string())?
-        }
-        None => RlhfConfig::default(),
-    };
+    let mut config = load_config(common.config.as_deref(), &common.set)?;
     if let Some(s) = common.seed {
         config.seed = s;
     }
@@ -155,6 +152,46 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
         result["folder"].as_str().unwrap_or("")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The config file (or the defaults) with `--set` overrides applied; errors name the file or
+/// the flag.
+fn load_config(path: Option<&std::path::Path>, sets: &[String]) -> Result<RlhfConfig> {
+    let (text, source) = match path {
+        Some(p) => (
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (String::new(), "the default config".to_string()),
+    };
+    if sets.is_empty() {
+        return RlhfConfig::from_toml(&text, &source);
+    }
+    let mut table: toml::Table = text.parse().map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+    for set in sets {
+        let (key, value) = set
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--set {set}: expected KEY=VALUE"))?;
+        let value: toml::Value = match format!("v = {value}").parse::<toml::Table>() {
+            Ok(mut t) => t.remove("v").expect("the key just written"),
+            Err(_) => toml::Value::String(value.to_string()),
+        };
+        let parts: Vec<&str> = key.trim().split('.').collect();
+        let mut at = &mut table;
+        for part in &parts[..parts.len() - 1] {
+            at = at
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(Default::default()))
+                .as_table_mut()
+                .ok_or_else(|| anyhow::anyhow!("--set {set}: `{part}` is not a table"))?;
+        }
+        at.insert(parts[parts.len() - 1].to_string(), value);
+    }
+    let merged = toml::to_string(&table)?;
+    RlhfConfig::from_toml(
+        &merged,
+        &format!("{source} with --set {}", sets.join(" --set ")),
+    )
 }
 
 fn peak_rss_mib() -> Option<f64> {

@@ -609,11 +609,23 @@ pub fn run(
             all_held = held;
             rm
         }
-        _ => load_model(
-            need(&inputs.reward_model, "--rm DIR", stage)?,
-            "reward_model",
-            device,
-        )?,
+        _ => {
+            let path = need(&inputs.reward_model, "--rm DIR", stage)?;
+            // What the reward model was fitted on, when it comes from a run folder.
+            for summary_path in [path.join("summary.json"), path.join("../summary.json")] {
+                if let Ok(text) = std::fs::read_to_string(&summary_path) {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                        for key in ["comparisons", "rm_gold_accuracy"] {
+                            if let Some(x) = v.get(key) {
+                                summary.insert(format!("reward_model_{key}"), x.clone());
+                            }
+                        }
+                    }
+                    break;
+                }
+            }
+            load_model(path, "reward_model", device)?
+        }
     };
     anyhow::ensure!(
         rm.config.scalar_head,

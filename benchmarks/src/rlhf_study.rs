@@ -1,0 +1,441 @@
+//! The RLHF over-optimisation study from a folder of `gradgym rlhf` stage runs (what
+//! `scripts/rlhf-results.sh` writes): its report (`gradgym report DIR`) and plots
+//! (`gradgym plot DIR`), drawn from the run folders' files alone.
+//!
+//! - Reward models (`rlhf rm` runs): comparisons fitted, held-out agreement with the gold judge.
+//! - Best-of-n (`rlhf bon` runs, `best_of_n.csv`): proxy and gold score and the KL estimate for
+//!   each n, beside the `log n − (n−1)/n` bound.
+//! - RL (`rlhf rl` runs, `eval.csv`): the policy on the fixed evaluation prompts every few
+//!   updates, for each β.
+//! - The functional forms of Gao, Schulman & Hilton 2022 ("Scaling laws for reward model
+//!   overoptimization", eqs. 1–2) fitted by least squares to the gold score's gain over the SFT
+//!   policy, with d = √KL: best-of-n `d(α − β d)`, RL `d(α − β log d)`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use crate::results::Csv;
+
+/// One point of a curve: √KL, proxy, gold, gold's 95% half-width.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Point {
+    pub update: Option<f64>,
+    pub n: Option<f64>,
+    pub kl: f64,
+    pub proxy: f64,
+    pub gold: f64,
+    pub gold_ci: f64,
+}
+
+impl Point {
+    pub fn d(&self) -> f64 {
+        self.kl.max(0.0).sqrt()
+    }
+}
+
+/// A curve of the study.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Curve {
+    /// `best-of-n` or `ppo β=…`.
+    pub label: String,
+    pub run: String,
+    /// Comparisons the reward model was fitted on.
+    pub labels: Option<u64>,
+    pub beta: Option<f64>,
+    pub best_of_n: bool,
+    pub points: Vec<Point>,
+    /// The SFT policy's gold score on the same prompts (the curve's d = 0).
+    pub gold_sft: f64,
+}
+
+/// A reward model of the study.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RewardModelRow {
+    pub run: String,
+    pub comparisons: u64,
+    pub gold_accuracy: f64,
+    pub gold_pairs: u64,
+}
+
+/// A sample text of the study.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub source: String,
+    pub prompt: String,
+    pub response: String,
+    pub gold: f64,
+}
+
+/// The study.
+#[derive(Clone, Debug, Default)]
+pub struct Study {
+    pub dir: PathBuf,
+    pub curves: Vec<Curve>,
+    pub reward_models: Vec<RewardModelRow>,
+    /// Samples by run.
+    pub samples: BTreeMap<String, Vec<Sample>>,
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))
+}
+
+/// Whether `dir` holds `gradgym rlhf` run folders (or is one).
+pub fn is_study(dir: &Path) -> bool {
+    let kind = |d: &Path| {
+        read_json(&d.join("manifest.json"))
+            .ok()
+            .and_then(|m| m.get("kind").and_then(|k| k.as_str()).map(|k| k == "rlhf"))
+            .unwrap_or(false)
+    };
+    if kind(dir) {
+        return true;
+    }
+    std::fs::read_dir(dir)
+        .map(|it| it.flatten().any(|e| kind(&e.path())))
+        .unwrap_or(false)
+}
+
+fn number(csv: &Csv, row: usize, col: usize) -> Result<f64> {
+    Ok(csv.number(row, col)?.unwrap_or(f64::NAN))
+}
+
+/// Reads every run folder of `dir` (or `dir` itself, when it is one).
+pub fn load(dir: &Path) -> Result<Study> {
+    let mut runs: Vec<PathBuf> = if dir.join("manifest.json").is_file() {
+        vec![dir.to_path_buf()]
+    } else {
+        std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("manifest.json").is_file() && p.join("summary.json").is_file())
+            .collect()
+    };
+    runs.sort();
+    let mut study = Study {
+        dir: dir.to_path_buf(),
+        ..Study::default()
+    };
+    for run in runs {
+        let manifest = read_json(&run.join("manifest.json"))?;
+        if manifest.get("kind").and_then(|k| k.as_str()) != Some("rlhf") {
+            continue;
+        }
+        let summary = read_json(&run.join("summary.json"))?;
+        let name = run.file_name().unwrap().to_string_lossy().to_string();
+        let stage = manifest["stage"].as_str().unwrap_or("");
+        let labels = summary
+            .get("reward_model_comparisons")
+            .or_else(|| summary.get("comparisons"))
+            .and_then(|v| v.as_u64());
+        if let (Some(c), Some(acc)) = (
+            summary.get("comparisons").and_then(|v| v.as_u64()),
+            summary.get("rm_gold_accuracy").and_then(|v| v.as_f64()),
+        ) {
+            study.reward_models.push(RewardModelRow {
+                run: name.clone(),
+                comparisons: c,
+                gold_accuracy: acc,
+                gold_pairs: summary["rm_gold_pairs"].as_u64().unwrap_or(0),
+            });
+        }
+        let gold_sft = summary["sft"]["gold"].as_f64().unwrap_or(f64::NAN);
+        let bon = run.join("best_of_n.csv");
+        if bon.is_file() {
+            let csv = Csv::read(&bon)?;
+            let c: Vec<usize> = ["n", "proxy", "gold", "gold_ci", "kl"]
+                .iter()
+                .map(|k| csv.column(k))
+                .collect::<Result<_>>()?;
+            let mut points = Vec::new();
+            for i in 0..csv.rows.len() {
+                points.push(Point {
+                    update: None,
+                    n: Some(number(&csv, i, c[0])?),
+                    proxy: number(&csv, i, c[1])?,
+                    gold: number(&csv, i, c[2])?,
+                    gold_ci: number(&csv, i, c[3])?,
+                    kl: number(&csv, i, c[4])?,
+                });
+            }
+            // Best-of-1 is the SFT policy itself, estimated on every reference sample.
+            let base = points
+                .iter()
+                .find(|p| p.n == Some(1.0))
+                .map_or(gold_sft, |p| p.gold);
+            study.curves.push(Curve {
+                label: "best-of-n".into(),
+                run: name.clone(),
+                labels,
+                beta: None,
+                best_of_n: true,
+                points,
+                gold_sft: base,
+            });
+        }
+        let eval = run.join("eval.csv");
+        if stage == "rl" || (stage == "all" && eval.is_file()) {
+            let csv = Csv::read(&eval)?;
+            let c: Vec<usize> = ["update", "proxy", "gold", "gold_ci", "kl"]
+                .iter()
+                .map(|k| csv.column(k))
+                .collect::<Result<_>>()?;
+            let mut points = Vec::new();
+            for i in 0..csv.rows.len() {
+                points.push(Point {
+                    update: Some(number(&csv, i, c[0])?),
+                    n: None,
+                    proxy: number(&csv, i, c[1])?,
+                    gold: number(&csv, i, c[2])?,
+                    gold_ci: number(&csv, i, c[3])?,
+                    kl: number(&csv, i, c[4])?,
+                });
+            }
+            let beta = manifest["config"]["rl"]["beta"].as_f64();
+            let algo = manifest["config"]["rl"]["algo"].as_str().unwrap_or("rl");
+            study.curves.push(Curve {
+                label: format!("{algo} β={}", beta.unwrap_or(f64::NAN)),
+                run: name.clone(),
+                labels,
+                beta,
+                best_of_n: false,
+                gold_sft: points.first().map_or(gold_sft, |p| p.gold),
+                points,
+            });
+        }
+        let samples = run.join("samples.jsonl");
+        if samples.is_file() {
+            let text = std::fs::read_to_string(&samples)?;
+            let mut v = Vec::new();
+            for (i, line) in text.lines().enumerate() {
+                let s: Value = serde_json::from_str(line)
+                    .with_context(|| format!("{}:{}: not JSON", samples.display(), i + 1))?;
+                let mut source = s["source"].as_str().unwrap_or("").to_string();
+                if let Some(u) = s["update"].as_u64() {
+                    source = format!("{source} (update {u})");
+                }
+                v.push(Sample {
+                    source,
+                    prompt: s["prompt"].as_str().unwrap_or("").into(),
+                    response: s["response"].as_str().unwrap_or("").into(),
+                    gold: s["gold"].as_f64().unwrap_or(f64::NAN),
+                });
+            }
+            study.samples.insert(name.clone(), v);
+        }
+    }
+    anyhow::ensure!(
+        !study.curves.is_empty() || !study.reward_models.is_empty(),
+        "{}: no gradgym rlhf runs with results",
+        dir.display()
+    );
+    Ok(study)
+}
+
+/// The least-squares (α, β) of `y = α·f(d) − β·g(d)` and R².
+fn fit2(rows: &[(f64, f64, f64)]) -> Option<(f64, f64, f64)> {
+    // rows: (f, g, y); solve [Σff −Σfg; −Σfg Σgg] [α β] = [Σfy, −Σgy].
+    let (mut ff, mut fg, mut gg, mut fy, mut gy) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for &(f, g, y) in rows {
+        ff += f * f;
+        fg += f * g;
+        gg += g * g;
+        fy += f * y;
+        gy += g * y;
+    }
+    let det = ff * gg - fg * fg;
+    if rows.len() < 2 || det.abs() < 1e-12 {
+        return None;
+    }
+    // y ≈ α f + b g with b = −β.
+    let alpha = (fy * gg - gy * fg) / det;
+    let b = (ff * gy - fg * fy) / det;
+    let mean = rows.iter().map(|r| r.2).sum::<f64>() / rows.len() as f64;
+    let ss_tot: f64 = rows.iter().map(|r| (r.2 - mean).powi(2)).sum();
+    let ss_res: f64 = rows
+        .iter()
+        .map(|r| (r.2 - alpha * r.0 - b * r.1).powi(2))
+        .sum();
+    Some((alpha, -b, 1.0 - ss_res / ss_tot.max(1e-300)))
+}
+
+/// Gao et al.'s fit of a curve's gold gain over SFT: (α, β, R²).
+pub fn gao_fit(curve: &Curve) -> Option<(f64, f64, f64)> {
+    let rows: Vec<(f64, f64, f64)> = curve
+        .points
+        .iter()
+        .filter(|p| p.kl.is_finite() && p.gold.is_finite())
+        .map(|p| {
+            let d = p.d();
+            let g = if curve.best_of_n {
+                d * d
+            } else if d > 0.0 {
+                d * d.ln()
+            } else {
+                0.0
+            };
+            (d, g, p.gold - curve.gold_sft)
+        })
+        .collect();
+    fit2(&rows)
+}
+
+/// The fitted gold score at d.
+pub fn gao_curve(curve: &Curve, fit: (f64, f64, f64), d: f64) -> f64 {
+    let (a, b, _) = fit;
+    let gain = if curve.best_of_n {
+        d * (a - b * d)
+    } else if d > 0.0 {
+        d * (a - b * d.ln())
+    } else {
+        0.0
+    };
+    curve.gold_sft + gain
+}
+
+fn f3(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.3}")
+    } else {
+        "–".into()
+    }
+}
+
+/// The report, as markdown.
+pub fn markdown(study: &Study) -> String {
+    let mut s = String::from("# RLHF on the review language: over-optimisation study\n\n");
+    s.push_str(&format!(
+        "From the runs in `{}` (regenerate with `gradgym report {}`). Scores are means over the \
+         fixed evaluation prompts with 95% intervals (1.96 standard errors over prompts); KL is \
+         KL(π‖p_SFT) per sequence in nats (k1, from samples).\n\n",
+        study.dir.display(),
+        study.dir.display()
+    ));
+    if !study.reward_models.is_empty() {
+        s.push_str("## Reward models\n\n| run | comparisons | held-out pairs | agreement with the gold judge |\n|---|---:|---:|---:|\n");
+        for r in &study.reward_models {
+            s.push_str(&format!(
+                "| {} | {} | {} | {:.1}% |\n",
+                r.run,
+                r.comparisons,
+                r.gold_pairs,
+                100.0 * r.gold_accuracy
+            ));
+        }
+        s.push('\n');
+    }
+    for c in study.curves.iter().filter(|c| c.best_of_n) {
+        s.push_str(&format!(
+            "## Best-of-n, reward model of {} comparisons (`{}`)\n\n| n | KL estimate | log n − (n−1)/n | proxy | gold |\n|---:|---:|---:|---:|---|\n",
+            c.labels.map_or("?".into(), |l| l.to_string()),
+            c.run
+        ));
+        for p in &c.points {
+            let n = p.n.unwrap_or(f64::NAN);
+            let bound = n.ln() - (n - 1.0) / n;
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} ± {} |\n",
+                n,
+                f3(p.kl),
+                f3(bound),
+                f3(p.proxy),
+                f3(p.gold),
+                f3(p.gold_ci)
+            ));
+        }
+        s.push('\n');
+    }
+    let rl: Vec<&Curve> = study.curves.iter().filter(|c| !c.best_of_n).collect();
+    if !rl.is_empty() {
+        s.push_str("## RL\n\n| run | comparisons | β | SFT gold | peak gold (update, √KL) | final gold | final proxy | final KL |\n|---|---:|---:|---|---|---|---:|---:|\n");
+        for c in &rl {
+            let peak = c
+                .points
+                .iter()
+                .max_by(|a, b| a.gold.total_cmp(&b.gold))
+                .unwrap();
+            let last = c.points.last().unwrap();
+            s.push_str(&format!(
+                "| {} | {} | {} | {} ± {} | {} ± {} ({}, {}) | {} ± {} | {} | {} |\n",
+                c.run,
+                c.labels.map_or("?".into(), |l| l.to_string()),
+                c.beta.map_or("?".into(), |b| b.to_string()),
+                f3(c.points[0].gold),
+                f3(c.points[0].gold_ci),
+                f3(peak.gold),
+                f3(peak.gold_ci),
+                peak.update.unwrap_or(f64::NAN),
+                f3(peak.d()),
+                f3(last.gold),
+                f3(last.gold_ci),
+                f3(last.proxy),
+                f3(last.kl)
+            ));
+        }
+        s.push('\n');
+    }
+    s.push_str("## Gao et al. 2022 fits\n\nLeast squares on the gold score's gain over the SFT policy, d = √KL: best-of-n `d(α − β d)`, RL `d(α − β log d)`.\n\n| curve | comparisons | α | β | R² |\n|---|---:|---:|---:|---:|\n");
+    for c in &study.curves {
+        if let Some((a, b, r2)) = gao_fit(c) {
+            s.push_str(&format!(
+                "| {} (`{}`) | {} | {} | {} | {} |\n",
+                c.label,
+                c.run,
+                c.labels.map_or("?".into(), |l| l.to_string()),
+                f3(a),
+                f3(b),
+                f3(r2)
+            ));
+        }
+    }
+    s.push('\n');
+    if !study.samples.is_empty() {
+        s.push_str("## Samples\n\nThe first evaluation prompts, answered by the SFT policy, best-of-4 and the RL policies at their last update (gold score in brackets).\n\n");
+        let mut by_prompt: BTreeMap<String, Vec<(String, String, f64)>> = BTreeMap::new();
+        let mut order: Vec<String> = Vec::new();
+        for (run, samples) in &study.samples {
+            let last_update = samples
+                .iter()
+                .filter(|x| x.source.contains("(update"))
+                .map(|x| x.source.clone())
+                .next_back();
+            for x in samples {
+                let keep = !x.source.contains("(update") || Some(&x.source) == last_update.as_ref();
+                if !keep {
+                    continue;
+                }
+                if !order.contains(&x.prompt) {
+                    order.push(x.prompt.clone());
+                }
+                by_prompt.entry(x.prompt.clone()).or_default().push((
+                    format!("{} `{run}`", x.source),
+                    x.response.clone(),
+                    x.gold,
+                ));
+            }
+        }
+        for prompt in order.iter().take(4) {
+            s.push_str(&format!("**{prompt}**\n\n"));
+            for (source, response, gold) in &by_prompt[prompt] {
+                s.push_str(&format!("- {source}: {response} [{}]\n", f3(*gold)));
+            }
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// Writes `<out>/report.md` and returns its text.
+pub fn write_report(study: &Study, out: &Path) -> Result<String> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let md = markdown(study);
+    std::fs::write(out.join("report.md"), &md)
+        .with_context(|| format!("cannot write {}", out.join("report.md").display()))?;
+    Ok(md)
+}
