@@ -1,12 +1,14 @@
 # gradgym: the two commands of the README, and helpers.
 #   make run    the main job: conformance check, then a small seeded sweep (PPO, A2C, REINFORCE),
-#               its report and its plots, into out/quick (about a minute on 2 cores, after the build)
+#               its report and its plots, into out/quick (about a minute on 2 cores, after the build);
+#               then the RLHF demo (pretrain, SFT, reward model, best-of-n, PPO on the review
+#               language) into out/rlhf-demo, with its report and plot (about 2 minutes)
 #   make test   the test suite, then the learning check: the quick sweep retrained and gated
 #               against results/quick with gradgym compare (what CI runs)
 # Both install libtorch first if this machine lacks it (scripts/setup-libtorch.sh).
 #   make plots      regenerate every committed report and plot from results/ (no training)
 #   make reproduce  retrain results/ from scratch into out/reproduce (scripts/reproduce-results.sh)
-.PHONY: setup run test check-learning lint bench-envs bench-train bench-prefs plots reproduce
+.PHONY: setup run test check-learning lint bench-envs bench-train bench-prefs bench-rlhf plots reproduce rlhf-results
 
 CARGO ?= cargo
 FIXTURE := tests/fixtures/gymnasium-classic-control-transitions.csv
@@ -21,6 +23,10 @@ run: setup
 	./target/release/gradgym sweep sweeps/quick.toml --out out/quick
 	./target/release/gradgym report out/quick
 	./target/release/gradgym plot out/quick
+	./target/release/gradgym rlhf --config configs/rlhf/demo.toml --out out/rlhf-demo --overwrite
+	./target/release/gradgym report out/rlhf-demo > /dev/null
+	./target/release/gradgym plot out/rlhf-demo
+	@echo "RLHF demo: report out/rlhf-demo/report/report.md, plot out/rlhf-demo/plots/"
 
 plots: setup
 	$(CARGO) build --release
@@ -60,3 +66,14 @@ bench-train:
 # reward, interleaved and async, 3 runs each (issue 12's target: interleaved ≤ 1.5×).
 bench-prefs:
 	scripts/bench-prefs.sh 3
+
+# RLHF throughput on the GPT-2-shaped bench model: generation and PPO tokens/s, peak memory
+# (issue 13's targets: 36,000 and 3,600 tokens/s).
+bench-rlhf: setup
+	$(CARGO) build --release
+	./target/release/gradgym rlhf bench --reps 5
+
+# Retrain the RLHF over-optimisation study (results/rlhf) into out/rlhf-study (~10 minutes).
+rlhf-results: setup
+	$(CARGO) build --release
+	scripts/rlhf-results.sh out/rlhf-study

@@ -4,6 +4,7 @@
 #   results/quick/            gradgym sweep sweeps/quick.toml (the main job's sweep; ~20 s)
 #   results/prefs/            gradgym sweep sweeps/prefs.toml (60 runs, learning from preferences; ~3 min)
 #   results/estimators/       gradgym estimators --seed 0 (~3 s)
+#   results/rlhf/             scripts/rlhf-results.sh (the RLHF over-optimisation study; ~10 min)
 # Usage: scripts/reproduce-results.sh [OUT]   (default OUT=out/reproduce; compare with results/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,4 +19,5 @@ for sweep in classic-control quick prefs; do
 done
 $g estimators --seed 0 --out "$out/estimators" > /dev/null
 $g plot "$out/estimators" > /dev/null
-echo "wrote $out/{classic-control,quick,prefs,estimators}; every file but the timing columns should match results/"
+scripts/rlhf-results.sh "$out/rlhf" > /dev/null
+echo "wrote $out/{classic-control,quick,prefs,estimators,rlhf}; every file but the timing columns should match results/"

@@ -140,12 +140,44 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
         out.display()
     );
     let quiet = common.quiet;
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut bar_shown = false;
     let mut progress = |line: &str| {
-        if !quiet {
-            eprintln!("  [{:6.1}s] {line}", start.elapsed().as_secs_f64());
+        if quiet {
+            return;
         }
+        let elapsed = start.elapsed().as_secs_f64();
+        if let Some(state) = line.strip_prefix(pipeline::PROGRESS) {
+            if terminal {
+                // `12/60 proxy … ` as a bar: [#####.....] 12/60 proxy …
+                let (done, total) = state
+                    .split_whitespace()
+                    .next()
+                    .and_then(|f| f.split_once('/'))
+                    .and_then(|(a, b)| Some((a.parse::<f64>().ok()?, b.parse::<f64>().ok()?)))
+                    .unwrap_or((0.0, 1.0));
+                let width = 30;
+                let filled = ((done / total) * width as f64).round() as usize;
+                eprint!(
+                    "\r  [{elapsed:6.1}s] rl [{}{}] {state}\x1b[K",
+                    "#".repeat(filled.min(width)),
+                    ".".repeat(width - filled.min(width))
+                );
+                bar_shown = true;
+            }
+            return;
+        }
+        if bar_shown {
+            eprintln!();
+            bar_shown = false;
+        }
+        eprintln!("  [{elapsed:6.1}s] {line}");
     };
-    let result = pipeline::run(&config, stage, &inputs, &out, existing, &mut progress)?;
+    let result = pipeline::run(&config, stage, &inputs, &out, existing, &mut progress);
+    if terminal && !quiet {
+        eprintln!();
+    }
+    let result = result?;
     eprintln!(
         "done in {:.1}s: {}",
         start.elapsed().as_secs_f64(),

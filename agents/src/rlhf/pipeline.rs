@@ -41,6 +41,10 @@ use crate::metrics::{Columns, MetricRow};
 use crate::nn::gpt::{Gpt, GptConfig};
 use crate::run_folder::{Existing, RunFolder};
 
+/// Lines passed to the progress callback that start with this are a progress bar's state
+/// (`DONE/TOTAL …`), to be redrawn in place on a terminal and dropped elsewhere.
+pub const PROGRESS: &str = "\u{1b}progress:";
+
 /// Which stages to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
@@ -624,6 +628,21 @@ pub fn run(
                     break;
                 }
             }
+            // Online rounds refit on every label so far: those of the reward model's run too.
+            if config.rl.rounds > 1 {
+                for dir in [path.to_path_buf(), path.join("..")] {
+                    let (l, h) = (dir.join("labels.jsonl"), dir.join("held_out.jsonl"));
+                    if l.is_file() {
+                        all_train =
+                            data::read_jsonl(&l, &run.judge.grammar, config.rl.max_response)?;
+                        if h.is_file() {
+                            all_held =
+                                data::read_jsonl(&h, &run.judge.grammar, config.rl.max_response)?;
+                        }
+                        break;
+                    }
+                }
+            }
             load_model(path, "reward_model", device)?
         }
     };
@@ -812,6 +831,15 @@ pub fn run(
             last_eval = e;
         }
         run.folder.append(&row)?;
+        // A progress bar's line (the caller draws it on a terminal, or drops it).
+        run.say(&format!(
+            "{PROGRESS}{}/{} proxy {:.3} gold {:.3} KL {:.2}",
+            update + 1,
+            rl.updates,
+            mean(&rollout.scores),
+            mean(&gold),
+            k1
+        ));
     }
     learner.policy.save(&run.folder.path().join("policy"))?;
     summary.insert("policy".into(), serde_json::to_value(&last_eval)?);
