@@ -126,20 +126,85 @@ impl GptConfig {
     }
 }
 
-/// The keys and values of the positions run so far, per layer (`[B, heads, T, head_dim]`).
+/// The keys and values of the positions run so far, per layer (`[B, heads, capacity,
+/// head_dim]`, the first [`KvCache::len`] positions filled). Without gradients the buffers are
+/// allocated once, for the model's whole context, and each step writes its new positions in
+/// place; with gradients each step concatenates (an in-place write would overwrite what the
+/// backward pass of an earlier step still needs).
 #[derive(Debug, Default)]
 pub struct KvCache {
     layers: Vec<(Tensor, Tensor)>,
+    len: i64,
 }
 
 impl KvCache {
     /// Positions held.
     pub fn len(&self) -> i64 {
-        self.layers.first().map_or(0, |(k, _)| k.size()[2])
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Writes layer `l`'s new keys and values `[B, heads, T_new, head_dim]` after the `past`
+    /// held and returns all of them (`[B, heads, past + T_new, head_dim]`).
+    fn append(
+        &mut self,
+        l: usize,
+        k_new: Tensor,
+        v_new: Tensor,
+        past: i64,
+        in_place: bool,
+        context: usize,
+    ) -> (Tensor, Tensor) {
+        let t = k_new.size()[2];
+        let keys = past + t;
+        if in_place {
+            let fits = self.layers.get(l).is_some_and(|(k, _)| {
+                let s = k.size();
+                s[2] >= keys && s[0] == k_new.size()[0]
+            });
+            if !fits {
+                // One buffer for the whole context (the earlier positions copied over; nothing
+                // past `len` is ever read, so it starts uninitialised).
+                let mut shape = k_new.size();
+                shape[2] = context as i64;
+                let opts = (k_new.kind(), k_new.device());
+                let (kb, vb) = (Tensor::empty(&shape, opts), Tensor::empty(&shape, opts));
+                if past > 0 {
+                    let (pk, pv) = &self.layers[l];
+                    kb.narrow(2, 0, past).copy_(&pk.narrow(2, 0, past));
+                    vb.narrow(2, 0, past).copy_(&pv.narrow(2, 0, past));
+                }
+                if l < self.layers.len() {
+                    self.layers[l] = (kb, vb);
+                } else {
+                    self.layers.push((kb, vb));
+                }
+            }
+            let (kb, vb) = &self.layers[l];
+            kb.narrow(2, past, t).copy_(&k_new);
+            vb.narrow(2, past, t).copy_(&v_new);
+            (kb.narrow(2, 0, keys), vb.narrow(2, 0, keys))
+        } else {
+            let (k, v) = if past == 0 {
+                (k_new, v_new)
+            } else {
+                let (pk, pv) = &self.layers[l];
+                (
+                    Tensor::cat(&[&pk.narrow(2, 0, past), &k_new], 2),
+                    Tensor::cat(&[&pv.narrow(2, 0, past), &v_new], 2),
+                )
+            };
+            let out = (k.shallow_clone(), v.shallow_clone());
+            if l < self.layers.len() {
+                self.layers[l] = (k, v);
+            } else {
+                self.layers.push((k, v));
+            }
+            out
+        }
     }
 }
 
@@ -148,6 +213,76 @@ pub struct Gpt {
     pub config: GptConfig,
     pub vs: nn::VarStore,
     params: HashMap<String, Tensor>,
+    /// The same parameters (shallow clones: one storage, one gradient), laid out for the
+    /// forward pass, so that it looks no name up.
+    weights: Weights,
+}
+
+/// A weight and its bias (a `Linear`, or a LayerNorm's scale and shift).
+struct Affine {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Affine {
+    fn of(params: &HashMap<String, Tensor>, prefix: &str) -> Self {
+        Self {
+            weight: params[&format!("{prefix}.weight")].shallow_clone(),
+            bias: params[&format!("{prefix}.bias")].shallow_clone(),
+        }
+    }
+
+    /// `x Wᵀ + b` (one fused matmul-add).
+    fn linear(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, Some(&self.bias))
+    }
+
+    fn layer_norm(&self, x: &Tensor) -> Tensor {
+        let w = self.weight.size()[0];
+        x.layer_norm([w], Some(&self.weight), Some(&self.bias), 1e-5, true)
+    }
+}
+
+struct Block {
+    ln_1: Affine,
+    c_attn: Affine,
+    attn_proj: Affine,
+    ln_2: Affine,
+    c_fc: Affine,
+    mlp_proj: Affine,
+}
+
+struct Weights {
+    wte: Tensor,
+    wpe: Tensor,
+    blocks: Vec<Block>,
+    ln_f: Affine,
+    score: Option<Affine>,
+}
+
+impl Weights {
+    fn of(config: &GptConfig, params: &HashMap<String, Tensor>) -> Self {
+        let blocks = (0..config.layers)
+            .map(|i| {
+                let p = format!("transformer.h.{i}");
+                Block {
+                    ln_1: Affine::of(params, &format!("{p}.ln_1")),
+                    c_attn: Affine::of(params, &format!("{p}.attn.c_attn")),
+                    attn_proj: Affine::of(params, &format!("{p}.attn.c_proj")),
+                    ln_2: Affine::of(params, &format!("{p}.ln_2")),
+                    c_fc: Affine::of(params, &format!("{p}.mlp.c_fc")),
+                    mlp_proj: Affine::of(params, &format!("{p}.mlp.c_proj")),
+                }
+            })
+            .collect();
+        Self {
+            wte: params["transformer.wte.weight"].shallow_clone(),
+            wpe: params["transformer.wpe.weight"].shallow_clone(),
+            blocks,
+            ln_f: Affine::of(params, "transformer.ln_f"),
+            score: config.scalar_head.then(|| Affine::of(params, "score")),
+        }
+    }
 }
 
 impl std::fmt::Debug for Gpt {
@@ -208,7 +343,13 @@ impl Gpt {
             });
             params.insert(name, var);
         }
-        Ok(Self { config, vs, params })
+        let weights = Weights::of(&config, &params);
+        Ok(Self {
+            config,
+            vs,
+            params,
+            weights,
+        })
     }
 
     fn p(&self, name: &str) -> &Tensor {
@@ -282,136 +423,134 @@ impl Gpt {
             .collect()
     }
 
-    fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
-        x.matmul(&w.tr()) + b
-    }
-
     /// Logits `[B, T, vocab]` of `tokens` `[B, T]` (int64), all positions, no cache.
     pub fn forward(&self, tokens: &Tensor) -> Tensor {
-        self.forward_cached(tokens, &mut KvCache::default())
+        self.logits(&self.hidden(tokens))
     }
 
     /// The final hidden states `[B, T, width]` (after the last LayerNorm), no cache.
     pub fn hidden(&self, tokens: &Tensor) -> Tensor {
-        self.hidden_cached(tokens, &mut KvCache::default())
+        self.run(tokens, None, 0)
+    }
+
+    /// The final hidden states of positions `from..T` only, `[B, T − from, width]`: what
+    /// `hidden(tokens).narrow(1, from, T − from)` gives, without running the last block's
+    /// attention projection and MLP (or the final LayerNorm) at the positions before `from`,
+    /// which no later position needs there.
+    pub fn hidden_from(&self, tokens: &Tensor, from: i64) -> Tensor {
+        self.run(tokens, None, from)
     }
 
     /// Logits `[B, T, vocab]` of hidden states from [`Gpt::hidden`] (the tied unembedding).
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        hidden.matmul(&self.p("transformer.wte.weight").tr())
+        hidden.matmul(&self.weights.wte.tr())
     }
 
     /// The scalar head on hidden states from [`Gpt::hidden`]: `[B, T]`.
     pub fn scalar(&self, hidden: &Tensor) -> Tensor {
-        assert!(self.config.scalar_head, "this model has no scalar head");
-        Self::linear(hidden, self.p("score.weight"), self.p("score.bias")).squeeze_dim(-1)
+        let head = self
+            .weights
+            .score
+            .as_ref()
+            .expect("this model has no scalar head");
+        head.linear(hidden).squeeze_dim(-1)
     }
 
     /// The scalar head read at one position per row (`positions` `[B]`, int64): the reward
     /// model's score at each response's last real token.
     pub fn score_at(&self, tokens: &Tensor, positions: &Tensor) -> Tensor {
-        let s = self.scalar(&self.hidden(tokens));
-        s.gather(1, &positions.unsqueeze(1), false).squeeze_dim(1)
+        // Only positions from the earliest one read are needed.
+        let from = if positions.numel() == 0 {
+            0
+        } else {
+            positions.min().int64_value(&[]).max(0)
+        };
+        let s = self.scalar(&self.hidden_from(tokens, from));
+        s.gather(1, &(positions - from).unsqueeze(1), false)
+            .squeeze_dim(1)
     }
 
     /// Logits `[B, T_new, vocab]` of `tokens` `[B, T_new]` at positions after those in `cache`,
     /// attending over the cached keys and values and each other (causally); the new keys and
     /// values are appended to `cache`.
-    // `x = x + …`, not `x += …`: the in-place add would overwrite a tensor the LayerNorm's
-    // backward still needs.
     pub fn forward_cached(&self, tokens: &Tensor, cache: &mut KvCache) -> Tensor {
         let h = self.hidden_cached(tokens, cache);
         self.logits(&h)
     }
 
     /// [`Gpt::forward_cached`] before the unembedding: the final hidden states `[B, T_new, width]`.
-    #[allow(clippy::assign_op_pattern)]
     pub fn hidden_cached(&self, tokens: &Tensor, cache: &mut KvCache) -> Tensor {
+        self.run(tokens, Some(cache), 0)
+    }
+
+    /// The blocks on `tokens` `[B, T]` after the positions in `cache` (none without one),
+    /// returning the final hidden states of the new positions `from..T`.
+    // `x = x + …`, not `x += …`: the in-place add would overwrite a tensor the LayerNorm's
+    // backward still needs.
+    #[allow(clippy::assign_op_pattern)]
+    fn run(&self, tokens: &Tensor, mut cache: Option<&mut KvCache>, from: i64) -> Tensor {
         let (b, t) = tokens.size2().expect("tokens [B, T]");
-        let past = cache.len();
+        let past = cache.as_ref().map_or(0, |c| c.len);
         assert!(
             past + t <= self.config.context as i64,
             "{} positions exceed the context of {}",
             past + t,
             self.config.context
         );
+        assert!(
+            (0..t.max(1)).contains(&from),
+            "from {from} of {t} positions"
+        );
+        let weights = &self.weights;
         let device = tokens.device();
         let (w, h) = (self.config.width as i64, self.config.heads as i64);
         let hd = w / h;
-        let pos = Tensor::arange_start(past, past + t, (Kind::Int64, device));
-        let mut x = self
-            .p("transformer.wte.weight")
+        let mut x = weights
+            .wte
             .index_select(0, &tokens.reshape([-1]))
             .view([b, t, w])
-            + self
-                .p("transformer.wpe.weight")
-                .index_select(0, &pos)
-                .unsqueeze(0);
-        // Query i (absolute position past + i) sees keys 0..=past + i.
-        let keys = past + t;
-        let mask = Tensor::ones([t, keys], (Kind::Bool, device)).tril(past);
-        let fresh = cache.layers.is_empty();
-        for l in 0..self.config.layers {
-            let p = format!("transformer.h.{l}");
-            let ln = |x: &Tensor, n: &str| {
-                x.layer_norm(
-                    [w],
-                    Some(self.p(&format!("{p}.{n}.weight"))),
-                    Some(self.p(&format!("{p}.{n}.bias"))),
-                    1e-5,
-                    true,
-                )
+            + weights.wpe.narrow(0, past, t);
+        // In place only without gradients (see `KvCache`).
+        let in_place = !x.requires_grad();
+        // Query i (absolute position past + i) sees keys 0..=past + i: the fused kernel's
+        // causal mask when nothing is cached, no mask for one new position, else explicit.
+        let mask = (past > 0 && t > 1)
+            .then(|| Tensor::ones([t, past + t], (Kind::Bool, device)).tril(past));
+        let last = weights.blocks.len() - 1;
+        for (l, block) in weights.blocks.iter().enumerate() {
+            let a = block.ln_1.layer_norm(&x);
+            // q, k, v [B, heads, T, head_dim], views (a split's gradient is one `cat`).
+            let qkv = block.c_attn.linear(&a).split(w, 2);
+            let part = |i: usize| qkv[i].view([b, t, h, hd]).transpose(1, 2);
+            let (q, k_new, v_new) = (part(0), part(1), part(2));
+            let (k, v) = match cache.as_deref_mut() {
+                None => (k_new, v_new),
+                Some(cache) => cache.append(l, k_new, v_new, past, in_place, self.config.context),
             };
-            let a = ln(&x, "ln_1");
-            let qkv = Self::linear(
-                &a,
-                self.p(&format!("{p}.attn.c_attn.weight")),
-                self.p(&format!("{p}.attn.c_attn.bias")),
+            let y = Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                mask.as_ref(),
+                0.0,
+                past == 0 && t > 1,
+                None,
+                false,
             );
-            let parts = qkv.split(w, 2);
-            let heads = |x: &Tensor| x.view([b, t, h, hd]).transpose(1, 2);
-            let (q, k_new, v_new) = (heads(&parts[0]), heads(&parts[1]), heads(&parts[2]));
-            let (k, v) = if fresh {
-                (k_new, v_new)
-            } else {
-                let (pk, pv) = &cache.layers[l];
-                (Tensor::cat(&[pk, &k_new], 2), Tensor::cat(&[pv, &v_new], 2))
-            };
-            let att = q.matmul(&k.transpose(-2, -1)) / (hd as f64).sqrt();
-            let att = att
-                .masked_fill(&mask.logical_not(), f64::NEG_INFINITY)
-                .softmax(-1, Kind::Float);
-            let y = att.matmul(&v).transpose(1, 2).contiguous().view([b, t, w]);
-            x = x + Self::linear(
-                &y,
-                self.p(&format!("{p}.attn.c_proj.weight")),
-                self.p(&format!("{p}.attn.c_proj.bias")),
-            );
-            let m = ln(&x, "ln_2");
-            let m = Self::linear(
-                &m,
-                self.p(&format!("{p}.mlp.c_fc.weight")),
-                self.p(&format!("{p}.mlp.c_fc.bias")),
-            )
-            .gelu("tanh");
-            x = x + Self::linear(
-                &m,
-                self.p(&format!("{p}.mlp.c_proj.weight")),
-                self.p(&format!("{p}.mlp.c_proj.bias")),
-            );
-            if fresh {
-                cache.layers.push((k, v));
-            } else {
-                cache.layers[l] = (k, v);
+            let mut y = y.transpose(1, 2).reshape([b, t, w]);
+            if l == last && from > 0 {
+                // Nothing after the last block mixes positions: drop those not asked for.
+                y = y.narrow(1, from, t - from);
+                x = x.narrow(1, from, t - from);
             }
+            x = x + block.attn_proj.linear(&y);
+            let m = block.c_fc.linear(&block.ln_2.layer_norm(&x)).gelu("tanh");
+            x = x + block.mlp_proj.linear(&m);
         }
-        x.layer_norm(
-            [w],
-            Some(self.p("transformer.ln_f.weight")),
-            Some(self.p("transformer.ln_f.bias")),
-            1e-5,
-            true,
-        )
+        if let Some(cache) = cache {
+            cache.len = past + t;
+        }
+        weights.ln_f.layer_norm(&x)
     }
 
     /// The mean next-token cross-entropy of `tokens` `[B, T]` over the positions `mask` `[B, T]`

@@ -47,45 +47,163 @@ impl SamplingConfig {
 /// The distribution sampling draws from: softmax(logits / T), cut to the top k and to the
 /// nucleus of mass top_p, renormalised.
 pub fn sampling_probabilities(logits: &[f32], config: &SamplingConfig) -> Vec<f64> {
-    let t = config.temperature;
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let mut p: Vec<f64> = logits
-        .iter()
-        .map(|&l| ((l as f64 - max) / t).exp())
-        .collect();
-    let total: f64 = p.iter().sum();
-    p.iter_mut().for_each(|x| *x /= total);
-    // Most likely first; ties by id, so the cut is deterministic.
-    let mut order: Vec<usize> = (0..p.len()).collect();
-    order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
-    let mut keep = if config.top_k > 0 {
-        config.top_k.min(p.len())
-    } else {
-        p.len()
-    };
-    if config.top_p < 1.0 {
-        let mut mass = 0.0;
-        for (i, &j) in order.iter().enumerate().take(keep) {
-            mass += p[j];
-            if mass >= config.top_p {
-                keep = i + 1;
-                break;
-            }
-        }
-    }
-    let mut out = vec![0.0; p.len()];
-    for &j in &order[..keep] {
-        out[j] = p[j];
-    }
-    let total: f64 = out.iter().sum();
-    out.iter_mut().for_each(|x| *x /= total);
+    let mut out = Vec::with_capacity(logits.len());
+    probabilities_into(logits, config, &mut out, &mut Vec::new());
     out
 }
 
-/// A token drawn from [`sampling_probabilities`] with one uniform from `rng`.
-pub fn sample_token(logits: &[f32], config: &SamplingConfig, rng: &mut Stream) -> u32 {
-    let p = sampling_probabilities(logits, config);
-    let u = uniform01(rng);
+/// [`sampling_probabilities`] into `out`, `order` a scratch buffer (both reused across calls,
+/// so that generation allocates nothing per token), with AVX2 where the CPU has it: the same
+/// additions, multiplications and divisions in the same order either way (no fused
+/// multiply-add), so the same numbers on every x86-64 machine, several at a time.
+fn probabilities_into(
+    logits: &[f32],
+    config: &SamplingConfig,
+    out: &mut Vec<f64>,
+    order: &mut Vec<usize>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, just checked.
+        unsafe { probabilities_avx2(logits, config, out, order) };
+        return;
+    }
+    probabilities(logits, config, out, order);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn probabilities_avx2(
+    logits: &[f32],
+    config: &SamplingConfig,
+    out: &mut Vec<f64>,
+    order: &mut Vec<usize>,
+) {
+    probabilities(logits, config, out, order);
+}
+
+/// The body of [`probabilities_into`]. Sums run over eight interleaved partial sums (a fixed
+/// order, so that they vectorise); the exponential is [`exp_nonpositive`]. Without a cut
+/// (top-k off, top-p 1) the sort is skipped: it could not change which tokens are kept.
+#[inline(always)]
+fn probabilities(
+    logits: &[f32],
+    config: &SamplingConfig,
+    out: &mut Vec<f64>,
+    order: &mut Vec<usize>,
+) {
+    let t = config.temperature;
+    let max = max_lanes(logits) as f64;
+    out.clear();
+    out.resize(logits.len(), 0.0);
+    for (o, &l) in out.iter_mut().zip(logits) {
+        *o = exp_nonpositive((l as f64 - max) / t);
+    }
+    let total = sum_lanes(out);
+    out.iter_mut().for_each(|x| *x /= total);
+    let n = out.len();
+    let cut_k = config.top_k > 0 && config.top_k < n;
+    if cut_k || config.top_p < 1.0 {
+        // Most likely first; ties by id, so the cut is deterministic.
+        let p = &*out;
+        order.clear();
+        order.extend(0..n);
+        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+        let mut keep = if config.top_k > 0 {
+            config.top_k.min(n)
+        } else {
+            n
+        };
+        if config.top_p < 1.0 {
+            let mut mass = 0.0;
+            for (i, &j) in order.iter().enumerate().take(keep) {
+                mass += p[j];
+                if mass >= config.top_p {
+                    keep = i + 1;
+                    break;
+                }
+            }
+        }
+        for &j in &order[keep..] {
+            out[j] = 0.0;
+        }
+    }
+    let total = sum_lanes(out);
+    out.iter_mut().for_each(|x| *x /= total);
+}
+
+/// The largest of `x` (−∞ if empty), over eight interleaved running maxima.
+#[inline(always)]
+fn max_lanes(x: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (m, &v) in m.iter_mut().zip(c) {
+            *m = m.max(v);
+        }
+    }
+    rest.iter()
+        .fold(m.into_iter().fold(f32::NEG_INFINITY, f32::max), |a, &v| {
+            a.max(v)
+        })
+}
+
+/// Σ x: element j goes to partial sum j mod 8, the partial sums are added pairwise, then the
+/// elements after the last multiple of 8, in order.
+#[inline(always)]
+fn sum_lanes(x: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for &v in rest {
+        s += v;
+    }
+    s
+}
+
+/// e^x for x ≤ 0 (a logit less the maximum), within one ulp of `f64::exp`: fdlibm's reduction
+/// x = k ln 2 + r, |r| ≤ ln 2 / 2, and its degree-5 rational approximation of e^r, without
+/// branches or tables so that a loop over the vocabulary vectorises. Below −708.39 (where
+/// e^x < 2.3e-308) it gives 0.
+#[inline(always)]
+fn exp_nonpositive(x: f64) -> f64 {
+    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+    const INV_LN2: f64 = std::f64::consts::LOG2_E;
+    const P1: f64 = 1.666_666_666_666_660_2e-1;
+    const P2: f64 = -2.777_777_777_701_559_3e-3;
+    const P3: f64 = 6.613_756_321_437_934e-5;
+    const P4: f64 = -1.653_390_220_546_525_2e-6;
+    const P5: f64 = 4.138_136_797_057_238_5e-8;
+    // 1.5 · 2^52: adding it rounds to an integer, which lands in the low bits.
+    const SHIFTER: f64 = 6_755_399_441_055_744.0;
+    let flush = x < -708.39;
+    let x = if flush { 0.0 } else { x };
+    let kf = x * INV_LN2 + SHIFTER;
+    let k = (kf.to_bits() as i64).wrapping_sub(SHIFTER.to_bits() as i64);
+    let kf = kf - SHIFTER;
+    let hi = x - kf * LN2_HI;
+    let lo = kf * LN2_LO;
+    let r = hi - lo;
+    let t = r * r;
+    let c = r - t * (P1 + t * (P2 + t * (P3 + t * (P4 + t * P5))));
+    let y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
+    // 2^k, k ≥ −1022 here.
+    let scale = f64::from_bits(((k + 1023) as u64) << 52);
+    if flush { 0.0 } else { y * scale }
+}
+
+/// The token the uniform `u` in [0, 1) picks from `p` (the inverse of its CDF, in token
+/// order, over the tokens of positive probability; the last of them if rounding leaves the
+/// total below `u`).
+fn inverse_cdf(p: &[f64], u: f64) -> u32 {
     let mut cumulative = 0.0;
     let mut last = 0;
     for (j, &q) in p.iter().enumerate() {
@@ -98,6 +216,12 @@ pub fn sample_token(logits: &[f32], config: &SamplingConfig, rng: &mut Stream) -
         }
     }
     last as u32
+}
+
+/// A token drawn from [`sampling_probabilities`] with one uniform from `rng`.
+pub fn sample_token(logits: &[f32], config: &SamplingConfig, rng: &mut Stream) -> u32 {
+    let p = sampling_probabilities(logits, config);
+    inverse_cdf(&p, uniform01(rng))
 }
 
 /// What [`generate`] returns for each row.
@@ -132,28 +256,38 @@ pub fn generate(
         b
     ];
     let mut done = vec![false; b];
+    let vocab = model.config.vocab;
+    // The logits (what is sampled from) and the log-softmax at temperature 1 (the
+    // log-probability reported), each `[B, V]`, copied to the host once per step.
+    let (mut rows, mut logp) = (vec![0f32; b * vocab], vec![0f32; b * vocab]);
+    let (mut probs, mut order) = (Vec::with_capacity(vocab), Vec::new());
+    let mut next = vec![0i64; b];
     tch::no_grad(|| {
         let mut input = Tensor::from_slice(&flat)
             .view([b as i64, p])
             .to_device(device);
         for _ in 0..max_new {
-            let logits = model.forward_cached(&input, &mut cache);
-            let last = logits
-                .select(1, logits.size()[1] - 1)
-                .to_kind(Kind::Float)
-                .to_device(tch::Device::Cpu);
-            let logp = last.log_softmax(-1, Kind::Float);
-            let rows: Vec<Vec<f32>> = Vec::<Vec<f32>>::try_from(&last).expect("[B, V] floats");
-            let logp: Vec<Vec<f32>> = Vec::<Vec<f32>>::try_from(&logp).expect("[B, V] floats");
-            let mut next = vec![0i64; b];
+            let hidden = model.hidden_cached(&input, &mut cache);
+            let last = model
+                .logits(&hidden.select(1, hidden.size()[1] - 1))
+                .to_kind(Kind::Float);
+            let host = |x: Tensor, out: &mut [f32]| {
+                x.to_device(tch::Device::Cpu)
+                    .contiguous()
+                    .copy_data(out, out.len())
+            };
+            host(last.log_softmax(-1, Kind::Float), &mut logp);
+            host(last, &mut rows);
             for i in 0..b {
                 if done[i] {
                     next[i] = eos as i64;
                     continue;
                 }
-                let t = sample_token(&rows[i], config, rng);
+                let row = &rows[i * vocab..(i + 1) * vocab];
+                probabilities_into(row, config, &mut probs, &mut order);
+                let t = inverse_cdf(&probs, uniform01(rng));
                 out[i].tokens.push(t);
-                out[i].logprobs.push(logp[i][t as usize] as f64);
+                out[i].logprobs.push(logp[i * vocab + t as usize] as f64);
                 next[i] = t as i64;
                 done[i] = t == eos;
             }

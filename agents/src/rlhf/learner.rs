@@ -24,7 +24,8 @@ use tch::{Kind, Tensor, nn};
 
 use super::reward::shuffle;
 use super::sequences::{
-    Sequences, rows_f64, scores, token_logprobs, token_stats, token_values, vec_f64,
+    Sequences, TokenStats, rows_f64, scores, token_logprobs, token_stats, token_stats_with,
+    token_values, vec_f64,
 };
 use crate::config::Algo;
 use crate::config::rlhf::RlConfig;
@@ -51,6 +52,31 @@ pub struct TokenRollout {
     pub entropy: Vec<f64>,
     /// Per sequence: the total reward Σ R_t = score − β k1.
     pub total_reward: Vec<f64>,
+    /// The rollout's own forward passes of the policy and the value function, with their
+    /// graphs: the first gradient step of [`TokenLearner::update`] when it covers the whole
+    /// batch in order (one minibatch) and neither network changed since (else recomputed).
+    graphs: Option<RolloutGraphs>,
+}
+
+/// See [`TokenRollout`]'s `graphs`.
+#[derive(Debug)]
+struct RolloutGraphs {
+    /// Each parameter of the policy and the value function: (storage, version). An optimiser
+    /// step, or any other write, changes a version; another network, a storage.
+    params: Vec<(usize, i64)>,
+    stats: TokenStats,
+    values: Tensor,
+}
+
+/// What [`RolloutGraphs::params`] compares.
+fn param_versions(policy: &Gpt, value: &Gpt) -> Vec<(usize, i64)> {
+    policy
+        .vs
+        .trainable_variables()
+        .iter()
+        .chain(value.vs.trainable_variables().iter())
+        .map(|t| (t.data_ptr() as usize, t.internal_version()))
+        .collect()
 }
 
 /// What an update measured.
@@ -102,11 +128,24 @@ impl TokenLearner {
     ) -> TokenRollout {
         let device = self.policy.vs.device();
         let seqs = Sequences::pack(prompts, responses, device);
-        let (stats, ref_lp, values, raw_scores) = tch::no_grad(|| {
+        // The policy's and value function's passes are the first step's (see `graphs`): with
+        // their graphs when that step can use them.
+        let keep = self.minibatches() == 1;
+        let entropy_grad = self.config.ent_coef != 0.0;
+        let learner_passes = || {
             (
-                token_stats(&self.policy, &seqs),
-                token_logprobs(reference, &seqs),
+                token_stats_with(&self.policy, &seqs, entropy_grad),
                 token_values(&self.value, &seqs),
+            )
+        };
+        let (stats, values) = if keep {
+            learner_passes()
+        } else {
+            tch::no_grad(learner_passes)
+        };
+        let (ref_lp, raw_scores) = tch::no_grad(|| {
+            (
+                token_logprobs(reference, &seqs),
                 scores(reward_model, &seqs),
             )
         });
@@ -197,11 +236,22 @@ impl TokenLearner {
         if self.config.norm_adv {
             advantages = whiten(&advantages, &seqs.mask);
         }
+        let old_logprobs = stats.logprobs.detach();
+        let old_values = values.detach();
+        let graphs =
+            (keep && stats.logprobs.requires_grad() && values.requires_grad()).then(|| {
+                RolloutGraphs {
+                    params: param_versions(&self.policy, &self.value),
+                    stats,
+                    values,
+                }
+            });
         TokenRollout {
             returns: to_bt(&ret),
             advantages,
-            old_logprobs: stats.logprobs,
-            old_values: values,
+            old_logprobs,
+            old_values,
+            graphs,
             scores: out_scores,
             kl_k1: k1,
             kl_k3: k3,
@@ -211,13 +261,22 @@ impl TokenLearner {
         }
     }
 
+    /// Minibatches per epoch.
+    fn minibatches(&self) -> usize {
+        match self.algo {
+            Algo::Ppo => self.config.num_minibatches.max(1),
+            Algo::Reinforce | Algo::A2c => 1,
+        }
+    }
+
     /// The gradient steps of one batch; `rng` orders PPO's minibatches.
     pub fn update(&mut self, r: &TokenRollout, rng: &mut Stream) -> Result<TokenUpdateStats> {
         let b = r.seqs.lengths.len();
-        let (epochs, minibatches) = match self.algo {
-            Algo::Ppo => (self.config.update_epochs, self.config.num_minibatches),
-            Algo::Reinforce | Algo::A2c => (1, 1),
+        let epochs = match self.algo {
+            Algo::Ppo => self.config.update_epochs,
+            Algo::Reinforce | Algo::A2c => 1,
         };
+        let minibatches = self.minibatches();
         let device = self.policy.vs.device();
         let mut stats = TokenUpdateStats::default();
         let mask = r.seqs.mask.to_kind(Kind::Bool);
@@ -236,6 +295,22 @@ impl TokenLearner {
                 1.0 - var_e / var_g
             };
         }
+        // The rollout's passes, if they are still those of the current networks.
+        let mut graphs = r
+            .graphs
+            .as_ref()
+            .filter(|g| minibatches == 1 && g.params == param_versions(&self.policy, &self.value));
+        // With one minibatch every step sees the whole batch in order: its real-token
+        // targets are selected once.
+        let whole = (minibatches == 1).then(|| {
+            (
+                sel(&r.advantages),
+                sel(&r.old_logprobs),
+                sel(&r.returns),
+                sel(&r.old_values),
+            )
+        });
+        let entropy_grad = self.config.ent_coef != 0.0;
         let (mut n, mut pl, mut vl, mut ak, mut cf) = (0usize, 0.0, 0.0, 0.0, 0.0);
         for _ in 0..epochs {
             let mut order: Vec<i64> = (0..b as i64).collect();
@@ -244,27 +319,60 @@ impl TokenLearner {
             }
             let size = b.div_ceil(minibatches);
             for chunk in order.chunks(size) {
-                let index = Tensor::from_slice(chunk).to_device(device);
-                let seqs = r.seqs.rows(&index);
-                let m = seqs.mask.to_kind(Kind::Bool);
-                let pick = |x: &Tensor| x.index_select(0, &index).masked_select(&m);
-                let st = token_stats(&self.policy, &seqs);
-                let new_lp = st.logprobs.masked_select(&m);
-                let adv = pick(&r.advantages);
+                let rows;
+                let (seqs, m, adv, old_lp, returns, old_v) = match &whole {
+                    Some((adv, old_lp, returns, old_v)) => (
+                        &r.seqs,
+                        mask.shallow_clone(),
+                        adv.shallow_clone(),
+                        old_lp.shallow_clone(),
+                        returns.shallow_clone(),
+                        old_v.shallow_clone(),
+                    ),
+                    None => {
+                        let index = Tensor::from_slice(chunk).to_device(device);
+                        rows = r.seqs.rows(&index);
+                        let m = rows.mask.to_kind(Kind::Bool);
+                        let pick = |x: &Tensor| x.index_select(0, &index).masked_select(&m);
+                        let picked = (
+                            pick(&r.advantages),
+                            pick(&r.old_logprobs),
+                            pick(&r.returns),
+                            pick(&r.old_values),
+                        );
+                        (&rows, m, picked.0, picked.1, picked.2, picked.3)
+                    }
+                };
+                let reused = graphs.take();
+                // Log-probabilities, and the entropy only for an entropy bonus.
+                let (new_lp, entropy) = match reused {
+                    Some(g) => (
+                        g.stats.logprobs.shallow_clone(),
+                        entropy_grad.then(|| g.stats.entropy.shallow_clone()),
+                    ),
+                    None if entropy_grad => {
+                        let st = token_stats(&self.policy, seqs);
+                        (st.logprobs, Some(st.entropy))
+                    }
+                    None => (token_logprobs(&self.policy, seqs), None),
+                };
+                let new_lp = new_lp.masked_select(&m);
                 let (policy_loss, ratio) = match self.algo {
                     Algo::Ppo => {
-                        let (loss, rs) = ppo_clip_loss(
-                            &new_lp,
-                            &pick(&r.old_logprobs),
-                            &adv,
-                            self.config.clip_coef,
-                        );
+                        let (loss, rs) =
+                            ppo_clip_loss(&new_lp, &old_lp, &adv, self.config.clip_coef);
                         (loss, Some(rs))
                     }
                     Algo::Reinforce | Algo::A2c => (policy_gradient_loss(&new_lp, &adv), None),
                 };
-                let entropy = st.entropy.masked_select(&m).mean(Kind::Float);
-                let loss = &policy_loss - entropy * self.config.ent_coef;
+                // Without an entropy bonus (0 · entropy) the entropy is not computed at all.
+                let loss = match entropy {
+                    Some(entropy) => {
+                        let entropy = entropy.masked_select(&m).mean(Kind::Float);
+                        &policy_loss - entropy * self.config.ent_coef
+                    }
+                    None => policy_loss.shallow_clone(),
+                };
                 let lv = loss.double_value(&[]);
                 anyhow::ensure!(
                     lv.is_finite(),
@@ -272,10 +380,14 @@ impl TokenLearner {
                 );
                 self.policy_opt
                     .backward_step_clip_norm(&loss, self.config.max_grad_norm);
-                let new_v = token_values(&self.value, &seqs).masked_select(&m);
+                let new_v = match reused {
+                    Some(g) => g.values.shallow_clone(),
+                    None => token_values(&self.value, seqs),
+                }
+                .masked_select(&m);
                 let clip = (self.algo == Algo::Ppo && self.config.clip_vloss)
                     .then_some(self.config.clip_coef);
-                let raw = value_loss(&new_v, &pick(&r.returns), &pick(&r.old_values), clip);
+                let raw = value_loss(&new_v, &returns, &old_v, clip);
                 let vv = raw.double_value(&[]);
                 let vloss = raw * self.config.vf_coef;
                 anyhow::ensure!(

@@ -93,9 +93,7 @@ impl Sequences {
 
     /// The hidden states at the positions that predict response tokens: `[B, T, width]`.
     fn response_hidden(&self, model: &Gpt) -> Tensor {
-        model
-            .hidden(&self.inputs())
-            .narrow(1, PROMPT_LEN as i64 - 1, self.width as i64)
+        model.hidden_from(&self.inputs(), PROMPT_LEN as i64 - 1)
     }
 
     fn response_tokens(&self) -> Tensor {
@@ -116,15 +114,28 @@ pub struct TokenStats {
 /// Log-probabilities and entropies of `seqs`' responses under `model` (with gradients, unless
 /// called under `no_grad`).
 pub fn token_stats(model: &Gpt, seqs: &Sequences) -> TokenStats {
+    token_stats_with(model, seqs, true)
+}
+
+/// [`token_stats`], the entropy with gradients only when `entropy_grad` (the same values
+/// either way): for a caller that differentiates the log-probabilities but only reads the
+/// entropy, its graph over `[B, T, vocab]` is not built.
+pub fn token_stats_with(model: &Gpt, seqs: &Sequences, entropy_grad: bool) -> TokenStats {
     let logits = model.logits(&seqs.response_hidden(model));
     let logp = logits.log_softmax(-1, Kind::Float);
     let picked = logp
         .gather(2, &seqs.response_tokens().unsqueeze(-1), false)
         .squeeze_dim(-1);
-    let entropy = -(logp.exp() * &logp).sum_dim_intlist(-1, false, Kind::Float);
+    let entropy_of =
+        |logp: &Tensor| -(logp.exp() * logp).sum_dim_intlist(-1, false, Kind::Float) * &seqs.mask;
+    let entropy = if entropy_grad {
+        entropy_of(&logp)
+    } else {
+        tch::no_grad(|| entropy_of(&logp.detach()))
+    };
     TokenStats {
         logprobs: picked * &seqs.mask,
-        entropy: entropy * &seqs.mask,
+        entropy,
     }
 }
 
