@@ -351,3 +351,142 @@ fn prompt_and_padding_contribute_nothing_to_the_lm_loss_or_its_gradient() {
         total / n as f64
     );
 }
+
+/// The transformer written out naively from its named variables: explicit masked softmax
+/// attention, no fused kernels, no cache, every position computed. The fast paths of `Gpt`
+/// (fused attention, the last block only at the positions read) must agree with it in value
+/// and in gradient.
+fn reference_hidden(m: &Gpt, cfg: &GptConfig, tokens: &Tensor) -> Tensor {
+    let vars = m.vs.variables();
+    let p = |name: &str| vars[&name.replace('.', "__")].shallow_clone();
+    let (b, t) = tokens.size2().unwrap();
+    let (w, h) = (cfg.width as i64, cfg.heads as i64);
+    let hd = w / h;
+    let ln = |x: &Tensor, n: &str| {
+        x.layer_norm(
+            [w],
+            Some(&p(&format!("{n}.weight"))),
+            Some(&p(&format!("{n}.bias"))),
+            1e-5,
+            true,
+        )
+    };
+    let lin =
+        |x: &Tensor, n: &str| x.matmul(&p(&format!("{n}.weight")).tr()) + p(&format!("{n}.bias"));
+    let pos = Tensor::arange(t, (Kind::Int64, Device::Cpu));
+    let mut x = p("transformer.wte.weight")
+        .index_select(0, &tokens.reshape([-1]))
+        .view([b, t, w])
+        + p("transformer.wpe.weight")
+            .index_select(0, &pos)
+            .unsqueeze(0);
+    let causal = Tensor::ones([t, t], (Kind::Bool, Device::Cpu)).tril(0);
+    for l in 0..cfg.layers {
+        let pre = format!("transformer.h.{l}");
+        let qkv = lin(
+            &ln(&x, &format!("{pre}.ln_1")),
+            &format!("{pre}.attn.c_attn"),
+        );
+        let parts = qkv.split(w, 2);
+        let heads = |x: &Tensor| x.view([b, t, h, hd]).transpose(1, 2);
+        let (q, k, v) = (heads(&parts[0]), heads(&parts[1]), heads(&parts[2]));
+        let att = (q.matmul(&k.transpose(-2, -1)) / (hd as f64).sqrt())
+            .masked_fill(&causal.logical_not(), f64::NEG_INFINITY)
+            .softmax(-1, Kind::Float);
+        let y = att.matmul(&v).transpose(1, 2).contiguous().view([b, t, w]);
+        x = x + lin(&y, &format!("{pre}.attn.c_proj"));
+        let m = lin(&ln(&x, &format!("{pre}.ln_2")), &format!("{pre}.mlp.c_fc")).gelu("tanh");
+        x = x + lin(&m, &format!("{pre}.mlp.c_proj"));
+    }
+    ln(&x, "transformer.ln_f")
+}
+
+/// Every trainable variable's gradient after `loss.backward()`, by name, then zeroed.
+fn take_grads(m: &Gpt, loss: &Tensor) -> Vec<(String, Tensor)> {
+    loss.backward();
+    let mut out: Vec<(String, Tensor)> =
+        m.vs.variables()
+            .into_iter()
+            .map(|(n, v)| {
+                let g = v.grad();
+                let g = if g.defined() {
+                    g.copy()
+                } else {
+                    v.zeros_like()
+                };
+                (n, g)
+            })
+            .collect();
+    for (_, mut v) in m.vs.variables() {
+        let mut g = v.grad();
+        if g.defined() {
+            let _ = g.zero_();
+        }
+        let _ = &mut v;
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn the_fast_forward_paths_match_a_naive_transformer_in_value_and_gradient() {
+    let cfg = GptConfig {
+        scalar_head: true,
+        ..small()
+    };
+    let m = Gpt::new(
+        cfg.clone(),
+        Device::Cpu,
+        &mut rng::stream(11, "test/gpt", 0),
+    )
+    .unwrap();
+    let x = tokens(&[(0..16).collect(), (16..32).collect(), (5..21).collect()]);
+    let reference = reference_hidden(&m, &cfg, &x);
+    assert!(max_diff(&m.hidden(&x), &reference) < 1e-5, "hidden states");
+    assert!(
+        max_diff(&m.hidden_from(&x, 9), &reference.narrow(1, 9, 7)) < 1e-5,
+        "hidden_from"
+    );
+    // The reward model's read-out: one position per row, the earliest one after 0.
+    let positions = Tensor::from_slice(&[11i64, 15, 7]);
+    let fast = m.score_at(&x, &positions);
+    let slow = m
+        .scalar(&reference)
+        .gather(1, &positions.unsqueeze(1), false)
+        .squeeze_dim(1);
+    assert!(max_diff(&fast, &slow) < 1e-5, "score_at values");
+    let weights = Tensor::from_slice(&[1.0f32, -2.0, 0.5]);
+    let g_fast = take_grads(&m, &(&fast * &weights).sum(Kind::Float));
+    let slow = m
+        .scalar(&reference_hidden(&m, &cfg, &x))
+        .gather(1, &positions.unsqueeze(1), false)
+        .squeeze_dim(1);
+    let g_slow = take_grads(&m, &(&slow * &weights).sum(Kind::Float));
+    for ((n, a), (_, b)) in g_fast.iter().zip(&g_slow) {
+        let scale = b.abs().max().double_value(&[]).max(1e-6);
+        assert!(
+            max_diff(a, b) / scale < 1e-4,
+            "gradient of {n}: {} vs {}",
+            a.abs().sum(Kind::Float).double_value(&[]),
+            b.abs().sum(Kind::Float).double_value(&[])
+        );
+    }
+    // And the language model's loss through the fused attention.
+    let target = Tensor::from_slice(&(1..49).map(|t| t % 50).collect::<Vec<i64>>());
+    let g_fast = take_grads(
+        &m,
+        &m.forward(&x)
+            .view([-1, 50])
+            .cross_entropy_for_logits(&target),
+    );
+    let g_slow = take_grads(
+        &m,
+        &m.logits(&reference_hidden(&m, &cfg, &x))
+            .view([-1, 50])
+            .cross_entropy_for_logits(&target),
+    );
+    for ((n, a), (_, b)) in g_fast.iter().zip(&g_slow) {
+        let scale = b.abs().max().double_value(&[]).max(1e-6);
+        assert!(max_diff(a, b) / scale < 1e-4, "LM gradient of {n}");
+    }
+}

@@ -88,7 +88,7 @@ fn the_pairwise_loss_is_the_kway_loss_at_k_2_ties_included() {
 fn the_reward_models_losses_see_neither_prompt_padding_nor_tokens_after_the_response() {
     tch::set_num_threads(1);
     let m = rm(1);
-    let c = vec![comparison(
+    let c = [comparison(
         0,
         vec![vec![5, 6, 2], vec![7, 2]],
         vec![1.0, 0.0],

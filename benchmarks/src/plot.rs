@@ -1286,7 +1286,7 @@ fn draw_overoptimisation<DB: DrawingBackend>(
         });
         let (lo, hi) = axis_range(ys.filter(|v| v.is_finite()));
         let mut chart = ChartBuilder::on(&area)
-            .caption(panel.to_string(), ("sans-serif", CAPTION))
+            .caption(*panel, ("sans-serif", CAPTION))
             .margin(16)
             .x_label_area_size(56)
             .y_label_area_size(80)

@@ -149,6 +149,9 @@ pub struct PolicyEval {
     pub eos_fraction: f64,
 }
 
+/// A response with the reward model's score of it.
+type Answer = (Vec<u32>, f64);
+
 struct Run<'a> {
     config: &'a RlhfConfig,
     folder: RunFolder,
@@ -259,7 +262,7 @@ impl Run<'_> {
         rm: &Gpt,
         prompts: &[Vec<u32>],
         index: u64,
-    ) -> Result<(PolicyEval, Vec<(Vec<u32>, f64)>)> {
+    ) -> Result<(PolicyEval, Vec<Answer>)> {
         let mut rng = self.stream("eval", index);
         let generated = reward::sample(policy, prompts, self.config.rl.max_response, 1.0, &mut rng);
         let p: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();

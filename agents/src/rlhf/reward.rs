@@ -233,13 +233,14 @@ pub fn fit(
         for batch in &batches {
             opt.set_lr(learning_rate(config.learning_rate, step, total));
             let pref = preference_loss(rm, batch);
-            let mut loss = &pref * config.preference_coef;
             let pv = pref.double_value(&[]);
-            if config.lm_coef > 0.0 {
+            let loss = if config.lm_coef > 0.0 {
                 let lm = chosen_lm_loss(rm, batch);
                 sum_lm += lm.double_value(&[]);
-                loss = loss + lm * config.lm_coef;
-            }
+                &pref * config.preference_coef + lm * config.lm_coef
+            } else {
+                &pref * config.preference_coef
+            };
             let lv = loss.double_value(&[]);
             anyhow::ensure!(
                 lv.is_finite(),
