@@ -2,7 +2,7 @@
 #   make run    the main job: conformance check, then a small seeded sweep (PPO, A2C, REINFORCE),
 #               its report and its plots, into out/quick (about a minute on 2 cores, after the build);
 #               then the RLHF demo (pretrain, SFT, reward model, best-of-n, PPO on the review
-#               language) into out/rlhf-demo, with its report and plot (about 2 minutes)
+#               language) into out/rlhf-demo, with its report and plot (about 50 s)
 #   make test   the test suite, then the learning check: the quick sweep retrained and gated
 #               against results/quick with gradgym compare (what CI runs)
 # Both install libtorch first if this machine lacks it (scripts/setup-libtorch.sh).
@@ -37,6 +37,8 @@ plots: setup
 	./target/release/gradgym report results/prefs > /dev/null
 	./target/release/gradgym plot results/prefs
 	./target/release/gradgym plot results/estimators
+	./target/release/gradgym report results/rlhf > /dev/null
+	./target/release/gradgym plot results/rlhf
 
 reproduce: setup
 	scripts/reproduce-results.sh
@@ -73,7 +75,7 @@ bench-rlhf: setup
 	$(CARGO) build --release
 	./target/release/gradgym rlhf bench --reps 5
 
-# Retrain the RLHF over-optimisation study (results/rlhf) into out/rlhf-study (~10 minutes).
+# Retrain the RLHF over-optimisation study (results/rlhf) into out/rlhf-study (about 3 minutes).
 rlhf-results: setup
 	$(CARGO) build --release
 	scripts/rlhf-results.sh out/rlhf-study

@@ -1311,8 +1311,13 @@ fn draw_overoptimisation<DB: DrawingBackend>(
                 .map(|p| (p.d(), if gold { p.gold } else { p.proxy }))
                 .filter(|p| p.1.is_finite())
                 .collect();
+            // One path per segment: a curve whose √KL turns back on itself makes acute
+            // joins, and a thick polyline draws those as spikes far off the data.
             chart
-                .draw_series(LineSeries::new(pts.clone(), col.stroke_width(3)))
+                .draw_series(
+                    pts.windows(2)
+                        .map(|w| PathElement::new(w.to_vec(), col.stroke_width(3))),
+                )
                 .map_err(err)?;
             if c.best_of_n {
                 chart

@@ -396,9 +396,13 @@ pub fn markdown(study: &Study) -> String {
     }
     s.push('\n');
     if !study.samples.is_empty() {
-        s.push_str("## Samples\n\nThe first evaluation prompts, answered by the SFT policy, best-of-4 and the RL policies at their last update (gold score in brackets).\n\n");
-        let mut by_prompt: BTreeMap<String, Vec<(String, String, f64)>> = BTreeMap::new();
+        s.push_str("## Samples\n\nThe first evaluation prompts, answered by the SFT policy, best-of-4 and the RL policies at their last update, side by side, with the gold judge's score of each.\n\n");
+        // Per prompt, one answer per (source, run): its first sample there. An answer that
+        // another run already gave from the same source (the SFT policy seen by each
+        // best-of-n run) is listed once, with the first run's name.
+        let mut by_prompt: BTreeMap<String, Vec<(String, String, String, f64)>> = BTreeMap::new();
         let mut order: Vec<String> = Vec::new();
+        let mut taken = std::collections::BTreeSet::new();
         for (run, samples) in &study.samples {
             let last_update = samples
                 .iter()
@@ -413,17 +417,28 @@ pub fn markdown(study: &Study) -> String {
                 if !order.contains(&x.prompt) {
                     order.push(x.prompt.clone());
                 }
-                by_prompt.entry(x.prompt.clone()).or_default().push((
-                    format!("{} `{run}`", x.source),
-                    x.response.clone(),
-                    x.gold,
-                ));
+                if !taken.insert((x.prompt.clone(), x.source.clone(), run.clone())) {
+                    continue;
+                }
+                let answers = by_prompt.entry(x.prompt.clone()).or_default();
+                let seen = answers
+                    .iter()
+                    .any(|(source, _, response, _)| *source == x.source && *response == x.response);
+                if !seen {
+                    answers.push((x.source.clone(), run.clone(), x.response.clone(), x.gold));
+                }
             }
         }
         for prompt in order.iter().take(4) {
-            s.push_str(&format!("**{prompt}**\n\n"));
-            for (source, response, gold) in &by_prompt[prompt] {
-                s.push_str(&format!("- {source}: {response} [{}]\n", f3(*gold)));
+            s.push_str(&format!(
+                "**{prompt}**\n\n| source | run | response | gold |\n|---|---|---|---:|\n"
+            ));
+            for (source, run, response, gold) in &by_prompt[prompt] {
+                s.push_str(&format!(
+                    "| {source} | `{run}` | {} | {} |\n",
+                    response.replace('|', "\\|"),
+                    f3(*gold)
+                ));
             }
             s.push('\n');
         }
@@ -438,4 +453,98 @@ pub fn write_report(study: &Study, out: &Path) -> Result<String> {
     std::fs::write(out.join("report.md"), &md)
         .with_context(|| format!("cannot write {}", out.join("report.md").display()))?;
     Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn curve(best_of_n: bool, gain: impl Fn(f64) -> f64) -> Curve {
+        let points = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0]
+            .iter()
+            .map(|&d: &f64| Point {
+                update: None,
+                n: None,
+                kl: d * d,
+                proxy: 0.0,
+                gold: 0.7 + gain(d),
+                gold_ci: 0.0,
+            })
+            .collect();
+        Curve {
+            label: "test".into(),
+            run: "run".into(),
+            labels: None,
+            beta: None,
+            best_of_n,
+            points,
+            gold_sft: 0.7,
+        }
+    }
+
+    #[test]
+    fn gaos_forms_are_recovered_from_points_that_follow_them() {
+        let bon = curve(true, |d| d * (0.8 - 0.15 * d));
+        let (a, b, r2) = gao_fit(&bon).unwrap();
+        assert!((a - 0.8).abs() < 1e-9 && (b - 0.15).abs() < 1e-9, "{a} {b}");
+        assert!((r2 - 1.0).abs() < 1e-9);
+        assert!((gao_curve(&bon, (a, b, r2), 2.5) - (0.7 + 2.5 * (0.8 - 0.375))).abs() < 1e-9);
+        let rl = curve(false, |d| {
+            if d > 0.0 {
+                d * (0.5 - 0.2 * d.ln())
+            } else {
+                0.0
+            }
+        });
+        let (a, b, r2) = gao_fit(&rl).unwrap();
+        assert!((a - 0.5).abs() < 1e-9 && (b - 0.2).abs() < 1e-9, "{a} {b}");
+        assert!((r2 - 1.0).abs() < 1e-9);
+        // The other form does not fit the RL curve exactly.
+        let wrong = Curve {
+            best_of_n: true,
+            ..rl.clone()
+        };
+        assert!(gao_fit(&wrong).unwrap().2 < 0.999);
+        // Noise lowers R² below 1 but keeps the coefficients near.
+        let noisy = curve(true, |d| d * (0.8 - 0.15 * d) + 0.01 * (7.0 * d).sin());
+        let (a, b, r2) = gao_fit(&noisy).unwrap();
+        assert!((a - 0.8).abs() < 0.05 && (b - 0.15).abs() < 0.05 && r2 < 1.0 && r2 > 0.99);
+    }
+
+    #[test]
+    fn samples_are_listed_side_by_side_once_per_source_and_run() {
+        let sample = |source: &str, prompt: &str, response: &str| Sample {
+            source: source.into(),
+            prompt: prompt.into(),
+            response: response.into(),
+            gold: 1.0,
+        };
+        let mut study = Study::default();
+        for run in ["bon-a", "bon-b"] {
+            study.samples.insert(
+                run.into(),
+                vec![
+                    sample("sft", "P1", "same sft answer"),
+                    sample("best_of_4", "P1", &format!("best of {run}")),
+                    sample("sft", "P1", "a second sft answer to a repeated prompt"),
+                ],
+            );
+        }
+        study.samples.insert(
+            "ppo".into(),
+            vec![
+                sample("ppo (update 10)", "P1", "early"),
+                sample("ppo (update 20)", "P1", "late | with a bar"),
+            ],
+        );
+        let md = markdown(&study);
+        assert_eq!(md.matches("same sft answer").count(), 1, "{md}");
+        assert!(!md.contains("a second sft answer"), "{md}");
+        assert!(md.contains("best of bon-a") && md.contains("best of bon-b"));
+        assert!(!md.contains("early"), "only the last update: {md}");
+        assert!(
+            md.contains("| ppo (update 20) | `ppo` | late \\| with a bar | 1.000 |"),
+            "{md}"
+        );
+    }
 }
