@@ -10,6 +10,7 @@
 //! - [`backend`]: who takes the gradient steps: native Rust on the CPU, or libtorch (autograd,
 //!   CPU or CUDA).
 //! - [`checkpoint`]: trained weights as safetensors with a JSON config beside them.
+//! - [`safetensors_io`]: the float32 safetensors writer and reader of every checkpoint.
 //! - [`collect`]: the rollout collector (bootstrapping truncated episodes) and evaluation.
 //! - [`train`]: training as a library — a [`train::Trainer`] a caller steps, with a
 //!   [`hook::Hook`] between collection and update; [`train::run`] in memory;
@@ -22,6 +23,8 @@
 //! - [`metrics`]: metric rows by column name, in a declared column order.
 //! - [`run_folder`]: the run folder every command that writes a run uses (manifest, config
 //!   echo, metrics.csv, summary.json, atomic completion).
+//! - [`rlhf`]: RLHF on text: SFT, the reward model, token-level RL, best-of-n and the stages
+//!   of `gradgym rlhf`.
 
 pub mod backend;
 pub mod buffer;
@@ -38,6 +41,7 @@ pub mod prefs;
 pub mod reference_kl;
 pub mod rlhf;
 pub mod run_folder;
+pub mod safetensors_io;
 pub mod train;
 
 /// Facts about the build, recorded in manifests and printed by `gradgym info`.

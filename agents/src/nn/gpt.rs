@@ -24,8 +24,8 @@ use safetensors::tensor::SafeTensors;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn};
 
-use crate::checkpoint::{read_f32_tensor, write_f32_safetensors};
 use crate::run_folder::write_atomic;
+use crate::safetensors_io::{read_f32_tensor, write_f32_safetensors};
 
 /// The architecture (`model.json` beside the weights).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
