@@ -394,9 +394,10 @@ fn reference_hidden(m: &Gpt, cfg: &GptConfig, tokens: &Tensor) -> Tensor {
             .masked_fill(&causal.logical_not(), f64::NEG_INFINITY)
             .softmax(-1, Kind::Float);
         let y = att.matmul(&v).transpose(1, 2).contiguous().view([b, t, w]);
-        x = x + lin(&y, &format!("{pre}.attn.c_proj"));
+        // Not `+=`: tch's AddAssign works in place and breaks the graph that backward needs.
+        x = &x + lin(&y, &format!("{pre}.attn.c_proj"));
         let m = lin(&ln(&x, &format!("{pre}.ln_2")), &format!("{pre}.mlp.c_fc")).gelu("tanh");
-        x = x + lin(&m, &format!("{pre}.mlp.c_proj"));
+        x = &x + lin(&m, &format!("{pre}.mlp.c_proj"));
     }
     ln(&x, "transformer.ln_f")
 }
@@ -417,12 +418,11 @@ fn take_grads(m: &Gpt, loss: &Tensor) -> Vec<(String, Tensor)> {
                 (n, g)
             })
             .collect();
-    for (_, mut v) in m.vs.variables() {
+    for (_, v) in m.vs.variables() {
         let mut g = v.grad();
         if g.defined() {
             let _ = g.zero_();
         }
-        let _ = &mut v;
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
