@@ -273,3 +273,38 @@ fn a_context_too_short_and_a_negative_beta_are_refused_naming_the_field() {
         assert!(!out.exists());
     }
 }
+
+#[test]
+fn device_and_seed_flags_override_the_config_file_before_it_is_checked() {
+    let dir = scratch("device-override");
+    // A config written for a machine with eight GPUs: refused here as it stands...
+    let cfg = config(&dir, "").to_string_lossy().into_owned();
+    let body = fs::read_to_string(&cfg).unwrap();
+    fs::write(&cfg, format!("device = \"cuda:7\"\nseed = 3\n{body}")).unwrap();
+    let refused = run(&[
+        "sft",
+        "--config",
+        &cfg,
+        "--out",
+        dir.join("a").to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(text(&refused).contains("`device`"), "{}", text(&refused));
+    // ...and run on the CPU with --device cpu, under the seed of --seed.
+    let out = dir.join("b");
+    ok(&run(&[
+        "sft",
+        "--config",
+        &cfg,
+        "--device",
+        "cpu",
+        "--seed",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["device"], "Cpu");
+    assert_eq!(manifest["seed"], 5);
+}
