@@ -398,8 +398,8 @@ pub fn markdown(study: &Study) -> String {
     if !study.samples.is_empty() {
         s.push_str("## Samples\n\nThe first evaluation prompts, answered by the SFT policy, best-of-4 and the RL policies at their last update, side by side, with the gold judge's score of each.\n\n");
         // Per prompt, one answer per (source, run): its first sample there. An answer that
-        // another run already gave from the same source (the SFT policy seen by each
-        // best-of-n run) is listed once, with the first run's name.
+        // other runs gave from the same source too (the SFT policy seen by each best-of-n
+        // run) is listed once, with every run that gave it.
         let mut by_prompt: BTreeMap<String, Vec<(String, String, String, f64)>> = BTreeMap::new();
         let mut order: Vec<String> = Vec::new();
         let mut taken = std::collections::BTreeSet::new();
@@ -421,11 +421,17 @@ pub fn markdown(study: &Study) -> String {
                     continue;
                 }
                 let answers = by_prompt.entry(x.prompt.clone()).or_default();
-                let seen = answers
-                    .iter()
-                    .any(|(source, _, response, _)| *source == x.source && *response == x.response);
-                if !seen {
-                    answers.push((x.source.clone(), run.clone(), x.response.clone(), x.gold));
+                match answers
+                    .iter_mut()
+                    .find(|(source, _, response, _)| *source == x.source && *response == x.response)
+                {
+                    Some((_, runs, _, _)) => runs.push_str(&format!(", `{run}`")),
+                    None => answers.push((
+                        x.source.clone(),
+                        format!("`{run}`"),
+                        x.response.clone(),
+                        x.gold,
+                    )),
                 }
             }
         }
@@ -435,7 +441,7 @@ pub fn markdown(study: &Study) -> String {
             ));
             for (source, run, response, gold) in &by_prompt[prompt] {
                 s.push_str(&format!(
-                    "| {source} | `{run}` | {} | {} |\n",
+                    "| {source} | {run} | {} | {} |\n",
                     response.replace('|', "\\|"),
                     f3(*gold)
                 ));
@@ -539,6 +545,10 @@ mod tests {
         );
         let md = markdown(&study);
         assert_eq!(md.matches("same sft answer").count(), 1, "{md}");
+        assert!(
+            md.contains("| sft | `bon-a`, `bon-b` | same sft answer |"),
+            "{md}"
+        );
         assert!(!md.contains("a second sft answer"), "{md}");
         assert!(md.contains("best of bon-a") && md.contains("best of bon-b"));
         assert!(!md.contains("early"), "only the last update: {md}");

@@ -118,6 +118,11 @@ fn preference_sweep_report_and_plots_regenerate() {
 }
 
 #[test]
+fn rlhf_study_report_and_plots_regenerate() {
+    check("rlhf", true);
+}
+
+#[test]
 fn estimator_study_plots_regenerate() {
     check("estimators", false);
 }
@@ -191,7 +196,7 @@ fn extra_metric_columns_leave_reports_and_plots_unchanged() {
 fn every_committed_png_is_at_least_1600_pixels_wide() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../results");
     let mut seen = 0;
-    for folder in ["classic-control", "quick", "prefs", "estimators"] {
+    for folder in ["classic-control", "quick", "prefs", "estimators", "rlhf"] {
         let plots = root.join(folder).join("plots");
         for entry in std::fs::read_dir(&plots).unwrap() {
             let path = entry.unwrap().path();
@@ -205,8 +210,8 @@ fn every_committed_png_is_at_least_1600_pixels_wide() {
         }
     }
     assert_eq!(
-        seen, 15,
+        seen, 17,
         "four plots per sweep, a fifth (scaling_prefs_labels) for the preference sweep, two for \
-         the estimator study"
+         the estimator study, one per reward model for the RLHF study"
     );
 }
