@@ -308,3 +308,47 @@ fn device_and_seed_flags_override_the_config_file_before_it_is_checked() {
     assert_eq!(manifest["device"], "Cpu");
     assert_eq!(manifest["seed"], 5);
 }
+
+#[test]
+fn bench_prints_throughput_and_memory_for_the_bench_model_or_a_configs_model() {
+    let dir = scratch("bench");
+    let cfg = config(&dir, "");
+    for (args, shape) in [
+        (
+            vec!["bench", "--reps", "1", "--threads", "1"],
+            "vocab 512, context 64, width 128",
+        ),
+        (
+            vec![
+                "bench",
+                "--reps",
+                "1",
+                "--threads",
+                "1",
+                "--config",
+                cfg.to_str().unwrap(),
+            ],
+            "vocab 290, context 24, width 32",
+        ),
+    ] {
+        let o = run(&args);
+        ok(&o);
+        let t = text(&o);
+        assert!(t.contains(shape), "{t}");
+        for line in ["generation (KV cache", "PPO end to end", "peak memory"] {
+            assert!(t.contains(line), "`{line}` missing: {t}");
+        }
+        let rate = |label: &str| -> f64 {
+            let l = t.lines().find(|l| l.starts_with(label)).unwrap();
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let at = words.iter().position(|w| *w == "tokens/s").unwrap();
+            words[at - 1].parse().unwrap()
+        };
+        assert!(rate("generation") > 0.0 && rate("PPO") > 0.0, "{t}");
+        // The targets and the peers' figures belong to the bench model alone.
+        assert_eq!(t.contains("target ≥ 36,000"), args.len() == 5, "{t}");
+    }
+    let o = run(&["bench", "--reps", "0"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--reps"), "{}", text(&o));
+}
