@@ -105,6 +105,28 @@ fn number(csv: &Csv, row: usize, col: usize) -> Result<f64> {
     Ok(csv.number(row, col)?.unwrap_or(f64::NAN))
 }
 
+/// The points of `best_of_n.csv` (`key` = `n`) or `eval.csv` (`key` = `update`), in file order.
+fn read_points(path: &Path, key: &str) -> Result<Vec<Point>> {
+    let csv = Csv::read(path)?;
+    let c: Vec<usize> = [key, "proxy", "gold", "gold_ci", "kl"]
+        .iter()
+        .map(|k| csv.column(k))
+        .collect::<Result<_>>()?;
+    (0..csv.rows.len())
+        .map(|i| {
+            let at = number(&csv, i, c[0])?;
+            Ok(Point {
+                update: (key == "update").then_some(at),
+                n: (key == "n").then_some(at),
+                proxy: number(&csv, i, c[1])?,
+                gold: number(&csv, i, c[2])?,
+                gold_ci: number(&csv, i, c[3])?,
+                kl: number(&csv, i, c[4])?,
+            })
+        })
+        .collect()
+}
+
 /// Reads every run folder of `dir` (or `dir` itself, when it is one).
 pub fn load(dir: &Path) -> Result<Study> {
     let mut runs: Vec<PathBuf> = if dir.join("manifest.json").is_file() {
@@ -148,22 +170,7 @@ pub fn load(dir: &Path) -> Result<Study> {
         let gold_sft = summary["sft"]["gold"].as_f64().unwrap_or(f64::NAN);
         let bon = run.join("best_of_n.csv");
         if bon.is_file() {
-            let csv = Csv::read(&bon)?;
-            let c: Vec<usize> = ["n", "proxy", "gold", "gold_ci", "kl"]
-                .iter()
-                .map(|k| csv.column(k))
-                .collect::<Result<_>>()?;
-            let mut points = Vec::new();
-            for i in 0..csv.rows.len() {
-                points.push(Point {
-                    update: None,
-                    n: Some(number(&csv, i, c[0])?),
-                    proxy: number(&csv, i, c[1])?,
-                    gold: number(&csv, i, c[2])?,
-                    gold_ci: number(&csv, i, c[3])?,
-                    kl: number(&csv, i, c[4])?,
-                });
-            }
+            let points = read_points(&bon, "n")?;
             // Best-of-1 is the SFT policy itself, estimated on every reference sample.
             let base = points
                 .iter()
@@ -181,22 +188,7 @@ pub fn load(dir: &Path) -> Result<Study> {
         }
         let eval = run.join("eval.csv");
         if stage == "rl" || (stage == "all" && eval.is_file()) {
-            let csv = Csv::read(&eval)?;
-            let c: Vec<usize> = ["update", "proxy", "gold", "gold_ci", "kl"]
-                .iter()
-                .map(|k| csv.column(k))
-                .collect::<Result<_>>()?;
-            let mut points = Vec::new();
-            for i in 0..csv.rows.len() {
-                points.push(Point {
-                    update: Some(number(&csv, i, c[0])?),
-                    n: None,
-                    proxy: number(&csv, i, c[1])?,
-                    gold: number(&csv, i, c[2])?,
-                    gold_ci: number(&csv, i, c[3])?,
-                    kl: number(&csv, i, c[4])?,
-                });
-            }
+            let points = read_points(&eval, "update")?;
             let beta = manifest["config"]["rl"]["beta"].as_f64();
             let algo = manifest["config"]["rl"]["algo"].as_str().unwrap_or("rl");
             study.curves.push(Curve {
