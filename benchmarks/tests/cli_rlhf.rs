@@ -230,6 +230,16 @@ fn a_bad_preference_line_is_named_by_file_line_and_field() {
             "field `chosen`",
         ),
         (
+            "padding",
+            r#"{"prompt": "review of the phone positive :", "chosen": "the phone is great . <eos> <pad>", "rejected": "bad . <eos>"}"#,
+            "field `chosen`: token 7 is `<pad>`",
+        ),
+        (
+            "after-eos",
+            r#"{"prompt": "review of the phone positive :", "chosen": "great . <eos>", "rejected": "bad . <eos> bad"}"#,
+            "field `rejected`: 1 token(s) after `<eos>`",
+        ),
+        (
             "bad-prompt",
             r#"{"prompt": "tell me a story", "chosen": "bad", "rejected": "bad"}"#,
             "field `prompt`",

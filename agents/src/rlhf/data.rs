@@ -21,7 +21,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use gradgym_envs::text::{BOS, Grammar, PROMPT_LEN, SEP};
+use gradgym_envs::text::{BOS, EOS, Grammar, PAD, PROMPT_LEN, SEP};
 use serde_json::{Map, Value, json};
 
 /// One labelled comparison: K responses to a prompt and the label distribution μ over them.
@@ -117,6 +117,30 @@ fn parse_line(
             .map_err(|e| (field.to_string(), e.to_string()))?;
         if tokens.is_empty() {
             return Err((field.into(), "an empty response".into()));
+        }
+        // A response is what the model generated: words, and `<eos>` only as its last token.
+        // Padding or text after `<eos>` would move the reward model's read-out off the
+        // response's last real token.
+        if let Some(at) = tokens.iter().position(|&t| [PAD, BOS, SEP].contains(&t)) {
+            return Err((
+                field.into(),
+                format!(
+                    "token {} is `{}`; a response holds words and a final `<eos>` only (no padding)",
+                    at + 1,
+                    grammar.vocab.decode(&tokens[at..=at]).unwrap_or_default()
+                ),
+            ));
+        }
+        if let Some(at) = tokens.iter().position(|&t| t == EOS)
+            && at + 1 < tokens.len()
+        {
+            return Err((
+                field.into(),
+                format!(
+                    "{} token(s) after `<eos>`; it must be the response's last token",
+                    tokens.len() - at - 1
+                ),
+            ));
         }
         if tokens.len() > max_response {
             return Err((
