@@ -55,7 +55,8 @@ pub fn evaluate(
     let generated = sample(sft, &repeated, max_response, 1.0, rng);
     let p: Vec<&[u32]> = repeated.iter().map(|p| p.as_slice()).collect();
     let r: Vec<&[u32]> = generated.iter().map(|g| g.tokens.as_slice()).collect();
-    let proxy = score_all(reward_model, &p, &r);
+    let mut proxy = score_all(reward_model, &p, &r);
+    same_response_same_score(&r, per_prompt, &mut proxy);
     let gold: Vec<f64> = p
         .iter()
         .zip(&r)
@@ -105,6 +106,22 @@ pub fn evaluate(
     Ok((points, samples))
 }
 
+/// Gives every repeat of a response, within each prompt's `per_prompt` samples, the score of
+/// its first draw. The plug-in estimate merges samples by equal score, so that a response drawn
+/// twice is one atom of mass 2/N; a repeat scored in another batch can differ in its last bits,
+/// and would count as two atoms and overstate the KL.
+pub fn same_response_same_score(responses: &[&[u32]], per_prompt: usize, scores: &mut [f64]) {
+    for (group, s) in responses
+        .chunks(per_prompt)
+        .zip(scores.chunks_mut(per_prompt))
+    {
+        let mut first: std::collections::HashMap<&[u32], f64> = Default::default();
+        for (r, x) in group.iter().zip(s.iter_mut()) {
+            *x = *first.entry(r).or_insert(*x);
+        }
+    }
+}
+
 /// Mean and the half-width of its 95% normal interval (1.96 standard errors; 0 for one value).
 pub fn mean_ci(x: &[f64]) -> (f64, f64) {
     let n = x.len() as f64;
@@ -114,4 +131,29 @@ pub fn mean_ci(x: &[f64]) -> (f64, f64) {
     }
     let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
     (mean, 1.96 * (var / n).sqrt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gradgym_algorithms::best_of_n::empirical_weights;
+
+    #[test]
+    fn a_repeated_response_is_one_atom_whatever_its_last_bits() {
+        // Prompt 1: responses a, b, a (the second a scored a hair higher); prompt 2: c, d, e.
+        let (a, b, c, d, e) = ([5u32, 2], [6u32, 2], [7u32, 2], [8u32, 2], [9u32, 2]);
+        let responses: Vec<&[u32]> = vec![&a, &b, &a, &c, &d, &e];
+        let raw = [1.0, 0.5, 1.0 + 1e-12, 0.1, 0.2, 0.3];
+        let mut scores = raw;
+        same_response_same_score(&responses, 3, &mut scores);
+        assert_eq!(scores, [1.0, 0.5, 1.0, 0.1, 0.2, 0.3]);
+        // Merged: best-of-2 over {a: 2/3, b: 1/3} picks b only when both draws are b.
+        let (w, kl) = empirical_weights(&scores[..3], 2);
+        assert!((w[1] - 1.0 / 9.0).abs() < 1e-12);
+        let exact = (8.0 / 9.0) * ((8.0 / 9.0) / (2.0 / 3.0f64)).ln()
+            + (1.0 / 9.0) * ((1.0 / 9.0) / (1.0 / 3.0f64)).ln();
+        assert!((kl - exact).abs() < 1e-12, "{kl} vs {exact}");
+        // Unmerged, the same samples overstate it.
+        assert!(empirical_weights(&raw[..3], 2).1 > kl + 1e-3);
+    }
 }
