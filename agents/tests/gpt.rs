@@ -194,6 +194,16 @@ fn sampling_follows_temperature_top_k_and_top_p() {
     };
     let p = sampling_probabilities(&logits, &nucleus);
     assert!(p[0] > 0.0 && p[1] > 0.0 && p[2] == 0.0, "{p:?}");
+    // Both: top-p applies to the distribution top-k left, renormalised. Top-2 leaves
+    // (0.73, 0.27); a nucleus of 0.7 keeps the first alone, where the unnormalised mass
+    // (0.56 < 0.7) would have kept both.
+    let both = SamplingConfig {
+        top_k: 2,
+        top_p: 0.7,
+        ..SamplingConfig::default()
+    };
+    let p = sampling_probabilities(&logits, &both);
+    assert_eq!(p, vec![1.0, 0.0, 0.0, 0.0, 0.0], "{p:?}");
     let tiny = SamplingConfig {
         top_p: 1e-6,
         ..SamplingConfig::default()

@@ -115,10 +115,13 @@ fn probabilities(
             n
         };
         if config.top_p < 1.0 {
+            // The nucleus of the distribution top-k left, renormalised (the order Hugging
+            // Face's logits processors apply them in).
+            let kept: f64 = order[..keep].iter().map(|&j| p[j]).sum();
             let mut mass = 0.0;
             for (i, &j) in order.iter().enumerate().take(keep) {
                 mass += p[j];
-                if mass >= config.top_p {
+                if mass >= config.top_p * kept {
                     keep = i + 1;
                     break;
                 }
