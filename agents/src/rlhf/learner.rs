@@ -286,9 +286,14 @@ impl TokenLearner {
             let g = vec_f64(&sel(&r.returns));
             stats.value_error =
                 v.iter().zip(&g).map(|(a, b)| (a - b).abs()).sum::<f64>() / v.len() as f64;
-            let mean = g.iter().sum::<f64>() / g.len() as f64;
-            let var_g = g.iter().map(|x| (x - mean).powi(2)).sum::<f64>();
-            let var_e = v.iter().zip(&g).map(|(a, b)| (b - a).powi(2)).sum::<f64>();
+            // CleanRL's 1 − Var(g − v)/Var(g).
+            let centred_ss = |x: &[f64]| {
+                let mean = x.iter().sum::<f64>() / x.len() as f64;
+                x.iter().map(|x| (x - mean).powi(2)).sum::<f64>()
+            };
+            let var_g = centred_ss(&g);
+            let residual: Vec<f64> = v.iter().zip(&g).map(|(a, b)| b - a).collect();
+            let var_e = centred_ss(&residual);
             stats.explained_variance = if var_g == 0.0 {
                 f64::NAN
             } else {
