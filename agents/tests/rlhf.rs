@@ -495,3 +495,136 @@ fn each_learner_and_option_of_the_pipeline_runs_and_shows_its_effect() {
     );
     std::fs::remove_dir_all(base).ok();
 }
+
+/// A learner whose policy starts from seed 5's weights and whose value function is a reward
+/// model on them.
+fn learner(algo: Algo, num_minibatches: usize) -> TokenLearner {
+    let policy = Gpt::new(small(40), Device::Cpu, &mut rng::stream(5, "test/rlhf", 0)).unwrap();
+    let value = policy
+        .with_scalar_head(&mut rng::stream(5, "test/rlhf-head", 0))
+        .unwrap();
+    let config = RlConfig {
+        num_minibatches,
+        update_epochs: 2,
+        max_response: 12,
+        ..RlConfig::default()
+    };
+    TokenLearner::new(algo, config, policy, value).unwrap()
+}
+
+fn max_param_diff(a: &Gpt, b: &Gpt) -> f64 {
+    let (va, vb) = (a.vs.variables(), b.vs.variables());
+    va.iter()
+        .map(|(name, x)| (x - &vb[name]).abs().max().double_value(&[]))
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn the_updates_see_nothing_of_the_padding_positions_of_a_rollout() {
+    tch::set_num_threads(1);
+    let reference = Gpt::new(small(40), Device::Cpu, &mut rng::stream(5, "test/rlhf", 0)).unwrap();
+    let reward_model = rm(7);
+    let (p1, p2, p3) = (prompt(1), prompt(2), prompt(3));
+    let prompts: Vec<&[u32]> = vec![&p1, &p2, &p3];
+    let (r1, r2, r3) = (vec![5u32, 6, 2], vec![7u32; 11], vec![8u32, 9, 10, 11, 2]);
+    let responses: Vec<&[u32]> = vec![&r1, &r2, &r3];
+    for algo in [Algo::Ppo, Algo::Reinforce, Algo::A2c] {
+        for minibatches in [1, 3] {
+            let (mut a, mut b) = (learner(algo, minibatches), learner(algo, minibatches));
+            let ra = a.rollout(&reference, &reward_model, &prompts, &responses, 0.05);
+            let mut rb = b.rollout(&reference, &reward_model, &prompts, &responses, 0.05);
+            // Garbage wherever the mask says padding: huge advantages, returns and values,
+            // log-probabilities of impossible tokens.
+            let pad = rb.seqs.mask.ones_like() - &rb.seqs.mask;
+            let junk = |x: &Tensor, v: f64| x * &rb.seqs.mask + &pad * v;
+            rb.advantages = junk(&rb.advantages, 1e4);
+            rb.returns = junk(&rb.returns, -1e4);
+            rb.old_values = junk(&rb.old_values, 1e4);
+            rb.old_logprobs = junk(&rb.old_logprobs, -50.0);
+            let sa = a.update(&ra, &mut rng::stream(1, "test/mb", 0)).unwrap();
+            let sb = b.update(&rb, &mut rng::stream(1, "test/mb", 0)).unwrap();
+            let what = format!("{algo:?}, {minibatches} minibatch(es)");
+            assert!(
+                max_param_diff(&a.policy, &b.policy) < 1e-6,
+                "policy, {what}"
+            );
+            assert!(max_param_diff(&a.value, &b.value) < 1e-6, "value, {what}");
+            assert!((sa.policy_loss - sb.policy_loss).abs() < 1e-6, "{what}");
+            assert!((sa.value_loss - sb.value_loss).abs() < 1e-6, "{what}");
+            assert!((sa.approx_kl - sb.approx_kl).abs() < 1e-9, "{what}");
+            assert_eq!(sa.clipfrac, sb.clipfrac, "{what}");
+            assert!(
+                max_param_diff(&a.policy, &reference) > 0.0,
+                "{what}: no step taken"
+            );
+        }
+    }
+}
+
+#[test]
+fn generation_ends_and_masks_episodes_as_the_text_env_does() {
+    use gradgym_envs::text::{EOS, Grammar, TextEnv, TextEnvConfig, Vocabulary};
+    tch::set_num_threads(1);
+    let config = GptConfig {
+        vocab: Vocabulary::new().len(),
+        ..small(0)
+    };
+    let model = Gpt::new(config, Device::Cpu, &mut rng::stream(9, "test/rlhf", 0)).unwrap();
+    let grammar = Grammar::new();
+    let mut draw = rng::stream(9, "test/requests", 0);
+    let requests: Vec<_> = (0..256)
+        .map(|_| grammar.sample_request(&mut draw))
+        .collect();
+    let prompts: Vec<Vec<u32>> = requests.iter().map(|r| grammar.prompt(*r)).collect();
+    let max_response = 12;
+    let generated = generate(
+        &model,
+        &prompts,
+        max_response,
+        EOS,
+        &SamplingConfig::default(),
+        &mut rng::stream(9, "test/sample", 0),
+    );
+    // Replay the sampled tokens through the env, every row at each step (ended rows get
+    // <eos>, which the env ignores).
+    let mut env = TextEnv::new(TextEnvConfig {
+        batch: prompts.len(),
+        max_response,
+        context: 24,
+    })
+    .unwrap();
+    env.reset_with(&requests);
+    for step in 0..max_response {
+        let actions: Vec<u32> = generated
+            .iter()
+            .map(|g| g.tokens.get(step).copied().unwrap_or(EOS))
+            .collect();
+        env.step(&actions).unwrap();
+    }
+    assert!(env.all_done());
+    let (mut ended, mut cut) = (0, 0);
+    let p: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
+    let r: Vec<&[u32]> = generated.iter().map(|g| g.tokens.as_slice()).collect();
+    let seqs = Sequences::pack(&p, &r, Device::Cpu);
+    let mask = Vec::<Vec<f32>>::try_from(&seqs.mask).unwrap();
+    let env_mask = env.response_mask();
+    for (i, g) in generated.iter().enumerate() {
+        assert_eq!(env.prompt(i), prompts[i].as_slice());
+        assert_eq!(env.response(i), g.tokens.as_slice(), "row {i}");
+        if g.tokens.last() == Some(&EOS) {
+            ended += 1;
+        } else {
+            assert_eq!(g.tokens.len(), max_response, "row {i} stopped early");
+            cut += 1;
+        }
+        // The same response positions are real in the learner's batch and in the env.
+        for (j, &m) in mask[i].iter().enumerate() {
+            let in_env = env_mask[i].get(PROMPT_LEN + j).copied().unwrap_or(false);
+            assert_eq!(m == 1.0, in_env, "row {i}, response position {j}");
+        }
+    }
+    assert!(
+        ended > 0 && cut > 0,
+        "{ended} ended at <eos>, {cut} cut at the limit"
+    );
+}
