@@ -628,3 +628,67 @@ fn generation_ends_and_masks_episodes_as_the_text_env_does() {
         "{ended} ended at <eos>, {cut} cut at the limit"
     );
 }
+
+#[test]
+fn labels_of_any_sampled_text_round_trip_through_jsonl() {
+    use gradgym_agents::config::rlhf::LabelsConfig;
+    use gradgym_agents::rlhf::data::{read_jsonl, write_jsonl};
+    use gradgym_agents::rlhf::reward::{human, label};
+    use gradgym_envs::text::{GoldJudge, Vocabulary};
+    tch::set_num_threads(1);
+    // An untrained model samples every kind of token: special ones (<sep>, <pad>, <bos>)
+    // inside responses, responses cut at the limit, and some that end at <eos>.
+    let config = GptConfig {
+        vocab: Vocabulary::new().len(),
+        ..small(0)
+    };
+    let model = Gpt::new(config, Device::Cpu, &mut rng::stream(4, "test/rlhf", 0)).unwrap();
+    let judge = GoldJudge::new();
+    for k in [2, 4] {
+        let labels_config = LabelsConfig {
+            num_responses: k,
+            ..LabelsConfig::default()
+        };
+        let mut h = human(&labels_config, rng::stream(4, "test/human", 0)).unwrap();
+        let labels = label(
+            &model,
+            &judge,
+            &mut h,
+            &labels_config,
+            100,
+            16,
+            &mut rng::stream(4, "test/labels", 0),
+        )
+        .unwrap();
+        let special = |t: &u32| *t == PAD || *t == 1 || *t == 3;
+        assert!(
+            labels
+                .iter()
+                .any(|c| c.responses.iter().any(|r| r.iter().any(special))),
+            "the test needs special tokens inside responses"
+        );
+        let path = std::env::temp_dir().join(format!(
+            "gradgym-rlhf-roundtrip-{k}-{}.jsonl",
+            std::process::id()
+        ));
+        write_jsonl(&path, &labels, &judge.grammar).unwrap();
+        let back = read_jsonl(&path, &judge.grammar, 16).unwrap();
+        // The pairwise form writes the chosen response first: the same comparison, in
+        // another order.
+        let canonical = |c: &Comparison| {
+            let mut pairs: Vec<(Vec<u32>, u64)> = c
+                .responses
+                .iter()
+                .cloned()
+                .zip(c.mu.iter().map(|m| m.to_bits()))
+                .collect();
+            pairs.sort();
+            (c.prompt.clone(), pairs)
+        };
+        assert_eq!(back.len(), labels.len(), "K = {k}");
+        for (i, (a, b)) in back.iter().zip(&labels).enumerate() {
+            assert_eq!(canonical(a), canonical(b), "K = {k}, line {}", i + 1);
+        }
+        std::fs::remove_file(path).ok();
+    }
+}

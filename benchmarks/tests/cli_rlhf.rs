@@ -232,7 +232,7 @@ fn a_bad_preference_line_is_named_by_file_line_and_field() {
         (
             "padding",
             r#"{"prompt": "review of the phone positive :", "chosen": "the phone is great . <eos> <pad>", "rejected": "bad . <eos>"}"#,
-            "field `chosen`: token 7 is `<pad>`",
+            "field `chosen`: 1 token(s) after `<eos>`",
         ),
         (
             "after-eos",

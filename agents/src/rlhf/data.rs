@@ -21,7 +21,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use gradgym_envs::text::{BOS, EOS, Grammar, PAD, PROMPT_LEN, SEP};
+use gradgym_envs::text::{BOS, EOS, Grammar, PROMPT_LEN, SEP};
 use serde_json::{Map, Value, json};
 
 /// One labelled comparison: K responses to a prompt and the label distribution μ over them.
@@ -118,19 +118,10 @@ fn parse_line(
         if tokens.is_empty() {
             return Err((field.into(), "an empty response".into()));
         }
-        // A response is what the model generated: words, and `<eos>` only as its last token.
-        // Padding or text after `<eos>` would move the reward model's read-out off the
-        // response's last real token.
-        if let Some(at) = tokens.iter().position(|&t| [PAD, BOS, SEP].contains(&t)) {
-            return Err((
-                field.into(),
-                format!(
-                    "token {} is `{}`; a response holds words and a final `<eos>` only (no padding)",
-                    at + 1,
-                    grammar.vocab.decode(&tokens[at..=at]).unwrap_or_default()
-                ),
-            ));
-        }
+        // A response is what the model generated, and generation stops at `<eos>`: tokens
+        // after it (padding, in many exports) would move the reward model's read-out off the
+        // response's last real token. Any other token, special ones included, is a token the
+        // model can sample.
         if let Some(at) = tokens.iter().position(|&t| t == EOS)
             && at + 1 < tokens.len()
         {
