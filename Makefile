@@ -2,7 +2,7 @@
 #   make run    the main job: conformance check, then a small seeded sweep (PPO, A2C, REINFORCE),
 #               its report and its plots, into out/quick (about a minute on 2 cores, after the build);
 #               then the RLHF demo (pretrain, SFT, reward model, best-of-n, PPO on the review
-#               language) into out/rlhf-demo, with its report and plot (about 50 s)
+#               language) into out/rlhf-demo, with its report and plot (under 2 minutes)
 #   make test   the test suite, then the learning check: the quick sweep retrained and gated
 #               against results/quick with gradgym compare (what CI runs)
 # Both install libtorch first if this machine lacks it (scripts/setup-libtorch.sh).
@@ -75,7 +75,7 @@ bench-rlhf: setup
 	$(CARGO) build --release
 	./target/release/gradgym rlhf bench --reps 5
 
-# Retrain the RLHF over-optimisation study (results/rlhf) into out/rlhf-study (about 3 minutes).
+# Retrain the RLHF over-optimisation study (results/rlhf) into out/rlhf-study (about 4.5 minutes).
 rlhf-results: setup
 	$(CARGO) build --release
 	scripts/rlhf-results.sh out/rlhf-study

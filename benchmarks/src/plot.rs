@@ -205,7 +205,12 @@ fn tick(v: f64, span: f64) -> String {
     } else {
         3
     };
-    format!("{v:.decimals$}")
+    let s = format!("{v:.decimals$}");
+    // A value that rounds to zero is labelled 0, not -0.
+    match s.strip_prefix('-') {
+        Some(rest) if rest.chars().all(|c| c == '0' || c == '.') => rest.to_string(),
+        _ => s,
+    }
 }
 
 fn padded(lo: f64, hi: f64) -> (f64, f64) {
@@ -1258,7 +1263,7 @@ fn draw_overoptimisation<DB: DrawingBackend>(
             "Reward model fitted on {} comparisons. Lines: RL policies every few updates (points) and best-of-n for n = 1…64 (squares), on the fixed evaluation prompts.",
             labels.map_or("?".to_string(), |n| n.to_string())
         ),
-        "Dotted: Gao et al. 2022's forms fitted to the gold gain over SFT (best-of-n d(α − βd), RL d(α − β log d), d = √KL). Bars: 95% intervals over prompts.".to_string(),
+        "Dotted: Gao et al. 2022's forms fitted to the gold gain over SFT (best-of-n d(α − βd), RL d(α − β log d), d = √KL), where the fitted β > 0. Bars: 95% intervals over prompts.".to_string(),
     ];
     let note_h = note.len() as u32 * (NOTE + 7) + 10;
     let (top, rest) = root.split_vertically(root.dim_in_pixel().1 - legend_h - note_h);
@@ -1345,7 +1350,9 @@ fn draw_overoptimisation<DB: DrawingBackend>(
                         )))
                         .map_err(err)?;
                 }
-                if let Some(fit) = gao_fit(c) {
+                // A fit with β ≤ 0 has no peak: the run never reached its falling side, and
+                // the form says nothing about it (the report still lists the coefficients).
+                if let Some(fit) = gao_fit(c).filter(|f| f.1 > 0.0) {
                     let d_max = c.points.iter().map(|p| p.d()).fold(0.0f64, f64::max);
                     let line: Vec<(f64, f64)> = (0..=100)
                         .map(|k| {
@@ -1374,6 +1381,14 @@ fn draw_overoptimisation<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tick_that_rounds_to_zero_has_no_sign() {
+        assert_eq!(tick(-0.001, 1.0), "0.00");
+        assert_eq!(tick(-0.04, 4.0), "0.0");
+        assert_eq!(tick(-0.5, 1.0), "-0.50");
+        assert_eq!(tick(-100.4, 50.0), "-100");
+    }
 
     #[test]
     fn legend_items_wrap_instead_of_overlapping_or_clipping() {
