@@ -8,7 +8,7 @@
 # Both install libtorch first if this machine lacks it (scripts/setup-libtorch.sh).
 #   make plots      regenerate every committed report and plot from results/ (no training)
 #   make reproduce  retrain results/ from scratch into out/reproduce (scripts/reproduce-results.sh)
-.PHONY: setup run test check-learning lint bench-envs bench-train bench-prefs bench-rlhf plots reproduce rlhf-results
+.PHONY: setup run test check-learning lint bench-envs bench-train bench-prefs bench-rlhf bench-rlhf-peers plots reproduce rlhf-results
 
 CARGO ?= cargo
 FIXTURE := tests/fixtures/gymnasium-classic-control-transitions.csv
@@ -74,6 +74,11 @@ bench-prefs:
 bench-rlhf: setup
 	$(CARGO) build --release
 	./target/release/gradgym rlhf bench --reps 5
+
+# gradgym's generation against Hugging Face generate on the same bench model, alternated (installs
+# transformers into the libtorch cache's venv once).
+bench-rlhf-peers: setup
+	scripts/bench-rlhf-peers.sh 3
 
 # Retrain the RLHF over-optimisation study (results/rlhf) into out/rlhf-study (about 4.5 minutes).
 rlhf-results: setup
