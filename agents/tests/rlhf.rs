@@ -33,13 +33,23 @@ fn small(vocab: usize) -> GptConfig {
     }
 }
 
-fn rm(seed: u64) -> Gpt {
-    let body = Gpt::new(
-        small(40),
+/// A model of `small(vocab)`, initialised from `seed`'s test stream.
+fn model(vocab: usize, seed: u64) -> Gpt {
+    Gpt::new(
+        small(vocab),
         Device::Cpu,
         &mut rng::stream(seed, "test/rlhf", 0),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// A model over the review language's vocabulary.
+fn language_model(seed: u64) -> Gpt {
+    model(gradgym_envs::text::Vocabulary::new().len(), seed)
+}
+
+fn rm(seed: u64) -> Gpt {
+    let body = model(40, seed);
     body.with_scalar_head(&mut rng::stream(seed, "test/rlhf-head", 0))
         .unwrap()
 }
@@ -141,7 +151,7 @@ fn the_reward_models_losses_see_neither_prompt_padding_nor_tokens_after_the_resp
 
 #[test]
 fn the_reward_model_starts_as_the_sft_model_and_the_value_function_as_the_reward_model() {
-    let sft = Gpt::new(small(40), Device::Cpu, &mut rng::stream(3, "test/rlhf", 0)).unwrap();
+    let sft = model(40, 3);
     let reward_model = sft
         .with_scalar_head(&mut rng::stream(3, "test/rlhf-head", 0))
         .unwrap();
@@ -272,7 +282,7 @@ fn best_of_n_on_an_enumerable_vocabulary_stays_under_the_bound_and_the_estimate_
 #[test]
 fn token_level_losses_ignore_padding() {
     tch::set_num_threads(1);
-    let policy = Gpt::new(small(40), Device::Cpu, &mut rng::stream(5, "test/rlhf", 0)).unwrap();
+    let policy = model(40, 5);
     let p = prompt(2);
     let short = [5u32, 6, 2];
     let alone = Sequences::pack(&[&p[..]], &[&short[..]], Device::Cpu);
@@ -499,7 +509,7 @@ fn each_learner_and_option_of_the_pipeline_runs_and_shows_its_effect() {
 /// A learner whose policy starts from seed 5's weights and whose value function is a reward
 /// model on them.
 fn learner(algo: Algo, num_minibatches: usize) -> TokenLearner {
-    let policy = Gpt::new(small(40), Device::Cpu, &mut rng::stream(5, "test/rlhf", 0)).unwrap();
+    let policy = model(40, 5);
     let value = policy
         .with_scalar_head(&mut rng::stream(5, "test/rlhf-head", 0))
         .unwrap();
@@ -522,7 +532,7 @@ fn max_param_diff(a: &Gpt, b: &Gpt) -> f64 {
 #[test]
 fn the_updates_see_nothing_of_the_padding_positions_of_a_rollout() {
     tch::set_num_threads(1);
-    let reference = Gpt::new(small(40), Device::Cpu, &mut rng::stream(5, "test/rlhf", 0)).unwrap();
+    let reference = model(40, 5);
     let reward_model = rm(7);
     let (p1, p2, p3) = (prompt(1), prompt(2), prompt(3));
     let prompts: Vec<&[u32]> = vec![&p1, &p2, &p3];
@@ -563,13 +573,9 @@ fn the_updates_see_nothing_of_the_padding_positions_of_a_rollout() {
 
 #[test]
 fn generation_ends_and_masks_episodes_as_the_text_env_does() {
-    use gradgym_envs::text::{EOS, Grammar, TextEnv, TextEnvConfig, Vocabulary};
+    use gradgym_envs::text::{EOS, Grammar, TextEnv, TextEnvConfig};
     tch::set_num_threads(1);
-    let config = GptConfig {
-        vocab: Vocabulary::new().len(),
-        ..small(0)
-    };
-    let model = Gpt::new(config, Device::Cpu, &mut rng::stream(9, "test/rlhf", 0)).unwrap();
+    let model = language_model(9);
     let grammar = Grammar::new();
     let mut draw = rng::stream(9, "test/requests", 0);
     let requests: Vec<_> = (0..256)
@@ -634,15 +640,11 @@ fn labels_of_any_sampled_text_round_trip_through_jsonl() {
     use gradgym_agents::config::rlhf::LabelsConfig;
     use gradgym_agents::rlhf::data::{read_jsonl, write_jsonl};
     use gradgym_agents::rlhf::reward::{human, label};
-    use gradgym_envs::text::{GoldJudge, Vocabulary};
+    use gradgym_envs::text::GoldJudge;
     tch::set_num_threads(1);
     // An untrained model samples every kind of token: special ones (<sep>, <pad>, <bos>)
     // inside responses, responses cut at the limit, and some that end at <eos>.
-    let config = GptConfig {
-        vocab: Vocabulary::new().len(),
-        ..small(0)
-    };
-    let model = Gpt::new(config, Device::Cpu, &mut rng::stream(4, "test/rlhf", 0)).unwrap();
+    let model = language_model(4);
     let judge = GoldJudge::new();
     for k in [2, 4] {
         let labels_config = LabelsConfig {

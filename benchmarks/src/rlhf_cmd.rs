@@ -266,16 +266,11 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         None => (GptConfig::bench(), 64usize, 24usize),
         Some(path) => {
             let c = load_config(Some(path), &[])?;
-            let m = &c.model;
-            let model = GptConfig {
-                vocab: gradgym_envs::text::Vocabulary::new().len(),
-                context: m.context,
-                width: m.width,
-                layers: m.layers,
-                heads: m.heads,
-                scalar_head: false,
-            };
-            (model, c.rl.batch_size, c.rl.max_response)
+            (
+                pipeline::model_config(&c),
+                c.rl.batch_size,
+                c.rl.max_response,
+            )
         }
     };
     let mut init = rng::stream(0, "bench/rlhf", 0);

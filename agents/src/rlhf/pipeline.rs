@@ -173,18 +173,6 @@ impl Run<'_> {
         (self.progress)(line);
     }
 
-    fn model_config(&self) -> GptConfig {
-        let m = &self.config.model;
-        GptConfig {
-            vocab: Vocabulary::new().len(),
-            context: m.context,
-            width: m.width,
-            layers: m.layers,
-            heads: m.heads,
-            scalar_head: false,
-        }
-    }
-
     fn text(&self, tokens: &[u32]) -> String {
         self.judge
             .grammar
@@ -433,6 +421,19 @@ impl Run<'_> {
     }
 }
 
+/// The transformer of a config's `[model]` table, over the review language's vocabulary.
+pub fn model_config(config: &RlhfConfig) -> GptConfig {
+    let m = &config.model;
+    GptConfig {
+        vocab: Vocabulary::new().len(),
+        context: m.context,
+        width: m.width,
+        layers: m.layers,
+        heads: m.heads,
+        scalar_head: false,
+    }
+}
+
 fn load_model(path: &Path, sub: &str, device: Device) -> Result<Gpt> {
     let dir = if path.join("model.json").exists() {
         path.to_path_buf()
@@ -482,7 +483,7 @@ pub fn run(
         samples: String::new(),
         progress,
     };
-    let mc = run.model_config();
+    let mc = model_config(config);
     run.folder.write_json(
         "manifest.json",
         &Manifest {
