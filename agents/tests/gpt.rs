@@ -3,8 +3,9 @@
 //! initialisation, and sampling with temperature, top-k and top-p.
 
 use gradgym_agents::nn::gpt::{Gpt, GptConfig, KvCache};
+use gradgym_agents::nn::gpt_cpu::CpuGpt;
 use gradgym_agents::nn::sampling::{
-    SamplingConfig, generate, sample_token, sampling_probabilities,
+    SamplingConfig, generate, generate_with_threads, sample_token, sampling_probabilities,
 };
 use gradgym_envs::rng;
 use tch::{Device, Kind, Tensor};
@@ -499,4 +500,135 @@ fn the_fast_forward_paths_match_a_naive_transformer_in_value_and_gradient() {
         let scale = b.abs().max().double_value(&[]).max(1e-6);
         assert!(max_diff(a, b) / scale < 1e-4, "LM gradient of {n}");
     }
+}
+
+/// A model whose weights are far from their initialisation (N(0, 0.3) added to each), so
+/// that logits spread over several nats and attention is far from uniform.
+fn spread_model(cfg: GptConfig, seed: u64) -> Gpt {
+    let m = Gpt::new(cfg, Device::Cpu, &mut rng::stream(seed, "test/gpt", 0)).unwrap();
+    let mut noise = rng::stream(seed, "test/noise", 0);
+    tch::no_grad(|| {
+        for mut p in m.vs.trainable_variables() {
+            let n = p.numel();
+            let v: Vec<f32> = (0..n)
+                .map(|_| (rng::standard_normal(&mut noise) * 0.3) as f32)
+                .collect();
+            let _ = p.g_add_(&Tensor::from_slice(&v).view(p.size().as_slice()));
+        }
+    });
+    m
+}
+
+#[test]
+fn the_cpu_forward_pass_gives_libtorchs_logits() {
+    tch::set_num_threads(1);
+    let cfg = GptConfig {
+        vocab: 50,
+        context: 24,
+        width: 48,
+        layers: 3,
+        heads: 3,
+        scalar_head: false,
+    };
+    let m = spread_model(cfg, 12);
+    let rows: Vec<Vec<i64>> = (0..5)
+        .map(|r| {
+            (0..20)
+                .map(|i| ((i * (2 * r + 3) + r) % 50) as i64)
+                .collect()
+        })
+        .collect();
+    let full = tch::no_grad(|| m.forward(&tokens(&rows)));
+    let spread = full.std(false).double_value(&[]);
+    assert!(spread > 1.0, "logits spread over {spread} only");
+    let cpu = CpuGpt::of(&m);
+    let mut state = cpu.state(rows.len(), 20);
+    let mut logits = vec![0f32; rows.len() * 50];
+    let check = |t: usize, logits: &[f32]| {
+        let got = Tensor::from_slice(logits).view([rows.len() as i64, 50]);
+        let d = max_diff(&got, &full.select(1, t as i64));
+        assert!(d < 1e-4, "position {t}: {d}");
+    };
+    // The prompt in one step (its last position's logits), then a position at a time.
+    let prompt: Vec<u32> = rows
+        .iter()
+        .flat_map(|r| r[..8].iter().map(|&t| t as u32))
+        .collect();
+    cpu.step(&prompt, 8, &mut state, &mut logits);
+    check(7, &logits);
+    for t in 8..20 {
+        let step: Vec<u32> = rows.iter().map(|r| r[t] as u32).collect();
+        cpu.step(&step, 1, &mut state, &mut logits);
+        check(t, &logits);
+    }
+    assert_eq!(state.len(), 20);
+}
+
+#[test]
+fn a_generated_row_depends_on_its_prompt_and_index_not_on_threads_or_other_rows() {
+    let m = spread_model(small(), 13);
+    let prompts: Vec<Vec<u32>> = (0..150)
+        .map(|r| (0..6).map(|i| ((i * 7 + r * 3) % 50) as u32).collect())
+        .collect();
+    let config = SamplingConfig::default();
+    let run = |prompts: &[Vec<u32>], threads: usize| {
+        generate_with_threads(
+            &m,
+            prompts,
+            10,
+            2,
+            &config,
+            &mut rng::stream(3, "test/gen", 0),
+            threads,
+        )
+    };
+    // 150 rows: one chunk of 150 is over the chunk limit, so 1 thread runs three chunks;
+    // 3 threads run chunks of 50.
+    let one = run(&prompts, 1);
+    assert_eq!(one, run(&prompts, 3));
+    assert_eq!(one, run(&prompts, 2));
+    assert_eq!(one[..7], run(&prompts[..7], 2)[..]);
+    // Rows differ from each other (each has its own stream), and the logits are spread
+    // enough for tokens other than the most likely to be drawn.
+    let distinct: std::collections::HashSet<_> = one.iter().map(|g| g.tokens.clone()).collect();
+    assert!(
+        distinct.len() > 140,
+        "{} distinct responses",
+        distinct.len()
+    );
+}
+
+#[test]
+fn generation_sees_weights_written_in_place_since_its_last_call() {
+    tch::set_num_threads(1);
+    let mut m = spread_model(small(), 14);
+    let prompts: Vec<Vec<u32>> = (0..6).map(|r| vec![r as u32 + 3; 5]).collect();
+    let config = SamplingConfig::default();
+    let run = |m: &Gpt| {
+        generate(
+            m,
+            &prompts,
+            8,
+            2,
+            &config,
+            &mut rng::stream(4, "test/gen", 0),
+        )
+    };
+    let before = run(&m);
+    assert_eq!(before, run(&m));
+    // An optimiser step writes the parameters in place.
+    use tch::nn::OptimizerConfig;
+    let mut opt = tch::nn::Sgd::default().build(&m.vs, 0.5).unwrap();
+    let loss = m
+        .forward(&tokens(&[(0..10).collect()]))
+        .pow_tensor_scalar(2)
+        .sum(Kind::Float);
+    opt.backward_step(&loss);
+    let stepped = run(&m);
+    assert_ne!(stepped, before);
+    assert_eq!(stepped, run(&m.duplicate().unwrap()));
+    // So does copying another model's weights in.
+    let other = spread_model(small(), 15);
+    m.vs.copy(&other.vs).unwrap();
+    assert_eq!(run(&m), run(&other));
 }

@@ -11,7 +11,7 @@ use gradgym_agents::config::Algo;
 use gradgym_agents::config::rlhf::{RlConfig, RlhfConfig};
 use gradgym_agents::device::parse_device;
 use gradgym_agents::nn::gpt::{Gpt, GptConfig};
-use gradgym_agents::nn::sampling::{SamplingConfig, generate};
+use gradgym_agents::nn::sampling::{SamplingConfig, generate, generate_libtorch};
 use gradgym_agents::rlhf::learner::TokenLearner;
 use gradgym_agents::rlhf::pipeline::{self, Inputs, Stage};
 use gradgym_agents::run_folder::Existing;
@@ -316,6 +316,19 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
     }
     gen_times.remove(0); // warm-up
     let gen_rate = tokens / median(gen_times);
+    // On the CPU, generation runs gradgym's own forward pass (agents/src/nn/gpt_cpu.rs); the
+    // same generation through libtorch's operators, for comparison.
+    let torch_rate = (device == tch::Device::Cpu).then(|| {
+        let mut times = Vec::new();
+        for _ in 0..args.reps + 1 {
+            let t = Instant::now();
+            let g = generate_libtorch(&policy, &prompts, response, never, &sampling, &mut data);
+            assert!(g.iter().all(|g| g.tokens.len() == response));
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.remove(0);
+        tokens / median(times)
+    });
     let targets = args.config.is_none();
     let rl = RlConfig {
         update_epochs: 4,
@@ -355,6 +368,9 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         ("", "")
     };
     println!("generation (KV cache, top-k/top-p off):  {gen_rate:>9.0} tokens/s{gen_note}");
+    if let Some(r) = torch_rate {
+        println!("  the same through libtorch's operators: {r:>9.0} tokens/s");
+    }
     println!("PPO end to end (4 epochs, 1 minibatch): {ppo_rate:>9.0} tokens/s{ppo_note}");
     match (peak_rss_mib(), device) {
         (Some(m), tch::Device::Cpu) => println!(

@@ -46,6 +46,13 @@ pub fn derive_seed(seed: u64, domain: &str) -> u64 {
     stream(seed, domain, 0).next_u64()
 }
 
+/// A seed for streams of their own (one per row of a batch, say), drawn from `rng`: its next
+/// 64 bits.
+#[inline]
+pub fn next_seed(rng: &mut Stream) -> u64 {
+    rng.next_u64()
+}
+
 /// A uniform double in [0, 1) with 53 random bits, as NumPy's `random()` draws it.
 #[inline]
 pub fn uniform01(rng: &mut Stream) -> f64 {

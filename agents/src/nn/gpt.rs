@@ -411,6 +411,21 @@ impl Gpt {
         });
     }
 
+    /// Parameter `name` as host floats (a plain copy of the storage for a float32 model on
+    /// the CPU: no libtorch operator runs, so its thread pool is not woken).
+    pub(crate) fn host_values(&self, name: &str) -> Vec<f32> {
+        let t = self.p(name);
+        let t = if t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous() {
+            t.shallow_clone()
+        } else {
+            t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous()
+        };
+        let n = t.numel();
+        let mut v = vec![0f32; n];
+        t.copy_data(&mut v, n);
+        v
+    }
+
     /// Copies of every parameter on the CPU, by name, in [`GptConfig::parameters`] order.
     pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
         self.config

@@ -12,6 +12,9 @@
 //!   and [`Policy`], the CPU copy of it that rollouts act with.
 //! - [`torch`]: the same network as tch modules, for the libtorch backend.
 //! - [`gpt`]: the causal transformer of RLHF on text (tch), its KV cache and checkpoints.
+//! - [`gpt_cpu`]: the same transformer's forward pass in plain Rust, which generation runs on
+//!   the CPU (a step is ~40 tiny operators that libtorch spends longer dispatching than
+//!   computing).
 //! - [`sampling`]: temperature, top-k and top-p sampling from logits, and generation with the
 //!   KV cache.
 //!
@@ -19,6 +22,7 @@
 
 pub mod actor_critic;
 pub mod gpt;
+pub mod gpt_cpu;
 pub mod heads;
 pub mod init;
 pub mod mlp;

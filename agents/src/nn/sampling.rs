@@ -2,10 +2,11 @@
 //! (nucleus), drawn from the caller's stream, and generation with the KV cache
 //! ([`crate::nn::gpt::KvCache`]).
 
-use gradgym_envs::rng::{Stream, uniform01};
-use tch::{Kind, Tensor};
+use gradgym_envs::rng::{self, Stream, uniform01};
+use tch::{Device, Kind, Tensor};
 
 use crate::nn::gpt::{Gpt, KvCache};
+use crate::nn::gpt_cpu::{CHUNK_ROWS, CpuGpt};
 
 /// How the next token is drawn.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -71,6 +72,56 @@ fn probabilities_into(
     probabilities(logits, config, out, order);
 }
 
+/// Scratch space of [`sample_row`], reused across rows and steps.
+#[derive(Default)]
+struct RowScratch {
+    probs: Vec<f64>,
+    order: Vec<usize>,
+    exps: Vec<f64>,
+}
+
+/// The token the uniform `u` picks from [`sampling_probabilities`] of `logits`, and its
+/// log-probability at temperature 1 (from the same exponentials when the temperature is 1).
+fn sample_row(logits: &[f32], config: &SamplingConfig, u: f64, s: &mut RowScratch) -> (u32, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, just checked.
+        return unsafe { sample_row_avx2(logits, config, u, s) };
+    }
+    sample_row_generic(logits, config, u, s)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn sample_row_avx2(
+    logits: &[f32],
+    config: &SamplingConfig,
+    u: f64,
+    s: &mut RowScratch,
+) -> (u32, f64) {
+    sample_row_generic(logits, config, u, s)
+}
+
+#[inline(always)]
+fn sample_row_generic(
+    logits: &[f32],
+    config: &SamplingConfig,
+    u: f64,
+    s: &mut RowScratch,
+) -> (u32, f64) {
+    let (max, total) = probabilities(logits, config, &mut s.probs, &mut s.order);
+    let token = inverse_cdf(&s.probs, u);
+    let (max, total) = if config.temperature == 1.0 {
+        (max, total)
+    } else {
+        s.exps.clear();
+        s.exps
+            .extend(logits.iter().map(|&l| exp_nonpositive(l as f64 - max)));
+        (max, sum_lanes(&s.exps))
+    };
+    (token, (logits[token as usize] as f64 - max) - total.ln())
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn probabilities_avx2(
@@ -85,13 +136,15 @@ fn probabilities_avx2(
 /// The body of [`probabilities_into`]. Sums run over eight interleaved partial sums (a fixed
 /// order, so that they vectorise); the exponential is [`exp_nonpositive`]. Without a cut
 /// (top-k off, top-p 1) the sort is skipped: it could not change which tokens are kept.
+/// Returns the maximum logit and Σ exp((l − max)/T) before any cut: at temperature 1 the
+/// log-softmax of token j is `(l_j − max) − ln Σ`.
 #[inline(always)]
 fn probabilities(
     logits: &[f32],
     config: &SamplingConfig,
     out: &mut Vec<f64>,
     order: &mut Vec<usize>,
-) {
+) -> (f64, f64) {
     let t = config.temperature;
     let max = max_lanes(logits) as f64;
     out.clear();
@@ -100,6 +153,7 @@ fn probabilities(
         *o = exp_nonpositive((l as f64 - max) / t);
     }
     let total = sum_lanes(out);
+    let before_cut = (max, total);
     out.iter_mut().for_each(|x| *x /= total);
     let n = out.len();
     let cut_k = config.top_k > 0 && config.top_k < n;
@@ -133,6 +187,7 @@ fn probabilities(
     }
     let total = sum_lanes(out);
     out.iter_mut().for_each(|x| *x /= total);
+    before_cut
 }
 
 /// The largest of `x` (−∞ if empty), over eight interleaved running maxima.
@@ -176,7 +231,7 @@ fn sum_lanes(x: &[f64]) -> f64 {
 /// branches or tables so that a loop over the vocabulary vectorises. Below −708.39 (where
 /// e^x < 2.3e-308) it gives 0.
 #[inline(always)]
-fn exp_nonpositive(x: f64) -> f64 {
+pub(crate) fn exp_nonpositive(x: f64) -> f64 {
     const LN2_HI: f64 = 6.931_471_803_691_238e-1;
     const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
     const INV_LN2: f64 = std::f64::consts::LOG2_E;
@@ -228,7 +283,7 @@ pub fn sample_token(logits: &[f32], config: &SamplingConfig, rng: &mut Stream) -
 }
 
 /// What [`generate`] returns for each row.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Generated {
     /// The response tokens (ending with `eos` if it was drawn).
     pub tokens: Vec<u32>,
@@ -238,6 +293,11 @@ pub struct Generated {
 
 /// Continues every prompt (`prompts`, equal lengths) by up to `max_new` tokens, with the KV
 /// cache: the prompts run once, then one position per step. A row stops at `eos`.
+///
+/// Row i draws its tokens from its own stream, `stream(seed, "generate/row", i)`, `seed` one
+/// draw from `rng`: a row's response depends on its prompt and its index, not on the other
+/// rows or on how they are split between threads. On the CPU the forward pass is
+/// [`CpuGpt`]'s (rows in chunks over libtorch's thread count); elsewhere libtorch's.
 pub fn generate(
     model: &Gpt,
     prompts: &[Vec<u32>],
@@ -246,18 +306,152 @@ pub fn generate(
     config: &SamplingConfig,
     rng: &mut Stream,
 ) -> Vec<Generated> {
+    let threads = tch::get_num_threads().max(1) as usize;
+    generate_with_threads(model, prompts, max_new, eos, config, rng, threads)
+}
+
+/// [`generate`] on `threads` threads (on the CPU; the same results for any number).
+pub fn generate_with_threads(
+    model: &Gpt,
+    prompts: &[Vec<u32>],
+    max_new: usize,
+    eos: u32,
+    config: &SamplingConfig,
+    rng: &mut Stream,
+    threads: usize,
+) -> Vec<Generated> {
+    let seed = rng::next_seed(rng);
+    if prompts.is_empty() {
+        return Vec::new();
+    }
+    let p = prompts[0].len();
+    assert!(
+        prompts.iter().all(|q| q.len() == p),
+        "generate: prompts of equal length"
+    );
+    if model.vs.device() != Device::Cpu {
+        return torch_rows(model, prompts, max_new, eos, config, seed);
+    }
+    let cpu = CpuGpt::of(model);
+    let threads = threads.clamp(1, prompts.len());
+    let rows = prompts.len().div_ceil(threads).clamp(1, CHUNK_ROWS);
+    let chunks: Vec<(usize, &[Vec<u32>])> = prompts
+        .chunks(rows)
+        .enumerate()
+        .map(|(k, c)| (k * rows, c))
+        .collect();
+    let run =
+        |first: usize, c: &[Vec<u32>]| generate_chunk(&cpu, c, first, max_new, eos, config, seed);
+    if threads == 1 || chunks.len() == 1 {
+        return chunks.iter().flat_map(|&(f, c)| run(f, c)).collect();
+    }
+    // Thread j runs chunks j, j + threads, …; the results go back in row order.
+    let mut parts: Vec<Vec<Generated>> = vec![Vec::new(); chunks.len()];
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|j| {
+                let (chunks, run) = (&chunks, &run);
+                scope.spawn(move || {
+                    chunks
+                        .iter()
+                        .enumerate()
+                        .skip(j)
+                        .step_by(threads)
+                        .map(|(k, &(f, c))| (k, run(f, c)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            for (k, g) in h.join().expect("a generation thread panicked") {
+                parts[k] = g;
+            }
+        }
+    });
+    parts.into_iter().flatten().collect()
+}
+
+/// The stream row `row` of a [`generate`] call samples from.
+fn row_stream(seed: u64, row: usize) -> Stream {
+    rng::stream(seed, "generate/row", row as u64)
+}
+
+/// [`generate`] on rows `first..first + prompts.len()` with [`CpuGpt`].
+fn generate_chunk(
+    cpu: &CpuGpt,
+    prompts: &[Vec<u32>],
+    first: usize,
+    max_new: usize,
+    eos: u32,
+    config: &SamplingConfig,
+    seed: u64,
+) -> Vec<Generated> {
+    let (b, vocab) = (prompts.len(), cpu.vocab());
+    let mut rngs: Vec<Stream> = (0..b).map(|i| row_stream(seed, first + i)).collect();
+    let mut state = cpu.state(b, (prompts[0].len() + max_new).min(cpu.context()));
+    let mut out = vec![Generated::default(); b];
+    let mut done = vec![false; b];
+    let mut logits = vec![0f32; b * vocab];
+    let mut scratch = RowScratch::default();
+    let mut input: Vec<u32> = prompts.concat();
+    let mut t = prompts[0].len();
+    for _ in 0..max_new {
+        cpu.step(&input, t, &mut state, &mut logits);
+        input.resize(b, eos);
+        for i in 0..b {
+            if done[i] {
+                input[i] = eos;
+                continue;
+            }
+            let row = &logits[i * vocab..(i + 1) * vocab];
+            let (tok, logp) = sample_row(row, config, uniform01(&mut rngs[i]), &mut scratch);
+            out[i].tokens.push(tok);
+            out[i].logprobs.push(logp);
+            input[i] = tok;
+            done[i] = tok == eos;
+        }
+        if done.iter().all(|d| *d) {
+            break;
+        }
+        t = 1;
+    }
+    out
+}
+
+/// [`generate`] with libtorch's forward pass on any device, which is what it runs on a GPU
+/// (the same streams, so the same tokens up to the float rounding of the logits).
+/// `gradgym rlhf bench` times it beside [`generate`] on the CPU.
+pub fn generate_libtorch(
+    model: &Gpt,
+    prompts: &[Vec<u32>],
+    max_new: usize,
+    eos: u32,
+    config: &SamplingConfig,
+    rng: &mut Stream,
+) -> Vec<Generated> {
+    let seed = rng::next_seed(rng);
+    if prompts.is_empty() {
+        return Vec::new();
+    }
+    torch_rows(model, prompts, max_new, eos, config, seed)
+}
+
+/// [`generate_libtorch`] once the seed is drawn.
+fn torch_rows(
+    model: &Gpt,
+    prompts: &[Vec<u32>],
+    max_new: usize,
+    eos: u32,
+    config: &SamplingConfig,
+    seed: u64,
+) -> Vec<Generated> {
     let device = model.vs.device();
     let b = prompts.len();
+    let mut rngs: Vec<Stream> = (0..b).map(|i| row_stream(seed, i)).collect();
     let flat: Vec<i64> = prompts.iter().flatten().map(|&t| t as i64).collect();
     let p = prompts[0].len() as i64;
     let mut cache = KvCache::default();
-    let mut out = vec![
-        Generated {
-            tokens: Vec::new(),
-            logprobs: Vec::new(),
-        };
-        b
-    ];
+    let mut out = vec![Generated::default(); b];
     let mut done = vec![false; b];
     let vocab = model.config.vocab;
     // The logits (what is sampled from) and the log-softmax at temperature 1 (the
@@ -275,7 +469,7 @@ pub fn generate(
                 .logits(&hidden.select(1, hidden.size()[1] - 1))
                 .to_kind(Kind::Float);
             let host = |x: Tensor, out: &mut [f32]| {
-                x.to_device(tch::Device::Cpu)
+                x.to_device(Device::Cpu)
                     .contiguous()
                     .copy_data(out, out.len())
             };
@@ -288,7 +482,7 @@ pub fn generate(
                 }
                 let row = &rows[i * vocab..(i + 1) * vocab];
                 probabilities_into(row, config, &mut probs, &mut order);
-                let t = inverse_cdf(&probs, uniform01(rng));
+                let t = inverse_cdf(&probs, uniform01(&mut rngs[i]));
                 out[i].tokens.push(t);
                 out[i].logprobs.push(logp[i * vocab + t as usize] as f64);
                 next[i] = t as i64;
