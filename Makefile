@@ -75,10 +75,11 @@ bench-rlhf: setup
 	$(CARGO) build --release
 	./target/release/gradgym rlhf bench --reps 5
 
-# gradgym's generation against Hugging Face generate on the same bench model, alternated (installs
-# transformers into the libtorch cache's venv once).
+# gradgym's generation and PPO against Hugging Face generate and TRL's PPOTrainer and RLOOTrainer
+# on the same bench model, in alternated rounds (installs transformers and TRL into the libtorch
+# cache once; about 50 s a round).
 bench-rlhf-peers: setup
-	scripts/bench-rlhf-peers.sh 3
+	scripts/bench-rlhf-peers.sh 4
 
 # Retrain the RLHF over-optimisation study (results/rlhf) into out/rlhf-study (about 4.5 minutes).
 rlhf-results: setup

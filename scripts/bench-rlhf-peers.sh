@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# gradgym's generation against Hugging Face `generate` on the same bench model, same machine,
-# same moment: ROUNDS rounds, each running HF's then gradgym's benchmark back to back (each the
-# median of 5 calls), so that a machine whose speed drifts affects both alike. Installs
-# transformers (TRANSFORMERS_VERSION) once into the libtorch cache's virtual environment,
-# beside the torch gradgym links. TRL's trainers are not run here.
+# gradgym against the field's tools on the bench model of `gradgym rlhf bench`, same machine,
+# same moment: ROUNDS rounds, each running Hugging Face `generate` (scripts/bench-hf-generate.py),
+# gradgym's benchmark (generation and PPO end to end), TRL's PPOTrainer and TRL's RLOOTrainer
+# (scripts/bench-trl.sh) back to back, one at a time, so that a machine whose speed drifts
+# affects all alike. Installs transformers (TRANSFORMERS_VERSION) once into the libtorch cache's
+# virtual environment, beside the torch gradgym links, and TRL as scripts/bench-trl.sh says.
 # Usage: scripts/bench-rlhf-peers.sh [ROUNDS]   (default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,5 +21,6 @@ fi
 for i in $(seq "$rounds"); do
   echo "round $i"
   "$python" -W ignore scripts/bench-hf-generate.py 2>&1 | grep "HF generate"
-  ./target/release/gradgym rlhf bench --reps 5 | grep "^generation"
+  ./target/release/gradgym rlhf bench --reps 5 | grep -E "^(generation|  the same|PPO|peak)"
+  scripts/bench-trl.sh 5
 done
