@@ -5,7 +5,8 @@
 use gradgym_agents::nn::gpt::{Gpt, GptConfig, KvCache};
 use gradgym_agents::nn::gpt_cpu::CpuGpt;
 use gradgym_agents::nn::sampling::{
-    SamplingConfig, generate, generate_with_threads, sample_token, sampling_probabilities,
+    SamplingConfig, generate, generate_libtorch, generate_with_threads, sample_token,
+    sampling_probabilities,
 };
 use gradgym_envs::rng;
 use tch::{Device, Kind, Tensor};
@@ -631,4 +632,34 @@ fn generation_sees_weights_written_in_place_since_its_last_call() {
     let other = spread_model(small(), 15);
     m.vs.copy(&other.vs).unwrap();
     assert_eq!(run(&m), run(&other));
+}
+
+#[test]
+fn libtorchs_forward_pass_samples_the_same_tokens_from_the_same_streams() {
+    tch::set_num_threads(1);
+    let m = spread_model(small(), 16);
+    let prompts: Vec<Vec<u32>> = (0..6).map(|r| vec![r as u32 + 7, 3, 9, 4]).collect();
+    let config = SamplingConfig::default();
+    let ours = generate(
+        &m,
+        &prompts,
+        10,
+        2,
+        &config,
+        &mut rng::stream(5, "test/gen", 0),
+    );
+    let torch = generate_libtorch(
+        &m,
+        &prompts,
+        10,
+        2,
+        &config,
+        &mut rng::stream(5, "test/gen", 0),
+    );
+    for (a, b) in ours.iter().zip(&torch) {
+        assert_eq!(a.tokens, b.tokens);
+        for (x, y) in a.logprobs.iter().zip(&b.logprobs) {
+            assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+        }
+    }
 }

@@ -192,7 +192,7 @@ fn probabilities(
 
 /// The largest of `x` (−∞ if empty), over eight interleaved running maxima.
 #[inline(always)]
-fn max_lanes(x: &[f32]) -> f32 {
+pub(crate) fn max_lanes(x: &[f32]) -> f32 {
     let mut m = [f32::NEG_INFINITY; 8];
     let chunks = x.chunks_exact(8);
     let rest = chunks.remainder();
@@ -324,11 +324,7 @@ pub fn generate_with_threads(
     if prompts.is_empty() {
         return Vec::new();
     }
-    let p = prompts[0].len();
-    assert!(
-        prompts.iter().all(|q| q.len() == p),
-        "generate: prompts of equal length"
-    );
+    check_lengths(prompts);
     if model.vs.device() != Device::Cpu {
         return torch_rows(model, prompts, max_new, eos, config, seed);
     }
@@ -376,19 +372,23 @@ fn row_stream(seed: u64, row: usize) -> Stream {
     rng::stream(seed, "generate/row", row as u64)
 }
 
-/// [`generate`] on rows `first..first + prompts.len()` with [`CpuGpt`].
-fn generate_chunk(
-    cpu: &CpuGpt,
+/// The sampling loop of both forward passes, on rows `first..first + prompts.len()`:
+/// `step(input, t, logits)` runs `input` (`rows × t` tokens, row-major) after the positions
+/// already run and writes each row's next-token logits into `logits` (`rows × vocab`). Rows
+/// that have drawn `eos` are fed `eos` and draw nothing more.
+#[allow(clippy::too_many_arguments)]
+fn sample_rows(
     prompts: &[Vec<u32>],
     first: usize,
+    vocab: usize,
     max_new: usize,
     eos: u32,
     config: &SamplingConfig,
     seed: u64,
+    mut step: impl FnMut(&[u32], usize, &mut [f32]),
 ) -> Vec<Generated> {
-    let (b, vocab) = (prompts.len(), cpu.vocab());
+    let b = prompts.len();
     let mut rngs: Vec<Stream> = (0..b).map(|i| row_stream(seed, first + i)).collect();
-    let mut state = cpu.state(b, (prompts[0].len() + max_new).min(cpu.context()));
     let mut out = vec![Generated::default(); b];
     let mut done = vec![false; b];
     let mut logits = vec![0f32; b * vocab];
@@ -396,7 +396,7 @@ fn generate_chunk(
     let mut input: Vec<u32> = prompts.concat();
     let mut t = prompts[0].len();
     for _ in 0..max_new {
-        cpu.step(&input, t, &mut state, &mut logits);
+        step(&input, t, &mut logits);
         input.resize(b, eos);
         for i in 0..b {
             if done[i] {
@@ -418,6 +418,30 @@ fn generate_chunk(
     out
 }
 
+/// [`generate`] on rows `first..first + prompts.len()` with [`CpuGpt`].
+fn generate_chunk(
+    cpu: &CpuGpt,
+    prompts: &[Vec<u32>],
+    first: usize,
+    max_new: usize,
+    eos: u32,
+    config: &SamplingConfig,
+    seed: u64,
+) -> Vec<Generated> {
+    let positions = (prompts[0].len() + max_new).min(cpu.context());
+    let mut state = cpu.state(prompts.len(), positions);
+    sample_rows(
+        prompts,
+        first,
+        cpu.vocab(),
+        max_new,
+        eos,
+        config,
+        seed,
+        |input, t, logits| cpu.step(input, t, &mut state, logits),
+    )
+}
+
 /// [`generate`] with libtorch's forward pass on any device, which is what it runs on a GPU
 /// (the same streams, so the same tokens up to the float rounding of the logits).
 /// `gradgym rlhf bench` times it beside [`generate`] on the CPU.
@@ -433,10 +457,21 @@ pub fn generate_libtorch(
     if prompts.is_empty() {
         return Vec::new();
     }
+    check_lengths(prompts);
     torch_rows(model, prompts, max_new, eos, config, seed)
 }
 
-/// [`generate_libtorch`] once the seed is drawn.
+/// Generation needs prompts of one length.
+fn check_lengths(prompts: &[Vec<u32>]) {
+    let p = prompts[0].len();
+    assert!(
+        prompts.iter().all(|q| q.len() == p),
+        "generate: prompts of equal length"
+    );
+}
+
+/// [`generate_libtorch`] once the seed is drawn: libtorch's forward pass with its KV cache,
+/// the last position's logits copied to the host once per step.
 fn torch_rows(
     model: &Gpt,
     prompts: &[Vec<u32>],
@@ -446,55 +481,32 @@ fn torch_rows(
     seed: u64,
 ) -> Vec<Generated> {
     let device = model.vs.device();
-    let b = prompts.len();
-    let mut rngs: Vec<Stream> = (0..b).map(|i| row_stream(seed, i)).collect();
-    let flat: Vec<i64> = prompts.iter().flatten().map(|&t| t as i64).collect();
-    let p = prompts[0].len() as i64;
+    let b = prompts.len() as i64;
     let mut cache = KvCache::default();
-    let mut out = vec![Generated::default(); b];
-    let mut done = vec![false; b];
-    let vocab = model.config.vocab;
-    // The logits (what is sampled from) and the log-softmax at temperature 1 (the
-    // log-probability reported), each `[B, V]`, copied to the host once per step.
-    let (mut rows, mut logp) = (vec![0f32; b * vocab], vec![0f32; b * vocab]);
-    let (mut probs, mut order) = (Vec::with_capacity(vocab), Vec::new());
-    let mut next = vec![0i64; b];
+    let mut ids = Vec::new();
     tch::no_grad(|| {
-        let mut input = Tensor::from_slice(&flat)
-            .view([b as i64, p])
-            .to_device(device);
-        for _ in 0..max_new {
-            let hidden = model.hidden_cached(&input, &mut cache);
-            let last = model
-                .logits(&hidden.select(1, hidden.size()[1] - 1))
-                .to_kind(Kind::Float);
-            let host = |x: Tensor, out: &mut [f32]| {
-                x.to_device(Device::Cpu)
+        sample_rows(
+            prompts,
+            0,
+            model.config.vocab,
+            max_new,
+            eos,
+            config,
+            seed,
+            |input, t, logits| {
+                ids.clear();
+                ids.extend(input.iter().map(|&x| x as i64));
+                let x = Tensor::from_slice(&ids)
+                    .view([b, t as i64])
+                    .to_device(device);
+                let hidden = model.hidden_cached(&x, &mut cache);
+                model
+                    .logits(&hidden.select(1, hidden.size()[1] - 1))
+                    .to_kind(Kind::Float)
+                    .to_device(Device::Cpu)
                     .contiguous()
-                    .copy_data(out, out.len())
-            };
-            host(last.log_softmax(-1, Kind::Float), &mut logp);
-            host(last, &mut rows);
-            for i in 0..b {
-                if done[i] {
-                    next[i] = eos as i64;
-                    continue;
-                }
-                let row = &rows[i * vocab..(i + 1) * vocab];
-                probabilities_into(row, config, &mut probs, &mut order);
-                let t = inverse_cdf(&probs, uniform01(&mut rngs[i]));
-                out[i].tokens.push(t);
-                out[i].logprobs.push(logp[i * vocab + t as usize] as f64);
-                next[i] = t as i64;
-                done[i] = t == eos;
-            }
-            if done.iter().all(|d| *d) {
-                break;
-            }
-            input = Tensor::from_slice(&next)
-                .view([b as i64, 1])
-                .to_device(device);
-        }
-    });
-    out
+                    .copy_data(logits, logits.len());
+            },
+        )
+    })
 }
