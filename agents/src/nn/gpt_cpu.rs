@@ -27,7 +27,7 @@
 //! within 1e-6), the projection and residual; the final LayerNorm and the tied unembedding.
 
 use crate::nn::gpt::Gpt;
-use crate::nn::sampling::exp_nonpositive;
+use crate::nn::sampling::{exp_nonpositive, max_lanes};
 use crate::nn::tanh::tanh_in_place;
 
 /// The most rows one chunk runs (its KV cache is `rows × layers × 2 × positions × width`
@@ -42,6 +42,23 @@ struct Matrix {
 }
 
 impl Matrix {
+    /// `Aᵀ` of `a [rows, cols]` (row-major): PyTorch's `weight [outputs, inputs]` becomes
+    /// the right operand `[inputs, outputs]`.
+    fn transposed(a: &[f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(a.len(), rows * cols);
+        let mut m = vec![0f32; rows * cols];
+        for r in 0..rows {
+            for c in 0..cols {
+                m[c * rows + r] = a[r * cols + c];
+            }
+        }
+        Self {
+            m,
+            k: cols,
+            n: rows,
+        }
+    }
+
     /// `c [rows, n] += a [rows, k] · M` (row strides k and n), by `sgemm` on this thread.
     #[inline(always)]
     fn mul_add_into(&self, a: &[f32], rows: usize, c: &mut [f32]) {
@@ -82,18 +99,8 @@ impl Linear {
         let outputs = bias.len();
         let inputs = weight.len() / outputs;
         assert_eq!(inputs * outputs, weight.len());
-        let mut m = vec![0f32; inputs * outputs];
-        for o in 0..outputs {
-            for i in 0..inputs {
-                m[i * outputs + o] = weight[o * inputs + i];
-            }
-        }
         Self {
-            m: Matrix {
-                m,
-                k: inputs,
-                n: outputs,
-            },
+            m: Matrix::transposed(weight, outputs, inputs),
             b: bias.to_vec(),
         }
     }
@@ -162,21 +169,6 @@ fn fold8(a: [f32; 8]) -> f32 {
     ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
 }
 
-/// The largest of `x` (−∞ if empty), over eight interleaved running maxima.
-#[inline(always)]
-fn max8(x: &[f32]) -> f32 {
-    let mut m = [f32::NEG_INFINITY; 8];
-    let chunks = x.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for (m, &v) in m.iter_mut().zip(c) {
-            *m = if v > *m { v } else { *m };
-        }
-    }
-    let m = m.into_iter().fold(f32::NEG_INFINITY, f32::max);
-    rest.iter().fold(m, |a, &v| a.max(v))
-}
-
 struct Block {
     ln_1: Norm,
     c_attn: Linear,
@@ -226,23 +218,14 @@ impl CpuGpt {
             .collect();
         let wte = get("transformer.wte.weight");
         let (v, w) = (c.vocab, c.width);
-        let mut wte_t = vec![0f32; v * w];
-        for t in 0..v {
-            for d in 0..w {
-                wte_t[d * v + t] = wte[t * w + d];
-            }
-        }
+        let wte_t = Matrix::transposed(&wte, v, w);
         Self {
             vocab: v,
             width: w,
             heads: c.heads,
             context: c.context,
             wte,
-            wte_t: Matrix {
-                m: wte_t,
-                k: w,
-                n: v,
-            },
+            wte_t,
             wpe: get("transformer.wpe.weight"),
             blocks,
             ln_f: norm("transformer.ln_f"),
@@ -377,7 +360,7 @@ impl CpuGpt {
                             scores[kb..kb + n].copy_from_slice(&acc[..n]);
                         }
                         let sc = &mut scores[..keys];
-                        let max = max8(sc) * scale;
+                        let max = max_lanes(sc) * scale;
                         for s in sc.iter_mut() {
                             *s = exp_nonpositive((*s * scale - max) as f64) as f32;
                         }
