@@ -252,6 +252,26 @@ fn median(mut x: Vec<f64>) -> f64 {
     x[x.len() / 2]
 }
 
+/// `tokens` over the median wall time of `reps` calls of `once` (each ended by a device
+/// sync), after one warm-up call.
+fn median_rate(
+    reps: usize,
+    tokens: f64,
+    device: tch::Device,
+    mut once: impl FnMut() -> Result<()>,
+) -> Result<f64> {
+    once()?;
+    sync(device);
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        once()?;
+        sync(device);
+        times.push(t.elapsed().as_secs_f64());
+    }
+    Ok(tokens / median(times))
+}
+
 /// The throughput benchmark of issue 13: by default the GPT-2-shaped bench model (vocabulary
 /// 512, context 64, width 128, 2 layers, 4 heads), 64 prompts of 8 tokens, 24 response tokens,
 /// fp32; with `--config`, that config's model and batch.
@@ -306,29 +326,23 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         device
     );
     let tokens = (batch * response) as f64;
-    let mut gen_times = Vec::new();
-    for _ in 0..args.reps + 1 {
-        let t = Instant::now();
+    let reps = args.reps;
+    let gen_rate = median_rate(reps, tokens, device, || {
         let g = generate(&policy, &prompts, response, never, &sampling, &mut data);
         assert!(g.iter().all(|g| g.tokens.len() == response));
-        sync(device);
-        gen_times.push(t.elapsed().as_secs_f64());
-    }
-    gen_times.remove(0); // warm-up
-    let gen_rate = tokens / median(gen_times);
+        Ok(())
+    })?;
     // On the CPU, generation runs gradgym's own forward pass (agents/src/nn/gpt_cpu.rs); the
     // same generation through libtorch's operators, for comparison.
-    let torch_rate = (device == tch::Device::Cpu).then(|| {
-        let mut times = Vec::new();
-        for _ in 0..args.reps + 1 {
-            let t = Instant::now();
+    let torch_rate = if device == tch::Device::Cpu {
+        Some(median_rate(reps, tokens, device, || {
             let g = generate_libtorch(&policy, &prompts, response, never, &sampling, &mut data);
             assert!(g.iter().all(|g| g.tokens.len() == response));
-            times.push(t.elapsed().as_secs_f64());
-        }
-        times.remove(0);
-        tokens / median(times)
-    });
+            Ok(())
+        })?)
+    } else {
+        None
+    };
     let targets = args.config.is_none();
     let rl = RlConfig {
         update_epochs: 4,
@@ -338,9 +352,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         ..RlConfig::default()
     };
     let mut learner = TokenLearner::new(Algo::Ppo, rl, policy, value)?;
-    let mut ppo_times = Vec::new();
-    for _ in 0..args.reps + 1 {
-        let t = Instant::now();
+    let ppo_rate = median_rate(reps, tokens, device, || {
         let g = generate(
             &learner.policy,
             &prompts,
@@ -353,11 +365,8 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         let r: Vec<&[u32]> = g.iter().map(|g| g.tokens.as_slice()).collect();
         let rollout = learner.rollout(&reference, &reward_model, &p, &r, 0.05);
         learner.update(&rollout, &mut data)?;
-        sync(device);
-        ppo_times.push(t.elapsed().as_secs_f64());
-    }
-    ppo_times.remove(0);
-    let ppo_rate = tokens / median(ppo_times);
+        Ok(())
+    })?;
     // The targets and the peers' figures were measured on the bench model only.
     let (gen_note, ppo_note) = if targets {
         (
