@@ -3,21 +3,14 @@
 # same moment: ROUNDS rounds, each running Hugging Face `generate` (scripts/bench-hf-generate.py),
 # gradgym's benchmark (generation and PPO end to end), TRL's PPOTrainer and TRL's RLOOTrainer
 # (scripts/bench-trl.sh) back to back, one at a time, so that a machine whose speed drifts
-# affects all alike. Installs transformers (TRANSFORMERS_VERSION) once into the libtorch cache's
-# virtual environment, beside the torch gradgym links, and TRL as scripts/bench-trl.sh says.
+# affects all alike. scripts/bench-trl.sh --setup installs transformers and TRL once.
 # Usage: scripts/bench-rlhf-peers.sh [ROUNDS]   (default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
-TRANSFORMERS_VERSION=5.25.0
-scripts/setup-libtorch.sh
+scripts/bench-trl.sh --setup
 cargo build --release --quiet
-cache="${GRADGYM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gradgym}"
-python="$cache/torch-2.11.0/bin/python"
-if ! "$python" -c "import transformers, sys; sys.exit(transformers.__version__ != '$TRANSFORMERS_VERSION')" 2>/dev/null; then
-  echo "bench-rlhf-peers: installing transformers==$TRANSFORMERS_VERSION into $(dirname "$(dirname "$python")")" >&2
-  "$python" -m pip install --quiet --disable-pip-version-check "transformers==$TRANSFORMERS_VERSION"
-fi
+python="${GRADGYM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gradgym}/torch-2.11.0/bin/python"
 for i in $(seq "$rounds"); do
   echo "round $i"
   "$python" -W ignore scripts/bench-hf-generate.py 2>&1 | grep "HF generate"

@@ -8,7 +8,10 @@
 # holds only what they lack, at pinned versions; torch-2.11.0/ itself is not changed. (Not a
 # pip --target folder on PYTHONPATH: dill, which datasets hashes with, pickles modules outside a
 # site-packages by value, and Dataset.from_dict then fails on pyarrow's MonthDayNano.)
+# Also installs transformers (TRANSFORMERS_VERSION) once into torch-2.11.0/ for Hugging Face
+# `generate` (scripts/bench-hf-generate.py).
 # Usage: scripts/bench-trl.sh [UPDATES]   (timed updates per trainer after a warm-up; default 5)
+#        scripts/bench-trl.sh --setup     (install only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 updates=${1:-5}
@@ -66,5 +69,6 @@ run() {
 
 ppo_python=$(trl_venv "$PPO_TRL")
 rloo_python=$(trl_venv "$RLOO_TRL")
+[ "$updates" = --setup ] && exit 0
 run "$ppo_python" ppo
 run "$rloo_python" rloo
