@@ -51,6 +51,14 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Rust ignores SIGPIPE, so printing into a closed pipe (`gradgym info | head -1`) would
+    // panic with a backtrace; end quietly instead, as other command-line tools do. Files are
+    // written atomically (temporary file, then rename), so none is left half-written.
+    #[cfg(unix)]
+    // SAFETY: restores the default action of one signal before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Envs { command } => envs_cmd::run(command),

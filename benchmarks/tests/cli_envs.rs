@@ -128,3 +128,34 @@ fn bench_prints_a_rate_and_rejects_unknown_envs() {
         "{t}"
     );
 }
+
+/// Output into a pipe whose reader has gone (`gradgym info | head -1`) ends the program
+/// quietly, not with a panic and a backtrace.
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gradgym"))
+        .arg("info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the reading end before the program writes.
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(
+        status.code(),
+        Some(101),
+        "a panic's exit status; stderr: {err}"
+    );
+}
