@@ -567,36 +567,42 @@ fn the_cpu_forward_pass_gives_libtorchs_logits() {
 
 #[test]
 fn a_generated_row_depends_on_its_prompt_and_index_not_on_threads_or_other_rows() {
-    let m = spread_model(small(), 13);
-    let prompts: Vec<Vec<u32>> = (0..150)
-        .map(|r| (0..6).map(|i| ((i * 7 + r * 3) % 50) as u32).collect())
-        .collect();
-    let config = SamplingConfig::default();
-    let run = |prompts: &[Vec<u32>], threads: usize| {
-        generate_with_threads(
-            &m,
-            prompts,
-            10,
-            2,
-            &config,
-            &mut rng::stream(3, "test/gen", 0),
-            threads,
-        )
-    };
-    // 150 rows: one chunk of 150 is over the chunk limit, so 1 thread runs three chunks;
-    // 3 threads run chunks of 50.
-    let one = run(&prompts, 1);
-    assert_eq!(one, run(&prompts, 3));
-    assert_eq!(one, run(&prompts, 2));
-    assert_eq!(one[..7], run(&prompts[..7], 2)[..]);
-    // Rows differ from each other (each has its own stream), and the logits are spread
-    // enough for tokens other than the most likely to be drawn.
-    let distinct: std::collections::HashSet<_> = one.iter().map(|g| g.tokens.clone()).collect();
-    assert!(
-        distinct.len() > 140,
-        "{} distinct responses",
-        distinct.len()
-    );
+    // The small test model and the bench model's shape (whose products are large enough for
+    // a BLAS to block them differently).
+    for (cfg, vocab) in [(small(), 50), (GptConfig::bench(), 512)] {
+        let m = spread_model(cfg, 13);
+        let prompts: Vec<Vec<u32>> = (0..150)
+            .map(|r| (0..6).map(|i| ((i * 7 + r * 3) % vocab) as u32).collect())
+            .collect();
+        let config = SamplingConfig::default();
+        let run = |prompts: &[Vec<u32>], threads: usize| {
+            generate_with_threads(
+                &m,
+                prompts,
+                10,
+                2,
+                &config,
+                &mut rng::stream(3, "test/gen", 0),
+                threads,
+            )
+        };
+        // 150 rows: one chunk of 150 is over the chunk limit, so 1 thread runs three chunks;
+        // 3 threads run chunks of 50.
+        let one = run(&prompts, 1);
+        assert_eq!(one, run(&prompts, 3));
+        assert_eq!(one, run(&prompts, 2));
+        assert_eq!(one[..7], run(&prompts[..7], 2)[..]);
+        assert_eq!(one[..1], run(&prompts[..1], 1)[..]);
+        // Rows differ from each other (each has its own stream), and the logits are spread
+        // enough for tokens other than the most likely to be drawn.
+        let distinct: std::collections::HashSet<_> =
+            one.iter().map(|g| g.tokens.clone()).collect();
+        assert!(
+            distinct.len() > 140,
+            "{} distinct responses",
+            distinct.len()
+        );
+    }
 }
 
 #[test]
