@@ -595,8 +595,7 @@ fn a_generated_row_depends_on_its_prompt_and_index_not_on_threads_or_other_rows(
         assert_eq!(one[..1], run(&prompts[..1], 1)[..]);
         // Rows differ from each other (each has its own stream), and the logits are spread
         // enough for tokens other than the most likely to be drawn.
-        let distinct: std::collections::HashSet<_> =
-            one.iter().map(|g| g.tokens.clone()).collect();
+        let distinct: std::collections::HashSet<_> = one.iter().map(|g| g.tokens.clone()).collect();
         assert!(
             distinct.len() > 140,
             "{} distinct responses",
