@@ -320,11 +320,9 @@ pub fn generate_with_threads(
     rng: &mut Stream,
     threads: usize,
 ) -> Vec<Generated> {
-    let seed = rng::next_seed(rng);
-    if prompts.is_empty() {
+    let Some(seed) = start(prompts, rng) else {
         return Vec::new();
-    }
-    check_lengths(prompts);
+    };
     if model.vs.device() != Device::Cpu {
         return torch_rows(model, prompts, max_new, eos, config, seed);
     }
@@ -453,21 +451,23 @@ pub fn generate_libtorch(
     config: &SamplingConfig,
     rng: &mut Stream,
 ) -> Vec<Generated> {
-    let seed = rng::next_seed(rng);
-    if prompts.is_empty() {
+    let Some(seed) = start(prompts, rng) else {
         return Vec::new();
-    }
-    check_lengths(prompts);
+    };
     torch_rows(model, prompts, max_new, eos, config, seed)
 }
 
-/// Generation needs prompts of one length.
-fn check_lengths(prompts: &[Vec<u32>]) {
-    let p = prompts[0].len();
+/// What every generation does first, so that both forward passes draw the same rows' streams:
+/// the seed of those streams (one draw from `rng`, even for no prompts), or `None` for no
+/// prompts. Generation needs prompts of one length.
+fn start(prompts: &[Vec<u32>], rng: &mut Stream) -> Option<u64> {
+    let seed = rng::next_seed(rng);
+    let p = prompts.first()?.len();
     assert!(
         prompts.iter().all(|q| q.len() == p),
         "generate: prompts of equal length"
     );
+    Some(seed)
 }
 
 /// [`generate_libtorch`] once the seed is drawn: libtorch's forward pass with its KV cache,
