@@ -52,10 +52,11 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     // Rust ignores SIGPIPE, so printing into a closed pipe (`gradgym info | head -1`) would
-    // panic with a backtrace; end quietly instead, as other command-line tools do. Files are
-    // written atomically (temporary file, then rename), so none is left half-written.
+    // panic with a backtrace; end quietly instead, as other command-line tools do. A run cut
+    // short this way is left as any interrupted run is: in its `.partial` folder (metrics rows
+    // flushed one by one), never sealed as finished, and the sweep run again redoes it.
     #[cfg(unix)]
-    // SAFETY: restores the default action of one signal before any thread is started.
+    // SAFETY: SIG_DFL installs no handler; it only sets the process's action for SIGPIPE.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }

@@ -142,7 +142,7 @@ fn a_closed_pipe_ends_the_output_quietly() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Close the reading end before the program writes.
+    // Close the reading end at once: the program loads libtorch before it prints anything.
     drop(child.stdout.take());
     let mut err = String::new();
     child
