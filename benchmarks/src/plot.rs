@@ -1246,21 +1246,45 @@ fn draw_overoptimisation<DB: DrawingBackend>(
 ) -> Result<()> {
     use crate::rlhf_study::{gao_curve, gao_fit};
     root.fill(&WHITE).map_err(err)?;
+    // One colour and one legend entry per setting; a setting run with several seeds draws
+    // its first seed in full and the others as thinner lines.
+    let mut groups: Vec<Vec<&crate::rlhf_study::Curve>> = Vec::new();
+    for &c in curves {
+        match groups.iter_mut().find(|g| {
+            g[0].best_of_n == c.best_of_n
+                && g[0].beta == c.beta
+                && g[0].label == c.label
+                && !c.best_of_n
+        }) {
+            Some(g) => g.push(c),
+            None => groups.push(vec![c]),
+        }
+    }
     let colour_of = |c: &crate::rlhf_study::Curve, i: usize| {
         if c.best_of_n { PALETTE[6] } else { colour(i) }
     };
-    let items: Vec<LegendItem> = curves
+    let items: Vec<LegendItem> = groups
         .iter()
         .enumerate()
-        .map(|(i, c)| LegendItem {
-            text: c.label.clone(),
-            colour: Some(colour_of(c, i)),
+        .map(|(i, g)| LegendItem {
+            text: if g.len() > 1 {
+                let seeds: Vec<String> = g.iter().map(|c| c.seed.to_string()).collect();
+                format!("{} (seeds {})", g[0].label, seeds.join(", "))
+            } else {
+                g[0].label.clone()
+            },
+            colour: Some(colour_of(g[0], i)),
         })
         .collect();
     let (layout, legend_h) = legend_layout(root, &items)?;
+    let seeds_note = if groups.iter().any(|g| g.len() > 1) {
+        " Thin lines: a setting's other seeds."
+    } else {
+        ""
+    };
     let note = vec![
         format!(
-            "Reward model fitted on {} comparisons. Lines: RL policies every few updates (points) and best-of-n for n = 1…64 (squares), on the fixed evaluation prompts.",
+            "Reward model fitted on {} comparisons. Lines: RL policies every few updates (points) and best-of-n for n = 1…64 (squares), on the fixed evaluation prompts.{seeds_note}",
             labels.map_or("?".to_string(), |n| n.to_string())
         ),
         "Dotted: Gao et al. 2022's forms fitted to the gold gain over SFT (best-of-n d(α − βd), RL d(α − β log d), d = √KL), where the fitted β > 0. Bars: 95% intervals over prompts.".to_string(),
@@ -1308,7 +1332,11 @@ fn draw_overoptimisation<DB: DrawingBackend>(
             .light_line_style(BLACK.mix(0.04))
             .draw()
             .map_err(err)?;
-        for (i, c) in curves.iter().enumerate() {
+        for (i, c, first) in groups
+            .iter()
+            .enumerate()
+            .flat_map(|(i, g)| g.iter().enumerate().map(move |(k, c)| (i, *c, k == 0)))
+        {
             let col = colour_of(c, i);
             let pts: Vec<(f64, f64)> = c
                 .points
@@ -1318,12 +1346,19 @@ fn draw_overoptimisation<DB: DrawingBackend>(
                 .collect();
             // One path per segment: a curve whose √KL turns back on itself makes acute
             // joins, and a thick polyline draws those as spikes far off the data.
+            let width = if first { 3 } else { 1 };
             chart
                 .draw_series(
                     pts.windows(2)
-                        .map(|w| PathElement::new(w.to_vec(), col.stroke_width(3))),
+                        .map(|w| PathElement::new(w.to_vec(), col.stroke_width(width))),
                 )
                 .map_err(err)?;
+            if !first {
+                chart
+                    .draw_series(pts.iter().map(|&p| Circle::new(p, 3, col.filled())))
+                    .map_err(err)?;
+                continue;
+            }
             if c.best_of_n {
                 chart
                     .draw_series(pts.iter().map(|&(x, y)| {

@@ -45,6 +45,8 @@ pub struct Curve {
     /// Comparisons the reward model was fitted on.
     pub labels: Option<u64>,
     pub beta: Option<f64>,
+    /// The run's seed (its manifest's; each seed draws its own evaluation prompts).
+    pub seed: u64,
     pub best_of_n: bool,
     pub points: Vec<Point>,
     /// The SFT policy's gold score on the same prompts (the curve's d = 0).
@@ -168,6 +170,7 @@ pub fn load(dir: &Path) -> Result<Study> {
             });
         }
         let gold_sft = summary["sft"]["gold"].as_f64().unwrap_or(f64::NAN);
+        let seed = manifest["seed"].as_u64().unwrap_or(1);
         let bon = run.join("best_of_n.csv");
         if bon.is_file() {
             let points = read_points(&bon, "n")?;
@@ -181,6 +184,7 @@ pub fn load(dir: &Path) -> Result<Study> {
                 run: name.clone(),
                 labels,
                 beta: None,
+                seed,
                 best_of_n: true,
                 points,
                 gold_sft: base,
@@ -196,6 +200,7 @@ pub fn load(dir: &Path) -> Result<Study> {
                 run: name.clone(),
                 labels,
                 beta,
+                seed,
                 best_of_n: false,
                 gold_sft: points.first().map_or(gold_sft, |p| p.gold),
                 points,
@@ -345,7 +350,7 @@ pub fn markdown(study: &Study) -> String {
     }
     let rl: Vec<&Curve> = study.curves.iter().filter(|c| !c.best_of_n).collect();
     if !rl.is_empty() {
-        s.push_str("## RL\n\n| run | comparisons | β | SFT gold | peak gold (update, √KL) | final gold | final proxy | final KL |\n|---|---:|---:|---|---|---|---:|---:|\n");
+        s.push_str("## RL\n\n| run | comparisons | β | seed | SFT gold | peak gold (update, √KL) | final gold | final proxy | final KL |\n|---|---:|---:|---:|---|---|---|---:|---:|\n");
         for c in &rl {
             let peak = c
                 .points
@@ -354,10 +359,11 @@ pub fn markdown(study: &Study) -> String {
                 .unwrap();
             let last = c.points.last().unwrap();
             s.push_str(&format!(
-                "| {} | {} | {} | {} ± {} | {} ± {} ({}, {}) | {} ± {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} ± {} | {} ± {} ({}, {}) | {} ± {} | {} | {} |\n",
                 c.run,
                 c.labels.map_or("?".into(), |l| l.to_string()),
                 c.beta.map_or("?".into(), |b| b.to_string()),
+                c.seed,
                 f3(c.points[0].gold),
                 f3(c.points[0].gold_ci),
                 f3(peak.gold),
@@ -372,6 +378,7 @@ pub fn markdown(study: &Study) -> String {
         }
         s.push('\n');
     }
+    s.push_str(&seeds_section(study));
     s.push_str("## Gao et al. 2022 fits\n\nLeast squares on the gold score's gain over the SFT policy, d = √KL: best-of-n `d(α − β d)`, RL `d(α − β log d)`.\n\n| curve | comparisons | α | β | R² |\n|---|---:|---:|---:|---:|\n");
     for c in &study.curves {
         if let Some((a, b, r2)) = gao_fit(c) {
@@ -444,6 +451,106 @@ pub fn markdown(study: &Study) -> String {
     s
 }
 
+/// The RL curves of one setting (reward model, β), one per seed, in seed order.
+pub fn seed_groups(study: &Study) -> Vec<Vec<&Curve>> {
+    let mut groups: Vec<Vec<&Curve>> = Vec::new();
+    for c in study.curves.iter().filter(|c| !c.best_of_n) {
+        match groups
+            .iter_mut()
+            .find(|g| g[0].labels == c.labels && g[0].beta == c.beta && g[0].label == c.label)
+        {
+            Some(g) => g.push(c),
+            None => groups.push(vec![c]),
+        }
+    }
+    for g in &mut groups {
+        g.sort_by_key(|c| c.seed);
+    }
+    groups
+}
+
+/// `a ± ea` lies wholly above `b ± eb`.
+fn above(a: f64, ea: f64, b: f64, eb: f64) -> &'static str {
+    if a - ea > b + eb { "yes" } else { "no" }
+}
+
+/// The settings run with more than one seed: each seed's run, and the spread across seeds.
+fn seeds_section(study: &Study) -> String {
+    let groups: Vec<Vec<&Curve>> = seed_groups(study)
+        .into_iter()
+        .filter(|g| g.len() > 1)
+        .collect();
+    if groups.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "## Seeds\n\nThe settings run with more than one seed. Each seed draws its own policy samples and its own evaluation prompts (so its SFT gold differs); best-of-4 is the best-of-n run on the same reward model (seed 1's prompts). \"Above\" means the two 95% intervals do not overlap.\n\n| setting | seed | SFT gold | peak gold (update) | final gold | final above SFT | final above best-of-4 | final proxy | final KL |\n|---|---:|---|---|---|---|---|---:|---:|\n",
+    );
+    let mut spread = String::new();
+    for g in &groups {
+        let bo4 = study
+            .curves
+            .iter()
+            .find(|c| c.best_of_n && c.labels == g[0].labels)
+            .and_then(|c| c.points.iter().find(|p| p.n == Some(4.0)));
+        let setting = format!(
+            "{}, {} comparisons",
+            g[0].label,
+            g[0].labels.map_or("?".into(), |l| l.to_string())
+        );
+        let mut finals = Vec::new();
+        let mut falls = Vec::new();
+        for c in g {
+            let first = &c.points[0];
+            let peak = c
+                .points
+                .iter()
+                .max_by(|a, b| a.gold.total_cmp(&b.gold))
+                .unwrap();
+            let last = c.points.last().unwrap();
+            finals.push(last.gold);
+            falls.push(peak.gold - last.gold);
+            s.push_str(&format!(
+                "| {setting} | {} | {} ± {} | {} ± {} ({}) | {} ± {} | {} | {} | {} | {} |\n",
+                c.seed,
+                f3(first.gold),
+                f3(first.gold_ci),
+                f3(peak.gold),
+                f3(peak.gold_ci),
+                peak.update.unwrap_or(f64::NAN),
+                f3(last.gold),
+                f3(last.gold_ci),
+                above(last.gold, last.gold_ci, first.gold, first.gold_ci),
+                bo4.map_or("–", |b| above(last.gold, last.gold_ci, b.gold, b.gold_ci)),
+                f3(last.proxy),
+                f3(last.kl)
+            ));
+        }
+        let n = finals.len() as f64;
+        let mean = finals.iter().sum::<f64>() / n;
+        let (lo, hi) = finals
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| {
+                (l.min(x), h.max(x))
+            });
+        let fall_lo = falls.iter().copied().fold(f64::INFINITY, f64::min);
+        let fall_hi = falls.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        spread.push_str(&format!(
+            "- {setting}: final gold {} over {} seeds (range {} to {}); peak minus final gold {} to {}.\n",
+            f3(mean),
+            finals.len(),
+            f3(lo),
+            f3(hi),
+            f3(fall_lo),
+            f3(fall_hi)
+        ));
+    }
+    s.push('\n');
+    s.push_str(&spread);
+    s.push('\n');
+    s
+}
+
 /// Writes `<out>/report.md` and returns its text.
 pub fn write_report(study: &Study, out: &Path) -> Result<String> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -474,6 +581,7 @@ mod tests {
             run: "run".into(),
             labels: None,
             beta: None,
+            seed: 1,
             best_of_n,
             points,
             gold_sft: 0.7,
@@ -507,6 +615,73 @@ mod tests {
         let noisy = curve(true, |d| d * (0.8 - 0.15 * d) + 0.01 * (7.0 * d).sin());
         let (a, b, r2) = gao_fit(&noisy).unwrap();
         assert!((a - 0.8).abs() < 0.05 && (b - 0.15).abs() < 0.05 && r2 < 1.0 && r2 > 0.99);
+    }
+
+    #[test]
+    fn a_setting_run_with_several_seeds_is_summarised_across_them() {
+        // An RL curve: SFT gold 1.0 ± 0.1 at update 0, then `peak` at update 5 and `last`
+        // at update 10, each ± 0.05.
+        let rl = |beta: f64, seed: u64, peak: f64, last: f64| {
+            let point = |u: f64, gold: f64, ci: f64| Point {
+                update: Some(u),
+                n: None,
+                kl: u,
+                proxy: u / 10.0,
+                gold,
+                gold_ci: ci,
+            };
+            Curve {
+                label: format!("ppo β={beta}"),
+                run: format!("ppo-beta{beta}-seed{seed}"),
+                labels: Some(100),
+                beta: Some(beta),
+                seed,
+                best_of_n: false,
+                points: vec![
+                    point(0.0, 1.0, 0.1),
+                    point(5.0, peak, 0.05),
+                    point(10.0, last, 0.05),
+                ],
+                gold_sft: 1.0,
+            }
+        };
+        let mut bon = curve(true, |d| d);
+        bon.labels = Some(100);
+        bon.points[2].n = Some(4.0);
+        bon.points[2].gold = 1.5;
+        bon.points[2].gold_ci = 0.05;
+        let mut study = Study {
+            curves: vec![bon, rl(0.1, 1, 2.0, 1.9), rl(0.0, 1, 2.2, 1.2)],
+            ..Study::default()
+        };
+        // One seed per setting: no section.
+        assert!(!markdown(&study).contains("## Seeds"));
+        study.curves.push(rl(0.1, 3, 2.1, 1.58));
+        study.curves.push(rl(0.1, 2, 2.0, 1.7));
+        let groups = seed_groups(&study);
+        assert_eq!(groups.len(), 2, "β = 0.1 and β = 0");
+        let seeds: Vec<u64> = groups[0].iter().map(|c| c.seed).collect();
+        assert_eq!(seeds, [1, 2, 3]);
+        let md = markdown(&study);
+        let section = &md[md.find("## Seeds").expect(&md)..md.find("## Gao").unwrap()];
+        // β = 0 has one seed: not listed.
+        assert!(!section.contains("ppo β=0,"), "{section}");
+        // Seed 1: 1.9 ± 0.05 is above SFT (1.0 ± 0.1) and best-of-4 (1.5 ± 0.05).
+        assert!(
+            section.contains("| ppo β=0.1, 100 comparisons | 1 | 1.000 ± 0.100 | 2.000 ± 0.050 (5) | 1.900 ± 0.050 | yes | yes |"),
+            "{section}"
+        );
+        // Seed 3: 1.58 ± 0.05 overlaps best-of-4's interval.
+        assert!(
+            section.contains("| ppo β=0.1, 100 comparisons | 3 | 1.000 ± 0.100 | 2.100 ± 0.050 (5) | 1.580 ± 0.050 | yes | no |"),
+            "{section}"
+        );
+        assert!(
+            section.contains(
+                "- ppo β=0.1, 100 comparisons: final gold 1.727 over 3 seeds (range 1.580 to 1.900); peak minus final gold 0.100 to 0.520."
+            ),
+            "{section}"
+        );
     }
 
     #[test]
