@@ -61,13 +61,23 @@ pub struct RunFolder {
 
 impl RunFolder {
     /// Starts a run whose finished folder will be `dir`. A `<dir>.partial/` left by an
-    /// interrupted run is removed first.
+    /// interrupted run is removed first. [`Existing::Replace`] replaces only a run folder (one
+    /// with a `manifest.json`) or an empty folder: never a user's other files.
     pub fn create(dir: &Path, existing: Existing) -> Result<Self> {
         if existing == Existing::Refuse && dir.exists() {
             bail!(
                 "{} already exists; choose another --out folder, or pass --overwrite to replace it",
                 dir.display()
             );
+        }
+        if existing == Existing::Replace && dir.exists() {
+            let empty = fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none());
+            if !(dir.is_dir() && (empty || dir.join("manifest.json").is_file())) {
+                bail!(
+                    "{} exists and is not a gradgym run folder (it has no manifest.json); --overwrite replaces only run folders, so choose another --out folder",
+                    dir.display()
+                );
+            }
         }
         let partial = partial_path(dir);
         if partial.exists() {
@@ -202,6 +212,11 @@ mod tests {
         let dir = scratch("exists");
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("keep.txt"), "old").unwrap();
+        // Not a run folder: --overwrite does not touch it either.
+        let e = RunFolder::create(&dir, Existing::Replace).unwrap_err();
+        assert!(e.to_string().contains("not a gradgym run folder"), "{e}");
+        assert!(dir.join("keep.txt").exists() && !partial_path(&dir).exists());
+        fs::write(dir.join("manifest.json"), "{}").unwrap();
         let e = RunFolder::create(&dir, Existing::Refuse).unwrap_err();
         assert!(
             e.to_string().contains("already exists") && e.to_string().contains("--overwrite"),

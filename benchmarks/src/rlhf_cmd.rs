@@ -72,13 +72,14 @@ struct CommonArgs {
     /// `sample`: the model to sample (a model folder, or a run folder holding policy/).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// `sample`: how many evaluation prompts to answer.
-    #[arg(long, default_value_t = 16)]
-    samples: usize,
+    /// `sample`: how many evaluation prompts to answer (1 to eval.prompts; default 16, or
+    /// eval.prompts if fewer).
+    #[arg(long)]
+    samples: Option<usize>,
     /// Replace the output folder if it exists (kept until the new run is complete).
     #[arg(long)]
     overwrite: bool,
-    /// Print no progress lines.
+    /// Print nothing but errors.
     #[arg(long)]
     quiet: bool,
 }
@@ -111,6 +112,7 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
         Some(RlhfStage::Sample(c)) => (Stage::Sample, c),
         Some(RlhfStage::Bench(b)) => return bench(&b),
     };
+    check_flags(stage, &common)?;
     // --seed and --device apply before the config is validated, so a file written for a GPU
     // machine runs here with --device cpu.
     let mut sets = common.set.clone();
@@ -118,6 +120,7 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
         sets.push(format!("seed={s}"));
     }
     if let Some(d) = &common.device {
+        parse_device(d).map_err(|e| anyhow::anyhow!("--device {d}: {e}"))?;
         sets.push(format!("device={}", toml::Value::String(d.clone())));
     }
     let config = load_config(common.config.as_deref(), &sets)?;
@@ -129,7 +132,7 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
         reward_model: common.rm.clone(),
         data: common.data.clone(),
         model: common.model.clone(),
-        samples: common.samples,
+        samples: common.samples.unwrap_or(16.min(config.eval.prompts)),
     };
     let existing = if common.overwrite {
         Existing::Replace
@@ -137,16 +140,27 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
         Existing::Refuse
     };
     let start = Instant::now();
-    eprintln!(
-        "gradgym rlhf {}: seed {}, {} ({} updates of {} prompts) → {}",
-        stage.name(),
-        config.seed,
-        config.rl.algo,
-        config.rl.updates,
-        config.rl.batch_size,
-        out.display()
-    );
     let quiet = common.quiet;
+    if !quiet {
+        let rl = format!(
+            "{} ({} updates of {} prompts)",
+            config.rl.algo, config.rl.updates, config.rl.batch_size
+        );
+        let what = match stage {
+            Stage::All => format!("pretraining, SFT, labels, reward model, best-of-n, {rl}"),
+            Stage::Sft => "pretraining and SFT".to_string(),
+            Stage::Rm => "labels and reward model".to_string(),
+            Stage::Rl => rl,
+            Stage::Bon => format!("best-of-n for n in {:?}", config.eval.best_of_n),
+            Stage::Sample => format!("{} samples", inputs.samples),
+        };
+        eprintln!(
+            "gradgym rlhf {}: seed {}, {what} → {}",
+            stage.name(),
+            config.seed,
+            out.display()
+        );
+    }
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut bar_shown = false;
     let mut progress = |line: &str| {
@@ -185,12 +199,47 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
         eprintln!();
     }
     let result = result?;
-    eprintln!(
-        "done in {:.1}s: {}",
-        start.elapsed().as_secs_f64(),
-        result["folder"].as_str().unwrap_or("")
-    );
+    if !quiet {
+        eprintln!(
+            "done in {:.1}s: {}",
+            start.elapsed().as_secs_f64(),
+            result["folder"].as_str().unwrap_or("")
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a flag that `stage` does not read, rather than ignoring it (or recording in the
+/// manifest an input that was never used).
+fn check_flags(stage: Stage, c: &CommonArgs) -> Result<()> {
+    use Stage::*;
+    let flags: [(&str, bool, &[Stage]); 5] = [
+        ("--data", c.data.is_some(), &[All, Rm]),
+        ("--sft", c.sft.is_some(), &[Rm, Rl, Bon, Sample]),
+        ("--rm", c.rm.is_some(), &[Rl, Bon, Sample]),
+        ("--model", c.model.is_some(), &[Sample]),
+        ("--samples", c.samples.is_some(), &[Sample]),
+    ];
+    for (flag, given, readers) in flags {
+        if given && !readers.contains(&stage) {
+            let names: Vec<String> = readers
+                .iter()
+                .map(|s| match s {
+                    All => "`gradgym rlhf` (all stages)".to_string(),
+                    s => format!("`gradgym rlhf {}`", s.name()),
+                })
+                .collect();
+            anyhow::bail!(
+                "`gradgym rlhf{}` does not read {flag}; it is read by {}",
+                match stage {
+                    All => String::new(),
+                    s => format!(" {}", s.name()),
+                },
+                names.join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The config file (or the defaults) with `--set` overrides applied; errors name the file or
@@ -207,6 +256,8 @@ fn load_config(path: Option<&std::path::Path>, sets: &[String]) -> Result<RlhfCo
         return RlhfConfig::from_toml(&text, &source);
     }
     let mut table: toml::Table = text.parse().map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+    // The file's own faults are the file's, before any --set is tried on it.
+    toml::from_str::<RlhfConfig>(&text).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
     for set in sets {
         let (key, value) = set
             .split_once('=')
@@ -225,6 +276,15 @@ fn load_config(path: Option<&std::path::Path>, sets: &[String]) -> Result<RlhfCo
                 .ok_or_else(|| anyhow::anyhow!("--set {set}: `{part}` is not a table"))?;
         }
         at.insert(parts[parts.len() - 1].to_string(), value);
+        // A field that does not exist or a value of the wrong type: blame this --set, by the
+        // field's full name (the merged text's line numbers would mean nothing to the user).
+        if let Err(e) = toml::from_str::<RlhfConfig>(&toml::to_string(&table)?) {
+            anyhow::bail!(
+                "--set {set}: field `{}`: {}",
+                key.trim(),
+                e.message().trim()
+            );
+        }
     }
     let merged = toml::to_string(&table)?;
     RlhfConfig::from_toml(

@@ -284,6 +284,154 @@ fn a_context_too_short_and_a_negative_beta_are_refused_naming_the_field() {
     }
 }
 
+/// The models a stage is given are checked before its folder exists: each failure is an exit 2
+/// naming the flag, and leaves neither the run nor a `.partial` folder behind.
+#[test]
+fn input_models_and_flags_are_checked_before_anything_is_written() {
+    let dir = scratch("inputs");
+    let cfg = config(&dir, "");
+    let c = cfg.to_str().unwrap();
+    let (sft, rm) = (dir.join("sft"), dir.join("rm"));
+    let s = sft.to_str().unwrap();
+    let r = rm.to_str().unwrap();
+    ok(&run(&["sft", "--config", c, "--out", s, "--quiet"]));
+    ok(&run(&[
+        "rm", "--config", c, "--sft", s, "--out", r, "--quiet",
+    ]));
+    // Fewer than 10 steps: the reported loss is still a number (the last step's, at least).
+    let short = dir.join("short");
+    ok(&run(&[
+        "sft",
+        "--config",
+        c,
+        "--set",
+        "pretrain.steps=5",
+        "--set",
+        "sft.steps=5",
+        "--out",
+        short.to_str().unwrap(),
+        "--quiet",
+    ]));
+    let summary: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(short.join("summary.json")).unwrap()).unwrap();
+    for key in ["pretrain_loss", "sft_loss"] {
+        assert!(summary[key].is_number(), "{key}: {summary}");
+    }
+    // An SFT model of context 32, for responses of 24 tokens.
+    let sft32 = dir.join("sft32");
+    let s32 = sft32.to_str().unwrap();
+    let long = ["--set", "model.context=32", "--set", "rl.max_response=24"];
+    let mut args = vec!["sft", "--config", c, "--out", s32, "--quiet"];
+    args.extend(long);
+    ok(&run(&args));
+    let rm_model = rm.join("reward_model");
+    let rm_model = rm_model.to_str().unwrap();
+    let out = dir.join("out");
+    let o = out.to_str().unwrap();
+    for (args, want) in [
+        (vec!["rl", "--sft", rm_model, "--rm", r], "--sft"),
+        (vec!["rl", "--sft", s, "--rm", s], "--rm"),
+        (
+            vec!["rl", "--sft", s, "--rm", &format!("{s}/sft")],
+            "not a reward model",
+        ),
+        (vec!["sample", "--model", rm_model], "a reward model"),
+        // The reward model's context (24) is too short for these responses (before: a panic).
+        (
+            vec![
+                "rl", "--sft", s32, "--rm", r, long[0], long[1], long[2], long[3],
+            ],
+            "--rm",
+        ),
+        (vec!["sft", "--rm", r], "does not read --rm"),
+        (
+            vec!["rl", "--sft", s, "--rm", r, "--data", c],
+            "does not read --data",
+        ),
+        (
+            vec!["rm", "--sft", s, "--samples", "3"],
+            "does not read --samples",
+        ),
+        (vec!["sample", "--sft", s, "--samples", "0"], "--samples 0"),
+        (vec!["sample", "--sft", s, "--samples", "9"], "--samples 9"),
+        (vec!["sample"], "needs --model DIR or --sft DIR"),
+        (
+            vec!["rm", "--sft", s, "--set", "labels.comparisons=0"],
+            "`labels.comparisons`",
+        ),
+        (
+            vec!["rl", "--set", "rl.bta=1"],
+            "--set rl.bta=1: field `rl.bta`: unknown field",
+        ),
+        (
+            vec!["sft", "--device", "gpu"],
+            "--device gpu: unknown device",
+        ),
+    ] {
+        let mut all = args.clone();
+        all.extend(["--config", c, "--out", o]);
+        let result = run(&all);
+        let t = text(&result);
+        assert_eq!(result.status.code(), Some(2), "{args:?}: {t}");
+        assert!(t.contains(want), "{args:?}: expected `{want}` in {t}");
+        assert!(!t.contains("panicked"), "{args:?}: {t}");
+        assert!(
+            !out.exists() && !dir.join("out.partial").exists(),
+            "{args:?} wrote {}",
+            out.display()
+        );
+    }
+    // A language model's own shape is the run's [model], whatever the config says.
+    ok(&run(&[
+        "sample",
+        "--config",
+        c,
+        "--sft",
+        s,
+        "--set",
+        "model.width=16",
+        "--samples",
+        "2",
+        "--out",
+        o,
+        "--quiet",
+    ]));
+    let written = fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(written.contains("width = 32"), "{written}");
+    // --overwrite replaces a run folder, never a folder of other files.
+    let precious = dir.join("precious");
+    fs::create_dir_all(&precious).unwrap();
+    fs::write(precious.join("notes.txt"), "mine").unwrap();
+    let refused = run(&[
+        "sample",
+        "--config",
+        c,
+        "--sft",
+        s,
+        "--out",
+        precious.to_str().unwrap(),
+        "--overwrite",
+    ]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(text(&refused).contains("not a gradgym run folder"));
+    assert_eq!(
+        fs::read_to_string(precious.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    ok(&run(&[
+        "sample",
+        "--config",
+        c,
+        "--sft",
+        s,
+        "--out",
+        o,
+        "--overwrite",
+        "--quiet",
+    ]));
+    fs::remove_dir_all(dir).ok();
+}
+
 #[test]
 fn device_and_seed_flags_override_the_config_file_before_it_is_checked() {
     let dir = scratch("device-override");

@@ -137,7 +137,7 @@ fn parse_line(
             return Err((
                 field.into(),
                 format!(
-                    "{} tokens; the model's context holds responses of at most {max_response}",
+                    "{} tokens; rl.max_response allows at most {max_response}",
                     tokens.len()
                 ),
             ));

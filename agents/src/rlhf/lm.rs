@@ -93,7 +93,7 @@ pub fn learning_rate(base: f64, step: usize, total: usize) -> f64 {
 }
 
 /// Trains `model` for the stage; `report(step, loss)` is called after every step. Returns the
-/// mean loss of the last 10% of steps.
+/// mean loss of the last 10% of steps (at least of the last step).
 pub fn train(
     model: &mut Gpt,
     grammar: &Grammar,
@@ -106,7 +106,8 @@ pub fn train(
     let device = model.vs.device();
     let mut opt =
         nn::adamw(0.9, 0.95, config.weight_decay).build(&model.vs, config.learning_rate)?;
-    let tail_from = config.steps - config.steps / 10;
+    // The last tenth of the steps, and at least the last one.
+    let tail_from = config.steps.saturating_sub((config.steps / 10).max(1));
     let (mut tail, mut n) = (0.0, 0usize);
     for step in 0..config.steps {
         let (tokens, mask) = batch(

@@ -35,7 +35,7 @@ use super::learner::{TokenLearner, TokenUpdateStats};
 use super::lm::{self, LmStage};
 use super::reward::{self, Accuracy, FitReport, Normalisation};
 use super::sequences::{Sequences, rows_f64, token_logprobs, token_stats};
-use crate::config::rlhf::RlhfConfig;
+use crate::config::rlhf::{ModelConfig, RlhfConfig};
 use crate::device::parse_device;
 use crate::metrics::{Columns, MetricRow};
 use crate::nn::gpt::{Gpt, GptConfig};
@@ -443,6 +443,68 @@ fn load_model(path: &Path, sub: &str, device: Device) -> Result<Gpt> {
     Gpt::load(&dir, device).with_context(|| format!("cannot load the model in {}", dir.display()))
 }
 
+/// An input model (`flag` is the option that named it), checked against what the run needs: a
+/// reward model (`scalar`) or a language model; the review language's vocabulary; for a
+/// reward model a context that holds the prompt plus the response. (A language model's shape
+/// becomes the run's `[model]`: see [`run`].)
+fn load_input(
+    path: &Path,
+    sub: &str,
+    flag: &str,
+    scalar: bool,
+    config: &RlhfConfig,
+    device: Device,
+) -> Result<Gpt> {
+    let model =
+        load_model(path, sub, device).with_context(|| format!("{flag} {}", path.display()))?;
+    let c = &model.config;
+    let p = path.display();
+    if c.scalar_head != scalar {
+        anyhow::bail!(
+            "{flag} {p}: {}",
+            if scalar {
+                "not a reward model (its model.json has no scalar head); it wants the reward_model/ of an `rlhf rm` run"
+            } else {
+                "a reward model (its model.json has a scalar head); it wants a language model: an SFT model or a policy"
+            }
+        );
+    }
+    let vocab = Vocabulary::new().len();
+    anyhow::ensure!(
+        c.vocab == vocab,
+        "{flag} {p}: a vocabulary of {} tokens; the review language has {vocab}",
+        c.vocab
+    );
+    if scalar {
+        let needed = gradgym_envs::text::PROMPT_LEN + config.rl.max_response;
+        anyhow::ensure!(
+            c.context >= needed,
+            "{flag} {p}: the model's context ({}) cannot hold the {}-token prompt plus rl.max_response = {} tokens",
+            c.context,
+            gradgym_envs::text::PROMPT_LEN,
+            config.rl.max_response
+        );
+    }
+    Ok(model)
+}
+
+/// `[model]` as a model's shape.
+fn shape_of(c: &GptConfig) -> ModelConfig {
+    ModelConfig {
+        context: c.context,
+        width: c.width,
+        layers: c.layers,
+        heads: c.heads,
+    }
+}
+
+fn describe(m: &ModelConfig) -> String {
+    format!(
+        "context {}, width {}, {} layers, {} heads",
+        m.context, m.width, m.layers, m.heads
+    )
+}
+
 fn need<'a>(p: &'a Option<PathBuf>, flag: &str, stage: Stage) -> Result<&'a Path> {
     p.as_deref()
         .ok_or_else(|| anyhow::anyhow!("`gradgym rlhf {}` needs {flag}", stage.name()))
@@ -467,10 +529,90 @@ pub fn run(
     if config.threads > 0 {
         tch::set_num_threads(config.threads as i32);
     }
+    // Bad input fails here, before anything is written: the data file, and the input models
+    // (loaded once, here).
     if let Some(d) = &inputs.data {
-        // Fail on a bad file before anything is written.
         data::read_jsonl(d, &Grammar::new(), config.rl.max_response)?;
     }
+    if matches!(stage, Stage::All | Stage::Rm) && inputs.data.is_none() {
+        anyhow::ensure!(
+            config.labels.comparisons >= 1,
+            "field `labels.comparisons`: 0 comparisons leave the reward model nothing to fit; ask for some, or give --data FILE"
+        );
+    }
+    if stage == Stage::Sample {
+        anyhow::ensure!(
+            (1..=config.eval.prompts).contains(&inputs.samples),
+            "--samples {}: must be 1 to eval.prompts = {} (the evaluation prompts it answers)",
+            inputs.samples,
+            config.eval.prompts
+        );
+    }
+    let sft_in = match stage {
+        Stage::All | Stage::Sft => None,
+        Stage::Sample if inputs.sft.is_none() => None,
+        _ => {
+            let path = need(&inputs.sft, "--sft DIR", stage)?;
+            Some(load_input(path, "sft", "--sft", false, config, device)?)
+        }
+    };
+    let model_in = match (&inputs.model, stage) {
+        (Some(path), Stage::Sample) => Some(load_input(
+            path, "policy", "--model", false, config, device,
+        )?),
+        (None, Stage::Sample) if sft_in.is_none() => {
+            anyhow::bail!("`gradgym rlhf sample` needs --model DIR or --sft DIR")
+        }
+        _ => None,
+    };
+    let rm_in = match (&inputs.reward_model, stage) {
+        (_, Stage::Rl | Stage::Bon) => {
+            let path = need(&inputs.reward_model, "--rm DIR", stage)?;
+            Some(load_input(
+                path,
+                "reward_model",
+                "--rm",
+                true,
+                config,
+                device,
+            )?)
+        }
+        (Some(path), Stage::Sample) => Some(load_input(
+            path,
+            "reward_model",
+            "--rm",
+            true,
+            config,
+            device,
+        )?),
+        _ => None,
+    };
+    // A language model brought as input is the run's model: its own model.json gives `[model]`
+    // (the config's is replaced, and said so), so that the run's config.toml and manifest
+    // describe the model that ran.
+    let adopted;
+    let config = match model_in
+        .as_ref()
+        .map(|m| (m, "--model", inputs.model.as_deref()))
+        .or(sft_in.as_ref().map(|m| (m, "--sft", inputs.sft.as_deref())))
+    {
+        Some((m, flag, Some(path))) if shape_of(&m.config) != config.model => {
+            let mut c = config.clone();
+            c.model = shape_of(&m.config);
+            c.validate().map_err(|e| {
+                anyhow::anyhow!("{flag} {}: the model's shape: {e}", path.display())
+            })?;
+            progress(&format!(
+                "{flag} {}: the model has {}; the run uses that instead of the config's [model] ({})",
+                path.display(),
+                describe(&c.model),
+                describe(&config.model)
+            ));
+            adopted = c;
+            &adopted
+        }
+        _ => config,
+    };
     let folder = RunFolder::create(out, existing)?;
     let mut run = Run {
         config,
@@ -524,11 +666,11 @@ pub fn run(
             summary.insert("sft_loss".into(), json!(s));
             sft
         }
-        Stage::Sample if inputs.sft.is_none() => {
-            let m = need(&inputs.model, "--model DIR", stage)?;
-            load_model(m, "policy", device)?
-        }
-        _ => load_model(need(&inputs.sft, "--sft DIR", stage)?, "sft", device)?,
+        _ => match sft_in {
+            Some(sft) => sft,
+            // `sample` with --model only: that model is also the reference it is scored against.
+            None => model_in.as_ref().expect("checked above").duplicate()?,
+        },
     };
     anyhow::ensure!(
         sft.config.context >= gradgym_envs::text::PROMPT_LEN + config.rl.max_response,
@@ -541,15 +683,11 @@ pub fn run(
         return Ok(json!({"folder": path.display().to_string(), "summary": summary}));
     }
     if stage == Stage::Sample {
-        let model = match &inputs.model {
-            Some(m) => load_model(m, "policy", device)?,
+        let model = match model_in {
+            Some(m) => m,
             None => sft.duplicate()?,
         };
-        let rm = inputs
-            .reward_model
-            .as_ref()
-            .map(|p| load_model(p, "reward_model", device))
-            .transpose()?;
+        let rm = rm_in;
         let prompts = eval_prompts(config, &run.judge.grammar);
         let prompts = &prompts[..inputs.samples.min(prompts.len()).max(1)];
         let generated = reward::sample(
@@ -647,7 +785,7 @@ pub fn run(
                     }
                 }
             }
-            load_model(path, "reward_model", device)?
+            rm_in.expect("loaded above for rl and bon")
         }
     };
     anyhow::ensure!(
@@ -668,6 +806,8 @@ pub fn run(
     // Best-of-n.
     if matches!(stage, Stage::All | Stage::Bon) {
         let ns = &config.eval.best_of_n;
+        // Samples are shown for best-of-4, or of all a prompt's samples when it has fewer.
+        let show = 4.min(config.eval.samples_per_prompt);
         let (points, shown) = best_of_n::evaluate(
             &sft,
             &rm,
@@ -676,7 +816,7 @@ pub fn run(
             config.eval.samples_per_prompt,
             ns,
             config.rl.max_response,
-            4,
+            show,
             &mut run.stream("bon", 0),
         )?;
         write_bon(&run, &points)?;
@@ -694,7 +834,13 @@ pub fn run(
                 proxy,
                 ..
             } = s;
-            run.sample_line("best_of_4", None, prompt, response, Some(*proxy))?;
+            run.sample_line(
+                &format!("best_of_{show}"),
+                None,
+                prompt,
+                response,
+                Some(*proxy),
+            )?;
         }
         summary.insert("best_of_n".into(), serde_json::to_value(points.iter().map(|p| json!({"n": p.n, "proxy": p.proxy, "gold": p.gold, "gold_ci": p.gold_ci, "kl": p.kl, "kl_bound": p.kl_bound})).collect::<Vec<_>>())?);
         run.say(&format!(
