@@ -1250,15 +1250,16 @@ fn draw_overoptimisation<DB: DrawingBackend>(
     // its first seed in full and the others as thinner lines.
     let mut groups: Vec<Vec<&crate::rlhf_study::Curve>> = Vec::new();
     for &c in curves {
-        match groups.iter_mut().find(|g| {
-            g[0].best_of_n == c.best_of_n
-                && g[0].beta == c.beta
-                && g[0].label == c.label
-                && !c.best_of_n
-        }) {
+        match groups
+            .iter_mut()
+            .find(|g| !c.best_of_n && g[0].setting == c.setting)
+        {
             Some(g) => g.push(c),
             None => groups.push(vec![c]),
         }
+    }
+    for g in &mut groups {
+        g.sort_by_key(|c| c.seed);
     }
     let colour_of = |c: &crate::rlhf_study::Curve, i: usize| {
         if c.best_of_n { PALETTE[6] } else { colour(i) }

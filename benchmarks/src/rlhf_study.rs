@@ -47,6 +47,9 @@ pub struct Curve {
     pub beta: Option<f64>,
     /// The run's seed (its manifest's; each seed draws its own evaluation prompts).
     pub seed: u64,
+    /// What the run is a seed of: its resolved config without the seed, and the folder name of
+    /// its reward model. Runs that differ only in seed share it.
+    pub setting: String,
     pub best_of_n: bool,
     pub points: Vec<Point>,
     /// The SFT policy's gold score on the same prompts (the curve's d = 0).
@@ -171,6 +174,17 @@ pub fn load(dir: &Path) -> Result<Study> {
         }
         let gold_sft = summary["sft"]["gold"].as_f64().unwrap_or(f64::NAN);
         let seed = manifest["seed"].as_u64().unwrap_or(1);
+        let setting = {
+            let mut config = manifest["config"].clone();
+            if let Some(c) = config.as_object_mut() {
+                c.remove("seed");
+            }
+            let rm = manifest["reward_model"]
+                .as_str()
+                .and_then(|p| Path::new(p).file_name())
+                .map(|n| n.to_string_lossy().into_owned());
+            format!("{} {config} {rm:?}", manifest["stage"])
+        };
         let bon = run.join("best_of_n.csv");
         if bon.is_file() {
             let points = read_points(&bon, "n")?;
@@ -185,6 +199,7 @@ pub fn load(dir: &Path) -> Result<Study> {
                 labels,
                 beta: None,
                 seed,
+                setting: name.clone(),
                 best_of_n: true,
                 points,
                 gold_sft: base,
@@ -201,6 +216,7 @@ pub fn load(dir: &Path) -> Result<Study> {
                 labels,
                 beta,
                 seed,
+                setting,
                 best_of_n: false,
                 gold_sft: points.first().map_or(gold_sft, |p| p.gold),
                 points,
@@ -457,7 +473,7 @@ pub fn seed_groups(study: &Study) -> Vec<Vec<&Curve>> {
     for c in study.curves.iter().filter(|c| !c.best_of_n) {
         match groups
             .iter_mut()
-            .find(|g| g[0].labels == c.labels && g[0].beta == c.beta && g[0].label == c.label)
+            .find(|g| g[0].labels == c.labels && g[0].setting == c.setting)
         {
             Some(g) => g.push(c),
             None => groups.push(vec![c]),
@@ -582,6 +598,7 @@ mod tests {
             labels: None,
             beta: None,
             seed: 1,
+            setting: "test".into(),
             best_of_n,
             points,
             gold_sft: 0.7,
@@ -636,6 +653,7 @@ mod tests {
                 labels: Some(100),
                 beta: Some(beta),
                 seed,
+                setting: format!("ppo {beta}"),
                 best_of_n: false,
                 points: vec![
                     point(0.0, 1.0, 0.1),
@@ -658,8 +676,12 @@ mod tests {
         assert!(!markdown(&study).contains("## Seeds"));
         study.curves.push(rl(0.1, 3, 2.1, 1.58));
         study.curves.push(rl(0.1, 2, 2.0, 1.7));
+        // The same β in another setting (online rounds, say): a group of its own.
+        let mut other = rl(0.1, 1, 2.0, 1.9);
+        other.setting = "ppo 0.1, 4 rounds".into();
+        study.curves.push(other);
         let groups = seed_groups(&study);
-        assert_eq!(groups.len(), 2, "β = 0.1 and β = 0");
+        assert_eq!(groups.len(), 3, "β = 0.1, β = 0, and β = 0.1 in rounds");
         let seeds: Vec<u64> = groups[0].iter().map(|c| c.seed).collect();
         assert_eq!(seeds, [1, 2, 3]);
         let md = markdown(&study);
