@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use gradgym_agents::config::Algo;
-use gradgym_agents::config::rlhf::{RlConfig, RlhfConfig};
+use gradgym_agents::config::rlhf::{ModelConfig, RlConfig, RlhfConfig};
 use gradgym_agents::device::parse_device;
 use gradgym_agents::nn::gpt::{Gpt, GptConfig};
 use gradgym_agents::nn::sampling::{SamplingConfig, generate, generate_libtorch};
@@ -123,17 +123,21 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
         parse_device(d).map_err(|e| anyhow::anyhow!("--device {d}: {e}"))?;
         sets.push(format!("device={}", toml::Value::String(d.clone())));
     }
-    let config = load_config(common.config.as_deref(), &sets)?;
-    let out = common.out.clone().unwrap_or_else(|| {
-        PathBuf::from(format!("out/rlhf/{}__seed{}", stage.name(), config.seed))
-    });
-    let inputs = Inputs {
+    let mut inputs = Inputs {
         sft: common.sft.clone(),
         reward_model: common.rm.clone(),
         data: common.data.clone(),
         model: common.model.clone(),
-        samples: common.samples.unwrap_or(16.min(config.eval.prompts)),
+        samples: 0,
     };
+    // A language model brought as input is the run's model: its shape is the config's
+    // [model] before the config is checked (the run says so when it differs).
+    let shape = pipeline::input_shape(stage, &inputs);
+    let config = load_config(common.config.as_deref(), &sets, shape.as_ref())?;
+    inputs.samples = common.samples.unwrap_or(16.min(config.eval.prompts));
+    let out = common.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!("out/rlhf/{}__seed{}", stage.name(), config.seed))
+    });
     let existing = if common.overwrite {
         Existing::Replace
     } else {
@@ -242,9 +246,13 @@ fn check_flags(stage: Stage, c: &CommonArgs) -> Result<()> {
     Ok(())
 }
 
-/// The config file (or the defaults) with `--set` overrides applied; errors name the file or
-/// the flag.
-fn load_config(path: Option<&std::path::Path>, sets: &[String]) -> Result<RlhfConfig> {
+/// The config file (or the defaults) with `--set` overrides applied, and `[model]` replaced by
+/// `shape` if given (an input model's); errors name the file or the flag.
+fn load_config(
+    path: Option<&std::path::Path>,
+    sets: &[String],
+    shape: Option<&ModelConfig>,
+) -> Result<RlhfConfig> {
     let (text, source) = match path {
         Some(p) => (
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
@@ -252,12 +260,42 @@ fn load_config(path: Option<&std::path::Path>, sets: &[String]) -> Result<RlhfCo
         ),
         None => (String::new(), "the default config".to_string()),
     };
-    if sets.is_empty() {
-        return RlhfConfig::from_toml(&text, &source);
-    }
-    let mut table: toml::Table = text.parse().map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+    let base: toml::Table = text.parse().map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
     // The file's own faults are the file's, before any --set is tried on it.
     toml::from_str::<RlhfConfig>(&text).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+    let mut table = apply_sets(base.clone(), sets)?;
+    // A field that does not exist or a value of the wrong type: blame the --set that brought
+    // it, by the field's full name (the merged text's line numbers would mean nothing to the
+    // user): the one without which the rest would parse.
+    if let Err(e) = toml::from_str::<RlhfConfig>(&toml::to_string(&table)?) {
+        for (i, set) in sets.iter().enumerate() {
+            let mut others = sets.to_vec();
+            others.remove(i);
+            let t = apply_sets(base.clone(), &others)?;
+            if toml::from_str::<RlhfConfig>(&toml::to_string(&t)?).is_ok() {
+                let key = set.split_once('=').map_or(set.as_str(), |(k, _)| k.trim());
+                anyhow::bail!("--set {set}: field `{key}`: {}", e.message().trim());
+            }
+        }
+    }
+    if let Some(shape) = shape {
+        table.insert(
+            "model".into(),
+            toml::Value::try_from(shape).context("the input model's shape")?,
+        );
+    }
+    let mut with = source;
+    if !sets.is_empty() {
+        with = format!("{with} with --set {}", sets.join(" --set "));
+    }
+    if shape.is_some() {
+        with = format!("{with}, [model] from the input model");
+    }
+    RlhfConfig::from_toml(&toml::to_string(&table)?, &with)
+}
+
+/// `table` with each `KEY=VALUE` of `sets` written into it (VALUE as TOML, else as a string).
+fn apply_sets(mut table: toml::Table, sets: &[String]) -> Result<toml::Table> {
     for set in sets {
         let (key, value) = set
             .split_once('=')
@@ -276,21 +314,8 @@ fn load_config(path: Option<&std::path::Path>, sets: &[String]) -> Result<RlhfCo
                 .ok_or_else(|| anyhow::anyhow!("--set {set}: `{part}` is not a table"))?;
         }
         at.insert(parts[parts.len() - 1].to_string(), value);
-        // A field that does not exist or a value of the wrong type: blame this --set, by the
-        // field's full name (the merged text's line numbers would mean nothing to the user).
-        if let Err(e) = toml::from_str::<RlhfConfig>(&toml::to_string(&table)?) {
-            anyhow::bail!(
-                "--set {set}: field `{}`: {}",
-                key.trim(),
-                e.message().trim()
-            );
-        }
     }
-    let merged = toml::to_string(&table)?;
-    RlhfConfig::from_toml(
-        &merged,
-        &format!("{source} with --set {}", sets.join(" --set ")),
-    )
+    Ok(table)
 }
 
 fn peak_rss_mib() -> Option<f64> {
@@ -345,7 +370,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
     let (config, batch, response) = match &args.config {
         None => (GptConfig::bench(), 64usize, 24usize),
         Some(path) => {
-            let c = load_config(Some(path), &[])?;
+            let c = load_config(Some(path), &[], None)?;
             (
                 pipeline::model_config(&c),
                 c.rl.batch_size,

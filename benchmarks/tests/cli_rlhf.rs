@@ -367,6 +367,21 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
             vec!["sft", "--device", "gpu"],
             "--device gpu: unknown device",
         ),
+        // Online rounds read the reward model's labels: checked before the folder, too.
+        (
+            vec![
+                "rl",
+                "--sft",
+                s,
+                "--rm",
+                r,
+                "--set",
+                "rl.rounds=2",
+                "--set",
+                "rl.max_response=3",
+            ],
+            "labels.jsonl",
+        ),
     ] {
         let mut all = args.clone();
         all.extend(["--config", c, "--out", o]);
@@ -398,6 +413,41 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
     ]));
     let written = fs::read_to_string(out.join("config.toml")).unwrap();
     assert!(written.contains("width = 32"), "{written}");
+    // ...before the config is checked: the config's context (24) is too short for responses
+    // of 24 tokens, the model's (32) is not.
+    let out32 = dir.join("out32");
+    ok(&run(&[
+        "sample",
+        "--config",
+        c,
+        "--sft",
+        s32,
+        "--set",
+        "rl.max_response=24",
+        "--samples",
+        "2",
+        "--out",
+        out32.to_str().unwrap(),
+        "--quiet",
+    ]));
+    // A --set that a later one corrects is not blamed.
+    let fixed = dir.join("fixed");
+    ok(&run(&[
+        "sample",
+        "--config",
+        c,
+        "--sft",
+        s,
+        "--set",
+        "eval.prompts=\"x\"",
+        "--set",
+        "eval.prompts=8",
+        "--samples",
+        "2",
+        "--out",
+        fixed.to_str().unwrap(),
+        "--quiet",
+    ]));
     // --overwrite replaces a run folder, never a folder of other files.
     let precious = dir.join("precious");
     fs::create_dir_all(&precious).unwrap();

@@ -434,6 +434,26 @@ pub fn model_config(config: &RlhfConfig) -> GptConfig {
     }
 }
 
+/// The shape of the language model `stage` takes as its model (`sample`: `--model`, else
+/// `--sft`; `rm`, `rl`, `bon`: `--sft`), read from its `model.json` alone, so that a command
+/// line can make it the config's `[model]` before the config is checked. `None` when the stage
+/// takes none or the file cannot be read (loading the model then says why).
+pub fn input_shape(stage: Stage, inputs: &Inputs) -> Option<ModelConfig> {
+    let (path, sub) = match stage {
+        Stage::All | Stage::Sft => return None,
+        Stage::Sample if inputs.model.is_some() => (inputs.model.as_ref()?, "policy"),
+        _ => (inputs.sft.as_ref()?, "sft"),
+    };
+    let dir = if path.join("model.json").exists() {
+        path.to_path_buf()
+    } else {
+        path.join(sub)
+    };
+    let text = std::fs::read_to_string(dir.join("model.json")).ok()?;
+    let c: GptConfig = serde_json::from_str(&text).ok()?;
+    (!c.scalar_head).then(|| shape_of(&c))
+}
+
 fn load_model(path: &Path, sub: &str, device: Device) -> Result<Gpt> {
     let dir = if path.join("model.json").exists() {
         path.to_path_buf()
@@ -444,9 +464,9 @@ fn load_model(path: &Path, sub: &str, device: Device) -> Result<Gpt> {
 }
 
 /// An input model (`flag` is the option that named it), checked against what the run needs: a
-/// reward model (`scalar`) or a language model; the review language's vocabulary; for a
-/// reward model a context that holds the prompt plus the response. (A language model's shape
-/// becomes the run's `[model]`: see [`run`].)
+/// reward model (`scalar`) or a language model; the review language's vocabulary; a context
+/// that holds the prompt plus the response. (A language model's shape becomes the run's
+/// `[model]`: see [`run`].)
 fn load_input(
     path: &Path,
     sub: &str,
@@ -475,7 +495,7 @@ fn load_input(
         "{flag} {p}: a vocabulary of {} tokens; the review language has {vocab}",
         c.vocab
     );
-    if scalar {
+    {
         let needed = gradgym_envs::text::PROMPT_LEN + config.rl.max_response;
         anyhow::ensure!(
             c.context >= needed,
@@ -526,9 +546,16 @@ pub fn run(
 ) -> Result<serde_json::Value> {
     config.validate()?;
     let device = parse_device(&config.device).map_err(anyhow::Error::msg)?;
-    if config.threads > 0 {
-        tch::set_num_threads(config.threads as i32);
-    }
+    // Set even when the config leaves the count to libtorch: setting it also stops MKL from
+    // choosing its own thread count call by call (MKL_DYNAMIC), which can change the last
+    // bits of a product. One committed run, made while the machine compiled, once differed
+    // from its rerun in one entropy figure.
+    let threads = if config.threads > 0 {
+        config.threads as i32
+    } else {
+        tch::get_num_threads()
+    };
+    tch::set_num_threads(threads);
     // Bad input fails here, before anything is written: the data file, and the input models
     // (loaded once, here).
     if let Some(d) = &inputs.data {
@@ -587,6 +614,25 @@ pub fn run(
         )?),
         _ => None,
     };
+    // Online rounds refit on every label so far: those of the reward model's run too.
+    let mut prior_labels = None;
+    if stage == Stage::Rl && config.rl.rounds > 1 {
+        let path = need(&inputs.reward_model, "--rm DIR", stage)?;
+        for dir in [path.to_path_buf(), path.join("..")] {
+            let (l, h) = (dir.join("labels.jsonl"), dir.join("held_out.jsonl"));
+            if l.is_file() {
+                let grammar = Grammar::new();
+                let train = data::read_jsonl(&l, &grammar, config.rl.max_response)?;
+                let held = if h.is_file() {
+                    data::read_jsonl(&h, &grammar, config.rl.max_response)?
+                } else {
+                    Vec::new()
+                };
+                prior_labels = Some((train, held));
+                break;
+            }
+        }
+    }
     // A language model brought as input is the run's model: its own model.json gives `[model]`
     // (the config's is replaced, and said so), so that the run's config.toml and manifest
     // describe the model that ran.
@@ -770,20 +816,9 @@ pub fn run(
                     break;
                 }
             }
-            // Online rounds refit on every label so far: those of the reward model's run too.
-            if config.rl.rounds > 1 {
-                for dir in [path.to_path_buf(), path.join("..")] {
-                    let (l, h) = (dir.join("labels.jsonl"), dir.join("held_out.jsonl"));
-                    if l.is_file() {
-                        all_train =
-                            data::read_jsonl(&l, &run.judge.grammar, config.rl.max_response)?;
-                        if h.is_file() {
-                            all_held =
-                                data::read_jsonl(&h, &run.judge.grammar, config.rl.max_response)?;
-                        }
-                        break;
-                    }
-                }
+            if let Some((train, held)) = prior_labels {
+                all_train = train;
+                all_held = held;
             }
             rm_in.expect("loaded above for rl and bon")
         }
