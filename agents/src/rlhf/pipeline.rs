@@ -546,10 +546,11 @@ pub fn run(
 ) -> Result<serde_json::Value> {
     config.validate()?;
     let device = parse_device(&config.device).map_err(anyhow::Error::msg)?;
-    // Set even when the config leaves the count to libtorch: setting it also stops MKL from
-    // choosing its own thread count call by call (MKL_DYNAMIC), which can change the last
-    // bits of a product. One committed run, made while the machine compiled, once differed
-    // from its rerun in one entropy figure.
+    // Set even when the config leaves the count to libtorch: setting it also turns off MKL's
+    // own choice of thread count call by call (MKL_DYNAMIC), one way the last bits of a
+    // product could vary between runs. (A committed run made while the machine compiled once
+    // differed from its reruns in one entropy figure; the cause was not found, and a machine
+    // loaded by busy loops did not repeat it.)
     let threads = if config.threads > 0 {
         config.threads as i32
     } else {
