@@ -3,7 +3,7 @@
 # one SFT model; reward models fitted on 2,000 and 10,000 comparisons; best-of-n (n = 1…64)
 # and PPO at four β (0, 0.01, 0.03, 0.1) against each (seed 1); PPO at β = 0 and the demo's
 # β = 0.1 on the 10,000-comparison reward model again with seeds 2 and 3; then its report and
-# plots. About 6.5 minutes on 2 cores.  Usage: scripts/rlhf-results.sh [OUT]
+# plots. About 7.5 minutes on 2 cores.  Usage: scripts/rlhf-results.sh [OUT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-out/rlhf-study}
