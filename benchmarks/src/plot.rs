@@ -1248,19 +1248,7 @@ fn draw_overoptimisation<DB: DrawingBackend>(
     root.fill(&WHITE).map_err(err)?;
     // One colour and one legend entry per setting; a setting run with several seeds draws
     // its first seed in full and the others as thinner lines.
-    let mut groups: Vec<Vec<&crate::rlhf_study::Curve>> = Vec::new();
-    for &c in curves {
-        match groups
-            .iter_mut()
-            .find(|g| !c.best_of_n && g[0].setting == c.setting)
-        {
-            Some(g) => g.push(c),
-            None => groups.push(vec![c]),
-        }
-    }
-    for g in &mut groups {
-        g.sort_by_key(|c| c.seed);
-    }
+    let groups = crate::rlhf_study::group_by_setting(curves.iter().copied());
     let colour_of = |c: &crate::rlhf_study::Curve, i: usize| {
         if c.best_of_n { PALETTE[6] } else { colour(i) }
     };

@@ -133,7 +133,7 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
     // A language model brought as input is the run's model: its shape is the config's
     // [model] before the config is checked (the run says so when it differs).
     let shape = pipeline::input_shape(stage, &inputs);
-    let config = load_config(common.config.as_deref(), &sets, shape.as_ref())?;
+    let (config, replaced) = load_config(common.config.as_deref(), &sets, shape.as_ref())?;
     inputs.samples = common.samples.unwrap_or(16.min(config.eval.prompts));
     let out = common.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!("out/rlhf/{}__seed{}", stage.name(), config.seed))
@@ -164,6 +164,13 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
             config.seed,
             out.display()
         );
+        if let Some(own) = replaced {
+            eprintln!(
+                "  the input model has {}; the run uses that instead of the config's [model] ({})",
+                config.model.describe(),
+                own.describe()
+            );
+        }
     }
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut bar_shown = false;
@@ -247,12 +254,13 @@ fn check_flags(stage: Stage, c: &CommonArgs) -> Result<()> {
 }
 
 /// The config file (or the defaults) with `--set` overrides applied, and `[model]` replaced by
-/// `shape` if given (an input model's); errors name the file or the flag.
+/// `shape` if given (an input model's; the config's own `[model]` is returned beside it where
+/// they differ); errors name the file or the flag.
 fn load_config(
     path: Option<&std::path::Path>,
     sets: &[String],
     shape: Option<&ModelConfig>,
-) -> Result<RlhfConfig> {
+) -> Result<(RlhfConfig, Option<ModelConfig>)> {
     let (text, source) = match path {
         Some(p) => (
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
@@ -278,7 +286,15 @@ fn load_config(
             }
         }
     }
+    let mut replaced = None;
     if let Some(shape) = shape {
+        let own: ModelConfig = match table.get("model") {
+            Some(m) => m.clone().try_into()?,
+            None => ModelConfig::default(),
+        };
+        if own != *shape {
+            replaced = Some(own);
+        }
         table.insert(
             "model".into(),
             toml::Value::try_from(shape).context("the input model's shape")?,
@@ -291,7 +307,10 @@ fn load_config(
     if shape.is_some() {
         with = format!("{with}, [model] from the input model");
     }
-    RlhfConfig::from_toml(&toml::to_string(&table)?, &with)
+    Ok((
+        RlhfConfig::from_toml(&toml::to_string(&table)?, &with)?,
+        replaced,
+    ))
 }
 
 /// `table` with each `KEY=VALUE` of `sets` written into it (VALUE as TOML, else as a string).
@@ -370,7 +389,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
     let (config, batch, response) = match &args.config {
         None => (GptConfig::bench(), 64usize, 24usize),
         Some(path) => {
-            let c = load_config(Some(path), &[], None)?;
+            let (c, _) = load_config(Some(path), &[], None)?;
             (
                 pipeline::model_config(&c),
                 c.rl.batch_size,

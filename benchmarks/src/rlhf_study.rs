@@ -56,6 +56,16 @@ pub struct Curve {
     pub gold_sft: f64,
 }
 
+impl Curve {
+    /// The point of highest gold score.
+    pub fn peak(&self) -> &Point {
+        self.points
+            .iter()
+            .max_by(|a, b| a.gold.total_cmp(&b.gold))
+            .expect("a curve has points")
+    }
+}
+
 /// A reward model of the study.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RewardModelRow {
@@ -368,11 +378,7 @@ pub fn markdown(study: &Study) -> String {
     if !rl.is_empty() {
         s.push_str("## RL\n\n| run | comparisons | β | seed | SFT gold | peak gold (update, √KL) | final gold | final proxy | final KL |\n|---|---:|---:|---:|---|---|---|---:|---:|\n");
         for c in &rl {
-            let peak = c
-                .points
-                .iter()
-                .max_by(|a, b| a.gold.total_cmp(&b.gold))
-                .unwrap();
+            let peak = c.peak();
             let last = c.points.last().unwrap();
             s.push_str(&format!(
                 "| {} | {} | {} | {} | {} ± {} | {} ± {} ({}, {}) | {} ± {} | {} | {} |\n",
@@ -469,11 +475,17 @@ pub fn markdown(study: &Study) -> String {
 
 /// The RL curves of one setting (reward model, β), one per seed, in seed order.
 pub fn seed_groups(study: &Study) -> Vec<Vec<&Curve>> {
+    group_by_setting(study.curves.iter().filter(|c| !c.best_of_n))
+}
+
+/// `curves` in groups of one setting each (its seeds, in seed order), groups in order of first
+/// appearance; a best-of-n curve is a group of its own.
+pub fn group_by_setting<'a>(curves: impl IntoIterator<Item = &'a Curve>) -> Vec<Vec<&'a Curve>> {
     let mut groups: Vec<Vec<&Curve>> = Vec::new();
-    for c in study.curves.iter().filter(|c| !c.best_of_n) {
+    for c in curves {
         match groups
             .iter_mut()
-            .find(|g| g[0].labels == c.labels && g[0].setting == c.setting)
+            .find(|g| !c.best_of_n && g[0].labels == c.labels && g[0].setting == c.setting)
         {
             Some(g) => g.push(c),
             None => groups.push(vec![c]),
@@ -518,11 +530,7 @@ fn seeds_section(study: &Study) -> String {
         let mut falls = Vec::new();
         for c in g {
             let first = &c.points[0];
-            let peak = c
-                .points
-                .iter()
-                .max_by(|a, b| a.gold.total_cmp(&b.gold))
-                .unwrap();
+            let peak = c.peak();
             let last = c.points.last().unwrap();
             finals.push(last.gold);
             falls.push(peak.gold - last.gold);

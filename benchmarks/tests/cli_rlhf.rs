@@ -397,7 +397,7 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
         );
     }
     // A language model's own shape is the run's [model], whatever the config says.
-    ok(&run(&[
+    let adopted = run(&[
         "sample",
         "--config",
         c,
@@ -409,10 +409,17 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
         "2",
         "--out",
         o,
-        "--quiet",
-    ]));
+    ]);
+    ok(&adopted);
     let written = fs::read_to_string(out.join("config.toml")).unwrap();
     assert!(written.contains("width = 32"), "{written}");
+    // ...and the run says so.
+    assert!(
+        text(&adopted).contains("width 32")
+            && text(&adopted).contains("instead of the config's [model]"),
+        "{}",
+        text(&adopted)
+    );
     // ...before the config is checked: the config's context (24) is too short for responses
     // of 24 tokens, the model's (32) is not.
     let out32 = dir.join("out32");

@@ -48,6 +48,16 @@ pub struct ModelConfig {
     pub heads: usize,
 }
 
+impl ModelConfig {
+    /// `context 32, width 64, 2 layers, 4 heads`.
+    pub fn describe(&self) -> String {
+        format!(
+            "context {}, width {}, {} layers, {} heads",
+            self.context, self.width, self.layers, self.heads
+        )
+    }
+}
+
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {

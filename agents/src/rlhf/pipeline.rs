@@ -444,22 +444,22 @@ pub fn input_shape(stage: Stage, inputs: &Inputs) -> Option<ModelConfig> {
         Stage::Sample if inputs.model.is_some() => (inputs.model.as_ref()?, "policy"),
         _ => (inputs.sft.as_ref()?, "sft"),
     };
-    let dir = if path.join("model.json").exists() {
-        path.to_path_buf()
-    } else {
-        path.join(sub)
-    };
-    let text = std::fs::read_to_string(dir.join("model.json")).ok()?;
+    let text = std::fs::read_to_string(model_dir(path, sub).join("model.json")).ok()?;
     let c: GptConfig = serde_json::from_str(&text).ok()?;
     (!c.scalar_head).then(|| shape_of(&c))
 }
 
-fn load_model(path: &Path, sub: &str, device: Device) -> Result<Gpt> {
-    let dir = if path.join("model.json").exists() {
+/// `path` if it holds a model (`model.json`), else the run folder's `path/sub`.
+fn model_dir(path: &Path, sub: &str) -> PathBuf {
+    if path.join("model.json").exists() {
         path.to_path_buf()
     } else {
         path.join(sub)
-    };
+    }
+}
+
+fn load_model(path: &Path, sub: &str, device: Device) -> Result<Gpt> {
+    let dir = model_dir(path, sub);
     Gpt::load(&dir, device).with_context(|| format!("cannot load the model in {}", dir.display()))
 }
 
@@ -516,13 +516,6 @@ fn shape_of(c: &GptConfig) -> ModelConfig {
         layers: c.layers,
         heads: c.heads,
     }
-}
-
-fn describe(m: &ModelConfig) -> String {
-    format!(
-        "context {}, width {}, {} layers, {} heads",
-        m.context, m.width, m.layers, m.heads
-    )
 }
 
 fn need<'a>(p: &'a Option<PathBuf>, flag: &str, stage: Stage) -> Result<&'a Path> {
@@ -593,32 +586,19 @@ pub fn run(
         }
         _ => None,
     };
-    let rm_in = match (&inputs.reward_model, stage) {
-        (_, Stage::Rl | Stage::Bon) => {
-            let path = need(&inputs.reward_model, "--rm DIR", stage)?;
-            Some(load_input(
-                path,
-                "reward_model",
-                "--rm",
-                true,
-                config,
-                device,
-            )?)
-        }
-        (Some(path), Stage::Sample) => Some(load_input(
-            path,
-            "reward_model",
-            "--rm",
-            true,
-            config,
-            device,
-        )?),
+    let rm_path = match stage {
+        Stage::Rl | Stage::Bon => Some(need(&inputs.reward_model, "--rm DIR", stage)?),
+        Stage::Sample => inputs.reward_model.as_deref(),
         _ => None,
     };
+    let rm_in = rm_path
+        .map(|path| load_input(path, "reward_model", "--rm", true, config, device))
+        .transpose()?;
     // Online rounds refit on every label so far: those of the reward model's run too.
     let mut prior_labels = None;
-    if stage == Stage::Rl && config.rl.rounds > 1 {
-        let path = need(&inputs.reward_model, "--rm DIR", stage)?;
+    if let (Stage::Rl, Some(path)) = (stage, rm_path)
+        && config.rl.rounds > 1
+    {
         for dir in [path.to_path_buf(), path.join("..")] {
             let (l, h) = (dir.join("labels.jsonl"), dir.join("held_out.jsonl"));
             if l.is_file() {
@@ -652,8 +632,8 @@ pub fn run(
             progress(&format!(
                 "{flag} {}: the model has {}; the run uses that instead of the config's [model] ({})",
                 path.display(),
-                describe(&c.model),
-                describe(&config.model)
+                c.model.describe(),
+                config.model.describe()
             ));
             adopted = c;
             &adopted
