@@ -456,7 +456,9 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         ..RlConfig::default()
     };
     let mut learner = TokenLearner::new(Algo::Ppo, rl, policy, value)?;
+    let mut phases: Vec<[f64; 3]> = Vec::with_capacity(reps + 1);
     let ppo_rate = median_rate(reps, tokens, device, || {
+        let t0 = Instant::now();
         let g = generate(
             &learner.policy,
             &prompts,
@@ -467,8 +469,15 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         );
         let p: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
         let r: Vec<&[u32]> = g.iter().map(|g| g.tokens.as_slice()).collect();
+        sync(device);
+        let t1 = Instant::now();
         let rollout = learner.rollout(&reference, &reward_model, &p, &r, 0.05);
+        sync(device);
+        let t2 = Instant::now();
         learner.update(&rollout, &mut data)?;
+        sync(device);
+        let t3 = Instant::now();
+        phases.push([t1 - t0, t2 - t1, t3 - t2].map(|d| d.as_secs_f64() * 1e3));
         Ok(())
     })?;
     // The targets and the peers' figures were measured on the bench model only.
@@ -485,6 +494,14 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         println!("  the same through libtorch's operators: {r:>9.0} tokens/s");
     }
     println!("PPO end to end (4 epochs, 1 minibatch): {ppo_rate:>9.0} tokens/s{ppo_note}");
+    // Where an update's time goes (medians of the timed updates, the warm-up left out).
+    let phase = |i: usize| median(phases.iter().skip(1).map(|p| p[i]).collect());
+    println!(
+        "  per update: generation {:.1} ms, rollout scoring (policy, value, reference, reward model) {:.1} ms, gradient steps {:.1} ms",
+        phase(0),
+        phase(1),
+        phase(2)
+    );
     match (peak_rss_mib(), device) {
         (Some(m), tch::Device::Cpu) => println!(
             "peak memory (VmHWM):                    {m:>9.0} MiB{}",

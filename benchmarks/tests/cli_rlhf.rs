@@ -560,6 +560,24 @@ fn bench_prints_throughput_and_memory_for_the_bench_model_or_a_configs_model() {
             words[at - 1].parse().unwrap()
         };
         assert!(rate("generation") > 0.0 && rate("PPO") > 0.0, "{t}");
+        // Where the update's time went: three positive parts, which with one timed update
+        // are parts of that update, so they add up to no more than its time.
+        let parts: Vec<f64> = t
+            .lines()
+            .find(|l| l.trim_start().starts_with("per update:"))
+            .expect(&t)
+            .split(" ms")
+            .filter_map(|p| p.split_whitespace().last()?.parse().ok())
+            .collect();
+        assert_eq!(parts.len(), 3, "{t}");
+        assert!(parts.iter().all(|&p| p > 0.0), "{t}");
+        if args.len() == 5 {
+            let update_ms = 64.0 * 24.0 / rate("PPO") * 1e3;
+            assert!(
+                parts.iter().sum::<f64>() <= update_ms * 1.01,
+                "{parts:?} against {update_ms} ms: {t}"
+            );
+        }
         // The targets and the peers' figures belong to the bench model alone.
         assert_eq!(t.contains("target ≥ 36,000"), args.len() == 5, "{t}");
     }
