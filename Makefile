@@ -81,7 +81,7 @@ bench-rlhf: setup
 bench-rlhf-peers: setup
 	scripts/bench-rlhf-peers.sh 4
 
-# Retrain the RLHF over-optimisation study (results/rlhf) into out/rlhf-study (about 8 minutes).
+# Retrain the RLHF over-optimisation study (results/rlhf) into out/rlhf-study (about 15 minutes).
 rlhf-results: setup
 	$(CARGO) build --release
 	scripts/rlhf-results.sh out/rlhf-study

@@ -4,7 +4,7 @@
 #   results/quick/            gradgym sweep sweeps/quick.toml (the main job's sweep; ~20 s)
 #   results/prefs/            gradgym sweep sweeps/prefs.toml (60 runs, learning from preferences; ~3 min)
 #   results/estimators/       gradgym estimators --seed 0 (~3 s)
-#   results/rlhf/             scripts/rlhf-results.sh (the RLHF over-optimisation study; ~8 min)
+#   results/rlhf/             scripts/rlhf-results.sh (the RLHF over-optimisation study; ~15 min)
 # Usage: scripts/reproduce-results.sh [OUT]   (default OUT=out/reproduce; compare with results/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
