@@ -8,7 +8,7 @@
 # Both install libtorch first if this machine lacks it (scripts/setup-libtorch.sh).
 #   make plots      regenerate every committed report and plot from results/ (no training)
 #   make reproduce  retrain results/ from scratch into out/reproduce (scripts/reproduce-results.sh)
-.PHONY: setup run test check-learning lint bench-envs bench-train bench-prefs bench-rlhf bench-rlhf-peers plots reproduce rlhf-results
+.PHONY: setup run test check-learning lint bench-envs bench-train bench-prefs bench-rlhf bench-rlhf-peers plots reproduce rlhf-results rlhf-pipeline-seeds
 
 CARGO ?= cargo
 FIXTURE := tests/fixtures/gymnasium-classic-control-transitions.csv
@@ -39,6 +39,10 @@ plots: setup
 	./target/release/gradgym plot results/estimators
 	./target/release/gradgym report results/rlhf > /dev/null
 	./target/release/gradgym plot results/rlhf
+	./target/release/gradgym report results/rlhf-seed2 > /dev/null
+	./target/release/gradgym plot results/rlhf-seed2
+	./target/release/gradgym report results/rlhf-seed3 > /dev/null
+	./target/release/gradgym plot results/rlhf-seed3
 
 reproduce: setup
 	scripts/reproduce-results.sh
@@ -81,7 +85,14 @@ bench-rlhf: setup
 bench-rlhf-peers: setup
 	scripts/bench-rlhf-peers.sh 4
 
-# Retrain the RLHF over-optimisation study (results/rlhf) into out/rlhf-study (about 15 minutes).
+# Retrain the RLHF over-optimisation study (results/rlhf) into out/rlhf-study (about 14 minutes).
 rlhf-results: setup
 	$(CARGO) build --release
 	scripts/rlhf-results.sh out/rlhf-study
+
+# The whole RLHF pipeline again with seeds 2 and 3 (results/rlhf-seed2, -seed3) into
+# out/rlhf-seed2 and out/rlhf-seed3 (about 2 minutes each).
+rlhf-pipeline-seeds: setup
+	$(CARGO) build --release
+	scripts/rlhf-pipeline-seed.sh 2 out/rlhf-seed2
+	scripts/rlhf-pipeline-seed.sh 3 out/rlhf-seed3

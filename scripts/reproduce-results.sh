@@ -4,7 +4,8 @@
 #   results/quick/            gradgym sweep sweeps/quick.toml (the main job's sweep; ~20 s)
 #   results/prefs/            gradgym sweep sweeps/prefs.toml (60 runs, learning from preferences; ~3 min)
 #   results/estimators/       gradgym estimators --seed 0 (~3 s)
-#   results/rlhf/             scripts/rlhf-results.sh (the RLHF over-optimisation study; ~15 min)
+#   results/rlhf/             scripts/rlhf-results.sh (the RLHF over-optimisation study; ~14 min)
+#   results/rlhf-seed2/, -seed3/  scripts/rlhf-pipeline-seed.sh 2, 3 (the whole pipeline again; ~2 min each)
 # Usage: scripts/reproduce-results.sh [OUT]   (default OUT=out/reproduce; compare with results/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,4 +21,7 @@ done
 $g estimators --seed 0 --out "$out/estimators" > /dev/null
 $g plot "$out/estimators" > /dev/null
 scripts/rlhf-results.sh "$out/rlhf" > /dev/null
-echo "wrote $out/{classic-control,quick,prefs,estimators,rlhf}; every file but the timing columns should match results/"
+for s in 2 3; do
+  scripts/rlhf-pipeline-seed.sh $s "$out/rlhf-seed$s" > /dev/null
+done
+echo "wrote $out/{classic-control,quick,prefs,estimators,rlhf,rlhf-seed2,rlhf-seed3}; every file but the timing columns should match results/"

@@ -2,7 +2,7 @@
 # Retrains the RLHF over-optimisation study of results/rlhf into OUT (default out/rlhf-study):
 # one SFT model; reward models fitted on 2,000 and 10,000 comparisons; best-of-n (n = 1…64)
 # and PPO at four β (0, 0.01, 0.03, 0.1) against each, with seeds 1, 2 and 3; then its report
-# and plots. About 15 minutes on 2 cores.  Usage: scripts/rlhf-results.sh [OUT]
+# and plots. About 14 minutes on 2 cores.  Usage: scripts/rlhf-results.sh [OUT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-out/rlhf-study}

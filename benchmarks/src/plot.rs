@@ -1256,9 +1256,13 @@ fn draw_overoptimisation<DB: DrawingBackend>(
         .iter()
         .enumerate()
         .map(|(i, g)| LegendItem {
+            // A seed other than the default is said, so that a plot of another pipeline seed
+            // (results/rlhf-seed2) cannot pass for seed 1's.
             text: if g.len() > 1 {
                 let seeds: Vec<String> = g.iter().map(|c| c.seed.to_string()).collect();
                 format!("{} (seeds {})", g[0].label, seeds.join(", "))
+            } else if g[0].seed != 1 {
+                format!("{} (seed {})", g[0].label, g[0].seed)
             } else {
                 g[0].label.clone()
             },

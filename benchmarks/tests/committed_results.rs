@@ -123,6 +123,12 @@ fn rlhf_study_report_and_plots_regenerate() {
 }
 
 #[test]
+fn rlhf_pipeline_seed_reports_and_plots_regenerate() {
+    check("rlhf-seed2", true);
+    check("rlhf-seed3", true);
+}
+
+#[test]
 fn estimator_study_plots_regenerate() {
     check("estimators", false);
 }
@@ -196,7 +202,15 @@ fn extra_metric_columns_leave_reports_and_plots_unchanged() {
 fn every_committed_png_is_at_least_1600_pixels_wide() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../results");
     let mut seen = 0;
-    for folder in ["classic-control", "quick", "prefs", "estimators", "rlhf"] {
+    for folder in [
+        "classic-control",
+        "quick",
+        "prefs",
+        "estimators",
+        "rlhf",
+        "rlhf-seed2",
+        "rlhf-seed3",
+    ] {
         let plots = root.join(folder).join("plots");
         for entry in std::fs::read_dir(&plots).unwrap() {
             let path = entry.unwrap().path();
@@ -210,8 +224,8 @@ fn every_committed_png_is_at_least_1600_pixels_wide() {
         }
     }
     assert_eq!(
-        seen, 17,
+        seen, 19,
         "four plots per sweep, a fifth (scaling_prefs_labels) for the preference sweep, two for \
-         the estimator study, one per reward model for the RLHF study"
+         the estimator study, one per reward model for the RLHF study and its two pipeline seeds"
     );
 }
