@@ -91,7 +91,7 @@ rlhf-results: setup
 	scripts/rlhf-results.sh out/rlhf-study
 
 # The whole RLHF pipeline again with seeds 2 and 3 (results/rlhf-seed2, -seed3) into
-# out/rlhf-seed2 and out/rlhf-seed3 (about 2 minutes each).
+# out/rlhf-seed2 and out/rlhf-seed3 (about 6 minutes each).
 rlhf-pipeline-seeds: setup
 	$(CARGO) build --release
 	scripts/rlhf-pipeline-seed.sh 2 out/rlhf-seed2

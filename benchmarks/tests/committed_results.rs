@@ -224,7 +224,7 @@ fn every_committed_png_is_at_least_1600_pixels_wide() {
         }
     }
     assert_eq!(
-        seen, 19,
+        seen, 21,
         "four plots per sweep, a fifth (scaling_prefs_labels) for the preference sweep, two for \
          the estimator study, one per reward model for the RLHF study and its two pipeline seeds"
     );
