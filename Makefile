@@ -94,5 +94,5 @@ rlhf-results: setup
 # out/rlhf-seed2 and out/rlhf-seed3 (about 6 minutes each).
 rlhf-pipeline-seeds: setup
 	$(CARGO) build --release
-	scripts/rlhf-pipeline-seed.sh 2 out/rlhf-seed2
-	scripts/rlhf-pipeline-seed.sh 3 out/rlhf-seed3
+	scripts/rlhf-results.sh out/rlhf-seed2 2
+	scripts/rlhf-results.sh out/rlhf-seed3 3

@@ -5,7 +5,7 @@
 #   results/prefs/            gradgym sweep sweeps/prefs.toml (60 runs, learning from preferences; ~3 min)
 #   results/estimators/       gradgym estimators --seed 0 (~3 s)
 #   results/rlhf/             scripts/rlhf-results.sh (the RLHF over-optimisation study; ~14 min)
-#   results/rlhf-seed2/, -seed3/  scripts/rlhf-pipeline-seed.sh 2, 3 (the whole study again from its own SFT and reward models; ~6 min each)
+#   results/rlhf-seed2/, -seed3/  scripts/rlhf-results.sh OUT 2, OUT 3 (the whole study again from its own SFT and reward models; ~6 min each)
 # Usage: scripts/reproduce-results.sh [OUT]   (default OUT=out/reproduce; compare with results/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,6 @@ $g estimators --seed 0 --out "$out/estimators" > /dev/null
 $g plot "$out/estimators" > /dev/null
 scripts/rlhf-results.sh "$out/rlhf" > /dev/null
 for s in 2 3; do
-  scripts/rlhf-pipeline-seed.sh $s "$out/rlhf-seed$s" > /dev/null
+  scripts/rlhf-results.sh "$out/rlhf-seed$s" $s > /dev/null
 done
 echo "wrote $out/{classic-control,quick,prefs,estimators,rlhf,rlhf-seed2,rlhf-seed3}; every file but the timing columns should match results/"
