@@ -550,18 +550,18 @@ fn seeds_section(study: &Study) -> String {
                 f3(last.kl)
             ));
         }
-        let n = finals.len() as f64;
-        let mean = finals.iter().sum::<f64>() / n;
-        let (lo, hi) = finals
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| {
-                (l.min(x), h.max(x))
-            });
-        let fall_lo = falls.iter().copied().fold(f64::INFINITY, f64::min);
-        let fall_hi = falls.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        // The smallest and largest of `x`.
+        let extent = |x: &[f64]| {
+            x.iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
+                    (l.min(v), h.max(v))
+                })
+        };
+        let (lo, hi) = extent(&finals);
+        let (fall_lo, fall_hi) = extent(&falls);
         spread.push_str(&format!(
             "- {setting}: final gold {} over {} seeds (range {} to {}); peak minus final gold {} to {}.\n",
-            f3(mean),
+            f3(crate::stats::mean(&finals)),
             finals.len(),
             f3(lo),
             f3(hi),
