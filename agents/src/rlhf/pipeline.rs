@@ -699,12 +699,6 @@ pub fn run(
             None => model_in.as_ref().expect("checked above").duplicate()?,
         },
     };
-    anyhow::ensure!(
-        sft.config.context >= gradgym_envs::text::PROMPT_LEN + config.rl.max_response,
-        "field `model.context`: the SFT model's context ({}) cannot hold the prompt plus rl.max_response = {} tokens",
-        sft.config.context,
-        config.rl.max_response
-    );
     if stage == Stage::Sft {
         let path = run.folder.seal(&summary)?;
         return Ok(json!({"folder": path.display().to_string(), "summary": summary}));
