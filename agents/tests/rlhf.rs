@@ -475,11 +475,51 @@ fn each_learner_and_option_of_the_pipeline_runs_and_shows_its_effect() {
         );
         assert_eq!(summary(&dir)["algo"], algo);
     }
-    // Ziegler's online mode: the second round refits on the current policy's labels.
-    let dir = run("rounds", &|c| c.rl.rounds = 2);
-    assert_eq!(column(&dir, "round"), vec![1.0, 1.0, 2.0, 2.0]);
-    assert!(dir.join("reward_model_round2/model.safetensors").is_file());
-    assert!(summary(&dir).get("rm_gold_accuracy_round2").is_some());
+    // Ziegler's online mode: three rounds over four updates (each round at least one); each
+    // later round labels the current policy's samples, writes them, and refits on every label
+    // so far.
+    let dir = run("rounds", &|c| c.rl.rounds = 3);
+    assert_eq!(column(&dir, "round"), vec![1.0, 2.0, 3.0, 3.0]);
+    let lines = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .lines()
+            .count()
+    };
+    let s = summary(&dir);
+    let mut so_far = 0;
+    for (r, labels) in [
+        (1, "labels.jsonl"),
+        (2, "labels_round2.jsonl"),
+        (3, "labels_round3.jsonl"),
+    ] {
+        assert!(lines(labels) > 0, "{labels} is empty");
+        so_far += lines(labels);
+        assert_eq!(s[format!("rm_comparisons_round{r}")], so_far, "round {r}");
+        if r > 1 {
+            assert!(lines(&format!("held_out_round{r}.jsonl")) > 0);
+            assert!(
+                dir.join(format!("reward_model_round{r}/model.safetensors"))
+                    .is_file()
+            );
+            assert!(s.get(format!("rm_gold_accuracy_round{r}")).is_some());
+        }
+    }
+    // The fits' steps grow with the labels they see (rm.csv: round, step, loss).
+    let rm_csv = std::fs::read_to_string(dir.join("rm.csv")).unwrap();
+    let steps = |r: &str| {
+        rm_csv
+            .lines()
+            .filter(|l| l.split(',').next() == Some(r))
+            .count()
+    };
+    assert!(
+        steps("1") < steps("2") && steps("2") < steps("3"),
+        "steps per round: {} {} {}",
+        steps("1"),
+        steps("2"),
+        steps("3")
+    );
     // The adaptive KL controller moves β; a fixed β stays put.
     let dir = run("adaptive", &|c| c.rl.kl_target = Some(0.01));
     let beta = column(&dir, "beta");

@@ -146,6 +146,30 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
     }
     assert_eq!(metrics.lines().count(), 3, "{metrics}");
     assert!(rl.join("policy/model.safetensors").exists());
+    // Online rounds on a reward model from another run start from that run's labels.
+    let online = dir.join("rl-online");
+    ok(&run(&[
+        "rl",
+        "--config",
+        c,
+        "--sft",
+        sft.to_str().unwrap(),
+        "--rm",
+        rm.to_str().unwrap(),
+        "--set",
+        "rl.rounds=2",
+        "--out",
+        online.to_str().unwrap(),
+        "--quiet",
+    ]));
+    let summary: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(online.join("summary.json")).unwrap()).unwrap();
+    let new = fs::read_to_string(online.join("labels_round2.jsonl")).unwrap();
+    assert_eq!(summary["rm_comparisons_round1"], labels.lines().count());
+    assert_eq!(
+        summary["rm_comparisons_round2"],
+        labels.lines().count() + new.lines().count()
+    );
     let bon = dir.join("bon-run");
     ok(&run(&[
         "bon",

@@ -429,6 +429,15 @@ impl RlhfConfig {
                 return Err(bad(f, "must be at least 1"));
             }
         }
+        if rl.rounds > rl.updates.max(1) {
+            return Err(bad(
+                "rl.rounds",
+                format!(
+                    "{} rounds of {} updates: every round needs at least one update",
+                    rl.rounds, rl.updates
+                ),
+            ));
+        }
         if rl.num_minibatches > rl.batch_size {
             return Err(bad(
                 "rl.num_minibatches",
@@ -517,6 +526,7 @@ mod tests {
             ("[labels]\nnum_responses = 1", "labels.num_responses"),
             ("[eval]\nbest_of_n = [1, 500]", "eval.best_of_n"),
             ("[rl]\nkl_target = 0.0", "rl.kl_target"),
+            ("[rl]\nupdates = 3\nrounds = 4", "rl.rounds"),
         ] {
             let e = RlhfConfig::from_toml(text, "t.toml")
                 .unwrap_err()

@@ -882,27 +882,47 @@ pub fn run(
     let mut columns = Columns::new(METRICS);
     columns.extend(["eval/gold_scores", "eval/scores", "eval/kl"]);
     run.folder.start_metrics(columns)?;
-    let per_round = rl.updates.div_ceil(rl.rounds);
+    if rl.rounds > 1 {
+        // The labels the first refit starts from: this run's, or those found beside `--rm`.
+        summary.insert("rm_comparisons_round1".into(), json!(all_train.len()));
+        if all_train.is_empty() {
+            run.say(
+                "note: no labels.jsonl beside --rm: the online rounds refit the reward model \
+                 on the policy's labels alone",
+            );
+        }
+    }
+    let starts = round_starts(rl.updates, rl.rounds);
     let (mut sequences, mut tokens) = (0u64, 0u64);
     let mut last_eval = sft_eval.clone();
+    let mut round = 0;
     for update in 0..rl.updates {
-        let round = update / per_round;
-        if update > 0 && update % per_round == 0 {
+        if round + 1 < starts.len() && update == starts[round + 1] {
+            round += 1;
             // Ziegler's online mode: label the current policy's samples, refit on every label.
             let (train, held) = run.comparisons(&learner.policy, None, round as u64)?;
+            let folder = run.folder.path().to_path_buf();
+            let r = round + 1;
+            data::write_jsonl(
+                &folder.join(format!("labels_round{r}.jsonl")),
+                &train,
+                &run.judge.grammar,
+            )?;
+            data::write_jsonl(
+                &folder.join(format!("held_out_round{r}.jsonl")),
+                &held,
+                &run.judge.grammar,
+            )?;
             all_train.extend(train);
             all_held.extend(held);
             let (new_rm, _, _, acc) =
                 run.fit_reward_model(&sft, &all_train, &all_held, round as u64)?;
-            new_rm.save(
-                &run.folder
-                    .path()
-                    .join(format!("reward_model_round{}", round + 1)),
-            )?;
+            new_rm.save(&folder.join(format!("reward_model_round{r}")))?;
             summary.insert(
-                format!("rm_gold_accuracy_round{}", round + 1),
+                format!("rm_gold_accuracy_round{r}"),
                 json!(finite_or_null(acc.gold)),
             );
+            summary.insert(format!("rm_comparisons_round{r}"), json!(all_train.len()));
             rm = new_rm;
         }
         let (_, batch_prompts) =
@@ -1007,6 +1027,13 @@ pub fn run(
     summary.insert("final_beta".into(), json!(kl.beta()));
     let path = run.folder.seal(&summary)?;
     Ok(json!({"folder": path.display().to_string(), "summary": summary}))
+}
+
+/// The first update of each of `rounds` online rounds over `updates` updates: round r starts
+/// at ⌊r·updates/rounds⌋, so every round has ⌊updates/rounds⌋ or one more (`rounds` ≤ `updates`,
+/// as the config's validation requires).
+pub fn round_starts(updates: usize, rounds: usize) -> Vec<usize> {
+    (0..rounds).map(|r| r * updates / rounds).collect()
 }
 
 fn write_bon(run: &Run<'_>, points: &[BonPoint]) -> Result<()> {
