@@ -162,21 +162,22 @@ fn the_reward_model_starts_as_the_sft_model_and_the_value_function_as_the_reward
         assert_eq!(n, m);
         assert!(a.equal(b), "{n} differs from the SFT weights");
     }
-    let value = reward_model.duplicate().unwrap();
-    for ((n, a), (_, b)) in rm_params.iter().zip(value.named_parameters()) {
+    // The learner the pipeline builds: the policy is the SFT model, the value function the
+    // reward model.
+    let learner =
+        TokenLearner::from_models(Algo::Ppo, RlConfig::default(), &sft, &reward_model).unwrap();
+    for ((n, a), (_, b)) in body.iter().zip(learner.policy.named_parameters()) {
+        assert!(a.equal(&b), "{n}: the policy is not the SFT model");
+    }
+    let value = learner.value.named_parameters();
+    assert_eq!(value.len(), rm_params.len());
+    for ((n, a), (_, b)) in rm_params.iter().zip(&value) {
         assert!(
-            a.equal(&b),
+            a.equal(b),
             "{n}: the value function is not the reward model"
         );
     }
     // And they are copies, not views: training one leaves the other.
-    let learner = TokenLearner::new(
-        Algo::Ppo,
-        RlConfig::default(),
-        sft.duplicate().unwrap(),
-        value,
-    )
-    .unwrap();
     tch::no_grad(|| {
         for (_, mut v) in learner.value.vs.variables() {
             let _ = v.g_add_scalar_(1.0);
@@ -520,6 +521,31 @@ fn each_learner_and_option_of_the_pipeline_runs_and_shows_its_effect() {
         steps("2"),
         steps("3")
     );
+    // The pipeline's reward model starts from the SFT weights: with both loss coefficients 0
+    // its fit moves nothing but the normalisation, which lives in the head.
+    let dir = run("rm-init", &|c| {
+        c.reward_model.preference_coef = 0.0;
+        c.reward_model.lm_coef = 0.0;
+    });
+    let load = |m: &str| {
+        Gpt::load(&dir.join(m), Device::Cpu)
+            .unwrap()
+            .named_parameters()
+    };
+    let (sft, rm, pretrained) = (load("sft"), load("reward_model"), load("pretrain"));
+    assert_eq!(rm.len(), sft.len() + 2);
+    assert!(
+        sft.iter()
+            .zip(&pretrained)
+            .any(|((_, a), (_, b))| !a.equal(b))
+    );
+    for ((n, a), (m, b)) in sft.iter().zip(&rm) {
+        assert_eq!(n, m);
+        assert!(
+            a.equal(b),
+            "{n}: the reward model's body is not the SFT weights"
+        );
+    }
     // The adaptive KL controller moves β; a fixed β stays put.
     let dir = run("adaptive", &|c| c.rl.kl_target = Some(0.01));
     let beta = column(&dir, "beta");

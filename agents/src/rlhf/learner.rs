@@ -117,6 +117,17 @@ impl TokenLearner {
         })
     }
 
+    /// The learner as RLHF starts it (Stiennon et al. 2020): the policy a copy of the SFT model,
+    /// the value function a copy of the reward model, body and head.
+    pub fn from_models(
+        algo: Algo,
+        config: RlConfig,
+        sft: &Gpt,
+        reward_model: &Gpt,
+    ) -> Result<Self> {
+        Self::new(algo, config, sft.duplicate()?, reward_model.duplicate()?)
+    }
+
     /// Scores and advantages of `responses` to `prompts` sampled from the current policy.
     pub fn rollout(
         &self,

@@ -872,8 +872,7 @@ pub fn run(
 
     // RL.
     let rl = &config.rl;
-    let mut learner =
-        TokenLearner::new(config.algo(), rl.clone(), sft.duplicate()?, rm.duplicate()?)?;
+    let mut learner = TokenLearner::from_models(config.algo(), rl.clone(), &sft, &rm)?;
     let mut rm = rm;
     let mut kl = config.reference_kl();
     let mut prompt_rng = run.stream("rl-prompts", 0);
