@@ -210,6 +210,48 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         assert!(v["gold"].is_number() && v["proxy"].is_number(), "{line}");
     }
+    // `[sample]` reaches the sampler: top-k 1 is greedy, so two seeds write the same texts
+    // (without it they do not), and the run's config.toml records it.
+    let texts = |seed: &str, extra: &[&str]| {
+        let out = dir.join(format!("sample-{seed}-{}", extra.len()));
+        let mut args = vec![
+            "sample",
+            "--config",
+            c,
+            "--model",
+            rl.to_str().unwrap(),
+            "--samples",
+            "8",
+            "--seed",
+            seed,
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ];
+        args.extend(extra);
+        ok(&run(&args));
+        let responses: Vec<String> = fs::read_to_string(out.join("samples.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["response"].to_string())
+            .collect();
+        (
+            responses,
+            fs::read_to_string(out.join("config.toml")).unwrap(),
+        )
+    };
+    let greedy = ["--set", "sample.top_k=1"];
+    let (a, config_a) = texts("2", &greedy);
+    let (b, _) = texts("3", &greedy);
+    assert_eq!(a, b, "greedy sampling depended on the seed");
+    assert!(
+        config_a.contains("[sample]") && config_a.contains("top_k = 1"),
+        "{config_a}"
+    );
+    let (c2, config_c) = texts("2", &[]);
+    let (c3, _) = texts("3", &[]);
+    assert_ne!(c2, c3, "two seeds sampled the same texts");
+    assert!(!config_c.contains("[sample]"), "{config_c}");
     fs::remove_dir_all(dir).ok();
 }
 

@@ -20,6 +20,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Algo;
+use crate::nn::sampling::SamplingConfig;
 use gradgym_algorithms::kl::ReferenceKl;
 
 /// A problem with a config, naming its field (`table.field`).
@@ -296,6 +297,17 @@ pub struct RlhfConfig {
     pub reward_model: RewardModelConfig,
     pub rl: RlConfig,
     pub eval: EvalConfig,
+    /// How `gradgym rlhf sample` draws its texts: `temperature`, `top_k` (0: every token),
+    /// `top_p` (1: every token). RL, best-of-n, the reward model's normalisation and
+    /// evaluation always sample the model itself (temperature 1, no cut): the policy gradient
+    /// and the KL estimates are of that distribution (labelling has its own
+    /// `labels.sample_temperature`). Left out of a run's config.toml while it is the default.
+    #[serde(skip_serializing_if = "is_plain_sampling")]
+    pub sample: SamplingConfig,
+}
+
+fn is_plain_sampling(s: &SamplingConfig) -> bool {
+    *s == SamplingConfig::default()
 }
 
 impl Default for RlhfConfig {
@@ -311,6 +323,7 @@ impl Default for RlhfConfig {
             reward_model: RewardModelConfig::default(),
             rl: RlConfig::default(),
             eval: EvalConfig::default(),
+            sample: SamplingConfig::default(),
         }
     }
 }
@@ -345,6 +358,9 @@ impl RlhfConfig {
     /// Every problem is named by its `table.field`.
     pub fn validate(&self) -> Result<(), RlhfConfigError> {
         crate::device::parse_device(&self.device).map_err(|m| bad("device", m))?;
+        self.sample
+            .validate()
+            .map_err(|(f, m)| bad(&format!("sample.{f}"), m))?;
         let m = &self.model;
         for (f, v) in [
             ("model.context", m.context),
@@ -527,6 +543,8 @@ mod tests {
             ("[eval]\nbest_of_n = [1, 500]", "eval.best_of_n"),
             ("[rl]\nkl_target = 0.0", "rl.kl_target"),
             ("[rl]\nupdates = 3\nrounds = 4", "rl.rounds"),
+            ("[sample]\ntop_p = 0.0", "sample.top_p"),
+            ("[sample]\ntemperature = -1.0", "sample.temperature"),
         ] {
             let e = RlhfConfig::from_toml(text, "t.toml")
                 .unwrap_err()

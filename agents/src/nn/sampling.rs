@@ -8,8 +8,9 @@ use tch::{Device, Kind, Tensor};
 use crate::nn::gpt::{Gpt, KvCache};
 use crate::nn::gpt_cpu::{CHUNK_ROWS, CpuGpt};
 
-/// How the next token is drawn.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// How the next token is drawn (the `[sample]` table of an RLHF config).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SamplingConfig {
     /// Logits are divided by this before the softmax (> 0).
     pub temperature: f64,

@@ -52,7 +52,7 @@ pub fn evaluate(
         .iter()
         .flat_map(|p| std::iter::repeat_n(p.clone(), per_prompt))
         .collect();
-    let generated = sample(sft, &repeated, max_response, 1.0, rng);
+    let generated = sample(sft, &repeated, max_response, rng);
     let p: Vec<&[u32]> = repeated.iter().map(|p| p.as_slice()).collect();
     let r: Vec<&[u32]> = generated.iter().map(|g| g.tokens.as_slice()).collect();
     let mut proxy = score_all(reward_model, &p, &r);

@@ -252,7 +252,7 @@ impl Run<'_> {
         index: u64,
     ) -> Result<(PolicyEval, Vec<Answer>)> {
         let mut rng = self.stream("eval", index);
-        let generated = reward::sample(policy, prompts, self.config.rl.max_response, 1.0, &mut rng);
+        let generated = reward::sample(policy, prompts, self.config.rl.max_response, &mut rng);
         let p: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
         let r: Vec<&[u32]> = generated.iter().map(|g| g.tokens.as_slice()).collect();
         let proxy = reward::score_all(rm, &p, &r);
@@ -711,11 +711,11 @@ pub fn run(
         let rm = rm_in;
         let prompts = eval_prompts(config, &run.judge.grammar);
         let prompts = &prompts[..inputs.samples.min(prompts.len()).max(1)];
-        let generated = reward::sample(
+        let generated = reward::sample_with(
             &model,
             prompts,
             config.rl.max_response,
-            1.0,
+            &config.sample,
             &mut run.stream("sample", 0),
         );
         let proxies: Vec<Option<f64>> = match &rm {
@@ -930,7 +930,6 @@ pub fn run(
             &learner.policy,
             &batch_prompts,
             rl.max_response,
-            1.0,
             &mut sample_rng,
         );
         let p: Vec<&[u32]> = batch_prompts.iter().map(|p| p.as_slice()).collect();

@@ -30,21 +30,34 @@ use crate::nn::sampling::{Generated, SamplingConfig, generate};
 /// Rows per forward pass when generating or scoring many sequences.
 pub const CHUNK: usize = 256;
 
-/// Samples a response to each prompt from `model`, in chunks of [`CHUNK`].
+/// Samples a response to each prompt from `model` itself (temperature 1, no cut), in chunks
+/// of [`CHUNK`].
 pub fn sample(
     model: &Gpt,
     prompts: &[Vec<u32>],
     max_response: usize,
-    temperature: f64,
     rng: &mut Stream,
 ) -> Vec<Generated> {
-    let sampling = SamplingConfig {
-        temperature,
-        ..SamplingConfig::default()
-    };
+    sample_with(
+        model,
+        prompts,
+        max_response,
+        &SamplingConfig::default(),
+        rng,
+    )
+}
+
+/// [`sample`] with a temperature, top-k and top-p.
+pub fn sample_with(
+    model: &Gpt,
+    prompts: &[Vec<u32>],
+    max_response: usize,
+    sampling: &SamplingConfig,
+    rng: &mut Stream,
+) -> Vec<Generated> {
     prompts
         .chunks(CHUNK)
-        .flat_map(|c| generate(model, c, max_response, EOS, &sampling, rng))
+        .flat_map(|c| generate(model, c, max_response, EOS, sampling, rng))
         .collect()
 }
 
@@ -97,13 +110,11 @@ pub fn label(
         .iter()
         .flat_map(|p| std::iter::repeat_n(p.clone(), k))
         .collect();
-    let samples = sample(
-        policy,
-        &repeated,
-        max_response,
-        config.sample_temperature,
-        rng,
-    );
+    let sampling = SamplingConfig {
+        temperature: config.sample_temperature,
+        ..SamplingConfig::default()
+    };
+    let samples = sample_with(policy, &repeated, max_response, &sampling, rng);
     let mut out = Vec::with_capacity(count);
     for (prompt, group) in prompts.into_iter().zip(samples.chunks(k)) {
         let responses: Vec<Vec<u32>> = group.iter().map(|g| g.tokens.clone()).collect();
@@ -290,7 +301,7 @@ pub fn normalise(
     rng: &mut Stream,
 ) -> Normalisation {
     let (_, prompts) = prompts(grammar, samples, rng);
-    let generated = sample(sft, &prompts, max_response, 1.0, rng);
+    let generated = sample(sft, &prompts, max_response, rng);
     let p: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
     let r: Vec<&[u32]> = generated.iter().map(|g| g.tokens.as_slice()).collect();
     let s = score_all(rm, &p, &r);
