@@ -1,5 +1,6 @@
 //! The run folder: what every command that writes a run leaves on disk (`gradgym train`, each
-//! run of `gradgym sweep`, and the preference and RLHF loops to come).
+//! run of `gradgym sweep`, the preference loop, and `gradgym rlhf`, whose folder holds more
+//! files: see docs/rlhf.md).
 //!
 //! ```text
 //! <run>/
@@ -41,6 +42,27 @@ pub fn partial_path(dir: &Path) -> PathBuf {
     dir.with_file_name(name)
 }
 
+/// Refuses a run folder `dir` whose replacement would delete one of the run's own `inputs`
+/// (`(flag, path)`): an input inside `dir` or inside `<dir>.partial`.
+pub fn refuse_inputs_inside(dir: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
+    for place in [dir.to_path_buf(), partial_path(dir)] {
+        let Ok(place) = fs::canonicalize(&place) else {
+            continue;
+        };
+        for (flag, input) in inputs {
+            if fs::canonicalize(input).is_ok_and(|i| i.starts_with(&place)) {
+                bail!(
+                    "--out {}: the run would replace its own input {flag} {} (it lies inside {}); choose another --out folder",
+                    dir.display(),
+                    input.display(),
+                    place.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What to do when the run's folder already exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Existing {
@@ -60,9 +82,10 @@ pub struct RunFolder {
 }
 
 impl RunFolder {
-    /// Starts a run whose finished folder will be `dir`. A `<dir>.partial/` left by an
-    /// interrupted run is removed first. [`Existing::Replace`] replaces only a run folder (one
-    /// with a `manifest.json`) or an empty folder: never a user's other files.
+    /// Starts a run whose finished folder will be `dir`. A `<dir>.partial/` left by a run that
+    /// was killed is refused under [`Existing::Refuse`] (it may hold the only copy of what that
+    /// run wrote) and removed under [`Existing::Replace`]. [`Existing::Replace`] replaces only a
+    /// run folder (one with a `manifest.json`) or an empty folder: never a user's other files.
     pub fn create(dir: &Path, existing: Existing) -> Result<Self> {
         if existing == Existing::Refuse && dir.exists() {
             bail!(
@@ -80,6 +103,12 @@ impl RunFolder {
             }
         }
         let partial = partial_path(dir);
+        if partial.exists() && existing == Existing::Refuse {
+            bail!(
+                "{} holds the files of an earlier run of this name that never finished (it was killed); move or delete it, or pass --overwrite to replace it",
+                partial.display()
+            );
+        }
         if partial.exists() {
             fs::remove_dir_all(&partial)
                 .with_context(|| format!("cannot remove {}", partial.display()))?;
@@ -230,6 +259,51 @@ mod tests {
         );
         run.seal(&serde_json::json!({})).unwrap();
         assert!(!dir.join("keep.txt").exists() && dir.join("summary.json").exists());
+    }
+
+    #[test]
+    fn a_killed_runs_partial_folder_is_kept_unless_overwrite_is_asked() {
+        let dir = scratch("stale");
+        let partial = partial_path(&dir);
+        fs::create_dir_all(&partial).unwrap();
+        fs::write(partial.join("metrics.csv"), "iteration\n1\n").unwrap();
+        let e = RunFolder::create(&dir, Existing::Refuse).unwrap_err();
+        assert!(
+            e.to_string().contains(".partial") && e.to_string().contains("--overwrite"),
+            "{e}"
+        );
+        assert!(
+            partial.join("metrics.csv").exists(),
+            "a refusal touches nothing"
+        );
+        let run = RunFolder::create(&dir, Existing::Replace).unwrap();
+        assert!(
+            !run.path().join("metrics.csv").exists(),
+            "replaced when asked"
+        );
+    }
+
+    #[test]
+    fn an_input_inside_the_folder_a_run_would_replace_is_refused() {
+        let dir = scratch("inputs");
+        fs::create_dir_all(dir.join("sft")).unwrap();
+        let inside = dir.join("sft");
+        let outside = std::env::temp_dir();
+        let e = refuse_inputs_inside(&dir, &[("--rm", &outside), ("--sft", &inside)]).unwrap_err();
+        assert!(e.to_string().contains("--sft"), "{e}");
+        refuse_inputs_inside(&dir, &[("--rm", &outside)]).unwrap();
+        // Through a `..` too.
+        let roundabout = dir.join("sft/../sft");
+        assert!(refuse_inputs_inside(&dir, &[("--sft", &roundabout)]).is_err());
+        // And inside the `.partial` folder that --overwrite would remove.
+        let stale = dir.with_file_name(format!(
+            "{}-gone",
+            dir.file_name().unwrap().to_str().unwrap()
+        ));
+        fs::create_dir_all(partial_path(&stale).join("sft")).unwrap();
+        assert!(
+            refuse_inputs_inside(&stale, &[("--sft", &partial_path(&stale).join("sft"))]).is_err()
+        );
     }
 
     #[test]

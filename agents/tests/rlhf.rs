@@ -385,6 +385,7 @@ fn the_same_seed_gives_byte_identical_runs_and_another_seed_does_not() {
             &out,
             Existing::Refuse,
             &mut quiet,
+            None,
         )
         .unwrap();
         out
@@ -454,6 +455,7 @@ fn each_learner_and_option_of_the_pipeline_runs_and_shows_its_effect() {
             &out,
             Existing::Refuse,
             &mut quiet,
+            None,
         )
         .unwrap_or_else(|e| panic!("{name}: {e:#}"));
         out

@@ -205,11 +205,49 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
         }
         eprintln!("  [{elapsed:6.1}s] {line}");
     };
-    let result = pipeline::run(&config, stage, &inputs, &out, existing, &mut progress);
+    // SIGINT or SIGTERM ends the run at its next step, sealed as `interrupted`; a second
+    // signal while the first is pending exits at once.
+    let interrupt = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, interrupt.clone())
+            .context("cannot install a signal handler")?;
+        signal_hook::flag::register(signal, interrupt.clone())
+            .context("cannot install a signal handler")?;
+    }
+    let result = pipeline::run(
+        &config,
+        stage,
+        &inputs,
+        &out,
+        existing,
+        &mut progress,
+        Some(&interrupt),
+    );
     if terminal && !quiet {
         eprintln!();
     }
-    let result = result?;
+    let result = match result {
+        Ok(r) => r,
+        // The run started and its folder was sealed with what it wrote: not a refusal of its
+        // input (exit 2) but a run that ended early (1, or 130 for a signal, as `gradgym train`).
+        Err(e) => match e.downcast::<pipeline::RunEnded>() {
+            Ok(ended) => {
+                let kept = format!(
+                    "{} holds what the run wrote (summary.json: status {})",
+                    ended.folder.display(),
+                    ended.status
+                );
+                return Ok(if ended.status == "interrupted" {
+                    eprintln!("gradgym rlhf {}: {:#}; {kept}", stage.name(), ended.error);
+                    ExitCode::from(130)
+                } else {
+                    eprintln!("error: the run failed: {:#}; {kept}", ended.error);
+                    ExitCode::from(1)
+                });
+            }
+            Err(e) => return Err(e),
+        },
+    };
     if !quiet {
         eprintln!(
             "done in {:.1}s: {}",

@@ -92,6 +92,8 @@ pub struct Study {
     pub reward_models: Vec<RewardModelRow>,
     /// Samples by run.
     pub samples: BTreeMap<String, Vec<Sample>>,
+    /// Runs left out because they did not complete: (run, status, error).
+    pub skipped: Vec<(String, String, String)>,
 }
 
 fn read_json(path: &Path) -> Result<Value> {
@@ -166,6 +168,16 @@ pub fn load(dir: &Path) -> Result<Study> {
         }
         let summary = read_json(&run.join("summary.json"))?;
         let name = run.file_name().unwrap().to_string_lossy().to_string();
+        // A run that failed or was interrupted is sealed with what it wrote; its curves stop
+        // early, so it is named in the report rather than drawn.
+        match summary.get("status").and_then(|s| s.as_str()) {
+            None | Some("completed") => {}
+            Some(status) => {
+                let error = summary["error"].as_str().unwrap_or("").to_string();
+                study.skipped.push((name, status.to_string(), error));
+                continue;
+            }
+        }
         let stage = manifest["stage"].as_str().unwrap_or("");
         let labels = summary
             .get("reward_model_comparisons")
@@ -340,6 +352,11 @@ pub fn markdown(study: &Study) -> String {
         study.dir.display(),
         study.dir.display()
     ));
+    for (run, status, error) in &study.skipped {
+        s.push_str(&format!(
+            "Left out: `{run}` (status {status}: {error}).\n\n"
+        ));
+    }
     if !study.reward_models.is_empty() {
         s.push_str("## Reward models\n\n| run | comparisons | held-out pairs | agreement with the gold judge |\n|---|---:|---:|---:|\n");
         for r in &study.reward_models {

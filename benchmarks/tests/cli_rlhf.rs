@@ -651,3 +651,179 @@ fn bench_prints_throughput_and_memory_for_the_bench_model_or_a_configs_model() {
     assert!(!o.status.success());
     assert!(text(&o).contains("--reps"), "{}", text(&o));
 }
+
+/// `<dir>.partial`.
+fn partial(dir: &Path) -> PathBuf {
+    dir.with_file_name(format!(
+        "{}.partial",
+        dir.file_name().unwrap().to_str().unwrap()
+    ))
+}
+
+#[test]
+fn a_failed_run_is_sealed_with_its_files_and_an_overwrite_never_deletes_its_own_input() {
+    let dir = scratch("failed");
+    let cfg = config(&dir, "");
+    let c = cfg.to_str().unwrap();
+    let out = dir.join("nan");
+    let o = run(&[
+        "--config",
+        c,
+        "--set",
+        "rl.learning_rate=1e30",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("non-finite") && t.contains("RL update 1/2"),
+        "{t}"
+    );
+    assert!(
+        t.contains("status failed") && t.contains(out.to_str().unwrap()),
+        "{t}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["status"], "failed");
+    assert!(
+        summary["error"].as_str().unwrap().contains("non-finite"),
+        "{summary}"
+    );
+    // The stages before the failure are kept, and usable.
+    for f in [
+        "sft/model.safetensors",
+        "reward_model/model.safetensors",
+        "labels.jsonl",
+    ] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    assert!(!partial(&out).exists());
+    // Rerunning RL from that folder into that folder would delete the inputs: refused, even
+    // with --overwrite, and nothing is touched.
+    let before = fs::read(out.join("sft/model.safetensors")).unwrap();
+    let o = run(&[
+        "rl",
+        "--config",
+        c,
+        "--sft",
+        out.to_str().unwrap(),
+        "--rm",
+        out.to_str().unwrap(),
+        "--overwrite",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("its own input --sft"), "{t}");
+    assert_eq!(fs::read(out.join("sft/model.safetensors")).unwrap(), before);
+    // Into another folder it runs.
+    ok(&run(&[
+        "rl",
+        "--config",
+        c,
+        "--sft",
+        out.to_str().unwrap(),
+        "--rm",
+        out.to_str().unwrap(),
+        "--out",
+        dir.join("rl").to_str().unwrap(),
+        "--quiet",
+    ]));
+    let summary: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("rl/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["status"], "completed");
+    // A report over both names the failed run instead of drawing its short curves.
+    let o = gradgym(&["report", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report = fs::read_to_string(dir.join("report/report.md")).unwrap();
+    assert!(
+        report.contains("Left out: `nan` (status failed"),
+        "{report}"
+    );
+    assert!(
+        report.contains("| rl |") || report.contains("`rl`"),
+        "{report}"
+    );
+    // A killed run's `.partial` folder is kept: the same --out is refused, naming it.
+    fs::create_dir_all(partial(&dir.join("killed"))).unwrap();
+    let o = run(&[
+        "sft",
+        "--config",
+        c,
+        "--out",
+        dir.join("killed").to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("killed.partial") && t.contains("never finished"),
+        "{t}"
+    );
+    fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn sigint_seals_an_rlhf_run_as_interrupted() {
+    let dir = scratch("signal");
+    let cfg = config(&dir, "");
+    let out = dir.join("run");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_gradgym"))
+        .args([
+            "rlhf",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--set",
+            "rl.updates=100000",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until a few RL updates are on disk (the run is written in <out>.partial).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while fs::read_to_string(partial(&out).join("metrics.csv")).map_or(0, |t| t.lines().count()) < 4
+    {
+        assert!(std::time::Instant::now() < deadline, "RL never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    // A run that ignored the signal would go on for hours: give it a minute.
+    let mut child = child;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            panic!("the run did not stop within a minute of SIGINT");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    let t = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{t}");
+    assert!(
+        t.contains("interrupted by a signal") && t.contains("status interrupted"),
+        "{t}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["status"], "interrupted");
+    let rows = fs::read_to_string(out.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(rows >= 4, "{rows} lines of metrics.csv");
+    assert!(out.join("reward_model/model.safetensors").is_file());
+    fs::remove_dir_all(dir).ok();
+}

@@ -92,8 +92,9 @@ pub fn learning_rate(base: f64, step: usize, total: usize) -> f64 {
     base * (0.1 + 0.9 * cosine)
 }
 
-/// Trains `model` for the stage; `report(step, loss)` is called after every step. Returns the
-/// mean loss of the last 10% of steps (at least of the last step).
+/// Trains `model` for the stage; `report(step, loss)` is called after every step, and an
+/// error it returns stops the training (an interruption). Returns the mean loss of the last
+/// 10% of steps (at least of the last step).
 pub fn train(
     model: &mut Gpt,
     grammar: &Grammar,
@@ -101,7 +102,7 @@ pub fn train(
     config: &LmStageConfig,
     max_response: usize,
     rng: &mut Stream,
-    mut report: impl FnMut(usize, f64),
+    mut report: impl FnMut(usize, f64) -> Result<()>,
 ) -> Result<f64> {
     let device = model.vs.device();
     let mut opt =
@@ -134,7 +135,7 @@ pub fn train(
             tail += value;
             n += 1;
         }
-        report(step, value);
+        report(step, value)?;
     }
     Ok(if n == 0 { f64::NAN } else { tail / n as f64 })
 }

@@ -3,11 +3,12 @@
 //! `--data`) from earlier runs or the user.
 //!
 //! ```text
-//! <out>/manifest.json, config.toml, summary.json
+//! <out>/manifest.json, config.toml, summary.json (status completed, failed or interrupted)
 //! <out>/lm.csv                 stage, step, loss (pretraining and SFT)
 //! <out>/pretrain/, sft/        model.safetensors + model.json
 //! <out>/labels.jsonl           the comparisons fitted (TRL's prompt/chosen/rejected form)
 //! <out>/held_out.jsonl         the comparisons kept out, for accuracy
+//! <out>/labels_round<r>.jsonl, held_out_round<r>.jsonl   online rounds' new labels
 //! <out>/rm.csv                 round, step, loss of each reward-model fit
 //! <out>/reward_model/          the reward model, normalised (round 1; later rounds in reward_model_round<r>/)
 //! <out>/metrics.csv            one row per RL update (TRL's metric names where one exists)
@@ -21,6 +22,7 @@
 //! same inputs gives what it gives inside the whole pipeline.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use gradgym_envs::rng::{self, Stream};
@@ -39,7 +41,7 @@ use crate::config::rlhf::{ModelConfig, RlhfConfig};
 use crate::device::parse_device;
 use crate::metrics::{Columns, MetricRow};
 use crate::nn::gpt::{Gpt, GptConfig};
-use crate::run_folder::{Existing, RunFolder};
+use crate::run_folder::{Existing, RunFolder, refuse_inputs_inside};
 
 /// Lines passed to the progress callback that start with this are a progress bar's state
 /// (`DONE/TOTAL …`), to be redrawn in place on a terminal and dropped elsewhere.
@@ -162,6 +164,16 @@ struct Run<'a> {
     eval_csv: String,
     samples: String,
     progress: &'a mut dyn FnMut(&str),
+    /// Set from outside (a signal handler) to stop the run at its next step.
+    interrupt: Option<&'a AtomicBool>,
+}
+
+/// `Err(Interrupted)` once `flag` is set.
+fn check(flag: Option<&AtomicBool>, during: impl FnOnce() -> String) -> Result<()> {
+    if flag.is_some_and(|f| f.load(Ordering::Relaxed)) {
+        return Err(Interrupted { during: during() }.into());
+    }
+    Ok(())
 }
 
 impl Run<'_> {
@@ -213,6 +225,7 @@ impl Run<'_> {
         let every = (cfg.steps / 10).max(1);
         let mut lines = Vec::new();
         let mut last_report = String::new();
+        let interrupt = self.interrupt;
         let tail = lm::train(
             model,
             &grammar,
@@ -230,6 +243,9 @@ impl Run<'_> {
                         cfg.steps
                     );
                 }
+                check(interrupt, || {
+                    format!("at {} step {}/{}", stage.name(), step + 1, cfg.steps)
+                })
             },
         )?;
         for l in lines {
@@ -340,6 +356,7 @@ impl Run<'_> {
                 c
             }
             None => {
+                check(self.interrupt, || "before labelling".into())?;
                 let mut human = reward::human(l, self.stream("human", round))?;
                 reward::label(
                     sft,
@@ -367,6 +384,7 @@ impl Run<'_> {
     ) -> Result<(Gpt, FitReport, Normalisation, Accuracy)> {
         let mut rm = sft.with_scalar_head(&mut self.stream("rm-init", round))?;
         let mut lines = Vec::new();
+        let interrupt = self.interrupt;
         let report = reward::fit(
             &mut rm,
             train,
@@ -374,6 +392,9 @@ impl Run<'_> {
             &mut self.stream("rm-fit", round),
             |step, loss| {
                 lines.push(format!("{},{step},{loss}", round + 1));
+                check(interrupt, || {
+                    format!("at reward-model step {} (round {})", step + 1, round + 1)
+                })
             },
         )?;
         if self.rm_csv.is_empty() {
@@ -536,6 +557,7 @@ pub fn run(
     out: &Path,
     existing: Existing,
     progress: &mut dyn FnMut(&str),
+    interrupt: Option<&AtomicBool>,
 ) -> Result<serde_json::Value> {
     config.validate()?;
     let device = parse_device(&config.device).map_err(anyhow::Error::msg)?;
@@ -640,6 +662,16 @@ pub fn run(
         }
         _ => config,
     };
+    let given: Vec<(&str, &Path)> = [
+        ("--sft", &inputs.sft),
+        ("--rm", &inputs.reward_model),
+        ("--model", &inputs.model),
+        ("--data", &inputs.data),
+    ]
+    .into_iter()
+    .filter_map(|(flag, p)| p.as_deref().map(|p| (flag, p)))
+    .collect();
+    refuse_inputs_inside(out, &given)?;
     let folder = RunFolder::create(out, existing)?;
     let mut run = Run {
         config,
@@ -651,6 +683,7 @@ pub fn run(
         eval_csv: String::new(),
         samples: String::new(),
         progress,
+        interrupt,
     };
     let mc = model_config(config);
     run.folder.write_json(
@@ -679,352 +712,416 @@ pub fn run(
         .write_text("config.toml", &toml::to_string(config)?)?;
     let mut summary = serde_json::Map::new();
     summary.insert("stage".into(), json!(stage.name()));
-
-    // Pretraining and SFT.
-    let sft = match stage {
-        Stage::All | Stage::Sft => {
-            let mut model = Gpt::new(mc.clone(), device, &mut run.stream("init", 0))?;
-            let pre = run.lm_stage(&mut model, LmStage::Pretrain)?;
-            model.save(&run.folder.path().join("pretrain"))?;
-            let mut sft = model.duplicate()?;
-            let s = run.lm_stage(&mut sft, LmStage::Sft)?;
-            sft.save(&run.folder.path().join("sft"))?;
-            summary.insert("pretrain_loss".into(), json!(pre));
-            summary.insert("sft_loss".into(), json!(s));
-            sft
-        }
-        _ => match sft_in {
-            Some(sft) => sft,
-            // `sample` with --model only: that model is also the reference it is scored against.
-            None => model_in.as_ref().expect("checked above").duplicate()?,
-        },
-    };
-    if stage == Stage::Sft {
-        let path = run.folder.seal(&summary)?;
-        return Ok(json!({"folder": path.display().to_string(), "summary": summary}));
-    }
-    if stage == Stage::Sample {
-        let model = match model_in {
-            Some(m) => m,
-            None => sft.duplicate()?,
-        };
-        let rm = rm_in;
-        let prompts = eval_prompts(config, &run.judge.grammar);
-        let prompts = &prompts[..inputs.samples.min(prompts.len()).max(1)];
-        let generated = reward::sample_with(
-            &model,
-            prompts,
-            config.rl.max_response,
-            &config.sample,
-            &mut run.stream("sample", 0),
-        );
-        let proxies: Vec<Option<f64>> = match &rm {
-            Some(rm) => {
-                let p: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
-                let r: Vec<&[u32]> = generated.iter().map(|g| g.tokens.as_slice()).collect();
-                reward::score_all(rm, &p, &r)
-                    .into_iter()
-                    .map(Some)
-                    .collect()
+    // From here on the folder exists: whatever ends the stages (a non-finite loss, a libtorch
+    // panic, a signal) seals it with what they wrote and a status saying why.
+    let outcome = catch_panics(|| -> Result<()> {
+        // Pretraining and SFT.
+        let sft = match stage {
+            Stage::All | Stage::Sft => {
+                let mut model = Gpt::new(mc.clone(), device, &mut run.stream("init", 0))?;
+                let pre = run.lm_stage(&mut model, LmStage::Pretrain)?;
+                model.save(&run.folder.path().join("pretrain"))?;
+                let mut sft = model.duplicate()?;
+                let s = run.lm_stage(&mut sft, LmStage::Sft)?;
+                sft.save(&run.folder.path().join("sft"))?;
+                summary.insert("pretrain_loss".into(), json!(pre));
+                summary.insert("sft_loss".into(), json!(s));
+                sft
             }
-            None => vec![None; generated.len()],
+            _ => match sft_in {
+                Some(sft) => sft,
+                // `sample` with --model only: that model is also the reference it is scored against.
+                None => model_in.as_ref().expect("checked above").duplicate()?,
+            },
         };
-        for ((p, g), s) in prompts.iter().zip(&generated).zip(proxies) {
-            run.sample_line("model", None, p, &g.tokens, s)?;
+        if stage == Stage::Sft {
+            return Ok(());
         }
-        let golds: Vec<f64> = prompts
-            .iter()
-            .zip(&generated)
-            .map(|(p, g)| run.judge.score(p, &g.tokens).map(|s| s.gold))
-            .collect::<Result<_, _>>()?;
-        let (g, ci) = mean_ci(&golds);
-        summary.insert("gold".into(), json!(g));
-        summary.insert("gold_ci".into(), json!(ci));
-        let path = run.folder.seal(&summary)?;
-        return Ok(json!({"folder": path.display().to_string(), "summary": summary}));
-    }
-
-    // Labels and the reward model.
-    let mut all_train = Vec::new();
-    let mut all_held = Vec::new();
-    let rm = match stage {
-        Stage::All | Stage::Rm => {
-            let (train, held) = run.comparisons(&sft, inputs.data.as_deref(), 0)?;
-            data::write_jsonl(
-                &run.folder.path().join("labels.jsonl"),
-                &train,
-                &run.judge.grammar,
-            )?;
-            data::write_jsonl(
-                &run.folder.path().join("held_out.jsonl"),
-                &held,
-                &run.judge.grammar,
-            )?;
-            let (rm, fit, norm, acc) = run.fit_reward_model(&sft, &train, &held, 0)?;
-            rm.save(&run.folder.path().join("reward_model"))?;
-            summary.insert("rm_train_loss".into(), json!(fit.train_loss));
-            summary.insert("rm_lm_loss".into(), json!(finite_or_null(fit.lm_loss)));
-            summary.insert("rm_label_accuracy".into(), json!(finite_or_null(acc.label)));
-            summary.insert("rm_gold_accuracy".into(), json!(finite_or_null(acc.gold)));
-            summary.insert("rm_gold_pairs".into(), json!(acc.gold_pairs));
-            summary.insert(
-                "rm_normalisation".into(),
-                json!({"mean": norm.mean, "std": norm.std}),
+        if stage == Stage::Sample {
+            let model = match model_in {
+                Some(m) => m,
+                None => sft.duplicate()?,
+            };
+            let rm = rm_in;
+            let prompts = eval_prompts(config, &run.judge.grammar);
+            let prompts = &prompts[..inputs.samples.min(prompts.len()).max(1)];
+            let generated = reward::sample_with(
+                &model,
+                prompts,
+                config.rl.max_response,
+                &config.sample,
+                &mut run.stream("sample", 0),
             );
-            summary.insert("comparisons".into(), json!(train.len()));
-            all_train = train;
-            all_held = held;
-            rm
-        }
-        _ => {
-            let path = need(&inputs.reward_model, "--rm DIR", stage)?;
-            // What the reward model was fitted on, when it comes from a run folder.
-            for summary_path in [path.join("summary.json"), path.join("../summary.json")] {
-                if let Ok(text) = std::fs::read_to_string(&summary_path) {
-                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-                        for key in ["comparisons", "rm_gold_accuracy"] {
-                            if let Some(x) = v.get(key) {
-                                summary.insert(format!("reward_model_{key}"), x.clone());
-                            }
-                        }
-                    }
-                    break;
+            let proxies: Vec<Option<f64>> = match &rm {
+                Some(rm) => {
+                    let p: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
+                    let r: Vec<&[u32]> = generated.iter().map(|g| g.tokens.as_slice()).collect();
+                    reward::score_all(rm, &p, &r)
+                        .into_iter()
+                        .map(Some)
+                        .collect()
                 }
+                None => vec![None; generated.len()],
+            };
+            for ((p, g), s) in prompts.iter().zip(&generated).zip(proxies) {
+                run.sample_line("model", None, p, &g.tokens, s)?;
             }
-            if let Some((train, held)) = prior_labels {
+            let golds: Vec<f64> = prompts
+                .iter()
+                .zip(&generated)
+                .map(|(p, g)| run.judge.score(p, &g.tokens).map(|s| s.gold))
+                .collect::<Result<_, _>>()?;
+            let (g, ci) = mean_ci(&golds);
+            summary.insert("gold".into(), json!(g));
+            summary.insert("gold_ci".into(), json!(ci));
+            return Ok(());
+        }
+
+        // Labels and the reward model.
+        let mut all_train = Vec::new();
+        let mut all_held = Vec::new();
+        let rm = match stage {
+            Stage::All | Stage::Rm => {
+                let (train, held) = run.comparisons(&sft, inputs.data.as_deref(), 0)?;
+                data::write_jsonl(
+                    &run.folder.path().join("labels.jsonl"),
+                    &train,
+                    &run.judge.grammar,
+                )?;
+                data::write_jsonl(
+                    &run.folder.path().join("held_out.jsonl"),
+                    &held,
+                    &run.judge.grammar,
+                )?;
+                let (rm, fit, norm, acc) = run.fit_reward_model(&sft, &train, &held, 0)?;
+                rm.save(&run.folder.path().join("reward_model"))?;
+                summary.insert("rm_train_loss".into(), json!(fit.train_loss));
+                summary.insert("rm_lm_loss".into(), json!(finite_or_null(fit.lm_loss)));
+                summary.insert("rm_label_accuracy".into(), json!(finite_or_null(acc.label)));
+                summary.insert("rm_gold_accuracy".into(), json!(finite_or_null(acc.gold)));
+                summary.insert("rm_gold_pairs".into(), json!(acc.gold_pairs));
+                summary.insert(
+                    "rm_normalisation".into(),
+                    json!({"mean": norm.mean, "std": norm.std}),
+                );
+                summary.insert("comparisons".into(), json!(train.len()));
                 all_train = train;
                 all_held = held;
+                rm
             }
-            rm_in.expect("loaded above for rl and bon")
-        }
-    };
-    anyhow::ensure!(
-        rm.config.scalar_head,
-        "the reward model has no scalar head (`scalar_head` in its model.json)"
-    );
-    if stage == Stage::Rm {
-        let path = run.folder.seal(&summary)?;
-        return Ok(json!({"folder": path.display().to_string(), "summary": summary}));
-    }
-
-    let prompts = eval_prompts(config, &run.judge.grammar);
-    // The reference's own scores: the baseline every method is compared with.
-    let (sft_eval, sft_samples) = run.evaluate(&sft, &sft, &rm, &prompts, 0)?;
-    run.eval_row(0, "sft", &sft_eval)?;
-    summary.insert("sft".into(), serde_json::to_value(&sft_eval)?);
-
-    // Best-of-n.
-    if matches!(stage, Stage::All | Stage::Bon) {
-        let ns = &config.eval.best_of_n;
-        // Samples are shown for best-of-4, or of all a prompt's samples when it has fewer.
-        let show = 4.min(config.eval.samples_per_prompt);
-        let (points, shown) = best_of_n::evaluate(
-            &sft,
-            &rm,
-            &run.judge,
-            &prompts,
-            config.eval.samples_per_prompt,
-            ns,
-            config.rl.max_response,
-            show,
-            &mut run.stream("bon", 0),
-        )?;
-        write_bon(&run, &points)?;
-        for (i, s) in shown.iter().enumerate().take(8) {
-            run.sample_line(
-                "sft",
-                None,
-                &prompts[i],
-                &sft_samples[i].0,
-                Some(sft_samples[i].1),
-            )?;
-            let BonSample {
-                prompt,
-                response,
-                proxy,
-                ..
-            } = s;
-            run.sample_line(
-                &format!("best_of_{show}"),
-                None,
-                prompt,
-                response,
-                Some(*proxy),
-            )?;
-        }
-        summary.insert("best_of_n".into(), serde_json::to_value(points.iter().map(|p| json!({"n": p.n, "proxy": p.proxy, "gold": p.gold, "gold_ci": p.gold_ci, "kl": p.kl, "kl_bound": p.kl_bound})).collect::<Vec<_>>())?);
-        run.say(&format!(
-            "best-of-n: {}",
-            points
-                .iter()
-                .map(|p| format!(
-                    "n={} gold {:.3} KL {:.2}≤{:.2}",
-                    p.n, p.gold, p.kl, p.kl_bound
-                ))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    if stage == Stage::Bon {
-        let path = run.folder.seal(&summary)?;
-        return Ok(json!({"folder": path.display().to_string(), "summary": summary}));
-    }
-
-    // RL.
-    let rl = &config.rl;
-    let mut learner = TokenLearner::from_models(config.algo(), rl.clone(), &sft, &rm)?;
-    let mut rm = rm;
-    let mut kl = config.reference_kl();
-    let mut prompt_rng = run.stream("rl-prompts", 0);
-    let mut sample_rng = run.stream("rl-sample", 0);
-    let mut minibatch_rng = run.stream("minibatch", 0);
-    let mut columns = Columns::new(METRICS);
-    columns.extend(["eval/gold_scores", "eval/scores", "eval/kl"]);
-    run.folder.start_metrics(columns)?;
-    if rl.rounds > 1 {
-        // The labels the first refit starts from: this run's, or those found beside `--rm`.
-        summary.insert("rm_comparisons_round1".into(), json!(all_train.len()));
-        if all_train.is_empty() {
-            run.say(
-                "note: no labels.jsonl beside --rm: the online rounds refit the reward model \
-                 on the policy's labels alone",
-            );
-        }
-    }
-    let starts = round_starts(rl.updates, rl.rounds);
-    let (mut sequences, mut tokens) = (0u64, 0u64);
-    let mut last_eval = sft_eval.clone();
-    let mut round = 0;
-    for update in 0..rl.updates {
-        if round + 1 < starts.len() && update == starts[round + 1] {
-            round += 1;
-            // Ziegler's online mode: label the current policy's samples, refit on every label.
-            let (train, held) = run.comparisons(&learner.policy, None, round as u64)?;
-            let folder = run.folder.path().to_path_buf();
-            let r = round + 1;
-            data::write_jsonl(
-                &folder.join(format!("labels_round{r}.jsonl")),
-                &train,
-                &run.judge.grammar,
-            )?;
-            data::write_jsonl(
-                &folder.join(format!("held_out_round{r}.jsonl")),
-                &held,
-                &run.judge.grammar,
-            )?;
-            all_train.extend(train);
-            all_held.extend(held);
-            let (new_rm, _, _, acc) =
-                run.fit_reward_model(&sft, &all_train, &all_held, round as u64)?;
-            new_rm.save(&folder.join(format!("reward_model_round{r}")))?;
-            summary.insert(
-                format!("rm_gold_accuracy_round{r}"),
-                json!(finite_or_null(acc.gold)),
-            );
-            summary.insert(format!("rm_comparisons_round{r}"), json!(all_train.len()));
-            rm = new_rm;
-        }
-        let (_, batch_prompts) =
-            reward::prompts(&run.judge.grammar, rl.batch_size, &mut prompt_rng);
-        let generated = reward::sample(
-            &learner.policy,
-            &batch_prompts,
-            rl.max_response,
-            &mut sample_rng,
-        );
-        let p: Vec<&[u32]> = batch_prompts.iter().map(|p| p.as_slice()).collect();
-        let r: Vec<&[u32]> = generated.iter().map(|g| g.tokens.as_slice()).collect();
-        let beta = kl.beta();
-        let rollout = learner.rollout(&sft, &rm, &p, &r, beta);
-        let stats: TokenUpdateStats = learner.update(&rollout, &mut minibatch_rng)?;
-        let b = r.len() as f64;
-        let mean = |x: &[f64]| x.iter().sum::<f64>() / x.len() as f64;
-        let k1 = mean(&rollout.kl_k1);
-        kl.update(k1, r.len());
-        let gold: Vec<f64> = p
-            .iter()
-            .zip(&r)
-            .map(|(p, r)| run.judge.score(p, r).map(|s| s.gold))
-            .collect::<Result<_, _>>()?;
-        sequences += r.len() as u64;
-        let n_tokens: usize = r.iter().map(|r| r.len()).sum();
-        tokens += n_tokens as u64;
-        let mut row = MetricRow::new();
-        row.set("update", (update + 1) as f64)
-            .set("round", (round + 1) as f64)
-            .set("sequences", sequences as f64)
-            .set("tokens", tokens as f64)
-            .set("objective/scores", mean(&rollout.scores))
-            .set("objective/gold_scores", mean(&gold))
-            .set("objective/kl", k1)
-            .set("objective/kl_k3", mean(&rollout.kl_k3))
-            .set("objective/entropy", mean(&rollout.entropy))
-            .set("objective/non_score_reward", -beta * k1)
-            .set("objective/rlhf_reward", mean(&rollout.total_reward))
-            .set("response_length", n_tokens as f64 / b)
-            .set(
-                "eos_fraction",
-                r.iter()
-                    .filter(|r| r.last() == Some(&gradgym_envs::text::EOS))
-                    .count() as f64
-                    / b,
-            )
-            .set("beta", beta)
-            .set("policy/approxkl_avg", stats.approx_kl)
-            .set("policy/clipfrac_avg", stats.clipfrac)
-            .set("loss/policy_avg", stats.policy_loss)
-            .set("loss/value_avg", stats.value_loss)
-            .set("val/error", stats.value_error)
-            .set("val/explained_variance", stats.explained_variance)
-            .set("gradient_steps", stats.gradient_steps as f64);
-        let last = update + 1 == rl.updates;
-        if (update + 1) % config.eval.every == 0 || last {
-            let (e, samples) =
-                run.evaluate(&learner.policy, &sft, &rm, &prompts, (update + 1) as u64)?;
-            run.eval_row(update + 1, config.algo().name(), &e)?;
-            row.set("eval/gold_scores", e.gold)
-                .set("eval/scores", e.proxy)
-                .set("eval/kl", e.kl);
-            if (update + 1) % rl.samples_every == 0 || last {
-                for (i, (resp, s)) in samples.iter().enumerate().take(8) {
-                    run.sample_line(
-                        config.algo().name(),
-                        Some(update + 1),
-                        &prompts[i],
-                        resp,
-                        Some(*s),
-                    )?;
+            _ => {
+                let path = need(&inputs.reward_model, "--rm DIR", stage)?;
+                // What the reward model was fitted on, when it comes from a run folder.
+                for summary_path in [path.join("summary.json"), path.join("../summary.json")] {
+                    if let Ok(text) = std::fs::read_to_string(&summary_path) {
+                        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                            for key in ["comparisons", "rm_gold_accuracy"] {
+                                if let Some(x) = v.get(key) {
+                                    summary.insert(format!("reward_model_{key}"), x.clone());
+                                }
+                            }
+                        }
+                        break;
+                    }
                 }
+                if let Some((train, held)) = prior_labels {
+                    all_train = train;
+                    all_held = held;
+                }
+                rm_in.expect("loaded above for rl and bon")
             }
+        };
+        anyhow::ensure!(
+            rm.config.scalar_head,
+            "the reward model has no scalar head (`scalar_head` in its model.json)"
+        );
+        if stage == Stage::Rm {
+            return Ok(());
+        }
+
+        let prompts = eval_prompts(config, &run.judge.grammar);
+        // The reference's own scores: the baseline every method is compared with.
+        let (sft_eval, sft_samples) = run.evaluate(&sft, &sft, &rm, &prompts, 0)?;
+        run.eval_row(0, "sft", &sft_eval)?;
+        summary.insert("sft".into(), serde_json::to_value(&sft_eval)?);
+
+        // Best-of-n.
+        check(run.interrupt, || "before best-of-n".into())?;
+        if matches!(stage, Stage::All | Stage::Bon) {
+            let ns = &config.eval.best_of_n;
+            // Samples are shown for best-of-4, or of all a prompt's samples when it has fewer.
+            let show = 4.min(config.eval.samples_per_prompt);
+            let (points, shown) = best_of_n::evaluate(
+                &sft,
+                &rm,
+                &run.judge,
+                &prompts,
+                config.eval.samples_per_prompt,
+                ns,
+                config.rl.max_response,
+                show,
+                &mut run.stream("bon", 0),
+            )?;
+            write_bon(&run, &points)?;
+            for (i, s) in shown.iter().enumerate().take(8) {
+                run.sample_line(
+                    "sft",
+                    None,
+                    &prompts[i],
+                    &sft_samples[i].0,
+                    Some(sft_samples[i].1),
+                )?;
+                let BonSample {
+                    prompt,
+                    response,
+                    proxy,
+                    ..
+                } = s;
+                run.sample_line(
+                    &format!("best_of_{show}"),
+                    None,
+                    prompt,
+                    response,
+                    Some(*proxy),
+                )?;
+            }
+            summary.insert("best_of_n".into(), serde_json::to_value(points.iter().map(|p| json!({"n": p.n, "proxy": p.proxy, "gold": p.gold, "gold_ci": p.gold_ci, "kl": p.kl, "kl_bound": p.kl_bound})).collect::<Vec<_>>())?);
             run.say(&format!(
-                "rl update {}/{}: proxy {:.3} gold {:.3} (SFT {:.3}) KL {:.2} β {:.4}",
+                "best-of-n: {}",
+                points
+                    .iter()
+                    .map(|p| format!(
+                        "n={} gold {:.3} KL {:.2}≤{:.2}",
+                        p.n, p.gold, p.kl, p.kl_bound
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if stage == Stage::Bon {
+            return Ok(());
+        }
+
+        // RL.
+        let rl = &config.rl;
+        let mut learner = TokenLearner::from_models(config.algo(), rl.clone(), &sft, &rm)?;
+        let mut rm = rm;
+        let mut kl = config.reference_kl();
+        let mut prompt_rng = run.stream("rl-prompts", 0);
+        let mut sample_rng = run.stream("rl-sample", 0);
+        let mut minibatch_rng = run.stream("minibatch", 0);
+        let mut columns = Columns::new(METRICS);
+        columns.extend(["eval/gold_scores", "eval/scores", "eval/kl"]);
+        run.folder.start_metrics(columns)?;
+        if rl.rounds > 1 {
+            // The labels the first refit starts from: this run's, or those found beside `--rm`.
+            summary.insert("rm_comparisons_round1".into(), json!(all_train.len()));
+            if all_train.is_empty() {
+                run.say(
+                    "note: no labels.jsonl beside --rm: the online rounds refit the reward model \
+                 on the policy's labels alone",
+                );
+            }
+        }
+        let starts = round_starts(rl.updates, rl.rounds);
+        let (mut sequences, mut tokens) = (0u64, 0u64);
+        let mut last_eval = sft_eval.clone();
+        let mut round = 0;
+        for update in 0..rl.updates {
+            check(run.interrupt, || {
+                format!("after RL update {update}/{}", rl.updates)
+            })?;
+            if round + 1 < starts.len() && update == starts[round + 1] {
+                round += 1;
+                // Ziegler's online mode: label the current policy's samples, refit on every label.
+                let (train, held) = run.comparisons(&learner.policy, None, round as u64)?;
+                let folder = run.folder.path().to_path_buf();
+                let r = round + 1;
+                data::write_jsonl(
+                    &folder.join(format!("labels_round{r}.jsonl")),
+                    &train,
+                    &run.judge.grammar,
+                )?;
+                data::write_jsonl(
+                    &folder.join(format!("held_out_round{r}.jsonl")),
+                    &held,
+                    &run.judge.grammar,
+                )?;
+                all_train.extend(train);
+                all_held.extend(held);
+                let (new_rm, _, _, acc) =
+                    run.fit_reward_model(&sft, &all_train, &all_held, round as u64)?;
+                new_rm.save(&folder.join(format!("reward_model_round{r}")))?;
+                summary.insert(
+                    format!("rm_gold_accuracy_round{r}"),
+                    json!(finite_or_null(acc.gold)),
+                );
+                summary.insert(format!("rm_comparisons_round{r}"), json!(all_train.len()));
+                rm = new_rm;
+            }
+            let (_, batch_prompts) =
+                reward::prompts(&run.judge.grammar, rl.batch_size, &mut prompt_rng);
+            let generated = reward::sample(
+                &learner.policy,
+                &batch_prompts,
+                rl.max_response,
+                &mut sample_rng,
+            );
+            let p: Vec<&[u32]> = batch_prompts.iter().map(|p| p.as_slice()).collect();
+            let r: Vec<&[u32]> = generated.iter().map(|g| g.tokens.as_slice()).collect();
+            let beta = kl.beta();
+            let rollout = learner.rollout(&sft, &rm, &p, &r, beta);
+            let stats: TokenUpdateStats = learner
+                .update(&rollout, &mut minibatch_rng)
+                .with_context(|| format!("RL update {}/{}", update + 1, rl.updates))?;
+            let b = r.len() as f64;
+            let mean = |x: &[f64]| x.iter().sum::<f64>() / x.len() as f64;
+            let k1 = mean(&rollout.kl_k1);
+            kl.update(k1, r.len());
+            let gold: Vec<f64> = p
+                .iter()
+                .zip(&r)
+                .map(|(p, r)| run.judge.score(p, r).map(|s| s.gold))
+                .collect::<Result<_, _>>()?;
+            sequences += r.len() as u64;
+            let n_tokens: usize = r.iter().map(|r| r.len()).sum();
+            tokens += n_tokens as u64;
+            let mut row = MetricRow::new();
+            row.set("update", (update + 1) as f64)
+                .set("round", (round + 1) as f64)
+                .set("sequences", sequences as f64)
+                .set("tokens", tokens as f64)
+                .set("objective/scores", mean(&rollout.scores))
+                .set("objective/gold_scores", mean(&gold))
+                .set("objective/kl", k1)
+                .set("objective/kl_k3", mean(&rollout.kl_k3))
+                .set("objective/entropy", mean(&rollout.entropy))
+                .set("objective/non_score_reward", -beta * k1)
+                .set("objective/rlhf_reward", mean(&rollout.total_reward))
+                .set("response_length", n_tokens as f64 / b)
+                .set(
+                    "eos_fraction",
+                    r.iter()
+                        .filter(|r| r.last() == Some(&gradgym_envs::text::EOS))
+                        .count() as f64
+                        / b,
+                )
+                .set("beta", beta)
+                .set("policy/approxkl_avg", stats.approx_kl)
+                .set("policy/clipfrac_avg", stats.clipfrac)
+                .set("loss/policy_avg", stats.policy_loss)
+                .set("loss/value_avg", stats.value_loss)
+                .set("val/error", stats.value_error)
+                .set("val/explained_variance", stats.explained_variance)
+                .set("gradient_steps", stats.gradient_steps as f64);
+            let last = update + 1 == rl.updates;
+            if (update + 1) % config.eval.every == 0 || last {
+                let (e, samples) =
+                    run.evaluate(&learner.policy, &sft, &rm, &prompts, (update + 1) as u64)?;
+                run.eval_row(update + 1, config.algo().name(), &e)?;
+                row.set("eval/gold_scores", e.gold)
+                    .set("eval/scores", e.proxy)
+                    .set("eval/kl", e.kl);
+                if (update + 1) % rl.samples_every == 0 || last {
+                    for (i, (resp, s)) in samples.iter().enumerate().take(8) {
+                        run.sample_line(
+                            config.algo().name(),
+                            Some(update + 1),
+                            &prompts[i],
+                            resp,
+                            Some(*s),
+                        )?;
+                    }
+                }
+                run.say(&format!(
+                    "rl update {}/{}: proxy {:.3} gold {:.3} (SFT {:.3}) KL {:.2} β {:.4}",
+                    update + 1,
+                    rl.updates,
+                    e.proxy,
+                    e.gold,
+                    sft_eval.gold,
+                    e.kl,
+                    beta
+                ));
+                last_eval = e;
+            }
+            run.folder.append(&row)?;
+            // A progress bar's line (the caller draws it on a terminal, or drops it).
+            run.say(&format!(
+                "{PROGRESS}{}/{} proxy {:.3} gold {:.3} KL {:.2}",
                 update + 1,
                 rl.updates,
-                e.proxy,
-                e.gold,
-                sft_eval.gold,
-                e.kl,
-                beta
+                mean(&rollout.scores),
+                mean(&gold),
+                k1
             ));
-            last_eval = e;
         }
-        run.folder.append(&row)?;
-        // A progress bar's line (the caller draws it on a terminal, or drops it).
-        run.say(&format!(
-            "{PROGRESS}{}/{} proxy {:.3} gold {:.3} KL {:.2}",
-            update + 1,
-            rl.updates,
-            mean(&rollout.scores),
-            mean(&gold),
-            k1
-        ));
+        learner.policy.save(&run.folder.path().join("policy"))?;
+        summary.insert("policy".into(), serde_json::to_value(&last_eval)?);
+        summary.insert("algo".into(), json!(config.algo().name()));
+        summary.insert("final_beta".into(), json!(kl.beta()));
+        Ok(())
+    });
+    finish(run, summary, outcome)
+}
+
+/// A run that started but did not complete: it failed (a non-finite loss, a libtorch panic) or
+/// was interrupted, and its folder was sealed with what it had written, `summary.json`'s
+/// `status` saying which and `error` why.
+#[derive(Debug, thiserror::Error)]
+#[error("{error:#}")]
+pub struct RunEnded {
+    /// The sealed folder.
+    pub folder: PathBuf,
+    /// `failed` or `interrupted`.
+    pub status: &'static str,
+    pub error: anyhow::Error,
+}
+
+/// The run was stopped from outside (SIGINT, SIGTERM).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by a signal {during}")]
+pub struct Interrupted {
+    pub during: String,
+}
+
+/// Runs `f`, turning a panic (libtorch and tch panic on some errors) into an error.
+fn catch_panics<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown".into());
+        Err(anyhow::anyhow!("panic: {message}"))
+    })
+}
+
+/// Seals the run's folder with `summary` and the outcome's status.
+fn finish(
+    run: Run<'_>,
+    mut summary: serde_json::Map<String, serde_json::Value>,
+    outcome: Result<()>,
+) -> Result<serde_json::Value> {
+    let status = match &outcome {
+        Ok(()) => "completed",
+        Err(e) if e.is::<Interrupted>() => "interrupted",
+        Err(_) => "failed",
+    };
+    summary.insert("status".into(), json!(status));
+    if let Err(e) = &outcome {
+        summary.insert("error".into(), json!(format!("{e:#}")));
     }
-    learner.policy.save(&run.folder.path().join("policy"))?;
-    summary.insert("policy".into(), serde_json::to_value(&last_eval)?);
-    summary.insert("algo".into(), json!(config.algo().name()));
-    summary.insert("final_beta".into(), json!(kl.beta()));
-    let path = run.folder.seal(&summary)?;
-    Ok(json!({"folder": path.display().to_string(), "summary": summary}))
+    let folder = run.folder.seal(&summary)?;
+    match outcome {
+        Ok(()) => Ok(json!({"folder": folder.display().to_string(), "summary": summary})),
+        Err(error) => Err(RunEnded {
+            folder,
+            status,
+            error,
+        }
+        .into()),
+    }
 }
 
 /// The first update of each of `rounds` online rounds over `updates` updates: round r starts

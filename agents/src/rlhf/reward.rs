@@ -207,13 +207,14 @@ pub fn chosen_lm_loss(rm: &Gpt, batch: &[&Comparison]) -> Tensor {
 }
 
 /// Fits `rm` (already initialised) to `train`, comparisons grouped by their K. The order of
-/// batches comes from `rng`.
+/// batches comes from `rng`; `report(step, loss)` is called after every step, and an error it
+/// returns stops the fit.
 pub fn fit(
     rm: &mut Gpt,
     train: &[Comparison],
     config: &RewardModelConfig,
     rng: &mut Stream,
-    mut report: impl FnMut(usize, f64),
+    mut report: impl FnMut(usize, f64) -> Result<()>,
 ) -> Result<FitReport> {
     anyhow::ensure!(
         !train.is_empty(),
@@ -259,7 +260,7 @@ pub fn fit(
             );
             opt.backward_step_clip_norm(&loss, 1.0);
             sum_pref += pv;
-            report(step, pv);
+            report(step, pv)?;
             step += 1;
         }
         last_pref = sum_pref / batches.len() as f64;
