@@ -394,7 +394,18 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
     let rm_model = rm_model.to_str().unwrap();
     let out = dir.join("out");
     let o = out.to_str().unwrap();
+    // Paths that hold no model are named as what they are.
+    fs::create_dir_all(dir.join("empty")).unwrap();
+    let (empty, missing, file) = (
+        dir.join("empty").display().to_string(),
+        dir.join("missing").display().to_string(),
+        cfg.display().to_string(),
+    );
+    let no_model = format!("{empty}/sft/model.json exists");
     for (args, want) in [
+        (vec!["rm", "--sft", &missing], "no such folder"),
+        (vec!["rm", "--sft", &file], "not a folder"),
+        (vec!["rm", "--sft", &empty], no_model.as_str()),
         (vec!["rl", "--sft", rm_model, "--rm", r], "--sft"),
         (vec!["rl", "--sft", s, "--rm", s], "--rm"),
         (

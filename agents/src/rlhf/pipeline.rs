@@ -480,7 +480,20 @@ fn model_dir(path: &Path, sub: &str) -> PathBuf {
 }
 
 fn load_model(path: &Path, sub: &str, device: Device) -> Result<Gpt> {
+    if !path.exists() {
+        anyhow::bail!("no such folder");
+    }
+    if !path.is_dir() {
+        anyhow::bail!("not a folder (it wants a model folder or a run folder)");
+    }
     let dir = model_dir(path, sub);
+    if !dir.join("model.json").is_file() {
+        anyhow::bail!(
+            "holds no model: neither {} nor {} exists",
+            path.join("model.json").display(),
+            path.join(sub).join("model.json").display()
+        );
+    }
     Gpt::load(&dir, device).with_context(|| format!("cannot load the model in {}", dir.display()))
 }
 
