@@ -762,3 +762,36 @@ fn labels_of_any_sampled_text_round_trip_through_jsonl() {
         std::fs::remove_file(path).ok();
     }
 }
+
+#[test]
+fn a_preference_file_may_carry_a_byte_order_mark_and_crlf_but_not_bytes_outside_utf8() {
+    use gradgym_agents::rlhf::data::read_jsonl;
+    use gradgym_envs::text::GoldJudge;
+    let grammar = GoldJudge::new().grammar;
+    let line = r#"{"prompt": "review of the phone positive :", "chosen": "the phone is great . <eos>", "rejected": "the phone is awful . <eos>"}"#;
+    let dir = std::env::temp_dir().join(format!("gradgym-jsonl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("prefs.jsonl");
+    let plain = format!("{line}\n{line}\n");
+    std::fs::write(&path, &plain).unwrap();
+    let want = read_jsonl(&path, &grammar, 16).unwrap();
+    assert_eq!(want.len(), 2);
+    // A byte-order mark and Windows line ends read as the plain file does.
+    let windows = format!("\u{feff}{line}\r\n{line}\r\n");
+    std::fs::write(&path, windows).unwrap();
+    let got = read_jsonl(&path, &grammar, 16).unwrap();
+    assert_eq!(
+        got.iter().map(|c| &c.responses).collect::<Vec<_>>(),
+        want.iter().map(|c| &c.responses).collect::<Vec<_>>()
+    );
+    // A byte that is not UTF-8 is named by its line.
+    let mut bytes = format!("{line}\n").into_bytes();
+    bytes.extend_from_slice(b"{\"prompt\": \"\xff\"}\n");
+    std::fs::write(&path, bytes).unwrap();
+    let e = read_jsonl(&path, &grammar, 16).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("{}:2: field `(line)`: not UTF-8", path.display())),
+        "{e}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -55,11 +55,19 @@ pub struct DataError {
 
 /// Reads a preference file. `max_response` is the longest response the model can score.
 pub fn read_jsonl(path: &Path, grammar: &Grammar, max_response: usize) -> Result<Vec<Comparison>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let file = path.display().to_string();
+    // A byte-order mark, as some editors write, is not part of the first line.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = std::str::from_utf8(line).map_err(|e| DataError {
+            file: file.clone(),
+            line: i + 1,
+            field: "(line)".into(),
+            message: format!("not UTF-8 (byte {} of the line)", e.valid_up_to() + 1),
+        })?;
+        let line = line.strip_suffix('\r').unwrap_or(line);
         if line.trim().is_empty() {
             continue;
         }
