@@ -142,6 +142,19 @@ fn checkpoints_round_trip_and_name_what_does_not_fit() {
         e.contains("transformer.wte.weight") && e.contains("[50, 16]"),
         "{e}"
     );
+    // Weights with a tensor the config has no place for (a reward model's head under a
+    // language model's model.json) are refused, not silently dropped.
+    let rm = m
+        .with_scalar_head(&mut gradgym_envs::rng::stream(3, "test/gpt-head", 0))
+        .unwrap();
+    rm.save(&dir).unwrap();
+    std::fs::write(
+        dir.join("model.json"),
+        serde_json::to_string(&m.config).unwrap(),
+    )
+    .unwrap();
+    let e = Gpt::load(&dir, Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("has no place in the architecture"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

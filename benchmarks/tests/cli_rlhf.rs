@@ -404,6 +404,10 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
     let no_model = format!("{empty}/sft/model.json exists");
     for (args, want) in [
         (vec!["rm", "--sft", &missing], "no such folder"),
+        (
+            vec!["bon", "--sft", s, "--rm", r, "--set", "eval.best_of_n=[]"],
+            "field `eval.best_of_n`: empty",
+        ),
         (vec!["rm", "--sft", &file], "not a folder"),
         (vec!["rm", "--sft", &empty], no_model.as_str()),
         (vec!["rl", "--sft", rm_model, "--rm", r], "--sft"),

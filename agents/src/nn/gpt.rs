@@ -626,6 +626,19 @@ impl Gpt {
                 .map_err(|e| anyhow!("{e} (the architecture in {})", json.display()))?;
             values.push((name, shape, v));
         }
+        // A tensor the architecture has no place for means the file and model.json disagree
+        // (a scalar head under a language model's config, say): refused, not dropped.
+        if let Some(extra) = st
+            .names()
+            .into_iter()
+            .find(|n| !values.iter().any(|(name, _, _)| name == *n))
+        {
+            anyhow::bail!(
+                "{}: tensor `{extra}` has no place in the architecture of {}",
+                path.display(),
+                json.display()
+            );
+        }
         Self::from_values(config, device, values)
     }
 }

@@ -429,14 +429,29 @@ impl Run<'_> {
         } else {
             reward::accuracy(&rm, held_out, &self.judge, self.config.labels.margin)?
         };
+        let percent = |x: f64| {
+            if x.is_finite() {
+                format!("{:.1}%", 100.0 * x)
+            } else {
+                "no".into()
+            }
+        };
+        let held = if held_out.is_empty() {
+            "no comparisons held out".to_string()
+        } else {
+            format!(
+                "held out: {} of labels, {} of {} gold-ordered pairs",
+                percent(acc.label),
+                percent(acc.gold),
+                acc.gold_pairs
+            )
+        };
         self.say(&format!(
-            "reward model (round {}): {} comparisons, loss {:.3}; held out: {:.1}% of labels, {:.1}% of {} gold-ordered pairs",
+            "reward model (round {}): {} comparison{}, loss {:.3}; {held}",
             round + 1,
             train.len(),
+            if train.len() == 1 { "" } else { "s" },
             report.train_loss,
-            100.0 * acc.label,
-            100.0 * acc.gold,
-            acc.gold_pairs
         ));
         Ok((rm, report, norm, acc))
     }
@@ -596,6 +611,10 @@ pub fn run(
             "field `labels.comparisons`: 0 comparisons leave the reward model nothing to fit; ask for some, or give --data FILE"
         );
     }
+    anyhow::ensure!(
+        stage != Stage::Bon || !config.eval.best_of_n.is_empty(),
+        "field `eval.best_of_n`: empty, so `gradgym rlhf bon` has nothing to do; list the n to evaluate"
+    );
     if stage == Stage::Sample {
         anyhow::ensure!(
             (1..=config.eval.prompts).contains(&inputs.samples),
@@ -860,7 +879,8 @@ pub fn run(
 
         // Best-of-n.
         check(run.interrupt, || "before best-of-n".into())?;
-        if matches!(stage, Stage::All | Stage::Bon) {
+        // An empty `eval.best_of_n` leaves best-of-n out of a whole run (`bon` refuses it).
+        if matches!(stage, Stage::All | Stage::Bon) && !config.eval.best_of_n.is_empty() {
             let ns = &config.eval.best_of_n;
             // Samples are shown for best-of-4, or of all a prompt's samples when it has fewer.
             let show = 4.min(config.eval.samples_per_prompt);
