@@ -1,5 +1,26 @@
-//! The error a gradient step can end a run with. A leaf module: the backends, which detect a
-//! non-finite loss, and the learners, which pass it on, both import it from here.
+//! The errors a run can end with. A leaf module: the backends, which detect a non-finite
+//! loss, and the learners, which pass it on, both import it from here, as do the two run
+//! loops (`train`, `rlhf::pipeline`) for an interruption and a panic turned into an error.
+
+/// The run was stopped from outside (SIGINT, SIGTERM).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by a signal {during}")]
+pub struct Interrupted {
+    /// Where: `after iteration 12`, `at sft step 40/300`, …
+    pub during: String,
+}
+
+/// Runs `f`, turning a panic (libtorch and tch panic on some errors) into an error.
+pub fn catch_panics<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown".into());
+        Err(anyhow::anyhow!("panic: {message}"))
+    })
+}
 
 /// A loss that is not a finite number: training stops with this.
 #[derive(Debug, thiserror::Error, PartialEq)]

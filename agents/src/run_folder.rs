@@ -12,10 +12,13 @@
 //!
 //! Completion is atomic: the files are written into `<run>.partial/`, made durable (fsync) and
 //! the folder renamed to `<run>/` once the summary is on disk, so a folder named after a run is
-//! always whole, and an interrupted run is plainly marked by its `.partial` suffix. A run that
-//! fails (a non-finite loss, a libtorch panic) is sealed too: its summary says why, and every
-//! metrics row written before the failure stays readable. JSON and TOML files are written to a
-//! temporary name and renamed, so a reader never sees half a file.
+//! always whole. A run that fails (a non-finite loss, a libtorch panic) or is stopped by a
+//! signal is sealed too: its summary says why, and every metrics row written before stays
+//! readable; under `--overwrite` it goes beside the run it was to replace
+//! ([`RunFolder::seal_unfinished`]). Only a process killed outright (SIGKILL, a second signal,
+//! a crash) leaves a `.partial` folder, and the next run of that name refuses it unless told to
+//! replace it. JSON and TOML files are written to a temporary name and renamed, so a reader
+//! never sees half a file.
 
 use std::fs;
 use std::io::Write;
@@ -105,7 +108,7 @@ impl RunFolder {
         let partial = partial_path(dir);
         if partial.exists() && existing == Existing::Refuse {
             bail!(
-                "{} holds the files of an earlier run of this name that never finished (it was killed); move or delete it, or pass --overwrite to replace it",
+                "{} holds the files of an earlier run of this name that never finished (killed outright, by a second signal or a crash); move or delete it, or pass --overwrite to replace it",
                 partial.display()
             );
         }
@@ -164,6 +167,30 @@ impl RunFolder {
         writeln!(file, "{line}").context("cannot append to metrics.csv")?;
         file.flush().context("cannot flush metrics.csv")?;
         Ok(())
+    }
+
+    /// Seals a run that did not complete (`status` `failed` or `interrupted`) without
+    /// replacing an earlier run of its name, which [`Existing::Replace`] would otherwise do:
+    /// then it goes beside that run, as `<dir>.<status>` (`-2`, `-3`, … if taken). Returns
+    /// where it went.
+    pub fn seal_unfinished(mut self, summary: &impl Serialize, status: &str) -> Result<PathBuf> {
+        if self.done.exists() {
+            let base = self.done.file_name().unwrap_or_default().to_os_string();
+            let mut n = 1;
+            self.done = loop {
+                let mut name = base.clone();
+                name.push(format!(".{status}"));
+                if n > 1 {
+                    name.push(format!("-{n}"));
+                }
+                let candidate = self.done.with_file_name(name);
+                if !candidate.exists() {
+                    break candidate;
+                }
+                n += 1;
+            };
+        }
+        self.seal(summary)
     }
 
     /// Writes `summary.json`, makes every file durable and renames the folder into place
@@ -304,6 +331,38 @@ mod tests {
         assert!(
             refuse_inputs_inside(&stale, &[("--sft", &partial_path(&stale).join("sft"))]).is_err()
         );
+        fs::remove_dir_all(partial_path(&stale)).ok();
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn an_unfinished_run_never_replaces_an_earlier_one() {
+        let dir = scratch("unfinished");
+        let first = RunFolder::create(&dir, Existing::Refuse).unwrap();
+        first
+            .write_json("manifest.json", &serde_json::json!({}))
+            .unwrap();
+        first
+            .seal(&serde_json::json!({"status": "completed"}))
+            .unwrap();
+        for expect in ["failed", "failed-2"] {
+            let run = RunFolder::create(&dir, Existing::Replace).unwrap();
+            let at = run
+                .seal_unfinished(&serde_json::json!({"status": "failed"}), "failed")
+                .unwrap();
+            let name = format!("{}.{expect}", dir.file_name().unwrap().to_str().unwrap());
+            assert_eq!(at, dir.with_file_name(name));
+            assert!(at.join("summary.json").is_file());
+        }
+        let kept = fs::read_to_string(dir.join("summary.json")).unwrap();
+        assert!(kept.contains("completed"), "{kept}");
+        // With no earlier run, it takes its own name.
+        let fresh = scratch("unfinished-fresh");
+        let at = RunFolder::create(&fresh, Existing::Refuse)
+            .unwrap()
+            .seal_unfinished(&serde_json::json!({}), "interrupted")
+            .unwrap();
+        assert_eq!(at, fresh);
     }
 
     #[test]

@@ -28,6 +28,7 @@ use crate::checkpoint;
 use crate::collect::{Actor, Episodes, collect, evaluate, head_for};
 use crate::config::TrainConfig;
 use crate::device::parse_device;
+use crate::error::{Interrupted, catch_panics};
 pub use crate::hook::{Collected, Hook};
 use crate::learners::{Learner, make_learner};
 use crate::metrics::{Cell, Columns, MetricRow};
@@ -77,6 +78,10 @@ pub struct Summary {
     pub total_timesteps: u64,
     pub iterations: u64,
     pub wall_seconds: f64,
+    /// Where the run's folder was sealed (not written to `summary.json`): its `--out`, or
+    /// beside it for an unfinished run that was not to replace an earlier one.
+    #[serde(skip)]
+    pub folder: Option<std::path::PathBuf>,
 }
 
 /// Progress reported after every iteration.
@@ -363,6 +368,7 @@ impl Trainer {
             total_timesteps: self.finished.1,
             iterations: self.finished.0,
             wall_seconds: self.start.elapsed().as_secs_f64(),
+            folder: None,
         }
     }
 }
@@ -373,25 +379,6 @@ pub struct RunResult {
     pub columns: Columns,
     pub rows: Vec<MetricRow>,
     pub summary: Summary,
-}
-
-/// The run was stopped from outside (SIGINT, SIGTERM) between two iterations.
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted by a signal after iteration {iteration}")]
-pub struct Interrupted {
-    pub iteration: u64,
-}
-
-/// Runs `f`, turning a panic (libtorch and tch panic on some errors) into an error.
-fn catch_panics<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "unknown".into());
-        Err(anyhow::anyhow!("panic: {message}"))
-    })
 }
 
 /// Steps `trainer` to the end of its budget, handing each row to `on_row`, then evaluates.
@@ -407,7 +394,7 @@ fn drive(
         while !trainer.is_done() {
             if interrupt.is_some_and(|flag| flag.load(Ordering::Relaxed)) {
                 return Err(Interrupted {
-                    iteration: trainer.finished.0,
+                    during: format!("after iteration {}", trainer.finished.0),
                 }
                 .into());
             }
@@ -523,8 +510,8 @@ pub fn train_with(
         Err(e) => {
             // The config was valid, so this is a failure to build the run (a libtorch panic,
             // a CUDA error): recorded like any failed run.
-            let summary = failed_before_start(config, &e);
-            folder.seal(&summary)?;
+            let mut summary = failed_before_start(config, &e);
+            summary.folder = Some(folder.seal_unfinished(&summary, "failed")?);
             return Ok(summary);
         }
     };
@@ -577,7 +564,14 @@ pub fn train_with(
             summary.total_timesteps,
         )?;
     }
-    folder.seal(&summary)?;
+    // A run that did not complete never replaces an earlier one (--overwrite): it goes beside.
+    let sealed = if summary.status == "completed" {
+        folder.seal(&summary)?
+    } else {
+        let status = summary.status.clone();
+        folder.seal_unfinished(&summary, &status)?
+    };
+    summary.folder = Some(sealed);
     Ok(summary)
 }
 
@@ -606,5 +600,6 @@ fn failed_before_start(config: &TrainConfig, e: &anyhow::Error) -> Summary {
         total_timesteps: 0,
         iterations: 0,
         wall_seconds: 0.0,
+        folder: None,
     }
 }

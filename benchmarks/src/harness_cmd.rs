@@ -223,7 +223,11 @@ pub fn run_plot(args: PlotArgs) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| args.dirs[0].join("plots"));
     let written = if args.dirs.len() == 1 && rlhf_study::is_study(&args.dirs[0]) {
-        plot::plot_rlhf(&rlhf_study::load(&args.dirs[0])?, &out)?
+        let study = rlhf_study::load(&args.dirs[0])?;
+        for (run, status, _) in &study.skipped {
+            eprintln!("warning: {run} left out (status {status})");
+        }
+        plot::plot_rlhf(&study, &out)?
     } else if args.dirs.iter().all(|d| d.join("estimators.csv").is_file()) {
         let mut all = Vec::new();
         for d in &args.dirs {

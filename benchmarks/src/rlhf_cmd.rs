@@ -205,15 +205,8 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
         }
         eprintln!("  [{elapsed:6.1}s] {line}");
     };
-    // SIGINT or SIGTERM ends the run at its next step, sealed as `interrupted`; a second
-    // signal while the first is pending exits at once.
-    let interrupt = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 130, interrupt.clone())
-            .context("cannot install a signal handler")?;
-        signal_hook::flag::register(signal, interrupt.clone())
-            .context("cannot install a signal handler")?;
-    }
+    // SIGINT or SIGTERM ends the run at its next step, sealed as `interrupted`.
+    let interrupt = crate::train_cmd::interrupt_on_signals()?;
     let result = pipeline::run(
         &config,
         stage,

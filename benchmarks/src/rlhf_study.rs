@@ -173,7 +173,14 @@ pub fn load(dir: &Path) -> Result<Study> {
         match summary.get("status").and_then(|s| s.as_str()) {
             None | Some("completed") => {}
             Some(status) => {
-                let error = summary["error"].as_str().unwrap_or("").to_string();
+                // The first line: a libtorch panic's message carries a C++ backtrace.
+                let error = summary["error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
                 study.skipped.push((name, status.to_string(), error));
                 continue;
             }

@@ -205,15 +205,8 @@ fn run_training(command: &str, args: TrainArgs, extra: &[Layer]) -> Result<ExitC
     } else {
         Existing::Refuse
     };
-    // SIGINT or SIGTERM ends the run after its current iteration, sealed as `interrupted`;
-    // a second signal while the first is pending exits at once.
-    let interrupt = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 130, interrupt.clone())
-            .context("cannot install a signal handler")?;
-        signal_hook::flag::register(signal, interrupt.clone())
-            .context("cannot install a signal handler")?;
-    }
+    // SIGINT or SIGTERM ends the run after its current iteration, sealed as `interrupted`.
+    let interrupt = interrupt_on_signals()?;
     let summary = train_with(
         &config,
         &out,
@@ -226,23 +219,38 @@ fn run_training(command: &str, args: TrainArgs, extra: &[Layer]) -> Result<ExitC
         bar.finish_and_clear();
     }
     println!("{}", serde_json::to_string_pretty(&summary)?);
+    let sealed = summary.folder.clone().unwrap_or(out);
     if summary.status == "completed" {
         Ok(ExitCode::SUCCESS)
     } else if summary.status == "interrupted" {
         eprintln!(
             "{command}: {}; {} holds its {} finished iterations (status interrupted)",
             summary.error.as_deref().unwrap_or("interrupted"),
-            out.display(),
+            sealed.display(),
             summary.iterations
         );
         Ok(ExitCode::from(130))
     } else {
         eprintln!(
-            "error: the run failed: {}",
-            summary.error.as_deref().unwrap_or("unknown")
+            "error: the run failed: {}; {} holds its files (status failed)",
+            summary.error.as_deref().unwrap_or("unknown"),
+            sealed.display()
         );
         Ok(ExitCode::from(1))
     }
+}
+
+/// A flag that SIGINT or SIGTERM sets, for a run to stop at its next step and seal its folder
+/// as `interrupted`; a second signal while the first is pending exits at once (130).
+pub(crate) fn interrupt_on_signals() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let interrupt = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, interrupt.clone())
+            .context("cannot install a signal handler")?;
+        signal_hook::flag::register(signal, interrupt.clone())
+            .context("cannot install a signal handler")?;
+    }
+    Ok(interrupt)
 }
 
 pub fn run_info() -> Result<ExitCode> {

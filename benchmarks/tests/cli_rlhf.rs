@@ -760,10 +760,44 @@ fn a_failed_run_is_sealed_with_its_files_and_an_overwrite_never_deletes_its_own_
         report.contains("Left out: `nan` (status failed"),
         "{report}"
     );
+    assert!(report.contains("\n| rl | "), "{report}");
+    // A plot says what it left out.
+    let o = gradgym(&["plot", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
     assert!(
-        report.contains("| rl |") || report.contains("`rl`"),
-        "{report}"
+        text(&o).contains("nan left out (status failed)"),
+        "{}",
+        text(&o)
     );
+    // Rerun into a finished run's folder with --overwrite, it fails again: the finished run
+    // stays, and the failed one is sealed beside it.
+    let o = run(&[
+        "rl",
+        "--config",
+        c,
+        "--sft",
+        out.to_str().unwrap(),
+        "--rm",
+        out.to_str().unwrap(),
+        "--set",
+        "rl.learning_rate=1e30",
+        "--overwrite",
+        "--out",
+        dir.join("rl").to_str().unwrap(),
+        "--quiet",
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("rl.failed"), "{t}");
+    let status = |p: &Path| {
+        serde_json::from_str::<serde_json::Value>(
+            &fs::read_to_string(p.join("summary.json")).unwrap(),
+        )
+        .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status(&dir.join("rl")), "completed");
+    assert_eq!(status(&dir.join("rl.failed")), "failed");
     // A killed run's `.partial` folder is kept: the same --out is refused, naming it.
     fs::create_dir_all(partial(&dir.join("killed"))).unwrap();
     let o = run(&[
@@ -787,7 +821,7 @@ fn sigint_seals_an_rlhf_run_as_interrupted() {
     let dir = scratch("signal");
     let cfg = config(&dir, "");
     let out = dir.join("run");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_gradgym"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gradgym"))
         .args([
             "rlhf",
             "--config",
@@ -806,7 +840,10 @@ fn sigint_seals_an_rlhf_run_as_interrupted() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while fs::read_to_string(partial(&out).join("metrics.csv")).map_or(0, |t| t.lines().count()) < 4
     {
-        assert!(std::time::Instant::now() < deadline, "RL never started");
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            panic!("RL never started");
+        }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let kill = std::process::Command::new("kill")
@@ -815,7 +852,6 @@ fn sigint_seals_an_rlhf_run_as_interrupted() {
         .unwrap();
     assert!(kill.success());
     // A run that ignored the signal would go on for hours: give it a minute.
-    let mut child = child;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while child.try_wait().unwrap().is_none() {
         if std::time::Instant::now() > deadline {

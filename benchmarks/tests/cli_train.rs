@@ -165,6 +165,35 @@ fn a_failed_run_exits_1_and_keeps_its_files() {
             .count()
             >= 2
     );
+    // --overwrite never puts a failed run in place of another: it is sealed beside it.
+    let before = std::fs::read_to_string(out.join("summary.json")).unwrap();
+    let o = gradgym(&[
+        "train",
+        "--algo",
+        "a2c",
+        "--learning-rate",
+        "1e30",
+        "--anneal-lr",
+        "false",
+        "--total-timesteps",
+        "4000",
+        "--overwrite",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    let beside = out.with_file_name(format!(
+        "{}.failed",
+        out.file_name().unwrap().to_str().unwrap()
+    ));
+    assert!(t.contains(beside.to_str().unwrap()), "{t}");
+    assert!(beside.join("summary.json").is_file());
+    assert_eq!(
+        std::fs::read_to_string(out.join("summary.json")).unwrap(),
+        before,
+        "the earlier run was replaced"
+    );
 }
 
 #[test]

@@ -39,6 +39,7 @@ use super::reward::{self, Accuracy, FitReport, Normalisation};
 use super::sequences::{Sequences, rows_f64, token_logprobs, token_stats};
 use crate::config::rlhf::{ModelConfig, RlhfConfig};
 use crate::device::parse_device;
+use crate::error::{Interrupted, catch_panics};
 use crate::metrics::{Columns, MetricRow};
 use crate::nn::gpt::{Gpt, GptConfig};
 use crate::run_folder::{Existing, RunFolder, refuse_inputs_inside};
@@ -247,12 +248,14 @@ impl Run<'_> {
                     format!("at {} step {}/{}", stage.name(), step + 1, cfg.steps)
                 })
             },
-        )?;
+        );
+        // The steps taken are written even when the stage failed: they show how it got there.
         for l in lines {
             self.lm_csv.push_str(&l);
             self.lm_csv.push('\n');
         }
         self.folder.write_text("lm.csv", &self.lm_csv)?;
+        let tail = tail?;
         if !last_report.is_empty() {
             self.say(&last_report);
         }
@@ -369,6 +372,7 @@ impl Run<'_> {
                 )?
             }
         };
+        check(self.interrupt, || "after labelling".into())?;
         let held = ((all.len() as f64) * l.held_out).round() as usize;
         let held = held.min(all.len() - 1);
         let (train, held_out) = all.split_at(all.len() - held);
@@ -396,7 +400,8 @@ impl Run<'_> {
                     format!("at reward-model step {} (round {})", step + 1, round + 1)
                 })
             },
-        )?;
+        );
+        // Written even when the fit failed, as lm.csv is.
         if self.rm_csv.is_empty() {
             self.rm_csv.push_str("round,step,loss\n");
         }
@@ -405,6 +410,7 @@ impl Run<'_> {
             self.rm_csv.push('\n');
         }
         self.folder.write_text("rm.csv", &self.rm_csv)?;
+        let report = report?;
         let norm = if self.config.reward_model.normalize_samples > 0 {
             reward::normalise(
                 &mut rm,
@@ -433,7 +439,7 @@ impl Run<'_> {
             if x.is_finite() {
                 format!("{:.1}%", 100.0 * x)
             } else {
-                "no".into()
+                "n/a".into()
             }
         };
         let held = if held_out.is_empty() {
@@ -873,6 +879,7 @@ pub fn run(
 
         let prompts = eval_prompts(config, &run.judge.grammar);
         // The reference's own scores: the baseline every method is compared with.
+        check(run.interrupt, || "before evaluating the SFT policy".into())?;
         let (sft_eval, sft_samples) = run.evaluate(&sft, &sft, &rm, &prompts, 0)?;
         run.eval_row(0, "sft", &sft_eval)?;
         summary.insert("sft".into(), serde_json::to_value(&sft_eval)?);
@@ -1111,25 +1118,6 @@ pub struct RunEnded {
     pub error: anyhow::Error,
 }
 
-/// The run was stopped from outside (SIGINT, SIGTERM).
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted by a signal {during}")]
-pub struct Interrupted {
-    pub during: String,
-}
-
-/// Runs `f`, turning a panic (libtorch and tch panic on some errors) into an error.
-fn catch_panics<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "unknown".into());
-        Err(anyhow::anyhow!("panic: {message}"))
-    })
-}
-
 /// Seals the run's folder with `summary` and the outcome's status.
 fn finish(
     run: Run<'_>,
@@ -1145,7 +1133,12 @@ fn finish(
     if let Err(e) = &outcome {
         summary.insert("error".into(), json!(format!("{e:#}")));
     }
-    let folder = run.folder.seal(&summary)?;
+    // A run that did not complete never replaces an earlier one (--overwrite): it goes beside.
+    let folder = if outcome.is_ok() {
+        run.folder.seal(&summary)?
+    } else {
+        run.folder.seal_unfinished(&summary, status)?
+    };
     match outcome {
         Ok(()) => Ok(json!({"folder": folder.display().to_string(), "summary": summary})),
         Err(error) => Err(RunEnded {
