@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{gradgym, text};
+use common::{gradgym, summary, text};
 
 fn scratch(name: &str) -> PathBuf {
     common::scratch("cli-rlhf", name)
@@ -162,8 +162,7 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
         online.to_str().unwrap(),
         "--quiet",
     ]));
-    let summary: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(online.join("summary.json")).unwrap()).unwrap();
+    let summary = summary(&online);
     let new = fs::read_to_string(online.join("labels_round2.jsonl")).unwrap();
     assert_eq!(summary["rm_comparisons_round1"], labels.lines().count());
     assert_eq!(
@@ -378,8 +377,7 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
         short.to_str().unwrap(),
         "--quiet",
     ]));
-    let summary: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(short.join("summary.json")).unwrap()).unwrap();
+    let summary = summary(&short);
     for key in ["pretrain_loss", "sft_loss"] {
         assert!(summary[key].is_number(), "{key}: {summary}");
     }
@@ -700,12 +698,11 @@ fn a_failed_run_is_sealed_with_its_files_and_an_overwrite_never_deletes_its_own_
         t.contains("status failed") && t.contains(out.to_str().unwrap()),
         "{t}"
     );
-    let summary: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-    assert_eq!(summary["status"], "failed");
+    let failed = summary(&out);
+    assert_eq!(failed["status"], "failed");
     assert!(
-        summary["error"].as_str().unwrap().contains("non-finite"),
-        "{summary}"
+        failed["error"].as_str().unwrap().contains("non-finite"),
+        "{failed}"
     );
     // The stages before the failure are kept, and usable.
     for f in [
@@ -719,39 +716,22 @@ fn a_failed_run_is_sealed_with_its_files_and_an_overwrite_never_deletes_its_own_
     // Rerunning RL from that folder into that folder would delete the inputs: refused, even
     // with --overwrite, and nothing is touched.
     let before = fs::read(out.join("sft/model.safetensors")).unwrap();
-    let o = run(&[
-        "rl",
-        "--config",
-        c,
-        "--sft",
-        out.to_str().unwrap(),
-        "--rm",
-        out.to_str().unwrap(),
-        "--overwrite",
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ]);
+    // `rl` on the failed run's SFT and reward models, into `dest`.
+    let rl_from_failed = |extra: &[&str], dest: &Path| {
+        let (o, d) = (out.to_str().unwrap(), dest.to_str().unwrap());
+        let mut args = vec!["rl", "--config", c, "--sft", o, "--rm", o];
+        args.extend_from_slice(extra);
+        args.extend(["--out", d, "--quiet"]);
+        run(&args)
+    };
+    let o = rl_from_failed(&["--overwrite"], &out);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2), "{t}");
     assert!(t.contains("its own input --sft"), "{t}");
     assert_eq!(fs::read(out.join("sft/model.safetensors")).unwrap(), before);
     // Into another folder it runs.
-    ok(&run(&[
-        "rl",
-        "--config",
-        c,
-        "--sft",
-        out.to_str().unwrap(),
-        "--rm",
-        out.to_str().unwrap(),
-        "--out",
-        dir.join("rl").to_str().unwrap(),
-        "--quiet",
-    ]));
-    let summary: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(dir.join("rl/summary.json")).unwrap()).unwrap();
-    assert_eq!(summary["status"], "completed");
+    ok(&rl_from_failed(&[], &dir.join("rl")));
+    assert_eq!(summary(&dir.join("rl"))["status"], "completed");
     // A report over both names the failed run instead of drawing its short curves.
     let o = gradgym(&["report", dir.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
@@ -771,33 +751,15 @@ fn a_failed_run_is_sealed_with_its_files_and_an_overwrite_never_deletes_its_own_
     );
     // Rerun into a finished run's folder with --overwrite, it fails again: the finished run
     // stays, and the failed one is sealed beside it.
-    let o = run(&[
-        "rl",
-        "--config",
-        c,
-        "--sft",
-        out.to_str().unwrap(),
-        "--rm",
-        out.to_str().unwrap(),
-        "--set",
-        "rl.learning_rate=1e30",
-        "--overwrite",
-        "--out",
-        dir.join("rl").to_str().unwrap(),
-        "--quiet",
-    ]);
+    let o = rl_from_failed(
+        &["--set", "rl.learning_rate=1e30", "--overwrite"],
+        &dir.join("rl"),
+    );
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert!(t.contains("rl.failed"), "{t}");
-    let status = |p: &Path| {
-        serde_json::from_str::<serde_json::Value>(
-            &fs::read_to_string(p.join("summary.json")).unwrap(),
-        )
-        .unwrap()["status"]
-            .clone()
-    };
-    assert_eq!(status(&dir.join("rl")), "completed");
-    assert_eq!(status(&dir.join("rl.failed")), "failed");
+    assert_eq!(summary(&dir.join("rl"))["status"], "completed");
+    assert_eq!(summary(&dir.join("rl.failed"))["status"], "failed");
     // A killed run's `.partial` folder is kept: the same --out is refused, naming it.
     fs::create_dir_all(partial(&dir.join("killed"))).unwrap();
     let o = run(&[
@@ -867,8 +829,7 @@ fn sigint_seals_an_rlhf_run_as_interrupted() {
         t.contains("interrupted by a signal") && t.contains("status interrupted"),
         "{t}"
     );
-    let summary: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let summary = summary(&out);
     assert_eq!(summary["status"], "interrupted");
     let rows = fs::read_to_string(out.join("metrics.csv"))
         .unwrap()

@@ -139,19 +139,24 @@ fn bad_input_is_named() {
 #[test]
 fn a_failed_run_exits_1_and_keeps_its_files() {
     let out = scratch("nan");
-    let o = gradgym(&[
-        "train",
-        "--algo",
-        "a2c",
-        "--learning-rate",
-        "1e30",
-        "--anneal-lr",
-        "false",
-        "--total-timesteps",
-        "4000",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    // A2C at a learning rate that makes its loss non-finite within a few iterations.
+    let failing = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--algo",
+            "a2c",
+            "--learning-rate",
+            "1e30",
+            "--anneal-lr",
+            "false",
+            "--total-timesteps",
+            "4000",
+        ];
+        args.extend_from_slice(extra);
+        args.extend(["--out", out.to_str().unwrap()]);
+        gradgym(&args)
+    };
+    let o = failing(&[]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert!(t.contains("non-finite loss"), "{t}");
@@ -167,20 +172,7 @@ fn a_failed_run_exits_1_and_keeps_its_files() {
     );
     // --overwrite never puts a failed run in place of another: it is sealed beside it.
     let before = std::fs::read_to_string(out.join("summary.json")).unwrap();
-    let o = gradgym(&[
-        "train",
-        "--algo",
-        "a2c",
-        "--learning-rate",
-        "1e30",
-        "--anneal-lr",
-        "false",
-        "--total-timesteps",
-        "4000",
-        "--overwrite",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = failing(&["--overwrite"]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
     let beside = out.with_file_name(format!(

@@ -44,3 +44,10 @@ pub fn without(path: &std::path::Path, drop: &[&str]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// A run folder's `summary.json`, parsed.
+pub fn summary(dir: &std::path::Path) -> serde_json::Value {
+    let path = dir.join("summary.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
