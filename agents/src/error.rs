@@ -10,6 +10,26 @@ pub struct Interrupted {
     pub during: String,
 }
 
+/// `Err(Interrupted)`, saying `during()`, once `flag` (set by a signal handler) is set.
+pub fn check_interrupt(
+    flag: Option<&std::sync::atomic::AtomicBool>,
+    during: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if flag.is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed)) {
+        return Err(Interrupted { during: during() }.into());
+    }
+    Ok(())
+}
+
+/// The `status` a run that ended with `e` is sealed with: `interrupted` or `failed`.
+pub fn ended_status(e: &anyhow::Error) -> &'static str {
+    if e.is::<Interrupted>() {
+        "interrupted"
+    } else {
+        "failed"
+    }
+}
+
 /// Runs `f`, turning a panic (libtorch and tch panic on some errors) into an error.
 pub fn catch_panics<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {

@@ -15,7 +15,7 @@
 //! always whole. A run that fails (a non-finite loss, a libtorch panic) or is stopped by a
 //! signal is sealed too: its summary says why, and every metrics row written before stays
 //! readable; under `--overwrite` it goes beside the run it was to replace
-//! ([`RunFolder::seal_unfinished`]). Only a process killed outright (SIGKILL, a second signal,
+//! ([`RunFolder::seal_as`]). Only a process killed outright (SIGKILL, a second signal,
 //! a crash) leaves a `.partial` folder, and the next run of that name refuses it unless told to
 //! replace it. JSON and TOML files are written to a temporary name and renamed, so a reader
 //! never sees half a file.
@@ -169,12 +169,12 @@ impl RunFolder {
         Ok(())
     }
 
-    /// Seals a run that did not complete (`status` `failed` or `interrupted`) without
-    /// replacing an earlier run of its name, which [`Existing::Replace`] would otherwise do:
-    /// then it goes beside that run, as `<dir>.<status>` (`-2`, `-3`, … if taken). Returns
-    /// where it went.
-    pub fn seal_unfinished(mut self, summary: &impl Serialize, status: &str) -> Result<PathBuf> {
-        if self.done.exists() {
+    /// Seals the run with the `status` its summary gives: a `completed` run through
+    /// [`RunFolder::seal`]; any other (`failed`, `interrupted`) never replaces an earlier run of
+    /// its name, which [`Existing::Replace`] would otherwise do, but goes beside that run as
+    /// `<dir>.<status>` (`-2`, `-3`, … if taken). Returns where it went.
+    pub fn seal_as(mut self, summary: &impl Serialize, status: &str) -> Result<PathBuf> {
+        if status != "completed" && self.done.exists() {
             let base = self.done.file_name().unwrap_or_default().to_os_string();
             let mut n = 1;
             self.done = loop {
@@ -348,7 +348,7 @@ mod tests {
         for expect in ["failed", "failed-2"] {
             let run = RunFolder::create(&dir, Existing::Replace).unwrap();
             let at = run
-                .seal_unfinished(&serde_json::json!({"status": "failed"}), "failed")
+                .seal_as(&serde_json::json!({"status": "failed"}), "failed")
                 .unwrap();
             let name = format!("{}.{expect}", dir.file_name().unwrap().to_str().unwrap());
             assert_eq!(at, dir.with_file_name(name));
@@ -360,7 +360,7 @@ mod tests {
         let fresh = scratch("unfinished-fresh");
         let at = RunFolder::create(&fresh, Existing::Refuse)
             .unwrap()
-            .seal_unfinished(&serde_json::json!({}), "interrupted")
+            .seal_as(&serde_json::json!({}), "interrupted")
             .unwrap();
         assert_eq!(at, fresh);
     }

@@ -14,7 +14,7 @@
 //! - [`train`] / [`train_with`]: the whole run written to a run folder
 //!   ([`crate::run_folder`]); what `gradgym train` and each run of `gradgym sweep` call.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -28,7 +28,7 @@ use crate::checkpoint;
 use crate::collect::{Actor, Episodes, collect, evaluate, head_for};
 use crate::config::TrainConfig;
 use crate::device::parse_device;
-use crate::error::{Interrupted, catch_panics};
+use crate::error::{catch_panics, check_interrupt, ended_status};
 pub use crate::hook::{Collected, Hook};
 use crate::learners::{Learner, make_learner};
 use crate::metrics::{Cell, Columns, MetricRow};
@@ -392,12 +392,9 @@ fn drive(
 ) -> Summary {
     let outcome = catch_panics(|| {
         while !trainer.is_done() {
-            if interrupt.is_some_and(|flag| flag.load(Ordering::Relaxed)) {
-                return Err(Interrupted {
-                    during: format!("after iteration {}", trainer.finished.0),
-                }
-                .into());
-            }
+            check_interrupt(interrupt, || {
+                format!("after iteration {}", trainer.finished.0)
+            })?;
             let row = trainer.step(hook.as_deref_mut())?;
             on_row(&row, trainer)?;
         }
@@ -415,12 +412,7 @@ fn drive(
             summary.eval_return_std = eval.map(|e| e.1);
         }
         Err(e) => {
-            summary.status = if e.is::<Interrupted>() {
-                "interrupted"
-            } else {
-                "failed"
-            }
-            .into();
+            summary.status = ended_status(&e).into();
             summary.error = Some(format!("{e:#}"));
         }
     }
@@ -511,7 +503,7 @@ pub fn train_with(
             // The config was valid, so this is a failure to build the run (a libtorch panic,
             // a CUDA error): recorded like any failed run.
             let mut summary = failed_before_start(config, &e);
-            summary.folder = Some(folder.seal_unfinished(&summary, "failed")?);
+            summary.folder = Some(folder.seal_as(&summary, &summary.status)?);
             return Ok(summary);
         }
     };
@@ -564,14 +556,7 @@ pub fn train_with(
             summary.total_timesteps,
         )?;
     }
-    // A run that did not complete never replaces an earlier one (--overwrite): it goes beside.
-    let sealed = if summary.status == "completed" {
-        folder.seal(&summary)?
-    } else {
-        let status = summary.status.clone();
-        folder.seal_unfinished(&summary, &status)?
-    };
-    summary.folder = Some(sealed);
+    summary.folder = Some(folder.seal_as(&summary, &summary.status)?);
     Ok(summary)
 }
 

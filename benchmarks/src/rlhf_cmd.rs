@@ -225,18 +225,12 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
         // input (exit 2) but a run that ended early (1, or 130 for a signal, as `gradgym train`).
         Err(e) => match e.downcast::<pipeline::RunEnded>() {
             Ok(ended) => {
-                let kept = format!(
-                    "{} holds what the run wrote (summary.json: status {})",
-                    ended.folder.display(),
-                    ended.status
-                );
-                return Ok(if ended.status == "interrupted" {
-                    eprintln!("gradgym rlhf {}: {:#}; {kept}", stage.name(), ended.error);
-                    ExitCode::from(130)
-                } else {
-                    eprintln!("error: the run failed: {:#}; {kept}", ended.error);
-                    ExitCode::from(1)
-                });
+                return Ok(crate::train_cmd::run_ended(
+                    &format!("gradgym rlhf {}", stage.name()),
+                    ended.status,
+                    &format!("{:#}", ended.error),
+                    &format!("{} holds what the run wrote", ended.folder.display()),
+                ));
             }
             Err(e) => return Err(e),
         },

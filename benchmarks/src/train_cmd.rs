@@ -219,24 +219,31 @@ fn run_training(command: &str, args: TrainArgs, extra: &[Layer]) -> Result<ExitC
         bar.finish_and_clear();
     }
     println!("{}", serde_json::to_string_pretty(&summary)?);
-    let sealed = summary.folder.clone().unwrap_or(out);
     if summary.status == "completed" {
-        Ok(ExitCode::SUCCESS)
-    } else if summary.status == "interrupted" {
-        eprintln!(
-            "{command}: {}; {} holds its {} finished iterations (status interrupted)",
-            summary.error.as_deref().unwrap_or("interrupted"),
+        return Ok(ExitCode::SUCCESS);
+    }
+    let sealed = summary.folder.clone().unwrap_or(out);
+    Ok(run_ended(
+        command,
+        &summary.status,
+        summary.error.as_deref().unwrap_or("unknown"),
+        &format!(
+            "{} holds its {} finished iterations",
             sealed.display(),
             summary.iterations
-        );
-        Ok(ExitCode::from(130))
+        ),
+    ))
+}
+
+/// What a run that started but did not complete says, and its exit code: 130 for
+/// `interrupted`, else (`failed`) 1. `kept` says where its files are.
+pub(crate) fn run_ended(command: &str, status: &str, error: &str, kept: &str) -> ExitCode {
+    if status == "interrupted" {
+        eprintln!("{command}: {error}; {kept} (status interrupted)");
+        ExitCode::from(130)
     } else {
-        eprintln!(
-            "error: the run failed: {}; {} holds its files (status failed)",
-            summary.error.as_deref().unwrap_or("unknown"),
-            sealed.display()
-        );
-        Ok(ExitCode::from(1))
+        eprintln!("error: the run failed: {error}; {kept} (status {status})");
+        ExitCode::from(1)
     }
 }
 

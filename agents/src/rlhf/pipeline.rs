@@ -22,7 +22,7 @@
 //! same inputs gives what it gives inside the whole pipeline.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 use gradgym_envs::rng::{self, Stream};
@@ -39,7 +39,7 @@ use super::reward::{self, Accuracy, FitReport, Normalisation};
 use super::sequences::{Sequences, rows_f64, token_logprobs, token_stats};
 use crate::config::rlhf::{ModelConfig, RlhfConfig};
 use crate::device::parse_device;
-use crate::error::{Interrupted, catch_panics};
+use crate::error::{catch_panics, check_interrupt, ended_status};
 use crate::metrics::{Columns, MetricRow};
 use crate::nn::gpt::{Gpt, GptConfig};
 use crate::run_folder::{Existing, RunFolder, refuse_inputs_inside};
@@ -169,14 +169,6 @@ struct Run<'a> {
     interrupt: Option<&'a AtomicBool>,
 }
 
-/// `Err(Interrupted)` once `flag` is set.
-fn check(flag: Option<&AtomicBool>, during: impl FnOnce() -> String) -> Result<()> {
-    if flag.is_some_and(|f| f.load(Ordering::Relaxed)) {
-        return Err(Interrupted { during: during() }.into());
-    }
-    Ok(())
-}
-
 impl Run<'_> {
     fn stream(&self, name: &str, index: u64) -> Stream {
         rng::stream(self.config.seed, &format!("rlhf/{name}"), index)
@@ -244,7 +236,7 @@ impl Run<'_> {
                         cfg.steps
                     );
                 }
-                check(interrupt, || {
+                check_interrupt(interrupt, || {
                     format!("at {} step {}/{}", stage.name(), step + 1, cfg.steps)
                 })
             },
@@ -343,7 +335,7 @@ impl Run<'_> {
         self.folder.write_text("eval.csv", &self.eval_csv)
     }
 
-    /// Labels (or the user's data) split into (train, held out).
+    /// Labels (or the user's data) split into (train, held out), written into the folder.
     fn comparisons(
         &mut self,
         sft: &Gpt,
@@ -359,7 +351,7 @@ impl Run<'_> {
                 c
             }
             None => {
-                check(self.interrupt, || "before labelling".into())?;
+                check_interrupt(self.interrupt, || "before labelling".into())?;
                 let mut human = reward::human(l, self.stream("human", round))?;
                 reward::label(
                     sft,
@@ -372,10 +364,24 @@ impl Run<'_> {
                 )?
             }
         };
-        check(self.interrupt, || "after labelling".into())?;
+        check_interrupt(self.interrupt, || "after labelling".into())?;
         let held = ((all.len() as f64) * l.held_out).round() as usize;
         let held = held.min(all.len() - 1);
         let (train, held_out) = all.split_at(all.len() - held);
+        // Written as they are made: labels.jsonl for the first round, labels_round<r>.jsonl
+        // for each later one (its new labels only).
+        let tag = if round == 0 {
+            String::new()
+        } else {
+            format!("_round{}", round + 1)
+        };
+        for (name, part) in [("labels", train), ("held_out", held_out)] {
+            data::write_jsonl(
+                &self.folder.path().join(format!("{name}{tag}.jsonl")),
+                part,
+                &self.judge.grammar,
+            )?;
+        }
         Ok((train.to_vec(), held_out.to_vec()))
     }
 
@@ -396,7 +402,7 @@ impl Run<'_> {
             &mut self.stream("rm-fit", round),
             |step, loss| {
                 lines.push(format!("{},{step},{loss}", round + 1));
-                check(interrupt, || {
+                check_interrupt(interrupt, || {
                     format!("at reward-model step {} (round {})", step + 1, round + 1)
                 })
             },
@@ -821,16 +827,6 @@ pub fn run(
         let rm = match stage {
             Stage::All | Stage::Rm => {
                 let (train, held) = run.comparisons(&sft, inputs.data.as_deref(), 0)?;
-                data::write_jsonl(
-                    &run.folder.path().join("labels.jsonl"),
-                    &train,
-                    &run.judge.grammar,
-                )?;
-                data::write_jsonl(
-                    &run.folder.path().join("held_out.jsonl"),
-                    &held,
-                    &run.judge.grammar,
-                )?;
                 let (rm, fit, norm, acc) = run.fit_reward_model(&sft, &train, &held, 0)?;
                 rm.save(&run.folder.path().join("reward_model"))?;
                 summary.insert("rm_train_loss".into(), json!(fit.train_loss));
@@ -879,13 +875,13 @@ pub fn run(
 
         let prompts = eval_prompts(config, &run.judge.grammar);
         // The reference's own scores: the baseline every method is compared with.
-        check(run.interrupt, || "before evaluating the SFT policy".into())?;
+        check_interrupt(run.interrupt, || "before evaluating the SFT policy".into())?;
         let (sft_eval, sft_samples) = run.evaluate(&sft, &sft, &rm, &prompts, 0)?;
         run.eval_row(0, "sft", &sft_eval)?;
         summary.insert("sft".into(), serde_json::to_value(&sft_eval)?);
 
         // Best-of-n.
-        check(run.interrupt, || "before best-of-n".into())?;
+        check_interrupt(run.interrupt, || "before best-of-n".into())?;
         // An empty `eval.best_of_n` leaves best-of-n out of a whole run (`bon` refuses it).
         if matches!(stage, Stage::All | Stage::Bon) && !config.eval.best_of_n.is_empty() {
             let ns = &config.eval.best_of_n;
@@ -968,7 +964,7 @@ pub fn run(
         let mut last_eval = sft_eval.clone();
         let mut round = 0;
         for update in 0..rl.updates {
-            check(run.interrupt, || {
+            check_interrupt(run.interrupt, || {
                 format!("after RL update {update}/{}", rl.updates)
             })?;
             if round + 1 < starts.len() && update == starts[round + 1] {
@@ -977,16 +973,6 @@ pub fn run(
                 let (train, held) = run.comparisons(&learner.policy, None, round as u64)?;
                 let folder = run.folder.path().to_path_buf();
                 let r = round + 1;
-                data::write_jsonl(
-                    &folder.join(format!("labels_round{r}.jsonl")),
-                    &train,
-                    &run.judge.grammar,
-                )?;
-                data::write_jsonl(
-                    &folder.join(format!("held_out_round{r}.jsonl")),
-                    &held,
-                    &run.judge.grammar,
-                )?;
                 all_train.extend(train);
                 all_held.extend(held);
                 let (new_rm, _, _, acc) =
@@ -1124,21 +1110,12 @@ fn finish(
     mut summary: serde_json::Map<String, serde_json::Value>,
     outcome: Result<()>,
 ) -> Result<serde_json::Value> {
-    let status = match &outcome {
-        Ok(()) => "completed",
-        Err(e) if e.is::<Interrupted>() => "interrupted",
-        Err(_) => "failed",
-    };
+    let status = outcome.as_ref().map_or_else(ended_status, |()| "completed");
     summary.insert("status".into(), json!(status));
     if let Err(e) = &outcome {
         summary.insert("error".into(), json!(format!("{e:#}")));
     }
-    // A run that did not complete never replaces an earlier one (--overwrite): it goes beside.
-    let folder = if outcome.is_ok() {
-        run.folder.seal(&summary)?
-    } else {
-        run.folder.seal_unfinished(&summary, status)?
-    };
+    let folder = run.folder.seal_as(&summary, status)?;
     match outcome {
         Ok(()) => Ok(json!({"folder": folder.display().to_string(), "summary": summary})),
         Err(error) => Err(RunEnded {
