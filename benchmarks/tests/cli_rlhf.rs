@@ -111,19 +111,16 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
     assert!(labels.contains("\"best\":1") || held.contains("\"best\":1"));
     let manifest = fs::read_to_string(rm.join("manifest.json")).unwrap();
     assert!(manifest.contains("prefs.jsonl"), "{manifest}");
+    // `rl` on those SFT and reward models, into `dest`.
+    let rl_stage = |extra: &[&str], dest: &Path| {
+        let (s, r) = (sft.to_str().unwrap(), rm.to_str().unwrap());
+        let mut args = vec!["rl", "--config", c, "--sft", s, "--rm", r];
+        args.extend_from_slice(extra);
+        args.extend(["--out", dest.to_str().unwrap(), "--quiet"]);
+        ok(&run(&args));
+    };
     let rl = dir.join("rl-run");
-    ok(&run(&[
-        "rl",
-        "--config",
-        c,
-        "--sft",
-        sft.to_str().unwrap(),
-        "--rm",
-        rm.to_str().unwrap(),
-        "--out",
-        rl.to_str().unwrap(),
-        "--quiet",
-    ]));
+    rl_stage(&[], &rl);
     let metrics = fs::read_to_string(rl.join("metrics.csv")).unwrap();
     let header = metrics.lines().next().unwrap();
     for col in [
@@ -148,20 +145,7 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
     assert!(rl.join("policy/model.safetensors").exists());
     // Online rounds on a reward model from another run start from that run's labels.
     let online = dir.join("rl-online");
-    ok(&run(&[
-        "rl",
-        "--config",
-        c,
-        "--sft",
-        sft.to_str().unwrap(),
-        "--rm",
-        rm.to_str().unwrap(),
-        "--set",
-        "rl.rounds=2",
-        "--out",
-        online.to_str().unwrap(),
-        "--quiet",
-    ]));
+    rl_stage(&["--set", "rl.rounds=2"], &online);
     let summary = summary(&online);
     let new = fs::read_to_string(online.join("labels_round2.jsonl")).unwrap();
     assert_eq!(summary["rm_comparisons_round1"], labels.lines().count());
