@@ -38,11 +38,16 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// `<dir><suffix>`: `dir` with `suffix` added to its last component.
+fn suffixed(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    dir.with_file_name(name)
+}
+
 /// `<dir>.partial`, where a run is written until it is sealed.
 pub fn partial_path(dir: &Path) -> PathBuf {
-    let mut name = dir.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    dir.with_file_name(name)
+    suffixed(dir, ".partial")
 }
 
 /// Refuses a run folder `dir` whose replacement would delete one of the run's own `inputs`
@@ -175,20 +180,14 @@ impl RunFolder {
     /// `<dir>.<status>` (`-2`, `-3`, … if taken). Returns where it went.
     pub fn seal_as(mut self, summary: &impl Serialize, status: &str) -> Result<PathBuf> {
         if status != "completed" && self.done.exists() {
-            let base = self.done.file_name().unwrap_or_default().to_os_string();
-            let mut n = 1;
-            self.done = loop {
-                let mut name = base.clone();
-                name.push(format!(".{status}"));
-                if n > 1 {
-                    name.push(format!("-{n}"));
-                }
-                let candidate = self.done.with_file_name(name);
-                if !candidate.exists() {
-                    break candidate;
-                }
-                n += 1;
-            };
+            let beside = (1..)
+                .map(|n| match n {
+                    1 => suffixed(&self.done, &format!(".{status}")),
+                    n => suffixed(&self.done, &format!(".{status}-{n}")),
+                })
+                .find(|candidate| !candidate.exists())
+                .expect("an unused name");
+            self.done = beside;
         }
         self.seal(summary)
     }
