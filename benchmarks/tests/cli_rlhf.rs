@@ -111,14 +111,15 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
     assert!(labels.contains("\"best\":1") || held.contains("\"best\":1"));
     let manifest = fs::read_to_string(rm.join("manifest.json")).unwrap();
     assert!(manifest.contains("prefs.jsonl"), "{manifest}");
-    // `rl` on those SFT and reward models, into `dest`.
-    let rl_stage = |extra: &[&str], dest: &Path| {
-        let (s, r) = (sft.to_str().unwrap(), rm.to_str().unwrap());
+    // `rl` on that SFT model and the reward model `rm_dir`, into `dest`.
+    let rl_on = |rm_dir: &Path, extra: &[&str], dest: &Path| {
+        let (s, r) = (sft.to_str().unwrap(), rm_dir.to_str().unwrap());
         let mut args = vec!["rl", "--config", c, "--sft", s, "--rm", r];
         args.extend_from_slice(extra);
         args.extend(["--out", dest.to_str().unwrap(), "--quiet"]);
         ok(&run(&args));
     };
+    let rl_stage = |extra: &[&str], dest: &Path| rl_on(&rm, extra, dest);
     let rl = dir.join("rl-run");
     rl_stage(&[], &rl);
     let metrics = fs::read_to_string(rl.join("metrics.csv")).unwrap();
@@ -151,6 +152,22 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
     assert_eq!(summary["rm_comparisons_round1"], labels.lines().count());
     assert_eq!(
         summary["rm_comparisons_round2"],
+        labels.lines().count() + new.lines().count()
+    );
+    // That run keeps the labels it started from, and its round-2 reward model brings them and
+    // round 2's to the next run's refits.
+    assert_eq!(
+        fs::read_to_string(online.join("labels.jsonl")).unwrap(),
+        labels
+    );
+    let again = dir.join("rl-online-again");
+    rl_on(
+        &online.join("reward_model_round2"),
+        &["--set", "rl.rounds=2"],
+        &again,
+    );
+    assert_eq!(
+        common::summary(&again)["rm_comparisons_round1"],
         labels.lines().count() + new.lines().count()
     );
     let bon = dir.join("bon-run");

@@ -569,6 +569,63 @@ fn load_input(
     Ok(model)
 }
 
+/// The comparisons the reward model at `--rm path` was fitted on, when it comes from a run
+/// folder (the folder itself, or the model's folder inside it): that folder's `labels.jsonl` and
+/// `held_out.jsonl`, and, for `reward_model_round<r>/` of an online run, each round's
+/// `labels_round<k>.jsonl` and `held_out_round<k>.jsonl` (k = 2 … r) that its refits added.
+/// `None` when the folder holds no labels at all.
+fn labels_of_reward_model(
+    path: &Path,
+    grammar: &Grammar,
+    max_response: usize,
+) -> Result<Option<(Vec<Comparison>, Vec<Comparison>)>> {
+    // The folder that holds the labels, and the round of the reward model loaded from it.
+    let (folder, round) = if path.join("model.json").is_file() {
+        let round = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("reward_model_round"))
+            .and_then(|r| r.parse::<usize>().ok())
+            .unwrap_or(1);
+        if path.join("labels.jsonl").is_file() {
+            (path.to_path_buf(), 1)
+        } else {
+            let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+            (
+                parent.map_or_else(|| path.join(".."), Path::to_path_buf),
+                round,
+            )
+        }
+    } else {
+        (path.to_path_buf(), 1)
+    };
+    let read = |name: &str, required: bool| -> Result<Vec<Comparison>> {
+        let file = folder.join(name);
+        if file.is_file() {
+            data::read_jsonl(&file, grammar, max_response)
+        } else if required {
+            anyhow::bail!(
+                "--rm {}: {} is missing: the reward model of round {round} was fitted on it",
+                path.display(),
+                file.display()
+            )
+        } else {
+            Ok(Vec::new())
+        }
+    };
+    let has_first = folder.join("labels.jsonl").is_file();
+    if !has_first && round == 1 {
+        return Ok(None);
+    }
+    let mut train = read("labels.jsonl", false)?;
+    let mut held = read("held_out.jsonl", false)?;
+    for k in 2..=round {
+        train.extend(read(&format!("labels_round{k}.jsonl"), true)?);
+        held.extend(read(&format!("held_out_round{k}.jsonl"), false)?);
+    }
+    Ok(Some((train, held)))
+}
+
 /// `[model]` as a model's shape.
 fn shape_of(c: &GptConfig) -> ModelConfig {
     ModelConfig {
@@ -661,25 +718,12 @@ pub fn run(
         .map(|path| load_input(path, "reward_model", "--rm", true, config, device))
         .transpose()?;
     // Online rounds refit on every label so far: those of the reward model's run too.
-    let mut prior_labels = None;
-    if let (Stage::Rl, Some(path)) = (stage, rm_path)
-        && config.rl.rounds > 1
-    {
-        for dir in [path.to_path_buf(), path.join("..")] {
-            let (l, h) = (dir.join("labels.jsonl"), dir.join("held_out.jsonl"));
-            if l.is_file() {
-                let grammar = Grammar::new();
-                let train = data::read_jsonl(&l, &grammar, config.rl.max_response)?;
-                let held = if h.is_file() {
-                    data::read_jsonl(&h, &grammar, config.rl.max_response)?
-                } else {
-                    Vec::new()
-                };
-                prior_labels = Some((train, held));
-                break;
-            }
+    let prior_labels = match (stage, rm_path) {
+        (Stage::Rl, Some(path)) if config.rl.rounds > 1 => {
+            labels_of_reward_model(path, &Grammar::new(), config.rl.max_response)?
         }
-    }
+        _ => None,
+    };
     // A language model brought as input is the run's model: its own model.json gives `[model]`
     // (the config's is replaced, and said so), so that the run's config.toml and manifest
     // describe the model that ran.
@@ -859,6 +903,11 @@ pub fn run(
                     }
                 }
                 if let Some((train, held)) = prior_labels {
+                    // Kept with this run's own rounds, so that its folder holds every label
+                    // its refits saw (and a later `--rm DIR/reward_model_round<r>` finds them).
+                    let folder = run.folder.path().to_path_buf();
+                    data::write_jsonl(&folder.join("labels.jsonl"), &train, &run.judge.grammar)?;
+                    data::write_jsonl(&folder.join("held_out.jsonl"), &held, &run.judge.grammar)?;
                     all_train = train;
                     all_held = held;
                 }
