@@ -840,6 +840,7 @@ pub fn run(
                 &config.sample,
                 &mut run.stream("sample", 0),
             );
+            check_interrupt(run.interrupt, || "after sampling".into())?;
             let proxies: Vec<Option<f64>> = match &rm {
                 Some(rm) => {
                     let p: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
