@@ -126,6 +126,42 @@ fn checkpoints_round_trip_and_name_what_does_not_fit() {
         st.tensor("lm_head.weight").is_err(),
         "the unembedding is tied"
     );
+    // A state dict that also writes the tied head out as `lm_head.weight` (nanoGPT's model
+    // holds both names) loads as the same model; an untied head is refused by name.
+    let with_head = |change: f32| {
+        let wte = st.tensor("transformer.wte.weight").unwrap();
+        let mut head: Vec<f32> = wte
+            .data()
+            .chunks(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        head[7] += change;
+        let bytes: Vec<u8> = head.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut views: Vec<(String, safetensors::tensor::TensorView<'_>)> =
+            st.tensors().into_iter().collect();
+        views.push((
+            "lm_head.weight".into(),
+            safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F32,
+                wte.shape().to_vec(),
+                &bytes,
+            )
+            .unwrap(),
+        ));
+        let out = safetensors::serialize(views, &None).unwrap();
+        let d2 = dir.with_extension("head");
+        std::fs::create_dir_all(&d2).unwrap();
+        std::fs::copy(dir.join("model.json"), d2.join("model.json")).unwrap();
+        std::fs::write(d2.join("model.safetensors"), out).unwrap();
+        let loaded = Gpt::load(&d2, Device::Cpu);
+        let _ = std::fs::remove_dir_all(&d2);
+        loaded
+    };
+    let tied = with_head(0.0).unwrap();
+    let d = tch::no_grad(|| max_diff(&m.forward(&x), &tied.forward(&x)));
+    assert_eq!(d, 0.0);
+    let e = with_head(1.0).unwrap_err().to_string();
+    assert!(e.contains("`lm_head.weight` differs"), "{e}");
     // A config that does not match the weights is named.
     let other = GptConfig {
         width: 16,

@@ -626,12 +626,30 @@ impl Gpt {
                 .map_err(|e| anyhow!("{e} (the architecture in {})", json.display()))?;
             values.push((name, shape, v));
         }
+        // A separate `lm_head.weight` equal to the token embedding is a tied head written out
+        // twice (as a PyTorch state dict of nanoGPT's model holds it): the same model. One that
+        // differs is an untied head, which this architecture has no place for.
+        if st.names().contains(&&"lm_head.weight".to_string()) {
+            let wte = &values[0];
+            let dims: Vec<usize> = wte.1.iter().map(|&d| d as usize).collect();
+            let head = read_f32_tensor(&st, "lm_head.weight", &dims, &path)?;
+            let same = head
+                .iter()
+                .zip(&wte.2)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            anyhow::ensure!(
+                same,
+                "{}: `lm_head.weight` differs from `transformer.wte.weight`: gradgym's model ties \
+                 its unembedding to the token embedding, so an untied head cannot be loaded",
+                path.display()
+            );
+        }
         // A tensor the architecture has no place for means the file and model.json disagree
         // (a scalar head under a language model's config, say): refused, not dropped.
         if let Some(extra) = st
             .names()
             .into_iter()
-            .find(|n| !values.iter().any(|(name, _, _)| name == *n))
+            .find(|n| *n != "lm_head.weight" && !values.iter().any(|(name, _, _)| name == *n))
         {
             anyhow::bail!(
                 "{}: tensor `{extra}` has no place in the architecture of {}",
