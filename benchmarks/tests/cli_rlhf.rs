@@ -252,6 +252,26 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
     let (c3, _) = texts("3", &[]);
     assert_ne!(c2, c3, "two seeds sampled the same texts");
     assert!(!config_c.contains("[sample]"), "{config_c}");
+    // A stage that does not read `[sample]` says so rather than seeming to take it.
+    let o = run(&[
+        "bon",
+        "--config",
+        c,
+        "--sft",
+        sft.to_str().unwrap(),
+        "--rm",
+        rm.to_str().unwrap(),
+        "--set",
+        "sample.top_k=1",
+        "--out",
+        dir.join("bon-greedy").to_str().unwrap(),
+    ]);
+    ok(&o);
+    assert!(
+        text(&o).contains("[sample] is read by `gradgym rlhf sample` alone"),
+        "{}",
+        text(&o)
+    );
     fs::remove_dir_all(dir).ok();
 }
 

@@ -798,6 +798,12 @@ pub fn run(
     )?;
     run.folder
         .write_text("config.toml", &toml::to_string(config)?)?;
+    if stage != Stage::Sample && config.sample != crate::nn::sampling::SamplingConfig::default() {
+        run.say(
+            "note: [sample] is read by `gradgym rlhf sample` alone: this run's RL, best-of-n, \
+             normalisation and evaluation sample the model itself (temperature 1, no cut)",
+        );
+    }
     let mut summary = serde_json::Map::new();
     summary.insert("stage".into(), json!(stage.name()));
     // From here on the folder exists: whatever ends the stages (a non-finite loss, a libtorch
