@@ -8,7 +8,7 @@
 # Both install libtorch first if this machine lacks it (scripts/setup-libtorch.sh).
 #   make plots      regenerate every committed report and plot from results/ (no training)
 #   make reproduce  retrain results/ from scratch into out/reproduce (scripts/reproduce-results.sh)
-.PHONY: setup run test check-learning lint bench-envs bench-train bench-prefs bench-rlhf bench-rlhf-peers plots reproduce rlhf-results rlhf-pipeline-seeds
+.PHONY: setup run test check-learning check-cuda lint bench-envs bench-train bench-prefs bench-rlhf bench-rlhf-peers plots reproduce rlhf-results rlhf-pipeline-seeds
 
 CARGO ?= cargo
 FIXTURE := tests/fixtures/gymnasium-classic-control-transitions.csv
@@ -84,6 +84,12 @@ bench-rlhf: setup
 # cache once; about 50 s a round).
 bench-rlhf-peers: setup
 	scripts/bench-rlhf-peers.sh 4
+
+# The check of --device cuda on a machine with a GPU (scripts/check-cuda.sh; DEVICE=cpu runs the
+# same checks on the CPU).
+check-cuda: setup
+	$(CARGO) build --release
+	scripts/check-cuda.sh
 
 # Retrain the RLHF over-optimisation study (results/rlhf) into out/rlhf-study (about 14 minutes).
 rlhf-results: setup
