@@ -2,33 +2,38 @@
 # The check of `--device cuda` that a machine with a GPU runs in one go (a few minutes):
 # `gradgym info`, `gradgym rlhf bench` on the bench and demo models, the RLHF demo (every
 # stage) on the GPU and on the CPU beside it, and a short classic-control PPO run through
-# libtorch on the GPU. It stops at the first command that
-# fails, and at a run whose summary.json does not say "completed". GPU and CPU figures are
-# printed side by side, not compared bit for bit: on a GPU the backward passes of embedding
-# lookups and gathers use atomic adds, so runs there are not bit-reproducible.
+# libtorch on the GPU. It stops at the first command that fails, and at a run whose
+# summary.json does not say "completed". GPU and CPU figures are printed side by side, not
+# compared bit for bit: on a GPU the backward passes of embedding lookups and gathers use
+# atomic adds, so runs there are not bit-reproducible.
 #
-# It runs a built binary (G, default target/release/gradgym) against the machine's own torch
-# 2.11.0: LIBTORCH_LIB (default: the lib/ folder of python3's torch) and the NVIDIA libraries
-# beside it go on LD_LIBRARY_PATH, so a machine with PyTorch 2.11.0 and no Rust can run it.
-# DEVICE=cpu runs the same checks on the CPU (that is how this script is tested here).
-#
-# From a machine that lends a GPU through a copy of the checkout (at most 64 MiB), the copy
-# cannot hold results/ (about 97 MB): build and strip the binary (`strip -o out/gradgym
-# target/release/gradgym`), move results/ out of the checkout for the call, carry out/gradgym,
-# and run `G=out/gradgym OUT=$OUT scripts/check-cuda.sh`.
-# Usage: [DEVICE=cuda] [G=BIN] [OUT=DIR] scripts/check-cuda.sh
+# It runs a built binary (G, default target/release/gradgym). Where the clone has no `.libtorch`
+# (a GPU machine that did not build it, say), it runs against that machine's own PyTorch,
+# which must be 2.11.0: LIBTORCH_LIB (default: the lib/ folder of python3's torch) and the
+# NVIDIA libraries beside it go on LD_LIBRARY_PATH, so a machine with PyTorch 2.11.0 and no Rust
+# can run a binary built elsewhere. DEVICE=cpu runs the same checks on the CPU.
+# Usage: [DEVICE=cuda] [G=BIN] [OUT=DIR] [LIBTORCH_LIB=DIR] scripts/check-cuda.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda}
 G=${G:-./target/release/gradgym}
 OUT=${OUT:-out/check-$DEVICE}
-if [ -z "${LIBTORCH_LIB:-}" ]; then
-  LIBTORCH_LIB=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null || true)
+if [ -z "${LIBTORCH_LIB:-}" ] && [ -d .libtorch/lib ]; then
+  LIBTORCH_LIB=$(readlink -f .libtorch/lib)
+elif [ -z "${LIBTORCH_LIB:-}" ]; then
+  version=$(python3 -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null) || {
+    echo "check-cuda: no .libtorch here and python3 cannot import torch; set LIBTORCH_LIB" >&2
+    exit 1
+  }
+  if [ "$version" != 2.11.0 ]; then
+    echo "check-cuda: python3's torch is $version; gradgym links 2.11.0 (set LIBTORCH_LIB)" >&2
+    exit 1
+  fi
+  LIBTORCH_LIB=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
 fi
-if [ -n "$LIBTORCH_LIB" ]; then
-  nvidia=$(find "$LIBTORCH_LIB/../.." -maxdepth 4 -type d -path '*nvidia*' -not -path '*triton*' -name lib 2>/dev/null | tr '\n' ':')
-  export LD_LIBRARY_PATH="$LIBTORCH_LIB:$nvidia${LD_LIBRARY_PATH:-}"
-fi
+nvidia=$({ find "$LIBTORCH_LIB/../.." -maxdepth 4 -type d -path '*nvidia*' -not -path '*triton*' \
+  -name lib 2>/dev/null || true; } | paste -sd:)
+export LD_LIBRARY_PATH="$LIBTORCH_LIB${nvidia:+:$nvidia}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 mkdir -p "$OUT"
 say() { echo "check-cuda: $*" >&2; }
 # completed DIR: the run at DIR ended as completed.

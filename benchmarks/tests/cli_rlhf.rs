@@ -145,8 +145,16 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
     assert_eq!(metrics.lines().count(), 3, "{metrics}");
     assert!(rl.join("policy/model.safetensors").exists());
     // Online rounds on a reward model from another run start from that run's labels.
+    // (Nothing held out of round 2's labels: an empty held_out_round2.jsonl.)
     let online = dir.join("rl-online");
-    rl_stage(&["--set", "rl.rounds=2"], &online);
+    rl_stage(
+        &["--set", "rl.rounds=2", "--set", "labels.held_out=0"],
+        &online,
+    );
+    assert_eq!(
+        fs::read_to_string(online.join("held_out_round2.jsonl")).unwrap(),
+        ""
+    );
     let summary = summary(&online);
     let new = fs::read_to_string(online.join("labels_round2.jsonl")).unwrap();
     assert_eq!(summary["rm_comparisons_round1"], labels.lines().count());
@@ -170,6 +178,42 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
         common::summary(&again)["rm_comparisons_round1"],
         labels.lines().count() + new.lines().count()
     );
+    // A label file gone from that run is caught by the count its summary.json keeps.
+    let old = dir.join("rl-online-old");
+    fs::create_dir_all(old.join("reward_model_round2")).unwrap();
+    for f in ["manifest.json", "summary.json", "labels_round2.jsonl"] {
+        fs::copy(online.join(f), old.join(f)).unwrap();
+    }
+    for f in ["model.json", "model.safetensors"] {
+        let m = "reward_model_round2";
+        fs::copy(online.join(m).join(f), old.join(m).join(f)).unwrap();
+    }
+    let (s, r) = (sft.to_str().unwrap(), old.join("reward_model_round2"));
+    let o = run(&[
+        "rl",
+        "--config",
+        c,
+        "--sft",
+        s,
+        "--rm",
+        r.to_str().unwrap(),
+        "--set",
+        "rl.rounds=2",
+        "--out",
+        dir.join("rl-mismatch").to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("rm_comparisons_round2"), "{}", text(&o));
+    // Copied out of its run folder, a round's reward model has no labels beside it: noted.
+    let lone = dir.join("lone/reward_model_round2");
+    fs::create_dir_all(&lone).unwrap();
+    for f in ["model.json", "model.safetensors"] {
+        fs::copy(old.join("reward_model_round2").join(f), lone.join(f)).unwrap();
+    }
+    let alone = dir.join("rl-lone");
+    rl_on(&lone, &["--set", "rl.rounds=2"], &alone);
+    assert_eq!(common::summary(&alone)["rm_comparisons_round1"], 0);
     let bon = dir.join("bon-run");
     ok(&run(&[
         "bon",

@@ -6,8 +6,9 @@
 //! <out>/manifest.json, config.toml, summary.json (status completed, failed or interrupted)
 //! <out>/lm.csv                 stage, step, loss (pretraining and SFT)
 //! <out>/pretrain/, sft/        model.safetensors + model.json
-//! <out>/labels.jsonl           the comparisons fitted (TRL's prompt/chosen/rejected form)
-//! <out>/held_out.jsonl         the comparisons kept out, for accuracy
+//! <out>/labels.jsonl           the comparisons fitted (TRL's prompt/chosen/rejected form; in an
+//!                              `rl` run with rounds, those its `--rm` was fitted on)
+//! <out>/held_out.jsonl         the comparisons kept out, for accuracy (empty when none are)
 //! <out>/labels_round<r>.jsonl, held_out_round<r>.jsonl   online rounds' new labels
 //! <out>/rm.csv                 round, step, loss of each reward-model fit
 //! <out>/reward_model/          the reward model, normalised (round 1; later rounds in reward_model_round<r>/)
@@ -573,55 +574,76 @@ fn load_input(
 /// folder (the folder itself, or the model's folder inside it): that folder's `labels.jsonl` and
 /// `held_out.jsonl`, and, for `reward_model_round<r>/` of an online run, each round's
 /// `labels_round<k>.jsonl` and `held_out_round<k>.jsonl` (k = 2 … r) that its refits added.
-/// `None` when the folder holds no labels at all.
+/// Where the run's `summary.json` counts the labels that reward model saw
+/// (`rm_comparisons_round<r>`), the labels found must be that many. `None` when there are no
+/// labels to find: no `labels.jsonl`, or a `reward_model_round<r>/` outside a run folder.
 fn labels_of_reward_model(
     path: &Path,
     grammar: &Grammar,
     max_response: usize,
 ) -> Result<Option<(Vec<Comparison>, Vec<Comparison>)>> {
+    // Resolved, so that `.` or a link names the model's own folder and its run folder.
+    let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     // The folder that holds the labels, and the round of the reward model loaded from it.
-    let (folder, round) = if path.join("model.json").is_file() {
-        let round = path
+    let (folder, round) = if resolved.join("model.json").is_file() {
+        let round = resolved
             .file_name()
             .and_then(|n| n.to_str())
             .and_then(|n| n.strip_prefix("reward_model_round"))
             .and_then(|r| r.parse::<usize>().ok())
+            .filter(|&r| r >= 2)
             .unwrap_or(1);
-        if path.join("labels.jsonl").is_file() {
-            (path.to_path_buf(), 1)
-        } else {
-            let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-            (
-                parent.map_or_else(|| path.join(".."), Path::to_path_buf),
-                round,
-            )
+        match resolved.parent() {
+            Some(parent) if !resolved.join("labels.jsonl").is_file() => {
+                (parent.to_path_buf(), round)
+            }
+            _ => (resolved.clone(), 1),
         }
     } else {
-        (path.to_path_buf(), 1)
+        (resolved.clone(), 1)
     };
+    if round > 1 && !folder.join("manifest.json").is_file() {
+        // A round's reward model copied out of its run: its labels are not beside it.
+        return Ok(None);
+    }
     let read = |name: &str, required: bool| -> Result<Vec<Comparison>> {
         let file = folder.join(name);
-        if file.is_file() {
-            data::read_jsonl(&file, grammar, max_response)
-        } else if required {
-            anyhow::bail!(
+        match std::fs::metadata(&file) {
+            // An empty file is what a run writes when it holds nothing out.
+            Ok(m) if m.is_file() && m.len() == 0 => Ok(Vec::new()),
+            Ok(m) if m.is_file() => data::read_jsonl(&file, grammar, max_response),
+            _ if required => anyhow::bail!(
                 "--rm {}: {} is missing: the reward model of round {round} was fitted on it",
                 path.display(),
                 file.display()
-            )
-        } else {
-            Ok(Vec::new())
+            ),
+            _ => Ok(Vec::new()),
         }
     };
-    let has_first = folder.join("labels.jsonl").is_file();
-    if !has_first && round == 1 {
+    if round == 1 && !folder.join("labels.jsonl").is_file() {
         return Ok(None);
     }
-    let mut train = read("labels.jsonl", false)?;
+    let mut train = read("labels.jsonl", round == 1)?;
     let mut held = read("held_out.jsonl", false)?;
     for k in 2..=round {
         train.extend(read(&format!("labels_round{k}.jsonl"), true)?);
         held.extend(read(&format!("held_out_round{k}.jsonl"), false)?);
+    }
+    // What the run itself counted, where it did.
+    let counted = std::fs::read_to_string(folder.join("summary.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get(format!("rm_comparisons_round{round}"))?.as_u64());
+    if let Some(n) = counted {
+        anyhow::ensure!(
+            train.len() as u64 == n,
+            "--rm {}: the labels found in {} number {}, but its summary.json says the reward \
+             model of round {round} was fitted on {n} (rm_comparisons_round{round}): a label \
+             file is missing or was changed",
+            path.display(),
+            folder.display(),
+            train.len()
+        );
     }
     Ok(Some((train, held)))
 }
