@@ -1,7 +1,9 @@
 //! The committed reference results regenerate: `gradgym report` and `gradgym plot` on the
 //! folders in `results/` give, byte for byte, the reports and plots committed beside them
 //! (no training involved). After a change to the statistics or the plots, `make plots`
-//! refreshes them.
+//! refreshes them. And today's code still trains what was committed: each stage of the RLHF
+//! study (`results/rlhf`), rerun on its committed inputs and config, writes its committed
+//! files bit for bit (the RL stage for its first updates).
 
 mod common;
 
@@ -227,5 +229,129 @@ fn every_committed_png_is_at_least_1600_pixels_wide() {
         seen, 21,
         "four plots per sweep, a fifth (scaling_prefs_labels) for the preference sweep, two for \
          the estimator study, one per reward model for the RLHF study and its two pipeline seeds"
+    );
+}
+
+/// Runs `gradgym rlhf ARGS --set threads=2 --out OUT --quiet` and checks that each file in
+/// `same` is, byte for byte, the file at that path under `committed` (`lines`: its first lines
+/// only).
+fn rerun_matches(stage: &str, args: &[&str], committed: &Path, same: &[(&str, Option<usize>)]) {
+    let out = common::scratch("committed-rerun", stage);
+    let _ = fs::remove_dir_all(&out);
+    let mut all = vec!["rlhf"];
+    all.extend_from_slice(args);
+    all.extend([
+        "--set",
+        "threads=2",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let o = gradgym(&all);
+    assert!(o.status.success(), "{stage}: {}", text(&o));
+    for (file, lines) in same {
+        let read = |dir: &Path| {
+            let bytes = fs::read(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            match lines {
+                None => bytes,
+                Some(n) => String::from_utf8(bytes)
+                    .unwrap()
+                    .lines()
+                    .take(*n)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+                    .into_bytes(),
+            }
+        };
+        assert!(
+            read(&out) == read(committed),
+            "{stage}: {file} is not the committed {}: the code no longer trains what \
+             results/rlhf holds (made with 2 libtorch threads on an AVX-512 CPU). If the change \
+             is meant to move the numbers, retrain the RLHF results (make rlhf-results, make \
+             rlhf-pipeline-seeds) and redo the figures quoted from them",
+            committed.join(file).display()
+        );
+    }
+    let _ = fs::remove_dir_all(&out);
+}
+
+#[test]
+fn rlhf_study_stages_retrain_bit_for_bit() {
+    // libtorch's kernels and gradgym's own generation round differently on another instruction
+    // set, so only a CPU like the one that made the results can be held to its bits.
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx512 = false;
+    if !avx512 {
+        eprintln!("skipped: results/rlhf was made on an AVX-512 CPU, which this is not");
+        return;
+    }
+    let rlhf = repo().join("results/rlhf");
+    let dir = |d: &str| rlhf.join(d);
+    let path = |d: &str| dir(d).to_str().unwrap().to_owned();
+    let config = |d: &str| path(&format!("{d}/config.toml"));
+    // Pretraining and SFT, whole.
+    rerun_matches(
+        "sft",
+        &["sft", "--config", &config("sft")],
+        &dir("sft"),
+        &[
+            ("lm.csv", None),
+            ("pretrain/model.safetensors", None),
+            ("sft/model.safetensors", None),
+        ],
+    );
+    // The 2,000-comparison reward model, on the committed SFT model.
+    rerun_matches(
+        "rm",
+        &[
+            "rm",
+            "--config",
+            &config("rm-labels2000"),
+            "--sft",
+            &path("sft"),
+        ],
+        &dir("rm-labels2000"),
+        &[
+            ("labels.jsonl", None),
+            ("held_out.jsonl", None),
+            ("rm.csv", None),
+            ("reward_model/model.safetensors", None),
+        ],
+    );
+    // Best-of-n against it.
+    let (sft, rm) = (path("sft"), path("rm-labels2000"));
+    rerun_matches(
+        "bon",
+        &[
+            "bon",
+            "--config",
+            &config("bon-labels2000"),
+            "--sft",
+            &sft,
+            "--rm",
+            &rm,
+        ],
+        &dir("bon-labels2000"),
+        &[("best_of_n.csv", None), ("samples.jsonl", None)],
+    );
+    // PPO's first two updates (header and two rows; the third, the run's last, also evaluates).
+    let rm = path("rm-labels10000");
+    rerun_matches(
+        "rl",
+        &[
+            "rl",
+            "--config",
+            &config("ppo-beta0.1-labels10000"),
+            "--sft",
+            &sft,
+            "--rm",
+            &rm,
+            "--set",
+            "rl.updates=3",
+        ],
+        &dir("ppo-beta0.1-labels10000"),
+        &[("metrics.csv", Some(3))],
     );
 }
