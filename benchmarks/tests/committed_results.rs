@@ -277,14 +277,22 @@ fn rerun_matches(stage: &str, args: &[&str], committed: &Path, same: &[(&str, Op
 
 #[test]
 fn rlhf_study_stages_retrain_bit_for_bit() {
-    // libtorch's kernels and gradgym's own generation round differently on another instruction
-    // set, so only a CPU like the one that made the results can be held to its bits.
+    // libtorch's kernels (MKL's among them, which takes other paths on other vendors' CPUs) and
+    // gradgym's own generation round differently on another instruction set, so only a CPU like
+    // the one that made the results, an Intel one with AVX-512, can be held to its bits.
     #[cfg(target_arch = "x86_64")]
-    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+    let like = std::arch::is_x86_feature_detected!("avx512f") && {
+        let id = std::arch::x86_64::__cpuid(0);
+        let vendor: Vec<u8> = [id.ebx, id.edx, id.ecx]
+            .iter()
+            .flat_map(|r| r.to_le_bytes())
+            .collect();
+        vendor == b"GenuineIntel"
+    };
     #[cfg(not(target_arch = "x86_64"))]
-    let avx512 = false;
-    if !avx512 {
-        eprintln!("skipped: results/rlhf was made on an AVX-512 CPU, which this is not");
+    let like = false;
+    if !like {
+        eprintln!("skipped: results/rlhf was made on an Intel CPU with AVX-512, which this is not");
         return;
     }
     let rlhf = repo().join("results/rlhf");
