@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{gradgym, summary, text};
+use common::{gradgym, partial, summary, text};
 
 fn scratch(name: &str) -> PathBuf {
     common::scratch("cli-rlhf", name)
@@ -117,9 +117,16 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
         let mut args = vec!["rl", "--config", c, "--sft", s, "--rm", r];
         args.extend_from_slice(extra);
         args.extend(["--out", dest.to_str().unwrap(), "--quiet"]);
-        ok(&run(&args));
+        run(&args)
     };
-    let rl_stage = |extra: &[&str], dest: &Path| rl_on(&rm, extra, dest);
+    let rl_stage = |extra: &[&str], dest: &Path| ok(&rl_on(&rm, extra, dest));
+    // A reward model's two files, from folder `from` into folder `to`.
+    let copy_model = |from: &Path, to: &Path| {
+        fs::create_dir_all(to).unwrap();
+        for f in ["model.json", "model.safetensors"] {
+            fs::copy(from.join(f), to.join(f)).unwrap();
+        }
+    };
     let rl = dir.join("rl-run");
     rl_stage(&[], &rl);
     let metrics = fs::read_to_string(rl.join("metrics.csv")).unwrap();
@@ -155,11 +162,14 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
         fs::read_to_string(online.join("held_out_round2.jsonl")).unwrap(),
         ""
     );
-    let summary = summary(&online);
+    let online_summary = summary(&online);
     let new = fs::read_to_string(online.join("labels_round2.jsonl")).unwrap();
-    assert_eq!(summary["rm_comparisons_round1"], labels.lines().count());
     assert_eq!(
-        summary["rm_comparisons_round2"],
+        online_summary["rm_comparisons_round1"],
+        labels.lines().count()
+    );
+    assert_eq!(
+        online_summary["rm_comparisons_round2"],
         labels.lines().count() + new.lines().count()
     );
     // That run keeps the labels it started from, and its round-2 reward model brings them and
@@ -169,64 +179,44 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
         labels
     );
     let again = dir.join("rl-online-again");
-    rl_on(
+    ok(&rl_on(
         &online.join("reward_model_round2"),
         &["--set", "rl.rounds=2"],
         &again,
-    );
+    ));
     assert_eq!(
-        common::summary(&again)["rm_comparisons_round1"],
+        summary(&again)["rm_comparisons_round1"],
         labels.lines().count() + new.lines().count()
     );
     // A label file gone from that run is caught by the count its summary.json keeps.
-    let old = dir.join("rl-online-old");
-    fs::create_dir_all(old.join("reward_model_round2")).unwrap();
+    let (old, round2) = (dir.join("rl-online-old"), "reward_model_round2");
+    copy_model(&online.join(round2), &old.join(round2));
     for f in ["manifest.json", "summary.json", "labels_round2.jsonl"] {
         fs::copy(online.join(f), old.join(f)).unwrap();
     }
-    for f in ["model.json", "model.safetensors"] {
-        let m = "reward_model_round2";
-        fs::copy(online.join(m).join(f), old.join(m).join(f)).unwrap();
-    }
-    let (s, r) = (sft.to_str().unwrap(), old.join("reward_model_round2"));
-    let o = run(&[
-        "rl",
-        "--config",
-        c,
-        "--sft",
-        s,
-        "--rm",
-        r.to_str().unwrap(),
-        "--set",
-        "rl.rounds=2",
-        "--out",
-        dir.join("rl-mismatch").to_str().unwrap(),
-        "--quiet",
-    ]);
+    let o = rl_on(
+        &old.join(round2),
+        &["--set", "rl.rounds=2"],
+        &dir.join("rl-mismatch"),
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("rm_comparisons_round2"), "{}", text(&o));
     // Copied out of its run folder, a round's reward model has no labels beside it: noted.
-    let lone = dir.join("lone/reward_model_round2");
-    fs::create_dir_all(&lone).unwrap();
-    for f in ["model.json", "model.safetensors"] {
-        fs::copy(old.join("reward_model_round2").join(f), lone.join(f)).unwrap();
-    }
+    let lone = dir.join("lone").join(round2);
+    copy_model(&online.join(round2), &lone);
     let alone = dir.join("rl-lone");
-    rl_on(&lone, &["--set", "rl.rounds=2"], &alone);
-    assert_eq!(common::summary(&alone)["rm_comparisons_round1"], 0);
+    ok(&rl_on(&lone, &["--set", "rl.rounds=2"], &alone));
+    assert_eq!(summary(&alone)["rm_comparisons_round1"], 0);
+    // `bon` on the SFT and reward models, into `dest`.
+    let bon_stage = |extra: &[&str], dest: &Path| {
+        let (s, r) = (sft.to_str().unwrap(), rm.to_str().unwrap());
+        let mut args = vec!["bon", "--config", c, "--sft", s, "--rm", r];
+        args.extend_from_slice(extra);
+        args.extend(["--out", dest.to_str().unwrap()]);
+        run(&args)
+    };
     let bon = dir.join("bon-run");
-    ok(&run(&[
-        "bon",
-        "--config",
-        c,
-        "--sft",
-        sft.to_str().unwrap(),
-        "--rm",
-        rm.to_str().unwrap(),
-        "--out",
-        bon.to_str().unwrap(),
-        "--quiet",
-    ]));
+    ok(&bon_stage(&["--quiet"], &bon));
     let table = fs::read_to_string(bon.join("best_of_n.csv")).unwrap();
     assert!(
         table.starts_with("n,proxy,gold,gold_ci,kl,kl_bound"),
@@ -297,19 +287,7 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
     assert_ne!(c2, c3, "two seeds sampled the same texts");
     assert!(!config_c.contains("[sample]"), "{config_c}");
     // A stage that does not read `[sample]` says so rather than seeming to take it.
-    let o = run(&[
-        "bon",
-        "--config",
-        c,
-        "--sft",
-        sft.to_str().unwrap(),
-        "--rm",
-        rm.to_str().unwrap(),
-        "--set",
-        "sample.top_k=1",
-        "--out",
-        dir.join("bon-greedy").to_str().unwrap(),
-    ]);
+    let o = bon_stage(&["--set", "sample.top_k=1"], &dir.join("bon-greedy"));
     ok(&o);
     assert!(
         text(&o).contains("[sample] is read by `gradgym rlhf sample` alone"),
@@ -730,14 +708,6 @@ fn bench_prints_throughput_and_memory_for_the_bench_model_or_a_configs_model() {
     assert!(text(&o).contains("--reps"), "{}", text(&o));
 }
 
-/// `<dir>.partial`.
-fn partial(dir: &Path) -> PathBuf {
-    dir.with_file_name(format!(
-        "{}.partial",
-        dir.file_name().unwrap().to_str().unwrap()
-    ))
-}
-
 #[test]
 fn a_failed_run_is_sealed_with_its_files_and_an_overwrite_never_deletes_its_own_input() {
     let dir = scratch("failed");
@@ -848,8 +818,9 @@ fn sigint_seals_an_rlhf_run_as_interrupted() {
     let dir = scratch("signal");
     let cfg = config(&dir, "");
     let out = dir.join("run");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gradgym"))
-        .args([
+    // A few RL updates on disk, then SIGINT.
+    let o = common::interrupt_after_rows(
+        &[
             "rlhf",
             "--config",
             cfg.to_str().unwrap(),
@@ -858,36 +829,12 @@ fn sigint_seals_an_rlhf_run_as_interrupted() {
             "--quiet",
             "--out",
             out.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until a few RL updates are on disk (the run is written in <out>.partial).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while fs::read_to_string(partial(&out).join("metrics.csv")).map_or(0, |t| t.lines().count()) < 4
-    {
-        if std::time::Instant::now() > deadline {
-            child.kill().ok();
-            panic!("RL never started");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    // A run that ignored the signal would go on for hours: give it a minute.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            child.kill().ok();
-            panic!("the run did not stop within a minute of SIGINT");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let o = child.wait_with_output().unwrap();
+        ],
+        &out,
+        4,
+        std::time::Duration::from_secs(120),
+        "-INT",
+    );
     let t = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "{t}");
     assert!(

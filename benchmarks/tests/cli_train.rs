@@ -325,46 +325,25 @@ fn a_budget_rounded_to_whole_rollouts_is_said_on_the_console_and_in_the_manifest
 fn sigint_and_sigterm_seal_the_run_as_interrupted() {
     for signal in ["-INT", "-TERM"] {
         let out = scratch(&format!("signal{signal}"));
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_gradgym"))
-            .args([
+        // A few iterations on disk, then the signal.
+        let o = common::interrupt_after_rows(
+            &[
                 "train",
                 "--total-timesteps",
                 "50000000",
                 "--quiet",
                 "--out",
                 out.to_str().unwrap(),
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Wait until a few iterations are on disk (the run is written in <out>.partial).
-        let partial = out.with_file_name(format!(
-            "{}.partial",
-            out.file_name().unwrap().to_str().unwrap()
-        ));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while std::fs::read_to_string(partial.join("metrics.csv")).map_or(0, |t| t.lines().count())
-            < 4
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the run never started"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let kill = std::process::Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(kill.success());
-        let o = child.wait_with_output().unwrap();
+            ],
+            &out,
+            4,
+            std::time::Duration::from_secs(60),
+            signal,
+        );
         let t = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(130), "{signal}: {t}");
         assert!(t.contains("status interrupted"), "{t}");
-        let summary: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
-                .unwrap();
+        let summary = common::summary(&out);
         assert_eq!(summary["status"], "interrupted", "{signal}");
         let iterations = summary["iterations"].as_u64().unwrap();
         assert!(iterations >= 3, "{summary}");

@@ -51,3 +51,54 @@ pub fn summary(dir: &std::path::Path) -> serde_json::Value {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// `<dir>.partial`, where a run is written until it ends.
+pub fn partial(dir: &std::path::Path) -> PathBuf {
+    dir.with_file_name(format!(
+        "{}.partial",
+        dir.file_name().unwrap().to_str().unwrap()
+    ))
+}
+
+/// Starts `gradgym ARGS` (writing its run to `out`), waits up to `start_within` for
+/// `<out>.partial/metrics.csv` to hold `rows` lines, sends it `kill SIGNAL` (`-INT`, `-TERM`),
+/// and returns its output once it has ended, which it must within a minute.
+pub fn interrupt_after_rows(
+    args: &[&str],
+    out: &std::path::Path,
+    rows: usize,
+    start_within: std::time::Duration,
+    signal: &str,
+) -> Output {
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gradgym"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = partial(out).join("metrics.csv");
+    let deadline = Instant::now() + start_within;
+    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < rows {
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("the run never wrote {rows} lines of metrics.csv");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    // A run that ignored the signal would go on for hours: give it a minute.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("the run did not stop within a minute of kill {signal}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
