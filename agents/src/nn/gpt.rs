@@ -629,7 +629,7 @@ impl Gpt {
         // A separate `lm_head.weight` equal to the token embedding is a tied head written out
         // twice (as a PyTorch state dict of nanoGPT's model holds it): the same model. One that
         // differs is an untied head, which this architecture has no place for.
-        if st.names().contains(&&"lm_head.weight".to_string()) {
+        if st.names().iter().any(|n| *n == "lm_head.weight") {
             let wte = &values[0];
             let dims: Vec<usize> = wte.1.iter().map(|&d| d as usize).collect();
             let head = read_f32_tensor(&st, "lm_head.weight", &dims, &path)?;
