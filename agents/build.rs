@@ -4,6 +4,7 @@ include!("../build/link_libtorch.rs");
 /// libtorch version the binary links.
 fn main() {
     link_libtorch();
+    build_ops();
     let git = std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
         .output()
@@ -35,4 +36,55 @@ fn main() {
         })
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=GRADGYM_LIBTORCH_VERSION={version}");
+}
+
+/// The C++ operators in `csrc/` (see `gelu_tanh.cpp`), built against the libtorch that torch-sys
+/// links: the autograd function with libtorch's headers, and its vector body twice, for
+/// AVX-512 and for AVX2 (chosen at run time by libtorch's own CPU capability).
+fn build_ops() {
+    for f in ["gelu_tanh.cpp", "gelu_tanh_kernel.cpp"] {
+        println!("cargo:rerun-if-changed=csrc/{f}");
+    }
+    let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
+        panic!("gradgym-agents: torch-sys did not say where libtorch is (DEP_TCH_LIBTORCH_LIB)");
+    };
+    let include = std::path::Path::new(&lib).join("../include");
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    let base = || {
+        let mut b = cc::Build::new();
+        b.cpp(true)
+            .pic(true)
+            .warnings(false)
+            .std("c++17")
+            .include(&include)
+            .flag("-ffp-contract=off");
+        b
+    };
+    base()
+        .file("csrc/gelu_tanh.cpp")
+        .include(include.join("torch/csrc/api/include"))
+        .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
+        .flag("-fopenmp")
+        .compile("gradgym_ops");
+    for (name, flags) in [
+        (
+            "gradgym_ops_avx512",
+            &[
+                "-mavx512f",
+                "-mavx512dq",
+                "-mavx512bw",
+                "-mavx512vl",
+                "-mfma",
+            ][..],
+        ),
+        ("gradgym_ops_avx2", &["-mavx2", "-mfma"][..]),
+    ] {
+        let mut b = base();
+        b.file("csrc/gelu_tanh_kernel.cpp");
+        for f in flags {
+            b.flag(*f);
+        }
+        b.compile(name);
+    }
 }

@@ -1,13 +1,14 @@
 //! What the operators of one PPO forward and backward pass cost on the bench model of
 //! `gradgym rlhf bench` (64 rows of 31 positions, width 128, 4 heads of 32, MLP 512), through
 //! libtorch on this machine's threads: the matrix products, LayerNorm, GELU (the tanh form the
-//! model uses, and the erf form for comparison), attention (libtorch's fused kernel, and the
+//! model uses, through libtorch's operator and gradgym's, and the erf form for comparison), attention (libtorch's fused kernel, and the
 //! same product written out), log-softmax over the vocabulary. Each figure is the mean of 200
 //! calls after 5 warm-up calls. docs/rlhf.md (Throughput) quotes it.
 //!
 //! `cargo run --release -p gradgym-agents --example gpt_op_timing`
 use std::time::Instant;
 
+use gradgym_agents::nn::gelu::gelu_tanh;
 use tch::{Device, Kind, Tensor};
 
 fn time(name: &str, f: &mut dyn FnMut()) {
@@ -65,8 +66,11 @@ fn main() {
     time("  LayerNorm", &mut || {
         let _ = x.layer_norm([w], Some(&ln_w), Some(&ln_b), 1e-5, true);
     });
-    time("  GELU, tanh form (the model's)", &mut || {
+    time("  GELU, tanh form, libtorch's", &mut || {
         let _ = h.gelu("tanh");
+    });
+    time("  GELU, tanh form, gradgym's (the model's)", &mut || {
+        let _ = gelu_tanh(&h);
     });
     time("  GELU, erf form", &mut || {
         let _ = h.gelu("none");
@@ -116,8 +120,11 @@ fn main() {
             &up_x,
         );
     });
-    time("  GELU, tanh form", &mut || {
+    time("  GELU, tanh form, libtorch's", &mut || {
         backward(hg.gelu("tanh"), &up_h)
+    });
+    time("  GELU, tanh form, gradgym's (the model's)", &mut || {
+        backward(gelu_tanh(&hg), &up_h)
     });
     time("  GELU, erf form", &mut || backward(hg.gelu("none"), &up_h));
     let grad = |z: &Tensor| z.detach().set_requires_grad(true);

@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use gradgym_agents::config::Algo;
 use gradgym_agents::config::rlhf::{ModelConfig, RlConfig, RlhfConfig};
 use gradgym_agents::device::parse_device;
+use gradgym_agents::nn::gelu;
 use gradgym_agents::nn::gpt::{Gpt, GptConfig};
 use gradgym_agents::nn::sampling::{SamplingConfig, generate, generate_libtorch};
 use gradgym_agents::rlhf::learner::TokenLearner;
@@ -482,7 +483,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
     };
     let mut learner = TokenLearner::new(Algo::Ppo, rl, policy, value)?;
     let mut phases: Vec<[f64; 3]> = Vec::with_capacity(reps + 1);
-    let ppo_rate = median_rate(reps, tokens, device, || {
+    let mut update = |phases: &mut Vec<[f64; 3]>| -> Result<()> {
         let t0 = Instant::now();
         let g = generate(
             &learner.policy,
@@ -504,7 +505,33 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         let t3 = Instant::now();
         phases.push([t1 - t0, t2 - t1, t3 - t2].map(|d| d.as_secs_f64() * 1e3));
         Ok(())
-    })?;
+    };
+    // On the CPU the model's GELU is gradgym's operator (agents/src/nn/gelu.rs); updates with
+    // libtorch's `gelu` (the same bits) alternate with them, so that both medians see the same
+    // moments of the machine.
+    let compare_gelu = device == tch::Device::Cpu && gelu::gelu_tanh_fused();
+    let (ppo_rate, libtorch_gelu_rate) = if compare_gelu {
+        let mut times = [vec![], vec![]];
+        let mut discard = vec![];
+        for rep in 0..=reps {
+            for (k, ours) in [true, false].into_iter().enumerate() {
+                gelu::use_gradgym_operator(ours);
+                let t = Instant::now();
+                update(if ours { &mut phases } else { &mut discard })?;
+                if rep > 0 {
+                    times[k].push(t.elapsed().as_secs_f64());
+                }
+            }
+        }
+        gelu::use_gradgym_operator(true);
+        let [a, b] = times;
+        (tokens / median(a), Some(tokens / median(b)))
+    } else {
+        (
+            median_rate(reps, tokens, device, || update(&mut phases))?,
+            None,
+        )
+    };
     // The targets and the peers' figures were measured on the bench model only.
     let (gen_note, ppo_note) = if targets {
         (
@@ -519,6 +546,11 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         println!("  the same through libtorch's operators: {r:>9.0} tokens/s");
     }
     println!("PPO end to end (4 epochs, 1 minibatch): {ppo_rate:>9.0} tokens/s{ppo_note}");
+    if let Some(r) = libtorch_gelu_rate {
+        println!(
+            "  the same with libtorch's GELU:         {r:>9.0} tokens/s   (alternated with the line above)"
+        );
+    }
     // Where an update's time goes (medians of the timed updates, the warm-up left out).
     let phase = |i: usize| median(phases.iter().skip(1).map(|p| p[i]).collect());
     println!(

@@ -676,12 +676,19 @@ fn bench_prints_throughput_and_memory_for_the_bench_model_or_a_configs_model() {
             assert!(t.contains(line), "`{line}` missing: {t}");
         }
         let rate = |label: &str| -> f64 {
-            let l = t.lines().find(|l| l.starts_with(label)).unwrap();
+            let l = t
+                .lines()
+                .find(|l| l.trim_start().starts_with(label))
+                .unwrap();
             let words: Vec<&str> = l.split_whitespace().collect();
             let at = words.iter().position(|w| *w == "tokens/s").unwrap();
             words[at - 1].parse().unwrap()
         };
         assert!(rate("generation") > 0.0 && rate("PPO") > 0.0, "{t}");
+        // PPO again with libtorch's GELU, where gradgym's operator runs (AVX2 or AVX-512).
+        if std::arch::is_x86_feature_detected!("avx2") {
+            assert!(rate("the same with libtorch's GELU") > 0.0, "{t}");
+        }
         // Where the update's time went: three positive parts, which with one timed update
         // are parts of that update, so they add up to no more than its time.
         let parts: Vec<f64> = t

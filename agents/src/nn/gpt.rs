@@ -559,7 +559,7 @@ impl Gpt {
                 x = x.narrow(1, from, t - from);
             }
             x = x + block.attn_proj.linear(&y);
-            let m = block.c_fc.linear(&block.ln_2.layer_norm(&x)).gelu("tanh");
+            let m = super::gelu::gelu_tanh(&block.c_fc.linear(&block.ln_2.layer_norm(&x)));
             x = x + block.mlp_proj.linear(&m);
         }
         if let Some(cache) = cache {

@@ -12,6 +12,8 @@
 //!   and [`Policy`], the CPU copy of it that rollouts act with.
 //! - [`torch`]: the same network as tch modules, for the libtorch backend.
 //! - [`gpt`]: the causal transformer of RLHF on text (tch), its KV cache and checkpoints.
+//! - [`gelu`]: GELU's tanh form for [`gpt`]'s MLP: on the CPU an operator of our own in C++
+//!   (`agents/csrc/`) with libtorch's bits, forward and backward, in one pass.
 //! - [`gpt_cpu`]: the same transformer's forward pass in plain Rust, which generation runs on
 //!   the CPU (a step is ~40 tiny operators that libtorch spends longer dispatching than
 //!   computing).
@@ -21,6 +23,7 @@
 //! Networks do not know algorithms: they map observations to a distribution and a value.
 
 pub mod actor_critic;
+pub mod gelu;
 pub mod gpt;
 pub mod gpt_cpu;
 pub mod heads;
