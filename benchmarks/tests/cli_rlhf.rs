@@ -184,9 +184,23 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
         &["--set", "rl.rounds=2"],
         &again,
     ));
+    let again_summary = summary(&again);
     assert_eq!(
-        summary(&again)["rm_comparisons_round1"],
+        again_summary["rm_comparisons_round1"],
         labels.lines().count() + new.lines().count()
+    );
+    // And it records what that round's model was fitted on and how it scored, not round 1's.
+    assert_eq!(
+        again_summary["reward_model_comparisons"],
+        online_summary["rm_comparisons_round2"]
+    );
+    assert_eq!(
+        again_summary["reward_model_rm_gold_accuracy"],
+        online_summary["rm_gold_accuracy_round2"]
+    );
+    assert_eq!(
+        summary(&online)["reward_model_comparisons"],
+        labels.lines().count()
     );
     // A label file gone from that run is caught by the count its summary.json keeps.
     let (old, round2) = (dir.join("rl-online-old"), "reward_model_round2");

@@ -582,26 +582,7 @@ fn labels_of_reward_model(
     grammar: &Grammar,
     max_response: usize,
 ) -> Result<Option<(Vec<Comparison>, Vec<Comparison>)>> {
-    // Resolved, so that `.` or a link names the model's own folder and its run folder.
-    let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    // The folder that holds the labels, and the round of the reward model loaded from it.
-    let (folder, round) = if resolved.join("model.json").is_file() {
-        let round = resolved
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("reward_model_round"))
-            .and_then(|r| r.parse::<usize>().ok())
-            .filter(|&r| r >= 2)
-            .unwrap_or(1);
-        match resolved.parent() {
-            Some(parent) if !resolved.join("labels.jsonl").is_file() => {
-                (parent.to_path_buf(), round)
-            }
-            _ => (resolved.clone(), 1),
-        }
-    } else {
-        (resolved.clone(), 1)
-    };
+    let (folder, round) = reward_model_origin(path);
     if round > 1 && !folder.join("manifest.json").is_file() {
         // A round's reward model copied out of its run: its labels are not beside it.
         return Ok(None);
@@ -646,6 +627,28 @@ fn labels_of_reward_model(
         );
     }
     Ok(Some((train, held)))
+}
+
+/// Where the reward model at `--rm path` comes from: the folder that holds the labels and the
+/// summary of the run that fitted it (the path itself, or the run folder its model folder sits
+/// in), and its round (r for a `reward_model_round<r>/` of an online run, else 1). The path is
+/// resolved first, so that `.` or a link names the model's own folder and its run folder.
+fn reward_model_origin(path: &Path) -> (PathBuf, usize) {
+    let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if !resolved.join("model.json").is_file() {
+        return (resolved, 1);
+    }
+    let round = resolved
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("reward_model_round"))
+        .and_then(|r| r.parse::<usize>().ok())
+        .filter(|&r| r >= 2)
+        .unwrap_or(1);
+    match resolved.parent() {
+        Some(parent) if !resolved.join("labels.jsonl").is_file() => (parent.to_path_buf(), round),
+        _ => (resolved, 1),
+    }
 }
 
 /// `[model]` as a model's shape.
@@ -918,17 +921,29 @@ pub fn run(
             }
             _ => {
                 let path = need(&inputs.reward_model, "--rm DIR", stage)?;
-                // What the reward model was fitted on, when it comes from a run folder.
-                for summary_path in [path.join("summary.json"), path.join("../summary.json")] {
-                    if let Ok(text) = std::fs::read_to_string(&summary_path) {
-                        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-                            for key in ["comparisons", "rm_gold_accuracy"] {
-                                if let Some(x) = v.get(key) {
-                                    summary.insert(format!("reward_model_{key}"), x.clone());
-                                }
-                            }
+                // What the reward model was fitted on, when it comes from a run folder: the
+                // counts of its own round (an online run's `reward_model_round<r>` saw more
+                // labels, and scored otherwise, than its first).
+                let (folder, round) = reward_model_origin(path);
+                let fitted = folder
+                    .join("manifest.json")
+                    .is_file()
+                    .then(|| std::fs::read_to_string(folder.join("summary.json")).ok())
+                    .flatten()
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+                if let Some(v) = fitted {
+                    let keys = if round > 1 {
+                        [
+                            format!("rm_comparisons_round{round}"),
+                            format!("rm_gold_accuracy_round{round}"),
+                        ]
+                    } else {
+                        ["comparisons".into(), "rm_gold_accuracy".into()]
+                    };
+                    for (ours, theirs) in ["comparisons", "rm_gold_accuracy"].iter().zip(keys) {
+                        if let Some(x) = v.get(&theirs) {
+                            summary.insert(format!("reward_model_{ours}"), x.clone());
                         }
-                        break;
                     }
                 }
                 if let Some((train, held)) = prior_labels {
