@@ -40,17 +40,31 @@ fn main() {
 
 /// The C++ operators in `csrc/` (see `gelu_tanh.cpp`), built against the libtorch that torch-sys
 /// links: the autograd function with libtorch's headers, and its vector body twice, for
-/// AVX-512 and for AVX2 (chosen at run time by libtorch's own CPU capability).
+/// AVX-512 and for AVX2 (chosen at run time by libtorch's own CPU capability). Only on x86-64
+/// Linux, where their flags, OpenMP and libtorch's layout are known; elsewhere (and without
+/// `cfg(gradgym_gelu_op)`) `nn::gelu` is libtorch's `gelu`.
 fn build_ops() {
+    println!("cargo:rustc-check-cfg=cfg(gradgym_gelu_op)");
     for f in ["gelu_tanh.cpp", "gelu_tanh_kernel.cpp"] {
         println!("cargo:rerun-if-changed=csrc/{f}");
+    }
+    for v in ["LIBTORCH_CXX11_ABI", "LIBTORCH_INCLUDE"] {
+        println!("cargo:rerun-if-env-changed={v}");
+    }
+    let target = |v: &str| std::env::var(v).unwrap_or_default();
+    if target("CARGO_CFG_TARGET_ARCH") != "x86_64" || target("CARGO_CFG_TARGET_OS") != "linux" {
+        return;
     }
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         panic!("gradgym-agents: torch-sys did not say where libtorch is (DEP_TCH_LIBTORCH_LIB)");
     };
-    let include = std::path::Path::new(&lib).join("../include");
+    // Where torch-sys takes the headers from, and its C++ ABI (scripts/setup-libtorch.sh
+    // checks that the wheel uses the C++11 one, which .cargo/config.toml states).
+    let include = std::env::var("LIBTORCH_INCLUDE")
+        .map(|i| std::path::Path::new(&i).join("include"))
+        .unwrap_or_else(|_| std::path::Path::new(&lib).join("../include"));
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
-    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    println!("cargo:rustc-cfg=gradgym_gelu_op");
     let base = || {
         let mut b = cc::Build::new();
         b.cpp(true)

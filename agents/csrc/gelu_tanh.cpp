@@ -13,20 +13,33 @@
 // - the chunks are libtorch's: at::parallel_for over the same range and grain (GeluKernelImpl
 //   sets grain = numel / threads above 16,384 elements; the backward kernel keeps GRAIN_SIZE).
 // Anything else (not float, not contiguous, not the CPU, a CPU capability other than AVX-512 or
-// AVX2, an upstream gradient of another layout) goes to libtorch's operators unchanged.
+// AVX2, an upstream gradient of another layout or shape, a backward pass that builds a graph
+// for second-order gradients) goes to libtorch's operators unchanged.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/version.h>
+
+#include <atomic>
 
 #include <cstdio>
 #include <cstring>
 #include <string>
 
+// The kernels below reproduce PyTorch 2.11.0's (see gelu_tanh_kernel.cpp); another version may
+// compute otherwise.
+static_assert(TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR == 11,
+              "gradgym's GELU reproduces libtorch 2.11's kernels");
+
 extern "C" void gradgym_gelu_tanh_avx512(const float* x, float* y, float* d, int64_t n);
 extern "C" void gradgym_gelu_tanh_avx2(const float* x, float* y, float* d, int64_t n);
 
 namespace {
+
+// Calls that took the fast paths (forward, backward), for the tests.
+std::atomic<int64_t> fast_forward{0};
+std::atomic<int64_t> fast_backward{0};
 
 using Kernel = void (*)(const float*, float*, float*, int64_t);
 
@@ -98,6 +111,7 @@ bool eligible(const at::Tensor& x) {
 
 struct GeluTanh : public torch::autograd::Function<GeluTanh> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x) {
+    fast_forward.fetch_add(1, std::memory_order_relaxed);
     at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
     at::Tensor d = at::empty_like(x, at::MemoryFormat::Contiguous);
     forward_into(x, y, d);
@@ -112,10 +126,13 @@ struct GeluTanh : public torch::autograd::Function<GeluTanh> {
     const at::Tensor& d = saved[1];
     const at::Tensor& dy = grads[0];
     if (!dy.defined()) return {at::Tensor()};
-    if (!(dy.device().is_cpu() && dy.scalar_type() == at::kFloat && dy.is_contiguous() &&
+    // With create_graph the gradient must itself be differentiable: libtorch's operator.
+    if (at::GradMode::is_enabled() ||
+        !(dy.device().is_cpu() && dy.scalar_type() == at::kFloat && dy.is_contiguous() &&
           dy.sizes() == x.sizes())) {
       return {at::gelu_backward(dy, x, "tanh")};
     }
+    fast_backward.fetch_add(1, std::memory_order_relaxed);
     const Body b = body();
     at::Tensor dx = at::empty_like(x, at::MemoryFormat::Contiguous);
     const int64_t n = x.numel();
@@ -141,6 +158,7 @@ struct GeluTanh : public torch::autograd::Function<GeluTanh> {
 at::Tensor gelu_tanh(const at::Tensor& x) {
   if (!eligible(x)) return at::gelu(x, "tanh");
   if (at::GradMode::is_enabled() && x.requires_grad()) return GeluTanh::apply(x);
+  fast_forward.fetch_add(1, std::memory_order_relaxed);
   at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
   forward_into(x, y, at::Tensor());
   return y;
@@ -155,8 +173,23 @@ extern "C" at::Tensor* gradgym_gelu_tanh(const at::Tensor* x, char* error, size_
   } catch (const std::exception& e) {
     std::snprintf(error, error_len, "%s", e.what());
     return nullptr;
+  } catch (...) {
+    std::snprintf(error, error_len, "an exception that is not a std::exception");
+    return nullptr;
   }
 }
 
 // Whether gradgym_gelu_tanh has a kernel for this CPU (else it calls libtorch's gelu).
-extern "C" int gradgym_gelu_tanh_fused() { return body().kernel != nullptr ? 1 : 0; }
+extern "C" int gradgym_gelu_tanh_fused() {
+  try {
+    return body().kernel != nullptr ? 1 : 0;
+  } catch (...) {
+    return 0;
+  }
+}
+
+// How many forward and backward passes took the fast paths so far.
+extern "C" void gradgym_gelu_tanh_calls(int64_t* forward, int64_t* backward) {
+  *forward = fast_forward.load();
+  *backward = fast_backward.load();
+}
