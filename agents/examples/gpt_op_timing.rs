@@ -1,9 +1,11 @@
 //! What the operators of one PPO forward and backward pass cost on the bench model of
 //! `gradgym rlhf bench` (64 rows of 31 positions, width 128, 4 heads of 32, MLP 512), through
 //! libtorch on this machine's threads: the matrix products, LayerNorm, GELU (the tanh form the
-//! model uses, through libtorch's operator and gradgym's, and the erf form for comparison), attention (libtorch's fused kernel, and the
-//! same product written out), log-softmax over the vocabulary. Each figure is the mean of 200
-//! calls after 5 warm-up calls. docs/rlhf.md (Throughput) quotes it.
+//! model uses, through libtorch's operator and gradgym's, and the erf form for comparison),
+//! attention (libtorch's fused kernel, and the same product written out), log-softmax over the
+//! vocabulary. Each figure is the mean of 200 calls after 5 warm-up calls; a last section times
+//! the two tanh-form GELUs' forward and backward passes apart. docs/rlhf.md (Throughput)
+//! quotes it.
 //!
 //! `cargo run --release -p gradgym-agents --example gpt_op_timing`
 use std::time::Instant;
@@ -127,6 +129,7 @@ fn main() {
         backward(gelu_tanh(&hg), &up_h)
     });
     time("  GELU, erf form", &mut || backward(hg.gelu("none"), &up_h));
+    gelu_apart(&h, &up_h);
     let grad = |z: &Tensor| z.detach().set_requires_grad(true);
     let (qg, kg, vg) = (grad(&q), grad(&k), grad(&v));
     let up_y = Tensor::ones([b, heads, t, hd], o);
@@ -136,4 +139,35 @@ fn main() {
     time("  attention written out", &mut || {
         backward(explicit(&qg, &kg, &vg), &up_y);
     });
+}
+
+/// GELU's tanh form with a graph, its forward pass and its backward pass (the gradient of
+/// Σ up·GELU(x), returned rather than accumulated) timed apart, libtorch's operator and
+/// gradgym's alternating over 3 × 100 calls each.
+fn gelu_apart(h: &Tensor, up: &Tensor) {
+    println!("GELU's tanh form with a graph, forward and backward apart (3 × 100 calls each):");
+    let mut sums = [[0f64; 2]; 2];
+    for _ in 0..3 {
+        for (k, ours) in [false, true].into_iter().enumerate() {
+            let x = h.detach().set_requires_grad(true);
+            for i in 0..105 {
+                let t0 = Instant::now();
+                let y = if ours { gelu_tanh(&x) } else { x.gelu("tanh") };
+                let t1 = Instant::now();
+                let _ = Tensor::run_backward(&[(y * up).sum(Kind::Float)], &[&x], false, false);
+                let t2 = Instant::now();
+                if i >= 5 {
+                    sums[k][0] += (t1 - t0).as_secs_f64();
+                    sums[k][1] += (t2 - t1).as_secs_f64();
+                }
+            }
+        }
+    }
+    for (k, name) in ["libtorch's", "gradgym's"].iter().enumerate() {
+        println!(
+            "  {name:<12} forward {:>6.0} µs, backward (with the product's and the sum's) {:>6.0} µs",
+            sums[k][0] / 300.0 * 1e6,
+            sums[k][1] / 300.0 * 1e6
+        );
+    }
 }
