@@ -22,55 +22,69 @@ constexpr float kKappa = float(0.044715);
 constexpr float kThreeKappa = float(3) * float(0.044715);
 }  // namespace
 
-#if defined(__AVX512F__)
-// y[i] for i < n (a multiple of 16), and d[i] = dGELU/dx(x[i]) unless d is null.
-extern "C" void gradgym_gelu_tanh_avx512(const float* x, float* y, float* d, int64_t n) {
-  const __m512 beta = _mm512_set1_ps(kBeta);
-  const __m512 kappa = _mm512_set1_ps(kKappa);
-  const __m512 three_kappa = _mm512_set1_ps(kThreeKappa);
-  const __m512 one = _mm512_set1_ps(1.0f);
-  const __m512 half = _mm512_set1_ps(0.5f);
-  for (int64_t i = 0; i < n; i += 16) {
-    const __m512 v = _mm512_loadu_ps(x + i);
-    const __m512 sq = _mm512_mul_ps(v, v);
-    const __m512 cube = _mm512_mul_ps(sq, v);
-    const __m512 inner = _mm512_mul_ps(beta, _mm512_fmadd_ps(kappa, cube, v));
-    const __m512 t = Sleef_tanhf16_u10(inner);
-    const __m512 left = _mm512_mul_ps(half, v);
-    const __m512 right = _mm512_add_ps(one, t);
-    _mm512_storeu_ps(y + i, _mm512_mul_ps(left, right));
+// One body for both widths: `V` names the vector type and its operations.
+template <typename V>
+void gelu_tanh_body(const float* x, float* y, float* d, int64_t n) {
+  using T = typename V::T;
+  const T beta = V::set1(kBeta);
+  const T kappa = V::set1(kKappa);
+  const T three_kappa = V::set1(kThreeKappa);
+  const T one = V::set1(1.0f);
+  const T half = V::set1(0.5f);
+  for (int64_t i = 0; i < n; i += V::width) {
+    const T v = V::load(x + i);
+    const T sq = V::mul(v, v);
+    const T cube = V::mul(sq, v);
+    const T inner = V::mul(beta, V::fmadd(kappa, cube, v));
+    const T t = V::tanh(inner);
+    const T left = V::mul(half, v);
+    const T right = V::add(one, t);
+    V::store(y + i, V::mul(left, right));
     if (d != nullptr) {
-      const __m512 dtanh = _mm512_fnmadd_ps(t, t, one);
-      const __m512 dinner = _mm512_mul_ps(beta, _mm512_fmadd_ps(three_kappa, sq, one));
-      const __m512 dright = _mm512_mul_ps(_mm512_mul_ps(left, dtanh), dinner);
-      _mm512_storeu_ps(d + i, _mm512_fmadd_ps(half, right, dright));
+      const T dtanh = V::fnmadd(t, t, one);
+      const T dinner = V::mul(beta, V::fmadd(three_kappa, sq, one));
+      const T dright = V::mul(V::mul(left, dtanh), dinner);
+      V::store(d + i, V::fmadd(half, right, dright));
     }
   }
 }
+
+#if defined(__AVX512F__)
+struct Avx512 {
+  using T = __m512;
+  static constexpr int64_t width = 16;
+  static T set1(float a) { return _mm512_set1_ps(a); }
+  static T load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, T a) { _mm512_storeu_ps(p, a); }
+  static T mul(T a, T b) { return _mm512_mul_ps(a, b); }
+  static T add(T a, T b) { return _mm512_add_ps(a, b); }
+  // a·b + c and c − a·b, each rounded once.
+  static T fmadd(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+  static T fnmadd(T a, T b, T c) { return _mm512_fnmadd_ps(a, b, c); }
+  static T tanh(T a) { return Sleef_tanhf16_u10(a); }
+};
+
+// y[i] for i < n (a multiple of 16), and d[i] = dGELU/dx(x[i]) unless d is null.
+extern "C" void gradgym_gelu_tanh_avx512(const float* x, float* y, float* d, int64_t n) {
+  gelu_tanh_body<Avx512>(x, y, d, n);
+}
 #elif defined(__AVX2__)
+struct Avx2 {
+  using T = __m256;
+  static constexpr int64_t width = 8;
+  static T set1(float a) { return _mm256_set1_ps(a); }
+  static T load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, T a) { _mm256_storeu_ps(p, a); }
+  static T mul(T a, T b) { return _mm256_mul_ps(a, b); }
+  static T add(T a, T b) { return _mm256_add_ps(a, b); }
+  static T fmadd(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
+  static T fnmadd(T a, T b, T c) { return _mm256_fnmadd_ps(a, b, c); }
+  static T tanh(T a) { return Sleef_tanhf8_u10(a); }
+};
+
 // As above, on 8-wide vectors (n a multiple of 8).
 extern "C" void gradgym_gelu_tanh_avx2(const float* x, float* y, float* d, int64_t n) {
-  const __m256 beta = _mm256_set1_ps(kBeta);
-  const __m256 kappa = _mm256_set1_ps(kKappa);
-  const __m256 three_kappa = _mm256_set1_ps(kThreeKappa);
-  const __m256 one = _mm256_set1_ps(1.0f);
-  const __m256 half = _mm256_set1_ps(0.5f);
-  for (int64_t i = 0; i < n; i += 8) {
-    const __m256 v = _mm256_loadu_ps(x + i);
-    const __m256 sq = _mm256_mul_ps(v, v);
-    const __m256 cube = _mm256_mul_ps(sq, v);
-    const __m256 inner = _mm256_mul_ps(beta, _mm256_fmadd_ps(kappa, cube, v));
-    const __m256 t = Sleef_tanhf8_u10(inner);
-    const __m256 left = _mm256_mul_ps(half, v);
-    const __m256 right = _mm256_add_ps(one, t);
-    _mm256_storeu_ps(y + i, _mm256_mul_ps(left, right));
-    if (d != nullptr) {
-      const __m256 dtanh = _mm256_fnmadd_ps(t, t, one);
-      const __m256 dinner = _mm256_mul_ps(beta, _mm256_fmadd_ps(three_kappa, sq, one));
-      const __m256 dright = _mm256_mul_ps(_mm256_mul_ps(left, dtanh), dinner);
-      _mm256_storeu_ps(d + i, _mm256_fmadd_ps(half, right, dright));
-    }
-  }
+  gelu_tanh_body<Avx2>(x, y, d, n);
 }
 #else
 #error "compile with -mavx512f or -mavx2 -mfma"
