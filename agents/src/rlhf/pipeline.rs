@@ -579,11 +579,17 @@ fn load_input(
 /// labels to find: no `labels.jsonl`, or a `reward_model_round<r>/` outside a run folder.
 fn labels_of_reward_model(
     path: &Path,
+    source: &RewardModelSource,
     grammar: &Grammar,
     max_response: usize,
 ) -> Result<Option<(Vec<Comparison>, Vec<Comparison>)>> {
-    let (folder, round) = reward_model_origin(path);
-    if round > 1 && !folder.join("manifest.json").is_file() {
+    let RewardModelSource {
+        folder,
+        round,
+        summary,
+    } = source;
+    let round = *round;
+    if round > 1 && !source.is_run() {
         // A round's reward model copied out of its run: its labels are not beside it.
         return Ok(None);
     }
@@ -611,9 +617,8 @@ fn labels_of_reward_model(
         held.extend(read(&format!("held_out_round{k}.jsonl"), false)?);
     }
     // What the run itself counted, where it did.
-    let counted = std::fs::read_to_string(folder.join("summary.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    let counted = summary
+        .as_ref()
         .and_then(|v| v.get(format!("rm_comparisons_round{round}"))?.as_u64());
     if let Some(n) = counted {
         anyhow::ensure!(
@@ -629,25 +634,52 @@ fn labels_of_reward_model(
     Ok(Some((train, held)))
 }
 
-/// Where the reward model at `--rm path` comes from: the folder that holds the labels and the
-/// summary of the run that fitted it (the path itself, or the run folder its model folder sits
-/// in), and its round (r for a `reward_model_round<r>/` of an online run, else 1). The path is
-/// resolved first, so that `.` or a link names the model's own folder and its run folder.
-fn reward_model_origin(path: &Path) -> (PathBuf, usize) {
-    let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    if !resolved.join("model.json").is_file() {
-        return (resolved, 1);
+/// Where the reward model at `--rm path` comes from, found once per run.
+struct RewardModelSource {
+    /// The folder that holds the labels and the summary of the run that fitted it (the path
+    /// itself, or the run folder its model folder sits in).
+    folder: PathBuf,
+    /// r for a `reward_model_round<r>/` of an online run, else 1.
+    round: usize,
+    /// That folder's `summary.json`, where it has one that parses.
+    summary: Option<serde_json::Value>,
+}
+
+impl RewardModelSource {
+    /// The path is resolved first, so that `.` or a link names the model's own folder and its
+    /// run folder.
+    fn of(path: &Path) -> Self {
+        let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let (folder, round) = if !resolved.join("model.json").is_file() {
+            (resolved, 1)
+        } else {
+            let round = resolved
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("reward_model_round"))
+                .and_then(|r| r.parse::<usize>().ok())
+                .filter(|&r| r >= 2)
+                .unwrap_or(1);
+            match resolved.parent() {
+                Some(parent) if !resolved.join("labels.jsonl").is_file() => {
+                    (parent.to_path_buf(), round)
+                }
+                _ => (resolved, 1),
+            }
+        };
+        let summary = std::fs::read_to_string(folder.join("summary.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        Self {
+            folder,
+            round,
+            summary,
+        }
     }
-    let round = resolved
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_prefix("reward_model_round"))
-        .and_then(|r| r.parse::<usize>().ok())
-        .filter(|&r| r >= 2)
-        .unwrap_or(1);
-    match resolved.parent() {
-        Some(parent) if !resolved.join("labels.jsonl").is_file() => (parent.to_path_buf(), round),
-        _ => (resolved, 1),
+
+    /// Whether the folder is a run's (its `manifest.json` beside the summary).
+    fn is_run(&self) -> bool {
+        self.folder.join("manifest.json").is_file()
     }
 }
 
@@ -742,10 +774,15 @@ pub fn run(
     let rm_in = rm_path
         .map(|path| load_input(path, "reward_model", "--rm", true, config, device))
         .transpose()?;
+    // Where an rl or bon run's reward model was fitted.
+    let rm_source = match stage {
+        Stage::Rl | Stage::Bon => rm_path.map(RewardModelSource::of),
+        _ => None,
+    };
     // Online rounds refit on every label so far: those of the reward model's run too.
-    let prior_labels = match (stage, rm_path) {
-        (Stage::Rl, Some(path)) if config.rl.rounds > 1 => {
-            labels_of_reward_model(path, &Grammar::new(), config.rl.max_response)?
+    let prior_labels = match (stage, rm_path, &rm_source) {
+        (Stage::Rl, Some(path), Some(source)) if config.rl.rounds > 1 => {
+            labels_of_reward_model(path, source, &Grammar::new(), config.rl.max_response)?
         }
         _ => None,
     };
@@ -920,18 +957,12 @@ pub fn run(
                 rm
             }
             _ => {
-                let path = need(&inputs.reward_model, "--rm DIR", stage)?;
+                let source = rm_source.as_ref().expect("found above for rl and bon");
+                let round = source.round;
                 // What the reward model was fitted on, when it comes from a run folder: the
                 // counts of its own round (an online run's `reward_model_round<r>` saw more
                 // labels, and scored otherwise, than its first).
-                let (folder, round) = reward_model_origin(path);
-                let fitted = folder
-                    .join("manifest.json")
-                    .is_file()
-                    .then(|| std::fs::read_to_string(folder.join("summary.json")).ok())
-                    .flatten()
-                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
-                if let Some(v) = fitted {
+                if let Some(v) = source.summary.as_ref().filter(|_| source.is_run()) {
                     let keys = if round > 1 {
                         [
                             format!("rm_comparisons_round{round}"),
