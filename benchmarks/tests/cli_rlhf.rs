@@ -660,6 +660,53 @@ fn device_and_seed_flags_override_the_config_file_before_it_is_checked() {
     assert_eq!(manifest["seed"], 5);
 }
 
+/// MKL promises bit-identical results from run to run only in its reproducibility mode
+/// (`MKL_CBWR`), so the binary turns it on, with the code path MKL would pick anyway, unless
+/// the caller chose a mode. `MKL_VERBOSE=1` makes MKL print each call with the mode it ran in.
+#[test]
+fn runs_put_libtorchs_mkl_in_its_reproducible_mode_unless_told_another() {
+    let dir = scratch("mkl-cbwr");
+    let cfg = config(&dir, "").to_string_lossy().into_owned();
+    let modes = |name: &str, cbwr: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_gradgym"));
+        command
+            .args(["rlhf", "sft", "--config", &cfg])
+            .args([
+                "--set",
+                "pretrain.steps=2",
+                "--set",
+                "sft.steps=1",
+                "--quiet",
+            ])
+            .args(["--out", dir.join(name).to_str().unwrap()])
+            .env("MKL_VERBOSE", "1")
+            .env_remove("MKL_CBWR");
+        if let Some(mode) = cbwr {
+            command.env("MKL_CBWR", mode);
+        }
+        let o = command.output().unwrap();
+        ok(&o);
+        let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+        let calls = stdout.lines().filter(|l| l.contains("GEMM(")).count();
+        let mut modes: Vec<String> = stdout
+            .split_whitespace()
+            .filter(|w| w.starts_with("CNR:"))
+            .map(str::to_owned)
+            .collect();
+        modes.sort();
+        modes.dedup();
+        (calls, modes)
+    };
+    let (calls, default) = modes("default", None);
+    if calls == 0 {
+        eprintln!("skipped: this libtorch makes no MKL calls (built without MKL)");
+        return;
+    }
+    assert_eq!(default, ["CNR:AUTO"], "{calls} MKL calls");
+    let (_, chosen) = modes("chosen", Some("COMPATIBLE"));
+    assert_eq!(chosen, ["CNR:COMPATIBLE"]);
+    fs::remove_dir_all(dir).ok();
+}
 #[test]
 fn bench_prints_throughput_and_memory_for_the_bench_model_or_a_configs_model() {
     let dir = scratch("bench");

@@ -717,9 +717,10 @@ pub fn run(
     let device = parse_device(&config.device).map_err(anyhow::Error::msg)?;
     // Set even when the config leaves the count to libtorch: setting it also turns off MKL's
     // own choice of thread count call by call (MKL_DYNAMIC), one way the last bits of a
-    // product could vary between runs. (A committed run made while the machine compiled once
-    // differed from its reruns in one entropy figure; the cause was not found, and a machine
-    // loaded by busy loops did not repeat it.)
+    // product could vary between runs. The `gradgym` binary also puts MKL in its
+    // reproducibility mode (MKL_CBWR, benchmarks/src/main.rs); a program that calls this
+    // library itself should set MKL_CBWR=AUTO before its first libtorch call for the same
+    // guarantee.
     let threads = if config.threads > 0 {
         config.threads as i32
     } else {
