@@ -101,19 +101,29 @@ impl RunFolder {
                 dir.display()
             );
         }
-        if existing == Existing::Replace && dir.exists() {
-            let empty = fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none());
-            if !(dir.is_dir() && (empty || dir.join("manifest.json").is_file())) {
-                bail!(
-                    "{} exists and is not a gradgym run folder (it has no manifest.json); --overwrite replaces only run folders, so choose another --out folder",
-                    dir.display()
-                );
-            }
+        // A run folder: one with a manifest.json, which every run writes first, or empty.
+        let replaceable = |d: &Path| {
+            let empty = fs::read_dir(d).is_ok_and(|mut e| e.next().is_none());
+            d.is_dir() && (empty || d.join("manifest.json").is_file())
+        };
+        if existing == Existing::Replace && dir.exists() && !replaceable(dir) {
+            bail!(
+                "{} exists and is not a gradgym run folder (it has no manifest.json); --overwrite replaces only run folders, so choose another --out folder",
+                dir.display()
+            );
         }
         let partial = partial_path(dir);
         if partial.exists() && existing == Existing::Refuse {
             bail!(
                 "{} holds the files of an earlier run of this name that never finished (killed outright, by a second signal or a crash); move or delete it, or pass --overwrite to replace it",
+                partial.display()
+            );
+        }
+        // The same rule for the `.partial` folder --overwrite removes: a name that merely
+        // ends in `.partial` may hold a user's own files.
+        if partial.exists() && !replaceable(&partial) {
+            bail!(
+                "{} exists and is not the folder of an unfinished gradgym run (it has no manifest.json); --overwrite replaces only run folders, so move it or choose another --out folder",
                 partial.display()
             );
         }
@@ -292,6 +302,7 @@ mod tests {
         let dir = scratch("stale");
         let partial = partial_path(&dir);
         fs::create_dir_all(&partial).unwrap();
+        fs::write(partial.join("manifest.json"), "{}").unwrap();
         fs::write(partial.join("metrics.csv"), "iteration\n1\n").unwrap();
         let e = RunFolder::create(&dir, Existing::Refuse).unwrap_err();
         assert!(
@@ -307,6 +318,31 @@ mod tests {
             !run.path().join("metrics.csv").exists(),
             "replaced when asked"
         );
+    }
+
+    #[test]
+    fn overwrite_never_removes_a_partial_named_folder_of_other_files() {
+        let dir = scratch("notes");
+        let partial = partial_path(&dir);
+        fs::create_dir_all(&partial).unwrap();
+        fs::write(partial.join("notes.txt"), "mine").unwrap();
+        let e = RunFolder::create(&dir, Existing::Replace).unwrap_err();
+        assert!(
+            e.to_string().contains("not the folder of an unfinished gradgym run"),
+            "{e}"
+        );
+        assert!(partial.join("notes.txt").exists(), "the user's file is kept");
+        assert!(!dir.exists(), "nothing is created");
+        // A plain file of that name is refused in the same words.
+        fs::remove_dir_all(&partial).unwrap();
+        fs::write(&partial, "a file").unwrap();
+        let e = RunFolder::create(&dir, Existing::Replace).unwrap_err();
+        assert!(
+            e.to_string().contains("not the folder of an unfinished gradgym run"),
+            "{e}"
+        );
+        assert_eq!(fs::read_to_string(&partial).unwrap(), "a file");
+        let _ = fs::remove_file(&partial);
     }
 
     #[test]
