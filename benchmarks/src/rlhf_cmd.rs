@@ -99,8 +99,8 @@ struct BenchArgs {
     #[arg(long, default_value = "cpu")]
     device: String,
     /// libtorch intra-op threads (0: its default).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=4096))]
+    threads: u16,
 }
 
 pub fn run(args: RlhfArgs) -> Result<ExitCode> {

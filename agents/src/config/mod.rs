@@ -302,6 +302,13 @@ impl TrainConfig {
                 return Err(bad(field, "must be at least 1"));
             }
         }
+        // libtorch takes a 32-bit count; no machine has this many cores.
+        if self.torch_threads > 4096 {
+            return Err(bad(
+                "torch_threads",
+                format!("{} is more than gradgym allows (4096)", self.torch_threads),
+            ));
+        }
         if self.num_envs.checked_mul(self.num_steps).is_none() {
             return Err(bad(
                 "num_steps",

@@ -358,6 +358,43 @@ impl RlhfConfig {
     /// Every problem is named by its `table.field`.
     pub fn validate(&self) -> Result<(), RlhfConfigError> {
         crate::device::parse_device(&self.device).map_err(|m| bad("device", m))?;
+        // Counts that size buffers: far above any run of this scale, and low enough that no
+        // product of two of them overflows an allocation's size (a panic, not an error).
+        const MOST: usize = 1 << 24;
+        let (m, l, r, rl, e) = (
+            &self.model,
+            &self.labels,
+            &self.reward_model,
+            &self.rl,
+            &self.eval,
+        );
+        for (f, v) in [
+            ("model.context", m.context),
+            ("model.width", m.width),
+            ("model.layers", m.layers),
+            ("model.heads", m.heads),
+            ("pretrain.batch_size", self.pretrain.batch_size),
+            ("sft.batch_size", self.sft.batch_size),
+            ("labels.comparisons", l.comparisons),
+            ("labels.num_responses", l.num_responses),
+            ("reward_model.batch_size", r.batch_size),
+            ("reward_model.normalize_samples", r.normalize_samples),
+            ("rl.batch_size", rl.batch_size),
+            ("rl.max_response", rl.max_response),
+            ("eval.prompts", e.prompts),
+            ("eval.samples_per_prompt", e.samples_per_prompt),
+        ] {
+            if v > MOST {
+                return Err(bad(f, format!("{v} is more than gradgym allows ({MOST})")));
+            }
+        }
+        // libtorch takes a 32-bit count; no machine has this many cores.
+        if self.threads > 4096 {
+            return Err(bad(
+                "threads",
+                format!("{} is more than gradgym allows (4096)", self.threads),
+            ));
+        }
         self.sample
             .validate()
             .map_err(|(f, m)| bad(&format!("sample.{f}"), m))?;
@@ -484,6 +521,9 @@ impl RlhfConfig {
             bad(field, m)
         })?;
         let e = &self.eval;
+        if e.samples_per_prompt == 0 {
+            return Err(bad("eval.samples_per_prompt", "must be at least 1"));
+        }
         if e.prompts == 0 {
             return Err(bad("eval.prompts", "must be at least 1"));
         }
@@ -545,6 +585,10 @@ mod tests {
             ("[rl]\nupdates = 3\nrounds = 4", "rl.rounds"),
             ("[sample]\ntop_p = 0.0", "sample.top_p"),
             ("[sample]\ntemperature = -1.0", "sample.temperature"),
+            ("[rl]\nbatch_size = 9223372036854775807", "rl.batch_size"),
+            ("[model]\ncontext = 9223372036854775807", "model.context"),
+            ("[eval]\nsamples_per_prompt = 0", "eval.samples_per_prompt"),
+            ("threads = 2147483648", "threads"),
         ] {
             let e = RlhfConfig::from_toml(text, "t.toml")
                 .unwrap_err()
