@@ -328,17 +328,22 @@ mod tests {
         fs::write(partial.join("notes.txt"), "mine").unwrap();
         let e = RunFolder::create(&dir, Existing::Replace).unwrap_err();
         assert!(
-            e.to_string().contains("not the folder of an unfinished gradgym run"),
+            e.to_string()
+                .contains("not the folder of an unfinished gradgym run"),
             "{e}"
         );
-        assert!(partial.join("notes.txt").exists(), "the user's file is kept");
+        assert!(
+            partial.join("notes.txt").exists(),
+            "the user's file is kept"
+        );
         assert!(!dir.exists(), "nothing is created");
         // A plain file of that name is refused in the same words.
         fs::remove_dir_all(&partial).unwrap();
         fs::write(&partial, "a file").unwrap();
         let e = RunFolder::create(&dir, Existing::Replace).unwrap_err();
         assert!(
-            e.to_string().contains("not the folder of an unfinished gradgym run"),
+            e.to_string()
+                .contains("not the folder of an unfinished gradgym run"),
             "{e}"
         );
         assert_eq!(fs::read_to_string(&partial).unwrap(), "a file");

@@ -215,6 +215,28 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
     );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("rm_comparisons_round2"), "{}", text(&o));
+    // So is a label gone from an `rm` stage's folder, whose summary.json counts its labels as
+    // `comparisons`; and a summary.json cut short is named, not passed over.
+    let short = dir.join("rm-short");
+    copy_model(&rm.join("reward_model"), &short.join("reward_model"));
+    for f in ["manifest.json", "summary.json", "held_out.jsonl"] {
+        fs::copy(rm.join(f), short.join(f)).unwrap();
+    }
+    let first: Vec<&str> = labels.lines().skip(1).collect();
+    fs::write(short.join("labels.jsonl"), first.join("\n") + "\n").unwrap();
+    let o = rl_on(&short, &["--set", "rl.rounds=2"], &dir.join("rl-short"));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("(comparisons)"), "{}", text(&o));
+    fs::write(short.join("labels.jsonl"), &labels).unwrap();
+    fs::write(short.join("summary.json"), "{\"status\": ").unwrap();
+    let o = rl_on(&short, &[], &dir.join("rl-cut"));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("summary.json is not valid JSON"),
+        "{}",
+        text(&o)
+    );
+    assert!(!dir.join("rl-cut.partial").exists() && !dir.join("rl-cut").exists());
     // Copied out of its run folder, a round's reward model has no labels beside it: noted.
     let lone = dir.join("lone").join(round2);
     copy_model(&online.join(round2), &lone);

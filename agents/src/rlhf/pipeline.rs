@@ -616,16 +616,22 @@ fn labels_of_reward_model(
         train.extend(read(&format!("labels_round{k}.jsonl"), true)?);
         held.extend(read(&format!("held_out_round{k}.jsonl"), false)?);
     }
-    // What the run itself counted, where it did.
-    let counted = summary
-        .as_ref()
-        .and_then(|v| v.get(format!("rm_comparisons_round{round}"))?.as_u64());
-    if let Some(n) = counted {
+    // What the run itself counted, where it did: an online run per round, an `rm` stage or a
+    // one-round run as `comparisons`.
+    let keys = [
+        Some(format!("rm_comparisons_round{round}")),
+        (round == 1).then(|| "comparisons".to_string()),
+    ];
+    let counted = keys.into_iter().flatten().find_map(|key| {
+        let n = summary.as_ref()?.get(&key)?.as_u64()?;
+        Some((key, n))
+    });
+    if let Some((key, n)) = counted {
         anyhow::ensure!(
             train.len() as u64 == n,
             "--rm {}: the labels found in {} number {}, but its summary.json says the reward \
-             model of round {round} was fitted on {n} (rm_comparisons_round{round}): a label \
-             file is missing or was changed",
+             model of round {round} was fitted on {n} ({key}): a label file is missing or was \
+             changed",
             path.display(),
             folder.display(),
             train.len()
@@ -641,14 +647,14 @@ struct RewardModelSource {
     folder: PathBuf,
     /// r for a `reward_model_round<r>/` of an online run, else 1.
     round: usize,
-    /// That folder's `summary.json`, where it has one that parses.
+    /// That folder's `summary.json`, where it has one (one that does not parse is an error).
     summary: Option<serde_json::Value>,
 }
 
 impl RewardModelSource {
     /// The path is resolved first, so that `.` or a link names the model's own folder and its
     /// run folder.
-    fn of(path: &Path) -> Self {
+    fn of(path: &Path) -> Result<Self> {
         let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         let (folder, round) = if !resolved.join("model.json").is_file() {
             (resolved, 1)
@@ -667,14 +673,29 @@ impl RewardModelSource {
                 _ => (resolved, 1),
             }
         };
-        let summary = std::fs::read_to_string(folder.join("summary.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok());
-        Self {
+        let file = folder.join("summary.json");
+        let summary = match std::fs::read_to_string(&file) {
+            Ok(text) => Some(serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "--rm {}: {} is not valid JSON (a run's summary, damaged or cut short)",
+                    path.display(),
+                    file.display()
+                )
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "--rm {}: cannot read {}",
+                    path.display(),
+                    file.display()
+                )));
+            }
+        };
+        Ok(Self {
             folder,
             round,
             summary,
-        }
+        })
     }
 
     /// Whether the folder is a run's (its `manifest.json` beside the summary).
@@ -777,7 +798,7 @@ pub fn run(
         .transpose()?;
     // Where an rl or bon run's reward model was fitted.
     let rm_source = match stage {
-        Stage::Rl | Stage::Bon => rm_path.map(RewardModelSource::of),
+        Stage::Rl | Stage::Bon => rm_path.map(RewardModelSource::of).transpose()?,
         _ => None,
     };
     // Online rounds refit on every label so far: those of the reward model's run too.
