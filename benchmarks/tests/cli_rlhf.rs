@@ -379,6 +379,11 @@ fn a_bad_preference_line_is_named_by_file_line_and_field() {
             "field `chosen`: 1 token(s) after `<eos>`",
         ),
         (
+            "twice",
+            r#"{"prompt": "review of the phone positive :", "chosen": "good . <eos>", "chosen": "bad . <eos>", "rejected": "bad . <eos>"}"#,
+            "field `chosen`: given twice on the line",
+        ),
+        (
             "after-eos",
             r#"{"prompt": "review of the phone positive :", "chosen": "great . <eos>", "rejected": "bad . <eos> bad"}"#,
             "field `rejected`: 1 token(s) after `<eos>`",

@@ -13,9 +13,9 @@
 //!   ends a finished response; one without it was cut at the maximum length.
 //! - `tie: true` gives μ = (½, ½) (Christiano et al. 2017). The K-way form names the best of
 //!   K responses (Ziegler et al. 2019) by its index, or gives the label distribution `mu`.
-//! - A line that is not a JSON object, lacks a field, has one of the wrong type, holds a word
-//!   outside the vocabulary, or a response longer than the model's context allows, is an error
-//!   naming the file, the line and the field.
+//! - A line that is not a JSON object, lacks a field, gives one twice, has an unknown one or one
+//!   of the wrong type, holds a word outside the vocabulary, or a response longer than the
+//!   model's context allows, is an error naming the file, the line and the field.
 
 use std::io::Write;
 use std::path::Path;
@@ -99,6 +99,16 @@ fn parse_line(
             format!("expected a JSON object, got {}", kind(&value)),
         ));
     };
+    // JSON parsers keep the last of two equal keys; a line with two is refused instead, since
+    // which one the writer meant is unknown.
+    if let Err(e) = serde_json::from_str::<UniqueKeys>(line) {
+        let message = e.to_string();
+        let key = message
+            .strip_prefix("duplicate field `")
+            .and_then(|m| m.split('`').next())
+            .unwrap_or("(line)");
+        return Err((key.to_string(), "given twice on the line".into()));
+    }
     let prompt = prompt_field(&obj, grammar)?;
     let known = [
         "prompt",
@@ -233,6 +243,35 @@ fn parse_line(
         responses: vec![chosen, rejected],
         mu: if tie { vec![0.5, 0.5] } else { vec![1.0, 0.0] },
     })
+}
+
+/// A JSON object whose keys are checked to be distinct (the values are skipped).
+struct UniqueKeys;
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = UniqueKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<UniqueKeys, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if !seen.insert(key.clone()) {
+                        return Err(serde::de::Error::custom(format!("duplicate field `{key}`")));
+                    }
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+                Ok(UniqueKeys)
+            }
+        }
+        d.deserialize_map(Keys)
+    }
 }
 
 fn missing(field: &str) -> (String, String) {
