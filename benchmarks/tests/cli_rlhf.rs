@@ -484,7 +484,24 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
         cfg.display().to_string(),
     );
     let no_model = format!("{empty}/sft/model.json exists");
+    // An SFT model whose model.json is not a model's shape: named by that file, not the config.
+    let odd = dir.join("odd-shape");
+    fs::create_dir_all(odd.join("sft")).unwrap();
+    fs::copy(
+        sft.join("sft/model.safetensors"),
+        odd.join("sft/model.safetensors"),
+    )
+    .unwrap();
+    let json = fs::read_to_string(sft.join("sft/model.json")).unwrap();
+    let mut shape: serde_json::Value = serde_json::from_str(&json).unwrap();
+    shape["heads"] = 3.into();
+    fs::write(odd.join("sft/model.json"), shape.to_string()).unwrap();
+    let odd = odd.display().to_string();
     for (args, want) in [
+        (
+            vec!["rm", "--sft", &odd],
+            "sft/model.json: field `heads`: 3 heads do not divide",
+        ),
         (vec!["rm", "--sft", &missing], "no such folder"),
         (
             vec!["bon", "--sft", s, "--rm", r, "--set", "eval.best_of_n=[]"],
@@ -499,6 +516,11 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
             "not a reward model",
         ),
         (vec!["sample", "--model", rm_model], "a reward model"),
+        // An `sft` run given where a policy's run is wanted: says what it holds.
+        (
+            vec!["sample", "--model", s],
+            "it holds the SFT model (--sft)",
+        ),
         // The reward model's context (24) is too short for these responses (before: a panic).
         (
             vec![

@@ -495,7 +495,8 @@ pub fn input_shape(stage: Stage, inputs: &Inputs) -> Option<ModelConfig> {
     };
     let text = std::fs::read_to_string(model_dir(path, sub).join("model.json")).ok()?;
     let c: GptConfig = serde_json::from_str(&text).ok()?;
-    (!c.scalar_head).then(|| shape_of(&c))
+    // A shape that is not a model's is left to the model's loading, which names its file.
+    (!c.scalar_head && c.validate().is_ok()).then(|| shape_of(&c))
 }
 
 /// `path` if it holds a model (`model.json`), else the run folder's `path/sub`.
@@ -516,8 +517,20 @@ fn load_model(path: &Path, sub: &str, device: Device) -> Result<Gpt> {
     }
     let dir = model_dir(path, sub);
     if !dir.join("model.json").is_file() {
+        // A run folder of another stage: say which of its models there is, and what it is.
+        let others = [
+            ("sft", "the SFT model (--sft)"),
+            ("policy", "a policy (sample --model)"),
+            ("reward_model", "a reward model (--rm)"),
+        ];
+        let hint = others
+            .iter()
+            .filter(|(o, _)| *o != sub && path.join(o).join("model.json").is_file())
+            .map(|(o, what)| format!("; it holds {what} in {}", path.join(o).display()))
+            .next()
+            .unwrap_or_default();
         anyhow::bail!(
-            "holds no model: neither {} nor {} exists",
+            "holds no model: neither {} nor {} exists{hint}",
             path.join("model.json").display(),
             path.join(sub).join("model.json").display()
         );
