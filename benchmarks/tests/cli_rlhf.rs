@@ -972,3 +972,56 @@ fn sigint_seals_an_rlhf_run_as_interrupted() {
     assert!(out.join("reward_model/model.safetensors").is_file());
     fs::remove_dir_all(dir).ok();
 }
+
+/// A signal during one long RL update (a million epochs over the batch) stops it before its
+/// next gradient step, instead of waiting for the update to end.
+#[test]
+fn sigint_stops_a_long_rl_update_between_its_gradient_steps() {
+    use std::time::{Duration, Instant};
+    let dir = scratch("signal-update");
+    let cfg = config(&dir, "");
+    let out = dir.join("run");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gradgym"))
+        .args(["rlhf", "--config", cfg.to_str().unwrap()])
+        .args(["--set", "rl.update_epochs=1000000", "--quiet"])
+        .args(["--out", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The metrics header is written just before the first update's rollout (milliseconds on
+    // this config); a second later the run is inside that update.
+    let metrics = partial(&out).join("metrics.csv");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !metrics.exists() {
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("the run never started its RL updates");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let sent = Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    while child.try_wait().unwrap().is_none() {
+        if sent.elapsed() > Duration::from_secs(60) {
+            child.kill().ok();
+            panic!("the run did not stop within a minute of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    let t = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{t}");
+    assert!(t.contains("gradient steps"), "{t}");
+    assert_eq!(summary(&out)["status"], "interrupted");
+    assert!(
+        !out.join("policy").exists(),
+        "no network of a half-done update is saved"
+    );
+    fs::remove_dir_all(dir).ok();
+}

@@ -388,6 +388,21 @@ impl RlhfConfig {
                 return Err(bad(f, format!("{v} is more than gradgym allows ({MOST})")));
             }
         }
+        // Counts of steps: products of them with the sizes above stay far from overflowing.
+        const STEPS: usize = 1 << 32;
+        for (f, v) in [
+            ("pretrain.steps", self.pretrain.steps),
+            ("sft.steps", self.sft.steps),
+            ("reward_model.epochs", r.epochs),
+            ("rl.updates", rl.updates),
+            ("rl.update_epochs", rl.update_epochs),
+            ("rl.num_minibatches", rl.num_minibatches),
+            ("rl.rounds", rl.rounds),
+        ] {
+            if v > STEPS {
+                return Err(bad(f, format!("{v} is more than gradgym allows ({STEPS})")));
+            }
+        }
         // libtorch takes a 32-bit count; no machine has this many cores.
         if self.threads > 4096 {
             return Err(bad(
@@ -589,6 +604,10 @@ mod tests {
             ("[model]\ncontext = 9223372036854775807", "model.context"),
             ("[eval]\nsamples_per_prompt = 0", "eval.samples_per_prompt"),
             ("threads = 2147483648", "threads"),
+            (
+                "[reward_model]\nepochs = 9223372036854775807",
+                "reward_model.epochs",
+            ),
         ] {
             let e = RlhfConfig::from_toml(text, "t.toml")
                 .unwrap_err()

@@ -282,6 +282,19 @@ impl TokenLearner {
 
     /// The gradient steps of one batch; `rng` orders PPO's minibatches.
     pub fn update(&mut self, r: &TokenRollout, rng: &mut Stream) -> Result<TokenUpdateStats> {
+        self.update_until(r, rng, None)
+    }
+
+    /// [`TokenLearner::update`], stopped before any gradient step once `interrupt` is set (an
+    /// [`crate::error::Interrupted`] error): an update of many epochs can take minutes, and a
+    /// signal should not wait for it. The steps already taken stay in the networks; the
+    /// pipeline saves no network of an interrupted run.
+    pub fn update_until(
+        &mut self,
+        r: &TokenRollout,
+        rng: &mut Stream,
+        interrupt: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<TokenUpdateStats> {
         let b = r.seqs.lengths.len();
         let epochs = match self.algo {
             Algo::Ppo => self.config.update_epochs,
@@ -335,6 +348,12 @@ impl TokenLearner {
             }
             let size = b.div_ceil(minibatches);
             for chunk in order.chunks(size) {
+                crate::error::check_interrupt(interrupt, || {
+                    format!(
+                        "in an RL update, after {n} of its {} gradient steps",
+                        epochs * minibatches
+                    )
+                })?;
                 let rows;
                 let (seqs, m, adv, old_lp, returns, old_v) = match &whole {
                     Some((adv, old_lp, returns, old_v)) => (

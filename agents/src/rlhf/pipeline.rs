@@ -1157,7 +1157,7 @@ pub fn run(
             let beta = kl.beta();
             let rollout = learner.rollout(&sft, &rm, &p, &r, beta);
             let stats: TokenUpdateStats = learner
-                .update(&rollout, &mut minibatch_rng)
+                .update_until(&rollout, &mut minibatch_rng, run.interrupt)
                 .with_context(|| format!("RL update {}/{}", update + 1, rl.updates))?;
             let b = r.len() as f64;
             let mean = |x: &[f64]| x.iter().sum::<f64>() / x.len() as f64;
