@@ -141,7 +141,7 @@ fn async_mode_runs_and_the_manifest_says_it_is_not_reproducible() {
 fn bad_input_exits_2_naming_the_field() {
     let dir = scratch("bad");
     fs::create_dir_all(&dir).unwrap();
-    let cases: [(&[&str], &str, &str); 6] = [
+    let cases: [(&[&str], &str, &str); 8] = [
         (&["--labels", "0"], "prefs.labels", "at least 1"),
         (
             &["--segment-length", "600"],
@@ -163,6 +163,17 @@ fn bad_input_exits_2_naming_the_field() {
             &["--prefs", "{ num_segments = 1 }"],
             "prefs.num_segments",
             "K = 1",
+        ),
+        // Sizes that would overflow an allocation (before: a capacity-overflow panic).
+        (
+            &["--prefs", "{ ensemble = 9223372036854775807 }"],
+            "prefs.ensemble",
+            "more than gradgym allows",
+        ),
+        (
+            &["--prefs", "{ oversample = 9223372036854775807 }"],
+            "prefs.oversample",
+            "more than gradgym allows",
         ),
     ];
     for (i, (extra, field, message)) in cases.iter().enumerate() {

@@ -107,6 +107,21 @@ fn bad_input_is_named() {
         text(&o)
     );
 
+    // A width whose weights would overflow an allocation (before: a capacity-overflow panic),
+    // and a thread count past what libtorch takes.
+    for (flag, value, want) in [
+        (
+            "--hidden-sizes",
+            "[9223372036854775807]",
+            "`hidden_sizes`: a width of",
+        ),
+        ("--torch-threads", "5000", "`torch_threads`: 5000 is more"),
+    ] {
+        let o = gradgym(&["train", flag, value, "--out", out.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains(want), "{}", text(&o));
+    }
+
     let o = gradgym(&["train", "--backend", "jax", "--out", out.to_str().unwrap()]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2));

@@ -330,6 +330,13 @@ impl TrainConfig {
                 ),
             ));
         }
+        // A width whose weight matrix would overflow an allocation's size (a panic).
+        if let Some(w) = self.hidden_sizes.iter().find(|&&w| w > 1 << 24) {
+            return Err(bad(
+                "hidden_sizes",
+                format!("a width of {w} is more than gradgym allows ({})", 1 << 24),
+            ));
+        }
         let positive = |field: &'static str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(())
