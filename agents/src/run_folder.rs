@@ -101,10 +101,14 @@ impl RunFolder {
                 dir.display()
             );
         }
-        // A run folder: one with a manifest.json, which every run writes first, or empty.
+        // A run folder: one with a manifest.json, which every run writes first (as
+        // manifest.tmp, then renamed), or empty.
         let replaceable = |d: &Path| {
             let empty = fs::read_dir(d).is_ok_and(|mut e| e.next().is_none());
-            d.is_dir() && (empty || d.join("manifest.json").is_file())
+            let manifest = ["manifest.json", "manifest.tmp"]
+                .iter()
+                .any(|m| d.join(m).is_file());
+            d.is_dir() && (empty || manifest)
         };
         if existing == Existing::Replace && dir.exists() && !replaceable(dir) {
             bail!(
@@ -318,6 +322,12 @@ mod tests {
             !run.path().join("metrics.csv").exists(),
             "replaced when asked"
         );
+        // Killed while its manifest was being written: still a run's folder.
+        drop(run);
+        fs::write(partial.join("manifest.tmp"), "{").unwrap();
+        fs::write(partial.join("metrics.csv"), "iteration\n").unwrap();
+        let run = RunFolder::create(&dir, Existing::Replace).unwrap();
+        assert!(!run.path().join("manifest.tmp").exists());
     }
 
     #[test]

@@ -496,11 +496,27 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
     let mut shape: serde_json::Value = serde_json::from_str(&json).unwrap();
     shape["heads"] = 3.into();
     fs::write(odd.join("sft/model.json"), shape.to_string()).unwrap();
+    // And one whose context is past gradgym's cap.
+    let huge = dir.join("huge-context");
+    fs::create_dir_all(huge.join("sft")).unwrap();
+    fs::copy(
+        sft.join("sft/model.safetensors"),
+        huge.join("sft/model.safetensors"),
+    )
+    .unwrap();
+    shape["heads"] = serde_json::from_str::<serde_json::Value>(&json).unwrap()["heads"].clone();
+    shape["context"] = (1u64 << 25).into();
+    fs::write(huge.join("sft/model.json"), shape.to_string()).unwrap();
+    let huge = huge.display().to_string();
     let odd = odd.display().to_string();
     for (args, want) in [
         (
             vec!["rm", "--sft", &odd],
             "sft/model.json: field `heads`: 3 heads do not divide",
+        ),
+        (
+            vec!["rm", "--sft", &huge],
+            "sft/model.json: field `context`: 33554432 is more than gradgym allows",
         ),
         (vec!["rm", "--sft", &missing], "no such folder"),
         (
@@ -543,6 +559,11 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
         (
             vec!["rm", "--sft", s, "--set", "labels.comparisons=0"],
             "`labels.comparisons`",
+        ),
+        // A size that would overflow an allocation (before: a capacity-overflow panic).
+        (
+            vec!["rl", "--set", "rl.batch_size=9223372036854775807"],
+            "`rl.batch_size`: 9223372036854775807 is more than gradgym allows",
         ),
         (
             vec!["rl", "--set", "rl.bta=1"],

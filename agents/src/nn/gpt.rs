@@ -70,6 +70,13 @@ impl GptConfig {
             if v == 0 {
                 return Err((field, "must be at least 1".into()));
             }
+            // As the RLHF config's cap: larger sizes would overflow an allocation's size.
+            if v > 1 << 24 {
+                return Err((
+                    field,
+                    format!("{v} is more than gradgym allows ({})", 1 << 24),
+                ));
+            }
         }
         if self.width % self.heads != 0 {
             return Err((

@@ -351,7 +351,7 @@ impl TokenLearner {
                 crate::error::check_interrupt(interrupt, || {
                     format!(
                         "in an RL update, after {n} of its {} gradient steps",
-                        epochs * minibatches
+                        epochs * b.div_ceil(size)
                     )
                 })?;
                 let rows;
