@@ -35,6 +35,7 @@ pub mod device;
 pub mod error;
 pub mod hook;
 pub mod learners;
+pub mod limits;
 pub mod metrics;
 pub mod nn;
 pub mod prefs;

@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use gradgym_agents::config::Algo;
 use gradgym_agents::config::rlhf::{ModelConfig, RlConfig, RlhfConfig};
 use gradgym_agents::device::parse_device;
+use gradgym_agents::limits::MOST_THREADS;
 use gradgym_agents::nn::gelu;
 use gradgym_agents::nn::gpt::{Gpt, GptConfig};
 use gradgym_agents::nn::sampling::{SamplingConfig, generate, generate_libtorch};
@@ -99,7 +100,7 @@ struct BenchArgs {
     #[arg(long, default_value = "cpu")]
     device: String,
     /// libtorch intra-op threads (0: its default).
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=4096))]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=MOST_THREADS as i64))]
     threads: u16,
 }
 

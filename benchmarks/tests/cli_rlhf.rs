@@ -484,31 +484,22 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
         cfg.display().to_string(),
     );
     let no_model = format!("{empty}/sft/model.json exists");
-    // An SFT model whose model.json is not a model's shape: named by that file, not the config.
-    let odd = dir.join("odd-shape");
-    fs::create_dir_all(odd.join("sft")).unwrap();
-    fs::copy(
-        sft.join("sft/model.safetensors"),
-        odd.join("sft/model.safetensors"),
-    )
-    .unwrap();
-    let json = fs::read_to_string(sft.join("sft/model.json")).unwrap();
-    let mut shape: serde_json::Value = serde_json::from_str(&json).unwrap();
-    shape["heads"] = 3.into();
-    fs::write(odd.join("sft/model.json"), shape.to_string()).unwrap();
+    // The SFT model with one field of its model.json set to `value`, in folder `name`.
+    let sft_with = |name: &str, field: &str, value: u64| {
+        let at = dir.join(name);
+        fs::create_dir_all(at.join("sft")).unwrap();
+        let weights = "sft/model.safetensors";
+        fs::copy(sft.join(weights), at.join(weights)).unwrap();
+        let json = fs::read_to_string(sft.join("sft/model.json")).unwrap();
+        let mut shape: serde_json::Value = serde_json::from_str(&json).unwrap();
+        shape[field] = value.into();
+        fs::write(at.join("sft/model.json"), shape.to_string()).unwrap();
+        at.display().to_string()
+    };
+    // One whose model.json is not a model's shape: named by that file, not the config.
+    let odd = sft_with("odd-shape", "heads", 3);
     // And one whose context is past gradgym's cap.
-    let huge = dir.join("huge-context");
-    fs::create_dir_all(huge.join("sft")).unwrap();
-    fs::copy(
-        sft.join("sft/model.safetensors"),
-        huge.join("sft/model.safetensors"),
-    )
-    .unwrap();
-    shape["heads"] = serde_json::from_str::<serde_json::Value>(&json).unwrap()["heads"].clone();
-    shape["context"] = (1u64 << 25).into();
-    fs::write(huge.join("sft/model.json"), shape.to_string()).unwrap();
-    let huge = huge.display().to_string();
-    let odd = odd.display().to_string();
+    let huge = sft_with("huge-context", "context", 1 << 25);
     for (args, want) in [
         (
             vec!["rm", "--sft", &odd],

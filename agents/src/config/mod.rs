@@ -302,12 +302,11 @@ impl TrainConfig {
                 return Err(bad(field, "must be at least 1"));
             }
         }
-        // libtorch takes a 32-bit count; no machine has this many cores.
-        if self.torch_threads > 4096 {
-            return Err(bad(
-                "torch_threads",
-                format!("{} is more than gradgym allows (4096)", self.torch_threads),
-            ));
+        if let Some((f, m)) = crate::limits::over(
+            &[("torch_threads", self.torch_threads)],
+            crate::limits::MOST_THREADS,
+        ) {
+            return Err(bad(f, m));
         }
         if self.num_envs.checked_mul(self.num_steps).is_none() {
             return Err(bad(
@@ -331,10 +330,17 @@ impl TrainConfig {
             ));
         }
         // A width whose weight matrix would overflow an allocation's size (a panic).
-        if let Some(w) = self.hidden_sizes.iter().find(|&&w| w > 1 << 24) {
+        if let Some(w) = self
+            .hidden_sizes
+            .iter()
+            .find(|&&w| w > crate::limits::MOST_SIZE)
+        {
             return Err(bad(
                 "hidden_sizes",
-                format!("a width of {w} is more than gradgym allows ({})", 1 << 24),
+                format!(
+                    "a width of {w} is more than gradgym allows ({})",
+                    crate::limits::MOST_SIZE
+                ),
             ));
         }
         let positive = |field: &'static str, v: f64| {

@@ -6,6 +6,7 @@ use gradgym_envs::preference::{OracleConfig, RandomAnswer, check_segment_length}
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, TrainConfig};
+use crate::limits::{MOST_SIZE, MOST_STEPS, over};
 
 /// How queries are chosen.
 pub const QUERY_STRATEGIES: [&str; 2] = ["random", "disagreement"];
@@ -161,10 +162,11 @@ impl PrefsConfig {
 
     /// Checks the table against the rest of the run's config; errors name `prefs.<field>`.
     pub fn validate(&self, run: &TrainConfig) -> Result<(), ConfigError> {
-        // Counts that size buffers: far above any run of this scale, and low enough that no
-        // product of two of them overflows an allocation's size (a panic, not an error).
-        const MOST: usize = 1 << 24;
         let mut sizes = vec![
+            (
+                "prefs.labels",
+                usize::try_from(self.labels).unwrap_or(usize::MAX),
+            ),
             ("prefs.num_segments", self.num_segments),
             ("prefs.oversample", self.oversample),
             ("prefs.query_batch", self.query_batch.unwrap_or(0)),
@@ -172,26 +174,12 @@ impl PrefsConfig {
             ("prefs.fit_batch", self.fit_batch),
         ];
         sizes.extend(self.hidden_sizes.iter().map(|&h| ("prefs.hidden_sizes", h)));
-        if self.labels > MOST as u64 {
-            return Err(bad(
-                "prefs.labels",
-                format!("{} is more than gradgym allows ({MOST})", self.labels),
-            ));
-        }
-        for (f, v) in sizes {
-            if v > MOST {
-                return Err(bad(f, format!("{v} is more than gradgym allows ({MOST})")));
-            }
-        }
-        // Counts of steps: their products with the sizes above stay far from overflowing.
-        const STEPS: usize = 1 << 32;
-        for (f, v) in [
+        let steps = [
             ("prefs.initial_fit_steps", self.initial_fit_steps),
             ("prefs.fit_steps", self.fit_steps),
-        ] {
-            if v > STEPS {
-                return Err(bad(f, format!("{v} is more than gradgym allows ({STEPS})")));
-            }
+        ];
+        if let Some((f, m)) = over(&sizes, MOST_SIZE).or_else(|| over(&steps, MOST_STEPS)) {
+            return Err(bad(f, m));
         }
         if self.labels == 0 {
             return Err(bad(

@@ -20,6 +20,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Algo;
+use crate::limits::{MOST_SIZE, MOST_STEPS, MOST_THREADS, over};
 use crate::nn::sampling::SamplingConfig;
 use gradgym_algorithms::kl::ReferenceKl;
 
@@ -358,9 +359,6 @@ impl RlhfConfig {
     /// Every problem is named by its `table.field`.
     pub fn validate(&self) -> Result<(), RlhfConfigError> {
         crate::device::parse_device(&self.device).map_err(|m| bad("device", m))?;
-        // Counts that size buffers: far above any run of this scale, and low enough that no
-        // product of two of them overflows an allocation's size (a panic, not an error).
-        const MOST: usize = 1 << 24;
         let (m, l, r, rl, e) = (
             &self.model,
             &self.labels,
@@ -368,7 +366,7 @@ impl RlhfConfig {
             &self.rl,
             &self.eval,
         );
-        for (f, v) in [
+        let sizes = [
             ("model.context", m.context),
             ("model.width", m.width),
             ("model.layers", m.layers),
@@ -383,14 +381,8 @@ impl RlhfConfig {
             ("rl.max_response", rl.max_response),
             ("eval.prompts", e.prompts),
             ("eval.samples_per_prompt", e.samples_per_prompt),
-        ] {
-            if v > MOST {
-                return Err(bad(f, format!("{v} is more than gradgym allows ({MOST})")));
-            }
-        }
-        // Counts of steps: products of them with the sizes above stay far from overflowing.
-        const STEPS: usize = 1 << 32;
-        for (f, v) in [
+        ];
+        let steps = [
             ("pretrain.steps", self.pretrain.steps),
             ("sft.steps", self.sft.steps),
             ("reward_model.epochs", r.epochs),
@@ -398,22 +390,16 @@ impl RlhfConfig {
             ("rl.update_epochs", rl.update_epochs),
             ("rl.num_minibatches", rl.num_minibatches),
             ("rl.rounds", rl.rounds),
-        ] {
-            if v > STEPS {
-                return Err(bad(f, format!("{v} is more than gradgym allows ({STEPS})")));
-            }
-        }
-        // libtorch takes a 32-bit count; no machine has this many cores.
-        if self.threads > 4096 {
-            return Err(bad(
-                "threads",
-                format!("{} is more than gradgym allows (4096)", self.threads),
-            ));
+        ];
+        if let Some((f, message)) = over(&sizes, MOST_SIZE)
+            .or_else(|| over(&steps, MOST_STEPS))
+            .or_else(|| over(&[("threads", self.threads)], MOST_THREADS))
+        {
+            return Err(bad(f, message));
         }
         self.sample
             .validate()
             .map_err(|(f, m)| bad(&format!("sample.{f}"), m))?;
-        let m = &self.model;
         for (f, v) in [
             ("model.context", m.context),
             ("model.width", m.width),
@@ -450,7 +436,6 @@ impl RlhfConfig {
             positive(&format!("{table}.learning_rate"), s.learning_rate)?;
             at_least_zero(&format!("{table}.weight_decay"), s.weight_decay)?;
         }
-        let l = &self.labels;
         if l.num_responses < 2 {
             return Err(bad("labels.num_responses", "a comparison needs at least 2"));
         }
@@ -469,7 +454,6 @@ impl RlhfConfig {
             ));
         }
         positive("labels.sample_temperature", l.sample_temperature)?;
-        let r = &self.reward_model;
         if r.batch_size == 0 {
             return Err(bad("reward_model.batch_size", "must be at least 1"));
         }
@@ -483,7 +467,6 @@ impl RlhfConfig {
                 "a standard deviation needs at least 2 samples (0 turns normalisation off)",
             ));
         }
-        let rl = &self.rl;
         Algo::parse(&rl.algo).map_err(|m| bad("rl.algo", m))?;
         for (f, v) in [
             ("rl.batch_size", rl.batch_size),
@@ -535,7 +518,6 @@ impl RlhfConfig {
             };
             bad(field, m)
         })?;
-        let e = &self.eval;
         if e.samples_per_prompt == 0 {
             return Err(bad("eval.samples_per_prompt", "must be at least 1"));
         }

@@ -70,12 +70,9 @@ impl GptConfig {
             if v == 0 {
                 return Err((field, "must be at least 1".into()));
             }
-            // As the RLHF config's cap: larger sizes would overflow an allocation's size.
-            if v > 1 << 24 {
-                return Err((
-                    field,
-                    format!("{v} is more than gradgym allows ({})", 1 << 24),
-                ));
+            // The RLHF config's cap: larger sizes would overflow an allocation's size.
+            if let Some(problem) = crate::limits::over(&[(field, v)], crate::limits::MOST_SIZE) {
+                return Err(problem);
             }
         }
         if self.width % self.heads != 0 {
