@@ -3,6 +3,7 @@
 mod envs_cmd;
 mod estimators_cmd;
 mod harness_cmd;
+mod malloc;
 mod rlhf_cmd;
 mod train_cmd;
 
@@ -52,6 +53,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     reproducible_mkl();
+    malloc::keep_freed_memory();
     // Rust ignores SIGPIPE, so printing into a closed pipe (`gradgym info | head -1`) would
     // panic with a backtrace; end quietly instead, as other command-line tools do. A run cut
     // short this way is left as any interrupted run is: in its `.partial` folder (metrics rows

@@ -456,6 +456,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         tch::get_num_threads(),
         device
     );
+    println!("malloc: {}", crate::malloc::describe());
     let tokens = (batch * response) as f64;
     let reps = args.reps;
     let gen_rate = median_rate(reps, tokens, device, || {

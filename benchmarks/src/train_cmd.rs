@@ -271,6 +271,7 @@ pub fn run_info() -> Result<ExitCode> {
     );
     println!("cuDNN available: {}", tch::Cuda::cudnn_is_available());
     println!("libtorch threads: {}", tch::get_num_threads());
+    println!("malloc: {}", crate::malloc::describe());
     println!(
         "CPU cores: {}",
         std::thread::available_parallelism().map_or(1, |n| n.get())
