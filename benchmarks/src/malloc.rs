@@ -10,13 +10,13 @@
 //! threshold at glibc's ceiling, 32 MiB, and keeps up to 256 MiB free at the top of a heap.
 //! Allocation changes no arithmetic: results are the same bits either way.
 //!
-//! Measured with `gradgym rlhf bench` here (four alternated runs of each, docs/rlhf.md,
-//! Throughput): generation 98,800-107,600 tokens/s against 84,800-90,100 with glibc's
-//! defaults, PPO 6,586-6,642 against 6,280-6,641, peak memory 531-541 MiB against 525-530 MiB;
-//! the minor page faults of `gradgym rlhf bench --reps 1` fall from about 135,000 to 90,000.
+//! Measured with `gradgym rlhf bench` here, four alternated runs of each (docs/rlhf.md,
+//! Throughput): generation 98,700-109,300 tokens/s against 82,300-93,700 with glibc's
+//! defaults, PPO 6,631-6,796 against 6,380-6,608, peak memory 538 MiB against 528-530, minor
+//! page faults 95,600 against 173,600-202,000.
 //! Both settings matter together: glibc turns its run-time threshold off once either is set,
-//! so the trim threshold alone leaves every block above 128 KiB to `mmap` (PPO fell to 3,700
-//! tokens/s that way).
+//! so the trim threshold alone leaves every block above 128 KiB to `mmap` (PPO fell to
+//! 3,650-3,770 tokens/s that way).
 //!
 //! A caller who tunes `malloc` keeps their choice: with any `glibc.malloc.*` entry in
 //! `GLIBC_TUNABLES`, or any `MALLOC_*` variable set, the binary leaves `malloc` alone.
