@@ -13,7 +13,8 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "gradgym",
     version,
-    about = "A reinforcement-learning gym and benchmark suite"
+    about = "A reinforcement-learning gym and benchmark suite",
+    after_help = "Environment:\n  MKL_CBWR        MKL's reproducibility mode (gradgym sets AUTO unless this is set)\n  GRADGYM_MALLOC  keep (default: glibc's malloc keeps freed memory for reuse) or glibc (its own thresholds)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -53,7 +54,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     reproducible_mkl();
-    malloc::keep_freed_memory();
+    if let Err(e) = malloc::keep_freed_memory() {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::from(2);
+    }
     // Rust ignores SIGPIPE, so printing into a closed pipe (`gradgym info | head -1`) would
     // panic with a backtrace; end quietly instead, as other command-line tools do. A run cut
     // short this way is left as any interrupted run is: in its `.partial` folder (metrics rows
