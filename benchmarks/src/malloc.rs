@@ -39,7 +39,7 @@ pub const TRIM_THRESHOLD: usize = 256 << 20;
 pub const VARIABLE: &str = "GRADGYM_MALLOC";
 
 /// What [`keep_freed_memory`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub enum Setting {
     /// The thresholds above are set.
     Kept,
@@ -83,7 +83,6 @@ pub fn keep_freed_memory() -> Result<(), String> {
     let setting = match choice.as_ref().map(|c| c.to_string_lossy()) {
         Some(c) if c == "glibc" => Setting::GlibcDefaults,
         Some(c) if c != "keep" => {
-            let _ = SETTING.set(Setting::Unchanged);
             return Err(format!(
                 "{VARIABLE}={c:?}: expected `keep` (the default: freed memory kept for reuse) or \
                  `glibc` (glibc's own malloc thresholds)"
