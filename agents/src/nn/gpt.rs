@@ -430,6 +430,21 @@ impl Gpt {
         v
     }
 
+    /// Overwrites parameter `name` with `values` (its elements in row-major order), outside
+    /// autograd; its version counter moves as with any in-place write.
+    pub(crate) fn set_host_values(&self, name: &str, values: &[f32]) {
+        let t = self.p(name);
+        assert_eq!(t.numel(), values.len(), "{name}: {} values", values.len());
+        let src = Tensor::from_slice(values)
+            .view(t.size().as_slice())
+            .to_device(t.device())
+            .to_kind(t.kind());
+        tch::no_grad(|| {
+            let mut t = t.shallow_clone();
+            t.copy_(&src);
+        });
+    }
+
     /// Copies of every parameter on the CPU, by name, in [`GptConfig::parameters`] order.
     pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
         self.config

@@ -17,6 +17,9 @@
 //! - [`gpt_cpu`]: the same transformer's forward pass in plain Rust, which generation runs on
 //!   the CPU (a step is ~40 tiny operators that libtorch spends longer dispatching than
 //!   computing).
+//! - [`gpt_native`]: the same transformer's training passes in plain Rust (forward with its
+//!   activations kept, backward to every parameter's gradient) and Adam over a flat vector:
+//!   the native backend of token-level RL on the CPU.
 //! - [`sampling`]: temperature, top-k and top-p sampling from logits, and generation with the
 //!   KV cache.
 //!
@@ -26,6 +29,7 @@ pub mod actor_critic;
 pub mod gelu;
 pub mod gpt;
 pub mod gpt_cpu;
+pub mod gpt_native;
 pub mod heads;
 pub mod init;
 pub mod mlp;
