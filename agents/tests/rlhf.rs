@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
-use gradgym_agents::config::Algo;
 use gradgym_agents::config::rlhf::{RlConfig, RlhfConfig};
+use gradgym_agents::config::{Algo, BackendKind};
 use gradgym_agents::nn::gpt::{Gpt, GptConfig};
 use gradgym_agents::nn::sampling::{SamplingConfig, generate};
 use gradgym_agents::rlhf::data::Comparison;
@@ -574,9 +574,14 @@ fn each_learner_and_option_of_the_pipeline_runs_and_shows_its_effect() {
     std::fs::remove_dir_all(base).ok();
 }
 
-/// A learner whose policy starts from seed 5's weights and whose value function is a reward
-/// model on them.
-fn learner(algo: Algo, num_minibatches: usize) -> TokenLearner {
+/// A learner on `backend` whose policy starts from seed 5's weights and whose value function
+/// is a reward model on them, with an entropy bonus of `ent_coef`.
+fn learner_on(
+    algo: Algo,
+    num_minibatches: usize,
+    backend: BackendKind,
+    ent_coef: f64,
+) -> TokenLearner {
     let policy = model(40, 5);
     let value = policy
         .with_scalar_head(&mut rng::stream(5, "test/rlhf-head", 0))
@@ -585,6 +590,8 @@ fn learner(algo: Algo, num_minibatches: usize) -> TokenLearner {
         num_minibatches,
         update_epochs: 2,
         max_response: 12,
+        ent_coef,
+        backend,
         ..RlConfig::default()
     };
     TokenLearner::new(algo, config, policy, value).unwrap()
@@ -606,9 +613,16 @@ fn the_updates_see_nothing_of_the_padding_positions_of_a_rollout() {
     let prompts: Vec<&[u32]> = vec![&p1, &p2, &p3];
     let (r1, r2, r3) = (vec![5u32, 6, 2], vec![7u32; 11], vec![8u32, 9, 10, 11, 2]);
     let responses: Vec<&[u32]> = vec![&r1, &r2, &r3];
-    for algo in [Algo::Ppo, Algo::Reinforce, Algo::A2c] {
+    for (algo, backend) in [
+        (Algo::Ppo, BackendKind::Libtorch),
+        (Algo::Reinforce, BackendKind::Libtorch),
+        (Algo::A2c, BackendKind::Libtorch),
+        (Algo::Ppo, BackendKind::Native),
+        (Algo::A2c, BackendKind::Native),
+    ] {
         for minibatches in [1, 3] {
-            let (mut a, mut b) = (learner(algo, minibatches), learner(algo, minibatches));
+            let new = || learner_on(algo, minibatches, backend, 0.0);
+            let (mut a, mut b) = (new(), new());
             let ra = a.rollout(&reference, &reward_model, &prompts, &responses, 0.05);
             let mut rb = b.rollout(&reference, &reward_model, &prompts, &responses, 0.05);
             // Garbage wherever the mask says padding: huge advantages, returns and values,
@@ -621,7 +635,7 @@ fn the_updates_see_nothing_of_the_padding_positions_of_a_rollout() {
             rb.old_logprobs = junk(&rb.old_logprobs, -50.0);
             let sa = a.update(&ra, &mut rng::stream(1, "test/mb", 0)).unwrap();
             let sb = b.update(&rb, &mut rng::stream(1, "test/mb", 0)).unwrap();
-            let what = format!("{algo:?}, {minibatches} minibatch(es)");
+            let what = format!("{algo:?} on {backend:?}, {minibatches} minibatch(es)");
             assert!(
                 max_param_diff(&a.policy, &b.policy) < 1e-6,
                 "policy, {what}"
@@ -637,6 +651,115 @@ fn the_updates_see_nothing_of_the_padding_positions_of_a_rollout() {
             );
         }
     }
+}
+
+/// The largest difference between two models' parameters relative to the largest parameter.
+fn rel_param_diff(a: &Gpt, b: &Gpt) -> f64 {
+    let scale =
+        a.vs.variables()
+            .values()
+            .map(|x| x.abs().max().double_value(&[]))
+            .fold(0.0, f64::max);
+    max_param_diff(a, b) / scale
+}
+
+#[test]
+fn the_native_backend_trains_what_libtorch_trains() {
+    tch::set_num_threads(1);
+    let reference = model(40, 5);
+    let reward_model = rm(7);
+    let ps: Vec<Vec<u32>> = (0..5).map(prompt).collect();
+    let prompts: Vec<&[u32]> = ps.iter().map(|p| p.as_slice()).collect();
+    let rs: Vec<Vec<u32>> = vec![
+        vec![5, 6, 2],
+        vec![7; 11],
+        vec![8, 9, 10, 11, 2],
+        vec![12, 13],
+        vec![14, 15, 16, 17, 18, 19, 2],
+    ];
+    let responses: Vec<&[u32]> = rs.iter().map(|r| r.as_slice()).collect();
+    for (algo, minibatches, ent_coef) in [
+        (Algo::Ppo, 1, 0.0),
+        (Algo::Ppo, 1, 0.05),
+        (Algo::Ppo, 3, 0.0),
+        (Algo::Reinforce, 1, 0.01),
+        (Algo::A2c, 1, 0.0),
+    ] {
+        let what = format!("{algo:?}, {minibatches} minibatch(es), ent_coef {ent_coef}");
+        let mut a = learner_on(algo, minibatches, BackendKind::Libtorch, ent_coef);
+        let mut b = learner_on(algo, minibatches, BackendKind::Native, ent_coef);
+        assert_eq!(b.backend(), BackendKind::Native);
+        for update in 0..3 {
+            let ra = a.rollout(&reference, &reward_model, &prompts, &responses, 0.05);
+            let rb = b.rollout(&reference, &reward_model, &prompts, &responses, 0.05);
+            for (x, y) in [
+                (&ra.scores, &rb.scores),
+                (&ra.kl_k1, &rb.kl_k1),
+                (&ra.entropy, &rb.entropy),
+            ] {
+                for (x, y) in x.iter().zip(y) {
+                    assert!(
+                        (x - y).abs() < 1e-4,
+                        "{what}, update {update}: {x} against {y}"
+                    );
+                }
+            }
+            let sa = a
+                .update(&ra, &mut rng::stream(1, "test/mb", update))
+                .unwrap();
+            let sb = b
+                .update(&rb, &mut rng::stream(1, "test/mb", update))
+                .unwrap();
+            assert!(
+                (sa.policy_loss - sb.policy_loss).abs() < 1e-4,
+                "{what}: {sa:?} {sb:?}"
+            );
+            assert!(
+                (sa.value_loss - sb.value_loss).abs() < 1e-4,
+                "{what}: {sa:?} {sb:?}"
+            );
+            assert_eq!(sa.gradient_steps, sb.gradient_steps, "{what}");
+        }
+        // The steps moved the weights, the same way on both backends.
+        let moved = rel_param_diff(&a.policy, &reference);
+        assert!(moved > 5e-4, "{what}: no step taken ({moved})");
+        let dp = rel_param_diff(&a.policy, &b.policy);
+        let dv = rel_param_diff(&a.value, &b.value);
+        // About 1e-6 here: float rounding, against steps 500 times larger.
+        assert!(dp < 2e-5, "{what}: policies differ by {dp} (relative)");
+        assert!(
+            dv < 2e-5,
+            "{what}: value functions differ by {dv} (relative)"
+        );
+    }
+}
+
+#[test]
+fn a_native_learner_reads_weights_changed_behind_its_back() {
+    tch::set_num_threads(1);
+    let reference = model(40, 5);
+    let reward_model = rm(7);
+    let p = prompt(1);
+    let r = vec![5u32, 6, 2];
+    let mut a = learner_on(Algo::Ppo, 1, BackendKind::Libtorch, 0.0);
+    let mut b = learner_on(Algo::Ppo, 1, BackendKind::Native, 0.0);
+    // The same new weights written into both policies from outside.
+    let other = model(40, 9);
+    for l in [&mut a, &mut b] {
+        let vars = l.policy.vs.variables();
+        tch::no_grad(|| {
+            for (name, t) in other.vs.variables() {
+                vars[&name].shallow_clone().copy_(&t);
+            }
+        });
+    }
+    let ra = a.rollout(&reference, &reward_model, &[&p], &[&r], 0.05);
+    let rb = b.rollout(&reference, &reward_model, &[&p], &[&r], 0.05);
+    assert!((ra.kl_k1[0] - rb.kl_k1[0]).abs() < 1e-5, "{ra:?} {rb:?}");
+    a.update(&ra, &mut rng::stream(1, "test/mb", 0)).unwrap();
+    b.update(&rb, &mut rng::stream(1, "test/mb", 0)).unwrap();
+    assert!(rel_param_diff(&a.policy, &b.policy) < 1e-4);
+    assert!(rel_param_diff(&b.policy, &other) > 1e-4, "no step taken");
 }
 
 #[test]

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use gradgym_agents::config::Algo;
 use gradgym_agents::config::rlhf::{ModelConfig, RlConfig, RlhfConfig};
+use gradgym_agents::config::{Algo, BackendKind};
 use gradgym_agents::device::parse_device;
 use gradgym_agents::limits::MOST_THREADS;
 use gradgym_agents::nn::gelu;
@@ -483,9 +483,27 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         max_response: response,
         ..RlConfig::default()
     };
-    let mut learner = TokenLearner::new(Algo::Ppo, rl, policy, value)?;
+    // The default backend (libtorch) and the native one, each its own learner from the same
+    // weights.
+    let native_rl = RlConfig {
+        backend: BackendKind::Native,
+        ..rl.clone()
+    };
+    let native_learner = (device == tch::Device::Cpu)
+        .then(|| {
+            TokenLearner::new(
+                Algo::Ppo,
+                native_rl,
+                policy.duplicate()?,
+                value.duplicate()?,
+            )
+        })
+        .transpose()?;
+    let mut learners = vec![TokenLearner::new(Algo::Ppo, rl, policy, value)?];
+    learners.extend(native_learner);
     let mut phases: Vec<[f64; 3]> = Vec::with_capacity(reps + 1);
-    let mut update = |phases: &mut Vec<[f64; 3]>| -> Result<()> {
+    let mut native_phases: Vec<[f64; 3]> = Vec::with_capacity(reps + 1);
+    let mut update = |learner: &mut TokenLearner, phases: &mut Vec<[f64; 3]>| -> Result<()> {
         let t0 = Instant::now();
         let g = generate(
             &learner.policy,
@@ -509,10 +527,11 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         Ok(())
     };
     // On the CPU the model's GELU is gradgym's operator (agents/src/nn/gelu.rs); updates with
-    // libtorch's `gelu` (the same bits) alternate with them, so that both medians see the same
-    // moments of the machine.
-    let compare_gelu = device == tch::Device::Cpu && gelu::gelu_tanh_fused();
-    let (ppo_rate, libtorch_gelu_rate) = if compare_gelu {
+    // libtorch's `gelu` (the same bits) and updates on the native backend alternate with them
+    // (the order turning each round), so that every median sees the same moments of the
+    // machine.
+    let compare = device == tch::Device::Cpu && gelu::gelu_tanh_fused();
+    let (ppo_rate, libtorch_gelu_rate, native_rate) = if compare {
         // Back to gradgym's operator however this ends.
         struct Restore;
         impl Drop for Restore {
@@ -521,26 +540,34 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
             }
         }
         let _restore = Restore;
-        let mut times = [vec![], vec![]];
+        let variants = 1 + learners.len();
+        let mut times = vec![vec![]; variants];
         let mut discard = vec![];
         for rep in 0..=reps {
-            // Each goes first in every other pair.
-            let order = if rep % 2 == 0 { [0, 1] } else { [1, 0] };
-            for k in order {
-                let ours = k == 0;
-                gelu::use_gradgym_operator(ours);
+            for j in 0..variants {
+                let k = (j + rep) % variants;
+                // 0: libtorch, gradgym's GELU; 1: libtorch, libtorch's GELU; 2: native.
+                gelu::use_gradgym_operator(k != 1);
+                let (learner, sink) = match k {
+                    0 => (&mut learners[0], &mut phases),
+                    1 => (&mut learners[0], &mut discard),
+                    _ => (&mut learners[1], &mut native_phases),
+                };
                 let t = Instant::now();
-                update(if ours { &mut phases } else { &mut discard })?;
+                update(learner, sink)?;
                 if rep > 0 {
                     times[k].push(t.elapsed().as_secs_f64());
                 }
             }
         }
-        let [a, b] = times;
-        (tokens / median(a), Some(tokens / median(b)))
+        let rate = |k: usize| times.get(k).map(|t| tokens / median(t.clone()));
+        (tokens / median(times[0].clone()), rate(1), rate(2))
     } else {
         (
-            median_rate(reps, tokens, device, || update(&mut phases))?,
+            median_rate(reps, tokens, device, || {
+                update(&mut learners[0], &mut phases)
+            })?,
+            None,
             None,
         )
     };
@@ -548,7 +575,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
     let (gen_note, ppo_note) = if targets {
         (
             "   (target ≥ 36,000; HF generate ≈ 12,000)",
-            "   (target ≥ 3,600; TRL PPOTrainer ≈ 1,200, RLOOTrainer ≈ 4,100)\n  the peers' speeds drift with the machine's (HF generate 9,600-19,900 and TRL's PPOTrainer 1,100-1,900 tokens/s here): `make bench-rlhf-peers` measures them alongside",
+            "   (target ≥ 3,600; TRL PPOTrainer ≈ 1,200, RLOOTrainer ≈ 4,100)\n  the peers' speeds drift with the machine's (HF generate 9,600-24,000 and TRL's PPOTrainer 1,100-2,200 tokens/s here): `make bench-rlhf-peers` measures them alongside",
         )
     } else {
         ("", "")
@@ -564,13 +591,25 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         );
     }
     // Where an update's time goes (medians of the timed updates, the warm-up left out).
-    let phase = |i: usize| median(phases.iter().skip(1).map(|p| p[i]).collect());
+    let phase =
+        |phases: &[[f64; 3]], i: usize| median(phases.iter().skip(1).map(|p| p[i]).collect());
     println!(
         "  per update: generation {:.1} ms, rollout scoring (policy, value, reference, reward model) {:.1} ms, gradient steps {:.1} ms",
-        phase(0),
-        phase(1),
-        phase(2)
+        phase(&phases, 0),
+        phase(&phases, 1),
+        phase(&phases, 2)
     );
+    if let Some(r) = native_rate {
+        println!(
+            "PPO on the native backend (rl.backend):  {r:>9.0} tokens/s   (alternated with the lines above)"
+        );
+        println!(
+            "  per update: generation {:.1} ms, rollout scoring {:.1} ms, gradient steps {:.1} ms",
+            phase(&native_phases, 0),
+            phase(&native_phases, 1),
+            phase(&native_phases, 2)
+        );
+    }
     match (peak_rss_mib(), device) {
         (Some(m), tch::Device::Cpu) => println!(
             "peak memory (VmHWM):                    {m:>9.0} MiB{}",

@@ -19,7 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Algo;
+use super::{Algo, BackendKind};
 use crate::limits::{MOST_SIZE, MOST_STEPS, MOST_THREADS, over};
 use crate::nn::sampling::SamplingConfig;
 use gradgym_algorithms::kl::ReferenceKl;
@@ -226,6 +226,16 @@ pub struct RlConfig {
     pub rounds: usize,
     /// Write samples.jsonl entries every this many updates (and at the last).
     pub samples_every: usize,
+    /// What runs the RL stage's passes of the policy and the value function: `libtorch`
+    /// (autograd; the default, which trained the committed results), `native` (plain Rust on
+    /// the CPU, `agents/src/nn/gpt_native.rs`), or `auto` (native on the CPU, libtorch on a
+    /// GPU). Left out of a run's config.toml while `libtorch`.
+    #[serde(skip_serializing_if = "is_libtorch")]
+    pub backend: BackendKind,
+}
+
+fn is_libtorch(b: &BackendKind) -> bool {
+    *b == BackendKind::Libtorch
 }
 
 impl Default for RlConfig {
@@ -253,6 +263,7 @@ impl Default for RlConfig {
             missing_eos_penalty: 0.0,
             rounds: 1,
             samples_every: 20,
+            backend: BackendKind::Libtorch,
         }
     }
 }
@@ -417,6 +428,15 @@ impl RlhfConfig {
             ));
         }
         let prompt = gradgym_envs::text::PROMPT_LEN;
+        if self.rl.backend == BackendKind::Native && self.device != "cpu" {
+            return Err(bad(
+                "rl.backend",
+                format!(
+                    "`native` runs on the CPU only, and device = \"{}\"; use `libtorch` or `auto`",
+                    self.device
+                ),
+            ));
+        }
         if prompt + self.rl.max_response > m.context {
             return Err(bad(
                 "model.context",

@@ -22,14 +22,17 @@ use gradgym_envs::text::token_rewards;
 use tch::nn::{Optimizer, OptimizerConfig};
 use tch::{Kind, Tensor, nn};
 
+use gradgym_envs::text::PROMPT_LEN;
+
 use super::reward::shuffle;
 use super::sequences::{
     Sequences, TokenStats, rows_f64, scores, token_logprobs, token_stats, token_stats_with,
     token_values, vec_f64,
 };
-use crate::config::Algo;
 use crate::config::rlhf::RlConfig;
+use crate::config::{Algo, BackendKind};
 use crate::nn::gpt::Gpt;
+use crate::nn::gpt_native::{Adam, Batch, Head, NativeGpt, Outputs, Tape};
 
 /// One batch of responses with everything the update needs.
 #[derive(Debug)]
@@ -56,6 +59,17 @@ pub struct TokenRollout {
     /// graphs: the first gradient step of [`TokenLearner::update`] when it covers the whole
     /// batch in order (one minibatch) and neither network changed since (else recomputed).
     graphs: Option<RolloutGraphs>,
+    /// The same for the native backend: the rollout's passes of the policy and the value
+    /// function, their outputs and activations (each valid for the weights it ran, see
+    /// [`Tape`]).
+    native: Option<NativePasses>,
+}
+
+/// See [`TokenRollout`]'s `native`.
+#[derive(Debug)]
+struct NativePasses {
+    policy: (Outputs, Tape),
+    value: (Outputs, Tape),
 }
 
 /// See [`TokenRollout`]'s `graphs`.
@@ -100,6 +114,107 @@ pub struct TokenLearner {
     pub value: Gpt,
     policy_opt: Optimizer,
     value_opt: Optimizer,
+    /// The native backend's state, when it runs (`rl.backend`).
+    native: Option<Native>,
+}
+
+/// The native backend ([`crate::nn::gpt_native`]): host copies of both networks, which its
+/// gradient steps change (and write back into [`TokenLearner::policy`] and
+/// [`TokenLearner::value`] after every update), and their Adam moments (PyTorch's Adam, the
+/// same settings as the libtorch backend's).
+struct Native {
+    policy: NativeGpt,
+    value: NativeGpt,
+    policy_adam: Adam,
+    value_adam: Adam,
+    /// The tch models' parameter versions when the copies were last written into them: if
+    /// those moved, something else changed the weights, and the copies are read again.
+    synced: Vec<(usize, i64)>,
+}
+
+/// A batch's tokens on the host for the native passes: the inputs (positions 0 … P + T − 2)
+/// and the response tokens they predict, `[B, P + T − 1]` and `[B, T]`, and the whole rows.
+struct HostSeqs {
+    inputs: Vec<i64>,
+    targets: Vec<i64>,
+    tokens: Vec<i64>,
+    b: usize,
+    t: usize,
+}
+
+impl HostSeqs {
+    fn of(seqs: &Sequences) -> Self {
+        let (b, t) = (seqs.lengths.len(), seqs.width);
+        let l = PROMPT_LEN + t;
+        let tokens = Vec::<i64>::try_from(
+            seqs.tokens
+                .to_device(tch::Device::Cpu)
+                .contiguous()
+                .view([-1]),
+        )
+        .expect("int64 tokens");
+        assert_eq!(tokens.len(), b * l);
+        let mut inputs = Vec::with_capacity(b * (l - 1));
+        let mut targets = Vec::with_capacity(b * t);
+        for row in tokens.chunks_exact(l) {
+            inputs.extend_from_slice(&row[..l - 1]);
+            targets.extend_from_slice(&row[PROMPT_LEN..]);
+        }
+        Self {
+            inputs,
+            targets,
+            tokens,
+            b,
+            t,
+        }
+    }
+
+    /// The passes' batch over the inputs, reading the positions that predict response tokens.
+    fn batch(&self) -> Batch<'_> {
+        Batch {
+            tokens: &self.inputs,
+            b: self.b,
+            l: PROMPT_LEN + self.t - 1,
+            from: PROMPT_LEN - 1,
+        }
+    }
+
+    /// Rows `index` of the batch.
+    fn rows(&self, index: &[i64]) -> Self {
+        let (l, t) = (PROMPT_LEN + self.t, self.t);
+        let pick = |v: &[i64], w: usize| -> Vec<i64> {
+            index
+                .iter()
+                .flat_map(|&i| v[i as usize * w..(i as usize + 1) * w].iter().copied())
+                .collect()
+        };
+        Self {
+            inputs: pick(&self.inputs, l - 1),
+            targets: pick(&self.targets, t),
+            tokens: pick(&self.tokens, l),
+            b: index.len(),
+            t,
+        }
+    }
+}
+
+/// `[B, T]` host floats as a tensor on `device`, times `mask`.
+fn masked_tensor(v: &[f32], b: usize, t: usize, mask: &Tensor) -> Tensor {
+    Tensor::from_slice(v)
+        .view([b as i64, t as i64])
+        .to_device(mask.device())
+        * mask
+}
+
+/// A host tensor's floats.
+fn host_f32(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(
+        t.to_device(tch::Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous()
+            .view([-1]),
+    )
+    .expect("floats")
 }
 
 impl TokenLearner {
@@ -107,6 +222,24 @@ impl TokenLearner {
     pub fn new(algo: Algo, config: RlConfig, policy: Gpt, value: Gpt) -> Result<Self> {
         let policy_opt = nn::adam(0.9, 0.999, 0.0).build(&policy.vs, config.learning_rate)?;
         let value_opt = nn::adam(0.9, 0.999, 0.0).build(&value.vs, config.value_learning_rate)?;
+        let device = policy.vs.device();
+        let native = match config.backend.resolve(device) {
+            BackendKind::Native => {
+                anyhow::ensure!(
+                    device == tch::Device::Cpu,
+                    "field `rl.backend`: `native` runs on the CPU only, and the models are on {device:?}"
+                );
+                let (p, v) = (NativeGpt::of(&policy), NativeGpt::of(&value));
+                Some(Native {
+                    policy_adam: Adam::new(p.len(), config.learning_rate),
+                    value_adam: Adam::new(v.len(), config.value_learning_rate),
+                    policy: p,
+                    value: v,
+                    synced: param_versions(&policy, &value),
+                })
+            }
+            _ => None,
+        };
         Ok(Self {
             algo,
             config,
@@ -114,6 +247,7 @@ impl TokenLearner {
             value,
             policy_opt,
             value_opt,
+            native,
         })
     }
 
@@ -126,6 +260,23 @@ impl TokenLearner {
         reward_model: &Gpt,
     ) -> Result<Self> {
         Self::new(algo, config, sft.duplicate()?, reward_model.duplicate()?)
+    }
+
+    /// The backend that runs the passes: `native` or `libtorch`.
+    pub fn backend(&self) -> BackendKind {
+        if self.native.is_some() {
+            BackendKind::Native
+        } else {
+            BackendKind::Libtorch
+        }
+    }
+
+    /// The native copies of the policy and the value function, when they are the tch
+    /// models' weights (nothing else wrote to those since).
+    fn native_in_sync(&self) -> Option<&Native> {
+        self.native
+            .as_ref()
+            .filter(|n| n.synced == param_versions(&self.policy, &self.value))
     }
 
     /// Scores and advantages of `responses` to `prompts` sampled from the current policy.
@@ -149,17 +300,76 @@ impl TokenLearner {
                 token_values(&self.value, &seqs),
             )
         };
-        let (stats, values) = if keep {
-            learner_passes()
-        } else {
-            tch::no_grad(learner_passes)
-        };
-        let (ref_lp, raw_scores) = tch::no_grad(|| {
+        let mut tapes = None;
+        let _one = self.native.is_some().then(LibtorchThreads::one);
+        let (stats, values, ref_lp, raw_scores) = if self.native.is_some() {
+            let threads = LibtorchThreads::count();
+            let host = HostSeqs::of(&seqs);
+            let (b, t) = (host.b, host.t);
+            // The learner's own copies when they hold the current weights, else fresh ones.
+            let fresh;
+            let (np, nv) = match self.native_in_sync() {
+                Some(n) => (&n.policy, &n.value),
+                None => {
+                    fresh = (NativeGpt::of(&self.policy), NativeGpt::of(&self.value));
+                    (&fresh.0, &fresh.1)
+                }
+            };
+            let lm = Head::Lm {
+                targets: &host.targets,
+            };
+            let (pol, ptape) = np.forward(host.batch(), lm, keep, threads);
+            let (val, vtape) = nv.forward(host.batch(), Head::Scalar, keep, threads);
+            let (pol_main, pol_entropy, val_main) =
+                (pol.main.clone(), pol.entropy.clone(), val.main.clone());
+            tapes = ptape.zip(vtape).map(|(pt, vt)| NativePasses {
+                policy: (pol, pt),
+                value: (val, vt),
+            });
+            let (refo, _) = NativeGpt::of(reference).forward(host.batch(), lm, false, threads);
+            // The reward model reads each row at its last real token.
+            let last: Vec<usize> = seqs.lengths.iter().map(|n| PROMPT_LEN + n - 1).collect();
+            let from = last.iter().copied().min().unwrap_or(0);
+            let l = PROMPT_LEN + t;
+            let (rmo, _) = NativeGpt::of(reward_model).forward(
+                Batch {
+                    tokens: &host.tokens,
+                    b,
+                    l,
+                    from,
+                },
+                Head::Scalar,
+                false,
+                threads,
+            );
+            let raw: Vec<f32> = last
+                .iter()
+                .enumerate()
+                .map(|(i, &p)| rmo.main[i * (l - from) + p - from])
+                .collect();
             (
-                token_logprobs(reference, &seqs),
-                scores(reward_model, &seqs),
+                TokenStats {
+                    logprobs: masked_tensor(&pol_main, b, t, &seqs.mask),
+                    entropy: masked_tensor(&pol_entropy, b, t, &seqs.mask),
+                },
+                masked_tensor(&val_main, b, t, &seqs.mask),
+                masked_tensor(&refo.main, b, t, &seqs.mask),
+                Tensor::from_slice(&raw),
             )
-        });
+        } else {
+            let (stats, values) = if keep {
+                learner_passes()
+            } else {
+                tch::no_grad(learner_passes)
+            };
+            let (ref_lp, raw_scores) = tch::no_grad(|| {
+                (
+                    token_logprobs(reference, &seqs),
+                    scores(reward_model, &seqs),
+                )
+            });
+            (stats, values, ref_lp, raw_scores)
+        };
         let lp = rows_f64(&stats.logprobs);
         let lr = rows_f64(&ref_lp);
         let ent = rows_f64(&stats.entropy);
@@ -263,6 +473,7 @@ impl TokenLearner {
             old_logprobs,
             old_values,
             graphs,
+            native: tapes,
             scores: out_scores,
             kl_k1: k1,
             kl_k3: k3,
@@ -274,10 +485,7 @@ impl TokenLearner {
 
     /// Minibatches per epoch.
     fn minibatches(&self) -> usize {
-        match self.algo {
-            Algo::Ppo => self.config.num_minibatches.max(1),
-            Algo::Reinforce | Algo::A2c => 1,
-        }
+        minibatches_of(self.algo, &self.config)
     }
 
     /// The gradient steps of one batch; `rng` orders PPO's minibatches.
@@ -295,6 +503,32 @@ impl TokenLearner {
         rng: &mut Stream,
         interrupt: Option<&std::sync::atomic::AtomicBool>,
     ) -> Result<TokenUpdateStats> {
+        let Some(mut native) = self.native.take() else {
+            return self.update_with(None, r, rng, interrupt);
+        };
+        if native.synced != param_versions(&self.policy, &self.value) {
+            native.policy.read_from(&self.policy);
+            native.value.read_from(&self.value);
+        }
+        let out = {
+            let _one = LibtorchThreads::one();
+            self.update_with(Some(&mut native), r, rng, interrupt)
+        };
+        // The steps taken, interrupted or not, into the tch models.
+        native.policy.write_to(&self.policy);
+        native.value.write_to(&self.value);
+        native.synced = param_versions(&self.policy, &self.value);
+        self.native = Some(native);
+        out
+    }
+
+    fn update_with(
+        &mut self,
+        mut native: Option<&mut Native>,
+        r: &TokenRollout,
+        rng: &mut Stream,
+        interrupt: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<TokenUpdateStats> {
         let b = r.seqs.lengths.len();
         let epochs = match self.algo {
             Algo::Ppo => self.config.update_epochs,
@@ -302,6 +536,7 @@ impl TokenLearner {
         };
         let minibatches = self.minibatches();
         let device = self.policy.vs.device();
+        let threads = LibtorchThreads::count();
         let mut stats = TokenUpdateStats::default();
         let mask = r.seqs.mask.to_kind(Kind::Bool);
         let sel = |x: &Tensor| x.masked_select(&mask);
@@ -329,6 +564,17 @@ impl TokenLearner {
             .graphs
             .as_ref()
             .filter(|g| minibatches == 1 && g.params == param_versions(&self.policy, &self.value));
+        let mut passes = match (&native, &r.native) {
+            (Some(n), Some(p))
+                if minibatches == 1
+                    && p.policy.1.version() == n.policy.version()
+                    && p.value.1.version() == n.value.version() =>
+            {
+                Some(p)
+            }
+            _ => None,
+        };
+        let host = native.is_some().then(|| HostSeqs::of(&r.seqs));
         // With one minibatch every step sees the whole batch in order: its real-token
         // targets are selected once.
         let whole = (minibatches == 1).then(|| {
@@ -355,9 +601,11 @@ impl TokenLearner {
                     )
                 })?;
                 let rows;
-                let (seqs, m, adv, old_lp, returns, old_v) = match &whole {
+                let host_rows;
+                let (seqs, hs, m, adv, old_lp, returns, old_v) = match &whole {
                     Some((adv, old_lp, returns, old_v)) => (
                         &r.seqs,
+                        host.as_ref(),
                         mask.shallow_clone(),
                         adv.shallow_clone(),
                         old_lp.shallow_clone(),
@@ -367,6 +615,7 @@ impl TokenLearner {
                     None => {
                         let index = Tensor::from_slice(chunk).to_device(device);
                         rows = r.seqs.rows(&index);
+                        host_rows = host.as_ref().map(|h| h.rows(chunk));
                         let m = rows.mask.to_kind(Kind::Bool);
                         let pick = |x: &Tensor| x.index_select(0, &index).masked_select(&m);
                         let picked = (
@@ -375,21 +624,61 @@ impl TokenLearner {
                             pick(&r.returns),
                             pick(&r.old_values),
                         );
-                        (&rows, m, picked.0, picked.1, picked.2, picked.3)
+                        (
+                            &rows,
+                            host_rows.as_ref(),
+                            m,
+                            picked.0,
+                            picked.1,
+                            picked.2,
+                            picked.3,
+                        )
                     }
                 };
                 let reused = graphs.take();
-                // Log-probabilities, and the entropy only for an entropy bonus.
-                let (new_lp, entropy) = match reused {
-                    Some(g) => (
-                        g.stats.logprobs.shallow_clone(),
-                        entropy_grad.then(|| g.stats.entropy.shallow_clone()),
-                    ),
-                    None if entropy_grad => {
-                        let st = token_stats(&self.policy, seqs);
-                        (st.logprobs, Some(st.entropy))
+                let reused_passes = passes.take();
+
+                // The passes' outputs. Native: host outputs made leaves of the loss's graph,
+                // whose gradients its backward pass takes; libtorch: tensors with graphs.
+                let owned_policy;
+                let mut native_policy = None;
+                let (new_lp, entropy) = match (native.as_deref(), hs) {
+                    (Some(nat), Some(hs)) => {
+                        let (out, tape) = match reused_passes {
+                            Some(p) => (&p.policy.0, &p.policy.1),
+                            None => {
+                                let (o, t) = nat.policy.forward(
+                                    hs.batch(),
+                                    Head::Lm {
+                                        targets: &hs.targets,
+                                    },
+                                    true,
+                                    threads,
+                                );
+                                owned_policy = (o, t.expect("kept"));
+                                (&owned_policy.0, &owned_policy.1)
+                            }
+                        };
+                        let lp = leaf(&out.main, hs, device);
+                        let ent = entropy_grad.then(|| leaf(&out.entropy, hs, device));
+                        native_policy = Some((
+                            lp.shallow_clone(),
+                            ent.as_ref().map(|e| e.shallow_clone()),
+                            tape,
+                        ));
+                        (lp, ent)
                     }
-                    None => (token_logprobs(&self.policy, seqs), None),
+                    _ => match reused {
+                        Some(g) => (
+                            g.stats.logprobs.shallow_clone(),
+                            entropy_grad.then(|| g.stats.entropy.shallow_clone()),
+                        ),
+                        None if entropy_grad => {
+                            let st = token_stats(&self.policy, seqs);
+                            (st.logprobs, Some(st.entropy))
+                        }
+                        None => (token_logprobs(&self.policy, seqs), None),
+                    },
                 };
                 let new_lp = new_lp.masked_select(&m);
                 let (policy_loss, ratio) = match self.algo {
@@ -413,11 +702,43 @@ impl TokenLearner {
                     lv.is_finite(),
                     "rl: non-finite policy loss ({lv}); lower rl.learning_rate"
                 );
-                self.policy_opt
-                    .backward_step_clip_norm(&loss, self.config.max_grad_norm);
-                let new_v = match reused {
-                    Some(g) => g.values.shallow_clone(),
-                    None => token_values(&self.value, seqs),
+                match (native.as_deref_mut(), native_policy) {
+                    (Some(nat), Some((lp, ent, tape))) => {
+                        loss.backward();
+                        let d_lp = host_f32(&lp.grad());
+                        let d_ent = ent.map(|e| host_f32(&e.grad()));
+                        let mut g = nat.policy.backward(tape, &d_lp, d_ent.as_deref(), threads);
+                        nat.policy_adam.step_clipped(
+                            nat.policy.params_mut(),
+                            &mut g,
+                            self.config.max_grad_norm,
+                        );
+                    }
+                    _ => self
+                        .policy_opt
+                        .backward_step_clip_norm(&loss, self.config.max_grad_norm),
+                }
+                let owned_value;
+                let mut native_value = None;
+                let new_v = match (native.as_deref(), hs) {
+                    (Some(nat), Some(hs)) => {
+                        let (out, tape) = match reused_passes {
+                            Some(p) => (&p.value.0, &p.value.1),
+                            None => {
+                                let (o, t) =
+                                    nat.value.forward(hs.batch(), Head::Scalar, true, threads);
+                                owned_value = (o, t.expect("kept"));
+                                (&owned_value.0, &owned_value.1)
+                            }
+                        };
+                        let v = leaf(&out.main, hs, device);
+                        native_value = Some((v.shallow_clone(), tape));
+                        v
+                    }
+                    _ => match reused {
+                        Some(g) => g.values.shallow_clone(),
+                        None => token_values(&self.value, seqs),
+                    },
                 }
                 .masked_select(&m);
                 let clip = (self.algo == Algo::Ppo && self.config.clip_vloss)
@@ -429,8 +750,21 @@ impl TokenLearner {
                     vv.is_finite(),
                     "rl: non-finite value loss ({vv}); lower rl.value_learning_rate"
                 );
-                self.value_opt
-                    .backward_step_clip_norm(&vloss, self.config.max_grad_norm);
+                match (native.as_deref_mut(), native_value) {
+                    (Some(nat), Some((v, tape))) => {
+                        vloss.backward();
+                        let d_v = host_f32(&v.grad());
+                        let mut g = nat.value.backward(tape, &d_v, None, threads);
+                        nat.value_adam.step_clipped(
+                            nat.value.params_mut(),
+                            &mut g,
+                            self.config.max_grad_norm,
+                        );
+                    }
+                    _ => self
+                        .value_opt
+                        .backward_step_clip_norm(&vloss, self.config.max_grad_norm),
+                }
                 n += 1;
                 pl += policy_loss.double_value(&[]);
                 vl += vv;
@@ -447,6 +781,57 @@ impl TokenLearner {
         stats.clipfrac = cf / n_f;
         stats.gradient_steps = n;
         Ok(stats)
+    }
+}
+
+/// libtorch on one thread while the native passes run, its thread count back on drop: the
+/// small operators between the passes (the losses, their gradients) then open no parallel
+/// region, after which libtorch's idle threads would spin for a while on the cores the passes
+/// use. The passes themselves take the thread count from [`LibtorchThreads::count`].
+struct LibtorchThreads {
+    before: i32,
+}
+
+thread_local! {
+    static NATIVE_THREADS: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+impl LibtorchThreads {
+    fn one() -> Self {
+        let before = tch::get_num_threads();
+        NATIVE_THREADS.with(|t| t.set(Some(before.max(1) as usize)));
+        tch::set_num_threads(1);
+        Self { before }
+    }
+
+    /// The threads the native passes run on: libtorch's count (as it was before [`Self::one`]).
+    fn count() -> usize {
+        NATIVE_THREADS
+            .with(|t| t.get())
+            .unwrap_or_else(|| tch::get_num_threads().max(1) as usize)
+    }
+}
+
+impl Drop for LibtorchThreads {
+    fn drop(&mut self) {
+        NATIVE_THREADS.with(|t| t.set(None));
+        tch::set_num_threads(self.before);
+    }
+}
+
+/// Host outputs `[B, T]` as a leaf tensor that collects its gradient.
+fn leaf(v: &[f32], hs: &HostSeqs, device: tch::Device) -> Tensor {
+    Tensor::from_slice(v)
+        .view([hs.b as i64, hs.t as i64])
+        .to_device(device)
+        .set_requires_grad(true)
+}
+
+/// Minibatches per epoch of `algo` under `config`.
+fn minibatches_of(algo: Algo, config: &RlConfig) -> usize {
+    match algo {
+        Algo::Ppo => config.num_minibatches.max(1),
+        Algo::Reinforce | Algo::A2c => 1,
     }
 }
 
