@@ -14,6 +14,7 @@ python="${GRADGYM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gradgym}/torch-2.11.0/b
 for i in $(seq "$rounds"); do
   echo "round $i"
   "$python" -W ignore scripts/bench-hf-generate.py 2>&1 | grep "HF generate"
-  ./target/release/gradgym rlhf bench --reps 5 | grep -E "^(generation|  the same|PPO|  per update|peak)"
+  ./target/release/gradgym rlhf bench --reps 5 | grep -E "^(generation|  the same|PPO|  per update|peak|backend)"
+  ./target/release/gradgym rlhf bench --reps 5 --backend native | grep -E "^(PPO|  per update|peak|backend)"
   scripts/bench-trl.sh 5
 done

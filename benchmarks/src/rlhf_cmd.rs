@@ -102,6 +102,10 @@ struct BenchArgs {
     /// libtorch intra-op threads (0: its default).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=MOST_THREADS as i64))]
     threads: u16,
+    /// The PPO updates' backend (`rl.backend`): libtorch (the default), native (CPU only), or
+    /// both, their updates alternated (the peak memory is then the two learners' together).
+    #[arg(long, default_value = "libtorch", value_parser = ["libtorch", "native", "both"])]
+    backend: String,
 }
 
 pub fn run(args: RlhfArgs) -> Result<ExitCode> {
@@ -411,6 +415,18 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
     if args.threads > 0 {
         tch::set_num_threads(args.threads as i32);
     }
+    let (with_libtorch, with_native) = match args.backend.as_str() {
+        "native" => (false, true),
+        "both" => (true, true),
+        _ => (true, false),
+    };
+    if with_native && args.device != "cpu" {
+        eprintln!(
+            "gradgym rlhf bench: --backend {}: the native backend runs on the CPU only, and --device is {}",
+            args.backend, args.device
+        );
+        return Ok(ExitCode::from(2));
+    }
     let device = parse_device(&args.device).map_err(anyhow::Error::msg)?;
     let prompt_len = gradgym_envs::text::PROMPT_LEN;
     let (config, batch, response) = match &args.config {
@@ -457,6 +473,14 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         device
     );
     println!("malloc: {}", crate::malloc::describe());
+    println!(
+        "backend of the PPO updates: {}",
+        match (with_libtorch, with_native) {
+            (true, true) => "libtorch and native, their updates alternated",
+            (false, true) => "native (rl.backend = \"native\")",
+            _ => "libtorch (rl.backend's default)",
+        }
+    );
     let tokens = (batch * response) as f64;
     let reps = args.reps;
     let gen_rate = median_rate(reps, tokens, device, || {
@@ -489,18 +513,18 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         backend: BackendKind::Native,
         ..rl.clone()
     };
-    let native_learner = (device == tch::Device::Cpu)
-        .then(|| {
-            TokenLearner::new(
-                Algo::Ppo,
-                native_rl,
-                policy.duplicate()?,
-                value.duplicate()?,
-            )
-        })
-        .transpose()?;
-    let mut learners = vec![TokenLearner::new(Algo::Ppo, rl, policy, value)?];
-    learners.extend(native_learner);
+    let mut learners = Vec::new();
+    if with_libtorch {
+        learners.push(TokenLearner::new(
+            Algo::Ppo,
+            rl,
+            policy.duplicate()?,
+            value.duplicate()?,
+        )?);
+    }
+    if with_native {
+        learners.push(TokenLearner::new(Algo::Ppo, native_rl, policy, value)?);
+    }
     let mut phases: Vec<[f64; 3]> = Vec::with_capacity(reps + 1);
     let mut native_phases: Vec<[f64; 3]> = Vec::with_capacity(reps + 1);
     let mut update = |learner: &mut TokenLearner, phases: &mut Vec<[f64; 3]>| -> Result<()> {
@@ -530,7 +554,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
     // libtorch's `gelu` (the same bits) and updates on the native backend alternate with them
     // (the order turning each round), so that every median sees the same moments of the
     // machine.
-    let compare = device == tch::Device::Cpu && gelu::gelu_tanh_fused();
+    let compare = with_libtorch && device == tch::Device::Cpu && gelu::gelu_tanh_fused();
     let (ppo_rate, libtorch_gelu_rate, native_rate) = if compare {
         // Back to gradgym's operator however this ends.
         struct Restore;

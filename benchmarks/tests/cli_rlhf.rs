@@ -944,6 +944,39 @@ fn bench_prints_throughput_and_memory_for_the_bench_model_or_a_configs_model() {
     let o = run(&["bench", "--reps", "0"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("--reps"), "{}", text(&o));
+    // The native backend alone, and alternated with libtorch; on a GPU it is refused.
+    let o = run(&[
+        "bench",
+        "--reps",
+        "1",
+        "--threads",
+        "1",
+        "--backend",
+        "native",
+    ]);
+    ok(&o);
+    let t = text(&o);
+    assert!(t.contains("backend of the PPO updates: native"), "{t}");
+    assert!(!t.contains("libtorch's GELU"), "{t}");
+    let o = run(&[
+        "bench",
+        "--reps",
+        "1",
+        "--threads",
+        "1",
+        "--backend",
+        "both",
+    ]);
+    ok(&o);
+    let t = text(&o);
+    let native = t
+        .lines()
+        .find(|l| l.starts_with("PPO on the native backend"))
+        .expect(&t);
+    assert!(native.contains("tokens/s"), "{t}");
+    let o = run(&["bench", "--backend", "native", "--device", "cuda"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--backend native"), "{}", text(&o));
 }
 
 #[test]
