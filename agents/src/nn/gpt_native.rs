@@ -23,7 +23,6 @@
 //! `from` on are read, so the last block runs its projection and MLP at those positions only.
 
 use crate::nn::gpt::{Gpt, GptConfig};
-use crate::nn::tanh::tanh_in_place;
 
 /// Sequences per chunk: the unit a thread takes, and of the gradient's summation order.
 pub const CHUNK: usize = 16;
@@ -607,20 +606,43 @@ fn linear_backward(
     }
 }
 
-/// GELU's tanh form into `g` and its derivative into `d`, from the pre-activation `h`.
+/// GELU's tanh form into `g` and its derivative into `d`, from the pre-activation `h`, in one
+/// pass (the tanh is [`crate::nn::tanh`]'s rational form, written out here so that the loop
+/// vectorises whole).
 #[inline(always)]
 fn gelu_forward(h: &[f32], g: &mut [f32], d: &mut [f32]) {
     const K: f32 = 0.797_884_6; // √(2/π)
     const C: f32 = 0.044_715;
-    for (t, &x) in g.iter_mut().zip(h) {
-        *t = K * (x + C * x * x * x);
-    }
-    tanh_in_place(g);
     for ((g, d), &x) in g.iter_mut().zip(d.iter_mut()).zip(h) {
-        let t = *g;
+        let t = tanh_rational(K * (x + C * x * x * x));
         *d = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * K * (1.0 + 3.0 * C * x * x);
         *g = 0.5 * x * (1.0 + t);
     }
+}
+
+/// tanh as [`crate::nn::tanh::tanh_in_place`] computes it (the same operations, so the same
+/// bits): Eigen's rational form `x·p(x²)/q(x²)` on inputs clamped to ±7.905311.
+#[inline(always)]
+fn tanh_rational(v: f32) -> f32 {
+    const CLAMP: f32 = 7.905_311;
+    const A: [f32; 7] = [
+        4.893_524_6e-3,
+        6.372_619_3e-4,
+        1.485_722_4e-5,
+        5.122_297e-8,
+        -8.604_672e-11,
+        2.000_188e-13,
+        -2.760_768_5e-16,
+    ];
+    const B: [f32; 4] = [4.893_525e-3, 2.268_434_6e-3, 1.185_347_1e-4, 1.198_258_4e-6];
+    let x = v.clamp(-CLAMP, CLAMP);
+    let x2 = x * x;
+    let mut p = A[6];
+    for a in A[..6].iter().rev() {
+        p = p * x2 + a;
+    }
+    let q = ((B[3] * x2 + B[2]) * x2 + B[1]) * x2 + B[0];
+    x * p / q
 }
 
 impl NativeGpt {
@@ -837,43 +859,21 @@ impl NativeGpt {
                 &mut t.qkv,
                 false,
             );
-            // Causal attention, per row and head: the keys transposed (`kt[d, key]`), so that a
-            // query's scores are rows of `kt` summed over d, vectorised over the keys.
-            let mut y = zeros(n * w);
-            let lp = l.div_ceil(8) * 8;
-            let mut kt = vec![0f32; hd * lp];
-            let mut sc = vec![0f32; lp];
+            // Causal attention, per row and head.
+            let mut y = buffer(n * w);
+            let mut scratch = AttentionScratch::new(l, hd);
             for i in 0..rows {
                 for j in 0..h {
-                    for kj in 0..l {
-                        let k = &t.qkv[(i * l + kj) * 3 * w + w + j * hd..][..hd];
-                        for (d, &kv) in k.iter().enumerate() {
-                            kt[d * lp + kj] = kv;
-                        }
-                    }
-                    let probs = &mut t.p[(i * h + j) * l * l..][..l * l];
-                    for qi in 0..l {
-                        let q = &t.qkv[(i * l + qi) * 3 * w + j * hd..][..hd];
-                        let keys = qi + 1;
-                        let kp = keys.div_ceil(8) * 8;
-                        rows_dot8(q, &kt, lp, kp, &mut sc[..kp]);
-                        let sc = &mut sc[..keys];
-                        sc.iter_mut().for_each(|v| *v *= scale);
-                        let max = max8(sc);
-                        for v in sc.iter_mut() {
-                            *v = exp_nonpositive(*v - max);
-                        }
-                        let inv = 1.0 / sum8(sc);
-                        let prow = &mut probs[qi * l..][..keys];
-                        for (p, &e) in prow.iter_mut().zip(sc.iter()) {
-                            *p = e * inv;
-                        }
-                        let out = &mut y[(i * l + qi) * w + j * hd..][..hd];
-                        for (kj, &pk) in prow.iter().enumerate() {
-                            let v = &t.qkv[(i * l + kj) * 3 * w + 2 * w + j * hd..][..hd];
-                            axpy(pk, v, out);
-                        }
-                    }
+                    attention_forward(
+                        &t.qkv,
+                        i,
+                        j,
+                        (l, w, hd),
+                        scale,
+                        &mut t.p[(i * h + j) * l * l..][..l * l],
+                        &mut y,
+                        &mut scratch,
+                    );
                 }
             }
             // The last block: only the positions read go on.
@@ -1386,6 +1386,135 @@ impl NativeGpt {
         }
         recycle(dx);
         grad
+    }
+}
+
+/// Scratch space of [`attention_forward`] for `l` positions and heads of `hd` dimensions.
+struct AttentionScratch {
+    /// The keys transposed, `[hd, lp]`, lp = l rounded up to 8.
+    kt: Vec<f32>,
+    /// Four queries' scores, `[4, lp]`.
+    scores: Vec<f32>,
+    /// A query of zeros, for the rows of a last block of fewer than four.
+    zero_q: Vec<f32>,
+    /// Probabilities of zero, likewise.
+    zero_p: Vec<f32>,
+    lp: usize,
+}
+
+impl AttentionScratch {
+    fn new(l: usize, hd: usize) -> Self {
+        let lp = l.div_ceil(8) * 8;
+        Self {
+            kt: vec![0.0; hd * lp],
+            scores: vec![0.0; 4 * lp],
+            zero_q: vec![0.0; hd],
+            zero_p: vec![0.0; l],
+            lp,
+        }
+    }
+}
+
+/// Causal softmax attention of head `j` of row `i`: probabilities into `probs` `[l, l]` (zero
+/// above the diagonal) and the weighted values into `y` (`[rows·l, w]`, the head's columns).
+/// Four queries at a time share every load of the keys and of the values.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn attention_forward(
+    qkv: &[f32],
+    i: usize,
+    j: usize,
+    (l, w, hd): (usize, usize, usize),
+    scale: f32,
+    probs: &mut [f32],
+    y: &mut [f32],
+    s: &mut AttentionScratch,
+) {
+    let lp = s.lp;
+    let at = |pos: usize, part: usize| (i * l + pos) * 3 * w + part * w + j * hd;
+    for kj in 0..l {
+        let k = &qkv[at(kj, 1)..][..hd];
+        for (d, &kv) in k.iter().enumerate() {
+            s.kt[d * lp + kj] = kv;
+        }
+    }
+    for qb in (0..l).step_by(4) {
+        let nq = (l - qb).min(4);
+        let kmax = qb + nq;
+        let kp = kmax.div_ceil(8) * 8;
+        let q: [&[f32]; 4] = std::array::from_fn(|r| {
+            if r < nq {
+                &qkv[at(qb + r, 0)..][..hd]
+            } else {
+                &s.zero_q
+            }
+        });
+        // Scores, eight keys at a time in registers, for the four queries together.
+        for kb in (0..kp).step_by(8) {
+            let mut acc = [[0f32; 8]; 4];
+            for d in 0..hd {
+                let k8: &[f32; 8] = s.kt[d * lp + kb..][..8].try_into().unwrap();
+                for (acc, q) in acc.iter_mut().zip(&q) {
+                    let qd = q[d];
+                    for (a, &k) in acc.iter_mut().zip(k8) {
+                        *a += qd * k;
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate().take(nq) {
+                s.scores[r * lp + kb..][..8].copy_from_slice(acc);
+            }
+        }
+        // Softmax over each query's keys; zeros after them.
+        for r in 0..nq {
+            let qi = qb + r;
+            let keys = qi + 1;
+            let sc = &mut s.scores[r * lp..][..keys];
+            sc.iter_mut().for_each(|v| *v *= scale);
+            let max = max8(sc);
+            for v in sc.iter_mut() {
+                *v = exp_nonpositive(*v - max);
+            }
+            let inv = 1.0 / sum8(sc);
+            let prow = &mut probs[qi * l..][..l];
+            for (p, &e) in prow[..keys].iter_mut().zip(sc.iter()) {
+                *p = e * inv;
+            }
+            prow[keys..].fill(0.0);
+        }
+        // The weighted values, eight dimensions at a time in registers.
+        let p: [&[f32]; 4] = std::array::from_fn(|r| {
+            if r < nq {
+                &probs[(qb + r) * l..][..l]
+            } else {
+                &s.zero_p[..l]
+            }
+        });
+        let full = hd - hd % 8;
+        for e in (0..full).step_by(8) {
+            let mut acc = [[0f32; 8]; 4];
+            for k in 0..kmax {
+                let v8: &[f32; 8] = qkv[at(k, 2) + e..][..8].try_into().unwrap();
+                for (acc, p) in acc.iter_mut().zip(&p) {
+                    let pk = p[k];
+                    for (a, &v) in acc.iter_mut().zip(v8) {
+                        *a += pk * v;
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate().take(nq) {
+                y[(i * l + qb + r) * w + j * hd + e..][..8].copy_from_slice(acc);
+            }
+        }
+        for e in full..hd {
+            for (r, p) in p.iter().enumerate().take(nq) {
+                let mut a = 0f32;
+                for (k, &pk) in p[..kmax].iter().enumerate() {
+                    a += pk * qkv[at(k, 2) + e];
+                }
+                y[(i * l + qb + r) * w + j * hd + e] = a;
+            }
+        }
     }
 }
 

@@ -510,10 +510,10 @@ impl TokenLearner {
             native.policy.read_from(&self.policy);
             native.value.read_from(&self.value);
         }
-        let out = {
-            let _one = LibtorchThreads::one();
-            self.update_with(Some(&mut native), r, rng, interrupt)
-        };
+        // libtorch on one thread for the copies back too: on two, they would leave its pool
+        // spinning into the next generation's threads.
+        let _one = LibtorchThreads::one();
+        let out = self.update_with(Some(&mut native), r, rng, interrupt);
         // The steps taken, interrupted or not, into the tch models.
         native.policy.write_to(&self.policy);
         native.value.write_to(&self.value);
