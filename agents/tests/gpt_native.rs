@@ -81,43 +81,86 @@ const FROM: usize = 5;
 #[test]
 fn the_lm_passes_give_libtorchs_outputs_and_gradients() {
     tch::set_num_threads(1);
-    let (m, n) = model(false, 1);
+    // Two chunks, the second partial; then a head size that is not a multiple of 8, a length
+    // that is not a multiple of 4 and reading from the first position; then one block.
+    check_lm(config(false), B, L, FROM, 1);
+    check_lm(
+        GptConfig {
+            width: 40,
+            ..config(false)
+        },
+        5,
+        13,
+        0,
+        2,
+    );
+    check_lm(
+        GptConfig {
+            width: 24,
+            heads: 2,
+            layers: 1,
+            ..config(false)
+        },
+        3,
+        13,
+        6,
+        3,
+    );
+}
+
+/// The LM head's outputs and every gradient of a random weighting of them, native against
+/// libtorch, on a random model of `config`: `b` rows of `l` positions read from `from`.
+fn check_lm(config: GptConfig, b: usize, l: usize, from: usize, seed: u64) {
+    let mut rng = rng::stream(seed, "test/gpt-native/lm", 0);
+    let m = Gpt::new(config, Device::Cpu, &mut rng).unwrap();
+    let mut n = NativeGpt::of(&m);
+    for v in n.params_mut().iter_mut() {
+        *v += (standard_normal(&mut rng) * 0.1) as f32;
+    }
+    n.write_to(&m);
     let v = m.config.vocab;
-    let toks = tokens(B, L + 1, v, 2);
+    let toks = tokens(b, l + 1, v, seed + 10);
     let inputs: Vec<i64> = toks
-        .chunks_exact(L + 1)
-        .flat_map(|r| r[..L].to_vec())
+        .chunks_exact(l + 1)
+        .flat_map(|r| r[..l].to_vec())
         .collect();
-    let r = L - FROM;
+    let r = l - from;
     let targets: Vec<i64> = toks
-        .chunks_exact(L + 1)
-        .flat_map(|row| row[FROM + 1..].to_vec())
+        .chunks_exact(l + 1)
+        .flat_map(|row| row[from + 1..].to_vec())
         .collect();
     let batch = Batch {
         tokens: &inputs,
-        b: B,
-        l: L,
-        from: FROM,
+        b,
+        l,
+        from,
     };
     let (out, tape) = n.forward(batch, Head::Lm { targets: &targets }, true, 2);
     let tape = tape.unwrap();
     // libtorch.
-    let t_in = Tensor::from_slice(&inputs).view([B as i64, L as i64]);
-    let t_tg = Tensor::from_slice(&targets).view([B as i64, r as i64]);
+    let t_in = Tensor::from_slice(&inputs).view([b as i64, l as i64]);
+    let t_tg = Tensor::from_slice(&targets).view([b as i64, r as i64]);
     let logp = m
-        .logits(&m.hidden_from(&t_in, FROM as i64))
+        .logits(&m.hidden_from(&t_in, from as i64))
         .log_softmax(-1, Kind::Float);
     let picked = logp.gather(2, &t_tg.unsqueeze(-1), false).squeeze_dim(-1);
     let entropy = -(logp.exp() * &logp).sum_dim_intlist(-1, false, Kind::Float);
+    let what = format!("{:?}, {b} rows, {l} positions from {from}", m.config);
     let d_lp = rel_diff(&out.main, &host(&picked));
     let d_ent = rel_diff(&out.entropy, &host(&entropy));
-    assert!(d_lp < 1e-5, "log-probabilities differ by {d_lp} (relative)");
-    assert!(d_ent < 1e-5, "entropies differ by {d_ent} (relative)");
+    assert!(
+        d_lp < 1e-5,
+        "{what}: log-probabilities differ by {d_lp} (relative)"
+    );
+    assert!(
+        d_ent < 1e-5,
+        "{what}: entropies differ by {d_ent} (relative)"
+    );
     // A random weighting of both outputs as the loss.
-    let c1 = randn(B * r, 3);
-    let c2 = randn(B * r, 4);
-    let w1 = Tensor::from_slice(&c1).view([B as i64, r as i64]);
-    let w2 = Tensor::from_slice(&c2).view([B as i64, r as i64]);
+    let c1 = randn(b * r, seed + 20);
+    let c2 = randn(b * r, seed + 30);
+    let w1 = Tensor::from_slice(&c1).view([b as i64, r as i64]);
+    let w2 = Tensor::from_slice(&c2).view([b as i64, r as i64]);
     let loss = (&picked * &w1).sum(Kind::Float) + (&entropy * &w2).sum(Kind::Float);
     loss.backward();
     let want = torch_grads(&m);

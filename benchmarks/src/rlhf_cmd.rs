@@ -554,8 +554,25 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
     // libtorch's `gelu` (the same bits) and updates on the native backend alternate with them
     // (the order turning each round), so that every median sees the same moments of the
     // machine.
-    let compare = with_libtorch && device == tch::Device::Cpu && gelu::gelu_tanh_fused();
-    let (ppo_rate, libtorch_gelu_rate, native_rate) = if compare {
+    // What alternates: the libtorch backend with gradgym's GELU (what runs), with libtorch's
+    // GELU where gradgym's operator exists, and the native backend when both are asked for.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Variant {
+        Libtorch,
+        LibtorchGelu,
+        Native,
+    }
+    let mut variants = Vec::new();
+    if with_libtorch {
+        variants.push(Variant::Libtorch);
+        if device == tch::Device::Cpu && gelu::gelu_tanh_fused() {
+            variants.push(Variant::LibtorchGelu);
+        }
+    }
+    if with_native {
+        variants.push(Variant::Native);
+    }
+    let (ppo_rate, libtorch_gelu_rate, native_rate) = if variants.len() > 1 {
         // Back to gradgym's operator however this ends.
         struct Restore;
         impl Drop for Restore {
@@ -564,18 +581,21 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
             }
         }
         let _restore = Restore;
-        let variants = 1 + learners.len();
-        let mut times = vec![vec![]; variants];
+        let n = variants.len();
+        let mut times = vec![vec![]; n];
         let mut discard = vec![];
         for rep in 0..=reps {
-            for j in 0..variants {
-                let k = (j + rep) % variants;
-                // 0: libtorch, gradgym's GELU; 1: libtorch, libtorch's GELU; 2: native.
-                gelu::use_gradgym_operator(k != 1);
-                let (learner, sink) = match k {
-                    0 => (&mut learners[0], &mut phases),
-                    1 => (&mut learners[0], &mut discard),
-                    _ => (&mut learners[1], &mut native_phases),
+            // The order turns each round, so that each goes first as often as the others.
+            for j in 0..n {
+                let k = (j + rep) % n;
+                let variant = variants[k];
+                gelu::use_gradgym_operator(variant != Variant::LibtorchGelu);
+                let (learner, sink) = match variant {
+                    Variant::Libtorch => (&mut learners[0], &mut phases),
+                    Variant::LibtorchGelu => (&mut learners[0], &mut discard),
+                    Variant::Native => {
+                        (learners.last_mut().expect("a learner"), &mut native_phases)
+                    }
                 };
                 let t = Instant::now();
                 update(learner, sink)?;
@@ -584,8 +604,17 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
                 }
             }
         }
-        let rate = |k: usize| times.get(k).map(|t| tokens / median(t.clone()));
-        (tokens / median(times[0].clone()), rate(1), rate(2))
+        let rate = |v: Variant| {
+            variants
+                .iter()
+                .position(|&x| x == v)
+                .map(|k| tokens / median(times[k].clone()))
+        };
+        (
+            rate(Variant::Libtorch).expect("libtorch runs when two variants alternate"),
+            rate(Variant::LibtorchGelu),
+            rate(Variant::Native),
+        )
     } else {
         (
             median_rate(reps, tokens, device, || {

@@ -464,6 +464,16 @@ type SgemmFn = unsafe extern "C" fn(
     *const i32,
 );
 
+type SetLocalFn = unsafe extern "C" fn(i32) -> i32;
+
+/// MKL's `sgemm_` and its per-thread thread count, both from the process's libraries.
+#[derive(Clone, Copy)]
+struct Mkl {
+    sgemm: SgemmFn,
+    set_local_threads: SetLocalFn,
+}
+
+#[cfg(target_os = "linux")]
 unsafe extern "C" {
     fn dlsym(
         handle: *mut std::ffi::c_void,
@@ -471,42 +481,52 @@ unsafe extern "C" {
     ) -> *mut std::ffi::c_void;
 }
 
-/// MKL's `sgemm_` if the process has it (libtorch's CPU library links it in) and
-/// `GRADGYM_SGEMM` is not `matrixmultiply`.
-fn mkl_sgemm() -> Option<SgemmFn> {
-    static F: std::sync::OnceLock<Option<SgemmFn>> = std::sync::OnceLock::new();
+/// MKL, if the process has it (libtorch's x86-64 CPU library carries it) and `GRADGYM_SGEMM`
+/// is not `matrixmultiply`. Another library's `sgemm_` is not taken: its thread count could
+/// not be held to the calling thread.
+fn mkl() -> Option<Mkl> {
+    static F: std::sync::OnceLock<Option<Mkl>> = std::sync::OnceLock::new();
     *F.get_or_init(|| {
         if std::env::var("GRADGYM_SGEMM").as_deref() == Ok("matrixmultiply") {
             return None;
         }
-        // SAFETY: RTLD_DEFAULT (null) looks the symbol up in the process's libraries.
-        let p = unsafe { dlsym(std::ptr::null_mut(), c"sgemm_".as_ptr()) };
-        // SAFETY: MKL's Fortran sgemm has this signature.
-        (!p.is_null()).then(|| unsafe { std::mem::transmute::<*mut std::ffi::c_void, SgemmFn>(p) })
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: a null handle is glibc's RTLD_DEFAULT: the symbol is looked up in the
+            // process's libraries.
+            let find =
+                |name: &std::ffi::CStr| unsafe { dlsym(std::ptr::null_mut(), name.as_ptr()) };
+            let (g, t) = (find(c"sgemm_"), find(c"MKL_Set_Num_Threads_Local"));
+            if g.is_null() || t.is_null() {
+                return None;
+            }
+            // SAFETY: MKL's Fortran `sgemm_` and its C `int MKL_Set_Num_Threads_Local(int)`
+            // (the lower-case `mkl_set_num_threads_local` is the Fortran one, by reference)
+            // have these signatures.
+            unsafe {
+                Some(Mkl {
+                    sgemm: std::mem::transmute::<*mut std::ffi::c_void, SgemmFn>(g),
+                    set_local_threads: std::mem::transmute::<*mut std::ffi::c_void, SetLocalFn>(t),
+                })
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        None
     })
 }
 
-/// Runs `f` with MKL's products on this thread alone (`mkl_set_num_threads_local(1)`, undone
+/// Runs `f` with MKL's products on this thread alone (`MKL_Set_Num_Threads_Local(1)`, undone
 /// after): each chunk's products run on the thread that took it, whatever libtorch's thread
 /// count, so the bits do not depend on it.
 fn mkl_sequential<T>(f: impl FnOnce() -> T) -> T {
-    type SetLocal = unsafe extern "C" fn(i32) -> i32;
-    static F: std::sync::OnceLock<Option<SetLocal>> = std::sync::OnceLock::new();
-    let set = *F.get_or_init(|| {
-        mkl_sgemm()?;
-        // SAFETY: as in `mkl_sgemm`.
-        let p = unsafe { dlsym(std::ptr::null_mut(), c"MKL_Set_Num_Threads_Local".as_ptr()) };
-        // SAFETY: MKL's C `int MKL_Set_Num_Threads_Local(int)` (the lower-case symbol is the Fortran one, by reference).
-        (!p.is_null()).then(|| unsafe { std::mem::transmute::<*mut std::ffi::c_void, SetLocal>(p) })
-    });
-    match set {
+    match mkl() {
         None => f(),
-        Some(set) => {
+        Some(m) => {
             // SAFETY: sets this thread's MKL thread count; returns the previous setting.
-            let before = unsafe { set(1) };
+            let before = unsafe { (m.set_local_threads)(1) };
             let out = f();
             // SAFETY: as above.
-            unsafe { set(before) };
+            unsafe { (m.set_local_threads)(before) };
             out
         }
     }
@@ -523,10 +543,19 @@ fn gemm(
     beta: f32,
     c: &mut [f32],
 ) {
-    let Some(f) = mkl_sgemm() else {
+    let Some(f) = mkl().map(|m| m.sgemm) else {
         return crate::nn::mlp::gemm((m, k, n), a, (rsa, csa), b, (rsb, csb), beta, c);
     };
     if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        let c = &mut c[..m * n];
+        if beta == 0.0 {
+            c.fill(0.0);
+        } else {
+            c.iter_mut().for_each(|x| *x *= beta);
+        }
         return;
     }
     assert!(a.len() > (m - 1) * rsa + (k - 1) * csa, "gemm: A too short");

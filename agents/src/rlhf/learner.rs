@@ -506,20 +506,24 @@ impl TokenLearner {
         let Some(mut native) = self.native.take() else {
             return self.update_with(None, r, rng, interrupt);
         };
+        // libtorch on one thread for the copies in and out too: on two, they would leave its
+        // pool spinning into the passes' threads or the next generation's.
+        let _one = LibtorchThreads::one();
         if native.synced != param_versions(&self.policy, &self.value) {
             native.policy.read_from(&self.policy);
             native.value.read_from(&self.value);
         }
-        // libtorch on one thread for the copies back too: on two, they would leave its pool
-        // spinning into the next generation's threads.
-        let _one = LibtorchThreads::one();
-        let out = self.update_with(Some(&mut native), r, rng, interrupt);
-        // The steps taken, interrupted or not, into the tch models.
+        // The native state goes back into the learner however the update ends (an error, an
+        // interrupt, or a panic a caller catches), with the steps taken written into the tch
+        // models.
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.update_with(Some(&mut native), r, rng, interrupt)
+        }));
         native.policy.write_to(&self.policy);
         native.value.write_to(&self.value);
         native.synced = param_versions(&self.policy, &self.value);
         self.native = Some(native);
-        out
+        out.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 
     fn update_with(
@@ -790,6 +794,8 @@ impl TokenLearner {
 /// use. The passes themselves take the thread count from [`LibtorchThreads::count`].
 struct LibtorchThreads {
     before: i32,
+    /// The thread-local count as it was (an enclosing guard's).
+    outer: Option<usize>,
 }
 
 thread_local! {
@@ -799,12 +805,16 @@ thread_local! {
 impl LibtorchThreads {
     fn one() -> Self {
         let before = tch::get_num_threads();
-        NATIVE_THREADS.with(|t| t.set(Some(before.max(1) as usize)));
+        let outer = NATIVE_THREADS.with(|t| t.get());
+        // Inside another guard libtorch is already on one thread: keep that guard's count.
+        let count = outer.unwrap_or(before.max(1) as usize);
+        NATIVE_THREADS.with(|t| t.set(Some(count)));
         tch::set_num_threads(1);
-        Self { before }
+        Self { before, outer }
     }
 
-    /// The threads the native passes run on: libtorch's count (as it was before [`Self::one`]).
+    /// The threads the native passes run on: libtorch's count (as it was before the
+    /// outermost [`Self::one`]).
     fn count() -> usize {
         NATIVE_THREADS
             .with(|t| t.get())
@@ -814,7 +824,7 @@ impl LibtorchThreads {
 
 impl Drop for LibtorchThreads {
     fn drop(&mut self) {
-        NATIVE_THREADS.with(|t| t.set(None));
+        NATIVE_THREADS.with(|t| t.set(self.outer));
         tch::set_num_threads(self.before);
     }
 }
