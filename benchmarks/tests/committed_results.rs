@@ -370,3 +370,52 @@ fn rlhf_study_stages_retrain_bit_for_bit() {
         &[("metrics.csv", Some(3))],
     );
 }
+
+#[test]
+fn the_native_backend_gives_the_same_bytes_on_one_thread_and_two() {
+    // The RL stage on the committed SFT and reward models, on the native backend: every file
+    // of the run but its record of the thread count is the same on 1 and 2 threads.
+    let rlhf = repo().join("results/rlhf");
+    let path = |d: &str| rlhf.join(d).to_str().unwrap().to_owned();
+    let run = |threads: &str| {
+        let out = common::scratch("native-threads", threads);
+        let o = gradgym(&[
+            "rlhf",
+            "rl",
+            "--config",
+            &path("ppo-beta0.1-labels10000/config.toml"),
+            "--sft",
+            &path("sft"),
+            "--rm",
+            &path("rm-labels10000"),
+            "--set",
+            "rl.updates=2",
+            "--set",
+            "rl.backend=native",
+            "--set",
+            &format!("threads={threads}"),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ]);
+        assert!(o.status.success(), "{threads} threads: {}", text(&o));
+        out
+    };
+    let (one, two) = (run("1"), run("2"));
+    for file in [
+        "metrics.csv",
+        "eval.csv",
+        "samples.jsonl",
+        "summary.json",
+        "policy/model.safetensors",
+    ] {
+        let read = |dir: &Path| fs::read(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(
+            read(&one) == read(&two),
+            "{file} differs between 1 and 2 threads on the native backend"
+        );
+    }
+    for dir in [one, two] {
+        let _ = fs::remove_dir_all(dir);
+    }
+}

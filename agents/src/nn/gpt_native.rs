@@ -4,10 +4,13 @@
 //!
 //! **Why.** Through libtorch one gradient step of the bench model is ~60 operators forward and
 //! ~120 backward on small tensors, each dispatched, allocated and spread over OpenMP's threads
-//! with a barrier. About 40% of a PPO update went to that, not to the matrix products. Here the
-//! batch is cut into chunks of [`CHUNK`] sequences; each thread takes whole chunks and runs the
-//! forward and backward pass of its chunk alone (products by `sgemm` on that thread, the rest
-//! loops over rows), so the threads meet once per pass, where the chunks' gradients are summed.
+//! with a barrier; about half of a PPO update's time went outside the matrix products. Here the
+//! batch is cut into chunks ([`chunk_rows`]: at most [`CHUNK`] sequences, at least four chunks
+//! where the batch allows); each thread takes whole chunks and runs the forward and backward
+//! pass of its chunk alone (products by `sgemm` on that thread, the rest loops over rows), so
+//! the threads meet once per pass, where the chunks' gradients are summed. On the bench it is a
+//! few percent faster than libtorch end to end: its own loops (attention, GELU, the
+//! log-softmax) take back part of what it saves (docs/rlhf.md, Throughput).
 //!
 //! **The same numbers whatever the thread count.** A chunk's outputs and gradients depend only on
 //! its own rows, and the chunks' gradients are summed in chunk order, so a run gives the same
@@ -24,8 +27,17 @@
 
 use crate::nn::gpt::{Gpt, GptConfig};
 
-/// Sequences per chunk: the unit a thread takes, and of the gradient's summation order.
+/// The most sequences in a chunk: the unit a thread takes, and of the gradient's summation
+/// order.
 pub const CHUNK: usize = 16;
+
+/// Sequences per chunk for a batch of `b`: at least four chunks where the batch allows (so
+/// that a minibatch of 16 still spreads over the threads), at most [`CHUNK`] sequences each
+/// (larger chunks make the products more efficient). It depends on the batch alone, never on
+/// the thread count, so neither do the bits.
+pub fn chunk_rows(b: usize) -> usize {
+    b.div_ceil(4).clamp(1, CHUNK)
+}
 
 const LN_EPS: f32 = 1e-5;
 
@@ -767,10 +779,11 @@ impl NativeGpt {
                 "this model has no scalar head"
             );
         }
-        let chunks = b.div_ceil(CHUNK);
+        let size = chunk_rows(b);
+        let chunks = b.div_ceil(size);
         let tapes = for_chunks(chunks, threads, |c| {
-            let lo = c * CHUNK;
-            let rows = CHUNK.min(b - lo);
+            let lo = c * size;
+            let rows = size.min(b - lo);
             let targets = match head {
                 Head::Lm { targets } => Some(&targets[lo * r..(lo + rows) * r]),
                 Head::Scalar => None,
@@ -1067,7 +1080,7 @@ impl NativeGpt {
             assert_eq!(d.len(), tape.b * r);
         }
         let grads = for_chunks(tape.chunks.len(), threads, |ci| {
-            let lo = ci * CHUNK;
+            let lo = ci * chunk_rows(tape.b);
             let ct = &tape.chunks[ci];
             let rows = ct.rows;
             self.backward_chunk(
