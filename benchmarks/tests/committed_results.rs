@@ -402,6 +402,8 @@ fn the_native_backend_gives_the_same_bytes_on_one_thread_and_two() {
         out
     };
     let (one, two) = (run("1"), run("2"));
+    let manifest = fs::read_to_string(one.join("manifest.json")).unwrap();
+    assert!(manifest.contains(r#""rl_backend": "native""#), "{manifest}");
     for file in [
         "metrics.csv",
         "eval.csv",

@@ -132,6 +132,8 @@ struct Manifest<'a> {
     device: String,
     cuda_available: bool,
     torch_threads: i32,
+    /// What runs the RL stage's passes (`rl.backend` resolved on this device).
+    rl_backend: &'static str,
     model_parameters: usize,
     data: Option<String>,
     sft: Option<String>,
@@ -884,6 +886,7 @@ pub fn run(
             device: format!("{device:?}"),
             cuda_available: tch::Cuda::is_available(),
             torch_threads: tch::get_num_threads(),
+            rl_backend: config.rl.backend.resolve(device).name(),
             model_parameters: mc.num_parameters(),
             data: inputs.data.as_ref().map(|p| p.display().to_string()),
             sft: inputs.sft.as_ref().map(|p| p.display().to_string()),
