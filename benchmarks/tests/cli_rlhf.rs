@@ -945,30 +945,23 @@ fn bench_prints_throughput_and_memory_for_the_bench_model_or_a_configs_model() {
     assert!(!o.status.success());
     assert!(text(&o).contains("--reps"), "{}", text(&o));
     // The native backend alone, and alternated with libtorch; on a GPU it is refused.
-    let o = run(&[
-        "bench",
-        "--reps",
-        "1",
-        "--threads",
-        "1",
-        "--backend",
-        "native",
-    ]);
-    ok(&o);
-    let t = text(&o);
+    let bench_on = |backend: &str| {
+        let o = run(&[
+            "bench",
+            "--reps",
+            "1",
+            "--threads",
+            "1",
+            "--backend",
+            backend,
+        ]);
+        ok(&o);
+        text(&o)
+    };
+    let t = bench_on("native");
     assert!(t.contains("backend of the PPO updates: native"), "{t}");
     assert!(!t.contains("libtorch's GELU"), "{t}");
-    let o = run(&[
-        "bench",
-        "--reps",
-        "1",
-        "--threads",
-        "1",
-        "--backend",
-        "both",
-    ]);
-    ok(&o);
-    let t = text(&o);
+    let t = bench_on("both");
     let native = t
         .lines()
         .find(|l| l.starts_with("PPO on the native backend"))

@@ -49,6 +49,11 @@ impl Adam {
         }
     }
 
+    /// Steps taken.
+    pub fn steps(&self) -> i32 {
+        self.step
+    }
+
     /// `m ← β₁m + (1 − β₁)g`, `v ← β₂v + (1 − β₂)g²`,
     /// `θ ← θ − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)`.
     pub fn update(&mut self, params: &mut [f32], grads: &[f32]) {

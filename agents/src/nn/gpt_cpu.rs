@@ -130,19 +130,7 @@ impl Norm {
     fn apply(&self, x: &[f32], y: &mut [f32]) {
         let w = self.weight.len();
         for (x, y) in x.chunks_exact(w).zip(y.chunks_exact_mut(w)) {
-            let mean = sum8(x) / w as f32;
-            let mut sq = [0f32; 8];
-            for (c, _) in x.chunks_exact(8).zip(0..) {
-                for (s, &v) in sq.iter_mut().zip(c) {
-                    let d = v - mean;
-                    *s += d * d;
-                }
-            }
-            let mut var = fold8(sq);
-            for &v in x.chunks_exact(8).remainder() {
-                var += (v - mean) * (v - mean);
-            }
-            let inv = 1.0 / (var / w as f32 + 1e-5).sqrt();
+            let (mean, inv) = row_moments(x, 1e-5);
             for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(&self.weight).zip(&self.bias) {
                 *y = (x - mean) * inv * g + b;
             }
@@ -150,9 +138,30 @@ impl Norm {
     }
 }
 
+/// A row's mean and 1/√(biased variance + `eps`), LayerNorm's statistics, each sum over eight
+/// interleaved partial sums (the same order here and in the training passes of
+/// [`crate::nn::gpt_native`]).
+#[inline(always)]
+pub(crate) fn row_moments(x: &[f32], eps: f32) -> (f32, f32) {
+    let w = x.len();
+    let mean = sum8(x) / w as f32;
+    let mut sq = [0f32; 8];
+    for (c, _) in x.chunks_exact(8).zip(0..) {
+        for (s, &v) in sq.iter_mut().zip(c) {
+            let d = v - mean;
+            *s += d * d;
+        }
+    }
+    let mut var = fold8(sq);
+    for &v in x.chunks_exact(8).remainder() {
+        var += (v - mean) * (v - mean);
+    }
+    (mean, 1.0 / (var / w as f32 + eps).sqrt())
+}
+
 /// Σ x over eight interleaved partial sums (a fixed order that vectorises).
 #[inline(always)]
-fn sum8(x: &[f32]) -> f32 {
+pub(crate) fn sum8(x: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = x.chunks_exact(8);
     let rest = chunks.remainder();
@@ -165,7 +174,7 @@ fn sum8(x: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-fn fold8(a: [f32; 8]) -> f32 {
+pub(crate) fn fold8(a: [f32; 8]) -> f32 {
     ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
 }
 

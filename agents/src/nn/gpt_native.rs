@@ -26,6 +26,8 @@
 //! `from` on are read, so the last block runs its projection and MLP at those positions only.
 
 use crate::nn::gpt::{Gpt, GptConfig};
+use crate::nn::gpt_cpu::{fold8, row_moments, sum8};
+use crate::nn::tanh::tanh_scalar;
 
 /// The most sequences in a chunk: the unit a thread takes, and of the gradient's summation
 /// order.
@@ -367,54 +369,46 @@ fn for_chunks<T: Send>(n: usize, threads: usize, f: impl Fn(usize) -> T + Sync) 
     out.into_iter().map(|(_, t)| t).collect()
 }
 
-/// LayerNorm of each row of `x` into `y`, keeping each row's mean and 1/σ.
+/// LayerNorm (weight `w`, bias `b`) of each row of `x`, in fresh buffers: the output, and each
+/// row's mean and 1/σ for the backward pass.
 #[inline(always)]
-fn layer_norm(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], mean: &mut [f32], rstd: &mut [f32]) {
+fn layer_norm(x: &[f32], w: &[f32], b: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let c = w.len();
+    let n = x.len() / c;
+    let (mut y, mut mean, mut rstd) = (buffer(n * c), buffer(n), buffer(n));
     for (((x, y), mu), rs) in x
         .chunks_exact(c)
         .zip(y.chunks_exact_mut(c))
         .zip(mean.iter_mut())
         .zip(rstd.iter_mut())
     {
-        let m = sum8(x) / c as f32;
-        let mut sq = [0f32; 8];
-        let chunks = x.chunks_exact(8);
-        let rest = chunks.remainder();
-        for ch in chunks {
-            for (s, &v) in sq.iter_mut().zip(ch) {
-                let d = v - m;
-                *s += d * d;
-            }
-        }
-        let mut var = fold8(sq);
-        for &v in rest {
-            var += (v - m) * (v - m);
-        }
-        let r = 1.0 / (var / c as f32 + LN_EPS).sqrt();
+        let (m, r) = row_moments(x, LN_EPS);
         for (((y, &x), &g), &bb) in y.iter_mut().zip(x).zip(w).zip(b) {
             *y = (x - m) * r * g + bb;
         }
         *mu = m;
         *rs = r;
     }
+    (y, mean, rstd)
 }
 
-/// LayerNorm's backward pass: adds the gradient of the input to `dx` and of the weight and
-/// bias to `dw`, `db`, from the output's gradient `dy`.
+/// LayerNorm's backward pass, its weight at `w_at` in `p` and bias at `b_at`: adds the
+/// gradient of the input to `dx` and of the weight and bias to theirs in `grad`, from the
+/// output's gradient `dy`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn layer_norm_backward(
+    p: &[f32],
+    grad: &mut [f32],
+    (w_at, b_at, c): (usize, usize, usize),
     x: &[f32],
     mean: &[f32],
     rstd: &[f32],
-    w: &[f32],
     dy: &[f32],
     dx: &mut [f32],
-    dw: &mut [f32],
-    db: &mut [f32],
 ) {
-    let c = w.len();
+    let w = &p[w_at..][..c];
+    let (dw, db) = two(grad, w_at, b_at, c);
     let mut dxhat = vec![0f32; c];
     for ((((x, dy), dx), &m), &r) in x
         .chunks_exact(c)
@@ -439,25 +433,6 @@ fn layer_norm_backward(
             *dx += r * (d - mean_d - xh * mean_dx);
         }
     }
-}
-
-/// Σ x over eight interleaved partial sums (a fixed order that vectorises).
-#[inline(always)]
-fn sum8(x: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = x.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += v;
-        }
-    }
-    rest.iter().fold(fold8(acc), |s, &v| s + v)
-}
-
-#[inline(always)]
-fn fold8(a: [f32; 8]) -> f32 {
-    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
 }
 
 type SgemmFn = unsafe extern "C" fn(
@@ -558,7 +533,7 @@ fn gemm(
     let Some(f) = mkl().map(|m| m.sgemm) else {
         return crate::nn::mlp::gemm((m, k, n), a, (rsa, csa), b, (rsb, csb), beta, c);
     };
-    if m == 0 || n == 0 {
+    if !crate::nn::mlp::gemm_in_bounds((m, k, n), a, (rsa, csa), b, (rsb, csb), c) {
         return;
     }
     if k == 0 {
@@ -570,9 +545,6 @@ fn gemm(
         }
         return;
     }
-    assert!(a.len() > (m - 1) * rsa + (k - 1) * csa, "gemm: A too short");
-    assert!(b.len() > (k - 1) * rsb + (n - 1) * csb, "gemm: B too short");
-    assert!(c.len() >= m * n, "gemm: C too short");
     // Column-major: Cᵀ [n, m] = Bᵀ · Aᵀ. A row-major operand (column stride 1) is its
     // transpose in column-major order ('N'); a column-major one (row stride 1) is 'T'.
     let (tb, ldb) = if csb == 1 { (b'N', rsb) } else { (b'T', csb) };
@@ -584,7 +556,8 @@ fn gemm(
     let (mm, nn, kk) = (n as i32, m as i32, k as i32);
     let (lda, ldb, ldc) = (ldb.max(1) as i32, lda.max(1) as i32, n as i32);
     let alpha = 1f32;
-    // SAFETY: the asserts above keep every access inside the slices; C aliases neither.
+    // SAFETY: `gemm_in_bounds` and the stride assert keep every access inside the slices; C
+    // aliases neither.
     unsafe {
         f(
             &tb,
@@ -623,67 +596,43 @@ fn linear(x: &[f32], n: usize, w: &[f32], b: &[f32], y: &mut [f32], add: bool) {
     gemm((n, inp, out), x, (inp, 1), w, (1, inp), 1.0, y);
 }
 
-/// The backward pass of [`linear`]: `dx [n, in] = dy · W` (`dx` None: not needed),
-/// `dw += dyᵀ · x`, `db += Σ_rows dy`.
+/// The backward pass of the linear layer whose weight `[out, inp]` sits at `w_at` in `p` and
+/// bias at `b_at`, on input `x` `[n, inp]` and output gradient `dy` `[n, out]`: adds
+/// `dyᵀ · x` and `Σ_rows dy` to the parameters' gradients in `grad` and returns the input's
+/// gradient `dy · W` in a fresh buffer.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn linear_backward(
+    p: &[f32],
+    grad: &mut [f32],
+    (w_at, b_at): (usize, usize),
+    (out, inp): (usize, usize),
     x: &[f32],
     n: usize,
-    w: &[f32],
     dy: &[f32],
-    dx: Option<&mut [f32]>,
-    dw: &mut [f32],
-    db: &mut [f32],
-) {
-    let out = db.len();
-    let inp = w.len() / out;
-    if let Some(dx) = dx {
-        gemm((n, out, inp), dy, (out, 1), w, (inp, 1), 0.0, dx);
-    }
+) -> Vec<f32> {
+    let w = &p[w_at..][..out * inp];
+    let mut dx = buffer(n * inp);
+    gemm((n, out, inp), dy, (out, 1), w, (inp, 1), 0.0, &mut dx);
+    let (dw, db) = two(grad, w_at, b_at, out * inp);
     gemm((out, n, inp), dy, (1, out), x, (inp, 1), 1.0, dw);
     for row in dy[..n * out].chunks_exact(out) {
-        db.iter_mut().zip(row).for_each(|(d, &g)| *d += g);
+        db[..out].iter_mut().zip(row).for_each(|(d, &g)| *d += g);
     }
+    dx
 }
 
 /// GELU's tanh form into `g` and its derivative into `d`, from the pre-activation `h`, in one
-/// pass (the tanh is [`crate::nn::tanh`]'s rational form, written out here so that the loop
-/// vectorises whole).
+/// pass that vectorises whole (the tanh is [`crate::nn::tanh`]'s, element by element).
 #[inline(always)]
 fn gelu_forward(h: &[f32], g: &mut [f32], d: &mut [f32]) {
     const K: f32 = 0.797_884_6; // √(2/π)
     const C: f32 = 0.044_715;
     for ((g, d), &x) in g.iter_mut().zip(d.iter_mut()).zip(h) {
-        let t = tanh_rational(K * (x + C * x * x * x));
+        let t = tanh_scalar(K * (x + C * x * x * x));
         *d = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * K * (1.0 + 3.0 * C * x * x);
         *g = 0.5 * x * (1.0 + t);
     }
-}
-
-/// tanh as [`crate::nn::tanh::tanh_in_place`] computes it (the same operations, so the same
-/// bits): Eigen's rational form `x·p(x²)/q(x²)` on inputs clamped to ±7.905311.
-#[inline(always)]
-fn tanh_rational(v: f32) -> f32 {
-    const CLAMP: f32 = 7.905_311;
-    const A: [f32; 7] = [
-        4.893_524_6e-3,
-        6.372_619_3e-4,
-        1.485_722_4e-5,
-        5.122_297e-8,
-        -8.604_672e-11,
-        2.000_188e-13,
-        -2.760_768_5e-16,
-    ];
-    const B: [f32; 4] = [4.893_525e-3, 2.268_434_6e-3, 1.185_347_1e-4, 1.198_258_4e-6];
-    let x = v.clamp(-CLAMP, CLAMP);
-    let x2 = x * x;
-    let mut p = A[6];
-    for a in A[..6].iter().rev() {
-        p = p * x2 + a;
-    }
-    let q = ((B[3] * x2 + B[2]) * x2 + B[1]) * x2 + B[0];
-    x * p / q
 }
 
 impl NativeGpt {
@@ -880,19 +829,9 @@ impl NativeGpt {
         let mut blocks = Vec::with_capacity(lay.blocks.len());
         for (li, at) in lay.blocks.iter().enumerate() {
             let mut t = BlockTape::default();
-            t.mean1 = buffer(n);
-            t.rstd1 = buffer(n);
-            t.a = buffer(n * w);
+            (t.a, t.mean1, t.rstd1) = layer_norm(&x, &p[at.ln1_w..][..w], &p[at.ln1_b..][..w]);
             t.qkv = buffer(n * 3 * w);
             t.p = buffer(rows * h * l * l);
-            layer_norm(
-                &x,
-                &p[at.ln1_w..][..w],
-                &p[at.ln1_b..][..w],
-                &mut t.a,
-                &mut t.mean1,
-                &mut t.rstd1,
-            );
             linear(
                 &t.a,
                 n,
@@ -941,17 +880,7 @@ impl NativeGpt {
                 true,
             );
             t.y = yk;
-            t.mean2 = buffer(nk);
-            t.rstd2 = buffer(nk);
-            t.m = buffer(nk * w);
-            layer_norm(
-                &x2,
-                &p[at.ln2_w..][..w],
-                &p[at.ln2_b..][..w],
-                &mut t.m,
-                &mut t.mean2,
-                &mut t.rstd2,
-            );
+            (t.m, t.mean2, t.rstd2) = layer_norm(&x2, &p[at.ln2_w..][..w], &p[at.ln2_b..][..w]);
             let mut hpre = buffer(nk * 4 * w);
             linear(
                 &t.m,
@@ -989,17 +918,8 @@ impl NativeGpt {
         let mut tape = ChunkTape::default();
         tape.rows = rows;
         tape.blocks = blocks;
-        tape.meanf = buffer(nr);
-        tape.rstdf = buffer(nr);
-        tape.hf = buffer(nr * w);
-        layer_norm(
-            &xf,
-            &p[lay.lnf_w..][..w],
-            &p[lay.lnf_b..][..w],
-            &mut tape.hf,
-            &mut tape.meanf,
-            &mut tape.rstdf,
-        );
+        (tape.hf, tape.meanf, tape.rstdf) =
+            layer_norm(&xf, &p[lay.lnf_w..][..w], &p[lay.lnf_b..][..w]);
         tape.xf = xf;
         match targets {
             Some(_) => {
@@ -1240,19 +1160,16 @@ impl NativeGpt {
         }
         // The final LayerNorm.
         let mut dx = zeros(nr * w);
-        {
-            let (gw, gb) = two(&mut grad, lay.lnf_w, lay.lnf_b, w);
-            layer_norm_backward(
-                &ct.xf,
-                &ct.meanf,
-                &ct.rstdf,
-                &p[lay.lnf_w..][..w],
-                &dhf,
-                &mut dx,
-                gw,
-                gb,
-            );
-        }
+        layer_norm_backward(
+            p,
+            &mut grad,
+            (lay.lnf_w, lay.lnf_b, w),
+            &ct.xf,
+            &ct.meanf,
+            &ct.rstdf,
+            &dhf,
+            &mut dx,
+        );
         recycle(dhf);
         let scale = 1.0 / (hd as f32).sqrt();
         let last = lay.blocks.len() - 1;
@@ -1262,69 +1179,35 @@ impl NativeGpt {
             let nk = if keep_rows { nr } else { n };
             // dx: the gradient of the block's output, [nk, w].
             // The MLP.
-            let mut dg = buffer(nk * 4 * w);
-            {
-                let (gw, gb) = two(&mut grad, at.mproj_w, at.mproj_b, 4 * w * w);
-                let gb = &mut gb[..w];
-                linear_backward(
-                    &t.g,
-                    nk,
-                    &p[at.mproj_w..][..4 * w * w],
-                    &dx,
-                    Some(&mut dg),
-                    gw,
-                    gb,
-                );
-            }
+            let mut dg = linear_backward(
+                p,
+                &mut grad,
+                (at.mproj_w, at.mproj_b),
+                (w, 4 * w),
+                &t.g,
+                nk,
+                &dx,
+            );
             for (d, &dd) in dg.iter_mut().zip(&t.dgelu) {
                 *d *= dd;
             }
-            let mut dm = buffer(nk * w);
-            {
-                let (gw, gb) = two(&mut grad, at.fc_w, at.fc_b, 4 * w * w);
-                let gb = &mut gb[..4 * w];
-                linear_backward(
-                    &t.m,
-                    nk,
-                    &p[at.fc_w..][..4 * w * w],
-                    &dg,
-                    Some(&mut dm),
-                    gw,
-                    gb,
-                );
-            }
+            let dm = linear_backward(p, &mut grad, (at.fc_w, at.fc_b), (4 * w, w), &t.m, nk, &dg);
             recycle(dg);
             // dx2 = dx (the residual) + LayerNorm 2's input gradient.
             let mut dx2 = dx;
-            {
-                let (gw, gb) = two(&mut grad, at.ln2_w, at.ln2_b, w);
-                layer_norm_backward(
-                    &t.x2,
-                    &t.mean2,
-                    &t.rstd2,
-                    &p[at.ln2_w..][..w],
-                    &dm,
-                    &mut dx2,
-                    gw,
-                    gb,
-                );
-            }
+            layer_norm_backward(
+                p,
+                &mut grad,
+                (at.ln2_w, at.ln2_b, w),
+                &t.x2,
+                &t.mean2,
+                &t.rstd2,
+                &dm,
+                &mut dx2,
+            );
             recycle(dm);
             // The attention's output projection.
-            let mut dyk = buffer(nk * w);
-            {
-                let (gw, gb) = two(&mut grad, at.proj_w, at.proj_b, w * w);
-                let gb = &mut gb[..w];
-                linear_backward(
-                    &t.y,
-                    nk,
-                    &p[at.proj_w..][..w * w],
-                    &dx2,
-                    Some(&mut dyk),
-                    gw,
-                    gb,
-                );
-            }
+            let dyk = linear_backward(p, &mut grad, (at.proj_w, at.proj_b), (w, w), &t.y, nk, &dx2);
             // Back to every position: the residual, and the attention's output.
             let (mut dxin, dy) = if keep_rows {
                 let out = (
@@ -1384,35 +1267,27 @@ impl NativeGpt {
                     }
                 }
             }
-            let mut da = buffer(n * w);
-            {
-                let (gw, gb) = two(&mut grad, at.attn_w, at.attn_b, 3 * w * w);
-                let gb = &mut gb[..3 * w];
-                linear_backward(
-                    &t.a,
-                    n,
-                    &p[at.attn_w..][..3 * w * w],
-                    &dqkv,
-                    Some(&mut da),
-                    gw,
-                    gb,
-                );
-            }
+            let da = linear_backward(
+                p,
+                &mut grad,
+                (at.attn_w, at.attn_b),
+                (3 * w, w),
+                &t.a,
+                n,
+                &dqkv,
+            );
             recycle(dqkv);
             recycle(dy);
-            {
-                let (gw, gb) = two(&mut grad, at.ln1_w, at.ln1_b, w);
-                layer_norm_backward(
-                    &t.x,
-                    &t.mean1,
-                    &t.rstd1,
-                    &p[at.ln1_w..][..w],
-                    &da,
-                    &mut dxin,
-                    gw,
-                    gb,
-                );
-            }
+            layer_norm_backward(
+                p,
+                &mut grad,
+                (at.ln1_w, at.ln1_b, w),
+                &t.x,
+                &t.mean1,
+                &t.rstd1,
+                &da,
+                &mut dxin,
+            );
             recycle(da);
             dx = dxin;
         }
@@ -1667,73 +1542,5 @@ fn max8(x: &[f32]) -> f32 {
 fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     for (y, &x) in y.iter_mut().zip(x) {
         *y += alpha * x;
-    }
-}
-
-/// Adam (PyTorch's form: bias-corrected moments, ε added to √v̂), on a flat vector, with the
-/// gradient first clipped to a global L2 norm.
-#[derive(Clone, Debug)]
-pub struct Adam {
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    m: Vec<f32>,
-    v: Vec<f32>,
-    steps: i32,
-}
-
-impl Adam {
-    pub fn new(len: usize, lr: f64) -> Self {
-        Self {
-            lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            m: vec![0.0; len],
-            v: vec![0.0; len],
-            steps: 0,
-        }
-    }
-
-    /// Steps taken.
-    pub fn steps(&self) -> i32 {
-        self.steps
-    }
-
-    /// Scales `grad` to L2 norm `max_norm` if it is longer (PyTorch's `clip_grad_norm_`,
-    /// 1e-6 added to the norm), then takes one step of `params`. Returns the norm before
-    /// clipping.
-    pub fn step_clipped(&mut self, params: &mut [f32], grad: &mut [f32], max_norm: f64) -> f64 {
-        assert_eq!(params.len(), grad.len());
-        assert_eq!(params.len(), self.m.len());
-        let norm = grad
-            .iter()
-            .map(|&g| g as f64 * g as f64)
-            .sum::<f64>()
-            .sqrt();
-        let coef = max_norm / (norm + 1e-6);
-        if coef < 1.0 {
-            let c = coef as f32;
-            grad.iter_mut().for_each(|g| *g *= c);
-        }
-        self.steps += 1;
-        let bc1 = 1.0 - self.beta1.powi(self.steps);
-        let bc2 = 1.0 - self.beta2.powi(self.steps);
-        let step = (self.lr / bc1) as f32;
-        let sqrt_bc2 = bc2.sqrt() as f32;
-        let (b1, b2, eps) = (self.beta1 as f32, self.beta2 as f32, self.eps as f32);
-        for (((p, &g), m), v) in params
-            .iter_mut()
-            .zip(grad.iter())
-            .zip(self.m.iter_mut())
-            .zip(self.v.iter_mut())
-        {
-            *m = b1 * *m + (1.0 - b1) * g;
-            *v = b2 * *v + (1.0 - b2) * g * g;
-            let denom = v.sqrt() / sqrt_bc2 + eps;
-            *p -= step * *m / denom;
-        }
-        norm
     }
 }

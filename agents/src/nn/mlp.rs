@@ -48,6 +48,27 @@ pub struct Mlp {
     pub layers: Vec<Layer>,
 }
 
+/// Checks that every strided access of [`gemm`]'s operands lies inside its slice (panics if
+/// not), and says whether there is a product to take (`m` and `n` not 0).
+pub(crate) fn gemm_in_bounds(
+    (m, k, n): (usize, usize, usize),
+    a: &[f32],
+    (rsa, csa): (usize, usize),
+    b: &[f32],
+    (rsb, csb): (usize, usize),
+    c: &[f32],
+) -> bool {
+    if m == 0 || n == 0 {
+        return false;
+    }
+    if k > 0 {
+        assert!(a.len() > (m - 1) * rsa + (k - 1) * csa, "gemm: A too short");
+        assert!(b.len() > (k - 1) * rsb + (n - 1) * csb, "gemm: B too short");
+    }
+    assert!(c.len() >= m * n, "gemm: C too short");
+    true
+}
+
 /// `C [m, n] = A [m, k] · B [k, n] + beta · C`, A and B given by row and column strides.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm(
@@ -59,15 +80,10 @@ pub(crate) fn gemm(
     beta: f32,
     c: &mut [f32],
 ) {
-    if m == 0 || n == 0 {
+    if !gemm_in_bounds((m, k, n), a, (rsa, csa), b, (rsb, csb), c) {
         return;
     }
-    if k > 0 {
-        assert!(a.len() > (m - 1) * rsa + (k - 1) * csa, "gemm: A too short");
-        assert!(b.len() > (k - 1) * rsb + (n - 1) * csb, "gemm: B too short");
-    }
-    assert!(c.len() >= m * n, "gemm: C too short");
-    // SAFETY: the asserts above keep every strided access of A, B and C inside the slices,
+    // SAFETY: `gemm_in_bounds` keeps every strided access of A, B and C inside the slices,
     // and C does not alias A or B (it is borrowed mutably).
     unsafe {
         matrixmultiply::sgemm(

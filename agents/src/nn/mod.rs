@@ -18,8 +18,8 @@
 //!   the CPU (a step is ~40 tiny operators that libtorch spends longer dispatching than
 //!   computing).
 //! - [`gpt_native`]: the same transformer's training passes in plain Rust (forward with its
-//!   activations kept, backward to every parameter's gradient) and Adam over a flat vector:
-//!   the native backend of token-level RL on the CPU.
+//!   activations kept, backward to every parameter's gradient): the native backend of
+//!   token-level RL on the CPU (its Adam is [`crate::backend::native::Adam`]).
 //! - [`sampling`]: temperature, top-k and top-p sampling from logits, and generation with the
 //!   KV cache.
 //!

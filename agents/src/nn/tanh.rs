@@ -29,6 +29,15 @@ fn tanh_avx2(xs: &mut [f32]) {
 
 #[inline(always)]
 fn tanh_generic(xs: &mut [f32]) {
+    for v in xs.iter_mut() {
+        *v = tanh_scalar(*v);
+    }
+}
+
+/// One element of [`tanh_in_place`] (the same operations, so the same bits), for loops that
+/// fuse tanh with other work and should vectorise whole.
+#[inline(always)]
+pub(crate) fn tanh_scalar(v: f32) -> f32 {
     const CLAMP: f32 = 7.905_311;
     const A: [f32; 7] = [
         4.893_524_6e-3,
@@ -40,16 +49,14 @@ fn tanh_generic(xs: &mut [f32]) {
         -2.760_768_5e-16,
     ];
     const B: [f32; 4] = [4.893_525e-3, 2.268_434_6e-3, 1.185_347_1e-4, 1.198_258_4e-6];
-    for v in xs.iter_mut() {
-        let x = v.clamp(-CLAMP, CLAMP);
-        let x2 = x * x;
-        let mut p = A[6];
-        for a in A[..6].iter().rev() {
-            p = p * x2 + a;
-        }
-        let q = ((B[3] * x2 + B[2]) * x2 + B[1]) * x2 + B[0];
-        *v = x * p / q;
+    let x = v.clamp(-CLAMP, CLAMP);
+    let x2 = x * x;
+    let mut p = A[6];
+    for a in A[..6].iter().rev() {
+        p = p * x2 + a;
     }
+    let q = ((B[3] * x2 + B[2]) * x2 + B[1]) * x2 + B[0];
+    x * p / q
 }
 
 /// tanh of a tensor, computed as `2σ(2x) − 1` on the CPU: the same function, but libtorch's

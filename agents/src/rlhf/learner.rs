@@ -29,10 +29,11 @@ use super::sequences::{
     Sequences, TokenStats, rows_f64, scores, token_logprobs, token_stats, token_stats_with,
     token_values, vec_f64,
 };
+use crate::backend::native::{Adam, clip_grad_norm};
 use crate::config::rlhf::RlConfig;
 use crate::config::{Algo, BackendKind};
 use crate::nn::gpt::Gpt;
-use crate::nn::gpt_native::{Adam, Batch, Head, NativeGpt, Outputs, Tape};
+use crate::nn::gpt_native::{Batch, Head, NativeGpt, Outputs, Tape};
 
 /// One batch of responses with everything the update needs.
 #[derive(Debug)]
@@ -231,8 +232,9 @@ impl TokenLearner {
                 );
                 let (p, v) = (NativeGpt::of(&policy), NativeGpt::of(&value));
                 Some(Native {
-                    policy_adam: Adam::new(p.len(), config.learning_rate),
-                    value_adam: Adam::new(v.len(), config.value_learning_rate),
+                    // tch's Adam, as the libtorch backend builds it: ε = 1e-8.
+                    policy_adam: Adam::new(p.len(), config.learning_rate, 1e-8),
+                    value_adam: Adam::new(v.len(), config.value_learning_rate, 1e-8),
                     policy: p,
                     value: v,
                     synced: param_versions(&policy, &value),
@@ -644,25 +646,19 @@ impl TokenLearner {
 
                 // The passes' outputs. Native: host outputs made leaves of the loss's graph,
                 // whose gradients its backward pass takes; libtorch: tensors with graphs.
-                let owned_policy;
+                let mut owned_policy = None;
                 let mut native_policy = None;
                 let (new_lp, entropy) = match (native.as_deref(), hs) {
                     (Some(nat), Some(hs)) => {
-                        let (out, tape) = match reused_passes {
-                            Some(p) => (&p.policy.0, &p.policy.1),
-                            None => {
-                                let (o, t) = nat.policy.forward(
-                                    hs.batch(),
-                                    Head::Lm {
-                                        targets: &hs.targets,
-                                    },
-                                    true,
-                                    threads,
-                                );
-                                owned_policy = (o, t.expect("kept"));
-                                (&owned_policy.0, &owned_policy.1)
-                            }
-                        };
+                        let (out, tape) = reused_or_run(
+                            reused_passes.map(|p| &p.policy),
+                            &mut owned_policy,
+                            || {
+                                let targets = &hs.targets;
+                                nat.policy
+                                    .forward(hs.batch(), Head::Lm { targets }, true, threads)
+                            },
+                        );
                         let lp = leaf(&out.main, hs, device);
                         let ent = entropy_grad.then(|| leaf(&out.entropy, hs, device));
                         native_policy = Some((
@@ -709,12 +705,11 @@ impl TokenLearner {
                 match (native.as_deref_mut(), native_policy) {
                     (Some(nat), Some((lp, ent, tape))) => {
                         loss.backward();
-                        let d_lp = host_f32(&lp.grad());
-                        let d_ent = ent.map(|e| host_f32(&e.grad()));
-                        let mut g = nat.policy.backward(tape, &d_lp, d_ent.as_deref(), threads);
-                        nat.policy_adam.step_clipped(
-                            nat.policy.params_mut(),
-                            &mut g,
+                        native_step(
+                            &mut nat.policy,
+                            &mut nat.policy_adam,
+                            (tape, &lp, ent.as_ref()),
+                            threads,
                             self.config.max_grad_norm,
                         );
                     }
@@ -722,19 +717,15 @@ impl TokenLearner {
                         .policy_opt
                         .backward_step_clip_norm(&loss, self.config.max_grad_norm),
                 }
-                let owned_value;
+                let mut owned_value = None;
                 let mut native_value = None;
                 let new_v = match (native.as_deref(), hs) {
                     (Some(nat), Some(hs)) => {
-                        let (out, tape) = match reused_passes {
-                            Some(p) => (&p.value.0, &p.value.1),
-                            None => {
-                                let (o, t) =
-                                    nat.value.forward(hs.batch(), Head::Scalar, true, threads);
-                                owned_value = (o, t.expect("kept"));
-                                (&owned_value.0, &owned_value.1)
-                            }
-                        };
+                        let (out, tape) = reused_or_run(
+                            reused_passes.map(|p| &p.value),
+                            &mut owned_value,
+                            || nat.value.forward(hs.batch(), Head::Scalar, true, threads),
+                        );
                         let v = leaf(&out.main, hs, device);
                         native_value = Some((v.shallow_clone(), tape));
                         v
@@ -757,11 +748,11 @@ impl TokenLearner {
                 match (native.as_deref_mut(), native_value) {
                     (Some(nat), Some((v, tape))) => {
                         vloss.backward();
-                        let d_v = host_f32(&v.grad());
-                        let mut g = nat.value.backward(tape, &d_v, None, threads);
-                        nat.value_adam.step_clipped(
-                            nat.value.params_mut(),
-                            &mut g,
+                        native_step(
+                            &mut nat.value,
+                            &mut nat.value_adam,
+                            (tape, &v, None),
+                            threads,
                             self.config.max_grad_norm,
                         );
                     }
@@ -827,6 +818,39 @@ impl Drop for LibtorchThreads {
         NATIVE_THREADS.with(|t| t.set(self.outer));
         tch::set_num_threads(self.before);
     }
+}
+
+/// The rollout's pass (`reused`), or a fresh one from `run` kept in `owned`.
+fn reused_or_run<'a>(
+    reused: Option<&'a (Outputs, Tape)>,
+    owned: &'a mut Option<(Outputs, Tape)>,
+    run: impl FnOnce() -> (Outputs, Option<Tape>),
+) -> (&'a Outputs, &'a Tape) {
+    let (out, tape) = match reused {
+        Some(p) => p,
+        None => {
+            let (o, t) = run();
+            owned.insert((o, t.expect("kept")))
+        }
+    };
+    (out, tape)
+}
+
+/// One native gradient step of `model`: the gradients the loss left on the pass's output
+/// leaves (`main`, and `entropy` when the loss read it) through the backward pass of `tape`,
+/// clipped to `max_grad_norm`, then Adam.
+fn native_step(
+    model: &mut NativeGpt,
+    adam: &mut Adam,
+    (tape, main, entropy): (&Tape, &Tensor, Option<&Tensor>),
+    threads: usize,
+    max_grad_norm: f64,
+) {
+    let d_main = host_f32(&main.grad());
+    let d_entropy = entropy.map(|e| host_f32(&e.grad()));
+    let mut grad = model.backward(tape, &d_main, d_entropy.as_deref(), threads);
+    clip_grad_norm(&mut grad, max_grad_norm);
+    adam.update(model.params_mut(), &grad);
 }
 
 /// Host outputs `[B, T]` as a leaf tensor that collects its gradient.
