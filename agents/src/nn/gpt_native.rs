@@ -5,7 +5,7 @@
 //! **Why.** Through libtorch one gradient step of the bench model is ~60 operators forward and
 //! ~120 backward on small tensors, each dispatched, allocated and spread over OpenMP's threads
 //! with a barrier; about half of a PPO update's time went outside the matrix products. Here the
-//! batch is cut into chunks ([`chunk_rows`]: at most [`CHUNK`] sequences, at least four chunks
+//! batch is cut into chunks ([`chunk_rows`]: at most [`CHUNK`] sequences, at least two chunks
 //! where the batch allows); each thread takes whole chunks and runs the forward and backward
 //! pass of its chunk alone (products by `sgemm` on that thread, the rest loops over rows), so
 //! the threads meet once per pass, where the chunks' gradients are summed. On the bench it is a
@@ -31,14 +31,16 @@ use crate::nn::tanh::tanh_scalar;
 
 /// The most sequences in a chunk: the unit a thread takes, and of the gradient's summation
 /// order.
-pub const CHUNK: usize = 16;
+pub const CHUNK: usize = 32;
 
-/// Sequences per chunk for a batch of `b`: at least four chunks where the batch allows (so
-/// that a minibatch of 16 still spreads over the threads), at most [`CHUNK`] sequences each
-/// (larger chunks make the products more efficient). It depends on the batch alone, never on
-/// the thread count, so neither do the bits.
+/// Sequences per chunk for a batch of `b`: at least two chunks where the batch allows (so that
+/// a PPO minibatch of 16 still spreads over two threads), at most [`CHUNK`] sequences each
+/// (larger chunks make the products more efficient: on the bench's batch of 64, two chunks of
+/// 32 took 4.8% less time end to end than four of 16 on this repository's 2-core machine). It
+/// depends on the batch alone, never on the thread count, so neither do the bits; the price is
+/// that a batch of 64 keeps at most two threads busy in these passes.
 pub fn chunk_rows(b: usize) -> usize {
-    b.div_ceil(4).clamp(1, CHUNK)
+    b.div_ceil(2).clamp(1, CHUNK)
 }
 
 const LN_EPS: f32 = 1e-5;
@@ -1220,51 +1222,21 @@ impl NativeGpt {
             } else {
                 (dx2, dyk)
             };
-            // The attention, per row and head.
-            let mut dqkv = zeros(n * 3 * w);
-            let lp = l.div_ceil(8) * 8;
-            let mut vt = vec![0f32; hd * lp];
-            let mut dp = vec![0f32; lp];
-            let mut dq = vec![0f32; hd];
+            // The attention, per row and head (every entry of dqkv is written).
+            let mut dqkv = buffer(n * 3 * w);
+            let mut scratch = AttentionGradScratch::new(l, hd);
             for i in 0..rows {
                 for j in 0..h {
-                    for kj in 0..l {
-                        let v = &t.qkv[(i * l + kj) * 3 * w + 2 * w + j * hd..][..hd];
-                        for (d, &vv) in v.iter().enumerate() {
-                            vt[d * lp + kj] = vv;
-                        }
-                    }
-                    let probs = &t.p[(i * h + j) * l * l..][..l * l];
-                    for qi in 0..l {
-                        let keys = qi + 1;
-                        let kp = keys.div_ceil(8) * 8;
-                        let dyr = &dy[(i * l + qi) * w + j * hd..][..hd];
-                        let prow = &probs[qi * l..][..keys];
-                        // dP_k = dy · v_k (vectorised over the keys); s = Σ_k P_k dP_k.
-                        rows_dot8(dyr, &vt, lp, kp, &mut dp[..kp]);
-                        let dpk = &mut dp[..keys];
-                        let mut acc = [0f32; 8];
-                        for (k, (&pk, &d)) in prow.iter().zip(dpk.iter()).enumerate() {
-                            acc[k % 8] += pk * d;
-                        }
-                        let s = fold8(acc);
-                        // dS_k = P_k (dP_k − s) / √hd, in place.
-                        for (d, &pk) in dpk.iter_mut().zip(prow) {
-                            *d = pk * (*d - s) * scale;
-                        }
-                        let q_at = (i * l + qi) * 3 * w + j * hd;
-                        dq.fill(0.0);
-                        for (kj, (&ds, &pk)) in dpk.iter().zip(prow).enumerate() {
-                            let k_at = (i * l + kj) * 3 * w + w + j * hd;
-                            // dq += dS_k k_k; dk_k += dS_k q; dv_k += P_k dy.
-                            axpy(ds, &t.qkv[k_at..][..hd], &mut dq);
-                            axpy(ds, &t.qkv[q_at..][..hd], &mut dqkv[k_at..][..hd]);
-                            axpy(pk, dyr, &mut dqkv[k_at + w..][..hd]);
-                        }
-                        for (o, &d) in dqkv[q_at..][..hd].iter_mut().zip(dq.iter()) {
-                            *o += d;
-                        }
-                    }
+                    attention_backward(
+                        &t.qkv,
+                        &t.p[(i * h + j) * l * l..][..l * l],
+                        &dy,
+                        &mut dqkv,
+                        (i, j),
+                        (l, w, hd),
+                        scale,
+                        &mut scratch,
+                    );
                 }
             }
             let da = linear_backward(
@@ -1435,6 +1407,200 @@ fn attention_forward(
     }
 }
 
+/// Scratch space of [`attention_backward`] for `l` positions and heads of `hd` dimensions.
+struct AttentionGradScratch {
+    /// The values transposed, `[hd, lp]`, lp = l rounded up to 8 (zeros past `l`).
+    vt: Vec<f32>,
+    /// The scores' gradient dS, `[l, lp]`, zero past each query's keys.
+    ds: Vec<f32>,
+    /// A row of zeros (`max(hd, lp)`), for the rows of a last block of fewer than four.
+    zero: Vec<f32>,
+    lp: usize,
+}
+
+impl AttentionGradScratch {
+    fn new(l: usize, hd: usize) -> Self {
+        let lp = l.div_ceil(8) * 8;
+        Self {
+            vt: vec![0.0; hd * lp],
+            ds: vec![0.0; l * lp],
+            zero: vec![0.0; hd.max(lp)],
+            lp,
+        }
+    }
+}
+
+/// The backward pass of [`attention_forward`] for head `j` of row `i`: from the output's
+/// gradient `dy` (`[rows·l, w]`) and the kept probabilities `probs` (`[l, l]`), the gradients
+/// of the head's queries, keys and values, written into `dqkv` (`[rows·l, 3w]`). With
+/// S = q·kᵀ/√hd and P = softmax(S): dP = dy·vᵀ, dS = P ⊙ (dP − Σ_k P dP)/√hd, dq = dS·k,
+/// dk = dSᵀ·q, dv = Pᵀ·dy. Each product runs on blocks of four queries (or keys) by eight
+/// columns held in registers, and each gradient row is written once.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn attention_backward(
+    qkv: &[f32],
+    probs: &[f32],
+    dy: &[f32],
+    dqkv: &mut [f32],
+    (i, j): (usize, usize),
+    (l, w, hd): (usize, usize, usize),
+    scale: f32,
+    s: &mut AttentionGradScratch,
+) {
+    let lp = s.lp;
+    let at = |pos: usize, part: usize| (i * l + pos) * 3 * w + part * w + j * hd;
+    let yat = |pos: usize| (i * l + pos) * w + j * hd;
+    let full = hd - hd % 8;
+    for kj in 0..l {
+        let v = &qkv[at(kj, 2)..][..hd];
+        for (d, &vv) in v.iter().enumerate() {
+            s.vt[d * lp + kj] = vv;
+        }
+    }
+    // dP = dy·vᵀ, four queries by eight keys at a time; then dS in place.
+    for qb in (0..l).step_by(4) {
+        let nq = (l - qb).min(4);
+        let kp = (qb + nq).div_ceil(8) * 8;
+        let g: [&[f32]; 4] = std::array::from_fn(|r| {
+            if r < nq {
+                &dy[yat(qb + r)..][..hd]
+            } else {
+                &s.zero[..hd]
+            }
+        });
+        for kb in (0..kp).step_by(8) {
+            let mut acc = [[0f32; 8]; 4];
+            for d in 0..hd {
+                let v8: &[f32; 8] = s.vt[d * lp + kb..][..8].try_into().unwrap();
+                for (acc, g) in acc.iter_mut().zip(&g) {
+                    let gd = g[d];
+                    for (a, &v) in acc.iter_mut().zip(v8) {
+                        *a += gd * v;
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate().take(nq) {
+                s.ds[(qb + r) * lp + kb..][..8].copy_from_slice(acc);
+            }
+        }
+        for qi in qb..qb + nq {
+            let keys = qi + 1;
+            let prow = &probs[qi * l..][..keys];
+            let row = &mut s.ds[qi * lp..][..lp];
+            let mut acc = [0f32; 8];
+            for (k, (&pk, &d)) in prow.iter().zip(row.iter()).enumerate() {
+                acc[k % 8] += pk * d;
+            }
+            let sum = fold8(acc);
+            for (d, &pk) in row[..keys].iter_mut().zip(prow) {
+                *d = pk * (*d - sum) * scale;
+            }
+            row[keys..].fill(0.0);
+        }
+    }
+    // dq = dS·k, four queries by eight dimensions at a time.
+    for qb in (0..l).step_by(4) {
+        let nq = (l - qb).min(4);
+        let kmax = qb + nq;
+        let dsr: [&[f32]; 4] = std::array::from_fn(|r| {
+            if r < nq {
+                &s.ds[(qb + r) * lp..][..lp]
+            } else {
+                &s.zero[..lp]
+            }
+        });
+        for e in (0..full).step_by(8) {
+            let mut acc = [[0f32; 8]; 4];
+            for k in 0..kmax {
+                let k8: &[f32; 8] = qkv[at(k, 1) + e..][..8].try_into().unwrap();
+                for (acc, d) in acc.iter_mut().zip(&dsr) {
+                    let dk = d[k];
+                    for (a, &kv) in acc.iter_mut().zip(k8) {
+                        *a += dk * kv;
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate().take(nq) {
+                dqkv[at(qb + r, 0) + e..][..8].copy_from_slice(acc);
+            }
+        }
+        for e in full..hd {
+            for (r, d) in dsr.iter().enumerate().take(nq) {
+                let mut a = 0f32;
+                for (k, &dk) in d[..kmax].iter().enumerate() {
+                    a += dk * qkv[at(k, 1) + e];
+                }
+                dqkv[at(qb + r, 0) + e] = a;
+            }
+        }
+    }
+    // dk = dSᵀ·q and dv = Pᵀ·dy, four keys at a time (dS and P are zero above the diagonal).
+    let mut kb = 0;
+    while kb < l {
+        if l - kb >= 4 {
+            key_block::<4>(qkv, probs, dy, dqkv, &s.ds, kb, (i, j), (l, w, hd, lp));
+            kb += 4;
+        } else {
+            key_block::<1>(qkv, probs, dy, dqkv, &s.ds, kb, (i, j), (l, w, hd, lp));
+            kb += 1;
+        }
+    }
+}
+
+/// Keys `kb..kb + N` of [`attention_backward`]: their rows of dk = dSᵀ·q and dv = Pᵀ·dy.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn key_block<const N: usize>(
+    qkv: &[f32],
+    probs: &[f32],
+    dy: &[f32],
+    dqkv: &mut [f32],
+    ds: &[f32],
+    kb: usize,
+    (i, j): (usize, usize),
+    (l, w, hd, lp): (usize, usize, usize, usize),
+) {
+    let at = |pos: usize, part: usize| (i * l + pos) * 3 * w + part * w + j * hd;
+    let yat = |pos: usize| (i * l + pos) * w + j * hd;
+    let full = hd - hd % 8;
+    for e in (0..full).step_by(8) {
+        let mut ak = [[0f32; 8]; N];
+        let mut av = [[0f32; 8]; N];
+        for q in kb..l {
+            let q8: &[f32; 8] = qkv[at(q, 0) + e..][..8].try_into().unwrap();
+            let g8: &[f32; 8] = dy[yat(q) + e..][..8].try_into().unwrap();
+            let dsq: &[f32; N] = ds[q * lp + kb..][..N].try_into().unwrap();
+            let pq: &[f32; N] = probs[q * l + kb..][..N].try_into().unwrap();
+            for (ak, &d) in ak.iter_mut().zip(dsq) {
+                for (a, &x) in ak.iter_mut().zip(q8) {
+                    *a += d * x;
+                }
+            }
+            for (av, &p) in av.iter_mut().zip(pq) {
+                for (a, &y) in av.iter_mut().zip(g8) {
+                    *a += p * y;
+                }
+            }
+        }
+        for r in 0..N {
+            dqkv[at(kb + r, 1) + e..][..8].copy_from_slice(&ak[r]);
+            dqkv[at(kb + r, 2) + e..][..8].copy_from_slice(&av[r]);
+        }
+    }
+    for e in full..hd {
+        for r in 0..N {
+            let (mut a, mut b) = (0f32, 0f32);
+            for q in kb + r..l {
+                a += ds[q * lp + kb + r] * qkv[at(q, 0) + e];
+                b += probs[q * l + kb + r] * dy[yat(q) + e];
+            }
+            dqkv[at(kb + r, 1) + e] = a;
+            dqkv[at(kb + r, 2) + e] = b;
+        }
+    }
+}
+
 /// Two disjoint parameter gradients: `[a, a + len_a)` and `[b, …)` with `a < b`.
 fn two(grad: &mut [f32], a: usize, b: usize, len_a: usize) -> (&mut [f32], &mut [f32]) {
     assert!(a + len_a <= b);
@@ -1480,22 +1646,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// `out[k] = Σ_d a[d] · mt[d·stride + k]` for k < `kp` (a multiple of 8), eight columns at a
-/// time in registers.
-#[inline(always)]
-fn rows_dot8(a: &[f32], mt: &[f32], stride: usize, kp: usize, out: &mut [f32]) {
-    for kb in (0..kp).step_by(8) {
-        let mut acc = [0f32; 8];
-        for (d, &ad) in a.iter().enumerate() {
-            let m8: &[f32; 8] = mt[d * stride + kb..][..8].try_into().unwrap();
-            for (x, &m) in acc.iter_mut().zip(m8) {
-                *x += ad * m;
-            }
-        }
-        out[kb..kb + 8].copy_from_slice(&acc);
-    }
-}
-
 /// e^x for x ≤ 0 in float32, within two ulp: Cephes' `expf` (x = k ln 2 + r, a degree-6
 /// polynomial in r, then 2^k in the exponent bits) without branches, so that loops over it
 /// vectorise. Below −87.3 it gives 0.
@@ -1536,11 +1686,4 @@ fn max8(x: &[f32]) -> f32 {
         acc.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a)),
         |m, &v| m.max(v),
     )
-}
-
-#[inline(always)]
-fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y += alpha * x;
-    }
 }
