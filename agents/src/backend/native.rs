@@ -62,18 +62,38 @@ impl Adam {
         let bias2 = 1.0 - self.beta2.powi(self.step);
         let step_size = (self.lr / bias1) as f32;
         let bias2_sqrt = bias2.sqrt() as f32;
-        let (b1, b2, eps) = (self.beta1 as f32, self.beta2 as f32, self.eps as f32);
-        for (((p, &g), m), v) in params
-            .iter_mut()
-            .zip(grads)
-            .zip(self.m.iter_mut())
-            .zip(self.v.iter_mut())
-        {
-            *m = *m * b1 + g * (1.0 - b1);
-            *v = *v * b2 + g * g * (1.0 - b2);
-            let denom = v.sqrt() / bias2_sqrt + eps;
-            *p -= step_size * (*m / denom);
+        let k = [
+            step_size,
+            bias2_sqrt,
+            self.beta1 as f32,
+            self.beta2 as f32,
+            self.eps as f32,
+        ];
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2. The same operations on wider vectors (each one
+            // correctly rounded, none contracted): the same bits.
+            return unsafe { apply_avx2(params, grads, &mut self.m, &mut self.v, k) };
         }
+        apply(params, grads, &mut self.m, &mut self.v, k);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn apply_avx2(params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], k: [f32; 5]) {
+    apply(params, grads, m, v, k);
+}
+
+/// One Adam step elementwise, with `k` = [lr/(1 − β₁ᵗ), √(1 − β₂ᵗ), β₁, β₂, ε].
+#[inline(always)]
+fn apply(params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], k: [f32; 5]) {
+    let [step_size, bias2_sqrt, b1, b2, eps] = k;
+    for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m).zip(v) {
+        *m = *m * b1 + g * (1.0 - b1);
+        *v = *v * b2 + g * g * (1.0 - b2);
+        let denom = v.sqrt() / bias2_sqrt + eps;
+        *p -= step_size * (*m / denom);
     }
 }
 
