@@ -17,13 +17,15 @@ mkdir -p "$OUT"
 if [ "$SEED" = 1 ]; then total=29; else total=13; fi
 n=0
 # stage DIR SEED ARGS...: `gradgym rlhf ARGS --seed SEED` into $OUT/DIR, said first (the runs
-# themselves are quiet).
+# themselves are quiet). The committed study was trained with the RL stage on libtorch, before
+# the native backend became the default (rl.backend = auto); every stage names libtorch, as
+# the committed configs do, so that this script retrains what results/ holds.
 stage() {
   n=$((n + 1))
   echo "rlhf-results: [$n/$total] $OUT/$1" >&2
   local dir=$1 seed=$2
   shift 2
-  "$G" rlhf "$@" --seed "$seed" --out "$OUT/$dir" --overwrite --quiet
+  "$G" rlhf "$@" --set rl.backend=libtorch --seed "$seed" --out "$OUT/$dir" --overwrite --quiet
 }
 # ppo DIR SEED L B: PPO for 100 updates against the reward model of L comparisons at β = B.
 ppo() {

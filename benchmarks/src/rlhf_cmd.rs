@@ -102,9 +102,10 @@ struct BenchArgs {
     /// libtorch intra-op threads (0: its default).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=MOST_THREADS as i64))]
     threads: u16,
-    /// The PPO updates' backend (`rl.backend`): libtorch (the default), native (CPU only), or
-    /// both, their updates alternated (the peak memory is then the two learners' together).
-    #[arg(long, default_value = "libtorch", value_parser = ["libtorch", "native", "both"])]
+    /// The PPO updates' backend (`rl.backend`): auto (the default, as the RL stage's: native
+    /// on the CPU, libtorch on a GPU), native (CPU only), libtorch, or both, their updates
+    /// alternated (the peak memory is then the two learners' together).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "native", "libtorch", "both"])]
     backend: String,
 }
 
@@ -415,12 +416,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
     if args.threads > 0 {
         tch::set_num_threads(args.threads as i32);
     }
-    let (with_libtorch, with_native) = match args.backend.as_str() {
-        "native" => (false, true),
-        "both" => (true, true),
-        _ => (true, false),
-    };
-    if with_native && args.device != "cpu" {
+    if matches!(args.backend.as_str(), "native" | "both") && args.device != "cpu" {
         eprintln!(
             "gradgym rlhf bench: --backend {}: the native backend runs on the CPU only, and --device is {}",
             args.backend, args.device
@@ -428,6 +424,15 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     let device = parse_device(&args.device).map_err(anyhow::Error::msg)?;
+    let (with_libtorch, with_native) = match args.backend.as_str() {
+        "native" => (false, true),
+        "both" => (true, true),
+        "libtorch" => (true, false),
+        _ => match BackendKind::Auto.resolve(device) {
+            BackendKind::Native => (false, true),
+            _ => (true, false),
+        },
+    };
     let prompt_len = gradgym_envs::text::PROMPT_LEN;
     let (config, batch, response) = match &args.config {
         None => (GptConfig::bench(), 64usize, 24usize),
@@ -475,10 +480,12 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
     println!("malloc: {}", crate::malloc::describe());
     println!(
         "backend of the PPO updates: {}",
-        match (with_libtorch, with_native) {
-            (true, true) => "libtorch and native, their updates alternated",
-            (false, true) => "native (rl.backend = \"native\")",
-            _ => "libtorch (rl.backend's default)",
+        match (args.backend.as_str(), with_native) {
+            ("both", _) => "libtorch and native, their updates alternated",
+            ("auto", true) => "native (rl.backend's default, auto, on the CPU)",
+            ("auto", false) => "libtorch (rl.backend's default, auto, on a GPU)",
+            (_, true) => "native (rl.backend = \"native\")",
+            _ => "libtorch (rl.backend = \"libtorch\")",
         }
     );
     let tokens = (batch * response) as f64;
@@ -505,10 +512,10 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         num_minibatches: 1,
         batch_size: batch,
         max_response: response,
+        backend: BackendKind::Libtorch,
         ..RlConfig::default()
     };
-    // The default backend (libtorch) and the native one, each its own learner from the same
-    // weights.
+    // The libtorch backend and the native one, each its own learner from the same weights.
     let native_rl = RlConfig {
         backend: BackendKind::Native,
         ..rl.clone()
@@ -628,7 +635,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
     let (gen_note, ppo_note) = if targets {
         (
             "   (target ≥ 36,000; HF generate ≈ 12,000)",
-            "   (target ≥ 3,600; TRL PPOTrainer ≈ 1,200, RLOOTrainer ≈ 4,100)\n  the peers' speeds drift with the machine's (HF generate 9,600-24,000 and TRL's PPOTrainer 1,100-2,500 tokens/s here): `make bench-rlhf-peers` measures them alongside",
+            "   (target ≥ 3,600; TRL PPOTrainer ≈ 1,200, RLOOTrainer ≈ 4,100)\n  the peers' speeds drift with the machine's (HF generate 9,600-24,000 and TRL's PPOTrainer 1,050-2,500 tokens/s here): `make bench-rlhf-peers` measures them alongside",
         )
     } else {
         ("", "")

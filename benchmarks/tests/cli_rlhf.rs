@@ -769,7 +769,9 @@ fn runs_put_libtorchs_mkl_in_its_reproducible_mode_unless_told_another() {
     fs::remove_dir_all(dir).ok();
 }
 /// The binary keeps freed memory in the process for reuse (benchmarks/src/malloc.rs) unless told
-/// otherwise: a short bench then takes far fewer page faults than with glibc's own thresholds
+/// otherwise: a short bench on the libtorch backend (whose operators allocate and free their
+/// outputs; the native backend pools its own buffers) then takes far fewer page faults than
+/// with glibc's own thresholds
 /// (`GRADGYM_MALLOC=glibc`; about 90,000 against 135,000 here), and says which setting it ran
 /// under; a caller's own threshold is left alone, an unrelated malloc setting is not, and a
 /// misspelt `GRADGYM_MALLOC` is exit 2 naming it.
@@ -791,7 +793,19 @@ fn runs_keep_freed_memory_for_reuse_unless_told_otherwise() {
     };
     // Page faults (minor and major) of a short bench, and its malloc line.
     let bench = |env: &[(&str, &str)]| -> (i64, String) {
-        let mut command = command(&["rlhf", "bench", "--reps", "1", "--threads", "2"], env);
+        let mut command = command(
+            &[
+                "rlhf",
+                "bench",
+                "--reps",
+                "1",
+                "--threads",
+                "2",
+                "--backend",
+                "libtorch",
+            ],
+            env,
+        );
         command
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
@@ -912,14 +926,11 @@ fn bench_prints_throughput_and_memory_for_the_bench_model_or_a_configs_model() {
             words[at - 1].parse().unwrap()
         };
         assert!(rate("generation") > 0.0 && rate("PPO") > 0.0, "{t}");
-        // PPO again with libtorch's GELU, where gradgym's operator runs (x86-64 Linux, AVX2 or
-        // AVX-512, libtorch left to choose its kernels).
-        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-        if std::env::var_os("ATEN_CPU_CAPABILITY").is_none()
-            && std::arch::is_x86_feature_detected!("avx2")
-        {
-            assert!(rate("the same with libtorch's GELU") > 0.0, "{t}");
-        }
+        // The default backend on the CPU is the native one (rl.backend = auto).
+        assert!(
+            t.contains("backend of the PPO updates: native (rl.backend's default, auto"),
+            "{t}"
+        );
         // Where the update's time went: three positive parts, which with one timed update
         // are parts of that update, so they add up to no more than its time.
         let parts: Vec<f64> = t
@@ -944,7 +955,7 @@ fn bench_prints_throughput_and_memory_for_the_bench_model_or_a_configs_model() {
     let o = run(&["bench", "--reps", "0"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("--reps"), "{}", text(&o));
-    // The native backend alone, and alternated with libtorch; on a GPU it is refused.
+    // The native backend alone, libtorch alone, and the two alternated; on a GPU native is refused.
     let bench_on = |backend: &str| {
         let o = run(&[
             "bench",
@@ -961,6 +972,23 @@ fn bench_prints_throughput_and_memory_for_the_bench_model_or_a_configs_model() {
     let t = bench_on("native");
     assert!(t.contains("backend of the PPO updates: native"), "{t}");
     assert!(!t.contains("libtorch's GELU"), "{t}");
+    let t = bench_on("libtorch");
+    assert!(
+        t.contains("backend of the PPO updates: libtorch (rl.backend = \"libtorch\")"),
+        "{t}"
+    );
+    // PPO again with libtorch's GELU, where gradgym's operator runs (x86-64 Linux, AVX2 or
+    // AVX-512, libtorch left to choose its kernels).
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    if std::env::var_os("ATEN_CPU_CAPABILITY").is_none()
+        && std::arch::is_x86_feature_detected!("avx2")
+    {
+        let l = t
+            .lines()
+            .find(|l| l.trim_start().starts_with("the same with libtorch's GELU"))
+            .expect(&t);
+        assert!(l.contains("tokens/s"), "{t}");
+    }
     let t = bench_on("both");
     let native = t
         .lines()

@@ -226,16 +226,17 @@ pub struct RlConfig {
     pub rounds: usize,
     /// Write samples.jsonl entries every this many updates (and at the last).
     pub samples_every: usize,
-    /// What runs the RL stage's passes of the policy and the value function: `libtorch`
-    /// (autograd; the default, which trained the committed results), `native` (plain Rust on
-    /// the CPU, `agents/src/nn/gpt_native.rs`), or `auto` (native on the CPU, libtorch on a
-    /// GPU). Left out of a run's config.toml while `libtorch`.
-    #[serde(skip_serializing_if = "is_libtorch")]
+    /// What runs the RL stage's passes of the policy and the value function: `auto` (the
+    /// default: native on the CPU, libtorch on a GPU, as the classic tasks' `backend`),
+    /// `native` (plain Rust on the CPU, `agents/src/nn/gpt_native.rs`) or `libtorch`
+    /// (autograd; the committed results in `results/rlhf*` were trained on it and their
+    /// configs name it). Left out of a run's config.toml while `auto`.
+    #[serde(skip_serializing_if = "is_auto")]
     pub backend: BackendKind,
 }
 
-fn is_libtorch(b: &BackendKind) -> bool {
-    *b == BackendKind::Libtorch
+fn is_auto(b: &BackendKind) -> bool {
+    *b == BackendKind::Auto
 }
 
 impl Default for RlConfig {
@@ -263,7 +264,7 @@ impl Default for RlConfig {
             missing_eos_penalty: 0.0,
             rounds: 1,
             samples_every: 20,
-            backend: BackendKind::Libtorch,
+            backend: BackendKind::Auto,
         }
     }
 }
