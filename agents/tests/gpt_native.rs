@@ -75,14 +75,14 @@ fn torch_grads(m: &Gpt) -> Vec<f32> {
     out
 }
 
-const B: usize = CHUNK + 5; // two chunks: 19 sequences, then 18
+const B: usize = CHUNK + 5; // four chunks of 6 sequences, the last of 3
 const L: usize = 12;
 const FROM: usize = 5;
 
 #[test]
 fn the_lm_passes_give_libtorchs_outputs_and_gradients() {
     tch::set_num_threads(1);
-    // Two chunks, the last shorter; then a head size that is not a multiple of 8, a length
+    // Four chunks, the last partial; then a head size that is not a multiple of 8, a length
     // that is not a multiple of 4 and reading from the first position; then one block.
     check_lm(config(false), B, L, FROM, 1);
     check_lm(

@@ -5,12 +5,12 @@
 //! **Why.** Through libtorch one gradient step of the bench model is ~60 operators forward and
 //! ~120 backward on small tensors, each dispatched, allocated and spread over OpenMP's threads
 //! with a barrier; about half of a PPO update's time went outside the matrix products. Here the
-//! batch is cut into chunks ([`chunk_rows`]: at most [`CHUNK`] sequences, at least two chunks
+//! batch is cut into chunks ([`chunk_rows`]: at most [`CHUNK`] sequences, at least four chunks
 //! where the batch allows); each thread takes whole chunks and runs the forward and backward
 //! pass of its chunk alone (products by `sgemm` on that thread, the rest loops over rows), so
 //! the threads meet once per pass, where the chunks' gradients are summed. On the bench it is
-//! faster than libtorch end to end by 3–8% on an Intel CPU and by a median 12% over eight rounds
-//! on an AMD EPYC: its own loops (attention, GELU, LayerNorm, the log-softmax) take back part
+//! −3% to +8% against libtorch end to end on an Intel CPU and 4.5–15.4% faster (median 10%)
+//! over eight rounds on an AMD EPYC: its own loops (attention, GELU, LayerNorm, the log-softmax) take back part
 //! of what it saves (docs/rlhf.md, Throughput). It is the RL stage's default on the CPU
 //! (`rl.backend = "auto"`).
 //!
@@ -33,16 +33,16 @@ use crate::nn::tanh::tanh_scalar;
 
 /// The most sequences in a chunk: the unit a thread takes, and of the gradient's summation
 /// order.
-pub const CHUNK: usize = 32;
+pub const CHUNK: usize = 16;
 
-/// Sequences per chunk for a batch of `b`: at least two chunks where the batch allows (so that
-/// a PPO minibatch of 16 still spreads over two threads), at most [`CHUNK`] sequences each
-/// (larger chunks make the products more efficient: on the bench's batch of 64, two chunks of
-/// 32 took 4.8% less time end to end than four of 16 on this repository's 2-core machine). It
-/// depends on the batch alone, never on the thread count, so neither do the bits; the price is
-/// that a batch of 64 keeps at most two threads busy in these passes.
+/// Sequences per chunk for a batch of `b`: at least four chunks where the batch allows (so
+/// that a minibatch of 16 still spreads over the threads, and a batch of 64 over four), at most
+/// [`CHUNK`] sequences each (larger chunks make the products more efficient). It depends on the
+/// batch alone, never on the thread count, so neither do the bits. Chunks of 32 (two for a
+/// batch of 64) were measured too: a few percent faster on two cores in some alternated pairs
+/// and slower in others, and they would have kept a batch of 64 on two threads on any machine.
 pub fn chunk_rows(b: usize) -> usize {
-    b.div_ceil(2).clamp(1, CHUNK)
+    b.div_ceil(4).clamp(1, CHUNK)
 }
 
 const LN_EPS: f32 = 1e-5;
