@@ -102,11 +102,12 @@ struct BenchArgs {
     /// libtorch intra-op threads (0: its default).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=MOST_THREADS as i64))]
     threads: u16,
-    /// The PPO updates' backend (`rl.backend`): auto (the default, as the RL stage's: native
-    /// on the CPU, libtorch on a GPU), native (CPU only), libtorch, or both, their updates
-    /// alternated (the peak memory is then the two learners' together).
-    #[arg(long, default_value = "auto", value_parser = ["auto", "native", "libtorch", "both"])]
-    backend: String,
+    /// The PPO updates' backend (`rl.backend`): auto (native on the CPU, libtorch on a GPU),
+    /// native (CPU only), libtorch, or both, their updates alternated (the peak memory is then
+    /// the two learners' together). Default: the `--config` file's `rl.backend`, else auto
+    /// (the RL stage's default).
+    #[arg(long, value_parser = ["auto", "native", "libtorch", "both"])]
+    backend: Option<String>,
 }
 
 pub fn run(args: RlhfArgs) -> Result<ExitCode> {
@@ -416,15 +417,31 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
     if args.threads > 0 {
         tch::set_num_threads(args.threads as i32);
     }
-    if matches!(args.backend.as_str(), "native" | "both") && args.device != "cpu" {
+    let loaded = match &args.config {
+        Some(path) => Some(load_config(Some(path), &[], None)?.0),
+        None => None,
+    };
+    // The backend asked for, and where the ask came from (named if it is refused).
+    let (backend, source) = match (&args.backend, &loaded) {
+        (Some(b), _) => (b.as_str(), "--backend".to_string()),
+        (None, Some(c)) => (
+            c.rl.backend.name(),
+            format!(
+                "rl.backend in {}",
+                args.config.as_ref().expect("loaded").display()
+            ),
+        ),
+        (None, None) => ("auto", "--backend".to_string()),
+    };
+    if matches!(backend, "native" | "both") && args.device != "cpu" {
         eprintln!(
-            "gradgym rlhf bench: --backend {}: the native backend runs on the CPU only, and --device is {}",
-            args.backend, args.device
+            "gradgym rlhf bench: {source} {backend}: the native backend runs on the CPU only, and --device is {}",
+            args.device
         );
         return Ok(ExitCode::from(2));
     }
     let device = parse_device(&args.device).map_err(anyhow::Error::msg)?;
-    let (with_libtorch, with_native) = match args.backend.as_str() {
+    let (with_libtorch, with_native) = match backend {
         "native" => (false, true),
         "both" => (true, true),
         "libtorch" => (true, false),
@@ -434,16 +451,13 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         },
     };
     let prompt_len = gradgym_envs::text::PROMPT_LEN;
-    let (config, batch, response) = match &args.config {
+    let (config, batch, response) = match &loaded {
         None => (GptConfig::bench(), 64usize, 24usize),
-        Some(path) => {
-            let (c, _) = load_config(Some(path), &[], None)?;
-            (
-                pipeline::model_config(&c),
-                c.rl.batch_size,
-                c.rl.max_response,
-            )
-        }
+        Some(c) => (
+            pipeline::model_config(c),
+            c.rl.batch_size,
+            c.rl.max_response,
+        ),
     };
     let mut init = rng::stream(0, "bench/rlhf", 0);
     let policy = Gpt::new(config.clone(), device, &mut init)?;
@@ -480,12 +494,11 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
     println!("malloc: {}", crate::malloc::describe());
     println!(
         "backend of the PPO updates: {}",
-        match (args.backend.as_str(), with_native) {
-            ("both", _) => "libtorch and native, their updates alternated",
-            ("auto", true) => "native (rl.backend's default, auto, on the CPU)",
-            ("auto", false) => "libtorch (rl.backend's default, auto, on a GPU)",
-            (_, true) => "native (rl.backend = \"native\")",
-            _ => "libtorch (rl.backend = \"libtorch\")",
+        match (backend, with_native) {
+            ("both", _) => "libtorch and native, their updates alternated".to_string(),
+            ("auto", true) => "native (rl.backend = \"auto\", the default, on the CPU)".into(),
+            ("auto", false) => "libtorch (rl.backend = \"auto\", the default, on a GPU)".into(),
+            (b, _) => format!("{b} (rl.backend = \"{b}\")"),
         }
     );
     let tokens = (batch * response) as f64;

@@ -928,7 +928,7 @@ fn bench_prints_throughput_and_memory_for_the_bench_model_or_a_configs_model() {
         assert!(rate("generation") > 0.0 && rate("PPO") > 0.0, "{t}");
         // The default backend on the CPU is the native one (rl.backend = auto).
         assert!(
-            t.contains("backend of the PPO updates: native (rl.backend's default, auto"),
+            t.contains("backend of the PPO updates: native (rl.backend = \"auto\", the default"),
             "{t}"
         );
         // Where the update's time went: three positive parts, which with one timed update
@@ -998,6 +998,49 @@ fn bench_prints_throughput_and_memory_for_the_bench_model_or_a_configs_model() {
     let o = run(&["bench", "--backend", "native", "--device", "cuda"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--backend native"), "{}", text(&o));
+    // Without --backend, a config's own rl.backend decides; --backend overrides it.
+    let with_backend = |name: &str| {
+        let path = dir.join(format!("{name}.toml"));
+        fs::write(
+            &path,
+            TINY.replace("[rl]\n", &format!("[rl]\nbackend = \"{name}\"\n")),
+        )
+        .unwrap();
+        path
+    };
+    let lt = with_backend("libtorch");
+    let lt = lt.to_str().unwrap();
+    let bench_config = |extra: &[&str]| {
+        let mut args = vec!["bench", "--reps", "1", "--threads", "1", "--config", lt];
+        args.extend_from_slice(extra);
+        let o = run(&args);
+        ok(&o);
+        text(&o)
+    };
+    let t = bench_config(&[]);
+    assert!(
+        t.contains("backend of the PPO updates: libtorch (rl.backend = \"libtorch\")"),
+        "{t}"
+    );
+    let t = bench_config(&["--backend", "native"]);
+    assert!(
+        t.contains("backend of the PPO updates: native (rl.backend = \"native\")"),
+        "{t}"
+    );
+    let native = with_backend("native");
+    let o = run(&[
+        "bench",
+        "--config",
+        native.to_str().unwrap(),
+        "--device",
+        "cuda",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("rl.backend in {}", native.display())),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
