@@ -15,6 +15,6 @@ for i in $(seq "$rounds"); do
   echo "round $i"
   "$python" -W ignore scripts/bench-hf-generate.py 2>&1 | grep "HF generate"
   ./target/release/gradgym rlhf bench --reps 5 | grep -E "^(generation|  the same|PPO|  per update|peak|backend)"
-  ./target/release/gradgym rlhf bench --reps 5 --backend libtorch | grep -E "^(PPO|  per update|peak|backend)"
+  ./target/release/gradgym rlhf bench --reps 5 --backend libtorch | grep -E "^(PPO|  the same|  per update|peak|backend)"
   scripts/bench-trl.sh 5
 done
