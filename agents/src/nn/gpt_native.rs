@@ -414,6 +414,7 @@ fn layer_norm_backward(
     let w = &p[w_at..][..c];
     let (dw, db) = two(grad, w_at, b_at, c);
     let mut dxhat = vec![0f32; c];
+    let c8 = c - c % 8;
     for ((((x, dy), dx), &m), &r) in x
         .chunks_exact(c)
         .zip(dy.chunks_exact(c))
@@ -421,14 +422,35 @@ fn layer_norm_backward(
         .zip(mean)
         .zip(rstd)
     {
+        // Eight columns at a time, lane k summing columns k, k + 8, … and then the rest in
+        // lanes 0, 1, …: the order of a column-by-column loop into lane j mod 8, vectorised.
         let (mut s1, mut s2) = ([0f32; 8], [0f32; 8]);
-        for (j, ((&x, &dy), d)) in x.iter().zip(dy).zip(dxhat.iter_mut()).enumerate() {
-            let xh = (x - m) * r;
-            *d = dy * w[j];
-            dw[j] += dy * xh;
-            db[j] += dy;
-            s1[j % 8] += *d;
-            s2[j % 8] += *d * xh;
+        for (((((x8, dy8), d8), w8), dw8), db8) in x[..c8]
+            .chunks_exact(8)
+            .zip(dy[..c8].chunks_exact(8))
+            .zip(dxhat[..c8].chunks_exact_mut(8))
+            .zip(w[..c8].chunks_exact(8))
+            .zip(dw[..c8].chunks_exact_mut(8))
+            .zip(db[..c8].chunks_exact_mut(8))
+        {
+            for k in 0..8 {
+                let xh = (x8[k] - m) * r;
+                let d = dy8[k] * w8[k];
+                d8[k] = d;
+                dw8[k] += dy8[k] * xh;
+                db8[k] += dy8[k];
+                s1[k] += d;
+                s2[k] += d * xh;
+            }
+        }
+        for j in c8..c {
+            let xh = (x[j] - m) * r;
+            let d = dy[j] * w[j];
+            dxhat[j] = d;
+            dw[j] += dy[j] * xh;
+            db[j] += dy[j];
+            s1[j - c8] += d;
+            s2[j - c8] += d * xh;
         }
         let mean_d = fold8(s1) / c as f32;
         let mean_dx = fold8(s2) / c as f32;
@@ -954,11 +976,18 @@ impl NativeGpt {
                     }
                     let sum = sum8(pr);
                     let inv = 1.0 / sum;
-                    // H = lse − Σ p z.
+                    // H = lse − Σ p z, element k in lane k mod 8 (vectorised by blocks of 8).
+                    let v8 = v - v % 8;
                     let mut pz = [0f32; 8];
-                    for (k, (p, &z)) in pr.iter_mut().zip(row).enumerate() {
+                    for (p8, z8) in pr[..v8].chunks_exact_mut(8).zip(row[..v8].chunks_exact(8)) {
+                        for ((a, p), &z) in pz.iter_mut().zip(p8).zip(z8) {
+                            *p *= inv;
+                            *a += *p * z;
+                        }
+                    }
+                    for ((a, p), &z) in pz.iter_mut().zip(&mut pr[v8..]).zip(&row[v8..]) {
                         *p *= inv;
-                        pz[k % 8] += *p * z;
+                        *a += *p * z;
                     }
                     let lse = max + sum.ln();
                     *lse_out = lse;
