@@ -29,6 +29,7 @@
 
 use crate::nn::gpt::{Gpt, GptConfig};
 use crate::nn::gpt_cpu::{fold8, row_moments, sum8};
+use crate::nn::sampling::max_lanes;
 use crate::nn::tanh::tanh_scalar;
 
 /// The most sequences in a chunk: the unit a thread takes, and of the gradient's summation
@@ -970,7 +971,7 @@ impl NativeGpt {
                     .zip(tape.entropy.iter_mut())
                     .zip(tape.lse.iter_mut())
                 {
-                    let max = max8(row);
+                    let max = max_lanes(row);
                     for (p, &z) in pr.iter_mut().zip(row) {
                         *p = exp_nonpositive(z - max);
                     }
@@ -1352,12 +1353,7 @@ fn attention_forward(
 ) {
     let lp = s.lp;
     let at = |pos: usize, part: usize| (i * l + pos) * 3 * w + part * w + j * hd;
-    for kj in 0..l {
-        let k = &qkv[at(kj, 1)..][..hd];
-        for (d, &kv) in k.iter().enumerate() {
-            s.kt[d * lp + kj] = kv;
-        }
-    }
+    transpose_rows(qkv, |k| at(k, 1), (l, hd, lp), &mut s.kt);
     for qb in (0..l).step_by(4) {
         let nq = (l - qb).min(4);
         let kmax = qb + nq;
@@ -1370,28 +1366,14 @@ fn attention_forward(
             }
         });
         // Scores, eight keys at a time in registers, for the four queries together.
-        for kb in (0..kp).step_by(8) {
-            let mut acc = [[0f32; 8]; 4];
-            for d in 0..hd {
-                let k8: &[f32; 8] = s.kt[d * lp + kb..][..8].try_into().unwrap();
-                for (acc, q) in acc.iter_mut().zip(&q) {
-                    let qd = q[d];
-                    for (a, &k) in acc.iter_mut().zip(k8) {
-                        *a += qd * k;
-                    }
-                }
-            }
-            for (r, acc) in acc.iter().enumerate().take(nq) {
-                s.scores[r * lp + kb..][..8].copy_from_slice(acc);
-            }
-        }
+        rows_times_transposed(&q, nq, &s.kt, (hd, lp, kp), &mut s.scores);
         // Softmax over each query's keys; zeros after them.
         for r in 0..nq {
             let qi = qb + r;
             let keys = qi + 1;
             let sc = &mut s.scores[r * lp..][..keys];
             sc.iter_mut().for_each(|v| *v *= scale);
-            let max = max8(sc);
+            let max = max_lanes(sc);
             for v in sc.iter_mut() {
                 *v = exp_nonpositive(*v - max);
             }
@@ -1410,31 +1392,12 @@ fn attention_forward(
                 &s.zero_p[..l]
             }
         });
-        let full = hd - hd % 8;
-        for e in (0..full).step_by(8) {
-            let mut acc = [[0f32; 8]; 4];
-            for k in 0..kmax {
-                let v8: &[f32; 8] = qkv[at(k, 2) + e..][..8].try_into().unwrap();
-                for (acc, p) in acc.iter_mut().zip(&p) {
-                    let pk = p[k];
-                    for (a, &v) in acc.iter_mut().zip(v8) {
-                        *a += pk * v;
-                    }
-                }
-            }
-            for (r, acc) in acc.iter().enumerate().take(nq) {
-                y[(i * l + qb + r) * w + j * hd + e..][..8].copy_from_slice(acc);
-            }
-        }
-        for e in full..hd {
-            for (r, p) in p.iter().enumerate().take(nq) {
-                let mut a = 0f32;
-                for (k, &pk) in p[..kmax].iter().enumerate() {
-                    a += pk * qkv[at(k, 2) + e];
-                }
-                y[(i * l + qb + r) * w + j * hd + e] = a;
-            }
-        }
+        weighted_rows(
+            (&p, nq, kmax),
+            (qkv, |k| at(k, 2)),
+            hd,
+            (y, |r| (i * l + qb + r) * w + j * hd),
+        );
     }
 }
 
@@ -1482,13 +1445,7 @@ fn attention_backward(
     let lp = s.lp;
     let at = |pos: usize, part: usize| (i * l + pos) * 3 * w + part * w + j * hd;
     let yat = |pos: usize| (i * l + pos) * w + j * hd;
-    let full = hd - hd % 8;
-    for kj in 0..l {
-        let v = &qkv[at(kj, 2)..][..hd];
-        for (d, &vv) in v.iter().enumerate() {
-            s.vt[d * lp + kj] = vv;
-        }
-    }
+    transpose_rows(qkv, |k| at(k, 2), (l, hd, lp), &mut s.vt);
     // dP = dy·vᵀ, four queries by eight keys at a time; then dS in place.
     for qb in (0..l).step_by(4) {
         let nq = (l - qb).min(4);
@@ -1500,21 +1457,7 @@ fn attention_backward(
                 &s.zero[..hd]
             }
         });
-        for kb in (0..kp).step_by(8) {
-            let mut acc = [[0f32; 8]; 4];
-            for d in 0..hd {
-                let v8: &[f32; 8] = s.vt[d * lp + kb..][..8].try_into().unwrap();
-                for (acc, g) in acc.iter_mut().zip(&g) {
-                    let gd = g[d];
-                    for (a, &v) in acc.iter_mut().zip(v8) {
-                        *a += gd * v;
-                    }
-                }
-            }
-            for (r, acc) in acc.iter().enumerate().take(nq) {
-                s.ds[(qb + r) * lp + kb..][..8].copy_from_slice(acc);
-            }
-        }
+        rows_times_transposed(&g, nq, &s.vt, (hd, lp, kp), &mut s.ds[qb * lp..]);
         for qi in qb..qb + nq {
             let keys = qi + 1;
             let prow = &probs[qi * l..][..keys];
@@ -1541,30 +1484,12 @@ fn attention_backward(
                 &s.zero[..lp]
             }
         });
-        for e in (0..full).step_by(8) {
-            let mut acc = [[0f32; 8]; 4];
-            for k in 0..kmax {
-                let k8: &[f32; 8] = qkv[at(k, 1) + e..][..8].try_into().unwrap();
-                for (acc, d) in acc.iter_mut().zip(&dsr) {
-                    let dk = d[k];
-                    for (a, &kv) in acc.iter_mut().zip(k8) {
-                        *a += dk * kv;
-                    }
-                }
-            }
-            for (r, acc) in acc.iter().enumerate().take(nq) {
-                dqkv[at(qb + r, 0) + e..][..8].copy_from_slice(acc);
-            }
-        }
-        for e in full..hd {
-            for (r, d) in dsr.iter().enumerate().take(nq) {
-                let mut a = 0f32;
-                for (k, &dk) in d[..kmax].iter().enumerate() {
-                    a += dk * qkv[at(k, 1) + e];
-                }
-                dqkv[at(qb + r, 0) + e] = a;
-            }
-        }
+        weighted_rows(
+            (&dsr, nq, kmax),
+            (qkv, |k| at(k, 1)),
+            hd,
+            (dqkv, |r| at(qb + r, 0)),
+        );
     }
     // dk = dSᵀ·q and dv = Pᵀ·dy, four keys at a time (dS and P are zero above the diagonal).
     let mut kb = 0;
@@ -1575,6 +1500,86 @@ fn attention_backward(
         } else {
             key_block::<1>(qkv, probs, dy, dqkv, &s.ds, kb, (i, j), (l, w, hd, lp));
             kb += 1;
+        }
+    }
+}
+
+/// Rows `at(0) … at(l − 1)` of `src` (`hd` values each) as the columns of `dst` `[hd, lp]`.
+#[inline(always)]
+fn transpose_rows(
+    src: &[f32],
+    at: impl Fn(usize) -> usize,
+    (l, hd, lp): (usize, usize, usize),
+    dst: &mut [f32],
+) {
+    for k in 0..l {
+        for (d, &v) in src[at(k)..][..hd].iter().enumerate() {
+            dst[d * lp + k] = v;
+        }
+    }
+}
+
+/// `out[r·lp + c] = Σ_d rows[r][d] · t[d·lp + c]` for the first `nq` of four rows and the
+/// columns c < `kp` (a multiple of 8): four rows by eight columns at a time in registers, each
+/// load of `t` shared by the four (the scores q·kᵀ forward, dP = dy·vᵀ backward).
+#[inline(always)]
+fn rows_times_transposed(
+    rows: &[&[f32]; 4],
+    nq: usize,
+    t: &[f32],
+    (hd, lp, kp): (usize, usize, usize),
+    out: &mut [f32],
+) {
+    for kb in (0..kp).step_by(8) {
+        let mut acc = [[0f32; 8]; 4];
+        for d in 0..hd {
+            let t8: &[f32; 8] = t[d * lp + kb..][..8].try_into().unwrap();
+            for (acc, row) in acc.iter_mut().zip(rows) {
+                let rd = row[d];
+                for (a, &tv) in acc.iter_mut().zip(t8) {
+                    *a += rd * tv;
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate().take(nq) {
+            out[r * lp + kb..][..8].copy_from_slice(acc);
+        }
+    }
+}
+
+/// `out[out_at(r) + e] = Σ_{k < kmax} weights[r][k] · src[src_at(k) + e]` for the first `nq`
+/// of four rows and e < `hd`: eight columns at a time in registers, each load of `src` shared
+/// by the four rows (P·v forward, dq = dS·k backward).
+#[inline(always)]
+fn weighted_rows(
+    (weights, nq, kmax): (&[&[f32]; 4], usize, usize),
+    (src, src_at): (&[f32], impl Fn(usize) -> usize),
+    hd: usize,
+    (out, out_at): (&mut [f32], impl Fn(usize) -> usize),
+) {
+    let full = hd - hd % 8;
+    for e in (0..full).step_by(8) {
+        let mut acc = [[0f32; 8]; 4];
+        for k in 0..kmax {
+            let s8: &[f32; 8] = src[src_at(k) + e..][..8].try_into().unwrap();
+            for (acc, wr) in acc.iter_mut().zip(weights) {
+                let wk = wr[k];
+                for (a, &sv) in acc.iter_mut().zip(s8) {
+                    *a += wk * sv;
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate().take(nq) {
+            out[out_at(r) + e..][..8].copy_from_slice(acc);
+        }
+    }
+    for e in full..hd {
+        for (r, wr) in weights.iter().enumerate().take(nq) {
+            let mut a = 0f32;
+            for (k, &wk) in wr[..kmax].iter().enumerate() {
+                a += wk * src[src_at(k) + e];
+            }
+            out[out_at(r) + e] = a;
         }
     }
 }
@@ -1700,21 +1705,4 @@ fn exp_nonpositive(x: f32) -> f32 {
     let y = p * r * r + r + 1.0;
     let scale = f32::from_bits(((k + 127) as u32) << 23);
     if flush { 0.0 } else { y * scale }
-}
-
-/// The largest element (eight lanes, then folded).
-#[inline(always)]
-fn max8(x: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; 8];
-    let chunks = x.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a = a.max(v);
-        }
-    }
-    rest.iter().fold(
-        acc.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a)),
-        |m, &v| m.max(v),
-    )
 }
