@@ -956,19 +956,15 @@ fn bench_prints_throughput_and_memory_for_the_bench_model_or_a_configs_model() {
     assert!(!o.status.success());
     assert!(text(&o).contains("--reps"), "{}", text(&o));
     // The native backend alone, libtorch alone, and the two alternated; on a GPU native is refused.
-    let bench_on = |backend: &str| {
-        let o = run(&[
-            "bench",
-            "--reps",
-            "1",
-            "--threads",
-            "1",
-            "--backend",
-            backend,
-        ]);
+    // One timed repetition on one thread, with `extra` flags.
+    let bench_with = |extra: &[&str]| {
+        let mut args = vec!["bench", "--reps", "1", "--threads", "1"];
+        args.extend_from_slice(extra);
+        let o = run(&args);
         ok(&o);
         text(&o)
     };
+    let bench_on = |backend: &str| bench_with(&["--backend", backend]);
     let t = bench_on("native");
     assert!(t.contains("backend of the PPO updates: native"), "{t}");
     assert!(!t.contains("libtorch's GELU"), "{t}");
@@ -1010,19 +1006,12 @@ fn bench_prints_throughput_and_memory_for_the_bench_model_or_a_configs_model() {
     };
     let lt = with_backend("libtorch");
     let lt = lt.to_str().unwrap();
-    let bench_config = |extra: &[&str]| {
-        let mut args = vec!["bench", "--reps", "1", "--threads", "1", "--config", lt];
-        args.extend_from_slice(extra);
-        let o = run(&args);
-        ok(&o);
-        text(&o)
-    };
-    let t = bench_config(&[]);
+    let t = bench_with(&["--config", lt]);
     assert!(
         t.contains("backend of the PPO updates: libtorch (rl.backend = \"libtorch\")"),
         "{t}"
     );
-    let t = bench_config(&["--backend", "native"]);
+    let t = bench_with(&["--config", lt, "--backend", "native"]);
     assert!(
         t.contains("backend of the PPO updates: native (rl.backend = \"native\")"),
         "{t}"
