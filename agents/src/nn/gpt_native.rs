@@ -245,9 +245,22 @@ impl Tape {
 
 /// Float buffers kept between passes for the next ones: a pass's activations are tens of
 /// megabytes, which fresh allocations would take from the kernel again as zeroed pages on
-/// every pass. At most [`POOL_MAX`] buffers are kept.
-static POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
-const POOL_MAX: usize = 512;
+/// every pass. The pool holds what the largest set of passes alive at once used (the bench's
+/// PPO update: about 550 buffers, 194 MiB, while the rollout keeps two passes for the first
+/// gradient step and scores with two more), up to [`POOL_MAX`] buffers and
+/// [`POOL_MAX_FLOATS`] floats; a buffer given back beyond either is freed.
+static POOL: std::sync::Mutex<Pool> = std::sync::Mutex::new(Pool {
+    buffers: Vec::new(),
+    floats: 0,
+});
+const POOL_MAX: usize = 4096;
+const POOL_MAX_FLOATS: usize = 256 << 20;
+
+struct Pool {
+    buffers: Vec<Vec<f32>>,
+    /// The buffers' capacities, summed.
+    floats: usize,
+}
 
 /// A buffer of `n` floats from the pool (the smallest that holds them) or new. Its contents
 /// are whatever an earlier pass left: the caller writes every element before reading it.
@@ -255,12 +268,17 @@ fn buffer(n: usize) -> Vec<f32> {
     let found = {
         let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
         let best = pool
+            .buffers
             .iter()
             .enumerate()
             .filter(|(_, v)| v.capacity() >= n)
             .min_by_key(|(_, v)| v.capacity())
             .map(|(i, _)| i);
-        best.map(|i| pool.swap_remove(i))
+        best.map(|i| {
+            let v = pool.buffers.swap_remove(i);
+            pool.floats -= v.capacity();
+            v
+        })
     };
     match found {
         Some(mut v) => {
@@ -295,9 +313,16 @@ fn recycle(v: Vec<f32>) {
         return;
     }
     let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    if pool.len() < POOL_MAX {
-        pool.push(v);
+    if pool.buffers.len() < POOL_MAX && pool.floats + v.capacity() <= POOL_MAX_FLOATS {
+        pool.floats += v.capacity();
+        pool.buffers.push(v);
     }
+}
+
+/// Gives a buffer that a pass returned (a gradient from [`NativeGpt::backward`]) back to the
+/// pool for the next pass, which would otherwise allocate it again.
+pub fn give_back(v: Vec<f32>) {
+    recycle(v);
 }
 
 impl Drop for BlockTape {
@@ -995,18 +1020,25 @@ impl NativeGpt {
                     *ent = lse - fold8(pz);
                 }
                 let targets = targets.expect("LM head");
-                tape.out = logits
-                    .chunks_exact(v)
+                tape.out = buffer(nr);
+                for (((o, row), &t), &lse) in tape
+                    .out
+                    .iter_mut()
+                    .zip(logits.chunks_exact(v))
                     .zip(targets)
                     .zip(&tape.lse)
-                    .map(|((row, &t), &lse)| row[t as usize] - lse)
-                    .collect();
+                {
+                    *o = row[t as usize] - lse;
+                }
                 tape.logits = logits;
             }
             None => {
                 let sw = &p[self.layout.score_w.expect("scalar head")..][..w];
                 let sb = p[self.layout.score_b.expect("scalar head")];
-                tape.out = tape.hf.chunks_exact(w).map(|h| dot(h, sw) + sb).collect();
+                tape.out = buffer(nr);
+                for (o, h) in tape.out.iter_mut().zip(tape.hf.chunks_exact(w)) {
+                    *o = dot(h, sw) + sb;
+                }
             }
         }
         tape

@@ -851,6 +851,7 @@ fn native_step(
     let mut grad = model.backward(tape, &d_main, d_entropy.as_deref(), threads);
     clip_grad_norm(&mut grad, max_grad_norm);
     adam.update(model.params_mut(), &grad);
+    crate::nn::gpt_native::give_back(grad);
 }
 
 /// Host outputs `[B, T]` as a leaf tensor that collects its gradient.
