@@ -246,7 +246,7 @@ impl Tape {
 /// Float buffers kept between passes for the next ones: a pass's activations are tens of
 /// megabytes, which fresh allocations would take from the kernel again as zeroed pages on
 /// every pass. The pool holds what the largest set of passes alive at once used (the bench's
-/// PPO update: about 550 buffers, 194 MiB, while the rollout keeps two passes for the first
+/// PPO update: about 430 buffers, 149 MiB, while the rollout keeps two passes for the first
 /// gradient step and scores with two more), up to [`POOL_MAX`] buffers and
 /// [`POOL_MAX_FLOATS`] floats; a buffer given back beyond either is freed.
 static POOL: std::sync::Mutex<Pool> = std::sync::Mutex::new(Pool {
@@ -289,8 +289,21 @@ fn buffer(n: usize) -> Vec<f32> {
             }
             v
         }
-        None => vec![0.0; n],
+        None => {
+            MISSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            vec![0.0; n]
+        }
     }
+}
+
+/// Buffers the pool could not serve, so far in this process.
+static MISSES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many buffers the passes have allocated afresh so far in this process, the pool having
+/// none large enough: passes that repeat earlier ones (the same shapes, as many alive at once)
+/// should add none.
+pub fn pool_misses() -> usize {
+    MISSES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// [`buffer`] filled with zeros.

@@ -62,8 +62,9 @@ pub struct TokenRollout {
     graphs: Option<RolloutGraphs>,
     /// The same for the native backend: the rollout's passes of the policy and the value
     /// function, their outputs and activations (each valid for the weights it ran, see
-    /// [`Tape`]).
-    native: Option<NativePasses>,
+    /// [`Tape`]). The update that uses them takes them, so that their buffers go back to the
+    /// pool after its first step instead of staying alive through the later ones.
+    native: std::sync::Mutex<Option<NativePasses>>,
 }
 
 /// See [`TokenRollout`]'s `native`.
@@ -475,7 +476,7 @@ impl TokenLearner {
             old_logprobs,
             old_values,
             graphs,
-            native: tapes,
+            native: std::sync::Mutex::new(tapes),
             scores: out_scores,
             kl_k1: k1,
             kl_k3: k3,
@@ -570,13 +571,18 @@ impl TokenLearner {
             .graphs
             .as_ref()
             .filter(|g| minibatches == 1 && g.params == param_versions(&self.policy, &self.value));
-        let mut passes = match (&native, &r.native) {
-            (Some(n), Some(p))
-                if minibatches == 1
-                    && p.policy.1.version() == n.policy.version()
-                    && p.value.1.version() == n.value.version() =>
-            {
-                Some(p)
+        let mut passes = match &native {
+            Some(n) if minibatches == 1 => {
+                let mut slot = r.native.lock().unwrap_or_else(|e| e.into_inner());
+                match slot.as_ref() {
+                    Some(p)
+                        if p.policy.1.version() == n.policy.version()
+                            && p.value.1.version() == n.value.version() =>
+                    {
+                        slot.take()
+                    }
+                    _ => None,
+                }
             }
             _ => None,
         };
@@ -642,7 +648,11 @@ impl TokenLearner {
                     }
                 };
                 let reused = graphs.take();
-                let reused_passes = passes.take();
+                // Owned here: the rollout's buffers go back to the pool after this step.
+                let (reused_policy, reused_value) = match passes.take() {
+                    Some(p) => (Some(p.policy), Some(p.value)),
+                    None => (None, None),
+                };
 
                 // The passes' outputs. Native: host outputs made leaves of the loss's graph,
                 // whose gradients its backward pass takes; libtorch: tensors with graphs.
@@ -650,15 +660,12 @@ impl TokenLearner {
                 let mut native_policy = None;
                 let (new_lp, entropy) = match (native.as_deref(), hs) {
                     (Some(nat), Some(hs)) => {
-                        let (out, tape) = reused_or_run(
-                            reused_passes.map(|p| &p.policy),
-                            &mut owned_policy,
-                            || {
+                        let (out, tape) =
+                            reused_or_run(reused_policy.as_ref(), &mut owned_policy, || {
                                 let targets = &hs.targets;
                                 nat.policy
                                     .forward(hs.batch(), Head::Lm { targets }, true, threads)
-                            },
-                        );
+                            });
                         let lp = leaf(&out.main, hs, device);
                         let ent = entropy_grad.then(|| leaf(&out.entropy, hs, device));
                         native_policy = Some((
@@ -721,11 +728,10 @@ impl TokenLearner {
                 let mut native_value = None;
                 let new_v = match (native.as_deref(), hs) {
                     (Some(nat), Some(hs)) => {
-                        let (out, tape) = reused_or_run(
-                            reused_passes.map(|p| &p.value),
-                            &mut owned_value,
-                            || nat.value.forward(hs.batch(), Head::Scalar, true, threads),
-                        );
+                        let (out, tape) =
+                            reused_or_run(reused_value.as_ref(), &mut owned_value, || {
+                                nat.value.forward(hs.batch(), Head::Scalar, true, threads)
+                            });
                         let v = leaf(&out.main, hs, device);
                         native_value = Some((v.shallow_clone(), tape));
                         v
