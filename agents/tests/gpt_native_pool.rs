@@ -4,7 +4,7 @@
 //! buffers from it.
 
 use gradgym_agents::nn::gpt::{Gpt, GptConfig};
-use gradgym_agents::nn::gpt_native::{Batch, Head, NativeGpt, give_back, pool_misses};
+use gradgym_agents::nn::gpt_native::{Batch, Head, NativeGpt, pool_misses, recycle};
 use gradgym_envs::rng;
 use tch::Device;
 
@@ -50,14 +50,14 @@ fn repeated_update_passes_take_every_buffer_from_the_pool() {
         };
         let (so, _) = reward_model.forward(whole, Head::Scalar, false, 2);
         assert_eq!((ro.main.len(), so.main.len()), (b * r, b));
-        give_back(policy.backward(pt.as_ref().unwrap(), &d, None, 2));
-        give_back(value.backward(vt.as_ref().unwrap(), &d, None, 2));
+        recycle(policy.backward(pt.as_ref().unwrap(), &d, None, 2));
+        recycle(value.backward(vt.as_ref().unwrap(), &d, None, 2));
         drop((pt, vt));
         for _ in 1..4 {
             let (_, pt) = policy.forward(batch, head, true, 2);
-            give_back(policy.backward(pt.as_ref().unwrap(), &d, None, 2));
+            recycle(policy.backward(pt.as_ref().unwrap(), &d, None, 2));
             let (_, vt) = value.forward(batch, Head::Scalar, true, 2);
-            give_back(value.backward(vt.as_ref().unwrap(), &d, None, 2));
+            recycle(value.backward(vt.as_ref().unwrap(), &d, None, 2));
         }
     };
     update();

@@ -9,10 +9,10 @@
 //! where the batch allows); each thread takes whole chunks and runs the forward and backward
 //! pass of its chunk alone (products by `sgemm` on that thread, the rest loops over rows), so
 //! the threads meet once per pass, where the chunks' gradients are summed. On the bench it is
-//! −3% to +8% against libtorch end to end on an Intel CPU and 4.5–15.4% faster (median 10%)
-//! over eight rounds on an AMD EPYC: its own loops (attention, GELU, LayerNorm, the log-softmax) take back part
-//! of what it saves (docs/rlhf.md, Throughput). It is the RL stage's default on the CPU
-//! (`rl.backend = "auto"`).
+//! −3% to +8% against libtorch end to end on an Intel CPU, and on an AMD EPYC 4.5–15.4% faster
+//! (median 10%) in rounds 41–48 and −2% to +45% (median 15%) in rounds 49–64: its own loops
+//! (attention, GELU, LayerNorm, the log-softmax) take back part of what it saves (docs/rlhf.md,
+//! Throughput). It is the RL stage's default on the CPU (`rl.backend = "auto"`).
 //!
 //! **The same numbers whatever the thread count.** A chunk's outputs and gradients depend only on
 //! its own rows, and the chunks' gradients are summed in chunk order, so a run gives the same
@@ -320,8 +320,10 @@ fn copy_of(x: &[f32]) -> Vec<f32> {
     v
 }
 
-/// Gives `v` back to the pool.
-fn recycle(v: Vec<f32>) {
+/// Gives `v` back to the pool: the passes' own buffers, and those a pass returned (a gradient
+/// from [`NativeGpt::backward`]) once the caller is done with them, which the next pass would
+/// otherwise allocate again.
+pub fn recycle(v: Vec<f32>) {
     if v.capacity() == 0 {
         return;
     }
@@ -330,12 +332,6 @@ fn recycle(v: Vec<f32>) {
         pool.floats += v.capacity();
         pool.buffers.push(v);
     }
-}
-
-/// Gives a buffer that a pass returned (a gradient from [`NativeGpt::backward`]) back to the
-/// pool for the next pass, which would otherwise allocate it again.
-pub fn give_back(v: Vec<f32>) {
-    recycle(v);
 }
 
 impl Drop for BlockTape {

@@ -571,21 +571,13 @@ impl TokenLearner {
             .graphs
             .as_ref()
             .filter(|g| minibatches == 1 && g.params == param_versions(&self.policy, &self.value));
-        let mut passes = match &native {
-            Some(n) if minibatches == 1 => {
-                let mut slot = r.native.lock().unwrap_or_else(|e| e.into_inner());
-                match slot.as_ref() {
-                    Some(p)
-                        if p.policy.1.version() == n.policy.version()
-                            && p.value.1.version() == n.value.version() =>
-                    {
-                        slot.take()
-                    }
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
+        let mut passes = native.as_ref().filter(|_| minibatches == 1).and_then(|n| {
+            let mut slot = r.native.lock().unwrap_or_else(|e| e.into_inner());
+            slot.take_if(|p| {
+                p.policy.1.version() == n.policy.version()
+                    && p.value.1.version() == n.value.version()
+            })
+        });
         let host = native.is_some().then(|| HostSeqs::of(&r.seqs));
         // With one minibatch every step sees the whole batch in order: its real-token
         // targets are selected once.
@@ -857,7 +849,7 @@ fn native_step(
     let mut grad = model.backward(tape, &d_main, d_entropy.as_deref(), threads);
     clip_grad_norm(&mut grad, max_grad_norm);
     adam.update(model.params_mut(), &grad);
-    crate::nn::gpt_native::give_back(grad);
+    crate::nn::gpt_native::recycle(grad);
 }
 
 /// Host outputs `[B, T]` as a leaf tensor that collects its gradient.
