@@ -6,8 +6,25 @@ use gradgym_envs::preference::{OracleConfig, SyntheticHuman};
 use gradgym_envs::rng;
 use gradgym_envs::text::vocab::{Class, WORDS};
 use gradgym_envs::text::{
-    EOS, GoldJudge, Grammar, PROMPT_LEN, Request, Sentiment, Style, TokenError, Vocabulary,
+    EOS, GoldJudge, Grammar, PROMPT_LEN, Request, SHORTEST_DEMONSTRATION, Sentiment, Style,
+    TokenError, Vocabulary,
 };
+
+/// SFT keeps the demonstrations that fit in `rl.max_response`, and the config is refused below
+/// `SHORTEST_DEMONSTRATION`: the constant must be the true minimum, reached, never undercut.
+#[test]
+fn the_shortest_demonstration_is_what_the_constant_says() {
+    let g = Grammar::new();
+    let mut r = rng::stream(11, "test/text", 0);
+    let shortest = (0..5000)
+        .map(|_| {
+            let request = g.sample_request(&mut r);
+            g.sample_response(request, Style::Demonstration, &mut r).len()
+        })
+        .min()
+        .unwrap();
+    assert_eq!(shortest, SHORTEST_DEMONSTRATION);
+}
 
 #[test]
 fn the_vocabulary_has_a_few_hundred_words_each_once() {

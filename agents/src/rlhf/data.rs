@@ -318,10 +318,14 @@ fn prompt_field(obj: &Map<String, Value>, grammar: &Grammar) -> Result<Vec<u32>,
     Ok(tokens)
 }
 
-/// One comparison as a JSONL line (pairwise form for K = 2, K-way form otherwise).
+/// One comparison as a JSONL line: the pairwise form (`chosen`, `rejected`, `tie`) where it
+/// says all of the label (K = 2 with μ one-hot or (½, ½)), else the K-way form, with `best`
+/// for a one-hot μ and `mu` itself otherwise (a soft two-way label stays soft).
 pub fn to_json(c: &Comparison, grammar: &Grammar) -> Value {
     let text = |t: &[u32]| grammar.vocab.decode(t).expect("tokens of the vocabulary");
-    if c.responses.len() == 2 {
+    let pairwise = c.responses.len() == 2
+        && (c.mu[0] == c.mu[1] || c.mu.iter().any(|&m| m == 1.0) && c.mu.contains(&0.0));
+    if pairwise {
         let (w, l) = if c.mu[1] > c.mu[0] { (1, 0) } else { (0, 1) };
         let mut v = json!({
             "prompt": text(&c.prompt),

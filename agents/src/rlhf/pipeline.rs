@@ -27,7 +27,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 use gradgym_envs::rng::{self, Stream};
-use gradgym_envs::text::{GoldJudge, Grammar, Vocabulary};
+use gradgym_envs::text::{GoldJudge, Grammar, SHORTEST_DEMONSTRATION, Vocabulary};
 use serde::Serialize;
 use serde_json::json;
 use tch::Device;
@@ -767,6 +767,13 @@ pub fn run(
     // (loaded once, here).
     if let Some(d) = &inputs.data {
         data::read_jsonl(d, &Grammar::new(), config.rl.max_response)?;
+    }
+    if matches!(stage, Stage::All | Stage::Sft) {
+        anyhow::ensure!(
+            config.rl.max_response >= SHORTEST_DEMONSTRATION,
+            "field `rl.max_response`: {} tokens hold no demonstration for supervised fine-tuning (the shortest is {SHORTEST_DEMONSTRATION}, `<eos>` included); ask for at least {SHORTEST_DEMONSTRATION}",
+            config.rl.max_response
+        );
     }
     if matches!(stage, Stage::All | Stage::Rm) && inputs.data.is_none() {
         anyhow::ensure!(

@@ -40,6 +40,11 @@ impl Sentiment {
 /// Tokens of every prompt.
 pub const PROMPT_LEN: usize = 8;
 
+/// Tokens of the shortest demonstration (`Style::Demonstration`), `<eos>` included: one
+/// sentence of determiner, subject or aspect, verb, adjective and `.`. Supervised fine-tuning
+/// keeps the demonstrations that fit in `rl.max_response`, so a smaller bound leaves it none.
+pub const SHORTEST_DEMONSTRATION: usize = 6;
+
 /// What a prompt asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Request {
