@@ -11,6 +11,36 @@ pub const MOST_STEPS: usize = 1 << 32;
 /// The most threads: libtorch takes a 32-bit count, and no machine has this many cores.
 pub const MOST_THREADS: usize = 4096;
 
+/// The most parameters of a transformer's shape: 2³⁰ (4 GiB of float32 weights, 16 GiB with
+/// Adam's two moments and the gradient). Each of a shape's sizes may be within [`MOST_SIZE`]
+/// while their products are not: such a shape used to pass its checks and then abort the
+/// process when its first tensor could not be allocated.
+pub const MOST_PARAMETERS: u128 = 1 << 30;
+
+/// The parameters of a GPT-2-shaped transformer (`crate::nn::gpt`'s layout): token and
+/// position embeddings, per block two LayerNorms, the q/k/v and output projections and the 4×
+/// MLP with their biases, the final LayerNorm, and a scalar head (`score`) when it has one.
+/// Counted without overflow for any sizes.
+pub fn gpt_parameters(vocab: usize, context: usize, width: usize, layers: usize) -> u128 {
+    let (v, c, w, n) = (vocab as u128, context as u128, width as u128, layers as u128);
+    v * w + c * w + n * (12 * w * w + 13 * w) + 2 * w
+}
+
+/// A shape's parameters, if more than [`MOST_PARAMETERS`]: what to say, naming the fields.
+pub fn too_many_parameters(
+    vocab: usize,
+    context: usize,
+    width: usize,
+    layers: usize,
+) -> Option<String> {
+    let n = gpt_parameters(vocab, context, width, layers);
+    (n > MOST_PARAMETERS).then(|| {
+        format!(
+            "width {width}, {layers} layers and context {context} make {n} parameters, more than gradgym allows ({MOST_PARAMETERS}); lower the width, the layers or the context"
+        )
+    })
+}
+
 /// The first of `counts` above `most`, as the field and what is wrong with it.
 pub fn over<'a>(counts: &[(&'a str, usize)], most: usize) -> Option<(&'a str, String)> {
     counts

@@ -433,6 +433,26 @@ fn a_context_too_short_and_a_negative_beta_are_refused_naming_the_field() {
     }
 }
 
+/// SFT keeps the demonstrations that fit in `rl.max_response`: below the shortest (6 tokens)
+/// it would redraw forever, so the stages that fine-tune refuse it before writing anything.
+#[test]
+fn a_max_response_that_holds_no_demonstration_is_refused_where_sft_runs() {
+    let dir = scratch("max-response");
+    fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("config.toml");
+    fs::write(&cfg, TINY.replace("max_response = 16", "max_response = 5")).unwrap();
+    for stage in [None, Some("sft")] {
+        let out = dir.join(format!("out-{}", stage.unwrap_or("all")));
+        let mut args: Vec<&str> = stage.into_iter().collect();
+        args.extend(["--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{stage:?}: {}", text(&o));
+        let t = text(&o);
+        assert!(t.contains("`rl.max_response`") && t.contains("shortest is 6"), "{t}");
+        assert!(!out.exists() && !dir.join(format!("{}.partial", out.display())).exists());
+    }
+}
+
 /// The models a stage is given are checked before its folder exists: each failure is an exit 2
 /// naming the flag, and leaves neither the run nor a `.partial` folder behind.
 #[test]

@@ -428,6 +428,12 @@ impl RlhfConfig {
                 format!("{} heads do not divide width {}", m.heads, m.width),
             ));
         }
+        let vocab = gradgym_envs::text::Vocabulary::new().len();
+        if let Some(problem) =
+            crate::limits::too_many_parameters(vocab, m.context, m.width, m.layers)
+        {
+            return Err(bad("model.width", problem));
+        }
         let prompt = gradgym_envs::text::PROMPT_LEN;
         if self.rl.backend == BackendKind::Native && self.device != "cpu" {
             return Err(bad(
@@ -607,6 +613,9 @@ mod tests {
             ("[model]\ncontext = 9223372036854775807", "model.context"),
             ("[eval]\nsamples_per_prompt = 0", "eval.samples_per_prompt"),
             ("threads = 2147483648", "threads"),
+            // Each size within its cap, their product not: 5·10¹⁰ parameters.
+            ("[model]\nwidth = 65536\nheads = 1", "model.width"),
+            ("[model]\ncontext = 16777216\nwidth = 16777216", "model.width"),
             (
                 "[reward_model]\nepochs = 9223372036854775807",
                 "reward_model.epochs",
@@ -621,5 +630,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("beta_typo") && e.contains("t.toml"), "{e}");
+    }
+
+    #[test]
+    fn the_parameter_count_of_the_check_is_the_models() {
+        use crate::nn::gpt::GptConfig;
+        for (context, width, layers, heads) in [(64, 128, 2, 4), (40, 64, 3, 2), (8, 8, 1, 1)] {
+            let shape = GptConfig {
+                vocab: 512,
+                context,
+                width,
+                layers,
+                heads,
+                scalar_head: false,
+            };
+            let n = crate::limits::gpt_parameters(512, context, width, layers);
+            assert_eq!(n, shape.num_parameters() as u128, "{shape:?}");
+            assert!(shape.validate().is_ok());
+        }
+        // The bench model's 470,528; and a checkpoint's shape past the cap is refused too.
+        assert_eq!(crate::limits::gpt_parameters(512, 64, 128, 2), 470_528);
+        let huge = GptConfig {
+            vocab: 512,
+            context: 64,
+            width: 16384,
+            layers: 1,
+            heads: 1,
+            scalar_head: false,
+        };
+        assert_eq!(huge.validate().unwrap_err().0, "width");
     }
 }

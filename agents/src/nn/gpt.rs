@@ -81,6 +81,11 @@ impl GptConfig {
                 format!("{} heads do not divide width {}", self.heads, self.width),
             ));
         }
+        if let Some(problem) =
+            crate::limits::too_many_parameters(self.vocab, self.context, self.width, self.layers)
+        {
+            return Err(("width", problem));
+        }
         Ok(())
     }
 
