@@ -22,7 +22,12 @@ pub const MOST_PARAMETERS: u128 = 1 << 30;
 /// MLP with their biases, the final LayerNorm, and a scalar head (`score`) when it has one.
 /// Counted without overflow for any sizes.
 pub fn gpt_parameters(vocab: usize, context: usize, width: usize, layers: usize) -> u128 {
-    let (v, c, w, n) = (vocab as u128, context as u128, width as u128, layers as u128);
+    let (v, c, w, n) = (
+        vocab as u128,
+        context as u128,
+        width as u128,
+        layers as u128,
+    );
     v * w + c * w + n * (12 * w * w + 13 * w) + 2 * w
 }
 

@@ -855,7 +855,9 @@ fn labels_of_any_sampled_text_round_trip_through_jsonl() {
         .unwrap();
         // A user's soft label (any K): it must come back soft, not as a hard choice.
         let mut soft = labels[0].clone();
-        soft.mu = (1..=k).map(|i| (2 * i) as f64 / (k * (k + 1)) as f64).collect();
+        soft.mu = (1..=k)
+            .map(|i| (2 * i) as f64 / (k * (k + 1)) as f64)
+            .collect();
         labels.push(soft);
         let special = |t: &u32| *t == PAD || *t == 1 || *t == 3;
         assert!(

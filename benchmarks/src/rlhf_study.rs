@@ -125,6 +125,11 @@ fn number(csv: &Csv, row: usize, col: usize) -> Result<f64> {
 /// The points of `best_of_n.csv` (`key` = `n`) or `eval.csv` (`key` = `update`), in file order.
 fn read_points(path: &Path, key: &str) -> Result<Vec<Point>> {
     let csv = Csv::read(path)?;
+    anyhow::ensure!(
+        !csv.rows.is_empty(),
+        "{}: a header and no rows (truncated?)",
+        path.display()
+    );
     let c: Vec<usize> = [key, "proxy", "gold", "gold_ci", "kl"]
         .iter()
         .map(|k| csv.column(k))
@@ -161,6 +166,25 @@ pub fn load(dir: &Path) -> Result<Study> {
         dir: dir.to_path_buf(),
         ..Study::default()
     };
+    // A run's folder is `<name>.partial` until it is sealed: one still running, or whose
+    // process was killed outright. Named, like the failed runs, rather than passed over.
+    if runs.first().map(PathBuf::as_path) != Some(dir) {
+        let mut partial: Vec<String> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".partial"))
+            .collect();
+        partial.sort();
+        for name in partial {
+            study.skipped.push((
+                name,
+                "unfinished".into(),
+                "no summary.json: still running, or its process was killed".into(),
+            ));
+        }
+    }
     for run in runs {
         let manifest = read_json(&run.join("manifest.json"))?;
         if manifest.get("kind").and_then(|k| k.as_str()) != Some("rlhf") {
@@ -217,6 +241,16 @@ pub fn load(dir: &Path) -> Result<Study> {
         let bon = run.join("best_of_n.csv");
         if bon.is_file() {
             let points = read_points(&bon, "n")?;
+            // A completed run wrote a row per n its config asked for.
+            if let Some(want) = manifest["config"]["eval"]["best_of_n"].as_array() {
+                let want: Vec<f64> = want.iter().filter_map(|n| n.as_f64()).collect();
+                let got: Vec<f64> = points.iter().filter_map(|p| p.n).collect();
+                anyhow::ensure!(
+                    got == want,
+                    "{}: rows for n = {got:?}, but the completed run's eval.best_of_n is {want:?} (truncated?)",
+                    bon.display()
+                );
+            }
             // Best-of-1 is the SFT policy itself, estimated on every reference sample.
             let base = points
                 .iter()
@@ -237,6 +271,15 @@ pub fn load(dir: &Path) -> Result<Study> {
         let eval = run.join("eval.csv");
         if stage == "rl" || (stage == "all" && eval.is_file()) {
             let points = read_points(&eval, "update")?;
+            // A completed run evaluated its last update.
+            if let Some(want) = manifest["config"]["rl"]["updates"].as_f64() {
+                let last = points.last().and_then(|p| p.update).unwrap_or(f64::NAN);
+                anyhow::ensure!(
+                    last == want,
+                    "{}: the last row is update {last}, but the completed run made rl.updates = {want} (truncated?)",
+                    eval.display()
+                );
+            }
             let beta = manifest["config"]["rl"]["beta"].as_f64();
             let algo = manifest["config"]["rl"]["algo"].as_str().unwrap_or("rl");
             study.curves.push(Curve {

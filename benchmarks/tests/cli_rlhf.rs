@@ -444,11 +444,19 @@ fn a_max_response_that_holds_no_demonstration_is_refused_where_sft_runs() {
     for stage in [None, Some("sft")] {
         let out = dir.join(format!("out-{}", stage.unwrap_or("all")));
         let mut args: Vec<&str> = stage.into_iter().collect();
-        args.extend(["--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        args.extend([
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
         let o = run(&args);
         assert_eq!(o.status.code(), Some(2), "{stage:?}: {}", text(&o));
         let t = text(&o);
-        assert!(t.contains("`rl.max_response`") && t.contains("shortest is 6"), "{t}");
+        assert!(
+            t.contains("`rl.max_response`") && t.contains("shortest is 6"),
+            "{t}"
+        );
         assert!(!out.exists() && !dir.join(format!("{}.partial", out.display())).exists());
     }
 }

@@ -421,3 +421,83 @@ fn the_native_backend_gives_the_same_bytes_on_one_thread_and_two() {
         let _ = fs::remove_dir_all(dir);
     }
 }
+
+/// `report` and `plot` on an RLHF study refuse a CSV that lost rows, naming it: a header with
+/// no rows, an `eval.csv` cut at a row boundary (its last update short of the run's
+/// `rl.updates`) and a `best_of_n.csv` missing an n its config asked for. And they name a
+/// `.partial` folder (a run still going, or killed outright) instead of passing over it.
+#[test]
+fn a_study_whose_csv_lost_rows_is_refused_and_an_unfinished_run_is_named() {
+    let committed = repo().join("results/rlhf");
+    let fresh = |name: &str| {
+        let dir = common::scratch("committed", name);
+        for run in ["ppo-beta0.1-labels10000", "bon-labels10000"] {
+            copy_tree(&committed.join(run), &dir.join(run));
+        }
+        dir
+    };
+    let drop_last_line = |path: &Path| {
+        let text = fs::read_to_string(path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        fs::write(path, lines[..lines.len() - 1].join("\n") + "\n").unwrap();
+    };
+    let header_only = |path: &Path| {
+        let text = fs::read_to_string(path).unwrap();
+        fs::write(path, format!("{}\n", text.lines().next().unwrap())).unwrap();
+    };
+    let cases: [(&str, &str, &dyn Fn(&Path), &str); 4] = [
+        (
+            "eval-header",
+            "ppo-beta0.1-labels10000/eval.csv",
+            &header_only,
+            "no rows",
+        ),
+        (
+            "eval-cut",
+            "ppo-beta0.1-labels10000/eval.csv",
+            &drop_last_line,
+            "update 95",
+        ),
+        (
+            "bon-header",
+            "bon-labels10000/best_of_n.csv",
+            &header_only,
+            "no rows",
+        ),
+        (
+            "bon-cut",
+            "bon-labels10000/best_of_n.csv",
+            &drop_last_line,
+            "eval.best_of_n",
+        ),
+    ];
+    for (name, file, damage, says) in cases {
+        let dir = fresh(name);
+        damage(&dir.join(file));
+        for cmd in ["report", "plot"] {
+            let out = dir.join("out").join(cmd);
+            let o = gradgym(&[cmd, dir.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+            let t = text(&o);
+            assert_eq!(o.status.code(), Some(2), "{name} {cmd}: {t}");
+            assert!(
+                t.contains(file.split('/').next_back().unwrap()) && t.contains(says),
+                "{name} {cmd}: {t}"
+            );
+        }
+    }
+    let dir = fresh("partial");
+    fs::create_dir_all(dir.join("ppo-beta0-labels10000.partial")).unwrap();
+    let out = dir.join("out");
+    let o = gradgym(&[
+        "report",
+        dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report = fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("Left out: `ppo-beta0-labels10000.partial` (status unfinished"),
+        "{report}"
+    );
+}

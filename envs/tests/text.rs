@@ -19,7 +19,8 @@ fn the_shortest_demonstration_is_what_the_constant_says() {
     let shortest = (0..5000)
         .map(|_| {
             let request = g.sample_request(&mut r);
-            g.sample_response(request, Style::Demonstration, &mut r).len()
+            g.sample_response(request, Style::Demonstration, &mut r)
+                .len()
         })
         .min()
         .unwrap();

@@ -615,7 +615,10 @@ mod tests {
             ("threads = 2147483648", "threads"),
             // Each size within its cap, their product not: 5·10¹⁰ parameters.
             ("[model]\nwidth = 65536\nheads = 1", "model.width"),
-            ("[model]\ncontext = 16777216\nwidth = 16777216", "model.width"),
+            (
+                "[model]\ncontext = 16777216\nwidth = 16777216",
+                "model.width",
+            ),
             (
                 "[reward_model]\nepochs = 9223372036854775807",
                 "reward_model.epochs",
