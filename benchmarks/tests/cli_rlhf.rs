@@ -1256,3 +1256,41 @@ fn sigint_stops_a_long_rl_update_between_its_gradient_steps() {
     );
     fs::remove_dir_all(dir).ok();
 }
+
+/// A KL coefficient so large that score − β·KL overflows is named as the cause (it used to be
+/// reported as a non-finite policy loss, with the advice to lower the learning rate), and the
+/// run is sealed as failed with what it wrote.
+#[test]
+fn an_overflowing_kl_penalty_names_rl_beta() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = scratch("beta-overflow");
+    fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("out");
+    let (sft, rm) = (
+        repo.join("results/rlhf/sft"),
+        repo.join("results/rlhf/rm-labels10000"),
+    );
+    let o = run(&[
+        "rl",
+        "--config",
+        repo.join("configs/rlhf/demo.toml").to_str().unwrap(),
+        "--sft",
+        sft.to_str().unwrap(),
+        "--rm",
+        rm.to_str().unwrap(),
+        "--set",
+        "rl.beta=1e308",
+        "--set",
+        "rl.updates=2",
+        "--set",
+        "rl.batch_size=8",
+        "--set",
+        "eval.prompts=8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("overflowed; lower rl.beta"), "{t}");
+    assert_eq!(common::summary(&out)["status"], "failed");
+}

@@ -506,6 +506,21 @@ impl TokenLearner {
         rng: &mut Stream,
         interrupt: Option<&std::sync::atomic::AtomicBool>,
     ) -> Result<TokenUpdateStats> {
+        // Said here by its cause, before a gradient step would report a non-finite loss.
+        if let Some(i) = r.scores.iter().position(|v| !v.is_finite()) {
+            anyhow::bail!(
+                "rl: the reward model's score of sequence {i} is not finite ({})",
+                r.scores[i]
+            );
+        }
+        if let Some(i) = r.total_reward.iter().position(|v| !v.is_finite()) {
+            anyhow::bail!(
+                "rl: the reward of sequence {i} is not finite ({}): its score {} less β times its KL {} overflowed; lower rl.beta",
+                r.total_reward[i],
+                r.scores[i],
+                r.kl_k1[i]
+            );
+        }
         let Some(mut native) = self.native.take() else {
             return self.update_with(None, r, rng, interrupt);
         };
