@@ -51,6 +51,27 @@ impl Layer {
     }
 }
 
+/// Whether `value` is an integer that TOML cannot hold (it takes signed 64-bit integers): such
+/// a value would otherwise be read as a string and refused as one, which misleads.
+pub fn integer_past_toml(value: &str) -> bool {
+    let digits = value.trim().replace('_', "");
+    digits.parse::<i128>().is_ok() && digits.parse::<i64>().is_err()
+        || digits.trim_start_matches(['+', '-']).len() > 38
+            && digits
+                .trim_start_matches(['+', '-'])
+                .chars()
+                .all(|c| c.is_ascii_digit())
+}
+
+/// What to say of a value [`integer_past_toml`] is true of; `given` is how it was given.
+pub fn integer_past_toml_message(given: &str) -> String {
+    format!(
+        "{given}: an integer past what a TOML config holds ({} to {})",
+        i64::MIN,
+        i64::MAX
+    )
+}
+
 /// `key = value` as TOML: the value as written if it parses (numbers, booleans, arrays),
 /// otherwise as a string.
 pub fn toml_line(key: &str, value: &str) -> String {
@@ -144,6 +165,13 @@ impl clap::FromArgMatches for ConfigFlags {
     fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
         for field in TrainConfig::FIELDS {
             if let Some(v) = matches.get_one::<String>(field.name) {
+                if integer_past_toml(v) {
+                    let flag = format!("--{}", kebab(field.name));
+                    return Err(clap::Error::raw(
+                        clap::error::ErrorKind::ValueValidation,
+                        integer_past_toml_message(&format!("{flag} {v}")),
+                    ));
+                }
                 self.values.retain(|(f, _)| *f != field.name);
                 self.values.push((field.name, v.clone()));
             }
@@ -181,5 +209,33 @@ impl clap::Args for ConfigFlags {
 
     fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
         Self::augment_args(cmd)
+    }
+}
+
+#[cfg(test)]
+mod integer_tests {
+    use super::integer_past_toml;
+
+    #[test]
+    fn integers_past_tomls_are_told_from_strings_and_from_integers_it_holds() {
+        for v in [
+            "9223372036854775808",
+            "-9223372036854775809",
+            "1_000_000_000_000_000_000_000",
+        ] {
+            assert!(integer_past_toml(v), "{v}");
+        }
+        assert!(integer_past_toml(&"9".repeat(60)));
+        for v in [
+            "9223372036854775807",
+            "-9223372036854775808",
+            "0",
+            "1e30",
+            "cuda",
+            "[1, 2]",
+            "",
+        ] {
+            assert!(!integer_past_toml(v), "{v}");
+        }
     }
 }

@@ -49,8 +49,8 @@ struct CommonArgs {
     /// The run's TOML config (every field has a default; see docs/rlhf.md).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Overrides the config's seed.
-    #[arg(long)]
+    /// Overrides the config's seed (at most 2⁶³ − 1, the largest integer TOML holds).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
     seed: Option<u64>,
     /// Sets one config field, as `table.field=VALUE` (a TOML value; repeatable), after the
     /// file: `--set rl.beta=0.01 --set labels.comparisons=2000`.
@@ -352,6 +352,11 @@ fn apply_sets(mut table: toml::Table, sets: &[String]) -> Result<toml::Table> {
         let (key, value) = set
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("--set {set}: expected KEY=VALUE"))?;
+        if gradgym_benchmarks::configs::integer_past_toml(value) {
+            anyhow::bail!(gradgym_benchmarks::configs::integer_past_toml_message(
+                &format!("--set {set}")
+            ));
+        }
         let value: toml::Value = match format!("v = {value}").parse::<toml::Table>() {
             Ok(mut t) => t.remove("v").expect("the key just written"),
             Err(_) => toml::Value::String(value.to_string()),

@@ -747,6 +747,25 @@ fn device_and_seed_flags_override_the_config_file_before_it_is_checked() {
         serde_json::from_str(&fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["device"], "Cpu");
     assert_eq!(manifest["seed"], 5);
+    // A seed or a --set integer past TOML's 64-bit integers is named as such (it used to be
+    // read as a string and refused as "invalid type: string").
+    for args in [
+        ["--seed", "9223372036854775808"],
+        ["--set", "seed=99999999999999999999999"],
+    ] {
+        let out = dir.join("c");
+        let mut all = vec!["sft", "--config", &cfg];
+        all.extend(args);
+        all.extend(["--out", out.to_str().unwrap()]);
+        let o = run(&all);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{t}");
+        assert!(
+            t.contains("9223372036854775807") && !t.contains("string"),
+            "{t}"
+        );
+        assert!(!out.exists());
+    }
 }
 
 /// MKL promises bit-identical results from run to run only in its reproducibility mode
