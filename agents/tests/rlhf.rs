@@ -924,3 +924,25 @@ fn a_preference_file_may_carry_a_byte_order_mark_and_crlf_but_not_bytes_outside_
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A refused prompt is quoted shortened: a 5,000-word prompt gave a 30 KB error line.
+#[test]
+fn a_long_bad_prompt_is_quoted_shortened() {
+    use gradgym_agents::rlhf::data::read_jsonl;
+    use gradgym_envs::text::GoldJudge;
+    let grammar = GoldJudge::new().grammar;
+    let prompt = vec!["great"; 5000].join(" ");
+    let line = format!(
+        r#"{{"prompt": "{prompt}", "chosen": "the phone is great . <eos>", "rejected": "the phone is awful . <eos>"}}"#
+    );
+    let path =
+        std::env::temp_dir().join(format!("gradgym-long-prompt-{}.jsonl", std::process::id()));
+    std::fs::write(&path, format!("{line}\n")).unwrap();
+    let e = format!("{:#}", read_jsonl(&path, &grammar, 16).unwrap_err());
+    std::fs::remove_file(&path).ok();
+    assert!(
+        e.contains(":1: field `prompt`") && e.contains("more characters"),
+        "{e}"
+    );
+    assert!(e.len() < 400, "{} bytes: {e}", e.len());
+}

@@ -289,6 +289,20 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// `s`, or its first 80 characters and how many more there are: an error line quotes what
+/// it refuses without repeating a whole long text.
+fn shortened(s: &str) -> String {
+    const MOST: usize = 80;
+    match s.char_indices().nth(MOST) {
+        None => s.to_string(),
+        Some((cut, _)) => format!(
+            "{}… ({} more characters)",
+            &s[..cut],
+            s[cut..].chars().count()
+        ),
+    }
+}
+
 fn prompt_field(obj: &Map<String, Value>, grammar: &Grammar) -> Result<Vec<u32>, (String, String)> {
     let v = obj.get("prompt").ok_or(missing("prompt"))?;
     let Value::String(s) = v else {
@@ -311,7 +325,8 @@ fn prompt_field(obj: &Map<String, Value>, grammar: &Grammar) -> Result<Vec<u32>,
         return Err((
             "prompt".into(),
             format!(
-                "`{s}` is not a prompt of the review language (`review of the SUBJECT positive|negative :`)"
+                "`{}` is not a prompt of the review language (`review of the SUBJECT positive|negative :`)",
+                shortened(s)
             ),
         ));
     }
