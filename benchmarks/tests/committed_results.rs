@@ -445,7 +445,8 @@ fn a_study_whose_csv_lost_rows_is_refused_and_an_unfinished_run_is_named() {
         let text = fs::read_to_string(path).unwrap();
         fs::write(path, format!("{}\n", text.lines().next().unwrap())).unwrap();
     };
-    let cases: [(&str, &str, &dyn Fn(&Path), &str); 4] = [
+    type Damage<'a> = &'a dyn Fn(&Path);
+    let cases: [(&str, &str, Damage, &str); 4] = [
         (
             "eval-header",
             "ppo-beta0.1-labels10000/eval.csv",

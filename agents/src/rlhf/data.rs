@@ -339,7 +339,7 @@ fn prompt_field(obj: &Map<String, Value>, grammar: &Grammar) -> Result<Vec<u32>,
 pub fn to_json(c: &Comparison, grammar: &Grammar) -> Value {
     let text = |t: &[u32]| grammar.vocab.decode(t).expect("tokens of the vocabulary");
     let pairwise = c.responses.len() == 2
-        && (c.mu[0] == c.mu[1] || c.mu.iter().any(|&m| m == 1.0) && c.mu.contains(&0.0));
+        && (c.mu[0] == c.mu[1] || c.mu.contains(&1.0) && c.mu.contains(&0.0));
     if pairwise {
         let (w, l) = if c.mu[1] > c.mu[0] { (1, 0) } else { (0, 1) };
         let mut v = json!({
