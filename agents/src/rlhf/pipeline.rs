@@ -739,6 +739,16 @@ fn eval_prompts(config: &RlhfConfig, grammar: &Grammar) -> Vec<Vec<u32>> {
     reward::prompts(grammar, config.eval.prompts, &mut rng).1
 }
 
+/// `x` to four decimals, or in scientific notation where that would hide it or run long
+/// (β = 1e-6 is not `0.0000`, and 1e300 is not 301 digits).
+fn compact(x: f64) -> String {
+    if x != 0.0 && x.is_finite() && !(1e-3..1e4).contains(&x.abs()) {
+        format!("{x:.3e}")
+    } else {
+        format!("{x:.4}")
+    }
+}
+
 /// Runs `stage` into `out` and returns the summary it sealed the folder with.
 pub fn run(
     config: &RlhfConfig,
@@ -1229,14 +1239,14 @@ pub fn run(
                     }
                 }
                 run.say(&format!(
-                    "rl update {}/{}: proxy {:.3} gold {:.3} (SFT {:.3}) KL {:.2} β {:.4}",
+                    "rl update {}/{}: proxy {:.3} gold {:.3} (SFT {:.3}) KL {:.2} β {}",
                     update + 1,
                     rl.updates,
                     e.proxy,
                     e.gold,
                     sft_eval.gold,
                     e.kl,
-                    beta
+                    compact(beta)
                 ));
                 last_eval = e;
             }
@@ -1322,4 +1332,17 @@ fn write_bon(run: &Run<'_>, points: &[BonPoint]) -> Result<()> {
 
 fn finite_or_null(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn compact_numbers_stay_short_and_never_read_as_zero() {
+        use super::compact;
+        assert_eq!(compact(0.1), "0.1000");
+        assert_eq!(compact(0.0), "0.0000");
+        assert_eq!(compact(1e-6), "1.000e-6");
+        assert_eq!(compact(1e308), "1.000e308");
+        assert_eq!(compact(-25000.0), "-2.500e4");
+    }
 }
