@@ -193,8 +193,11 @@ pub fn run_report(args: ReportArgs) -> Result<ExitCode> {
         eprintln!("gradgym report: wrote {}", out.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let set = results::load(&args.dirs)?;
-    for w in set.warnings.iter().chain(&results::check_curves(&set)) {
+    let mut set = results::load(&args.dirs)?;
+    // Said on stderr and at the top of report.md alike.
+    let unreadable = results::check_curves(&set);
+    set.warnings.extend(unreadable);
+    for w in &set.warnings {
         eprintln!("warning: {w}");
     }
     let report = report::compute(&set, args.stats.metric()?, args.stats.bootstrap()?)?;

@@ -697,6 +697,8 @@ pub fn plot_results(
     out: &Path,
 ) -> Result<Vec<PathBuf>> {
     register_font();
+    // The statistics first: a set they refuse (no runs) leaves no plot behind.
+    let rep = report::compute(set, metric, boot)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let labels = set.labels();
     let envs = set.envs();
@@ -748,7 +750,6 @@ pub fn plot_results(
         draw_curves(root, &panels, &labels, &items, &note)
     }));
 
-    let rep = report::compute(set, metric, boot)?;
     let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0) as u32;
     let panel_w = (380 + 11 * longest).max(560);
     let size = (

@@ -282,7 +282,7 @@ pub fn load(dirs: &[PathBuf]) -> Result<ResultSet> {
                 if let Some(planned) = planned_runs(&sweep) {
                     if runs.len() < planned {
                         set.warnings.push(format!(
-                            "{} is incomplete: {} of the {planned} planned runs finished                              (resume it with the same `gradgym sweep` command)",
+                            "{} is incomplete: {} of the {planned} planned runs finished (resume it with the same `gradgym sweep` command)",
                             sweep.display(),
                             runs.len()
                         ));
@@ -406,8 +406,28 @@ pub fn check_curves(set: &ResultSet) -> Vec<String> {
 }
 
 /// A learning curve: (global_step, episodic_return) of the iterations that finished episodes.
+/// A file with no rows, or whose last row is short of the iterations the run's `summary.json`
+/// says it completed (a file cut at a row boundary), is an error naming it.
 pub fn learning_curve(run: &RunRecord) -> Result<Vec<(f64, f64)>> {
-    let csv = Csv::read(&run.dir.join("metrics.csv"))?;
+    let path = run.dir.join("metrics.csv");
+    let csv = Csv::read(&path)?;
+    if csv.rows.is_empty() {
+        bail!("{}: a header and no rows (truncated?)", path.display());
+    }
+    let iterations = fs::read_to_string(run.dir.join("summary.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .filter(|s| s["status"] == "completed")
+        .and_then(|s| s["iterations"].as_f64());
+    if let (Some(want), Ok(c_it)) = (iterations, csv.column("iteration")) {
+        let last = csv.number(csv.rows.len() - 1, c_it)?.unwrap_or(f64::NAN);
+        if last != want {
+            bail!(
+                "{}: the last row is iteration {last}, but the run's summary.json says it completed {want} (truncated?)",
+                path.display()
+            );
+        }
+    }
     let (c_step, c_ret) = (csv.column("global_step")?, csv.column("episodic_return")?);
     let mut points = Vec::with_capacity(csv.rows.len());
     for i in 0..csv.rows.len() {

@@ -502,3 +502,70 @@ fn a_study_whose_csv_lost_rows_is_refused_and_an_unfinished_run_is_named() {
         "{report}"
     );
 }
+
+/// A sweep whose run lost rows of its metrics.csv (a header alone, or cut at a row boundary
+/// short of the iterations its summary.json counts) has that run left out of the learning
+/// curves, named on stderr and at the top of report.md; they used to be drawn as they were
+/// (a short curve) or to empty the run's whole panel, silently. And a set the statistics
+/// refuse leaves no plot behind.
+#[test]
+fn a_sweep_run_whose_metrics_lost_rows_is_named_and_left_out() {
+    let committed = repo().join("results/quick");
+    let run = "runs/CartPole-v1__ppo__seed1/metrics.csv";
+    for (name, keep, says) in [
+        ("metrics-header", 1usize, "a header and no rows"),
+        ("metrics-cut", 489, "the last row is iteration 488"),
+    ] {
+        let dir = common::scratch("committed", name);
+        copy_tree(&committed, &dir);
+        let path = dir.join(run);
+        let whole = fs::read_to_string(&path).unwrap();
+        let kept: Vec<&str> = whole.lines().take(keep).collect();
+        fs::write(&path, kept.join("\n") + "\n").unwrap();
+        let out = dir.join("fresh");
+        let o = gradgym(&[
+            "report",
+            dir.to_str().unwrap(),
+            "--out",
+            out.join("report").to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains(says), "{name}: {}", text(&o));
+        let report = fs::read_to_string(out.join("report/report.md")).unwrap();
+        assert!(
+            report.contains(says) && report.contains("metrics.csv"),
+            "{name}: {report}"
+        );
+        let o = gradgym(&[
+            "plot",
+            dir.to_str().unwrap(),
+            "--out",
+            out.join("plot").to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(
+            text(&o).contains(says) && text(&o).contains("left out of learning_curves"),
+            "{name}: {}",
+            text(&o)
+        );
+    }
+    let dir = common::scratch("committed", "summary-header");
+    copy_tree(&committed, &dir);
+    let summary = dir.join("summary.csv");
+    let header = fs::read_to_string(&summary)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    fs::write(&summary, header + "\n").unwrap();
+    let out = dir.join("plots-fresh");
+    let o = gradgym(&[
+        "plot",
+        dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(!out.join("learning_curves.png").exists());
+}
