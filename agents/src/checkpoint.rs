@@ -5,7 +5,7 @@
 //! <run>/policy.safetensors   the final weights
 //! <run>/policy.json          what they are: env, observation size, head, hidden sizes, where
 //!                            in training they were taken
-//! <run>/checkpoints/iter-<N>/policy.{safetensors,json}   every `checkpoint_every` iterations
+//! <run>/checkpoints/iter-<NNNNNN>/policy.{safetensors,json}   every `checkpoint_every` iterations
 //! ```
 //!
 //! Tensors are float32, named and shaped as PyTorch names a `Linear` stack, so a reader needs

@@ -302,7 +302,7 @@ pub fn run_info() -> Result<ExitCode> {
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// A run folder of `gradgym train` or of a sweep (`runs/<id>/`), or one of its
-    /// `checkpoints/iter-<N>/` folders (the run's config.toml is then two levels up).
+    /// `checkpoints/iter-<NNNNNN>/` folders (the run's config.toml is then two levels up).
     run_dir: PathBuf,
     /// Deterministic episodes (default: the run's eval_episodes).
     #[arg(long)]
@@ -339,6 +339,11 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
     );
     if let Some(n) = args.episodes {
         anyhow::ensure!(n >= 1, "--episodes must be at least 1");
+        anyhow::ensure!(
+            n <= gradgym_agents::limits::MOST_SIZE,
+            "--episodes {n}: more than gradgym allows ({})",
+            gradgym_agents::limits::MOST_SIZE
+        );
         config.eval_episodes = n;
     }
     if let Some(s) = args.seed {

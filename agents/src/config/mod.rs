@@ -201,8 +201,8 @@ train_config! {
     adam_eps: f64 = 1e-5,
     /// Deterministic evaluation episodes at the end of training.
     eval_episodes: usize = 10,
-    /// Also save the policy every this many iterations, into `checkpoints/iter-<N>/` of the
-    /// run folder (0: only the final policy, `policy.safetensors`).
+    /// Also save the policy every this many iterations, into `checkpoints/iter-<NNNNNN>/` of the
+    /// run folder (the iteration in six digits: `iter-000002`) (0: only the final policy, `policy.safetensors`).
     checkpoint_every: u64 = 0,
     /// Threads libtorch may use (1 keeps parallel sweeps reproducible and fast).
     torch_threads: usize = 1,
@@ -305,7 +305,22 @@ impl TrainConfig {
         if let Some((f, m)) = crate::limits::over(
             &[("torch_threads", self.torch_threads)],
             crate::limits::MOST_THREADS,
-        ) {
+        )
+        .or_else(|| {
+            // It sizes a buffer: past the cap, the allocation's size overflowed (a panic after
+            // training) instead of a config error before it. (num_envs and num_steps have
+            // their own checks below: overflow, then the memory estimate.)
+            crate::limits::over(
+                &[("eval_episodes", self.eval_episodes)],
+                crate::limits::MOST_SIZE,
+            )
+        })
+        .or_else(|| {
+            crate::limits::over(
+                &[("update_epochs", self.update_epochs)],
+                crate::limits::MOST_STEPS,
+            )
+        }) {
             return Err(bad(f, m));
         }
         if self.num_envs.checked_mul(self.num_steps).is_none() {
@@ -557,6 +572,15 @@ mod tests {
         let e = over.validate().unwrap_err();
         assert_eq!(e.field, "num_envs");
         assert!(e.message.contains("would need about"), "{e}");
+        // Each refused before training: a huge eval_episodes used to panic after it.
+        for field in ["eval_episodes", "update_epochs"] {
+            let over = c
+                .overlay_toml(&format!("{field} = 9223372036854775807"), "x")
+                .unwrap();
+            let e = over.validate().unwrap_err();
+            assert_eq!(e.field, field);
+            assert!(e.message.contains("more than gradgym allows"), "{e}");
+        }
     }
 
     #[test]
