@@ -476,6 +476,10 @@ struct FolderLock {
     path: PathBuf,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     heartbeat: Option<std::thread::JoinHandle<()>>,
+    /// SIGINT and SIGTERM while the lock is held: the lock file goes, the sweep says how to
+    /// resume and exits 130. Its runs in flight stay in their `.partial` folders, which a
+    /// resumed sweep redoes; finished runs and summary.csv (written atomically) are kept.
+    signals: Option<(signal_hook::iterator::Handle, std::thread::JoinHandle<()>)>,
 }
 
 const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(20);
@@ -543,16 +547,40 @@ impl FolderLock {
                 }
             })
         };
+        let signals = {
+            use signal_hook::consts::{SIGINT, SIGTERM};
+            let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+                .context("cannot install a signal handler")?;
+            let handle = signals.handle();
+            let (path, out) = (path.clone(), out.to_path_buf());
+            let thread = std::thread::spawn(move || {
+                if signals.forever().next().is_some() {
+                    let _ = fs::remove_file(&path);
+                    eprintln!(
+                        "\ngradgym sweep: interrupted; the finished runs in {} are kept, and the same \
+                         command resumes the rest",
+                        out.display()
+                    );
+                    std::process::exit(130);
+                }
+            });
+            Some((handle, thread))
+        };
         Ok(Self {
             path,
             stop,
             heartbeat: Some(heartbeat),
+            signals,
         })
     }
 }
 
 impl Drop for FolderLock {
     fn drop(&mut self) {
+        if let Some((handle, thread)) = self.signals.take() {
+            handle.close();
+            let _ = thread.join();
+        }
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(h) = self.heartbeat.take() {
             let _ = h.join();

@@ -700,3 +700,62 @@ fn a_lock_from_another_host_blocks_while_its_heartbeat_is_fresh() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(!lock.exists(), "released at the end");
 }
+
+/// SIGINT or SIGTERM stops a sweep at once with exit 130, says how to resume, and takes its
+/// lock file away (it was left behind, for the next sweep to take over as a dead owner's).
+#[test]
+fn a_signal_stops_a_sweep_with_130_and_leaves_no_lock() {
+    let file = write_sweep(
+        "long",
+        "name = \"long\"\nseeds = [1, 2]\nconfig = { total_timesteps = 50000000 }\n[[runs]]\nenvs = [\"CartPole-v1\"]\nalgos = [\"ppo\"]\n",
+    );
+    for signal in ["-INT", "-TERM"] {
+        let out = scratch(&format!("signal{signal}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gradgym"))
+            .args([
+                "sweep",
+                file.to_str().unwrap(),
+                "--jobs",
+                "1",
+                "--quiet",
+                "--out",
+            ])
+            .arg(&out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let metrics = out.join("runs/CartPole-v1__ppo__seed1.partial/metrics.csv");
+        let start = Instant::now();
+        while fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 2 {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "the run never started"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(out.join(".sweep.lock").is_file());
+        let kill = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > Duration::from_secs(60) {
+                child.kill().ok();
+                panic!("the sweep did not stop within a minute of kill {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(130), "{}", text(&o));
+        assert!(
+            text(&o).contains("interrupted") && text(&o).contains("resumes"),
+            "{}",
+            text(&o)
+        );
+        assert!(!out.join(".sweep.lock").exists());
+        assert!(out.join("summary.csv").is_file() && out.join("manifest.json").is_file());
+    }
+}
