@@ -152,6 +152,12 @@ fn default_text(field: &str) -> String {
     }
 }
 
+/// Whether `field`'s default is an integer (else a float, a string, a list or unset).
+fn default_is_integer(field: &str) -> bool {
+    let table = toml::Table::try_from(TrainConfig::default()).expect("the defaults serialise");
+    matches!(table.get(field), Some(toml::Value::Integer(_)))
+}
+
 /// Flags that are more than a config field's name, by field.
 const ALIASES: [(&str, &str); 1] = [("env_id", "env")];
 
@@ -165,6 +171,12 @@ impl clap::FromArgMatches for ConfigFlags {
     fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
         for field in TrainConfig::FIELDS {
             if let Some(v) = matches.get_one::<String>(field.name) {
+                let mut v = v.clone();
+                // A float field takes a long integer as the float it is (1e20 written out).
+                if integer_past_toml(&v) && !default_is_integer(field.name) {
+                    v = format!("{}.0", v.trim().replace('_', ""));
+                }
+                let v = &v;
                 if integer_past_toml(v) {
                     let flag = format!("--{}", kebab(field.name));
                     return Err(clap::Error::raw(

@@ -79,8 +79,8 @@ pub struct PrefsArgs {
     #[arg(long)]
     env: Option<String>,
     /// The label budget: queries the synthetic human answers over the run (`prefs.labels`;
-    /// default 1000).
-    #[arg(long)]
+    /// default 1000; at most 2⁶³ − 1, the largest integer TOML holds).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
     labels: Option<u64>,
     /// `random` or `disagreement` (`prefs.query`).
     #[arg(long)]
@@ -89,8 +89,8 @@ pub struct PrefsArgs {
     #[arg(long)]
     mode: Option<String>,
     /// Transitions per segment (`prefs.segment_length`).
-    #[arg(long)]
-    segment_length: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
+    segment_length: Option<u64>,
     #[command(flatten)]
     train: TrainArgs,
 }

@@ -477,3 +477,41 @@ fn the_default_out_folder_is_named_as_a_sweep_names_its_runs() {
         text(&o)
     );
 }
+
+/// A number past TOML's signed 64-bit integers: named as such for an integer field (it was
+/// read as a string and refused as "invalid type: string"), taken as the float it is for a
+/// float field (as `1e20` is).
+#[test]
+fn integers_past_toml_are_named_or_taken_as_floats() {
+    let out = scratch("big-int");
+    let o = gradgym(&[
+        "train",
+        "--num-envs",
+        "99999999999999999999",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o)
+            .contains("--num-envs 99999999999999999999: an integer past what a TOML config holds"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.exists());
+    let o = gradgym(&[
+        "train",
+        "--total-timesteps",
+        "512",
+        "--max-grad-norm",
+        "100000000000000000000",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(
+        config.contains("max_grad_norm = 100000000000000000000.0"),
+        "{config}"
+    );
+}
