@@ -102,8 +102,41 @@ pub fn resolve(env_id: &str, algo: Algo, layers: &[Layer]) -> Result<(TrainConfi
     }
     config.env_id = env_id.to_string();
     config.algo = algo;
-    config.validate()?;
+    config
+        .validate()
+        .map_err(|e| match where_set(layers, e.field) {
+            Some(at) => anyhow::anyhow!("{at}: {e}"),
+            None => anyhow::Error::new(e),
+        })?;
     Ok((config, sources))
+}
+
+/// Where the last of `layers` that sets `field` (`prefs.labels` for a table's key) sets it:
+/// `SOURCE:LINE`, or the source alone where the line cannot be told.
+fn where_set(layers: &[Layer], field: &str) -> Option<String> {
+    let path: Vec<&str> = field.split('.').collect();
+    layers.iter().rev().find_map(|layer| {
+        let table: toml::Table = layer.text.parse().ok()?;
+        let mut at = &table;
+        for key in &path[..path.len() - 1] {
+            at = at.get(*key)?.as_table()?;
+        }
+        at.get(*path.last()?)?;
+        // The line of `key =` (or `table.key =`), where it is written so.
+        let key = *path.last()?;
+        let line = layer.text.lines().position(|l| {
+            let l = l.trim_start();
+            [field, key].iter().any(|k| {
+                l.strip_prefix(k)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+            })
+        });
+        // A file's line; the flags' layer is not a file the user wrote.
+        Some(match line {
+            Some(i) if layer.source.ends_with(".toml") => format!("{}:{}", layer.source, i + 1),
+            _ => layer.source.clone(),
+        })
+    })
 }
 
 /// One command-line flag per [`TrainConfig`] field, made from [`TrainConfig::FIELDS`]: the

@@ -515,3 +515,39 @@ fn integers_past_toml_are_named_or_taken_as_floats() {
         "{config}"
     );
 }
+
+/// A value a config file sets and validation refuses is named with the file and line that set
+/// it (it named the field alone, with the file and flag layers merged before the check).
+#[test]
+fn a_bad_value_names_the_file_and_line_that_set_it() {
+    let dir = scratch("bad-value-line");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("mine.toml");
+    std::fs::write(&cfg, "learning_rate = 0.001\ngamma = 0\n").unwrap();
+    let out = dir.join("out");
+    let args = [
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = gradgym(&args);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("mine.toml:2: config field `gamma`"),
+        "{}",
+        text(&o)
+    );
+    // A flag given after the file is the one named.
+    let mut with_flag = args.to_vec();
+    with_flag.extend(["--gamma", "1.5"]);
+    let o = gradgym(&with_flag);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("command-line flags: config field `gamma`"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.exists());
+}
