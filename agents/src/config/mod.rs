@@ -314,14 +314,23 @@ impl TrainConfig {
                 &[("eval_episodes", self.eval_episodes)],
                 crate::limits::MOST_SIZE,
             )
-        })
-        .or_else(|| {
-            crate::limits::over(
-                &[("update_epochs", self.update_epochs)],
-                crate::limits::MOST_STEPS,
-            )
         }) {
             return Err(bad(f, m));
+        }
+        // The gradient steps of one iteration: a signal stops a run between iterations, so
+        // an iteration must end in reasonable time (2²⁴ steps of a tiny minibatch take
+        // minutes, not the days an unchecked update_epochs could).
+        let steps = (self.update_epochs as u128) * (self.num_minibatches as u128);
+        if steps > crate::limits::MOST_SIZE as u128 {
+            return Err(bad(
+                "update_epochs",
+                format!(
+                    "update_epochs × num_minibatches = {} × {} gradient steps per iteration is more than gradgym allows ({})",
+                    self.update_epochs,
+                    self.num_minibatches,
+                    crate::limits::MOST_SIZE
+                ),
+            ));
         }
         if self.num_envs.checked_mul(self.num_steps).is_none() {
             return Err(bad(
@@ -572,15 +581,24 @@ mod tests {
         let e = over.validate().unwrap_err();
         assert_eq!(e.field, "num_envs");
         assert!(e.message.contains("would need about"), "{e}");
-        // Each refused before training: a huge eval_episodes used to panic after it.
-        for field in ["eval_episodes", "update_epochs"] {
-            let over = c
-                .overlay_toml(&format!("{field} = 9223372036854775807"), "x")
-                .unwrap();
+        // Each refused before training: a huge eval_episodes used to panic after it, a huge
+        // update_epochs to run one iteration for days, deaf to signals.
+        for (toml, field) in [
+            ("eval_episodes = 9223372036854775807", "eval_episodes"),
+            ("update_epochs = 9223372036854775807", "update_epochs"),
+            ("update_epochs = 5000000", "update_epochs"),
+        ] {
+            let over = c.overlay_toml(toml, "x").unwrap();
             let e = over.validate().unwrap_err();
-            assert_eq!(e.field, field);
+            assert_eq!(e.field, field, "{toml}");
             assert!(e.message.contains("more than gradgym allows"), "{e}");
         }
+        assert!(
+            c.overlay_toml("update_epochs = 4000000", "x")
+                .unwrap()
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]
