@@ -63,6 +63,18 @@ pub fn integer_past_toml(value: &str) -> bool {
                 .all(|c| c.is_ascii_digit())
 }
 
+/// Why `value`, written as a TOML array or inline table (`[…]`, `{…}`), is not one: such a
+/// value would otherwise be read as a string and refused as one. `None` where it parses or is
+/// not written so.
+pub fn bad_toml_structure(value: &str) -> Option<String> {
+    let v = value.trim_start();
+    if !(v.starts_with('[') || v.starts_with('{')) {
+        return None;
+    }
+    let e = format!("v = {value}").parse::<toml::Table>().err()?;
+    Some(e.message().trim().to_string())
+}
+
 /// What to say of a value [`integer_past_toml`] is true of; `given` is how it was given.
 pub fn integer_past_toml_message(given: &str) -> String {
     format!(
@@ -210,6 +222,13 @@ impl clap::FromArgMatches for ConfigFlags {
                     v = format!("{}.0", v.trim().replace('_', ""));
                 }
                 let v = &v;
+                if let Some(why) = bad_toml_structure(v) {
+                    let flag = format!("--{}", kebab(field.name));
+                    return Err(clap::Error::raw(
+                        clap::error::ErrorKind::ValueValidation,
+                        format!("{flag} {v}: not a TOML value: {why}"),
+                    ));
+                }
                 if integer_past_toml(v) {
                     let flag = format!("--{}", kebab(field.name));
                     return Err(clap::Error::raw(
@@ -271,6 +290,10 @@ mod integer_tests {
             assert!(integer_past_toml(v), "{v}");
         }
         assert!(integer_past_toml(&"9".repeat(60)));
+        assert!(super::bad_toml_structure("[9223372036854775808]").is_some());
+        assert!(super::bad_toml_structure("{ labels = 18446744073709551616 }").is_some());
+        assert!(super::bad_toml_structure("[64, 64]").is_none());
+        assert!(super::bad_toml_structure("cuda").is_none());
         for v in [
             "9223372036854775807",
             "-9223372036854775808",

@@ -125,6 +125,13 @@ impl SweepSpec {
         if spec.seeds.is_empty() {
             bail!("{source}: `seeds` is empty; give at least one seed");
         }
+        // Each run's config is TOML, whose integers are signed 64-bit.
+        if let Some(seed) = spec.seeds.iter().find(|&&s| s > i64::MAX as u64) {
+            bail!(
+                "{source}: `seeds`: {seed} is past what a TOML config holds (at most {})",
+                i64::MAX
+            );
+        }
         if spec.runs.is_empty() {
             bail!("{source}: no [[runs]] group; give at least one");
         }
@@ -1001,6 +1008,10 @@ grid = { learning_rate = [0.001, 0.0003], gamma = [0.9] }
         };
         assert!(
             err("seeds = []\n[[runs]]\nenvs=[\"CartPole-v1\"]\nalgos=[\"ppo\"]").contains("seeds")
+        );
+        assert!(
+            err("seeds = [9223372036854775808]\n[[runs]]\nenvs=[\"CartPole-v1\"]\nalgos=[\"ppo\"]")
+                .contains("`seeds`: 9223372036854775808 is past")
         );
         let e = err("seeds = [1]\n[[runs]]\nenvs=[\"Nope-v0\"]\nalgos=[\"ppo\"]");
         assert!(
