@@ -128,6 +128,24 @@ fn malformed_files_get_errors_naming_line_and_column() {
     let e = parse_error(&format!("{header}\n{}", fields.join(",")));
     assert_eq!(e.column.as_deref(), Some("action"));
 
+    // A recorded value that is not a finite float32 (NaN, inf, 1e308): a damaged file, named
+    // as bad input, not reported as the kernels' mismatch.
+    for value in ["NaN", "inf", "1e308"] {
+        let mut fields: Vec<&str> = lines[1].split(',').collect();
+        fields[state_2] = value;
+        let e = parse_error(&format!("{header}\n{}", fields.join(",")));
+        assert_eq!(
+            (e.line, e.column.as_deref()),
+            (2, Some("state_2")),
+            "{value}"
+        );
+        assert!(e.to_string().contains("not a finite float32"), "{e}");
+    }
+
+    // A column given twice (the second used to be ignored).
+    let e = parse_error(&format!("{header},state_0\n{},999", lines[1]));
+    assert_eq!((e.line, e.column.as_deref()), (1, Some("state_0")));
+
     // A missing column, and an empty file.
     let e = parse_error(&header.replace("reward", "rewrd"));
     assert!(e.to_string().contains("reward"), "{e}");

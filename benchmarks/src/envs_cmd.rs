@@ -92,14 +92,27 @@ pub fn run(command: EnvsCommand) -> Result<ExitCode> {
             state_tol,
             reward_tol,
             obs_tol,
-        } => check(
-            &file,
-            Tolerances {
-                state: state_tol,
-                reward: reward_tol,
-                obs: obs_tol,
-            },
-        ),
+        } => {
+            for (flag, t) in [
+                ("--state-tol", state_tol),
+                ("--reward-tol", reward_tol),
+                ("--obs-tol", obs_tol),
+            ] {
+                // A NaN passed every row and a negative one failed exact matches.
+                anyhow::ensure!(
+                    t.is_finite() && t >= 0.0,
+                    "{flag} {t}: must be a finite number ≥ 0"
+                );
+            }
+            check(
+                &file,
+                Tolerances {
+                    state: state_tol,
+                    reward: reward_tol,
+                    obs: obs_tol,
+                },
+            )
+        }
         EnvsCommand::Bench {
             env,
             num_envs,
@@ -110,6 +123,11 @@ pub fn run(command: EnvsCommand) -> Result<ExitCode> {
         } => {
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let most = gradgym_agents::limits::MOST_THREADS;
+            anyhow::ensure!(
+                threads <= most,
+                "--threads {threads}: more than gradgym allows ({most})"
+            );
             bench(&env, num_envs, seconds, threads, seed, kernel)
         }
     }

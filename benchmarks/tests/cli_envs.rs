@@ -93,6 +93,22 @@ fn check_reports_malformed_files_with_line_and_column() {
     assert_eq!(o.status.code(), Some(2), "{t}");
     assert!(t.contains("line 13, column `"), "{t}");
 
+    // A tolerance that is not a finite number ≥ 0: a NaN passed every row.
+    for tol in ["NaN", "inf", "-1"] {
+        let o = gradgym(&[
+            "envs",
+            "check",
+            fixture().to_str().unwrap(),
+            &format!("--state-tol={tol}"),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{tol}: {}", text(&o));
+        assert!(
+            text(&o).contains("must be a finite number ≥ 0"),
+            "{}",
+            text(&o)
+        );
+    }
+
     let missing = path.with_file_name("does-not-exist.csv");
     let o = gradgym(&["envs", "check", missing.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));

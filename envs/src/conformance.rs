@@ -76,6 +76,17 @@ pub fn parse(text: &str, source_name: &str) -> Result<Vec<FixtureRow>, FixtureEr
         .next()
         .ok_or_else(|| err(1, None, "the file is empty (no header)".into()))?;
     let header: Vec<&str> = header_line.split(',').map(str::trim).collect();
+    if let Some((k, dup)) = header
+        .iter()
+        .enumerate()
+        .find(|(k, h)| header[..*k].contains(h))
+    {
+        return Err(err(
+            1,
+            Some(dup),
+            format!("column {} repeats column `{dup}`", k + 1),
+        ));
+    }
     let column_index = |name: &str| header.iter().position(|h| *h == name);
 
     let mut required: Vec<String> = FIXED_COLUMNS.iter().map(|s| s.to_string()).collect();
@@ -135,9 +146,19 @@ pub fn parse(text: &str, source_name: &str) -> Result<Vec<FixtureRow>, FixtureEr
                     format!("empty, but {env_id} needs a value here"),
                 ));
             }
-            value
+            let x = value
                 .parse::<f64>()
-                .map_err(|_| err(line, Some(name), format!("`{value}` is not a number")))
+                .map_err(|_| err(line, Some(name), format!("`{value}` is not a number")))?;
+            // Gymnasium's recorded states, observations, actions and rewards are finite
+            // float32s: anything else is a damaged file, not a mismatch of the kernels.
+            if !(x as f32).is_finite() {
+                return Err(err(
+                    line,
+                    Some(name),
+                    format!("`{value}` is not a finite float32"),
+                ));
+            }
+            Ok(x)
         };
         let numbers = |prefix: &str, count: usize| -> Result<Vec<f64>, FixtureError> {
             (0..count)
@@ -176,7 +197,7 @@ pub fn parse(text: &str, source_name: &str) -> Result<Vec<FixtureRow>, FixtureEr
                 return Err(err(
                     line,
                     Some("terminated"),
-                    format!("`{other}` is not 0 or 1"),
+                    format!("`{other}` is not 0 or 1 (or Python's False or True)"),
                 ));
             }
         };
