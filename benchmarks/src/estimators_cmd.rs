@@ -66,6 +66,21 @@ pub fn run(args: EstimatorArgs) -> Result<ExitCode> {
         "config field `samples`: needs sizes ≥ 1 (got {:?})",
         config.samples
     );
+    // Trajectories sampled per MDP and estimator: the defaults take 21,504 (3 s in all); past
+    // 2²⁴ a study would run for hours or fail to allocate its batches.
+    let most = gradgym_agents::limits::MOST_SIZE as u128;
+    let per_case = config.batches as u128 * config.samples.iter().map(|&m| m as u128).sum::<u128>();
+    anyhow::ensure!(
+        per_case <= most,
+        "config fields `batches` × `samples`: {} × {:?} = {per_case} trajectories per MDP and estimator, more than gradgym allows ({most})",
+        config.batches,
+        config.samples
+    );
+    anyhow::ensure!(
+        config.random_mdps <= 1024,
+        "config field `random_mdps`: {} is more than gradgym allows (1024)",
+        config.random_mdps
+    );
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     tch::set_num_threads(1);

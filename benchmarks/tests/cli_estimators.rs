@@ -55,3 +55,35 @@ fn the_study_writes_its_table_and_catches_the_biased_estimator() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("sample"), "{}", text(&o));
 }
+
+/// A study too large to run (hours, or batches that cannot be allocated: `samples =
+/// [1000000000000]` aborted the process) is refused naming its fields, before its folder.
+#[test]
+fn a_study_past_the_caps_is_refused_before_anything_is_written() {
+    let out = scratch("cli-estimators", "too-large");
+    let config = out.with_extension("toml");
+    for (body, says) in [
+        ("samples = [1000000000000]\n", "`batches` × `samples`"),
+        (
+            "samples = [100000000]\nbatches = 2\n",
+            "`batches` × `samples`",
+        ),
+        ("random_mdps = 100000000\n", "`random_mdps`"),
+    ] {
+        std::fs::write(&config, body).unwrap();
+        let o = gradgym(&[
+            "estimators",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{body}: {}", text(&o));
+        assert!(
+            text(&o).contains(says) && text(&o).contains("more than gradgym allows"),
+            "{}",
+            text(&o)
+        );
+        assert!(!out.exists());
+    }
+}
