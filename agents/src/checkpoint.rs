@@ -121,6 +121,17 @@ pub fn save(
 /// Reads the policy saved in `dir` by [`save`], with its config.
 pub fn load(dir: &Path) -> Result<(Policy, PolicyConfig)> {
     let json_path = dir.join("policy.json");
+    if !dir.exists() {
+        anyhow::bail!("{}: no such folder", dir.display());
+    }
+    if !json_path.exists() && !dir.join("policy.safetensors").exists() {
+        anyhow::bail!(
+            "{} holds no saved policy (neither policy.safetensors nor policy.json): a failed run \
+             saves none (its weights may not be finite), and neither did runs made before \
+             gradgym saved policies (results/quick and results/classic-control)",
+            dir.display()
+        );
+    }
     let text = std::fs::read_to_string(&json_path)
         .with_context(|| format!("cannot read {}", json_path.display()))?;
     let config: PolicyConfig = serde_json::from_str(&text)

@@ -32,7 +32,8 @@ use crate::metrics::{Columns, MetricRow};
 /// Writes `contents` to `path` through a temporary file and a rename.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    fs::write(&tmp, contents).with_context(|| format!("cannot write {}", tmp.display()))?;
+    // Named by the file asked for: the temporary file is ours, not the caller's.
+    fs::write(&tmp, contents).with_context(|| format!("cannot write {}", path.display()))?;
     fs::rename(&tmp, path)
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
     Ok(())

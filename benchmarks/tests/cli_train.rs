@@ -446,7 +446,33 @@ fn a_saved_policy_evaluates_to_the_returns_of_training_and_checkpoints_are_kept(
     let o = gradgym(&["eval", "/nonexistent-run"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        text(&o).contains("/nonexistent-run/policy.json"),
+        text(&o).contains("/nonexistent-run: no such folder"),
+        "{}",
+        text(&o)
+    );
+    // A run folder without a saved policy is told so (it was "cannot read …/policy.json").
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bare = repo.join("results/quick/runs/CartPole-v1__ppo__seed1");
+    let o = gradgym(&["eval", bare.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("holds no saved policy"), "{}", text(&o));
+    // An unwritable --render-csv is named by the path given, not our temporary file's.
+    // The CartPole run trained above (scratch() would delete it).
+    let trained = std::env::temp_dir().join(format!(
+        "gradgym-cli-train-{}-eval-CartPole-v1",
+        std::process::id()
+    ));
+    let o = gradgym(&[
+        "eval",
+        trained.to_str().unwrap(),
+        "--episodes",
+        "1",
+        "--render-csv",
+        "/nonexistent-dir/x.csv",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("cannot write /nonexistent-dir/x.csv"),
         "{}",
         text(&o)
     );
