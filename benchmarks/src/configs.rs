@@ -51,22 +51,18 @@ impl Layer {
     }
 }
 
-/// Whether `value` is an integer that TOML cannot hold (it takes signed 64-bit integers): such
-/// a value would otherwise be read as a string and refused as one, which misleads.
-pub fn integer_past_toml(value: &str) -> bool {
+/// Whether `value` is an integer that TOML cannot hold (it takes signed 64-bit integers).
+fn integer_past_toml(value: &str) -> bool {
     let digits = value.trim().replace('_', "");
-    digits.parse::<i128>().is_ok() && digits.parse::<i64>().is_err()
-        || digits.trim_start_matches(['+', '-']).len() > 38
-            && digits
-                .trim_start_matches(['+', '-'])
-                .chars()
-                .all(|c| c.is_ascii_digit())
+    let unsigned = digits.strip_prefix(['+', '-']).unwrap_or(&digits);
+    !unsigned.is_empty()
+        && unsigned.chars().all(|c| c.is_ascii_digit())
+        && digits.parse::<i64>().is_err()
 }
 
-/// Why `value`, written as a TOML array or inline table (`[…]`, `{…}`), is not one: such a
-/// value would otherwise be read as a string and refused as one. `None` where it parses or is
-/// not written so.
-pub fn bad_toml_structure(value: &str) -> Option<String> {
+/// Why `value`, written as a TOML array or inline table (`[…]`, `{…}`), is not one. `None`
+/// where it parses or is not written so.
+fn bad_toml_structure(value: &str) -> Option<String> {
     let v = value.trim_start();
     if !(v.starts_with('[') || v.starts_with('{')) {
         return None;
@@ -75,13 +71,20 @@ pub fn bad_toml_structure(value: &str) -> Option<String> {
     Some(e.message().trim().to_string())
 }
 
-/// What to say of a value [`integer_past_toml`] is true of; `given` is how it was given.
-pub fn integer_past_toml_message(given: &str) -> String {
-    format!(
-        "{given}: an integer past what a TOML config holds ({} to {})",
-        i64::MIN,
-        i64::MAX
-    )
+/// Why a flag's `value` (a config flag, `--set`) cannot be the TOML value it is written as:
+/// an array or inline table that does not parse, or an integer past TOML's 64 bits. Both would
+/// otherwise be read as a string and refused as one, which misleads. `None` where it is fine.
+pub fn flag_value_problem(value: &str) -> Option<String> {
+    if let Some(why) = bad_toml_structure(value) {
+        return Some(format!("not a TOML value: {why}"));
+    }
+    integer_past_toml(value).then(|| {
+        format!(
+            "an integer past what a TOML config holds ({} to {})",
+            i64::MIN,
+            i64::MAX
+        )
+    })
 }
 
 /// `key = value` as TOML: the value as written if it parses (numbers, booleans, arrays),
@@ -221,23 +224,14 @@ impl clap::FromArgMatches for ConfigFlags {
                 if integer_past_toml(&v) && !default_is_integer(field.name) {
                     v = format!("{}.0", v.trim().replace('_', ""));
                 }
-                let v = &v;
-                if let Some(why) = bad_toml_structure(v) {
-                    let flag = format!("--{}", kebab(field.name));
+                if let Some(why) = flag_value_problem(&v) {
                     return Err(clap::Error::raw(
                         clap::error::ErrorKind::ValueValidation,
-                        format!("{flag} {v}: not a TOML value: {why}"),
-                    ));
-                }
-                if integer_past_toml(v) {
-                    let flag = format!("--{}", kebab(field.name));
-                    return Err(clap::Error::raw(
-                        clap::error::ErrorKind::ValueValidation,
-                        integer_past_toml_message(&format!("{flag} {v}")),
+                        format!("--{} {v}: {why}", kebab(field.name)),
                     ));
                 }
                 self.values.retain(|(f, _)| *f != field.name);
-                self.values.push((field.name, v.clone()));
+                self.values.push((field.name, v));
             }
         }
         Ok(())
@@ -302,6 +296,7 @@ mod integer_tests {
             "cuda",
             "[1, 2]",
             "",
+            "+-5",
         ] {
             assert!(!integer_past_toml(v), "{v}");
         }

@@ -352,13 +352,8 @@ fn apply_sets(mut table: toml::Table, sets: &[String]) -> Result<toml::Table> {
         let (key, value) = set
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("--set {set}: expected KEY=VALUE"))?;
-        if let Some(why) = gradgym_benchmarks::configs::bad_toml_structure(value) {
-            anyhow::bail!("--set {set}: not a TOML value: {why}");
-        }
-        if gradgym_benchmarks::configs::integer_past_toml(value) {
-            anyhow::bail!(gradgym_benchmarks::configs::integer_past_toml_message(
-                &format!("--set {set}")
-            ));
+        if let Some(why) = gradgym_benchmarks::configs::flag_value_problem(value) {
+            anyhow::bail!("--set {set}: {why}");
         }
         let value: toml::Value = match format!("v = {value}").parse::<toml::Table>() {
             Ok(mut t) => t.remove("v").expect("the key just written"),
