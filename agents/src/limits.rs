@@ -19,8 +19,9 @@ pub const MOST_PARAMETERS: u128 = 1 << 30;
 
 /// The parameters of a GPT-2-shaped transformer (`crate::nn::gpt`'s layout): token and
 /// position embeddings, per block two LayerNorms, the q/k/v and output projections and the 4×
-/// MLP with their biases, the final LayerNorm, and a scalar head (`score`) when it has one.
-/// Counted without overflow for any sizes.
+/// MLP with their biases, and the final LayerNorm; a reward model's scalar head (`score`, one
+/// weight per width and a bias) is left out, as it changes nothing at the cap. Counted without
+/// overflow for any sizes.
 pub fn gpt_parameters(vocab: usize, context: usize, width: usize, layers: usize) -> u128 {
     let (v, c, w, n) = (
         vocab as u128,

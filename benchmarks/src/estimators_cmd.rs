@@ -47,6 +47,9 @@ impl Default for StudyConfig {
 const COLUMNS: &str =
     "mdp,estimator,samples,bias_norm,bias_z,variance_trace,snr,cosine_to_exact,passes";
 
+/// The most random MDPs a study takes (the default is 4).
+const MOST_RANDOM_MDPS: usize = 1024;
+
 pub fn run(args: EstimatorArgs) -> Result<ExitCode> {
     let config: StudyConfig = match &args.config {
         Some(path) => {
@@ -77,8 +80,8 @@ pub fn run(args: EstimatorArgs) -> Result<ExitCode> {
         config.samples
     );
     anyhow::ensure!(
-        config.random_mdps <= 1024,
-        "config field `random_mdps`: {} is more than gradgym allows (1024)",
+        config.random_mdps <= MOST_RANDOM_MDPS,
+        "config field `random_mdps`: {} is more than gradgym allows ({MOST_RANDOM_MDPS})",
         config.random_mdps
     );
     std::fs::create_dir_all(&args.out)

@@ -187,6 +187,16 @@ impl Csv {
         })
     }
 
+    /// An error naming the file where it holds a header and no rows: a file its writer ends
+    /// with rows (a run's metrics, a study's evaluations) that was cut short. (summary.csv may
+    /// rightly have none: a sweep writes its header first.)
+    pub fn ensure_rows(&self) -> Result<()> {
+        if self.rows.is_empty() {
+            bail!("{}: a header and no rows (truncated?)", self.path.display());
+        }
+        Ok(())
+    }
+
     pub fn column(&self, name: &str) -> Result<usize> {
         self.header
             .iter()
@@ -411,9 +421,7 @@ pub fn check_curves(set: &ResultSet) -> Vec<String> {
 pub fn learning_curve(run: &RunRecord) -> Result<Vec<(f64, f64)>> {
     let path = run.dir.join("metrics.csv");
     let csv = Csv::read(&path)?;
-    if csv.rows.is_empty() {
-        bail!("{}: a header and no rows (truncated?)", path.display());
-    }
+    csv.ensure_rows()?;
     let iterations = fs::read_to_string(run.dir.join("summary.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())

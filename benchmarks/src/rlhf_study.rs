@@ -125,11 +125,7 @@ fn number(csv: &Csv, row: usize, col: usize) -> Result<f64> {
 /// The points of `best_of_n.csv` (`key` = `n`) or `eval.csv` (`key` = `update`), in file order.
 fn read_points(path: &Path, key: &str) -> Result<Vec<Point>> {
     let csv = Csv::read(path)?;
-    anyhow::ensure!(
-        !csv.rows.is_empty(),
-        "{}: a header and no rows (truncated?)",
-        path.display()
-    );
+    csv.ensure_rows()?;
     let c: Vec<usize> = [key, "proxy", "gold", "gold_ci", "kl"]
         .iter()
         .map(|k| csv.column(k))
@@ -151,7 +147,8 @@ fn read_points(path: &Path, key: &str) -> Result<Vec<Point>> {
 
 /// Reads every run folder of `dir` (or `dir` itself, when it is one).
 pub fn load(dir: &Path) -> Result<Study> {
-    let mut runs: Vec<PathBuf> = if dir.join("manifest.json").is_file() {
+    let one_run = dir.join("manifest.json").is_file();
+    let mut runs: Vec<PathBuf> = if one_run {
         vec![dir.to_path_buf()]
     } else {
         std::fs::read_dir(dir)
@@ -168,7 +165,7 @@ pub fn load(dir: &Path) -> Result<Study> {
     };
     // A run's folder is `<name>.partial` until it is sealed: one still running, or whose
     // process was killed outright. Named, like the failed runs, rather than passed over.
-    if runs.first().map(PathBuf::as_path) != Some(dir) {
+    if !one_run {
         let mut partial: Vec<String> = std::fs::read_dir(dir)
             .with_context(|| format!("cannot read {}", dir.display()))?
             .flatten()
