@@ -711,44 +711,22 @@ fn a_signal_stops_a_sweep_with_130_and_leaves_no_lock() {
     );
     for signal in ["-INT", "-TERM"] {
         let out = scratch(&format!("signal{signal}"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gradgym"))
-            .args([
+        let o = common::interrupt_after_rows_checking(
+            &[
                 "sweep",
                 file.to_str().unwrap(),
                 "--jobs",
                 "1",
                 "--quiet",
                 "--out",
-            ])
-            .arg(&out)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let metrics = out.join("runs/CartPole-v1__ppo__seed1.partial/metrics.csv");
-        let start = Instant::now();
-        while fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 2 {
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "the run never started"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(out.join(".sweep.lock").is_file());
-        let kill = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(kill.success());
-        let start = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if start.elapsed() > Duration::from_secs(60) {
-                child.kill().ok();
-                panic!("the sweep did not stop within a minute of kill {signal}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let o = child.wait_with_output().unwrap();
+                out.to_str().unwrap(),
+            ],
+            &out.join("runs/CartPole-v1__ppo__seed1"),
+            2,
+            Duration::from_secs(120),
+            signal,
+            || assert!(out.join(".sweep.lock").is_file()),
+        );
         assert_eq!(o.status.code(), Some(130), "{}", text(&o));
         assert!(
             text(&o).contains("interrupted") && text(&o).contains("resumes"),

@@ -70,6 +70,20 @@ pub fn interrupt_after_rows(
     start_within: std::time::Duration,
     signal: &str,
 ) -> Output {
+    interrupt_after_rows_checking(args, out, rows, start_within, signal, || {})
+}
+
+/// [`interrupt_after_rows`], running `before_signal` (a check of the state the signal must
+/// change) once the rows are there and before the signal is sent. `out` is the run's folder,
+/// also where a sweep (`--out DIR`) writes one of its runs: `DIR/runs/<run id>`.
+pub fn interrupt_after_rows_checking(
+    args: &[&str],
+    out: &std::path::Path,
+    rows: usize,
+    start_within: std::time::Duration,
+    signal: &str,
+    before_signal: impl FnOnce(),
+) -> Output {
     use std::time::{Duration, Instant};
     let mut child = Command::new(env!("CARGO_BIN_EXE_gradgym"))
         .args(args)
@@ -86,6 +100,7 @@ pub fn interrupt_after_rows(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    before_signal();
     let kill = Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status()
