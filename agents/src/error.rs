@@ -30,16 +30,98 @@ pub fn ended_status(e: &anyhow::Error) -> &'static str {
     }
 }
 
-/// Runs `f`, turning a panic (libtorch and tch panic on some errors) into an error.
+/// Runs `f`, turning a panic (libtorch and tch panic on some errors) into an error, its text
+/// shortened by [`panic_text`].
 pub fn catch_panics<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "unknown".into());
-        Err(anyhow::anyhow!("panic: {message}"))
-    })
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|panic| Err(Panicked(panic_text(panic.as_ref())).into()))
+}
+
+/// A panic caught by [`catch_panics`], as [`panic_text`] words it: the caller may say where
+/// it happened, which the panic itself (deep in libtorch) cannot.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Panicked(pub String);
+
+/// What a panic says, for a person: `panic: MESSAGE`, where a libtorch error keeps its first
+/// lines and loses the C++ stack frames that follow them (`frame #0: …`, dozens of lines of
+/// addresses); a tensor libtorch could not allocate becomes `out of memory: …` with its size
+/// and what to lower.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    let message = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown");
+    shorten_panic(message)
+}
+
+/// [`panic_text`] of a panic's message.
+pub fn shorten_panic(message: &str) -> String {
+    if let Some(bytes) = allocation_failure(message) {
+        return format!(
+            "out of memory: libtorch could not allocate a tensor of {} ({bytes} bytes); lower a batch size or the model's size",
+            human_bytes(bytes)
+        );
+    }
+    if message.contains("CUDA out of memory") {
+        // `CUDA out of memory. Tried to allocate 20.00 MiB (GPU 0; …`
+        let size = message
+            .split("Tried to allocate ")
+            .nth(1)
+            .map(|rest| {
+                rest.split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .filter(|s| !s.is_empty());
+        return format!(
+            "out of memory on the GPU{}; lower a batch size or the model's size",
+            size.map(|s| format!(": libtorch could not allocate a tensor of {s}"))
+                .unwrap_or_default()
+        );
+    }
+    // tch writes a libtorch error as `Torch("…")` with its newlines escaped, then the C++
+    // frames; a plain message may hold real newlines before them.
+    let cut = [
+        "\\nframe #0",
+        "\nframe #0",
+        "\\nException raised from",
+        "\nException raised from",
+    ]
+    .iter()
+    .filter_map(|m| message.find(m))
+    .min();
+    match cut {
+        Some(at) => format!("panic: {} [libtorch's C++ frames left out]", &message[..at]),
+        None => format!("panic: {message}"),
+    }
+}
+
+/// The size libtorch's CPU allocator says it could not allocate:
+/// `DefaultCPUAllocator: can't allocate memory: you tried to allocate 7936000000 bytes`.
+fn allocation_failure(message: &str) -> Option<u64> {
+    let rest = message
+        .split("can't allocate memory: you tried to allocate ")
+        .nth(1)?;
+    rest.split(' ').next()?.parse().ok()
+}
+
+/// `bytes` in the largest binary unit that leaves at least 1: `7.4 GiB`.
+fn human_bytes(bytes: u64) -> String {
+    let units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut x = bytes as f64;
+    let mut unit = 0;
+    while x >= 1024.0 && unit + 1 < units.len() {
+        x /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{x:.1} {}", units[unit])
+    }
 }
 
 /// A loss that is not a finite number: training stops with this.
@@ -57,5 +139,42 @@ pub(crate) fn finite(what: &'static str, value: f64, step: usize) -> Result<f64,
         Ok(value)
     } else {
         Err(NonFiniteLoss { what, value, step })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libtorch_panics_are_shortened() {
+        // What tch panics with when libtorch's CPU allocator fails (under `ulimit -v`).
+        let oom = r#"called `Result::unwrap()` on an `Err` value: Torch("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to allocate 7936000000 bytes. Error code 12 (Cannot allocate memory)\nframe #0: c10::ThrowEnforceNotMet(char const*, int) + 0x6a (0x7f7 in libc10.so)\nframe #1: c10::alloc_cpu(unsigned long) + 0x365")"#;
+        assert_eq!(
+            shorten_panic(oom),
+            "out of memory: libtorch could not allocate a tensor of 7.4 GiB (7936000000 bytes); lower a batch size or the model's size"
+        );
+        let cuda = r#"called `Result::unwrap()` on an `Err` value: Torch("CUDA out of memory. Tried to allocate 20.00 MiB (GPU 0; 79.15 GiB total capacity; 78.90 GiB already allocated)\nException raised from malloc at CUDACachingAllocator.cpp:1 (most recent call first):\nframe #0: c10::Error::Error")"#;
+        assert_eq!(
+            shorten_panic(cuda),
+            "out of memory on the GPU: libtorch could not allocate a tensor of 20.00 MiB; lower a batch size or the model's size"
+        );
+        let other = r#"called `Result::unwrap()` on an `Err` value: Torch("shape '[2, 3]' is invalid for input of size 7\nException raised from infer_size_impl at InferSize.h:1 (most recent call first):\nframe #0: c10::Error::Error(c10::SourceLocation) + 0x9")"#;
+        let short = shorten_panic(other);
+        assert!(
+            short.starts_with("panic: called `Result::unwrap()`"),
+            "{short}"
+        );
+        assert!(short.contains("is invalid for input of size 7"), "{short}");
+        assert!(
+            !short.contains("frame #0") && !short.contains("Exception raised"),
+            "{short}"
+        );
+        assert_eq!(
+            shorten_panic("index out of bounds"),
+            "panic: index out of bounds"
+        );
+        assert_eq!(human_bytes(512), "512 bytes");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
     }
 }

@@ -54,6 +54,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     reproducible_mkl();
+    short_panic_messages();
     if let Err(e) = malloc::keep_freed_memory() {
         eprintln!("error: {e}");
         return std::process::ExitCode::from(2);
@@ -88,6 +89,32 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(2)
         }
     }
+}
+
+/// Prints a panic as Rust's own hook does, with its message shortened: a libtorch error that
+/// tch panics with carries dozens of lines of C++ stack frames, and a failed allocation says
+/// `out of memory` with the size (`gradgym_agents::error::panic_text`). A run catches the panic
+/// afterwards and ends with the same short message, sealing its folder.
+fn short_panic_messages() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let location = info
+            .location()
+            .map(|l| format!(" at {l}"))
+            .unwrap_or_default();
+        let text = gradgym_agents::error::panic_text(info.payload());
+        let text = text.strip_prefix("panic: ").unwrap_or(&text);
+        eprintln!(
+            "\nthread '{}' panicked{location}:\n{text}",
+            thread.name().unwrap_or("<unnamed>")
+        );
+        let trace = std::backtrace::Backtrace::capture();
+        if trace.status() == std::backtrace::BacktraceStatus::Captured {
+            eprintln!("stack backtrace:\n{trace}");
+        } else {
+            eprintln!("note: run with `RUST_BACKTRACE=1` to display a backtrace");
+        }
+    }));
 }
 
 /// Puts libtorch's MKL into its conditional numerical reproducibility mode (`MKL_CBWR=AUTO`:

@@ -1184,6 +1184,56 @@ fn a_failed_run_is_sealed_with_its_files_and_an_overwrite_never_deletes_its_own_
     fs::remove_dir_all(dir).ok();
 }
 
+/// A step too large for the memory it may use (here a 4 GiB address space, as `ulimit -v`,
+/// or a batch system's limit, would set) ends the run with `out of memory`, the stage and the
+/// tensor's size: not tch's panic with libtorch's C++ stack frames, dozens of lines of
+/// addresses. The run's folder is sealed as failed, as for any other failure.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_step_past_the_memory_limit_is_named_out_of_memory_with_its_stage() {
+    let dir = scratch("oom");
+    let cfg = config(&dir, "");
+    let out = dir.join("run");
+    let o = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -v 4000000 && exec \"$0\" \"$@\"",
+            env!("CARGO_BIN_EXE_gradgym"),
+            "rlhf",
+            "sft",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--set",
+            "model.width=64",
+            "--set",
+            "pretrain.batch_size=1000000",
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("error: the run failed: during pretrain: out of memory: libtorch could not allocate a tensor of 5.5 GiB"),
+        "{t}"
+    );
+    assert!(!t.contains("frame #"), "{t}");
+    assert!(t.lines().count() < 10, "{t}");
+    let failed = summary(&out);
+    assert_eq!(failed["status"], "failed");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("during pretrain: out of memory"),
+        "{failed}"
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn sigint_seals_an_rlhf_run_as_interrupted() {
     let dir = scratch("signal");

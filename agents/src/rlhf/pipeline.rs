@@ -170,6 +170,9 @@ struct Run<'a> {
     progress: &'a mut dyn FnMut(&str),
     /// Set from outside (a signal handler) to stop the run at its next step.
     interrupt: Option<&'a AtomicBool>,
+    /// The stage running now (`pretrain`, `labels`, `rl`, …): a panic caught from libtorch,
+    /// which knows nothing of stages (an allocation that failed), is reported as during it.
+    phase: &'static str,
 }
 
 impl Run<'_> {
@@ -212,6 +215,7 @@ impl Run<'_> {
     }
 
     fn lm_stage(&mut self, model: &mut Gpt, stage: LmStage) -> Result<f64> {
+        self.phase = stage.name();
         let cfg = match stage {
             LmStage::Pretrain => self.config.pretrain.stage(),
             LmStage::Sft => self.config.sft.stage(),
@@ -345,6 +349,7 @@ impl Run<'_> {
         data: Option<&Path>,
         round: u64,
     ) -> Result<(Vec<Comparison>, Vec<Comparison>)> {
+        self.phase = "labels";
         let l = &self.config.labels;
         let all = match data {
             Some(path) => {
@@ -395,6 +400,7 @@ impl Run<'_> {
         held_out: &[Comparison],
         round: u64,
     ) -> Result<(Gpt, FitReport, Normalisation, Accuracy)> {
+        self.phase = "reward_model";
         let mut rm = sft.with_scalar_head(&mut self.stream("rm-init", round))?;
         let mut lines = Vec::new();
         let interrupt = self.interrupt;
@@ -888,6 +894,7 @@ pub fn run(
         samples: String::new(),
         progress,
         interrupt,
+        phase: "setup",
     };
     let mc = model_config(config);
     run.folder.write_json(
@@ -949,6 +956,7 @@ pub fn run(
             return Ok(());
         }
         if stage == Stage::Sample {
+            run.phase = "sample";
             let model = match model_in {
                 Some(m) => m,
                 None => sft.duplicate()?,
@@ -1055,12 +1063,14 @@ pub fn run(
         let prompts = eval_prompts(config, &run.judge.grammar);
         // The reference's own scores: the baseline every method is compared with.
         check_interrupt(run.interrupt, || "before evaluating the SFT policy".into())?;
+        run.phase = "eval";
         let (sft_eval, sft_samples) = run.evaluate(&sft, &sft, &rm, &prompts, 0)?;
         run.eval_row(0, "sft", &sft_eval)?;
         summary.insert("sft".into(), serde_json::to_value(&sft_eval)?);
 
         // Best-of-n.
         check_interrupt(run.interrupt, || "before best-of-n".into())?;
+        run.phase = "best-of-n";
         // An empty `eval.best_of_n` leaves best-of-n out of a whole run (`bon` refuses it).
         if matches!(stage, Stage::All | Stage::Bon) && !config.eval.best_of_n.is_empty() {
             let ns = &config.eval.best_of_n;
@@ -1118,6 +1128,7 @@ pub fn run(
         }
 
         // RL.
+        run.phase = "rl";
         let rl = &config.rl;
         let mut learner = TokenLearner::from_models(config.algo(), rl.clone(), &sft, &rm)?;
         let mut rm = rm;
@@ -1289,6 +1300,14 @@ fn finish(
     mut summary: serde_json::Map<String, serde_json::Value>,
     outcome: Result<()>,
 ) -> Result<serde_json::Value> {
+    let phase = run.phase;
+    let outcome = outcome.map_err(|e| {
+        if e.is::<crate::error::Panicked>() {
+            e.context(format!("during {phase}"))
+        } else {
+            e
+        }
+    });
     let status = outcome.as_ref().map_or_else(ended_status, |()| "completed");
     summary.insert("status".into(), json!(status));
     if let Err(e) = &outcome {
