@@ -11,8 +11,12 @@
 //!   the labels of count 0, on average 1/e of them, as the paper holds out 1/e for validation.
 //! - **Regularisation**: L2 on every parameter, its strength adapted per member after each
 //!   fit so that validation loss stays within `l2_band` × training loss (the paper's 1.1–1.5).
-//! - **Prediction**: the members' mean. The loop normalises it (zero mean, unit variance over
-//!   the latest rollout) before the learner sees it.
+//! - **Prediction** (the paper's section 2.2.3): each member normalised on its own (zero mean,
+//!   unit standard deviation over the rows of the most recent 128 labels, measured after each
+//!   fit), then averaged, so that no member counts for more because its scale came out larger
+//!   (the preference loss fixes a member's offset not at all and its scale only loosely). The
+//!   loop normalises that average again over the same rows and scales it to `reward_std`
+//!   before the learner sees it.
 
 use gradgym_envs::Space;
 use gradgym_envs::rng::{Stream, uniform01};
@@ -196,6 +200,9 @@ pub struct Member {
     bag: Vec<u32>,
     /// The count of each label (0: held out).
     counts: Vec<u32>,
+    /// The mean and standard deviation its raw output is normalised with in [`RewardModel::predict`]
+    /// (0 and 1 until the first fit).
+    pub norm: (f64, f64),
 }
 
 /// The ensemble r̂ = mean of M members.
@@ -223,6 +230,14 @@ pub struct Scratch {
 
 /// Labels each loss evaluation looks at, at most (the most recent).
 const EVAL_LABELS: usize = 128;
+
+/// Mean and population standard deviation of `v` (1 where it is below 10⁻⁸).
+fn mean_std(v: &[f32]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+    (mean, if var.sqrt() > 1e-8 { var.sqrt() } else { 1.0 })
+}
 
 /// The L2 strength after a fit with training loss `train` and validation loss `val`: ×1.5 when
 /// `val` is above `band[1]` × `train` (overfitting), ÷1.5 when below `band[0]` × `train`, kept
@@ -281,6 +296,7 @@ impl RewardModel {
                     adam: Adam::new(len, learning_rate, 1e-8),
                     bag: Vec::new(),
                     counts: Vec::new(),
+                    norm: (0.0, 1.0),
                 }
             })
             .collect();
@@ -344,19 +360,20 @@ impl RewardModel {
         out.extend_from_slice(&scratch.acts[self.mlp.layers.len()][..n]);
     }
 
-    /// The ensemble mean r̂ for `n` rows of `x`.
+    /// The ensemble r̂ for `n` rows of `x`: the mean of the members' outputs, each normalised
+    /// with its own [`Member::norm`].
     pub fn predict(&self, x: &[f32], n: usize, scratch: &mut Scratch) -> Vec<f32> {
-        let mut mean = vec![0.0f32; n];
+        let mut sum = vec![0.0f64; n];
         let mut out = Vec::new();
         for m in 0..self.members.len() {
             self.member_predict(m, x, n, scratch, &mut out);
-            for (a, b) in mean.iter_mut().zip(&out) {
-                *a += b;
+            let (mean, std) = self.members[m].norm;
+            for (a, b) in sum.iter_mut().zip(&out) {
+                *a += (*b as f64 - mean) / std;
             }
         }
-        let scale = 1.0 / self.members.len() as f32;
-        mean.iter_mut().for_each(|a| *a *= scale);
-        mean
+        let scale = 1.0 / self.members.len() as f64;
+        sum.iter().map(|a| (a * scale) as f32).collect()
     }
 
     /// Segment sums `[B, K]` of member `m` over `batch`, from its last forward pass.
@@ -528,17 +545,42 @@ impl RewardModel {
             val_loss: mean(&val),
             val_accuracy: mean(&acc),
             l2: self.members.iter().map(|m| m.l2).sum::<f64>() / self.members.len() as f64,
-            norm: self.normalisation(scratch),
+            norm: {
+                self.normalise_members(scratch);
+                self.normalisation(scratch)
+            },
         }
+    }
+
+    /// Sets each member's [`Member::norm`] to the mean and standard deviation (1 where it is
+    /// below 10⁻⁸) of its raw output over the rows of the most recent (up to 128) labels.
+    pub fn normalise_members(&mut self, scratch: &mut Scratch) {
+        let recent = self.recent_labels();
+        if recent.is_empty() {
+            return;
+        }
+        let n = self.stack(&recent, scratch);
+        let x = std::mem::take(&mut scratch.x);
+        let mut out = Vec::new();
+        for m in 0..self.members.len() {
+            self.member_predict(m, &x, n, scratch, &mut out);
+            self.members[m].norm = mean_std(&out);
+        }
+        scratch.x = x;
+    }
+
+    /// The most recent (up to 128) labels, newest first.
+    fn recent_labels(&self) -> Vec<u32> {
+        (0..self.labels.len() as u32)
+            .rev()
+            .take(EVAL_LABELS)
+            .collect()
     }
 
     /// Mean and standard deviation (1 where it is below 10⁻⁸) of the ensemble's prediction
     /// over the rows of the most recent (up to 128) labels.
     pub fn normalisation(&self, scratch: &mut Scratch) -> (f64, f64) {
-        let recent: Vec<u32> = (0..self.labels.len() as u32)
-            .rev()
-            .take(EVAL_LABELS)
-            .collect();
+        let recent = self.recent_labels();
         if recent.is_empty() {
             return (0.0, 1.0);
         }
@@ -546,9 +588,7 @@ impl RewardModel {
         let x = std::mem::take(&mut scratch.x);
         let p = self.predict(&x, n, scratch);
         scratch.x = x;
-        let mean = p.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-        let var = p.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
-        (mean, if var.sqrt() > 1e-8 { var.sqrt() } else { 1.0 })
+        mean_std(&p)
     }
 
     /// How much the members disagree about a query whose K segments' rows are `rows`
@@ -621,6 +661,54 @@ mod tests {
         }
         // The members' resamples differ.
         assert_ne!(m.members[0].counts, m.members[1].counts);
+    }
+
+    /// Christiano et al. 2017, section 2.2.3: each member is normalised on its own before the
+    /// average, so a member whose output came out ten times larger does not count for more.
+    #[test]
+    fn members_are_normalised_each_on_its_own_before_they_are_averaged() {
+        let mut r = rng::stream(4, "test/member-norm", 0);
+        let features = Features::new(2, &Space::Discrete { n: 2 });
+        let mut m = RewardModel::new(features, &[8], 3, 3, 2, 1e-3, 0.0, [1.1, 1.5], &mut r);
+        let labels: Vec<Label> = (0..200)
+            .map(|i| Label {
+                rows: (0..24)
+                    .map(|j| ((i * 37 + j * 5) % 23) as f32 / 9.0 - 1.0)
+                    .collect(),
+                mu: vec![1.0, 0.0],
+                choice: Some(0),
+            })
+            .collect();
+        m.add_labels(labels, &mut r);
+        let mut scratch = Scratch::default();
+        m.normalise_members(&mut scratch);
+        let rows: Vec<f32> = m.labels[..20].iter().flat_map(|l| l.rows.clone()).collect();
+        let n = rows.len() / 4;
+        let before = m.predict(&rows, n, &mut scratch);
+        // Member 0's output layer (weight and bias) ×10, then 3 added to its bias: its raw
+        // output becomes 10·r + 3.
+        let last = *m.mlp.layers.last().unwrap();
+        let p = &mut m.members[0].params;
+        for v in &mut p[last.w..last.b + last.outputs] {
+            *v *= 10.0;
+        }
+        p[last.b] += 3.0;
+        m.normalise_members(&mut scratch);
+        let after = m.predict(&rows, n, &mut scratch);
+        for (a, b) in before.iter().zip(&after) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+        // Each member alone is centred and scaled over the recent labels' rows.
+        let recent: Vec<f32> = m.labels[72..].iter().flat_map(|l| l.rows.clone()).collect();
+        let mut out = Vec::new();
+        m.member_predict(0, &recent, recent.len() / 4, &mut scratch, &mut out);
+        let (mean, std) = m.members[0].norm;
+        let z: Vec<f32> = out
+            .iter()
+            .map(|&v| ((v as f64 - mean) / std) as f32)
+            .collect();
+        let (zm, zs) = mean_std(&z);
+        assert!(zm.abs() < 1e-5 && (zs - 1.0).abs() < 1e-5, "{zm} {zs}");
     }
 
     #[test]
