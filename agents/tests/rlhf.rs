@@ -94,6 +94,30 @@ fn the_pairwise_loss_is_the_kway_loss_at_k_2_ties_included() {
     assert!(a.grad().abs().double_value(&[0]) < 1e-7);
 }
 
+/// Askell's LM term on a label that prefers no single response (a tie, a soft μ) trains on
+/// each response it prefers, weighted by μⱼ: the expected loss of the one a labeller drawing
+/// from μ would choose. (It used to take the last of the tied responses.)
+#[test]
+fn the_lm_term_of_a_tie_or_a_soft_label_weights_each_response_by_mu() {
+    tch::set_num_threads(1);
+    let m = rm(1);
+    let (a, b) = (vec![5u32, 6, 9, 2], vec![7u32, 2]);
+    let lm = |mu: Vec<f64>| {
+        let c = [comparison(0, vec![a.clone(), b.clone()], mu)];
+        let refs: Vec<&Comparison> = c.iter().collect();
+        chosen_lm_loss(&m, &refs).double_value(&[])
+    };
+    // Per-token means of each response alone, and their token counts.
+    let (la, lb) = (lm(vec![1.0, 0.0]), lm(vec![0.0, 1.0]));
+    let (na, nb) = (a.len() as f64, b.len() as f64);
+    assert!((la - lb).abs() > 1e-3, "{la} {lb}");
+    for (wa, wb) in [(0.5, 0.5), (0.3, 0.7)] {
+        let want = (wa * na * la + wb * nb * lb) / (wa * na + wb * nb);
+        let got = lm(vec![wa, wb]);
+        assert!((got - want).abs() < 1e-5, "μ ({wa}, {wb}): {got} vs {want}");
+    }
+}
+
 #[test]
 fn the_reward_models_losses_see_neither_prompt_padding_nor_tokens_after_the_response() {
     tch::set_num_threads(1);

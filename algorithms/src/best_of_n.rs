@@ -14,11 +14,22 @@
 //! policy"): it is reached when no two responses tie and every response has vanishing mass;
 //! with ties or with mass concentrated on few responses the true KL is below it.
 //!
-//! From samples (what runs use): with N ≥ n draws from p for a prompt, sorted by reward, the
-//! plug-in estimate applies the formula above to the empirical distribution of those N draws
-//! ([`empirical_weights`]). It gives both the expected score of best-of-n (weights times scores,
-//! for any score: proxy or gold) and its KL from p; it is consistent as N grows, and a test on a
-//! tiny vocabulary, where every response can be enumerated, checks it against the exact value.
+//! From samples (what runs use), N ≥ n draws from p for a prompt:
+//! - **the expected score** of best-of-n (proxy or gold) is the U-statistic
+//!   ([`unbiased_weights`]): the mean, over all C(N, n) subsets of n of the N draws, of the
+//!   score of the subset's best, which weights the i-th lowest-rewarded draw by
+//!   C(i−1, n−1)/C(N, n). Each subset is n independent draws from p, so the estimate is
+//!   unbiased for any N ≥ n (Nakano et al. 2021, WebGPT, appendix; Gao et al. 2022 use it for
+//!   their best-of-n curves). At n = N it is the best draw's score, at n = 1 the mean.
+//! - **the KL** of best-of-n from p is the plug-in estimate ([`empirical_weights`]): the formula
+//!   above applied to the empirical distribution of the N draws. It is consistent as N grows,
+//!   and a test on a tiny vocabulary, where every response can be enumerated, checks it against
+//!   the exact value; at finite N it depends on N (best-of-n of N equally likely draws is at most
+//!   log N from them), so it is reported beside N.
+//!
+//! The plug-in's weights, used for the score, would be best-of-n drawn with replacement from
+//! the N draws: biased low, more so as n nears N (at n = N they put only 1 − (1 − 1/N)^N ≈ 63%
+//! of the weight on the best draw).
 
 /// The KL bound `log n − (n−1)/n`.
 pub fn kl_bound(n: usize) -> f64 {
@@ -84,6 +95,42 @@ pub fn empirical_weights(rewards: &[f64], n: usize) -> (Vec<f64>, f64) {
     (w, k)
 }
 
+/// The U-statistic's weight on each of N draws scored `rewards` (N = `rewards.len()` ≥ `n`):
+/// the probability that the draw is the best of n drawn from the N without replacement,
+/// C(i−1, n−1)/C(N, n) for the i-th lowest reward, with draws of equal reward sharing their
+/// group's weight equally (best-of-n breaks ties uniformly). Weighting any per-draw score by
+/// them gives an unbiased estimate of best-of-n's expected score.
+pub fn unbiased_weights(rewards: &[f64], n: usize) -> Vec<f64> {
+    let m = rewards.len();
+    assert!(
+        n >= 1 && n <= m,
+        "best-of-n needs 1 ≤ n ≤ N, got n {n} of {m}"
+    );
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&a, &b| rewards[a].total_cmp(&rewards[b]));
+    // By rank i (1-based): w_N = n/N and w_{i−1} = w_i·(i−n)/(i−1), 0 below rank n.
+    let mut by_rank = vec![0.0f64; m];
+    let mut w = n as f64 / m as f64;
+    for i in (n..=m).rev() {
+        by_rank[i - 1] = w;
+        w *= (i - n) as f64 / (i - 1).max(1) as f64;
+    }
+    let mut out = vec![0.0; m];
+    let mut i = 0;
+    while i < m {
+        let mut j = i;
+        while j < m && rewards[order[j]] == rewards[order[i]] {
+            j += 1;
+        }
+        let share = by_rank[i..j].iter().sum::<f64>() / (j - i) as f64;
+        for &k in &order[i..j] {
+            out[k] = share;
+        }
+        i = j;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +168,76 @@ mod tests {
             assert!(k <= kl_bound(n) + 1e-12, "n {n}: {k}");
             assert!(kl_bound(n) - k < 2e-3, "n {n}: {k} vs {}", kl_bound(n));
         }
+    }
+
+    /// Every N-tuple of draws from a small distribution, with its probability.
+    fn tuples(probs: &[f64], n_draws: usize) -> Vec<(Vec<usize>, f64)> {
+        let mut out = vec![(Vec::new(), 1.0)];
+        for _ in 0..n_draws {
+            out = out
+                .into_iter()
+                .flat_map(|(t, q)| {
+                    (0..probs.len()).map(move |k| {
+                        let mut t = t.clone();
+                        t.push(k);
+                        (t, q * probs[k])
+                    })
+                })
+                .collect();
+        }
+        out
+    }
+
+    #[test]
+    fn the_u_statistic_is_unbiased_where_the_plug_in_is_not() {
+        // Four responses: two share a reward but not a gold score, so ties matter.
+        let p = [0.4, 0.3, 0.2, 0.1];
+        let reward = [0.0, 1.0, 1.0, 2.0];
+        let gold = [0.0, 5.0, -1.0, 3.0];
+        for (n, n_draws) in [(1, 3), (2, 3), (3, 3), (2, 5), (4, 5), (5, 5)] {
+            let exact: f64 = exact_distribution(&p, &reward, n)
+                .iter()
+                .zip(&gold)
+                .map(|(a, b)| a * b)
+                .sum();
+            let (mut u, mut plug) = (0.0, 0.0);
+            for (t, q) in tuples(&p, n_draws) {
+                let r: Vec<f64> = t.iter().map(|&k| reward[k]).collect();
+                let g: Vec<f64> = t.iter().map(|&k| gold[k]).collect();
+                let w = unbiased_weights(&r, n);
+                assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+                u += q * w.iter().zip(&g).map(|(a, b)| a * b).sum::<f64>();
+                let (w, _) = empirical_weights(&r, n);
+                plug += q * w.iter().zip(&g).map(|(a, b)| a * b).sum::<f64>();
+            }
+            assert!(
+                (u - exact).abs() < 1e-12,
+                "n {n} of {n_draws}: {u} vs {exact}"
+            );
+            if n > 1 {
+                assert!(
+                    (plug - exact).abs() > 1e-3,
+                    "n {n} of {n_draws}: plug-in {plug}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_u_statistic_at_the_ends_is_the_mean_and_the_best() {
+        let r = [0.3, -1.0, 2.5, 0.7, 1.1];
+        let w1 = unbiased_weights(&r, 1);
+        assert!(w1.iter().all(|&w| (w - 0.2).abs() < 1e-15));
+        let w5 = unbiased_weights(&r, 5);
+        assert_eq!(w5, vec![0.0, 0.0, 1.0, 0.0, 0.0]);
+        // The second-best draw is the best of 4 in one subset of 5, minus the best: 1/5.
+        let w4 = unbiased_weights(&r, 4);
+        assert!(
+            (w4[2] - 0.8).abs() < 1e-15 && (w4[4] - 0.2).abs() < 1e-15,
+            "{w4:?}"
+        );
+        // Ties at the top share it.
+        let w = unbiased_weights(&[1.0, 2.0, 2.0], 3);
+        assert_eq!(w, vec![0.0, 0.5, 0.5]);
     }
 }

@@ -17,7 +17,8 @@
 //! - [`reward_losses`]: the K-way and pairwise losses of a reward model learned from
 //!   comparisons (ties included), over tensors.
 //! - [`best_of_n`]: best-of-n's exact distribution and KL from the reference, the
-//!   `log n − (n−1)/n` bound, and the plug-in estimate runs use.
+//!   `log n − (n−1)/n` bound, and the estimates runs use (the plug-in KL, the unbiased U-statistic
+//!   of the expected score).
 //! - [`real`]: the float type (`f32` or `f64`) of the slice-form code.
 //! - [`exact`]: exact objectives and gradients on small tabular MDPs, computed two ways — the
 //!   ground truth of the estimator tests.

@@ -56,6 +56,30 @@ fn ratio_stats(log_ratio: &Tensor, clip_coef: f64) -> RatioStats {
     })
 }
 
+/// The ratio diagnostics as TRL's PPO trainers log them (`policy/approxkl_avg`,
+/// `policy/clipfrac_avg`), which differ from CleanRL's ([`RatioStats`]):
+/// - `approxkl` is `½ mean((log ρ)²)`, the k2 estimate of KL[π_old ‖ π] (CleanRL: k3);
+/// - `clipfrac` is the share of samples where the clipped term is the larger loss, so the
+///   clip takes their gradient (CleanRL: every ratio outside `[1 − ε, 1 + ε]`, also those
+///   on the side where the unclipped term still decides and the gradient flows).
+///
+/// Returns `(approxkl, clipfrac)`.
+pub fn trl_ratio_stats(log_ratio: &Tensor, advantages: &Tensor, clip_coef: f64) -> (f64, f64) {
+    tch::no_grad(|| {
+        let ratio = log_ratio.exp();
+        let unclipped = -advantages * &ratio;
+        let clipped = -advantages * ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef);
+        (
+            (log_ratio.square().mean(Kind::Float) * 0.5).double_value(&[]),
+            clipped
+                .gt_tensor(&unclipped)
+                .to_kind(Kind::Float)
+                .mean(Kind::Float)
+                .double_value(&[]),
+        )
+    })
+}
+
 /// PPO's clipped surrogate `L^CLIP` with clip range `clip_coef` (ε; 0.2 in the paper).
 pub fn ppo_clip_loss(
     new_logprobs: &Tensor,
@@ -151,6 +175,23 @@ mod tests {
         assert!((scalar(&loss) - 3.0).abs() < 1e-5);
         loss.backward();
         assert!((Vec::<f32>::try_from(new.grad()).unwrap()[0] - 3.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn trls_ratio_diagnostics_count_only_the_clips_that_bind() {
+        // ρ = 0.7 with A > 0 and ρ = 1.3 with A < 0: outside the range, but the unclipped
+        // term is the larger loss and keeps the gradient; ρ = 1.5 with A > 0 and ρ = 0.5 with
+        // A < 0 are clipped; ρ = 1 is neither.
+        let ratios = [0.7f32, 1.3, 1.5, 0.5, 1.0];
+        let log_ratio = t(&ratios.map(f32::ln));
+        let adv = t(&[1.0, -1.0, 2.0, -0.5, 3.0]);
+        let (approxkl, clipfrac) = trl_ratio_stats(&log_ratio, &adv, 0.2);
+        assert!((clipfrac - 0.4).abs() < 1e-6, "{clipfrac}");
+        let want = 0.5 * ratios.iter().map(|r| (*r as f64).ln().powi(2)).sum::<f64>() / 5.0;
+        assert!((approxkl - want).abs() < 1e-6, "{approxkl} vs {want}");
+        // CleanRL's count takes all four ratios outside the range.
+        let (_, stats) = ppo_clip_loss(&log_ratio, &t(&[0.0; 5]), &adv, 0.2);
+        assert!((stats.clipfrac - 0.8).abs() < 1e-6);
     }
 
     #[test]

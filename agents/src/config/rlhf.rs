@@ -279,7 +279,7 @@ pub struct EvalConfig {
     pub every: usize,
     /// The n of best-of-n (each at most `samples_per_prompt`).
     pub best_of_n: Vec<usize>,
-    /// Reference samples drawn per prompt for best-of-n's plug-in estimates.
+    /// Reference samples drawn per prompt for best-of-n's estimates (its expected scores and KL).
     pub samples_per_prompt: usize,
 }
 

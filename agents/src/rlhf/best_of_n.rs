@@ -1,11 +1,11 @@
 //! Best-of-n against the reward model, the non-RL baseline: for each evaluation prompt, N
 //! samples of the SFT reference are scored by the reward model (proxy) and the gold judge, and
-//! for every n ≤ N the plug-in estimates of [`gradgym_algorithms::best_of_n`] give best-of-n's
-//! expected proxy and gold scores and its KL from the reference (a sample-based estimate, beside
-//! the `log n − (n−1)/n` bound it stays below).
+//! for every n ≤ N the estimates of [`gradgym_algorithms::best_of_n`] give best-of-n's expected
+//! proxy and gold scores (unbiased: the U-statistic over the N samples) and its KL from the
+//! reference (the plug-in estimate, beside the `log n − (n−1)/n` bound it stays below).
 
 use anyhow::Result;
-use gradgym_algorithms::best_of_n::{empirical_weights, kl_bound};
+use gradgym_algorithms::best_of_n::{empirical_weights, kl_bound, unbiased_weights};
 use gradgym_envs::rng::Stream;
 use gradgym_envs::text::GoldJudge;
 
@@ -68,7 +68,8 @@ pub fn evaluate(
         let mut golds = Vec::with_capacity(prompts.len());
         for i in 0..prompts.len() {
             let range = i * per_prompt..(i + 1) * per_prompt;
-            let (w, kl) = empirical_weights(&proxy[range.clone()], n);
+            let (_, kl) = empirical_weights(&proxy[range.clone()], n);
+            let w = unbiased_weights(&proxy[range.clone()], n);
             sp += w
                 .iter()
                 .zip(&proxy[range.clone()])

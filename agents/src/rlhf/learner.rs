@@ -16,7 +16,9 @@
 
 use anyhow::Result;
 use gradgym_algorithms::advantages::{Shape, gae, reward_to_go};
-use gradgym_algorithms::losses::{policy_gradient_loss, ppo_clip_loss, value_loss};
+use gradgym_algorithms::losses::{
+    policy_gradient_loss, ppo_clip_loss, trl_ratio_stats, value_loss,
+};
 use gradgym_envs::rng::Stream;
 use gradgym_envs::text::token_rewards;
 use tch::nn::{Optimizer, OptimizerConfig};
@@ -43,7 +45,8 @@ pub struct TokenRollout {
     pub old_logprobs: Tensor,
     /// `[B, T]` V(s_t) before each token.
     pub old_values: Tensor,
-    /// `[B, T]` advantages (whitened for PPO when `norm_adv`).
+    /// `[B, T]` advantages (whitened over the batch's real tokens when `norm_adv`, for every
+    /// algorithm: PPO, A2C and REINFORCE alike, as on the classic tasks).
     pub advantages: Tensor,
     /// `[B, T]` value targets.
     pub returns: Tensor,
@@ -100,7 +103,10 @@ fn param_versions(policy: &Gpt, value: &Gpt) -> Vec<(usize, i64)> {
 pub struct TokenUpdateStats {
     pub policy_loss: f64,
     pub value_loss: f64,
+    /// TRL's `policy/approxkl_avg`, `½ mean((log ρ)²)` over the update's gradient steps
+    /// ([`trl_ratio_stats`]).
     pub approx_kl: f64,
+    /// TRL's `policy/clipfrac_avg`: the share of tokens whose gradient the clip took.
     pub clipfrac: f64,
     /// Mean |V − target| over real tokens before the update.
     pub value_error: f64,
@@ -697,9 +703,13 @@ impl TokenLearner {
                 let new_lp = new_lp.masked_select(&m);
                 let (policy_loss, ratio) = match self.algo {
                     Algo::Ppo => {
-                        let (loss, rs) =
+                        let (loss, _) =
                             ppo_clip_loss(&new_lp, &old_lp, &adv, self.config.clip_coef);
-                        (loss, Some(rs))
+                        let log_ratio = tch::no_grad(|| &new_lp - &old_lp);
+                        (
+                            loss,
+                            Some(trl_ratio_stats(&log_ratio, &adv, self.config.clip_coef)),
+                        )
                     }
                     Algo::Reinforce | Algo::A2c => (policy_gradient_loss(&new_lp, &adv), None),
                 };
@@ -776,9 +786,9 @@ impl TokenLearner {
                 n += 1;
                 pl += policy_loss.double_value(&[]);
                 vl += vv;
-                if let Some(rs) = ratio {
-                    ak += rs.approx_kl;
-                    cf += rs.clipfrac;
+                if let Some((approxkl, clipfrac)) = ratio {
+                    ak += approxkl;
+                    cf += clipfrac;
                 }
             }
         }

@@ -173,32 +173,33 @@ pub fn preference_loss(rm: &Gpt, batch: &[&Comparison]) -> Tensor {
     }
 }
 
-/// Askell et al.'s LM term: the next-token loss of each comparison's chosen response (the one
-/// μ favours most) through the reward model's own body.
+/// Askell et al.'s LM term: the next-token loss of each comparison's chosen response through
+/// the reward model's own body. A comparison whose label is not one response (a tie, μ =
+/// (½, ½), or a soft μ) has no single chosen one: each response it prefers with weight μⱼ > 0
+/// enters with its tokens weighted μⱼ, the expected loss of the response a labeller drawing
+/// from μ would choose. A hard label is its one response, as before.
 pub fn chosen_lm_loss(rm: &Gpt, batch: &[&Comparison]) -> Tensor {
     let device = rm.vs.device();
-    let chosen: Vec<&[u32]> = batch
-        .iter()
-        .map(|c| {
-            let j =
-                c.mu.iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .map(|(j, _)| j)
-                    .unwrap();
-            c.responses[j].as_slice()
-        })
-        .collect();
-    let prompts: Vec<&[u32]> = batch.iter().map(|c| c.prompt.as_slice()).collect();
+    let (mut prompts, mut chosen, mut weights) = (Vec::new(), Vec::new(), Vec::new());
+    for c in batch {
+        for (r, &m) in c.responses.iter().zip(&c.mu) {
+            if m > 0.0 {
+                prompts.push(c.prompt.as_slice());
+                chosen.push(r.as_slice());
+                weights.push(m as f32);
+            }
+        }
+    }
     let seqs = Sequences::pack(&prompts, &chosen, device);
     let l = seqs.tokens.size()[1];
+    let rows = chosen.len() as i64;
+    let weight = Tensor::from_slice(&weights)
+        .view([rows, 1])
+        .to_device(device);
     let mask = Tensor::cat(
         &[
-            Tensor::zeros(
-                [batch.len() as i64, PROMPT_LEN as i64],
-                (Kind::Float, device),
-            ),
-            seqs.mask.shallow_clone(),
+            Tensor::zeros([rows, PROMPT_LEN as i64], (Kind::Float, device)),
+            seqs.mask.shallow_clone() * weight,
         ],
         1,
     );
