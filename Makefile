@@ -91,13 +91,13 @@ check-cuda: setup
 	$(CARGO) build --release
 	scripts/check-cuda.sh
 
-# Retrain the RLHF over-optimisation study (results/rlhf) into out/rlhf-study (about 14 minutes).
+# Retrain the RLHF over-optimisation study (results/rlhf) into out/rlhf-study (about 11 minutes).
 rlhf-results: setup
 	$(CARGO) build --release
 	scripts/rlhf-results.sh out/rlhf-study
 
 # The whole RLHF pipeline again with seeds 2 and 3 (results/rlhf-seed2, -seed3) into
-# out/rlhf-seed2 and out/rlhf-seed3 (about 6 minutes each).
+# out/rlhf-seed2 and out/rlhf-seed3 (about 5 minutes each).
 rlhf-pipeline-seeds: setup
 	$(CARGO) build --release
 	scripts/rlhf-results.sh out/rlhf-seed2 2

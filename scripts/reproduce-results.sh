@@ -4,8 +4,8 @@
 #   results/quick/            gradgym sweep sweeps/quick.toml (the main job's sweep; ~20 s)
 #   results/prefs/            gradgym sweep sweeps/prefs.toml (60 runs, learning from preferences; ~3 min)
 #   results/estimators/       gradgym estimators --seed 0 (~3 s)
-#   results/rlhf/             scripts/rlhf-results.sh (the RLHF over-optimisation study; ~14 min)
-#   results/rlhf-seed2/, -seed3/  scripts/rlhf-results.sh OUT 2, OUT 3 (the whole study again from its own SFT and reward models; ~6 min each)
+#   results/rlhf/             scripts/rlhf-results.sh (the RLHF over-optimisation study; ~11 min)
+#   results/rlhf-seed2/, -seed3/  scripts/rlhf-results.sh OUT 2, OUT 3 (the whole study again from its own SFT and reward models; ~5 min each)
 # Usage: scripts/reproduce-results.sh [OUT]   (default OUT=out/reproduce; compare with results/)
 set -euo pipefail
 cd "$(dirname "$0")/.."

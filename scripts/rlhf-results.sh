@@ -3,8 +3,8 @@
 # pipeline with seed SEED (default 1): one SFT model; reward models fitted on 2,000 and 10,000
 # comparisons; best-of-n (n = 1…64) and PPO at four β (0, 0.01, 0.03, 0.1) against each; then
 # its report and plots. With seed 1 (results/rlhf) PPO also runs with seeds 2 and 3 on the same
-# SFT and reward models (29 runs, about 14 minutes on 2 cores); another SEED is the study
-# again from a pipeline of its own (13 runs, about 6 minutes; results/rlhf-seed2 and
+# SFT and reward models (29 runs, about 11 minutes on 2 cores); another SEED is the study
+# again from a pipeline of its own (13 runs, about 5 minutes; results/rlhf-seed2 and
 # results/rlhf-seed3 are SEED 2 and 3).
 # Usage: scripts/rlhf-results.sh [OUT] [SEED]
 set -euo pipefail
@@ -17,15 +17,14 @@ mkdir -p "$OUT"
 if [ "$SEED" = 1 ]; then total=29; else total=13; fi
 n=0
 # stage DIR SEED ARGS...: `gradgym rlhf ARGS --seed SEED` into $OUT/DIR, said first (the runs
-# themselves are quiet). The committed study was trained with the RL stage on libtorch, before
-# the native backend became the default (rl.backend = auto); every stage names libtorch, as
-# the committed configs do, so that this script retrains what results/ holds.
+# themselves are quiet). Every stage runs on the defaults (the RL stage's `rl.backend = auto`:
+# the native backend on the CPU), as the committed study was trained.
 stage() {
   n=$((n + 1))
   echo "rlhf-results: [$n/$total] $OUT/$1" >&2
   local dir=$1 seed=$2
   shift 2
-  "$G" rlhf "$@" --set rl.backend=libtorch --seed "$seed" --out "$OUT/$dir" --overwrite --quiet
+  "$G" rlhf "$@" --seed "$seed" --out "$OUT/$dir" --overwrite --quiet
 }
 # ppo DIR SEED L B: PPO for 100 updates against the reward model of L comparisons at β = B.
 ppo() {

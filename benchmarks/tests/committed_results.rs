@@ -265,7 +265,7 @@ fn rerun_matches(stage: &str, args: &[&str], committed: &Path, same: &[(&str, Op
         assert!(
             read(&out) == read(committed),
             "{stage}: {file} is not the committed {}: the code no longer trains what \
-             results/rlhf holds (made with 2 libtorch threads on an AVX-512 CPU). If the change \
+             results/rlhf holds (made with 2 threads on an AMD EPYC, family 25, model 17). If the change \
              is meant to move the numbers, retrain the RLHF results (make rlhf-results, make \
              rlhf-pipeline-seeds) and redo the figures quoted from them",
             committed.join(file).display()
@@ -278,7 +278,8 @@ fn rerun_matches(stage: &str, args: &[&str], committed: &Path, same: &[(&str, Op
 fn rlhf_study_stages_retrain_bit_for_bit() {
     // libtorch's kernels (MKL's among them, whose paths follow the CPU's vendor and caches) and
     // gradgym's own generation may round differently on other CPUs, so the bits are held only
-    // on the kind of CPU the results are known to reproduce on: Intel, family 6, model 207.
+    // on the kind of CPU the results were trained on (stop 30): AMD, family 25, model 17 (an
+    // EPYC of the Zen 4 generation). Until then they were held on Intel, family 6, model 207.
     #[cfg(target_arch = "x86_64")]
     let cpu = {
         use std::arch::x86_64::__cpuid;
@@ -288,16 +289,27 @@ fn rlhf_study_stages_retrain_bit_for_bit() {
             .flat_map(|r| r.to_le_bytes())
             .collect();
         let eax = __cpuid(1).eax;
-        let family = (eax >> 8) & 0xf;
-        let model = ((eax >> 12) & 0xf0) | ((eax >> 4) & 0xf);
+        // The displayed family and model: the extended fields count where the base family
+        // is 15 (AMD's since Zen) or 6 (the model only).
+        let base = (eax >> 8) & 0xf;
+        let family = if base == 0xf {
+            base + ((eax >> 20) & 0xff)
+        } else {
+            base
+        };
+        let model = if base == 0xf || base == 6 {
+            ((eax >> 12) & 0xf0) | ((eax >> 4) & 0xf)
+        } else {
+            (eax >> 4) & 0xf
+        };
         (String::from_utf8_lossy(&vendor).into_owned(), family, model)
     };
     #[cfg(not(target_arch = "x86_64"))]
     let cpu = (String::from("not x86-64"), 0, 0);
-    if cpu != ("GenuineIntel".to_string(), 6, 207) {
+    if cpu != ("AuthenticAMD".to_string(), 25, 17) {
         eprintln!(
-            "skipped: results/rlhf is known to reproduce bit for bit on an Intel CPU of family 6, \
-             model 207; this is {} family {}, model {}",
+            "skipped: results/rlhf is known to reproduce bit for bit on an AMD CPU of family 25, \
+             model 17; this is {} family {}, model {}",
             cpu.0, cpu.1, cpu.2
         );
         return;
