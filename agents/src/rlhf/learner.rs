@@ -527,6 +527,15 @@ impl TokenLearner {
                 r.kl_k1[i]
             );
         }
+        // Rewards each finite but huge (β·KL near f64's limit) overflow later, in GAE's sums
+        // or in whitening's variance: the same cause, named the same way.
+        let finite = |t: &Tensor| t.isfinite().all().int64_value(&[]) != 0;
+        if !finite(&r.advantages) || !finite(&r.returns) {
+            let largest = r.total_reward.iter().fold(0f64, |a, v| a.max(v.abs()));
+            anyhow::bail!(
+                "rl: the batch's advantages or returns are not finite: its rewards (score less β times KL, up to {largest:e} in size) overflowed; lower rl.beta"
+            );
+        }
         let Some(mut native) = self.native.take() else {
             return self.update_with(None, r, rng, interrupt);
         };
