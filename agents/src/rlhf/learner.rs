@@ -530,6 +530,11 @@ impl TokenLearner {
         // Rewards each finite but huge (β·KL near f64's limit) overflow later, in GAE's sums
         // or in whitening's variance: the same cause, named the same way.
         let finite = |t: &Tensor| t.isfinite().all().int64_value(&[]) != 0;
+        if !finite(&r.old_values) {
+            anyhow::bail!(
+                "rl: the value function's predictions for this batch are not finite; lower rl.value_learning_rate"
+            );
+        }
         if !finite(&r.advantages) || !finite(&r.returns) {
             let largest = r.total_reward.iter().fold(0f64, |a, v| a.max(v.abs()));
             anyhow::bail!(
