@@ -628,6 +628,45 @@ fn max_param_diff(a: &Gpt, b: &Gpt) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// A batch whose advantages or returns are not finite is refused before any gradient step,
+/// naming its cause: the value function's predictions (rl.value_learning_rate) when they are
+/// not finite, else rewards that overflowed GAE or whitening (rl.beta).
+#[test]
+fn a_batch_of_non_finite_advantages_names_its_cause_before_a_step() {
+    tch::set_num_threads(1);
+    let reference = model(40, 5);
+    let reward_model = rm(7);
+    let (p, r) = (prompt(1), vec![5u32, 6, 2]);
+    let mut l = learner_on(Algo::Ppo, 1, BackendKind::Libtorch, 0.0);
+    let fresh = |l: &mut TokenLearner| l.rollout(&reference, &reward_model, &[&p], &[&r], 0.05);
+    let start = l.policy.duplicate().unwrap();
+    let mut bad_values = fresh(&mut l);
+    bad_values.old_values = bad_values.old_values.fill(f64::NAN);
+    let e = l
+        .update(&bad_values, &mut rng::stream(1, "test/mb", 0))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("lower rl.value_learning_rate"), "{e}");
+    let mut overflowed = fresh(&mut l);
+    overflowed.advantages = overflowed.advantages.fill(f64::INFINITY);
+    let e = l
+        .update(&overflowed, &mut rng::stream(1, "test/mb", 0))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("overflowed; lower rl.beta"), "{e}");
+    assert_eq!(
+        max_param_diff(&start, &l.policy),
+        0.0,
+        "a refused batch took a step"
+    );
+    let good = fresh(&mut l);
+    l.update(&good, &mut rng::stream(1, "test/mb", 0)).unwrap();
+    assert!(
+        max_param_diff(&start, &l.policy) > 0.0,
+        "a finite batch steps"
+    );
+}
+
 #[test]
 fn the_updates_see_nothing_of_the_padding_positions_of_a_rollout() {
     tch::set_num_threads(1);
