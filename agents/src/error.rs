@@ -70,10 +70,8 @@ pub fn shorten_panic(message: &str) -> String {
             .split("Tried to allocate ")
             .nth(1)
             .map(|rest| {
-                rest.split_whitespace()
-                    .take(2)
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                let size: Vec<&str> = rest.split_whitespace().take(2).collect();
+                size.join(" ").trim_end_matches(['.', ';', ',']).to_string()
             })
             .filter(|s| !s.is_empty());
         return format!(
@@ -157,6 +155,12 @@ mod tests {
         let cuda = r#"called `Result::unwrap()` on an `Err` value: Torch("CUDA out of memory. Tried to allocate 20.00 MiB (GPU 0; 79.15 GiB total capacity; 78.90 GiB already allocated)\nException raised from malloc at CUDACachingAllocator.cpp:1 (most recent call first):\nframe #0: c10::Error::Error")"#;
         assert_eq!(
             shorten_panic(cuda),
+            "out of memory on the GPU: libtorch could not allocate a tensor of 20.00 MiB; lower a batch size or the model's size"
+        );
+        // libtorch 2.x's wording.
+        let cuda2 = r#"called `Result::unwrap()` on an `Err` value: Torch("CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 79.15 GiB of which 3.06 MiB is free.\nException raised from malloc at CUDACachingAllocator.cpp:1 (most recent call first):\nframe #0: c10::Error::Error")"#;
+        assert_eq!(
+            shorten_panic(cuda2),
             "out of memory on the GPU: libtorch could not allocate a tensor of 20.00 MiB; lower a batch size or the model's size"
         );
         let other = r#"called `Result::unwrap()` on an `Err` value: Torch("shape '[2, 3]' is invalid for input of size 7\nException raised from infer_size_impl at InferSize.h:1 (most recent call first):\nframe #0: c10::Error::Error(c10::SourceLocation) + 0x9")"#;

@@ -653,7 +653,22 @@ fn a_batch_of_non_finite_advantages_names_its_cause_before_a_step() {
         .update(&overflowed, &mut rng::stream(1, "test/mb", 0))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("overflowed; lower rl.beta"), "{e}");
+    assert!(
+        e.contains("overflowed") && e.contains("lower rl.beta"),
+        "{e}"
+    );
+    // Finite returns whose squares would overflow float32 (whitening would make every
+    // advantage 0, and the value loss overflow, blamed on the value learning rate).
+    let mut huge = fresh(&mut l);
+    huge.returns = huge.returns.ones_like() * 1e20;
+    let e = l
+        .update(&huge, &mut rng::stream(1, "test/mb", 0))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("overflowed") && e.contains("lower rl.beta"),
+        "{e}"
+    );
     assert_eq!(
         max_param_diff(&start, &l.policy),
         0.0,

@@ -83,9 +83,9 @@ pub fn exact_kl(probs: &[f64], rewards: &[f64], n: usize) -> f64 {
 }
 
 /// The plug-in estimate from N samples of p scored `rewards` (N = `rewards.len()` ≥ 1): the
-/// weight best-of-`n` puts on each sample (summing to 1) and the KL of that choice from the
-/// empirical reference. Weighting any per-sample score by the weights gives best-of-n's
-/// expected score.
+/// weight best-of-`n` puts on each sample (summing to 1) when it draws its n from the N with
+/// replacement, and the KL of that choice from the empirical reference. Runs use the KL; for
+/// an expected score these weights read low as n nears N, and [`unbiased_weights`] is used.
 pub fn empirical_weights(rewards: &[f64], n: usize) -> (Vec<f64>, f64) {
     let m = rewards.len();
     assert!(m >= 1, "at least one sample");

@@ -97,6 +97,7 @@ fn main() -> std::process::ExitCode {
 /// afterwards and ends with the same short message, sealing its folder.
 fn short_panic_messages() {
     std::panic::set_hook(Box::new(|info| {
+        use std::io::Write;
         let thread = std::thread::current();
         let location = info
             .location()
@@ -104,16 +105,23 @@ fn short_panic_messages() {
             .unwrap_or_default();
         let text = gradgym_agents::error::panic_text(info.payload());
         let text = text.strip_prefix("panic: ").unwrap_or(&text);
-        eprintln!(
+        // Write errors are ignored (a closed pipe): a panic inside the hook would abort the
+        // process before the run could seal its folder.
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(
+            err,
             "\nthread '{}' panicked{location}:\n{text}",
             thread.name().unwrap_or("<unnamed>")
         );
         let trace = std::backtrace::Backtrace::capture();
-        if trace.status() == std::backtrace::BacktraceStatus::Captured {
-            eprintln!("stack backtrace:\n{trace}");
+        let _ = if trace.status() == std::backtrace::BacktraceStatus::Captured {
+            writeln!(err, "stack backtrace:\n{trace}")
         } else {
-            eprintln!("note: run with `RUST_BACKTRACE=1` to display a backtrace");
-        }
+            writeln!(
+                err,
+                "note: run with `RUST_BACKTRACE=1` to display a backtrace"
+            )
+        };
     }));
 }
 

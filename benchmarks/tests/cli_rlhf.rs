@@ -1360,6 +1360,9 @@ fn an_overflowing_kl_penalty_names_rl_beta() {
     ]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
-    assert!(t.contains("overflowed; lower rl.beta"), "{t}");
+    assert!(
+        t.contains("overflowed") && t.contains("lower rl.beta"),
+        "{t}"
+    );
     assert_eq!(common::summary(&out)["status"], "failed");
 }

@@ -527,18 +527,24 @@ impl TokenLearner {
                 r.kl_k1[i]
             );
         }
-        // Rewards each finite but huge (β·KL near f64's limit) overflow later, in GAE's sums
-        // or in whitening's variance: the same cause, named the same way.
+        // Rewards finite in f64 but huge (β·KL) overflow later: cast to f32 for GAE, or, above
+        // about 1.8e19 (√ of f32's largest), in whitening's squares, which would then leave
+        // every advantage 0 and the value loss to overflow. The same cause, named the same way.
         let finite = |t: &Tensor| t.isfinite().all().int64_value(&[]) != 0;
         if !finite(&r.old_values) {
             anyhow::bail!(
                 "rl: the value function's predictions for this batch are not finite; lower rl.value_learning_rate"
             );
         }
-        if !finite(&r.advantages) || !finite(&r.returns) {
-            let largest = r.total_reward.iter().fold(0f64, |a, v| a.max(v.abs()));
+        let limit = (f32::MAX as f64).sqrt();
+        let largest = r
+            .total_reward
+            .iter()
+            .fold(0f64, |a, v| a.max(v.abs()))
+            .max(r.returns.abs().max().double_value(&[]));
+        if !finite(&r.advantages) || !finite(&r.returns) || largest > limit {
             anyhow::bail!(
-                "rl: the batch's advantages or returns are not finite: its rewards (score less β times KL, up to {largest:e} in size) overflowed; lower rl.beta"
+                "rl: the batch's rewards (score less β times KL, up to {largest:e} in size) overflowed the advantages' float32 arithmetic (squares past {limit:.1e}); lower rl.beta"
             );
         }
         let Some(mut native) = self.native.take() else {

@@ -1174,6 +1174,7 @@ pub fn run(
                 );
                 summary.insert(format!("rm_comparisons_round{r}"), json!(all_train.len()));
                 rm = new_rm;
+                run.phase = "rl";
             }
             let (_, batch_prompts) =
                 reward::prompts(&run.judge.grammar, rl.batch_size, &mut prompt_rng);
