@@ -62,38 +62,60 @@ fn ratio_stats(log_ratio: &Tensor, clip_coef: f64) -> RatioStats {
 /// - `clipfrac` is the share of samples where the clipped term is the larger loss, so the
 ///   clip takes their gradient (CleanRL: every ratio outside `[1 − ε, 1 + ε]`, also those
 ///   on the side where the unclipped term still decides and the gradient flows).
-///
-/// Returns `(approxkl, clipfrac)`.
-pub fn trl_ratio_stats(log_ratio: &Tensor, advantages: &Tensor, clip_coef: f64) -> (f64, f64) {
-    tch::no_grad(|| {
-        let ratio = log_ratio.exp();
-        let unclipped = -advantages * &ratio;
-        let clipped = -advantages * ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef);
-        (
-            (log_ratio.square().mean(Kind::Float) * 0.5).double_value(&[]),
-            clipped
-                .gt_tensor(&unclipped)
-                .to_kind(Kind::Float)
-                .mean(Kind::Float)
-                .double_value(&[]),
-        )
-    })
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TrlRatioStats {
+    pub approxkl: f64,
+    pub clipfrac: f64,
 }
 
-/// PPO's clipped surrogate `L^CLIP` with clip range `clip_coef` (ε; 0.2 in the paper).
-pub fn ppo_clip_loss(
+/// The terms of `L^CLIP`: the loss, `log ρ`, and the unclipped and clipped per-sample losses
+/// `−Â ρ` and `−Â clip(ρ, 1 ± ε)`.
+fn clip_terms(
     new_logprobs: &Tensor,
     old_logprobs: &Tensor,
     advantages: &Tensor,
     clip_coef: f64,
-) -> (Tensor, RatioStats) {
+) -> (Tensor, Tensor, Tensor, Tensor) {
     let log_ratio = new_logprobs - old_logprobs.detach();
     let ratio = log_ratio.exp();
     let advantages = advantages.detach();
     let unclipped = -&advantages * &ratio;
     let clipped = -&advantages * ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef);
     let loss = unclipped.maximum(&clipped).mean(Kind::Float);
+    (loss, log_ratio, unclipped, clipped)
+}
+
+/// PPO's clipped surrogate `L^CLIP` with clip range `clip_coef` (ε; 0.2 in the paper), with
+/// CleanRL's diagnostics.
+pub fn ppo_clip_loss(
+    new_logprobs: &Tensor,
+    old_logprobs: &Tensor,
+    advantages: &Tensor,
+    clip_coef: f64,
+) -> (Tensor, RatioStats) {
+    let (loss, log_ratio, _, _) = clip_terms(new_logprobs, old_logprobs, advantages, clip_coef);
     (loss, ratio_stats(&log_ratio, clip_coef))
+}
+
+/// The same `L^CLIP`, with TRL's diagnostics ([`TrlRatioStats`]), computed from the loss's own
+/// terms.
+pub fn ppo_clip_loss_trl(
+    new_logprobs: &Tensor,
+    old_logprobs: &Tensor,
+    advantages: &Tensor,
+    clip_coef: f64,
+) -> (Tensor, TrlRatioStats) {
+    let (loss, log_ratio, unclipped, clipped) =
+        clip_terms(new_logprobs, old_logprobs, advantages, clip_coef);
+    let stats = tch::no_grad(|| TrlRatioStats {
+        approxkl: (log_ratio.square().mean(Kind::Float) * 0.5).double_value(&[]),
+        clipfrac: clipped
+            .gt_tensor(&unclipped)
+            .to_kind(Kind::Float)
+            .mean(Kind::Float)
+            .double_value(&[]),
+    });
+    (loss, stats)
 }
 
 /// PPO's KL-penalised surrogate `L^KLPEN` with coefficient `beta`. `clip_coef` is used only for
@@ -185,13 +207,14 @@ mod tests {
         let ratios = [0.7f32, 1.3, 1.5, 0.5, 1.0];
         let log_ratio = t(&ratios.map(f32::ln));
         let adv = t(&[1.0, -1.0, 2.0, -0.5, 3.0]);
-        let (approxkl, clipfrac) = trl_ratio_stats(&log_ratio, &adv, 0.2);
-        assert!((clipfrac - 0.4).abs() < 1e-6, "{clipfrac}");
+        let (trl_loss, trl) = ppo_clip_loss_trl(&log_ratio, &t(&[0.0; 5]), &adv, 0.2);
+        assert!((trl.clipfrac - 0.4).abs() < 1e-6, "{trl:?}");
         let want = 0.5 * ratios.iter().map(|r| (*r as f64).ln().powi(2)).sum::<f64>() / 5.0;
-        assert!((approxkl - want).abs() < 1e-6, "{approxkl} vs {want}");
-        // CleanRL's count takes all four ratios outside the range.
-        let (_, stats) = ppo_clip_loss(&log_ratio, &t(&[0.0; 5]), &adv, 0.2);
+        assert!((trl.approxkl - want).abs() < 1e-6, "{trl:?} vs {want}");
+        // CleanRL's count takes all four ratios outside the range; the loss is the same.
+        let (loss, stats) = ppo_clip_loss(&log_ratio, &t(&[0.0; 5]), &adv, 0.2);
         assert!((stats.clipfrac - 0.8).abs() < 1e-6);
+        assert_eq!(scalar(&trl_loss), scalar(&loss));
     }
 
     #[test]

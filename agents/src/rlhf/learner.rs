@@ -16,9 +16,7 @@
 
 use anyhow::Result;
 use gradgym_algorithms::advantages::{Shape, gae, reward_to_go};
-use gradgym_algorithms::losses::{
-    policy_gradient_loss, ppo_clip_loss, trl_ratio_stats, value_loss,
-};
+use gradgym_algorithms::losses::{policy_gradient_loss, ppo_clip_loss_trl, value_loss};
 use gradgym_envs::rng::Stream;
 use gradgym_envs::text::token_rewards;
 use tch::nn::{Optimizer, OptimizerConfig};
@@ -104,7 +102,7 @@ pub struct TokenUpdateStats {
     pub policy_loss: f64,
     pub value_loss: f64,
     /// TRL's `policy/approxkl_avg`, `½ mean((log ρ)²)` over the update's gradient steps
-    /// ([`trl_ratio_stats`]).
+    /// ([`gradgym_algorithms::losses::TrlRatioStats`]).
     pub approx_kl: f64,
     /// TRL's `policy/clipfrac_avg`: the share of tokens whose gradient the clip took.
     pub clipfrac: f64,
@@ -723,13 +721,9 @@ impl TokenLearner {
                 let new_lp = new_lp.masked_select(&m);
                 let (policy_loss, ratio) = match self.algo {
                     Algo::Ppo => {
-                        let (loss, _) =
-                            ppo_clip_loss(&new_lp, &old_lp, &adv, self.config.clip_coef);
-                        let log_ratio = tch::no_grad(|| &new_lp - &old_lp);
-                        (
-                            loss,
-                            Some(trl_ratio_stats(&log_ratio, &adv, self.config.clip_coef)),
-                        )
+                        let (loss, rs) =
+                            ppo_clip_loss_trl(&new_lp, &old_lp, &adv, self.config.clip_coef);
+                        (loss, Some(rs))
                     }
                     Algo::Reinforce | Algo::A2c => (policy_gradient_loss(&new_lp, &adv), None),
                 };
@@ -806,9 +800,9 @@ impl TokenLearner {
                 n += 1;
                 pl += policy_loss.double_value(&[]);
                 vl += vv;
-                if let Some((approxkl, clipfrac)) = ratio {
-                    ak += approxkl;
-                    cf += clipfrac;
+                if let Some(rs) = ratio {
+                    ak += rs.approxkl;
+                    cf += rs.clipfrac;
                 }
             }
         }
