@@ -231,6 +231,13 @@ pub struct Scratch {
 /// Labels each loss evaluation looks at, at most (the most recent).
 const EVAL_LABELS: usize = 128;
 
+/// Adds one member's `out`, normalised with its `(mean, std)`, into `sum`.
+fn add_normalised(sum: &mut [f64], out: &[f32], (mean, std): (f64, f64)) {
+    for (a, b) in sum.iter_mut().zip(out) {
+        *a += (*b as f64 - mean) / std;
+    }
+}
+
 /// Mean and population standard deviation of `v` (1 where it is below 10⁻⁸).
 fn mean_std(v: &[f32]) -> (f64, f64) {
     let n = v.len() as f64;
@@ -367,11 +374,13 @@ impl RewardModel {
         let mut out = Vec::new();
         for m in 0..self.members.len() {
             self.member_predict(m, x, n, scratch, &mut out);
-            let (mean, std) = self.members[m].norm;
-            for (a, b) in sum.iter_mut().zip(&out) {
-                *a += (*b as f64 - mean) / std;
-            }
+            add_normalised(&mut sum, &out, self.members[m].norm);
         }
+        self.average(&sum)
+    }
+
+    /// The members' sum of normalised outputs as their mean, r̂.
+    fn average(&self, sum: &[f64]) -> Vec<f32> {
         let scale = 1.0 / self.members.len() as f64;
         sum.iter().map(|a| (a * scale) as f32).collect()
     }
@@ -545,50 +554,33 @@ impl RewardModel {
             val_loss: mean(&val),
             val_accuracy: mean(&acc),
             l2: self.members.iter().map(|m| m.l2).sum::<f64>() / self.members.len() as f64,
-            norm: {
-                self.normalise_members(scratch);
-                self.normalisation(scratch)
-            },
+            norm: self.normalise(scratch),
         }
     }
 
-    /// Sets each member's [`Member::norm`] to the mean and standard deviation (1 where it is
-    /// below 10⁻⁸) of its raw output over the rows of the most recent (up to 128) labels.
-    pub fn normalise_members(&mut self, scratch: &mut Scratch) {
-        let recent = self.recent_labels();
-        if recent.is_empty() {
-            return;
-        }
-        let n = self.stack(&recent, scratch);
-        let x = std::mem::take(&mut scratch.x);
-        let mut out = Vec::new();
-        for m in 0..self.members.len() {
-            self.member_predict(m, &x, n, scratch, &mut out);
-            self.members[m].norm = mean_std(&out);
-        }
-        scratch.x = x;
-    }
-
-    /// The most recent (up to 128) labels, newest first.
-    fn recent_labels(&self) -> Vec<u32> {
-        (0..self.labels.len() as u32)
+    /// Measures the normalisations over the rows of the most recent (up to 128) labels, in one
+    /// forward pass of each member: sets each member's [`Member::norm`] to the mean and
+    /// standard deviation (1 where it is below 10⁻⁸) of its raw output, and returns the same
+    /// of the ensemble's prediction r̂ made with them ((0, 1) before any label).
+    pub fn normalise(&mut self, scratch: &mut Scratch) -> (f64, f64) {
+        let recent: Vec<u32> = (0..self.labels.len() as u32)
             .rev()
             .take(EVAL_LABELS)
-            .collect()
-    }
-
-    /// Mean and standard deviation (1 where it is below 10⁻⁸) of the ensemble's prediction
-    /// over the rows of the most recent (up to 128) labels.
-    pub fn normalisation(&self, scratch: &mut Scratch) -> (f64, f64) {
-        let recent = self.recent_labels();
+            .collect();
         if recent.is_empty() {
             return (0.0, 1.0);
         }
         let n = self.stack(&recent, scratch);
         let x = std::mem::take(&mut scratch.x);
-        let p = self.predict(&x, n, scratch);
+        let (mut sum, mut out) = (vec![0.0f64; n], Vec::new());
+        for m in 0..self.members.len() {
+            self.member_predict(m, &x, n, scratch, &mut out);
+            let norm = mean_std(&out);
+            self.members[m].norm = norm;
+            add_normalised(&mut sum, &out, norm);
+        }
         scratch.x = x;
-        mean_std(&p)
+        mean_std(&self.average(&sum))
     }
 
     /// How much the members disagree about a query whose K segments' rows are `rows`
@@ -681,7 +673,7 @@ mod tests {
             .collect();
         m.add_labels(labels, &mut r);
         let mut scratch = Scratch::default();
-        m.normalise_members(&mut scratch);
+        m.normalise(&mut scratch);
         let rows: Vec<f32> = m.labels[..20].iter().flat_map(|l| l.rows.clone()).collect();
         let n = rows.len() / 4;
         let before = m.predict(&rows, n, &mut scratch);
@@ -693,7 +685,7 @@ mod tests {
             *v *= 10.0;
         }
         p[last.b] += 3.0;
-        m.normalise_members(&mut scratch);
+        m.normalise(&mut scratch);
         let after = m.predict(&rows, n, &mut scratch);
         for (a, b) in before.iter().zip(&after) {
             assert!((a - b).abs() < 1e-4, "{a} vs {b}");
@@ -727,7 +719,7 @@ mod tests {
             .collect();
         m.add_labels(labels, &mut r);
         let mut scratch = Scratch::default();
-        let (mean, std) = m.normalisation(&mut scratch);
+        let (mean, std) = m.normalise(&mut scratch);
         // By hand over the most recent 128 labels' rows.
         let rows: Vec<f32> = m.labels[72..].iter().flat_map(|l| l.rows.clone()).collect();
         let p = m.predict(&rows, rows.len() / 4, &mut scratch);
