@@ -147,40 +147,43 @@ fn read_points(path: &Path, key: &str) -> Result<Vec<Point>> {
 
 /// Reads every run folder of `dir` (or `dir` itself, when it is one).
 pub fn load(dir: &Path) -> Result<Study> {
-    let one_run = dir.join("manifest.json").is_file();
-    let mut runs: Vec<PathBuf> = if one_run {
-        vec![dir.to_path_buf()]
-    } else {
-        std::fs::read_dir(dir)
-            .with_context(|| format!("cannot read {}", dir.display()))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.join("manifest.json").is_file() && p.join("summary.json").is_file())
-            .collect()
-    };
+    // The folders of `dir`, read once: its runs and, named like the failed runs rather than
+    // passed over, its `<name>.partial` folders (a run is written there until it is sealed: one
+    // still running, or whose process was killed outright).
+    let (mut runs, mut partial): (Vec<PathBuf>, Vec<String>) =
+        if dir.join("manifest.json").is_file() {
+            (vec![dir.to_path_buf()], Vec::new())
+        } else {
+            let folders: Vec<PathBuf> = std::fs::read_dir(dir)
+                .with_context(|| format!("cannot read {}", dir.display()))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect();
+            let partial = folders
+                .iter()
+                .filter_map(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".partial"))
+                .collect();
+            let runs = folders
+                .into_iter()
+                .filter(|p| p.join("manifest.json").is_file() && p.join("summary.json").is_file())
+                .collect();
+            (runs, partial)
+        };
     runs.sort();
+    partial.sort();
     let mut study = Study {
         dir: dir.to_path_buf(),
         ..Study::default()
     };
-    // A run's folder is `<name>.partial` until it is sealed: one still running, or whose
-    // process was killed outright. Named, like the failed runs, rather than passed over.
-    if !one_run {
-        let mut partial: Vec<String> = std::fs::read_dir(dir)
-            .with_context(|| format!("cannot read {}", dir.display()))?
-            .flatten()
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".partial"))
-            .collect();
-        partial.sort();
-        for name in partial {
-            study.skipped.push((
-                name,
-                "unfinished".into(),
-                "no summary.json: still running, or its process was killed".into(),
-            ));
-        }
+    for name in partial {
+        study.skipped.push((
+            name,
+            "unfinished".into(),
+            "no summary.json: still running, or its process was killed".into(),
+        ));
     }
     for run in runs {
         let manifest = read_json(&run.join("manifest.json"))?;
