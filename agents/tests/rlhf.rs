@@ -11,7 +11,7 @@ use gradgym_agents::config::{Algo, BackendKind};
 use gradgym_agents::nn::gpt::{Gpt, GptConfig};
 use gradgym_agents::nn::sampling::{SamplingConfig, generate};
 use gradgym_agents::rlhf::data::Comparison;
-use gradgym_agents::rlhf::learner::TokenLearner;
+use gradgym_agents::rlhf::learner::{TokenLearner, TokenRollout};
 use gradgym_agents::rlhf::pipeline::{self, Inputs, Stage};
 use gradgym_agents::rlhf::reward::{chosen_lm_loss, preference_loss};
 use gradgym_agents::rlhf::sequences::{Sequences, scores, token_stats};
@@ -640,31 +640,24 @@ fn a_batch_of_non_finite_advantages_names_its_cause_before_a_step() {
     let mut l = learner_on(Algo::Ppo, 1, BackendKind::Libtorch, 0.0);
     let fresh = |l: &mut TokenLearner| l.rollout(&reference, &reward_model, &[&p], &[&r], 0.05);
     let start = l.policy.duplicate().unwrap();
-    let mut bad_values = fresh(&mut l);
-    bad_values.old_values = bad_values.old_values.fill(f64::NAN);
-    let e = l
-        .update(&bad_values, &mut rng::stream(1, "test/mb", 0))
-        .unwrap_err()
-        .to_string();
+    // The error of an update of a fresh rollout with one tensor replaced by `damage`.
+    let refused = |l: &mut TokenLearner, damage: &dyn Fn(&mut TokenRollout)| {
+        let mut rollout = fresh(l);
+        damage(&mut rollout);
+        l.update(&rollout, &mut rng::stream(1, "test/mb", 0))
+            .unwrap_err()
+            .to_string()
+    };
+    let e = refused(&mut l, &|r| r.old_values = r.old_values.fill(f64::NAN));
     assert!(e.contains("lower rl.value_learning_rate"), "{e}");
-    let mut overflowed = fresh(&mut l);
-    overflowed.advantages = overflowed.advantages.fill(f64::INFINITY);
-    let e = l
-        .update(&overflowed, &mut rng::stream(1, "test/mb", 0))
-        .unwrap_err()
-        .to_string();
+    let e = refused(&mut l, &|r| r.advantages = r.advantages.fill(f64::INFINITY));
     assert!(
         e.contains("overflowed") && e.contains("lower rl.beta"),
         "{e}"
     );
     // Finite returns whose squares would overflow float32 (whitening would make every
     // advantage 0, and the value loss overflow, blamed on the value learning rate).
-    let mut huge = fresh(&mut l);
-    huge.returns = huge.returns.ones_like() * 1e20;
-    let e = l
-        .update(&huge, &mut rng::stream(1, "test/mb", 0))
-        .unwrap_err()
-        .to_string();
+    let e = refused(&mut l, &|r| r.returns = r.returns.ones_like() * 1e20);
     assert!(
         e.contains("overflowed") && e.contains("lower rl.beta"),
         "{e}"
