@@ -1,7 +1,8 @@
 //! RLHF on text, library side: the reward model's losses (pairwise = K-way at K = 2, ties, no
 //! contribution from prompt or padding), its initialisation from the SFT weights and the value
 //! function's from it, checkpoints with a scalar head, best-of-n's exact KL on a vocabulary
-//! small enough to enumerate every response, the token-level learner's masking, the whole
+//! small enough to enumerate every response, held-out accuracy counting a tie in the scores as
+//! a coin flip, the token-level learner's masking, the whole
 //! pipeline's byte-identical reruns, and each learner and option of the pipeline at work.
 
 use std::path::Path;
@@ -1016,4 +1017,46 @@ fn a_long_bad_prompt_is_quoted_shortened() {
         "{e}"
     );
     assert!(e.len() < 400, "{} bytes: {e}", e.len());
+}
+
+#[test]
+fn a_reward_model_that_scores_everything_alike_is_a_coin_flip_in_its_accuracy() {
+    use gradgym_agents::config::rlhf::LabelsConfig;
+    use gradgym_agents::rlhf::reward::{accuracy, human, label};
+    use gradgym_envs::text::GoldJudge;
+    tch::set_num_threads(1);
+    let policy = language_model(5);
+    let judge = GoldJudge::new();
+    for k in [2usize, 4] {
+        let labels_config = LabelsConfig {
+            num_responses: k,
+            ..LabelsConfig::default()
+        };
+        let mut h = human(&labels_config, rng::stream(5, "test/human", 0)).unwrap();
+        let held_out = label(
+            &policy,
+            &judge,
+            &mut h,
+            &labels_config,
+            60,
+            16,
+            &mut rng::stream(5, "test/labels", 0),
+        )
+        .unwrap();
+        let mut rm = policy
+            .with_scalar_head(&mut rng::stream(5, "test/rlhf-head", 0))
+            .unwrap();
+        let trained = accuracy(&rm, &held_out, &judge, 0.0).unwrap();
+        // Every response scores 0.25.
+        rm.rescale_head(0.0, 0.25);
+        let flat = accuracy(&rm, &held_out, &judge, 0.0).unwrap();
+        assert!(flat.gold_pairs > 20, "K = {k}: {flat:?}");
+        assert_eq!(flat.gold_pairs, trained.gold_pairs);
+        // Each pair is half a hit; each comparison with a single best response 1/K.
+        assert_eq!(flat.gold, 0.5, "K = {k}: {flat:?}");
+        assert_eq!(flat.label, 1.0 / k as f64, "K = {k}: {flat:?}");
+        // A head that ranks responses gives a whole hit or none per pair.
+        let pairs = trained.gold_pairs as f64;
+        assert_eq!((trained.gold * pairs).fract(), 0.0, "K = {k}: {trained:?}");
+    }
 }

@@ -314,7 +314,11 @@ pub fn normalise(
     Normalisation { mean, std }
 }
 
-/// How the reward model orders held-out comparisons.
+/// How the reward model orders held-out comparisons. A tie in the model's scores earns the
+/// share of a coin flip: 1/k of a comparison whose best response shares the top score with k − 1
+/// others, ½ of a pair the model scores equal (before, a pair of equal scores counted as ordered
+/// right whenever its second response was the better, and a comparison's tie went to its last
+/// response).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Accuracy {
     /// Comparisons whose label has a single best response that the model scores highest.
@@ -333,16 +337,15 @@ pub fn accuracy(
     judge: &GoldJudge,
     margin: f64,
 ) -> Result<Accuracy> {
-    let (mut hit, mut n) = (0usize, 0usize);
-    let (mut ghit, mut gn) = (0usize, 0usize);
+    let (mut hit, mut n) = (0f64, 0usize);
+    let (mut ghit, mut gn) = (0f64, 0usize);
     for c in held_out {
         let p: Vec<&[u32]> = c.responses.iter().map(|_| c.prompt.as_slice()).collect();
         let r: Vec<&[u32]> = c.responses.iter().map(|r| r.as_slice()).collect();
         let s = score_all(rm, &p, &r);
         if !c.is_tie() {
-            let best = argmax(&c.mu);
             n += 1;
-            hit += usize::from(argmax(&s) == best);
+            hit += top_share(&s, argmax(&c.mu));
         }
         let gold: Vec<f64> = r
             .iter()
@@ -352,23 +355,35 @@ pub fn accuracy(
             for j in i + 1..r.len() {
                 if (gold[i] - gold[j]).abs() > margin {
                     gn += 1;
-                    ghit += usize::from((gold[i] > gold[j]) == (s[i] > s[j]));
+                    // The pair's better response by gold, and its score against the other's.
+                    let (better, worse) = if gold[i] > gold[j] { (i, j) } else { (j, i) };
+                    ghit += match s[better].partial_cmp(&s[worse]) {
+                        Some(std::cmp::Ordering::Greater) => 1.0,
+                        Some(std::cmp::Ordering::Equal) => 0.5,
+                        _ => 0.0,
+                    };
                 }
             }
         }
     }
-    let frac = |a: usize, b: usize| {
-        if b == 0 {
-            f64::NAN
-        } else {
-            a as f64 / b as f64
-        }
+    let frac = |a: f64, b: usize| {
+        if b == 0 { f64::NAN } else { a / b as f64 }
     };
     Ok(Accuracy {
         label: frac(hit, n),
         gold: frac(ghit, gn),
         gold_pairs: gn,
     })
+}
+
+/// The credit for scores `s` choosing response `best`: 1 if it alone scores highest, 1/k if it
+/// shares the highest score with k − 1 others, else 0.
+fn top_share(s: &[f64], best: usize) -> f64 {
+    let top = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    if s[best] < top || s[best].is_nan() {
+        return 0.0;
+    }
+    1.0 / s.iter().filter(|&&x| x == top).count() as f64
 }
 
 fn argmax(v: &[f64]) -> usize {
