@@ -160,7 +160,8 @@ pub struct Label {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Fit {
     pub loss: Option<f64>,
-    /// The share of labels with a preferred segment whose argmax sum is that segment.
+    /// The share of labels with a preferred segment whose argmax sum is that segment (1/k of a
+    /// label whose preferred segment shares the top sum with k − 1 others).
     pub accuracy: Option<f64>,
 }
 
@@ -498,20 +499,23 @@ impl RewardModel {
         let sums = self.sums(&scratch.acts[self.mlp.layers.len()], which.len());
         let kk = self.num_segments;
         let mut g = vec![0.0; kk];
-        let (mut loss, mut right, mut decided) = (0.0, 0usize, 0usize);
+        let (mut loss, mut right, mut decided) = (0.0, 0f64, 0usize);
         for (b, &i) in which.iter().enumerate() {
             let s = &sums[b * kk..(b + 1) * kk];
             let label = &self.labels[i as usize];
             loss += preference_loss(s, &label.mu, &mut g);
             if let Some(c) = label.choice {
                 decided += 1;
-                let best = (0..kk).fold(0, |a, j| if s[j] > s[a] { j } else { a });
-                right += (best == c) as usize;
+                // A tie at the top is a coin flip among the tied segments.
+                let top = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                if s[c] == top {
+                    right += 1.0 / s.iter().filter(|&&x| x == top).count() as f64;
+                }
             }
         }
         Fit {
             loss: Some(loss / which.len() as f64),
-            accuracy: (decided > 0).then(|| right as f64 / decided as f64),
+            accuracy: (decided > 0).then(|| right / decided as f64),
         }
     }
 
@@ -701,6 +705,39 @@ mod tests {
             .collect();
         let (zm, zs) = mean_std(&z);
         assert!(zm.abs() < 1e-5 && (zs - 1.0).abs() < 1e-5, "{zm} {zs}");
+    }
+
+    /// A member whose every segment sums alike is a coin flip: 1/K of each decided label,
+    /// whichever segment the label prefers.
+    #[test]
+    fn a_tie_at_the_top_earns_a_share_of_the_accuracy() {
+        let mut r = rng::stream(5, "test/tie-accuracy", 0);
+        for k in [2usize, 3] {
+            let features = Features::new(2, &Space::Discrete { n: 2 });
+            let mut m = RewardModel::new(features, &[8], 1, 3, k, 1e-3, 0.0, [1.1, 1.5], &mut r);
+            let labels: Vec<Label> = (0..40)
+                .map(|i| {
+                    let c = (i % (k + 1)).min(k - 1);
+                    Label {
+                        rows: (0..4 * 3 * k)
+                            .map(|j| ((i * 37 + j * 5) % 23) as f32 / 9.0 - 1.0)
+                            .collect(),
+                        mu: (0..k).map(|j| if j == c { 1.0 } else { 0.0 }).collect(),
+                        choice: Some(c),
+                    }
+                })
+                .collect();
+            m.add_labels(labels, &mut r);
+            let mut scratch = Scratch::default();
+            let all: Vec<u32> = (0..40).collect();
+            let fitted = m.evaluate(0, &all, &mut scratch).accuracy.unwrap();
+            assert!(fitted != 1.0 / k as f64, "K = {k}: {fitted}");
+            // The output layer's weights to zero: every row scores the bias alone.
+            let last = *m.mlp.layers.last().unwrap();
+            m.members[0].params[last.w..last.b].fill(0.0);
+            let flat = m.evaluate(0, &all, &mut scratch).accuracy.unwrap();
+            assert!((flat - 1.0 / k as f64).abs() < 1e-12, "K = {k}: {flat}");
+        }
     }
 
     #[test]
