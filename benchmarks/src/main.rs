@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
     name = "gradgym",
     version,
     about = "A reinforcement-learning gym and benchmark suite",
-    after_help = "Environment:\n  MKL_CBWR        MKL's reproducibility mode (gradgym sets AUTO unless this is set)\n  GRADGYM_MALLOC  keep (default: glibc's malloc keeps freed memory for reuse) or glibc (its own thresholds)\n  GRADGYM_SGEMM   matrixmultiply: the native RLHF backend's products without MKL's sgemm"
+    after_help = "Environment:\n  MKL_CBWR              MKL's reproducibility mode (gradgym sets AUTO unless this is set)\n  GRADGYM_MALLOC        keep (default: glibc's malloc keeps freed memory for reuse) or glibc (its own thresholds)\n  GRADGYM_SGEMM         matrixmultiply: the native RLHF backend's products without MKL's sgemm\n  GRADGYM_MEMORY_LIMIT  GiB an RLHF run on the CPU plans for (default: the machine's; 0: no check)"
 )]
 struct Cli {
     #[command(subcommand)]

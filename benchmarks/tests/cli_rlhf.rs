@@ -1212,6 +1212,8 @@ fn a_step_past_the_memory_limit_is_named_out_of_memory_with_its_stage() {
             "--quiet",
         ])
         .env_remove("RUST_BACKTRACE")
+        // Past the check before the run (which would refuse this batch), to the allocation.
+        .env("GRADGYM_MEMORY_LIMIT", "0")
         .output()
         .unwrap();
     let t = text(&o);
@@ -1231,6 +1233,108 @@ fn a_step_past_the_memory_limit_is_named_out_of_memory_with_its_stage() {
             .starts_with("during pretrain: out of memory"),
         "{failed}"
     );
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A batch whose activations alone exceed the memory planned for is refused before the run
+/// starts (exit 2, nothing written), naming the field, for each training stage; under a larger
+/// limit the same command passes the check (and stops later, at an output path that is a file).
+#[test]
+fn a_batch_past_the_machines_memory_is_refused_before_the_run_naming_its_field() {
+    let dir = scratch("memory-check");
+    let cfg = config(&dir, "");
+    // The input models are read after the check: paths that do not exist do for this test.
+    let (sft, rm) = ("no-such-sft", "no-such-rm");
+    // (One step each, so that a check that let them through fails in seconds.)
+    let cases: [(&[&str], &str, &str); 4] = [
+        (
+            &[
+                "sft",
+                "--set",
+                "pretrain.batch_size=20000",
+                "--set",
+                "pretrain.steps=1",
+                "--set",
+                "sft.steps=1",
+            ],
+            "pretrain.batch_size",
+            "20000 sequences",
+        ),
+        (
+            &[
+                "sft",
+                "--set",
+                "sft.batch_size=20000",
+                "--set",
+                "pretrain.steps=1",
+                "--set",
+                "sft.steps=1",
+            ],
+            "sft.batch_size",
+            "20000 sequences",
+        ),
+        (
+            &["rm", "--sft", sft, "--set", "reward_model.batch_size=20000"],
+            "reward_model.batch_size",
+            "20000 comparisons",
+        ),
+        (
+            &[
+                "rl",
+                "--sft",
+                sft,
+                "--rm",
+                rm,
+                "--set",
+                "rl.batch_size=80000",
+            ],
+            "rl.batch_size",
+            "80000 prompts",
+        ),
+    ];
+    let occupied = dir.join("occupied");
+    fs::write(&occupied, "a file, not a folder").unwrap();
+    for (args, field, what) in cases {
+        let run = |limit: &str, out: &Path| {
+            let mut all = vec!["rlhf"];
+            all.extend_from_slice(&args[..1]);
+            all.extend(["--config", cfg.to_str().unwrap()]);
+            all.extend_from_slice(&args[1..]);
+            all.extend(["--out", out.to_str().unwrap(), "--quiet"]);
+            std::process::Command::new(env!("CARGO_BIN_EXE_gradgym"))
+                .args(&all)
+                .env("GRADGYM_MEMORY_LIMIT", limit)
+                .output()
+                .unwrap()
+        };
+        let out = dir.join(field);
+        let o = run("2", &out);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{field}: {t}");
+        assert!(
+            t.contains(&format!("error: field `{field}`: {what} need at least"))
+                && t.contains("more than the 2.0 GiB planned for (GRADGYM_MEMORY_LIMIT); lower"),
+            "{field}: {t}"
+        );
+        assert!(!out.exists() && !dir.join(format!("{field}.partial")).exists());
+        let o = run("1000", &occupied);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{field}: {t}");
+        assert!(!t.contains("need at least"), "{field}: {t}");
+    }
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gradgym"))
+        .args(["rlhf", "sft", "--config", cfg.to_str().unwrap(), "--out"])
+        .arg(dir.join("x"))
+        .env("GRADGYM_MEMORY_LIMIT", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("GRADGYM_MEMORY_LIMIT=lots: not a number of GiB"),
+        "{}",
+        text(&o)
+    );
+    assert!(!dir.join("x").exists());
     fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -11,12 +11,14 @@
 //!   held-out accuracy.
 //! - [`learner`]: PPO, REINFORCE and A2C at token level.
 //! - [`best_of_n`]: best-of-n against the reward model, with its KL estimated from samples.
+//! - [`memory`]: the least memory each training stage needs, checked before a run starts.
 //! - [`pipeline`]: the stages a run goes through and the files it writes.
 
 pub mod best_of_n;
 pub mod data;
 pub mod learner;
 pub mod lm;
+pub mod memory;
 pub mod pipeline;
 pub mod reward;
 pub mod sequences;

@@ -809,6 +809,10 @@ pub fn run(
             config.eval.prompts
         );
     }
+    // A batch the machine cannot hold is refused here rather than killed mid-stage.
+    if device == Device::Cpu {
+        crate::rlhf::memory::check(config, stage)?;
+    }
     let sft_in = match stage {
         Stage::All | Stage::Sft => None,
         Stage::Sample if inputs.sft.is_none() => None,
