@@ -12,8 +12,10 @@
 //! are not counted: libtorch's fused attention keeps none); and per position whose next token
 //! is predicted, the logits and their log-softmax (2 floats per vocabulary entry). The RL
 //! stage counts one network's step on a minibatch (libtorch's learner frees the policy's
-//! before the value network's). The networks a stage holds add 16 bytes per parameter where
-//! they train (weights, gradient, Adam's two moments) and 4 where they are frozen. Lengths are
+//! before the value network's). The networks of the config's shape a stage holds add 16 bytes
+//! per parameter where they train (weights, gradient, Adam's two moments) and 4 where they are
+//! frozen (a reward model brought with `--rm` may be smaller, so the RL stage counts only the
+//! policy and its reference). Lengths are
 //! the longest the stage can draw (a batch is padded to its longest sequence, which a large
 //! batch nearly always reaches). Measured peaks on the demo model grow 1.42 to 5.03 times as
 //! fast as this bound with the batch (docs/rlhf.md, "Memory"), so a run it lets through may
@@ -115,8 +117,10 @@ pub fn needs(config: &RlhfConfig, stage: Stage) -> Vec<Need> {
         });
     }
     if matches!(stage, Stage::All | Stage::Rl) {
-        // The policy's gradient step on a minibatch (LM head over the response), beside the
-        // value network in training and the frozen reference and reward model.
+        // The policy's gradient step on a minibatch (LM head over the response), and the
+        // policy in training beside the frozen reference, both of the config's shape. The
+        // value network and the reward model take the reward model's shape, which may be
+        // smaller, so they are not counted.
         let rl = &config.rl;
         let minibatch = rl.batch_size.div_ceil(rl.num_minibatches.max(1)) as u128;
         out.push(Need {
@@ -124,7 +128,7 @@ pub fn needs(config: &RlhfConfig, stage: Stage) -> Vec<Need> {
             field: "rl.batch_size",
             value: rl.batch_size,
             unit: "prompts",
-            bytes: 2 * 16 * params + 2 * 4 * params + minibatch * act(sequence, response),
+            bytes: 16 * params + 4 * params + minibatch * act(sequence, response),
             advice: " or raise `rl.num_minibatches`",
         });
     }
