@@ -1274,7 +1274,15 @@ fn a_batch_past_the_machines_memory_is_refused_before_the_run_naming_its_field()
             "20000 sequences",
         ),
         (
-            &["rm", "--sft", sft, "--set", "reward_model.batch_size=20000"],
+            &[
+                "rm",
+                "--sft",
+                sft,
+                "--set",
+                "reward_model.batch_size=20000",
+                "--set",
+                "labels.comparisons=20000",
+            ],
             "reward_model.batch_size",
             "20000 comparisons",
         ),
@@ -1286,10 +1294,10 @@ fn a_batch_past_the_machines_memory_is_refused_before_the_run_naming_its_field()
                 "--rm",
                 rm,
                 "--set",
-                "rl.batch_size=80000",
+                "rl.batch_size=100000",
             ],
             "rl.batch_size",
-            "80000 prompts",
+            "100000 prompts",
         ),
     ];
     let occupied = dir.join("occupied");

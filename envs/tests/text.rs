@@ -6,8 +6,8 @@ use gradgym_envs::preference::{OracleConfig, SyntheticHuman};
 use gradgym_envs::rng;
 use gradgym_envs::text::vocab::{Class, WORDS};
 use gradgym_envs::text::{
-    EOS, GoldJudge, Grammar, PROMPT_LEN, Request, SHORTEST_DEMONSTRATION, Sentiment, Style,
-    TokenError, Vocabulary,
+    EOS, GoldJudge, Grammar, LONGEST_CORPUS_RESPONSE, LONGEST_DEMONSTRATION, PROMPT_LEN, Request,
+    SHORTEST_DEMONSTRATION, Sentiment, Style, TokenError, Vocabulary,
 };
 
 /// SFT keeps the demonstrations that fit in `rl.max_response`, and the config is refused below
@@ -25,6 +25,40 @@ fn the_shortest_demonstration_is_what_the_constant_says() {
         .min()
         .unwrap();
     assert_eq!(shortest, SHORTEST_DEMONSTRATION);
+}
+
+/// The memory check before an RLHF run bounds pretraining's and SFT's sequence lengths by
+/// `LONGEST_CORPUS_RESPONSE` and `LONGEST_DEMONSTRATION`: no response is longer, and a
+/// demonstration's sentences reach the longest the constant counts (12 tokens; the corpus's
+/// add at most a `not` to each of two adjectives).
+#[test]
+fn no_response_is_longer_than_the_longest_the_constants_say() {
+    let g = Grammar::new();
+    let v = Vocabulary::new();
+    let stop = v.id(".").unwrap();
+    let mut r = rng::stream(12, "test/text", 0);
+    for (style, longest, longest_sentence) in [
+        (Style::Demonstration, LONGEST_DEMONSTRATION, 12),
+        (Style::Corpus, LONGEST_CORPUS_RESPONSE, 14),
+    ] {
+        let (mut most, mut most_sentence) = (0, 0);
+        for _ in 0..20_000 {
+            let request = g.sample_request(&mut r);
+            let response = g.sample_response(request, style, &mut r);
+            most = most.max(response.len());
+            for sentence in response.split_inclusive(|&t| t == stop) {
+                most_sentence = most_sentence.max(sentence.len());
+            }
+        }
+        assert!(most <= longest, "{style:?}: {most} > {longest}");
+        assert!(
+            most_sentence <= longest_sentence,
+            "{style:?}: {most_sentence}"
+        );
+        if style == Style::Demonstration {
+            assert_eq!(most_sentence, longest_sentence);
+        }
+    }
 }
 
 #[test]

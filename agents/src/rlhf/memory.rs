@@ -3,32 +3,55 @@
 //! A batch too large for the machine used to start its run and then, where the kernel (not
 //! `malloc`) ran out of memory, be killed mid-stage with no message, leaving its `.partial`
 //! folder. Each training stage's need is bounded below here, from the model's shape and the
-//! config's batch sizes alone, and a run whose need exceeds the machine's memory is refused
-//! before anything is written, naming the batch size to lower.
+//! config's batch sizes, and a run whose need exceeds the machine's memory is refused before
+//! anything is written, naming the batch size to lower.
 //!
-//! **The bound.** A training step keeps, for its backward pass, per sequence, layer and
+//! **The bound.** A training step keeps, for its backward pass, per sequence, layer and input
 //! position at least the two LayerNorms' outputs, q/k/v, the attention's output, and the MLP's
 //! hidden layer before and after its activation: 14 floats per unit of width (attention rows
-//! are not counted: libtorch's fused attention keeps none); and per position whose next token
-//! is predicted, the logits and their log-softmax (2 floats per vocabulary entry). The RL
-//! stage counts one network's step on a minibatch (libtorch's learner frees the policy's
-//! before the value network's). The networks of the config's shape a stage holds add 16 bytes
-//! per parameter where they train (weights, gradient, Adam's two moments) and 4 where they are
-//! frozen (a reward model brought with `--rm` may be smaller, so the RL stage counts only the
-//! policy and its reference). Lengths are
-//! the longest the stage can draw (a batch is padded to its longest sequence, which a large
-//! batch nearly always reaches). Measured peaks on the demo model grow 1.42 to 5.03 times as
-//! fast as this bound with the batch (docs/rlhf.md, "Memory"), so a run it lets through may
-//! still need more; one it refuses cannot fit.
+//! are not counted: libtorch's fused attention keeps none); and per position the LM head reads,
+//! the logits and their log-softmax (2 floats per vocabulary entry). A sequence of L tokens is
+//! L − 1 input positions where the next token is predicted (pretraining, SFT, the reward
+//! model's LM term, the RL policy), L where a score is read.
+//! - Pretraining and SFT: a batch of rows (prompt and response) with the LM head on every
+//!   input position.
+//! - The reward model's fit: a batch of comparisons (at most as many as it trains on, of one
+//!   K), each response scored, and with Askell's LM term (`lm_coef` > 0) one chosen response
+//!   per comparison through the LM head.
+//! - RL: the policy's step on one minibatch (PPO's `num_minibatches`; REINFORCE and A2C step
+//!   on the whole batch), the LM head on the response (libtorch's learner frees the policy's
+//!   step before the value network's).
 //!
-//! **The machine's memory** is the smaller of `MemTotal` (/proc/meminfo) and the cgroup's
-//! `memory.max`, or `GRADGYM_MEMORY_LIMIT` in GiB where it is set (0 turns the check off). A
-//! run on a GPU is not checked: its activations live in the GPU's memory, and libtorch names an
-//! allocation the GPU refuses (`out of memory` with the stage).
+//! The networks of the config's shape add 16 bytes per parameter where they train (weights,
+//! gradient, Adam's two moments) and 4 where they are frozen (the value network and the reward
+//! model take the reward model's shape, which a `--rm` model may make smaller, so the RL stage
+//! counts only the policy and its reference). A stage that trains nothing (0 steps, epochs or
+//! updates) needs nothing here.
+//!
+//! **Lengths.** A batch is padded to its longest sequence. Pretraining rows are at most the
+//! prompt and the longest corpus response, SFT rows the prompt and the longest demonstration
+//! that fits `rl.max_response` (the grammar's constants); a large batch nearly always has one
+//! that long. Responses sampled from a model (the reward model's comparisons, RL's rollouts)
+//! are taken at `rl.max_response`: the bound assumes a batch has one response that long, which
+//! a policy that always stops sooner would not have. Measured peaks on the demo model grow
+//! 1.40 to 5.17 times as fast as the bound with the batch (docs/rlhf.md, "Memory"): a run it
+//! lets through may still need more; one it refuses cannot fit (given that assumption).
+//!
+//! **The machine's memory** is the smallest of `MemTotal` (/proc/meminfo) and the memory limits
+//! of the process's cgroup and its ancestors (cgroup v2 `memory.max`, v1
+//! `memory.limit_in_bytes`), or `GRADGYM_MEMORY_LIMIT` in GiB where it is set (0 turns the
+//! check off). A run on a GPU is not checked: its activations live in the GPU's memory, and
+//! libtorch names an allocation the GPU refuses (`out of memory` with the stage).
+//! `pipeline::run` checks the config's `[model]`; `gradgym rlhf` puts an input model's shape
+//! there before (a library caller that brings a model of another shape should do the same).
 
+use std::collections::BTreeMap;
+
+use crate::config::Algo;
 use crate::config::rlhf::RlhfConfig;
+use crate::rlhf::data::Comparison;
 use crate::rlhf::pipeline::Stage;
-use gradgym_envs::text::PROMPT_LEN;
+use gradgym_envs::text::{LONGEST_CORPUS_RESPONSE, LONGEST_DEMONSTRATION, PROMPT_LEN};
 
 /// A stage's least need of memory, and the config field that sizes it.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,8 +69,8 @@ pub struct Need {
     pub advice: &'static str,
 }
 
-/// Floats a training step keeps per sequence of `positions` positions, `predicted` of which
-/// go through the language-model head (0: no LM head): see the module's bound.
+/// Floats a training step keeps per sequence of `positions` input positions, `predicted` of
+/// which go through the language-model head (0: no LM head): see the module's bound.
 pub fn activation_floats(
     layers: usize,
     width: usize,
@@ -66,76 +89,107 @@ pub fn activation_floats(
 }
 
 /// The least need of each training stage `stage` runs, in the order the run meets them.
-pub fn needs(config: &RlhfConfig, stage: Stage) -> Vec<Need> {
+/// `data`: the comparisons of a `--data` file, whose number and K size the reward model's
+/// batches (else the config's labels do).
+pub fn needs(config: &RlhfConfig, stage: Stage, data: Option<&[Comparison]>) -> Vec<Need> {
     let m = &config.model;
     let vocab = gradgym_envs::text::Vocabulary::new().len();
     let params = crate::limits::gpt_parameters(vocab, m.context, m.width, m.layers);
     let act = |positions: usize, predicted: usize| {
         4 * activation_floats(m.layers, m.width, vocab, positions, predicted)
     };
-    // A (prompt, response) sequence: the prompt and the longest response, within the context.
-    let sequence = (PROMPT_LEN + config.rl.max_response).min(m.context);
-    let response = sequence.saturating_sub(PROMPT_LEN);
+    // A row of `response` tokens after the prompt, within the context.
+    let row = |response: usize| (PROMPT_LEN + response).min(m.context);
     let mut out = Vec::new();
     if matches!(stage, Stage::All | Stage::Sft) {
-        // Pretraining predicts every position after <bos>; SFT the response's.
         let pretrain = config.pretrain.batch_size;
-        out.push(Need {
-            stage: "pretrain",
-            field: "pretrain.batch_size",
-            value: pretrain,
-            unit: "sequences",
-            bytes: 16 * params + pretrain as u128 * act(m.context, m.context - 1),
-            advice: "",
-        });
+        if config.pretrain.steps > 0 {
+            let l = row(LONGEST_CORPUS_RESPONSE);
+            out.push(Need {
+                stage: "pretrain",
+                field: "pretrain.batch_size",
+                value: pretrain,
+                unit: "sequences",
+                bytes: 16 * params + pretrain as u128 * act(l - 1, l - 1),
+                advice: "",
+            });
+        }
         let sft = config.sft.batch_size;
-        out.push(Need {
-            stage: "sft",
-            field: "sft.batch_size",
-            value: sft,
-            unit: "sequences",
-            bytes: 16 * params + sft as u128 * act(sequence, response),
-            advice: "",
-        });
+        if config.sft.steps > 0 {
+            let l = row(LONGEST_DEMONSTRATION.min(config.rl.max_response));
+            out.push(Need {
+                stage: "sft",
+                field: "sft.batch_size",
+                value: sft,
+                unit: "sequences",
+                bytes: 16 * params + sft as u128 * act(l - 1, l - 1),
+                advice: "",
+            });
+        }
     }
-    if matches!(stage, Stage::All | Stage::Rm) {
-        // Each comparison's K responses; the LM term predicts the chosen response's tokens.
-        let rm = config.reward_model.batch_size;
-        let k = config.labels.num_responses as u128;
-        let predicted = if config.reward_model.lm_coef > 0.0 {
-            response
-        } else {
-            0
+    if matches!(stage, Stage::All | Stage::Rm) && config.reward_model.epochs > 0 {
+        // Comparisons per K among those the fit trains on: a batch holds one K, and no more
+        // comparisons than there are. The held-out share comes off the total first (so a K
+        // group keeps at least its count less that share).
+        let mut by_k: BTreeMap<usize, usize> = BTreeMap::new();
+        let total = match data {
+            Some(d) => {
+                for c in d {
+                    *by_k.entry(c.responses.len()).or_default() += 1;
+                }
+                d.len()
+            }
+            None => {
+                by_k.insert(config.labels.num_responses, config.labels.comparisons);
+                config.labels.comparisons
+            }
         };
+        let held = (((total as f64) * config.labels.held_out).round() as usize)
+            .min(total.saturating_sub(1));
+        let rm = config.reward_model.batch_size;
+        let l = row(config.rl.max_response);
+        let lm = config.reward_model.lm_coef > 0.0;
+        let bytes = by_k
+            .iter()
+            .map(|(&k, &n)| {
+                let batch = rm.min(n.saturating_sub(held)) as u128;
+                let scores = k as u128 * act(l, 0);
+                let chosen = if lm { act(l - 1, l - 1) } else { 0 };
+                batch * (scores + chosen)
+            })
+            .max()
+            .unwrap_or(0);
         out.push(Need {
             stage: "reward_model",
             field: "reward_model.batch_size",
             value: rm,
             unit: "comparisons",
-            bytes: 16 * params + rm as u128 * k * act(sequence, predicted),
+            bytes: 16 * params + bytes,
             advice: "",
         });
     }
-    if matches!(stage, Stage::All | Stage::Rl) {
-        // The policy's gradient step on a minibatch (LM head over the response), and the
-        // policy in training beside the frozen reference, both of the config's shape. The
-        // value network and the reward model take the reward model's shape, which may be
-        // smaller, so they are not counted.
+    if matches!(stage, Stage::All | Stage::Rl) && config.rl.updates > 0 {
         let rl = &config.rl;
-        let minibatch = rl.batch_size.div_ceil(rl.num_minibatches.max(1)) as u128;
+        let (minibatches, advice) = match config.algo() {
+            Algo::Ppo => (rl.num_minibatches.max(1), " or raise `rl.num_minibatches`"),
+            _ => (1, ""),
+        };
+        let minibatch = rl.batch_size.div_ceil(minibatches) as u128;
+        let l = row(rl.max_response);
         out.push(Need {
             stage: "rl",
             field: "rl.batch_size",
             value: rl.batch_size,
             unit: "prompts",
-            bytes: 16 * params + 4 * params + minibatch * act(sequence, response),
-            advice: " or raise `rl.num_minibatches`",
+            bytes: 16 * params + 4 * params + minibatch * act(l - 1, l - PROMPT_LEN),
+            advice,
         });
     }
     out
 }
 
-/// The memory a run may plan for, in bytes, and where the figure comes from; `None`: no check
+/// The memory a run may plan for, in bytes, and where the figure comes from (`this machine
+/// has, MemTotal` or `planned for, GRADGYM_MEMORY_LIMIT`); `None`: no check
 /// (`GRADGYM_MEMORY_LIMIT=0`, or nothing readable).
 pub fn available() -> anyhow::Result<Option<(u128, String)>> {
     if let Some(v) = std::env::var_os("GRADGYM_MEMORY_LIMIT") {
@@ -164,31 +218,67 @@ pub fn available() -> anyhow::Result<Option<(u128, String)>> {
             .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<u128>().ok())
             .map(|kib| kib * 1024)
     });
-    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
-        .ok()
-        .and_then(|t| t.trim().parse::<u128>().ok());
-    Ok(match (total, cgroup) {
-        (Some(t), Some(c)) if c < t => {
-            Some((c, "this machine has, the cgroup's memory.max".to_string()))
+    let mut best = total.map(|t| (t, "this machine has, MemTotal".to_string()));
+    if let Some((c, file)) = cgroup_limit() {
+        if best.as_ref().is_none_or(|(t, _)| c < *t) {
+            best = Some((c, format!("this machine allows this process, {file}")));
         }
-        (Some(t), _) => Some((t, "this machine has, MemTotal".to_string())),
-        (None, Some(c)) => Some((c, "this machine has, the cgroup's memory.max".to_string())),
-        (None, None) => None,
-    })
+    }
+    Ok(best)
+}
+
+/// The smallest memory limit of this process's cgroups and their ancestors, and its file:
+/// cgroup v2's `memory.max` (a number, or `max` for none), v1's `memory.limit_in_bytes`.
+fn cgroup_limit() -> Option<(u128, String)> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mut files = Vec::new();
+    for line in own.lines() {
+        // `hierarchy:controllers:path`; v2 is `0::path`, v1's memory line names `memory`.
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let (root, file) = if controllers.is_empty() {
+            ("/sys/fs/cgroup".to_string(), "memory.max")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            ("/sys/fs/cgroup/memory".to_string(), "memory.limit_in_bytes")
+        } else {
+            continue;
+        };
+        let mut dir = std::path::PathBuf::from(&root);
+        files.push(dir.join(file));
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            dir.push(part);
+            files.push(dir.join(file));
+        }
+    }
+    files
+        .into_iter()
+        .filter_map(|f| {
+            let v = std::fs::read_to_string(&f)
+                .ok()?
+                .trim()
+                .parse::<u128>()
+                .ok()?;
+            Some((v, f.display().to_string()))
+        })
+        .min_by_key(|(v, _)| *v)
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
 
 /// Refuses a run on the CPU whose stages need more memory than the machine has, naming the
 /// first such stage's batch-size field.
-pub fn check(config: &RlhfConfig, stage: Stage) -> anyhow::Result<()> {
+pub fn check(config: &RlhfConfig, stage: Stage, data: Option<&[Comparison]>) -> anyhow::Result<()> {
+    let needs = needs(config, stage, data);
+    if needs.is_empty() {
+        return Ok(());
+    }
     let Some((limit, source)) = available()? else {
         return Ok(());
     };
     let (what, how) = source
         .split_once(", ")
         .unwrap_or(("this machine has", &source));
-    for n in needs(config, stage) {
+    for n in needs {
         if n.bytes > limit {
             anyhow::bail!(
                 "field `{}`: {} {} need at least {:.1} GiB in the {} stage (activations kept for the backward pass, and the networks' weights and optimiser state), more than the {:.1} GiB {what} ({how}); lower `{}`{} (GRADGYM_MEMORY_LIMIT=GiB sets the memory gradgym plans for; 0 turns this check off)",
@@ -210,26 +300,70 @@ pub fn check(config: &RlhfConfig, stage: Stage) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    /// The bound's arithmetic on the demo model: 2 layers of width 64, 32 positions, 290
-    /// tokens.
+    /// The bound's arithmetic on the demo model: 2 layers of width 64, 290 tokens.
     #[test]
     fn the_bound_counts_what_a_step_keeps() {
-        // 2 · 32 · 14 · 64 + 2 · 31 · 290
-        assert_eq!(activation_floats(2, 64, 290, 32, 31), 57_344 + 17_980);
+        // 2 · 31 · 14 · 64 + 2 · 31 · 290
+        assert_eq!(activation_floats(2, 64, 290, 31, 31), 55_552 + 17_980);
         // No LM head: the body alone.
         assert_eq!(activation_floats(2, 64, 290, 32, 0), 57_344);
         let c = RlhfConfig::default();
-        let n = needs(&c, Stage::All);
+        let n = needs(&c, Stage::All, None);
         let stages: Vec<&str> = n.iter().map(|n| n.stage).collect();
         assert_eq!(stages, ["pretrain", "sft", "reward_model", "rl"]);
-        assert!(needs(&c, Stage::Rl).iter().all(|n| n.stage == "rl"));
-        assert!(needs(&c, Stage::Bon).is_empty());
-        // Twice the batch, about twice the activations; more minibatches, less.
+        assert!(needs(&c, Stage::Rl, None).iter().all(|n| n.stage == "rl"));
+        assert!(needs(&c, Stage::Bon, None).is_empty());
+        let rl = |c: &RlhfConfig| needs(c, Stage::Rl, None)[0].bytes;
+        let rm = |c: &RlhfConfig, d: Option<&[Comparison]>| needs(c, Stage::Rm, d)[0].bytes;
+        // Twice the batch, more; PPO's minibatches, less; REINFORCE steps on the whole batch.
         let mut big = c.clone();
         big.rl.batch_size *= 2;
-        let rl = |c: &RlhfConfig| needs(c, Stage::Rl)[0].bytes;
         assert!(rl(&big) > rl(&c));
         big.rl.num_minibatches *= 4;
         assert!(rl(&big) < rl(&c));
+        let mut whole = big.clone();
+        whole.rl.algo = "reinforce".into();
+        big.rl.num_minibatches = 1;
+        assert_eq!(rl(&whole), rl(&big));
+        // A stage that trains nothing needs nothing.
+        let mut none = c.clone();
+        (
+            none.pretrain.steps,
+            none.reward_model.epochs,
+            none.rl.updates,
+        ) = (0, 0, 0);
+        let stages: Vec<&str> = needs(&none, Stage::All, None)
+            .iter()
+            .map(|n| n.stage)
+            .collect();
+        assert_eq!(stages, ["sft"]);
+        // The reward model's batch holds no more comparisons than it trains on.
+        let mut few = c.clone();
+        few.labels.comparisons = 10;
+        few.labels.held_out = 0.2;
+        let mut many = few.clone();
+        many.reward_model.batch_size = 1000;
+        few.reward_model.batch_size = 8;
+        assert_eq!(rm(&few, None), rm(&many, None));
+        // A preference file's own K and count, not the config's.
+        let pair = Comparison {
+            prompt: vec![0; PROMPT_LEN],
+            responses: vec![vec![4], vec![5]],
+            mu: vec![1.0, 0.0],
+        };
+        let mut four = pair.clone();
+        four.responses = vec![vec![4], vec![5], vec![6], vec![7]];
+        four.mu = vec![1.0, 0.0, 0.0, 0.0];
+        let mut k4 = c.clone();
+        k4.labels.num_responses = 4;
+        k4.labels.held_out = 0.0;
+        let pairs = vec![pair.clone(); 100];
+        let mut k2 = k4.clone();
+        k2.labels.num_responses = 2;
+        k2.labels.comparisons = 100;
+        assert_eq!(rm(&k4, Some(&pairs)), rm(&k2, None));
+        let mut mixed = pairs.clone();
+        mixed.extend(vec![four; 100]);
+        assert!(rm(&k4, Some(&mixed)) > rm(&k4, Some(&pairs)));
     }
 }

@@ -781,9 +781,14 @@ pub fn run(
     tch::set_num_threads(threads);
     // Bad input fails here, before anything is written: the data file, and the input models
     // (loaded once, here).
-    if let Some(d) = &inputs.data {
-        data::read_jsonl(d, &Grammar::new(), config.rl.max_response)?;
-    }
+    let data_in = match &inputs.data {
+        Some(d) => Some(data::read_jsonl(
+            d,
+            &Grammar::new(),
+            config.rl.max_response,
+        )?),
+        None => None,
+    };
     if matches!(stage, Stage::All | Stage::Sft) {
         anyhow::ensure!(
             config.rl.max_response >= SHORTEST_DEMONSTRATION,
@@ -811,7 +816,7 @@ pub fn run(
     }
     // A batch the machine cannot hold is refused here rather than killed mid-stage.
     if device == Device::Cpu {
-        crate::rlhf::memory::check(config, stage)?;
+        crate::rlhf::memory::check(config, stage, data_in.as_deref())?;
     }
     let sft_in = match stage {
         Stage::All | Stage::Sft => None,

@@ -45,6 +45,16 @@ pub const PROMPT_LEN: usize = 8;
 /// keeps the demonstrations that fit in `rl.max_response`, so a smaller bound leaves it none.
 pub const SHORTEST_DEMONSTRATION: usize = 6;
 
+/// The longest sentence of a demonstration: an opener and `,`, determiner, subject or aspect,
+/// verb, an intensified adjective, `,` and a conjunction, another intensified adjective, `.`.
+/// The corpus's may also negate each adjective (`not`): two tokens more.
+const LONGEST_SENTENCE: usize = 12;
+/// The longest demonstration: two of the longest sentences and `<eos>`.
+pub const LONGEST_DEMONSTRATION: usize = 2 * LONGEST_SENTENCE + 1;
+/// The longest pretraining-corpus response: three of the corpus's longest sentences and
+/// `<eos>`.
+pub const LONGEST_CORPUS_RESPONSE: usize = 3 * (LONGEST_SENTENCE + 2) + 1;
+
 /// What a prompt asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Request {

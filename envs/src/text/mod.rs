@@ -19,6 +19,9 @@ pub mod judge;
 pub mod vocab;
 
 pub use env::{TextEnv, TextEnvConfig, TextEnvError, TokenRewards, token_rewards};
-pub use grammar::{Grammar, PROMPT_LEN, Request, SHORTEST_DEMONSTRATION, Sentiment, Style};
+pub use grammar::{
+    Grammar, LONGEST_CORPUS_RESPONSE, LONGEST_DEMONSTRATION, PROMPT_LEN, Request,
+    SHORTEST_DEMONSTRATION, Sentiment, Style,
+};
 pub use judge::{GoldJudge, Score};
 pub use vocab::{BOS, EOS, PAD, SEP, TokenError, Vocabulary};
