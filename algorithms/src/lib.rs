@@ -15,7 +15,8 @@
 //! - [`kl`]: fixed and adaptive KL-penalty coefficients (PPO-KL's, and the penalty toward a
 //!   frozen reference on text).
 //! - [`reward_losses`]: the K-way and pairwise losses of a reward model learned from
-//!   comparisons (ties included), over tensors.
+//!   comparisons (ties included), over tensors, and the held-out accuracy's credit per
+//!   comparison (a tie in the scores shared).
 //! - [`best_of_n`]: best-of-n's exact distribution and KL from the reference, the
 //!   `log n − (n−1)/n` bound, and the estimates runs use (the plug-in KL, the unbiased U-statistic
 //!   of the expected score).

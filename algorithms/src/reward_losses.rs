@@ -10,6 +10,8 @@
 //! Both are means over the batch. The language-model auxiliary term of Askell et al. 2021
 //! (next-token loss on the chosen response, its own coefficient) lives with the model, since it
 //! needs its logits.
+//!
+//! [`top_share`] is a comparison's credit in held-out accuracy, a tie in the scores shared.
 
 use tch::{Kind, Tensor};
 
@@ -31,18 +33,30 @@ pub fn pairwise_loss(chosen: &Tensor, rejected: &Tensor, mu_chosen: &Tensor) -> 
     -(win + lose).mean(Kind::Float)
 }
 
-/// The fraction of rows whose highest score is the response the label puts most mass on (rows
-/// with a tie, no single mode, are left out; NaN when none is left).
-pub fn accuracy(scores: &Tensor, mu: &Tensor) -> f64 {
-    let (top, _) = mu.max_dim(-1, false);
-    let single = mu
-        .eq_tensor(&top.unsqueeze(-1))
-        .sum_dim_intlist(-1, false, Kind::Int64)
-        .eq(1);
-    let hit = scores.argmax(-1, false).eq_tensor(&mu.argmax(-1, false));
-    let n = single.sum(Kind::Int64).int64_value(&[]);
-    if n == 0 {
-        return f64::NAN;
+/// The accuracy credit of `scores` for the response `chosen`: 1 if it alone scores highest,
+/// 1/k if it shares the highest score with k − 1 others (a tie is a coin flip among them),
+/// else 0 (also when its score is NaN). The held-out accuracy of the text reward model and of
+/// the preference ensemble are means of it.
+pub fn top_share(scores: &[f64], chosen: usize) -> f64 {
+    let top = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    if scores[chosen] < top || scores[chosen].is_nan() {
+        return 0.0;
     }
-    (hit.logical_and(&single)).sum(Kind::Int64).int64_value(&[]) as f64 / n as f64
+    1.0 / scores.iter().filter(|&&x| x == top).count() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::top_share;
+
+    #[test]
+    fn a_tie_at_the_top_shares_the_credit() {
+        assert_eq!(top_share(&[0.3, 0.1], 0), 1.0);
+        assert_eq!(top_share(&[0.3, 0.1], 1), 0.0);
+        assert_eq!(top_share(&[0.3, 0.3, 0.1], 1), 0.5);
+        assert_eq!(top_share(&[0.2, 0.2, 0.2, 0.2], 3), 0.25);
+        assert_eq!(top_share(&[0.2, 0.2, 0.5], 0), 0.0);
+        assert_eq!(top_share(&[f64::NAN, 0.1], 0), 0.0);
+        assert_eq!(top_share(&[0.1, f64::NAN], 0), 1.0);
+    }
 }

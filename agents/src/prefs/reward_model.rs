@@ -18,6 +18,7 @@
 //!   loop normalises that average again over the same rows and scales it to `reward_std`
 //!   before the learner sees it.
 
+use gradgym_algorithms::reward_losses::top_share;
 use gradgym_envs::Space;
 use gradgym_envs::rng::{Stream, uniform01};
 
@@ -507,10 +508,7 @@ impl RewardModel {
             if let Some(c) = label.choice {
                 decided += 1;
                 // A tie at the top is a coin flip among the tied segments.
-                let top = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                if s[c] == top {
-                    right += 1.0 / s.iter().filter(|&&x| x == top).count() as f64;
-                }
+                right += top_share(s, c);
             }
         }
         Fit {

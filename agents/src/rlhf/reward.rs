@@ -13,7 +13,7 @@
 //!   score mean 0 and standard deviation 1 (Ziegler et al. 2019; Stiennon et al. 2020).
 
 use anyhow::Result;
-use gradgym_algorithms::reward_losses::{kway_loss, pairwise_loss};
+use gradgym_algorithms::reward_losses::{kway_loss, pairwise_loss, top_share};
 use gradgym_envs::preference::{OracleConfig, SyntheticHuman};
 use gradgym_envs::rng::Stream;
 use gradgym_envs::text::{EOS, GoldJudge, Grammar, PROMPT_LEN, Request};
@@ -374,16 +374,6 @@ pub fn accuracy(
         gold: frac(ghit, gn),
         gold_pairs: gn,
     })
-}
-
-/// The credit for scores `s` choosing response `best`: 1 if it alone scores highest, 1/k if it
-/// shares the highest score with k − 1 others, else 0.
-fn top_share(s: &[f64], best: usize) -> f64 {
-    let top = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    if s[best] < top || s[best].is_nan() {
-        return 0.0;
-    }
-    1.0 / s.iter().filter(|&&x| x == top).count() as f64
 }
 
 fn argmax(v: &[f64]) -> usize {
