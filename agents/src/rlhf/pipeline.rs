@@ -342,19 +342,18 @@ impl Run<'_> {
         self.folder.write_text("eval.csv", &self.eval_csv)
     }
 
-    /// Labels (or the user's data) split into (train, held out), written into the folder.
+    /// Labels (or the user's data, read before the run) split into (train, held out), written
+    /// into the folder.
     fn comparisons(
         &mut self,
         sft: &Gpt,
-        data: Option<&Path>,
+        data: Option<Vec<Comparison>>,
         round: u64,
     ) -> Result<(Vec<Comparison>, Vec<Comparison>)> {
         self.phase = "labels";
         let l = &self.config.labels;
         let all = match data {
-            Some(path) => {
-                let mut c =
-                    data::read_jsonl(path, &self.judge.grammar, self.config.rl.max_response)?;
+            Some(mut c) => {
                 reward::shuffle(&mut c, &mut self.stream("split", round));
                 c
             }
@@ -779,9 +778,9 @@ pub fn run(
         tch::get_num_threads()
     };
     tch::set_num_threads(threads);
-    // Bad input fails here, before anything is written: the data file, and the input models
-    // (loaded once, here).
-    let data_in = match &inputs.data {
+    // Bad input fails here, before anything is written: the data file and the input models
+    // (each read once, here).
+    let mut data_in = match &inputs.data {
         Some(d) => Some(data::read_jsonl(
             d,
             &Grammar::new(),
@@ -1011,7 +1010,7 @@ pub fn run(
         let mut all_held = Vec::new();
         let rm = match stage {
             Stage::All | Stage::Rm => {
-                let (train, held) = run.comparisons(&sft, inputs.data.as_deref(), 0)?;
+                let (train, held) = run.comparisons(&sft, data_in.take(), 0)?;
                 let (rm, fit, norm, acc) = run.fit_reward_model(&sft, &train, &held, 0)?;
                 rm.save(&run.folder.path().join("reward_model"))?;
                 summary.insert("rm_train_loss".into(), json!(fit.train_loss));
