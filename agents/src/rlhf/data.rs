@@ -35,6 +35,12 @@ pub struct Comparison {
     pub mu: Vec<f64>,
 }
 
+/// How many of `total` comparisons are held out for accuracy at share `held_out`: the share
+/// rounded, leaving at least one to train on.
+pub fn held_out_count(total: usize, held_out: f64) -> usize {
+    (((total as f64) * held_out).round() as usize).min(total.saturating_sub(1))
+}
+
 impl Comparison {
     /// Whether no single response holds the most label mass.
     pub fn is_tie(&self) -> bool {

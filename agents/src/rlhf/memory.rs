@@ -49,7 +49,7 @@ use std::collections::BTreeMap;
 
 use crate::config::Algo;
 use crate::config::rlhf::RlhfConfig;
-use crate::rlhf::data::Comparison;
+use crate::rlhf::data::{Comparison, held_out_count};
 use crate::rlhf::pipeline::Stage;
 use gradgym_envs::text::{LONGEST_CORPUS_RESPONSE, LONGEST_DEMONSTRATION, PROMPT_LEN};
 
@@ -144,8 +144,7 @@ pub fn needs(config: &RlhfConfig, stage: Stage, data: Option<&[Comparison]>) -> 
                 config.labels.comparisons
             }
         };
-        let held = (((total as f64) * config.labels.held_out).round() as usize)
-            .min(total.saturating_sub(1));
+        let held = held_out_count(total, config.labels.held_out);
         let rm = config.reward_model.batch_size;
         let l = row(config.rl.max_response);
         let lm = config.reward_model.lm_coef > 0.0;

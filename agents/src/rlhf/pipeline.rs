@@ -372,8 +372,7 @@ impl Run<'_> {
             }
         };
         check_interrupt(self.interrupt, || "after labelling".into())?;
-        let held = ((all.len() as f64) * l.held_out).round() as usize;
-        let held = held.min(all.len() - 1);
+        let held = data::held_out_count(all.len(), l.held_out);
         let (train, held_out) = all.split_at(all.len() - held);
         // Written as they are made: labels.jsonl for the first round, labels_round<r>.jsonl
         // for each later one (its new labels only).
