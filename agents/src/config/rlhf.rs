@@ -229,8 +229,8 @@ pub struct RlConfig {
     /// What runs the RL stage's passes of the policy and the value function: `auto` (the
     /// default: native on the CPU, libtorch on a GPU, as the classic tasks' `backend`),
     /// `native` (plain Rust on the CPU, `agents/src/nn/gpt_native.rs`) or `libtorch`
-    /// (autograd; the committed results in `results/rlhf*` were trained on it and their
-    /// configs name it). Left out of a run's config.toml while `auto`.
+    /// (autograd). Left out of a run's config.toml while `auto`; the manifest's `rl_backend`
+    /// names the backend that ran (`native` for every committed run in `results/rlhf*`).
     #[serde(skip_serializing_if = "is_auto")]
     pub backend: BackendKind,
 }

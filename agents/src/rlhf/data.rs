@@ -14,8 +14,8 @@
 //! - `tie: true` gives μ = (½, ½) (Christiano et al. 2017). The K-way form names the best of
 //!   K responses (Ziegler et al. 2019) by its index, or gives the label distribution `mu`.
 //! - A line that is not a JSON object, lacks a field, gives one twice, has an unknown one or one
-//!   of the wrong type, holds a word outside the vocabulary, or a response longer than the
-//!   model's context allows, is an error naming the file, the line and the field.
+//!   of the wrong type, holds a word outside the vocabulary, or a response longer than
+//!   `rl.max_response` allows, is an error naming the file, the line and the field.
 
 use std::io::Write;
 use std::path::Path;
