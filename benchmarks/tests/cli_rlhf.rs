@@ -1243,10 +1243,16 @@ fn a_step_past_the_memory_limit_is_named_out_of_memory_with_its_stage() {
 fn a_batch_past_the_machines_memory_is_refused_before_the_run_naming_its_field() {
     let dir = scratch("memory-check");
     let cfg = config(&dir, "");
-    // The input models are read after the check: paths that do not exist do for this test.
-    let (sft, rm) = ("no-such-sft", "no-such-rm");
+    let c = cfg.to_str().unwrap();
+    // The check reads the input models' shape and the labels beside `--rm`.
+    let (sft_dir, rm_dir) = (dir.join("sft-run"), dir.join("rm-run"));
+    let (sft, rm) = (sft_dir.to_str().unwrap(), rm_dir.to_str().unwrap());
+    ok(&run(&["sft", "--config", c, "--out", sft, "--quiet"]));
+    ok(&run(&[
+        "rm", "--config", c, "--sft", sft, "--out", rm, "--quiet",
+    ]));
     // (One step each, so that a check that let them through fails in seconds.)
-    let cases: [(&[&str], &str, &str); 4] = [
+    let cases: [(&[&str], &str, &str, &str); 5] = [
         (
             &[
                 "sft",
@@ -1259,6 +1265,7 @@ fn a_batch_past_the_machines_memory_is_refused_before_the_run_naming_its_field()
             ],
             "pretrain.batch_size",
             "20000 sequences",
+            "pretrain",
         ),
         (
             &[
@@ -1272,6 +1279,7 @@ fn a_batch_past_the_machines_memory_is_refused_before_the_run_naming_its_field()
             ],
             "sft.batch_size",
             "20000 sequences",
+            "sft",
         ),
         (
             &[
@@ -1285,6 +1293,7 @@ fn a_batch_past_the_machines_memory_is_refused_before_the_run_naming_its_field()
             ],
             "reward_model.batch_size",
             "20000 comparisons",
+            "reward_model",
         ),
         (
             &[
@@ -1298,11 +1307,32 @@ fn a_batch_past_the_machines_memory_is_refused_before_the_run_naming_its_field()
             ],
             "rl.batch_size",
             "100000 prompts",
+            "rl",
+        ),
+        // Online rounds: the second round's refit trains on 20,000 new labels (less the held
+        // out) and those beside --rm; the first fit, of the reward model's run, is small.
+        (
+            &[
+                "rl",
+                "--sft",
+                sft,
+                "--rm",
+                rm,
+                "--set",
+                "rl.rounds=2",
+                "--set",
+                "labels.comparisons=20000",
+                "--set",
+                "reward_model.batch_size=20000",
+            ],
+            "reward_model.batch_size",
+            "20000 comparisons",
+            "online refit",
         ),
     ];
     let occupied = dir.join("occupied");
     fs::write(&occupied, "a file, not a folder").unwrap();
-    for (args, field, what) in cases {
+    for (args, field, what, stage) in cases {
         let run = |limit: &str, out: &Path| {
             let mut all = vec!["rlhf"];
             all.extend_from_slice(&args[..1]);
@@ -1321,6 +1351,7 @@ fn a_batch_past_the_machines_memory_is_refused_before_the_run_naming_its_field()
         assert_eq!(o.status.code(), Some(2), "{field}: {t}");
         assert!(
             t.contains(&format!("error: field `{field}`: {what} need at least"))
+                && t.contains(&format!("in the {stage} stage"))
                 && t.contains("more than the 2.0 GiB planned for (GRADGYM_MEMORY_LIMIT); lower"),
             "{field}: {t}"
         );

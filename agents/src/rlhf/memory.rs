@@ -21,11 +21,15 @@
 //! - RL: the policy's step on one minibatch (PPO's `num_minibatches`; REINFORCE and A2C step
 //!   on the whole batch), the LM head on the response (libtorch's learner frees the policy's
 //!   step before the value network's).
+//! - Ziegler's online rounds (`rl.rounds` > 1): the last refit's batch, of the first fit's
+//!   comparisons and every later round's `labels.comparisons` (less the held-out share), while
+//!   the policy (trained) and its reference stay in memory beside the new reward model.
 //!
 //! The networks of the config's shape add 16 bytes per parameter where they train (weights,
 //! gradient, Adam's two moments) and 4 where they are frozen (the value network and the reward
 //! model take the reward model's shape, which a `--rm` model may make smaller, so the RL stage
-//! counts only the policy and its reference). A stage that trains nothing (0 steps, epochs or
+//! counts only the policy and its reference; an online refit, those two and the reward model it
+//! fits, of the SFT model's shape). A stage that trains nothing (0 steps, epochs or
 //! updates) needs nothing here.
 //!
 //! **Lengths.** A batch is padded to its longest sequence. Pretraining rows are at most the
@@ -42,8 +46,8 @@
 //! `memory.limit_in_bytes`), or `GRADGYM_MEMORY_LIMIT` in GiB where it is set (0 turns the
 //! check off). A run on a GPU is not checked: its activations live in the GPU's memory, and
 //! libtorch names an allocation the GPU refuses (`out of memory` with the stage).
-//! `pipeline::run` checks the config's `[model]`; `gradgym rlhf` puts an input model's shape
-//! there before (a library caller that brings a model of another shape should do the same).
+//! `pipeline::run` checks once its inputs are read and before its folder is made, with the
+//! shape of a language model brought as input (`--sft`, `--model`) where there is one.
 
 use std::collections::BTreeMap;
 
@@ -89,8 +93,10 @@ pub fn activation_floats(
 }
 
 /// The least need of each training stage `stage` runs, in the order the run meets them.
-/// `data`: the comparisons of a `--data` file, whose number and K size the reward model's
-/// batches (else the config's labels do).
+/// `data`: the comparisons the first reward-model fit trains on where they are known before
+/// the run, whose number and K size its batches: a `--data` file's (else the config's labels
+/// do), or for an `rl` run the training labels beside its `--rm`, which its online rounds'
+/// refits train on besides their own.
 pub fn needs(config: &RlhfConfig, stage: Stage, data: Option<&[Comparison]>) -> Vec<Need> {
     let m = &config.model;
     let vocab = gradgym_envs::text::Vocabulary::new().len();
@@ -127,43 +133,30 @@ pub fn needs(config: &RlhfConfig, stage: Stage, data: Option<&[Comparison]>) -> 
             });
         }
     }
-    if matches!(stage, Stage::All | Stage::Rm) && config.reward_model.epochs > 0 {
-        // Comparisons per K among those the fit trains on: a batch holds one K, and no more
-        // comparisons than there are. The held-out share comes off the total first (so a K
-        // group keeps at least its count less that share).
-        let mut by_k: BTreeMap<usize, usize> = BTreeMap::new();
-        let total = match data {
-            Some(d) => {
-                for c in d {
-                    *by_k.entry(c.responses.len()).or_default() += 1;
-                }
-                d.len()
-            }
-            None => {
-                by_k.insert(config.labels.num_responses, config.labels.comparisons);
-                config.labels.comparisons
-            }
-        };
-        let held = held_out_count(total, config.labels.held_out);
+    // The reward model's batch: comparisons of one K, no more than the fit trains on.
+    let rm_bytes = |train: &BTreeMap<usize, usize>| {
         let rm = config.reward_model.batch_size;
         let l = row(config.rl.max_response);
         let lm = config.reward_model.lm_coef > 0.0;
-        let bytes = by_k
+        train
             .iter()
             .map(|(&k, &n)| {
-                let batch = rm.min(n.saturating_sub(held)) as u128;
+                let batch = rm.min(n) as u128;
                 let scores = k as u128 * act(l, 0);
                 let chosen = if lm { act(l - 1, l - 1) } else { 0 };
                 batch * (scores + chosen)
             })
             .max()
-            .unwrap_or(0);
+            .unwrap_or(0)
+    };
+    let first_fit = first_fit(config, stage, data);
+    if matches!(stage, Stage::All | Stage::Rm) && config.reward_model.epochs > 0 {
         out.push(Need {
             stage: "reward_model",
             field: "reward_model.batch_size",
-            value: rm,
+            value: config.reward_model.batch_size,
             unit: "comparisons",
-            bytes: 16 * params + bytes,
+            bytes: 16 * params + rm_bytes(&first_fit),
             advice: "",
         });
     }
@@ -183,8 +176,57 @@ pub fn needs(config: &RlhfConfig, stage: Stage, data: Option<&[Comparison]>) -> 
             bytes: 16 * params + 4 * params + minibatch * act(l - 1, l - PROMPT_LEN),
             advice,
         });
+        // Ziegler's online rounds: the last refit trains on the first fit's comparisons and
+        // every later round's, beside the policy and its reference.
+        if rl.rounds > 1 && config.reward_model.epochs > 0 {
+            let labels = &config.labels;
+            let per_round =
+                labels.comparisons - held_out_count(labels.comparisons, labels.held_out);
+            let mut last = first_fit;
+            *last.entry(labels.num_responses).or_default() += (rl.rounds - 1) * per_round;
+            out.push(Need {
+                stage: "online refit",
+                field: "reward_model.batch_size",
+                value: config.reward_model.batch_size,
+                unit: "comparisons",
+                bytes: (16 + 4 + 16) * params + rm_bytes(&last),
+                advice: "",
+            });
+        }
     }
     out
+}
+
+/// Comparisons per K that the first reward-model fit trains on, as far as is known before the
+/// run: a `--data` file's or the config's labels (a `rm` or whole run), less the held-out
+/// share (off the total first, so a K group keeps at least its count less that share); the
+/// training labels beside `--rm` (an `rl` run, none where there are none).
+fn first_fit(
+    config: &RlhfConfig,
+    stage: Stage,
+    data: Option<&[Comparison]>,
+) -> BTreeMap<usize, usize> {
+    let labels = &config.labels;
+    let mut by_k: BTreeMap<usize, usize> = BTreeMap::new();
+    let total = match (data, stage) {
+        (Some(d), _) => {
+            for c in d {
+                *by_k.entry(c.responses.len()).or_default() += 1;
+            }
+            d.len()
+        }
+        (None, Stage::All | Stage::Rm) => {
+            by_k.insert(labels.num_responses, labels.comparisons);
+            labels.comparisons
+        }
+        (None, _) => 0,
+    };
+    let held = match stage {
+        Stage::Rl => 0,
+        _ => held_out_count(total, labels.held_out),
+    };
+    by_k.values_mut().for_each(|n| *n = n.saturating_sub(held));
+    by_k
 }
 
 /// The memory a run may plan for, in bytes, and where the figure comes from (`this machine
@@ -364,5 +406,61 @@ mod tests {
         let mut mixed = pairs.clone();
         mixed.extend(vec![four; 100]);
         assert!(rm(&k4, Some(&mixed)) > rm(&k4, Some(&pairs)));
+    }
+
+    /// Ziegler's online rounds: the last refit trains on every label so far.
+    #[test]
+    fn an_online_refit_counts_every_label_so_far() {
+        let stages = |c: &RlhfConfig, stage| -> Vec<&str> {
+            needs(c, stage, None).iter().map(|n| n.stage).collect()
+        };
+        let refit = |c: &RlhfConfig, stage, d: Option<&[Comparison]>| {
+            needs(c, stage, d)
+                .into_iter()
+                .find(|n| n.stage == "online refit")
+                .map(|n| n.bytes)
+        };
+        let mut c = RlhfConfig::default();
+        assert_eq!(c.rl.rounds, 1);
+        assert_eq!(stages(&c, Stage::All).last(), Some(&"rl"));
+        // Few labels a round, a batch that would hold them all.
+        (c.rl.rounds, c.labels.comparisons, c.labels.held_out) = (2, 10, 0.2);
+        c.reward_model.batch_size = 1000;
+        assert_eq!(
+            stages(&c, Stage::All),
+            ["pretrain", "sft", "reward_model", "rl", "online refit"]
+        );
+        assert_eq!(stages(&c, Stage::Rl), ["rl", "online refit"]);
+        // Round 2's refit trains on 16 comparisons, the first fit on 8, and the policy and its
+        // reference stay beside it.
+        let first = needs(&c, Stage::Rm, None)[0].bytes;
+        let params = crate::limits::gpt_parameters(
+            gradgym_envs::text::Vocabulary::new().len(),
+            c.model.context,
+            c.model.width,
+            c.model.layers,
+        );
+        let act = first - 16 * params;
+        assert_eq!(refit(&c, Stage::All, None), Some(36 * params + 2 * act));
+        // An rl run knows only its own rounds' labels, and those beside --rm.
+        assert_eq!(refit(&c, Stage::Rl, None), Some(36 * params + act));
+        let pair = Comparison {
+            prompt: vec![0; PROMPT_LEN],
+            responses: vec![vec![4], vec![5]],
+            mu: vec![1.0, 0.0],
+        };
+        let beside = vec![pair; 8];
+        assert_eq!(
+            refit(&c, Stage::Rl, Some(&beside)),
+            Some(36 * params + 2 * act)
+        );
+        // A third round adds its labels; a batch smaller than them caps the need.
+        c.rl.rounds = 3;
+        assert_eq!(refit(&c, Stage::All, None), Some(36 * params + 3 * act));
+        c.reward_model.batch_size = 8;
+        assert_eq!(refit(&c, Stage::All, None), Some(36 * params + act));
+        // No fit, no refit.
+        c.reward_model.epochs = 0;
+        assert_eq!(refit(&c, Stage::All, None), None);
     }
 }

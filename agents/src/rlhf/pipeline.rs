@@ -812,10 +812,6 @@ pub fn run(
             config.eval.prompts
         );
     }
-    // A batch the machine cannot hold is refused here rather than killed mid-stage.
-    if device == Device::Cpu {
-        crate::rlhf::memory::check(config, stage, data_in.as_deref())?;
-    }
     let sft_in = match stage {
         Stage::All | Stage::Sft => None,
         Stage::Sample if inputs.sft.is_none() => None,
@@ -889,6 +885,14 @@ pub fn run(
     .filter_map(|(flag, p)| p.as_deref().map(|p| (flag, p)))
     .collect();
     refuse_inputs_inside(out, &given)?;
+    // A batch the machine cannot hold is refused here rather than killed mid-stage: the
+    // model's shape is the input model's where one was brought, and the comparisons the first
+    // reward-model fit trains on are the data file's or, for online rounds, those beside --rm.
+    if device == Device::Cpu {
+        let prior = prior_labels.as_ref().map(|(train, _)| train.as_slice());
+        let first = data_in.as_deref().or(prior);
+        crate::rlhf::memory::check(config, stage, first)?;
+    }
     let folder = RunFolder::create(out, existing)?;
     let mut run = Run {
         config,
