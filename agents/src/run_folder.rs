@@ -46,6 +46,31 @@ fn suffixed(dir: &Path, suffix: &str) -> PathBuf {
     dir.with_file_name(name)
 }
 
+/// `dir` as a path whose last component names the run's folder: one that ends in `.` or `..`
+/// (`--out .`) is resolved first (such a path exists), so that `<dir>.partial` lies beside the
+/// folder and not inside the folder it is to replace. A path that names no folder (`/`) is an
+/// error.
+pub fn folder_path(dir: &Path) -> Result<PathBuf> {
+    let bytes = dir.as_os_str().as_encoded_bytes();
+    let end = bytes.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+    let last = bytes[..end]
+        .rsplit(|&b| b == b'/')
+        .next()
+        .unwrap_or_default();
+    let resolved = if last == b"." || last == b".." {
+        fs::canonicalize(dir).with_context(|| format!("--out {}: cannot resolve", dir.display()))?
+    } else {
+        dir.to_path_buf()
+    };
+    if resolved.file_name().is_none() {
+        bail!(
+            "--out {}: names no folder a run can be written to and renamed into; choose another --out folder",
+            dir.display()
+        );
+    }
+    Ok(resolved)
+}
+
 /// `<dir>.partial`, where a run is written until it is sealed.
 pub fn partial_path(dir: &Path) -> PathBuf {
     suffixed(dir, ".partial")
@@ -54,7 +79,8 @@ pub fn partial_path(dir: &Path) -> PathBuf {
 /// Refuses a run folder `dir` whose replacement would delete one of the run's own `inputs`
 /// (`(flag, path)`): an input inside `dir` or inside `<dir>.partial`.
 pub fn refuse_inputs_inside(dir: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
-    for place in [dir.to_path_buf(), partial_path(dir)] {
+    let folder = folder_path(dir)?;
+    for place in [partial_path(&folder), folder] {
         let Ok(place) = fs::canonicalize(&place) else {
             continue;
         };
@@ -96,6 +122,7 @@ impl RunFolder {
     /// run wrote) and removed under [`Existing::Replace`]. [`Existing::Replace`] replaces only a
     /// run folder (one with a `manifest.json`) or an empty folder: never a user's other files.
     pub fn create(dir: &Path, existing: Existing) -> Result<Self> {
+        let dir = &folder_path(dir)?;
         if existing == Existing::Refuse && dir.exists() {
             bail!(
                 "{} already exists; choose another --out folder, or pass --overwrite to replace it",
@@ -220,23 +247,52 @@ impl RunFolder {
                     .with_context(|| format!("cannot sync {}", path.display()))?;
             }
         }
-        if self.done.exists() {
-            fs::remove_dir_all(&self.done)
-                .with_context(|| format!("cannot replace {}", self.done.display()))?;
-        }
-        fs::rename(&self.partial, &self.done).with_context(|| {
-            format!(
-                "cannot rename {} to {}",
-                self.partial.display(),
-                self.done.display()
-            )
-        })?;
+        self.move_into_place()?;
         if let Some(parent) = self.done.parent()
             && let Ok(d) = fs::File::open(parent)
         {
             let _ = d.sync_all();
         }
         Ok(self.done.clone())
+    }
+
+    /// Renames the folder into place. The run it replaces is moved aside, and deleted only
+    /// once this one is in its place (and put back if that fails), so that a failed rename
+    /// loses neither.
+    fn move_into_place(&self) -> Result<()> {
+        let aside = if self.done.exists() {
+            let aside = (1..)
+                .map(|n| suffixed(&self.done, &format!(".replaced-{n}")))
+                .find(|candidate| !candidate.exists())
+                .expect("an unused name");
+            fs::rename(&self.done, &aside)
+                .with_context(|| format!("cannot replace {}", self.done.display()))?;
+            Some(aside)
+        } else {
+            None
+        };
+        if let Err(e) = fs::rename(&self.partial, &self.done) {
+            if let Some(aside) = &aside {
+                let _ = fs::rename(aside, &self.done);
+            }
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot rename {} to {}",
+                    self.partial.display(),
+                    self.done.display()
+                )
+            });
+        }
+        if let Some(aside) = aside {
+            fs::remove_dir_all(&aside).with_context(|| {
+                format!(
+                    "the run is in {}, but the one it replaced is left in {}",
+                    self.done.display(),
+                    aside.display()
+                )
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -300,6 +356,62 @@ mod tests {
         );
         run.seal(&serde_json::json!({})).unwrap();
         assert!(!dir.join("keep.txt").exists() && dir.join("summary.json").exists());
+    }
+
+    /// `--out .` from inside a run folder, or `run/.`, `run/sub/..`: the folder itself, not a
+    /// `.partial` inside it (which replacing the folder used to delete with the run).
+    #[test]
+    fn an_out_path_ending_in_a_dot_is_the_folder_it_names() {
+        let dir = scratch("dot");
+        fs::create_dir_all(dir.join("sub")).unwrap();
+        fs::write(dir.join("manifest.json"), "{}").unwrap();
+        for (n, out) in [
+            dir.join("."),
+            dir.join("sub").join(".."),
+            dir.join("sub/../."),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            fs::create_dir_all(dir.join("sub")).unwrap();
+            let run = RunFolder::create(&out, Existing::Replace).unwrap();
+            assert_eq!(
+                run.path(),
+                fs::canonicalize(&dir).unwrap().with_extension("partial"),
+                "{}",
+                out.display()
+            );
+            run.write_json("manifest.json", &serde_json::json!({"n": n}))
+                .unwrap();
+            let sealed = run.seal(&serde_json::json!({})).unwrap();
+            assert_eq!(sealed, fs::canonicalize(&dir).unwrap());
+            let manifest = fs::read_to_string(dir.join("manifest.json")).unwrap();
+            assert!(manifest.contains(&format!("\"n\": {n}")), "{manifest}");
+            assert!(!partial_path(&dir).exists());
+        }
+        let e = RunFolder::create(Path::new("/"), Existing::Replace).unwrap_err();
+        assert!(e.to_string().contains("names no folder"), "{e}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Replacing a run moves it aside until the new one is in place: a failed rename puts it
+    /// back.
+    #[test]
+    fn a_failed_rename_keeps_the_run_it_was_to_replace() {
+        let dir = scratch("aside");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("manifest.json"), "old").unwrap();
+        let run = RunFolder::create(&dir, Existing::Replace).unwrap();
+        // The new run's folder vanishes before it is moved into place (so its rename fails).
+        fs::remove_dir_all(run.path()).unwrap();
+        let e = run.move_into_place().unwrap_err();
+        assert!(e.to_string().contains("cannot rename"), "{e}");
+        assert_eq!(
+            fs::read_to_string(dir.join("manifest.json")).unwrap(),
+            "old"
+        );
+        assert!(!suffixed(&dir, ".replaced-1").exists());
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
