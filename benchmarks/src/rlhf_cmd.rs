@@ -38,7 +38,7 @@ enum RlhfStage {
     Rl(CommonArgs),
     /// Best-of-n for eval.best_of_n on --sft DIR with the reward model --rm DIR.
     Bon(CommonArgs),
-    /// Samples of --model DIR (default --sft DIR), scored by the gold judge (and --rm DIR).
+    /// Samples of --model DIR or --sft DIR (one of them), scored by the gold judge (and --rm DIR).
     Sample(CommonArgs),
     /// Generation and PPO-update throughput on the GPT-2-shaped bench model, and peak memory.
     Bench(BenchArgs),

@@ -205,7 +205,13 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
     // A label file gone from that run is caught by the count its summary.json keeps.
     let (old, round2) = (dir.join("rl-online-old"), "reward_model_round2");
     copy_model(&online.join(round2), &old.join(round2));
-    for f in ["manifest.json", "summary.json", "labels_round2.jsonl"] {
+    for f in [
+        "manifest.json",
+        "summary.json",
+        "labels_round2.jsonl",
+        "held_out.jsonl",
+        "held_out_round2.jsonl",
+    ] {
         fs::copy(online.join(f), old.join(f)).unwrap();
     }
     let o = rl_on(
@@ -215,6 +221,22 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
     );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("rm_comparisons_round2"), "{}", text(&o));
+    // A held-out file gone from a run's folder is named (the run writes one, even empty).
+    fs::copy(online.join("labels.jsonl"), old.join("labels.jsonl")).unwrap();
+    fs::remove_file(old.join("held_out_round2.jsonl")).unwrap();
+    let o = rl_on(
+        &old.join(round2),
+        &["--set", "rl.rounds=2"],
+        &dir.join("rl-no-held-out"),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            "held_out_round2.jsonl is missing: the reward model of round 2 was measured on it"
+        ),
+        "{}",
+        text(&o)
+    );
     // So is a label gone from an `rm` stage's folder, whose summary.json counts its labels as
     // `comparisons`; and a summary.json cut short is named, not passed over.
     let short = dir.join("rm-short");
@@ -276,6 +298,10 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
     ]));
     let samples = fs::read_to_string(sample.join("samples.jsonl")).unwrap();
     assert_eq!(samples.lines().count(), 3);
+    // The manifest names the model sampled.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(sample.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["model"], rl.to_str().unwrap(), "{manifest}");
     for line in samples.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         assert!(v["gold"].is_number() && v["proxy"].is_number(), "{line}");
@@ -575,6 +601,11 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
         (vec!["sample", "--sft", s, "--samples", "0"], "--samples 0"),
         (vec!["sample", "--sft", s, "--samples", "9"], "--samples 9"),
         (vec!["sample"], "needs --model DIR or --sft DIR"),
+        // Both: one of them would be ignored.
+        (
+            vec!["sample", "--model", s, "--sft", s],
+            "give --model DIR or --sft DIR, not both",
+        ),
         (
             vec!["rm", "--sft", s, "--set", "labels.comparisons=0"],
             "`labels.comparisons`",

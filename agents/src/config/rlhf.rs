@@ -567,6 +567,16 @@ impl RlhfConfig {
                 ),
             ));
         }
+        // Each n is a row of best_of_n.csv and a point of the curve Gao's form is fitted to.
+        if let Some(w) = e.best_of_n.windows(2).find(|w| w[0] >= w[1]) {
+            return Err(bad(
+                "eval.best_of_n",
+                format!(
+                    "{} after {}: list each n once, in increasing order",
+                    w[1], w[0]
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -605,6 +615,8 @@ mod tests {
             ("[rl]\nalgo = \"dqn\"", "rl.algo"),
             ("[labels]\nnum_responses = 1", "labels.num_responses"),
             ("[eval]\nbest_of_n = [1, 500]", "eval.best_of_n"),
+            ("[eval]\nbest_of_n = [1, 2, 2]", "eval.best_of_n"),
+            ("[eval]\nbest_of_n = [4, 1, 2]", "eval.best_of_n"),
             ("[rl]\nkl_target = 0.0", "rl.kl_target"),
             ("[rl]\nupdates = 3\nrounds = 4", "rl.rounds"),
             ("[sample]\ntop_p = 0.0", "sample.top_p"),

@@ -138,6 +138,9 @@ struct Manifest<'a> {
     data: Option<String>,
     sft: Option<String>,
     reward_model: Option<String>,
+    /// `sample --model`: the model sampled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<String>,
 }
 
 /// The policy on a set of prompts.
@@ -612,28 +615,35 @@ fn labels_of_reward_model(
         // A round's reward model copied out of its run: its labels are not beside it.
         return Ok(None);
     }
-    let read = |name: &str, required: bool| -> Result<Vec<Comparison>> {
+    // `used`: what the reward model of `round` did with the file; a file without it is
+    // optional.
+    let read = |name: &str, used: Option<&str>| -> Result<Vec<Comparison>> {
         let file = folder.join(name);
         match std::fs::metadata(&file) {
             // An empty file is what a run writes when it holds nothing out.
             Ok(m) if m.is_file() && m.len() == 0 => Ok(Vec::new()),
             Ok(m) if m.is_file() => data::read_jsonl(&file, grammar, max_response),
-            _ if required => anyhow::bail!(
-                "--rm {}: {} is missing: the reward model of round {round} was fitted on it",
-                path.display(),
-                file.display()
-            ),
-            _ => Ok(Vec::new()),
+            _ => match used {
+                Some(used) => anyhow::bail!(
+                    "--rm {}: {} is missing: the reward model of round {round} was {used} it",
+                    path.display(),
+                    file.display()
+                ),
+                None => Ok(Vec::new()),
+            },
         }
     };
     if round == 1 && !folder.join("labels.jsonl").is_file() {
         return Ok(None);
     }
-    let mut train = read("labels.jsonl", round == 1)?;
-    let mut held = read("held_out.jsonl", false)?;
+    // A run writes its held-out file beside its labels, even empty; a folder that is not a
+    // run's (no summary.json) may hold labels alone.
+    let measured = summary.as_ref().map(|_| "measured on");
+    let mut train = read("labels.jsonl", (round == 1).then_some("fitted on"))?;
+    let mut held = read("held_out.jsonl", measured)?;
     for k in 2..=round {
-        train.extend(read(&format!("labels_round{k}.jsonl"), true)?);
-        held.extend(read(&format!("held_out_round{k}.jsonl"), false)?);
+        train.extend(read(&format!("labels_round{k}.jsonl"), Some("fitted on"))?);
+        held.extend(read(&format!("held_out_round{k}.jsonl"), measured)?);
     }
     // What the run itself counted, where it did: an online run per round, an `rm` stage or a
     // one-round run as `comparisons`.
@@ -806,6 +816,10 @@ pub fn run(
     );
     if stage == Stage::Sample {
         anyhow::ensure!(
+            inputs.model.is_none() || inputs.sft.is_none(),
+            "`gradgym rlhf sample` samples one model: give --model DIR or --sft DIR, not both"
+        );
+        anyhow::ensure!(
             (1..=config.eval.prompts).contains(&inputs.samples),
             "--samples {}: must be 1 to eval.prompts = {} (the evaluation prompts it answers)",
             inputs.samples,
@@ -929,6 +943,7 @@ pub fn run(
                 .reward_model
                 .as_ref()
                 .map(|p| p.display().to_string()),
+            model: inputs.model.as_ref().map(|p| p.display().to_string()),
         },
     )?;
     run.folder
@@ -959,7 +974,7 @@ pub fn run(
             }
             _ => match sft_in {
                 Some(sft) => sft,
-                // `sample` with --model only: that model is also the reference it is scored against.
+                // `sample` with --model: the model sampled.
                 None => model_in.as_ref().expect("checked above").duplicate()?,
             },
         };
