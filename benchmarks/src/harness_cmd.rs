@@ -181,6 +181,37 @@ pub struct ReportArgs {
     out: Option<PathBuf>,
 }
 
+/// Refuses RLHF run folders given beside others (an RLHF study is read one folder at a time),
+/// and explains a sweep folder with no sweep in it that holds RLHF studies a level down.
+fn rlhf_alone<T>(dirs: &[PathBuf], command: &str, load: Result<T>) -> Result<T> {
+    if dirs.len() > 1
+        && let Some(d) = dirs.iter().find(|d| rlhf_study::is_study(d))
+    {
+        anyhow::bail!(
+            "{}: holds gradgym rlhf runs, which `gradgym {command}` reads one folder at a time (`gradgym {command} {}`); give it alone",
+            d.display(),
+            d.display()
+        );
+    }
+    load.map_err(|e| {
+        let nested: Vec<String> = dirs
+            .iter()
+            .filter_map(|d| std::fs::read_dir(d).ok())
+            .flat_map(|it| it.flatten().map(|e| e.path()))
+            .filter(|p| p.is_dir() && rlhf_study::is_study(p))
+            .map(|p| format!("`gradgym {command} {}`", p.display()))
+            .collect();
+        if nested.is_empty() {
+            e
+        } else {
+            anyhow::anyhow!(
+                "{e:#}; of the folders inside, these hold gradgym rlhf runs, each read alone: {}",
+                nested.join(", ")
+            )
+        }
+    })
+}
+
 fn sources(dirs: &[PathBuf]) -> Vec<String> {
     dirs.iter().map(|d| format!("`{}`", d.display())).collect()
 }
@@ -193,7 +224,7 @@ pub fn run_report(args: ReportArgs) -> Result<ExitCode> {
         eprintln!("gradgym report: wrote {}", out.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let mut set = results::load(&args.dirs)?;
+    let mut set = rlhf_alone(&args.dirs, "report", results::load(&args.dirs))?;
     // Said on stderr and at the top of report.md alike.
     let unreadable = results::check_curves(&set);
     set.warnings.extend(unreadable);
@@ -238,7 +269,7 @@ pub fn run_plot(args: PlotArgs) -> Result<ExitCode> {
         }
         all
     } else {
-        let set = results::load(&args.dirs)?;
+        let set = rlhf_alone(&args.dirs, "plot", results::load(&args.dirs))?;
         for w in &set.warnings {
             eprintln!("warning: {w}");
         }

@@ -118,8 +118,16 @@ pub fn is_study(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// A cell a run always writes: empty is an error naming its line and column.
 fn number(csv: &Csv, row: usize, col: usize) -> Result<f64> {
-    Ok(csv.number(row, col)?.unwrap_or(f64::NAN))
+    csv.number(row, col)?.with_context(|| {
+        format!(
+            "{}:{}: column `{}` is empty",
+            csv.path.display(),
+            csv.rows[row].0,
+            csv.header[col]
+        )
+    })
 }
 
 /// The points of `best_of_n.csv` (`key` = `n`) or `eval.csv` (`key` = `update`), in file order.
@@ -130,9 +138,18 @@ fn read_points(path: &Path, key: &str) -> Result<Vec<Point>> {
         .iter()
         .map(|k| csv.column(k))
         .collect::<Result<_>>()?;
+    let mut last = f64::NEG_INFINITY;
     (0..csv.rows.len())
         .map(|i| {
             let at = number(&csv, i, c[0])?;
+            // A run writes its rows in increasing order of n or update.
+            anyhow::ensure!(
+                at > last,
+                "{}:{}: {key} {at} after {key} {last}: rows out of order or repeated",
+                path.display(),
+                csv.rows[i].0
+            );
+            last = at;
             Ok(Point {
                 update: (key == "update").then_some(at),
                 n: (key == "n").then_some(at),
@@ -150,40 +167,61 @@ pub fn load(dir: &Path) -> Result<Study> {
     // The folders of `dir`, read once: its runs and, named like the failed runs rather than
     // passed over, its `<name>.partial` folders (a run is written there until it is sealed: one
     // still running, or whose process was killed outright).
-    let (mut runs, mut partial): (Vec<PathBuf>, Vec<String>) =
-        if dir.join("manifest.json").is_file() {
-            (vec![dir.to_path_buf()], Vec::new())
-        } else {
-            let folders: Vec<PathBuf> = std::fs::read_dir(dir)
-                .with_context(|| format!("cannot read {}", dir.display()))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_dir())
-                .collect();
-            let partial = folders
-                .iter()
-                .filter_map(|p| p.file_name())
-                .map(|n| n.to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".partial"))
-                .collect();
-            let runs = folders
-                .into_iter()
-                .filter(|p| p.join("manifest.json").is_file() && p.join("summary.json").is_file())
-                .collect();
-            (runs, partial)
-        };
+    let (mut runs, mut partial): (Vec<PathBuf>, Vec<(String, &str)>) = if dir
+        .join("manifest.json")
+        .is_file()
+    {
+        (vec![dir.to_path_buf()], Vec::new())
+    } else {
+        let folders: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
+        let (unfinished, folders): (Vec<PathBuf>, Vec<PathBuf>) = folders
+            .into_iter()
+            .partition(|p| name(p).ends_with(".partial"));
+        let mut partial: Vec<(String, &str)> = unfinished
+            .iter()
+            .map(|p| {
+                (
+                    name(p),
+                    "no summary.json: still running, or its process was killed",
+                )
+            })
+            .collect();
+        // A sealed run always has its summary.json: one without it has lost it.
+        let (runs, unsealed): (Vec<PathBuf>, Vec<PathBuf>) = folders
+            .into_iter()
+            .filter(|p| p.join("manifest.json").is_file())
+            .partition(|p| p.join("summary.json").is_file());
+        partial.extend(
+                unsealed
+                    .iter()
+                    .filter(|p| {
+                        read_json(&p.join("manifest.json")).is_ok_and(|m| m["kind"] == "rlhf")
+                    })
+                    .map(|p| {
+                        (
+                            name(p),
+                            "no summary.json, which every sealed run has: deleted, or the folder copied in part",
+                        )
+                    }),
+            );
+        (runs, partial)
+    };
     runs.sort();
     partial.sort();
     let mut study = Study {
         dir: dir.to_path_buf(),
         ..Study::default()
     };
-    for name in partial {
-        study.skipped.push((
-            name,
-            "unfinished".into(),
-            "no summary.json: still running, or its process was killed".into(),
-        ));
+    for (name, why) in partial {
+        study
+            .skipped
+            .push((name, "unfinished".into(), why.to_string()));
     }
     for run in runs {
         let manifest = read_json(&run.join("manifest.json"))?;
@@ -238,8 +276,13 @@ pub fn load(dir: &Path) -> Result<Study> {
                 .map(|n| n.to_string_lossy().into_owned());
             format!("{} {config} {rm:?}", manifest["stage"])
         };
+        // What a completed run of its stage wrote: best_of_n.csv (a whole or `bon` run with
+        // an n to evaluate) and eval.csv (a whole or `rl` run); one gone is an error.
         let bon = run.join("best_of_n.csv");
-        if bon.is_file() {
+        let asked_bon = manifest["config"]["eval"]["best_of_n"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty());
+        if bon.is_file() || (matches!(stage, "all" | "bon") && asked_bon) {
             let points = read_points(&bon, "n")?;
             // A completed run wrote a row per n its config asked for.
             if let Some(want) = manifest["config"]["eval"]["best_of_n"].as_array() {
@@ -269,7 +312,7 @@ pub fn load(dir: &Path) -> Result<Study> {
             });
         }
         let eval = run.join("eval.csv");
-        if stage == "rl" || (stage == "all" && eval.is_file()) {
+        if matches!(stage, "rl" | "all") {
             let points = read_points(&eval, "update")?;
             // A completed run evaluated its last update.
             if let Some(want) = manifest["config"]["rl"]["updates"].as_f64() {

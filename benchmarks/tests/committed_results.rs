@@ -436,8 +436,11 @@ fn the_native_backend_gives_the_same_bytes_on_one_thread_and_two() {
 
 /// `report` and `plot` on an RLHF study refuse a CSV that lost rows, naming it: a header with
 /// no rows, an `eval.csv` cut at a row boundary (its last update short of the run's
-/// `rl.updates`) and a `best_of_n.csv` missing an n its config asked for. And they name a
-/// `.partial` folder (a run still going, or killed outright) instead of passing over it.
+/// `rl.updates`) and a `best_of_n.csv` missing an n its config asked for; and one that lost a
+/// cell, has its rows out of order, or is gone from a completed run (these used to be drawn
+/// or passed over). They name a `.partial` folder (a run still going, or killed outright), and
+/// a run folder that lost its `summary.json`, instead of passing over them; and RLHF runs given
+/// beside another folder are refused, naming the folder to give alone.
 #[test]
 fn a_study_whose_csv_lost_rows_is_refused_and_an_unfinished_run_is_named() {
     let committed = repo().join("results/rlhf");
@@ -457,8 +460,24 @@ fn a_study_whose_csv_lost_rows_is_refused_and_an_unfinished_run_is_named() {
         let text = fs::read_to_string(path).unwrap();
         fs::write(path, format!("{}\n", text.lines().next().unwrap())).unwrap();
     };
+    let empty_gold = |path: &Path| {
+        let text = fs::read_to_string(path).unwrap();
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        let gold = lines[0].split(',').position(|c| c == "gold").unwrap();
+        let mut cells: Vec<&str> = lines[1].split(',').collect();
+        cells[gold] = "";
+        lines[1] = cells.join(",");
+        fs::write(path, lines.join("\n") + "\n").unwrap();
+    };
+    let swap_rows = |path: &Path| {
+        let text = fs::read_to_string(path).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.swap(1, 2);
+        fs::write(path, lines.join("\n") + "\n").unwrap();
+    };
+    let delete = |path: &Path| fs::remove_file(path).unwrap();
     type Damage<'a> = &'a dyn Fn(&Path);
-    let cases: [(&str, &str, Damage, &str); 4] = [
+    let cases: [(&str, &str, Damage, &str); 8] = [
         (
             "eval-header",
             "ppo-beta0.1-labels10000/eval.csv",
@@ -483,6 +502,30 @@ fn a_study_whose_csv_lost_rows_is_refused_and_an_unfinished_run_is_named() {
             &drop_last_line,
             "eval.best_of_n",
         ),
+        (
+            "eval-cell",
+            "ppo-beta0.1-labels10000/eval.csv",
+            &empty_gold,
+            ":2: column `gold` is empty",
+        ),
+        (
+            "eval-order",
+            "ppo-beta0.1-labels10000/eval.csv",
+            &swap_rows,
+            "rows out of order",
+        ),
+        (
+            "eval-gone",
+            "ppo-beta0.1-labels10000/eval.csv",
+            &delete,
+            "cannot read",
+        ),
+        (
+            "bon-gone",
+            "bon-labels10000/best_of_n.csv",
+            &delete,
+            "cannot read",
+        ),
     ];
     for (name, file, damage, says) in cases {
         let dir = fresh(name);
@@ -500,6 +543,10 @@ fn a_study_whose_csv_lost_rows_is_refused_and_an_unfinished_run_is_named() {
     }
     let dir = fresh("partial");
     fs::create_dir_all(dir.join("ppo-beta0-labels10000.partial")).unwrap();
+    // A run folder without its summary.json.
+    let lost = dir.join("ppo-beta0.1-labels10000-lost");
+    copy_tree(&dir.join("ppo-beta0.1-labels10000"), &lost);
+    fs::remove_file(lost.join("summary.json")).unwrap();
     let out = dir.join("out");
     let o = gradgym(&[
         "report",
@@ -510,9 +557,30 @@ fn a_study_whose_csv_lost_rows_is_refused_and_an_unfinished_run_is_named() {
     assert!(o.status.success(), "{}", text(&o));
     let report = fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
-        report.contains("Left out: `ppo-beta0-labels10000.partial` (status unfinished"),
+        report.contains("`ppo-beta0-labels10000.partial` (status unfinished"),
         "{report}"
     );
+    assert!(
+        report.contains("`ppo-beta0.1-labels10000-lost` (status unfinished: no summary.json, which every sealed run has"),
+        "{report}"
+    );
+    // Beside another folder: refused, naming the folder to give alone.
+    let other = fresh("other");
+    for cmd in ["report", "plot"] {
+        let o = gradgym(&[
+            cmd,
+            dir.to_str().unwrap(),
+            other.to_str().unwrap(),
+            "--out",
+            out.join(cmd).to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", text(&o));
+        assert!(
+            text(&o).contains("reads one folder at a time"),
+            "{cmd}: {}",
+            text(&o)
+        );
+    }
 }
 
 /// A sweep whose run lost rows of its metrics.csv (a header alone, or cut at a row boundary
