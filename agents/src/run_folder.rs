@@ -17,7 +17,10 @@
 //! readable; under `--overwrite` it goes beside the run it was to replace
 //! ([`RunFolder::seal_as`]). Only a process killed outright (SIGKILL, a second signal,
 //! a crash) leaves a `.partial` folder, and the next run of that name refuses it unless told to
-//! replace it. JSON and TOML files are written to a temporary name and renamed, so a reader
+//! replace it. A run that `--overwrite` replaces is renamed `<run>.replaced-<k>` until the new
+//! one is in its place, then deleted; a process killed while deleting it leaves it there
+//! (`gradgym report` names it and leaves it out). JSON and TOML files are written to a
+//! temporary name and renamed, so a reader
 //! never sees half a file.
 
 use std::fs;
@@ -48,8 +51,8 @@ fn suffixed(dir: &Path, suffix: &str) -> PathBuf {
 
 /// `dir` as a path whose last component names the run's folder: one that ends in `.` or `..`
 /// (`--out .`) is resolved first (such a path exists), so that `<dir>.partial` lies beside the
-/// folder and not inside the folder it is to replace. A path that names no folder (`/`) is an
-/// error.
+/// folder and not inside the folder it is to replace; a trailing `/` is dropped. A path that
+/// names no folder (`/`) is an error.
 pub fn folder_path(dir: &Path) -> Result<PathBuf> {
     let bytes = dir.as_os_str().as_encoded_bytes();
     let end = bytes.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
@@ -60,7 +63,8 @@ pub fn folder_path(dir: &Path) -> Result<PathBuf> {
     let resolved = if last == b"." || last == b".." {
         fs::canonicalize(dir).with_context(|| format!("--out {}: cannot resolve", dir.display()))?
     } else {
-        dir.to_path_buf()
+        // Without a trailing `/`, so that a link is renamed as itself (`link/` is its target).
+        dir.components().collect()
     };
     if resolved.file_name().is_none() {
         bail!(
@@ -391,6 +395,42 @@ mod tests {
         }
         let e = RunFolder::create(Path::new("/"), Existing::Replace).unwrap_err();
         assert!(e.to_string().contains("names no folder"), "{e}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `--out link/` for a link to a run folder: the link is replaced, as `--out link` does
+    /// (the trailing `/` used to make the rename fail after the whole run), and its target is
+    /// left alone.
+    #[test]
+    fn a_trailing_slash_names_the_link_not_its_target() {
+        let dir = scratch("link");
+        let target = dir.join("target");
+        fs::create_dir_all(&target).unwrap();
+        fs::write(target.join("manifest.json"), "old").unwrap();
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let mut slash = link.clone().into_os_string();
+        slash.push("/");
+        let run = RunFolder::create(Path::new(&slash), Existing::Replace).unwrap();
+        assert_eq!(run.path(), dir.join("link.partial"));
+        run.write_json("manifest.json", &serde_json::json!({"new": true}))
+            .unwrap();
+        run.seal(&serde_json::json!({})).unwrap();
+        assert!(
+            !fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert!(
+            fs::read_to_string(link.join("manifest.json"))
+                .unwrap()
+                .contains("new")
+        );
+        assert_eq!(
+            fs::read_to_string(target.join("manifest.json")).unwrap(),
+            "old"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -182,8 +182,9 @@ pub struct ReportArgs {
 }
 
 /// Refuses RLHF run folders given beside others (an RLHF study is read one folder at a time),
-/// and explains a sweep folder with no sweep in it that holds RLHF studies a level down.
-fn rlhf_alone<T>(dirs: &[PathBuf], command: &str, load: Result<T>) -> Result<T> {
+/// and a folder with no sweep in it (no summary.csv in it or its subfolders) whose subfolders
+/// hold RLHF studies, naming them.
+fn rlhf_alone(dirs: &[PathBuf], command: &str) -> Result<()> {
     if dirs.len() > 1
         && let Some(d) = dirs.iter().find(|d| rlhf_study::is_study(d))
     {
@@ -193,23 +194,33 @@ fn rlhf_alone<T>(dirs: &[PathBuf], command: &str, load: Result<T>) -> Result<T> 
             d.display()
         );
     }
-    load.map_err(|e| {
-        let nested: Vec<String> = dirs
-            .iter()
-            .filter_map(|d| std::fs::read_dir(d).ok())
-            .flat_map(|it| it.flatten().map(|e| e.path()))
-            .filter(|p| p.is_dir() && rlhf_study::is_study(p))
-            .map(|p| format!("`gradgym {command} {}`", p.display()))
-            .collect();
-        if nested.is_empty() {
-            e
-        } else {
-            anyhow::anyhow!(
-                "{e:#}; of the folders inside, these hold gradgym rlhf runs, each read alone: {}",
-                nested.join(", ")
-            )
+    for d in dirs {
+        let subs: Vec<PathBuf> = match std::fs::read_dir(d) {
+            Ok(it) => it
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect(),
+            Err(_) => continue,
+        };
+        if d.join("summary.csv").is_file() || subs.iter().any(|s| s.join("summary.csv").is_file()) {
+            continue;
         }
-    })
+        let mut nested: Vec<String> = subs
+            .iter()
+            .filter(|s| rlhf_study::is_study(s))
+            .map(|s| format!("`gradgym {command} {}`", s.display()))
+            .collect();
+        nested.sort();
+        if !nested.is_empty() {
+            anyhow::bail!(
+                "{}: no sweep here (no summary.csv in it or its subfolders), but folders inside it hold gradgym rlhf runs, each read alone: {}",
+                d.display(),
+                nested.join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 fn sources(dirs: &[PathBuf]) -> Vec<String> {
@@ -224,7 +235,8 @@ pub fn run_report(args: ReportArgs) -> Result<ExitCode> {
         eprintln!("gradgym report: wrote {}", out.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let mut set = rlhf_alone(&args.dirs, "report", results::load(&args.dirs))?;
+    rlhf_alone(&args.dirs, "report")?;
+    let mut set = results::load(&args.dirs)?;
     // Said on stderr and at the top of report.md alike.
     let unreadable = results::check_curves(&set);
     set.warnings.extend(unreadable);
@@ -269,7 +281,8 @@ pub fn run_plot(args: PlotArgs) -> Result<ExitCode> {
         }
         all
     } else {
-        let set = rlhf_alone(&args.dirs, "plot", results::load(&args.dirs))?;
+        rlhf_alone(&args.dirs, "plot")?;
+        let set = results::load(&args.dirs)?;
         for w in &set.warnings {
             eprintln!("warning: {w}");
         }

@@ -142,9 +142,10 @@ fn read_points(path: &Path, key: &str) -> Result<Vec<Point>> {
     (0..csv.rows.len())
         .map(|i| {
             let at = number(&csv, i, c[0])?;
-            // A run writes its rows in increasing order of n or update.
+            // A run writes its updates in increasing order (its n in its config's order, which
+            // the caller checks).
             anyhow::ensure!(
-                at > last,
+                key != "update" || at > last,
                 "{}:{}: {key} {at} after {key} {last}: rows out of order or repeated",
                 path.display(),
                 csv.rows[i].0
@@ -180,16 +181,25 @@ pub fn load(dir: &Path) -> Result<Study> {
             .filter(|p| p.is_dir())
             .collect();
         let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
+        // `<run>.replaced-<k>`: a run that `--overwrite` replaced, kept while the new one was
+        // moved into place, whose deletion was cut short.
+        let replaced = |p: &Path| {
+            name(p)
+                .rsplit_once(".replaced-")
+                .is_some_and(|(_, k)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+        };
         let (unfinished, folders): (Vec<PathBuf>, Vec<PathBuf>) = folders
             .into_iter()
-            .partition(|p| name(p).ends_with(".partial"));
+            .partition(|p| name(p).ends_with(".partial") || replaced(p));
         let mut partial: Vec<(String, &str)> = unfinished
             .iter()
             .map(|p| {
-                (
-                    name(p),
-                    "no summary.json: still running, or its process was killed",
-                )
+                let why = if replaced(p) {
+                    "replaced by a newer run under --overwrite; its process was killed before deleting it"
+                } else {
+                    "no summary.json: still running, or its process was killed"
+                };
+                (name(p), why)
             })
             .collect();
         // A sealed run always has its summary.json: one without it has lost it.

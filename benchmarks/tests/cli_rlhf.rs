@@ -265,6 +265,19 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
     let alone = dir.join("rl-lone");
     ok(&rl_on(&lone, &["--set", "rl.rounds=2"], &alone));
     assert_eq!(summary(&alone)["rm_comparisons_round1"], 0);
+    // That run wrote its round's labels alone (no labels.jsonl, so no held_out.jsonl): its
+    // round-2 reward model brings them to the next run.
+    assert!(!alone.join("labels.jsonl").exists() && !alone.join("held_out.jsonl").exists());
+    let after = dir.join("rl-after-lone");
+    ok(&rl_on(
+        &alone.join(round2),
+        &["--set", "rl.rounds=2"],
+        &after,
+    ));
+    assert_eq!(
+        summary(&after)["rm_comparisons_round1"],
+        summary(&alone)["rm_comparisons_round2"]
+    );
     // `bon` on the SFT and reward models, into `dest`.
     let bon_stage = |extra: &[&str], dest: &Path| {
         let (s, r) = (sft.to_str().unwrap(), rm.to_str().unwrap());

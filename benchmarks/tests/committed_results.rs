@@ -543,10 +543,14 @@ fn a_study_whose_csv_lost_rows_is_refused_and_an_unfinished_run_is_named() {
     }
     let dir = fresh("partial");
     fs::create_dir_all(dir.join("ppo-beta0-labels10000.partial")).unwrap();
-    // A run folder without its summary.json.
+    // A run folder without its summary.json, and a replaced run whose deletion was cut short.
     let lost = dir.join("ppo-beta0.1-labels10000-lost");
     copy_tree(&dir.join("ppo-beta0.1-labels10000"), &lost);
     fs::remove_file(lost.join("summary.json")).unwrap();
+    copy_tree(
+        &dir.join("ppo-beta0.1-labels10000"),
+        &dir.join("ppo-beta0.1-labels10000.replaced-1"),
+    );
     let out = dir.join("out");
     let o = gradgym(&[
         "report",
@@ -562,6 +566,12 @@ fn a_study_whose_csv_lost_rows_is_refused_and_an_unfinished_run_is_named() {
     );
     assert!(
         report.contains("`ppo-beta0.1-labels10000-lost` (status unfinished: no summary.json, which every sealed run has"),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "`ppo-beta0.1-labels10000.replaced-1` (status unfinished: replaced by a newer run"
+        ),
         "{report}"
     );
     // Beside another folder: refused, naming the folder to give alone.
@@ -580,6 +590,27 @@ fn a_study_whose_csv_lost_rows_is_refused_and_an_unfinished_run_is_named() {
             "{cmd}: {}",
             text(&o)
         );
+    }
+    // A folder with no sweep in it whose subfolder is a study: named (the message used to
+    // blame a missing summary.csv alone).
+    let nest = common::scratch("committed", "nest");
+    copy_tree(
+        &dir.join("bon-labels10000"),
+        &nest.join("study").join("bon-labels10000"),
+    );
+    for cmd in ["report", "plot"] {
+        let o = gradgym(&[
+            cmd,
+            nest.to_str().unwrap(),
+            "--out",
+            out.join(cmd).to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", text(&o));
+        let want = format!(
+            "folders inside it hold gradgym rlhf runs, each read alone: `gradgym {cmd} {}`",
+            nest.join("study").display()
+        );
+        assert!(text(&o).contains(&want), "{cmd}: {}", text(&o));
     }
 }
 

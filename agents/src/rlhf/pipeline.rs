@@ -636,14 +636,21 @@ fn labels_of_reward_model(
     if round == 1 && !folder.join("labels.jsonl").is_file() {
         return Ok(None);
     }
-    // A run writes its held-out file beside its labels, even empty; a folder that is not a
-    // run's (no summary.json) may hold labels alone.
-    let measured = summary.as_ref().map(|_| "measured on");
+    // A run writes a held-out file beside each label file, even empty; a folder that is not a
+    // run's (no summary.json) may hold labels alone. (An `rl` run whose --rm had no labels
+    // beside it writes its rounds' files alone.)
+    let measured = |labels: &str| {
+        (summary.is_some() && folder.join(labels).is_file()).then_some("measured on")
+    };
     let mut train = read("labels.jsonl", (round == 1).then_some("fitted on"))?;
-    let mut held = read("held_out.jsonl", measured)?;
+    let mut held = read("held_out.jsonl", measured("labels.jsonl"))?;
     for k in 2..=round {
-        train.extend(read(&format!("labels_round{k}.jsonl"), Some("fitted on"))?);
-        held.extend(read(&format!("held_out_round{k}.jsonl"), measured)?);
+        let labels = format!("labels_round{k}.jsonl");
+        train.extend(read(&labels, Some("fitted on"))?);
+        held.extend(read(
+            &format!("held_out_round{k}.jsonl"),
+            measured(&labels),
+        )?);
     }
     // What the run itself counted, where it did: an online run per round, an `rm` stage or a
     // one-round run as `comparisons`.
