@@ -75,6 +75,16 @@ pub fn folder_path(dir: &Path) -> Result<PathBuf> {
     Ok(resolved)
 }
 
+/// Whether `dir` is a `gradgym sweep` results folder: its manifest.json describes a sweep (a
+/// `sweep` and its `shard`), or it holds the sweep's `summary.csv` and `runs/`.
+pub fn is_sweep_folder(dir: &Path) -> bool {
+    let manifest = fs::read_to_string(dir.join("manifest.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    manifest.is_some_and(|m| m.get("sweep").is_some() && m.get("shard").is_some())
+        || (dir.join("summary.csv").is_file() && dir.join("runs").is_dir())
+}
+
 /// `<dir>.partial`, where a run is written until it is sealed.
 pub fn partial_path(dir: &Path) -> PathBuf {
     suffixed(dir, ".partial")
@@ -134,14 +144,21 @@ impl RunFolder {
             );
         }
         // A run folder: one with a manifest.json, which every run writes first (as
-        // manifest.tmp, then renamed), or empty.
+        // manifest.tmp, then renamed), or empty. A sweep's folder has a manifest.json too, but
+        // holds every run of the sweep: never replaced by one run.
         let replaceable = |d: &Path| {
             let empty = fs::read_dir(d).is_ok_and(|mut e| e.next().is_none());
             let manifest = ["manifest.json", "manifest.tmp"]
                 .iter()
                 .any(|m| d.join(m).is_file());
-            d.is_dir() && (empty || manifest)
+            d.is_dir() && (empty || (manifest && !is_sweep_folder(d)))
         };
+        if existing == Existing::Replace && dir.exists() && is_sweep_folder(dir) {
+            bail!(
+                "{} is a sweep's results folder (its manifest.json describes a sweep); --overwrite replaces only a run folder, so choose another --out folder",
+                dir.display()
+            );
+        }
         if existing == Existing::Replace && dir.exists() && !replaceable(dir) {
             bail!(
                 "{} exists and is not a gradgym run folder (it has no manifest.json); --overwrite replaces only run folders, so choose another --out folder",
@@ -395,6 +412,26 @@ mod tests {
         }
         let e = RunFolder::create(Path::new("/"), Existing::Replace).unwrap_err();
         assert!(e.to_string().contains("names no folder"), "{e}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A sweep's folder has a manifest.json, but is never replaced by one run.
+    #[test]
+    fn overwrite_never_replaces_a_sweeps_folder() {
+        let dir = scratch("sweep");
+        fs::create_dir_all(dir.join("runs/a")).unwrap();
+        fs::write(
+            dir.join("manifest.json"),
+            r#"{"name": "s", "sweep": {}, "shard": "1/1"}"#,
+        )
+        .unwrap();
+        let e = RunFolder::create(&dir, Existing::Replace).unwrap_err();
+        assert!(e.to_string().contains("is a sweep's results folder"), "{e}");
+        // Known by its files too (a manifest of another form).
+        fs::write(dir.join("manifest.json"), "{}").unwrap();
+        fs::write(dir.join("summary.csv"), "run\n").unwrap();
+        assert!(RunFolder::create(&dir, Existing::Replace).is_err());
+        assert!(dir.join("runs/a").is_dir() && !partial_path(&dir).exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -610,9 +610,43 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
         .collect();
     let out = &options.out;
     let runs_dir = out.join("runs");
+    // A run's folder (of `train`, `prefs` or `rlhf`) is not a sweep's: writing runs/ and a
+    // sweep manifest into it would overwrite that run's manifest.
+    if out.join("manifest.json").is_file() && !gradgym_agents::run_folder::is_sweep_folder(out) {
+        bail!(
+            "--out {}: a run's folder (its manifest.json describes one run, not a sweep); choose another --out folder",
+            out.display()
+        );
+    }
     fs::create_dir_all(&runs_dir)
         .with_context(|| format!("cannot create {}", runs_dir.display()))?;
     let _lock = FolderLock::take(out)?;
+    // Every finished run in the folder must be one this sweep (and shard) plans: summary.csv
+    // and the manifest are rewritten for the plan, and would leave the others out unseen.
+    let planned: std::collections::HashSet<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    let mut foreign: Vec<String> = fs::read_dir(&runs_dir)
+        .with_context(|| format!("cannot list {}", runs_dir.display()))?
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".partial") && !planned.contains(n.as_str()))
+        .collect();
+    if !foreign.is_empty() {
+        foreign.sort();
+        let n = foreign.len();
+        foreign.truncate(3);
+        bail!(
+            "--out {}: holds {n} run(s) this sweep{} does not plan ({}{}): another sweep's, or another shard's (each shard takes its own folder, and `gradgym report` pools them); use another --out folder",
+            out.display(),
+            if options.shard.count > 1 {
+                format!(" (shard {}/{})", options.shard.index, options.shard.count)
+            } else {
+                String::new()
+            },
+            foreign.join(", "),
+            if n > 3 { ", …" } else { "" }
+        );
+    }
 
     // Finished runs must be the ones this sweep file asks for.
     let mut pending = VecDeque::new();

@@ -322,6 +322,15 @@ fn shards_cover_the_grid_and_report_reads_their_union() {
         fs::read_to_string(whole.join("report/per_env.csv")).unwrap(),
         fs::read_to_string(parent.join("report/per_env.csv")).unwrap()
     );
+    // A shard into another shard's folder is refused (its summary.csv used to replace that
+    // shard's, leaving its runs out unseen).
+    let o = sweep(&file, &parent.join("shard-1"), &["--shard", "2/2"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("holds 2 run(s) this sweep (shard 2/2) does not plan"),
+        "{}",
+        text(&o)
+    );
 
     let o = gradgym(&[
         "sweep",
@@ -445,6 +454,69 @@ fn bad_sweeps_are_refused_and_finished_runs_are_kept() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("different config"), "{}", text(&o));
     assert_eq!(fs::read_to_string(out.join("summary.csv")).unwrap(), before);
+
+    // Another sweep (here another algo) into that folder is refused: its summary.csv and
+    // manifest used to replace these, leaving the finished run out unseen.
+    fs::write(
+        &file,
+        "seeds = [1]\nconfig = { total_timesteps = 512, eval_episodes = 1 }\n[[runs]]\nenvs = [\"CartPole-v1\"]\nalgos = [\"reinforce\"]\n",
+    )
+    .unwrap();
+    let manifest = fs::read_to_string(out.join("manifest.json")).unwrap();
+    let o = sweep(&file, &out, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("holds 1 run(s) this sweep does not plan (CartPole-v1__a2c__seed1)"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(fs::read_to_string(out.join("summary.csv")).unwrap(), before);
+    assert_eq!(
+        fs::read_to_string(out.join("manifest.json")).unwrap(),
+        manifest
+    );
+    // `train --overwrite` onto the sweep's folder is refused (it used to delete every run).
+    let o = gradgym(&[
+        "train",
+        "--env",
+        "CartPole-v1",
+        "--total-timesteps",
+        "1024",
+        "--out",
+        out.to_str().unwrap(),
+        "--overwrite",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("is a sweep's results folder"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        out.join("runs/CartPole-v1__a2c__seed1/summary.json")
+            .is_file()
+    );
+    // And a sweep into a train run's folder is refused, leaving its manifest alone.
+    let run = scratch("bad-run");
+    let o = gradgym(&[
+        "train",
+        "--env",
+        "CartPole-v1",
+        "--total-timesteps",
+        "1024",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let manifest = fs::read_to_string(run.join("manifest.json")).unwrap();
+    let o = sweep(&file, &run, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("a run's folder"), "{}", text(&o));
+    assert_eq!(
+        fs::read_to_string(run.join("manifest.json")).unwrap(),
+        manifest
+    );
+    assert!(!run.join("runs").exists());
 }
 
 #[test]
