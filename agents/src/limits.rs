@@ -47,6 +47,22 @@ pub fn too_many_parameters(
     })
 }
 
+/// What to say when an MLP's hidden widths `hidden` (each within [`MOST_SIZE`]) make more
+/// than [`MOST_PARAMETERS`] weights between them: the weights of consecutive hidden layers
+/// alone, a lower bound whatever the input and output sizes. Such widths used to pass their
+/// checks and then abort the process when the first weight matrix could not be allocated.
+pub fn mlp_too_many_parameters(hidden: &[usize]) -> Option<String> {
+    let n: u128 = hidden
+        .windows(2)
+        .map(|w| w[0] as u128 * w[1] as u128 + w[1] as u128)
+        .sum();
+    (n > MOST_PARAMETERS).then(|| {
+        format!(
+            "hidden widths {hidden:?} make at least {n} parameters, more than gradgym allows ({MOST_PARAMETERS}); use narrower layers"
+        )
+    })
+}
+
 /// The first of `counts` above `most`, as the field and what is wrong with it.
 pub fn over<'a>(counts: &[(&'a str, usize)], most: usize) -> Option<(&'a str, String)> {
     counts

@@ -162,6 +162,15 @@ impl StatsArgs {
         if self.reps == 0 {
             anyhow::bail!("--reps must be at least 1 (bootstrap replicates)");
         }
+        // Each cell keeps its replicates: a count past this aborted the process when their
+        // buffer could not be allocated.
+        let most = gradgym_agents::limits::MOST_SIZE;
+        if self.reps > most {
+            anyhow::bail!(
+                "--reps {}: more bootstrap replicates than gradgym allows ({most}); rliable's default is 2,000",
+                self.reps
+            );
+        }
         Ok(Bootstrap {
             reps: self.reps,
             seed: self.seed,

@@ -141,7 +141,7 @@ fn async_mode_runs_and_the_manifest_says_it_is_not_reproducible() {
 fn bad_input_exits_2_naming_the_field() {
     let dir = scratch("bad");
     fs::create_dir_all(&dir).unwrap();
-    let cases: [(&[&str], &str, &str); 8] = [
+    let cases: [(&[&str], &str, &str); 9] = [
         (&["--labels", "0"], "prefs.labels", "at least 1"),
         (
             &["--segment-length", "600"],
@@ -173,6 +173,12 @@ fn bad_input_exits_2_naming_the_field() {
         (
             &["--prefs", "{ oversample = 9223372036854775807 }"],
             "prefs.oversample",
+            "more than gradgym allows",
+        ),
+        // Each width within its cap, their product not (before: an abort, exit 134).
+        (
+            &["--prefs", "{ hidden_sizes = [16777216, 16777216] }"],
+            "prefs.hidden_sizes",
             "more than gradgym allows",
         ),
     ];

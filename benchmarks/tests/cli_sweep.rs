@@ -410,6 +410,14 @@ fn compare_passes_a_copy_and_fails_a_worse_candidate() {
             "{}",
             text(&o)
         );
+        // Too many to hold (before: an abort, exit 134).
+        let o = gradgym(&[command, base.to_str().unwrap(), "--reps", "100000000000"]);
+        assert_eq!(o.status.code(), Some(2), "{command}: {}", text(&o));
+        assert!(
+            text(&o).contains("more bootstrap replicates than gradgym allows"),
+            "{}",
+            text(&o)
+        );
     }
 
     // A truncated summary.csv is named with its line.

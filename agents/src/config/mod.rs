@@ -367,6 +367,9 @@ impl TrainConfig {
                 ),
             ));
         }
+        if let Some(m) = crate::limits::mlp_too_many_parameters(&self.hidden_sizes) {
+            return Err(bad("hidden_sizes", m));
+        }
         let positive = |field: &'static str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(())
@@ -587,6 +590,8 @@ mod tests {
             ("eval_episodes = 9223372036854775807", "eval_episodes"),
             ("update_epochs = 9223372036854775807", "update_epochs"),
             ("update_epochs = 5000000", "update_epochs"),
+            // Each width within its cap, their product not (before: an abort, exit 134).
+            ("hidden_sizes = [16777216, 16777216]", "hidden_sizes"),
         ] {
             let over = c.overlay_toml(toml, "x").unwrap();
             let e = over.validate().unwrap_err();

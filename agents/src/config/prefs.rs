@@ -181,6 +181,9 @@ impl PrefsConfig {
         if let Some((f, m)) = over(&sizes, MOST_SIZE).or_else(|| over(&steps, MOST_STEPS)) {
             return Err(bad(f, m));
         }
+        if let Some(m) = crate::limits::mlp_too_many_parameters(&self.hidden_sizes) {
+            return Err(bad("prefs.hidden_sizes", m));
+        }
         if self.labels == 0 {
             return Err(bad(
                 "prefs.labels",
