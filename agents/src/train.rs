@@ -560,13 +560,20 @@ pub fn train_with(
     Ok(summary)
 }
 
-/// Joins a preference loop's threads; an error there fails the run.
+/// Joins a preference loop's threads; an error there fails the run, as does a run that went
+/// to its end without asking a single label.
 fn finish_prefs(prefs: &mut PrefsLoop, summary: &mut Summary) {
     if let Err(e) = prefs.finish() {
         if summary.status != "failed" {
             summary.status = "failed".into();
             summary.error = Some(format!("preference loop: {e:#}"));
         }
+    }
+    if summary.status == "completed"
+        && let Some(why) = prefs.no_labels()
+    {
+        summary.status = "failed".into();
+        summary.error = Some(format!("preference loop: {why}"));
     }
 }
 

@@ -221,3 +221,36 @@ fn bad_input_exits_2_naming_the_field() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("label"), "{}", text(&o));
 }
+
+/// A run whose segments never fit within one episode asks no label; one that ends before the
+/// preference loop gives up used to be sealed `completed`, its policy trained on a reward
+/// model that never saw a label. It fails (exit 1), saying why, its iterations kept.
+#[test]
+fn a_run_that_asked_no_label_fails_saying_why() {
+    let dir = scratch("no-labels");
+    let out = dir.join("run");
+    let o = gradgym(&[
+        "prefs",
+        "--env",
+        "CartPole-v1",
+        "--segment-length",
+        "200",
+        "--total-timesteps",
+        "4096",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("no preference label was asked in the whole run")
+            && text(&o).contains("prefs.segment_length"),
+        "{}",
+        text(&o)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["status"], "failed");
+    assert_eq!(summary["iterations"], 8);
+    fs::remove_dir_all(&dir).unwrap();
+}

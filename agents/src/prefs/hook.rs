@@ -323,6 +323,20 @@ impl PrefsLoop {
         )
     }
 
+    /// Why a run that ended with no label asked learned nothing: every rollout's segments
+    /// crossed an episode boundary (`None` once a label was asked).
+    pub fn no_labels(&self) -> Option<String> {
+        (self.asked == 0).then(|| {
+            format!(
+                "no preference label was asked in the whole run: in {} rollouts no stretch of \
+                 `prefs.segment_length` = {} transitions lay within one episode, so the policy \
+                 learned from a reward model that never saw a label; lower \
+                 prefs.segment_length, or train longer",
+                self.deferred, self.prefs.segment_length
+            )
+        })
+    }
+
     /// Joins the async threads (a no-op when interleaved) and flushes `labels.csv`.
     pub fn finish(&mut self) -> Result<()> {
         if let Engine::Async {
