@@ -8,8 +8,9 @@
 //!   the env (the tolerance is in normalised score, default 0): the candidate is worse beyond
 //!   what seed noise explains. With a constant score on both sides (CartPole at 500) the
 //!   interval is a point, so any drop is a regression;
-//! - **regression** too when the candidate lacks the pair or has more failed runs than the
-//!   baseline.
+//! - **regression** too when the candidate lacks the pair, has more failed runs than the
+//!   baseline, or has no score where the baseline has one (its runs finished without an
+//!   episode's end, or without evaluation episodes).
 //!
 //! Pairs only in the candidate are listed as new. The exit status is 1 when any pair regresses.
 
@@ -91,6 +92,14 @@ pub fn compare(
                 row.verdict = Verdict::Regression("missing from the candidate".into());
             } else if cf > bf {
                 row.verdict = Verdict::Regression(format!("{cf} failed run(s), baseline {bf}"));
+            } else if !b.is_empty() && c.is_empty() {
+                // Its runs finished without the score (no episode ended, or no evaluation):
+                // nothing shows it is no worse.
+                row.verdict = Verdict::Regression(format!(
+                    "no {} score in the candidate's runs (the baseline has {})",
+                    metric.column(),
+                    b.len()
+                ));
             } else if !b.is_empty() && !c.is_empty() {
                 let d = stats::difference_interval(
                     &c,

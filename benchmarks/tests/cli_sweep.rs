@@ -376,6 +376,24 @@ fn compare_passes_a_copy_and_fails_a_worse_candidate() {
     let o = gradgym(&["compare", base.to_str().unwrap(), cand.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("REGRESSION"), "{}", text(&o));
+    // A candidate whose runs finished without a score (no episode ended): a regression, not
+    // a pass.
+    let blank = scratch("blank");
+    fs::create_dir_all(&blank).unwrap();
+    let mut empty = vec![header.to_string()];
+    for l in summary.lines().skip(1) {
+        let mut f: Vec<&str> = l.split(',').collect();
+        f[col] = "";
+        empty.push(f.join(","));
+    }
+    fs::write(blank.join("summary.csv"), empty.join("\n") + "\n").unwrap();
+    let o = gradgym(&["compare", base.to_str().unwrap(), blank.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("REGRESSION: no final_return_mean_last100 score in the candidate's runs"),
+        "{}",
+        text(&o)
+    );
     // ... which a tolerance of 0.05 normalised (≈ 23 return on CartPole) accepts.
     let o = gradgym(&[
         "compare",
