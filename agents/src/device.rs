@@ -4,21 +4,7 @@ use tch::Device;
 
 /// `cpu`, `cuda` (GPU 0) or `cuda:N`. CUDA must be available.
 pub fn parse_device(name: &str) -> Result<Device, String> {
-    let device = match name {
-        "cpu" => Device::Cpu,
-        "cuda" => Device::Cuda(0),
-        other => match other
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse::<usize>().ok())
-        {
-            Some(n) => Device::Cuda(n),
-            None => {
-                return Err(format!(
-                    "unknown device `{other}` (expected cpu, cuda or cuda:N)"
-                ));
-            }
-        },
-    };
+    let device = parse_device_name(name)?;
     if let Device::Cuda(n) = device {
         let count = tch::Cuda::device_count() as usize;
         if count == 0 {
@@ -33,4 +19,24 @@ pub fn parse_device(name: &str) -> Result<Device, String> {
         }
     }
     Ok(device)
+}
+
+/// `cpu`, `cuda` (GPU 0) or `cuda:N`, whether or not this machine has it (a script written
+/// here for another machine).
+pub fn parse_device_name(name: &str) -> Result<Device, String> {
+    Ok(match name {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        other => match other
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) => Device::Cuda(n),
+            None => {
+                return Err(format!(
+                    "unknown device `{other}` (expected cpu, cuda or cuda:N)"
+                ));
+            }
+        },
+    })
 }

@@ -56,10 +56,44 @@ pub struct SweepArgs {
     retry_failed: bool,
 }
 
+fn has_slurm_flags(args: &SweepArgs) -> bool {
+    args.slurm_cpus_per_task.is_some()
+        || args.slurm_time.is_some()
+        || args.slurm_mem.is_some()
+        || args.slurm_partition.is_some()
+        || args.slurm_account.is_some()
+}
+
 pub fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
     let spec = SweepSpec::read(&args.file)?;
     let source = args.file.display().to_string();
-    let planned = spec.plan(&source, args.device.as_deref())?;
+    // A flag's own fault is named as the flag's, not the grid's.
+    if let Some(d) = &args.device {
+        gradgym_agents::device::parse_device_name(d)
+            .map_err(|e| anyhow::anyhow!("--device {d}: {e}"))?;
+    }
+    // A Slurm script is written for the cluster's nodes: this machine need not have their
+    // GPUs (the runs' configs are checked with the device each run names, less --device).
+    let device = if args.emit_slurm {
+        None
+    } else {
+        if let Some(d) = &args.device {
+            gradgym_agents::device::parse_device(d)
+                .map_err(|e| anyhow::anyhow!("--device {d}: {e}"))?;
+        }
+        args.device.as_deref()
+    };
+    let planned = spec.plan(&source, device)?;
+    if !args.emit_slurm && (args.shards.is_some() || has_slurm_flags(&args)) {
+        anyhow::bail!(
+            "--shards and --slurm-* are read with --emit-slurm only; without it the sweep runs here (split it with --shard i/n)"
+        );
+    }
+    if args.emit_slurm && args.shard.is_some() {
+        anyhow::bail!(
+            "--shard is not read with --emit-slurm: the script gives each array task its shard (choose how many with --shards)"
+        );
+    }
     let out = args
         .out
         .clone()
@@ -79,6 +113,9 @@ pub fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
             partition: args.slurm_partition.clone(),
             account: args.slurm_account.clone(),
         });
+        if slurm.cpus_per_task == Some(0) {
+            anyhow::bail!("{source}: [slurm] cpus_per_task must be at least 1");
+        }
         let spec_path = std::fs::canonicalize(&args.file)
             .with_context(|| format!("cannot resolve {}", args.file.display()))?;
         let out = sweep::absolute(&out)?;

@@ -345,6 +345,56 @@ fn shards_cover_the_grid_and_report_reads_their_union() {
         "{}",
         text(&o)
     );
+    // A GPU cluster's script is written on a login node without one; a flag's fault is named
+    // as the flag's; flags of the other mode are refused rather than ignored.
+    let f = file.to_str().unwrap();
+    let logs = scratch("slurm-logs");
+    let o = gradgym(&[
+        "sweep",
+        f,
+        "--emit-slurm",
+        "--device",
+        "cuda",
+        "--out",
+        logs.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("#SBATCH --gres=gpu:1"),
+        "{}",
+        text(&o)
+    );
+    let zero = write_sweep(
+        "slurm-zero",
+        &format!("{A2C_THREE_SEEDS}\n[slurm]\ncpus_per_task = 0\n"),
+    );
+    for (args, says) in [
+        (
+            vec!["--device", "tpu"],
+            "--device tpu: unknown device `tpu`",
+        ),
+        (
+            vec!["--shards", "3"],
+            "--shards and --slurm-* are read with --emit-slurm only",
+        ),
+        (
+            vec!["--emit-slurm", "--shard", "1/2"],
+            "--shard is not read with --emit-slurm",
+        ),
+    ] {
+        let mut all = vec!["sweep", f];
+        all.extend(&args);
+        let o = gradgym(&all);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(says), "{args:?}: {}", text(&o));
+    }
+    let o = gradgym(&["sweep", zero.to_str().unwrap(), "--emit-slurm"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("[slurm] cpus_per_task must be at least 1"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
