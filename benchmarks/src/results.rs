@@ -278,6 +278,10 @@ fn read_summary_csv(sweep: &Path) -> Result<Vec<RunRecord>> {
 pub fn load(dirs: &[PathBuf]) -> Result<ResultSet> {
     let mut set = ResultSet::default();
     let mut by_id: BTreeMap<String, RunRecord> = BTreeMap::new();
+    // The shards found of each sharded sweep (by its parsed sweep file): its name, its
+    // shard count, the shards given.
+    let mut shards: BTreeMap<String, (String, usize, std::collections::BTreeSet<usize>)> =
+        BTreeMap::new();
     for dir in dirs {
         let folders = if is_run_folder(dir) {
             vec![dir.clone()]
@@ -289,6 +293,13 @@ pub fn load(dirs: &[PathBuf]) -> Result<ResultSet> {
                 vec![read_run_folder(&sweep)?]
             } else {
                 let runs = read_summary_csv(&sweep)?;
+                if let Some((key, name, i, n)) = shard_of(&sweep) {
+                    shards
+                        .entry(key)
+                        .or_insert_with(|| (name, n, Default::default()))
+                        .2
+                        .insert(i);
+                }
                 if let Some(planned) = planned_runs(&sweep) {
                     if runs.len() < planned {
                         set.warnings.push(format!(
@@ -327,6 +338,18 @@ pub fn load(dirs: &[PathBuf]) -> Result<ResultSet> {
             set.sweeps.push(sweep);
         }
     }
+    for (name, n, given) in shards.into_values() {
+        let missing: Vec<String> = (1..=n)
+            .filter(|i| !given.contains(i))
+            .map(|i| format!("{i}/{n}"))
+            .collect();
+        if n > 1 && !missing.is_empty() {
+            set.warnings.push(format!(
+                "sweep {name} is incomplete: shard(s) {} of its {n} are not in the folders given (run them with `gradgym sweep FILE --shard i/{n}`)",
+                missing.join(", ")
+            ));
+        }
+    }
     set.runs = by_id.into_values().collect();
     set.runs.sort_by(|a, b| {
         (&a.env_id, algo_rank(&a.label()), a.label(), a.seed).cmp(&(
@@ -344,6 +367,20 @@ fn is_run_folder(dir: &Path) -> bool {
     dir.join("summary.json").is_file()
         && dir.join("metrics.csv").is_file()
         && !dir.join("summary.csv").is_file()
+}
+
+/// Which shard of which sweep a sweep folder holds, from its manifest: (its sweep file as
+/// parsed, the sweep's name, i, n) of shard i/n.
+fn shard_of(sweep: &Path) -> Option<(String, String, usize, usize)> {
+    let text = fs::read_to_string(sweep.join("manifest.json")).ok()?;
+    let manifest: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let (i, n) = manifest.get("shard")?.as_str()?.split_once('/')?;
+    Some((
+        manifest.get("sweep")?.to_string(),
+        manifest.get("name")?.as_str()?.to_string(),
+        i.parse().ok()?,
+        n.parse().ok()?,
+    ))
 }
 
 /// The runs a sweep folder's manifest planned (`runs_in_shard`), if it says.

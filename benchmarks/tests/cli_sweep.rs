@@ -322,6 +322,25 @@ fn shards_cover_the_grid_and_report_reads_their_union() {
         fs::read_to_string(whole.join("report/per_env.csv")).unwrap(),
         fs::read_to_string(parent.join("report/per_env.csv")).unwrap()
     );
+    // A shard missing from the folders given is named (the pooled report used to pass over
+    // it), and not when all are there.
+    let away = scratch("shard-2-away");
+    fs::rename(parent.join("shard-2"), &away).unwrap();
+    for command in ["report", "compare"] {
+        let o = if command == "report" {
+            gradgym(&["report", parent.to_str().unwrap(), "--reps", "300"])
+        } else {
+            gradgym(&["compare", whole.to_str().unwrap(), parent.to_str().unwrap()])
+        };
+        assert!(
+            text(&o).contains("is incomplete: shard(s) 2/2 of its 2 are not in the folders given"),
+            "{command}: {}",
+            text(&o)
+        );
+    }
+    fs::rename(&away, parent.join("shard-2")).unwrap();
+    let o = gradgym(&["report", parent.to_str().unwrap(), "--reps", "300"]);
+    assert!(!text(&o).contains("incomplete"), "{}", text(&o));
     // A shard into another shard's folder is refused (its summary.csv used to replace that
     // shard's, leaving its runs out unseen).
     let o = sweep(&file, &parent.join("shard-1"), &["--shard", "2/2"]);
