@@ -38,23 +38,11 @@ impl RunRecord {
     /// What the statistics compare: the algo, with its grid values if it has any
     /// (`ppo[learning_rate=0.001]`).
     pub fn label(&self) -> String {
-        // `[[runs]]` groups that differ only in their `config` give their runs the group's
-        // number (`…__g2__seed1`): each group is a cell of its own, never pooled with another.
-        let group = self
-            .id
-            .rsplit_once("__seed")
-            .and_then(|(head, _)| head.rsplit_once("__g"))
-            .map(|(_, g)| g)
-            .filter(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()))
-            .map(|g| format!("group={g}"));
-        let hp: Vec<String> = group
-            .into_iter()
-            .chain(
-                self.hyperparameters
-                    .iter()
-                    .filter(|(_, v)| !v.is_empty())
-                    .map(|(k, v)| format!("{k}={v}")),
-            )
+        let hp: Vec<String> = self
+            .hyperparameters
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| format!("{k}={v}"))
             .collect();
         if hp.is_empty() {
             self.algo.clone()
@@ -539,13 +527,5 @@ mod tests {
             .insert("learning_rate".into(), "0.001".into());
         r.hyperparameters.insert("gamma".into(), String::new());
         assert_eq!(r.label(), "ppo[learning_rate=0.001]");
-        // Groups that differ only in their config: a cell each (they used to be pooled).
-        r.id = "CartPole-v1__ppo__learning_rate=0.001__g2__seed1".into();
-        assert_eq!(r.label(), "ppo[group=2,learning_rate=0.001]");
-        r.hyperparameters.clear();
-        r.id = "CartPole-v1__ppo__g1__seed3".into();
-        assert_eq!(r.label(), "ppo[group=1]");
-        r.id = "CartPole-v1__ppo__seed3".into();
-        assert_eq!(r.label(), "ppo");
     }
 }
