@@ -2,9 +2,22 @@
 
 use tch::Device;
 
-/// `cpu`, `cuda` (GPU 0) or `cuda:N`. CUDA must be available.
+static ELSEWHERE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on, configs are checked for other machines (a Slurm script's nodes): a CUDA device
+/// is taken as there, whatever this machine has. For a process that writes such a script and
+/// runs nothing.
+pub fn check_for_other_machines() {
+    ELSEWHERE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `cpu`, `cuda` (GPU 0) or `cuda:N`. CUDA must be available (unless configs are checked for
+/// other machines, [`check_for_other_machines`]).
 pub fn parse_device(name: &str) -> Result<Device, String> {
     let device = parse_device_name(name)?;
+    if ELSEWHERE.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(device);
+    }
     if let Device::Cuda(n) = device {
         let count = tch::Cuda::device_count() as usize;
         if count == 0 {

@@ -51,14 +51,22 @@ pub fn too_many_parameters(
 /// than [`MOST_PARAMETERS`] weights between them: the weights of consecutive hidden layers
 /// alone, a lower bound whatever the input and output sizes. Such widths used to pass their
 /// checks and then abort the process when the first weight matrix could not be allocated.
-pub fn mlp_too_many_parameters(hidden: &[usize]) -> Option<String> {
-    let n: u128 = hidden
+/// `copies` networks of that shape (an ensemble) count together.
+pub fn mlp_too_many_parameters(hidden: &[usize], copies: usize) -> Option<String> {
+    let one: u128 = hidden
         .windows(2)
         .map(|w| w[0] as u128 * w[1] as u128 + w[1] as u128)
         .sum();
+    let n = one * copies as u128;
+    let networks = if copies > 1 {
+        format!(" in each of {copies} networks")
+    } else {
+        String::new()
+    };
     (n > MOST_PARAMETERS).then(|| {
         format!(
-            "hidden widths {hidden:?} make at least {n} parameters, more than gradgym allows ({MOST_PARAMETERS}); use narrower layers"
+            "hidden widths {hidden:?}{networks} make at least {n} parameters, more than gradgym allows ({MOST_PARAMETERS}); use narrower layers{}",
+            if copies > 1 { " or fewer networks" } else { "" }
         )
     })
 }

@@ -155,7 +155,7 @@ impl RunFolder {
         };
         if existing == Existing::Replace && dir.exists() && is_sweep_folder(dir) {
             bail!(
-                "{} is a sweep's results folder (its manifest.json describes a sweep); --overwrite replaces only a run folder, so choose another --out folder",
+                "{} is a sweep's results folder (a sweep's manifest.json, or its summary.csv and runs/); --overwrite replaces only a run folder, so choose another --out folder",
                 dir.display()
             );
         }

@@ -73,20 +73,22 @@ pub fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("--device {d}: {e}"))?;
     }
     // A Slurm script is written for the cluster's nodes: this machine need not have their
-    // GPUs (the runs' configs are checked with the device each run names, less --device).
-    let device = if args.emit_slurm {
-        None
-    } else {
-        if let Some(d) = &args.device {
-            gradgym_agents::device::parse_device(d)
-                .map_err(|e| anyhow::anyhow!("--device {d}: {e}"))?;
-        }
-        args.device.as_deref()
-    };
-    let planned = spec.plan(&source, device)?;
+    // GPUs (every other check of the runs' configs still holds).
+    if args.emit_slurm {
+        gradgym_agents::device::check_for_other_machines();
+    } else if let Some(d) = &args.device {
+        gradgym_agents::device::parse_device(d)
+            .map_err(|e| anyhow::anyhow!("--device {d}: {e}"))?;
+    }
+    let planned = spec.plan(&source, args.device.as_deref())?;
     if !args.emit_slurm && (args.shards.is_some() || has_slurm_flags(&args)) {
         anyhow::bail!(
             "--shards and --slurm-* are read with --emit-slurm only; without it the sweep runs here (split it with --shard i/n)"
+        );
+    }
+    if args.emit_slurm && args.jobs.is_some() {
+        anyhow::bail!(
+            "--jobs is not read with --emit-slurm: each array task runs as many jobs as its CPUs (set them with --slurm-cpus-per-task)"
         );
     }
     if args.emit_slurm && args.shard.is_some() {
@@ -124,7 +126,14 @@ pub fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot create {}", out.display()))?;
         print!(
             "{}",
-            sweep::slurm_script(&spec_path, &out, shards, args.device.as_deref(), &slurm)
+            sweep::slurm_script(
+                &spec_path,
+                &out,
+                shards,
+                args.device.as_deref(),
+                args.retry_failed,
+                &slurm
+            )
         );
         eprintln!(
             "gradgym sweep: made the log folder {}; submit the script with sbatch from any folder",

@@ -375,8 +375,13 @@ fn shard_of(sweep: &Path) -> Option<(String, String, usize, usize)> {
     let text = fs::read_to_string(sweep.join("manifest.json")).ok()?;
     let manifest: serde_json::Value = serde_json::from_str(&text).ok()?;
     let (i, n) = manifest.get("shard")?.as_str()?.split_once('/')?;
+    // The runs' plan: a `[slurm]` table edited between submissions changes none of it.
+    let mut sweep = manifest.get("sweep")?.clone();
+    if let Some(t) = sweep.as_object_mut() {
+        t.remove("slurm");
+    }
     Some((
-        manifest.get("sweep")?.to_string(),
+        sweep.to_string(),
         manifest.get("name")?.as_str()?.to_string(),
         i.parse().ok()?,
         n.parse().ok()?,

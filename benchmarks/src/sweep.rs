@@ -621,33 +621,51 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
     fs::create_dir_all(&runs_dir)
         .with_context(|| format!("cannot create {}", runs_dir.display()))?;
     let _lock = FolderLock::take(out)?;
-    // Every finished run in the folder must be one this sweep (and shard) plans: summary.csv
-    // and the manifest are rewritten for the plan, and would leave the others out unseen.
+    // Another shard's folder, or another sweep's: its summary.csv and manifest would be
+    // replaced by this plan's, leaving its runs out unseen.
+    let this_shard = format!("{}/{}", options.shard.index, options.shard.count);
+    let previous_shard = fs::read_to_string(out.join("manifest.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|m| m.get("shard")?.as_str().map(String::from));
+    if let Some(prev) = previous_shard.filter(|p| *p != this_shard) {
+        bail!(
+            "--out {}: holds shard {prev} of a sweep, and this is shard {this_shard}: each shard takes its own --out folder (`gradgym report` pools them; a changed shard count needs new folders)",
+            out.display()
+        );
+    }
     let planned: std::collections::HashSet<&str> = runs.iter().map(|r| r.id.as_str()).collect();
-    let mut foreign: Vec<String> = fs::read_dir(&runs_dir)
+    let finished: Vec<String> = fs::read_dir(&runs_dir)
         .with_context(|| format!("cannot list {}", runs_dir.display()))?
         .flatten()
         .filter(|e| e.path().is_dir())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.ends_with(".partial") && !planned.contains(n.as_str()))
+        .filter(|n| !n.ends_with(".partial"))
+        .collect();
+    let mut foreign: Vec<String> = finished
+        .iter()
+        .filter(|n| !planned.contains(n.as_str()))
+        .cloned()
         .collect();
     if !foreign.is_empty() {
         foreign.sort();
         let n = foreign.len();
-        foreign.truncate(3);
-        bail!(
-            "--out {}: holds {n} run(s) this sweep{} does not plan ({}{}): another sweep's, or another shard's (each shard takes its own folder, and `gradgym report` pools them); use another --out folder",
-            out.display(),
-            if options.shard.count > 1 {
-                format!(" (shard {}/{})", options.shard.index, options.shard.count)
-            } else {
-                String::new()
-            },
-            foreign.join(", "),
-            if n > 3 { ", …" } else { "" }
-        );
+        let named = foreign[..n.min(3)].join(", ") + if n > 3 { ", …" } else { "" };
+        // None of its runs planned: another sweep's folder. Some: this sweep's, whose file
+        // was edited (seeds or groups dropped, or runs moved to another shard by added ones).
+        if n == finished.len() {
+            bail!(
+                "--out {}: holds {n} run(s) and none that this sweep plans ({named}): another sweep's folder, or this one's before an edit renamed its runs; use another --out folder",
+                out.display()
+            );
+        }
+        if !options.quiet {
+            eprintln!(
+                "note: {} holds {n} run(s) this sweep no longer plans ({named}); they stay on disk, out of summary.csv",
+                out.display()
+            );
+        }
     }
-
     // Finished runs must be the ones this sweep file asks for.
     let mut pending = VecDeque::new();
     let mut outcome = SweepOutcome {
@@ -943,13 +961,17 @@ pub fn slurm_script(
     out: &Path,
     shards: usize,
     device: Option<&str>,
+    retry_failed: bool,
     slurm: &SlurmSpec,
 ) -> String {
     let spec = shell_quote(&spec_path.display().to_string());
     let out_q = shell_quote(&out.display().to_string());
-    let device_flag = device
+    let mut device_flag = device
         .map(|d| format!(" --device {}", shell_quote(d)))
         .unwrap_or_default();
+    if retry_failed {
+        device_flag.push_str(" --retry-failed");
+    }
     let mut directives = vec![
         "--job-name=gradgym-sweep".to_string(),
         format!("--array=1-{shards}"),

@@ -141,7 +141,7 @@ fn async_mode_runs_and_the_manifest_says_it_is_not_reproducible() {
 fn bad_input_exits_2_naming_the_field() {
     let dir = scratch("bad");
     fs::create_dir_all(&dir).unwrap();
-    let cases: [(&[&str], &str, &str); 9] = [
+    let cases: [(&[&str], &str, &str); 10] = [
         (&["--labels", "0"], "prefs.labels", "at least 1"),
         (
             &["--segment-length", "600"],
@@ -180,6 +180,15 @@ fn bad_input_exits_2_naming_the_field() {
             &["--prefs", "{ hidden_sizes = [16777216, 16777216] }"],
             "prefs.hidden_sizes",
             "more than gradgym allows",
+        ),
+        // Each member within the cap, the ensemble not.
+        (
+            &[
+                "--prefs",
+                "{ hidden_sizes = [32768, 32767], ensemble = 300000 }",
+            ],
+            "prefs.ensemble",
+            "in each of 300000 networks",
         ),
     ];
     for (i, (extra, field, message)) in cases.iter().enumerate() {

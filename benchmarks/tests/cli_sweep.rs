@@ -346,7 +346,7 @@ fn shards_cover_the_grid_and_report_reads_their_union() {
     let o = sweep(&file, &parent.join("shard-1"), &["--shard", "2/2"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
-        text(&o).contains("holds 2 run(s) this sweep (shard 2/2) does not plan"),
+        text(&o).contains("holds shard 1/2 of a sweep, and this is shard 2/2"),
         "{}",
         text(&o)
     );
@@ -400,6 +400,10 @@ fn shards_cover_the_grid_and_report_reads_their_union() {
             vec!["--emit-slurm", "--shard", "1/2"],
             "--shard is not read with --emit-slurm",
         ),
+        (
+            vec!["--emit-slurm", "--jobs", "3"],
+            "--jobs is not read with --emit-slurm",
+        ),
     ] {
         let mut all = vec!["sweep", f];
         all.extend(&args);
@@ -407,6 +411,46 @@ fn shards_cover_the_grid_and_report_reads_their_union() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
         assert!(text(&o).contains(says), "{args:?}: {}", text(&o));
     }
+    // A config file's own CUDA device, and --retry-failed passed on to the tasks.
+    let gpu = write_sweep(
+        "slurm-gpu",
+        &A2C_THREE_SEEDS.replace("eval_episodes = 1", "eval_episodes = 1, device = \"cuda\""),
+    );
+    let o = gradgym(&[
+        "sweep",
+        gpu.to_str().unwrap(),
+        "--emit-slurm",
+        "--retry-failed",
+        "--out",
+        logs.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(" --retry-failed"),
+        "{}",
+        text(&o)
+    );
+    // Written for the cluster, checked as for it: native runs on the CPU only.
+    let native = write_sweep(
+        "slurm-native",
+        &A2C_THREE_SEEDS.replace(
+            "eval_episodes = 1",
+            "eval_episodes = 1, backend = \"native\"",
+        ),
+    );
+    let o = gradgym(&[
+        "sweep",
+        native.to_str().unwrap(),
+        "--emit-slurm",
+        "--device",
+        "cuda",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("`native` runs on the CPU only"),
+        "{}",
+        text(&o)
+    );
     let o = gradgym(&["sweep", zero.to_str().unwrap(), "--emit-slurm"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
@@ -561,7 +605,8 @@ fn bad_sweeps_are_refused_and_finished_runs_are_kept() {
     let o = sweep(&file, &out, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
-        text(&o).contains("holds 1 run(s) this sweep does not plan (CartPole-v1__a2c__seed1)"),
+        text(&o)
+            .contains("holds 1 run(s) and none that this sweep plans (CartPole-v1__a2c__seed1)"),
         "{}",
         text(&o)
     );
@@ -569,6 +614,21 @@ fn bad_sweeps_are_refused_and_finished_runs_are_kept() {
     assert_eq!(
         fs::read_to_string(out.join("manifest.json")).unwrap(),
         manifest
+    );
+    // Adding a seed to the sweep file and rerunning it into its folder extends it.
+    fs::write(
+        &file,
+        "seeds = [1, 2]\nconfig = { total_timesteps = 512, eval_episodes = 1 }\n[[runs]]\nenvs = [\"CartPole-v1\"]\nalgos = [\"a2c\"]\n",
+    )
+    .unwrap();
+    let o = sweep(&file, &out, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        fs::read_to_string(out.join("summary.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
     );
     // `train --overwrite` onto the sweep's folder is refused (it used to delete every run).
     let o = gradgym(&[

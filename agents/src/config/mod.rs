@@ -367,7 +367,7 @@ impl TrainConfig {
                 ),
             ));
         }
-        if let Some(m) = crate::limits::mlp_too_many_parameters(&self.hidden_sizes) {
+        if let Some(m) = crate::limits::mlp_too_many_parameters(&self.hidden_sizes, 1) {
             return Err(bad("hidden_sizes", m));
         }
         let positive = |field: &'static str, v: f64| {

@@ -181,8 +181,14 @@ impl PrefsConfig {
         if let Some((f, m)) = over(&sizes, MOST_SIZE).or_else(|| over(&steps, MOST_STEPS)) {
             return Err(bad(f, m));
         }
-        if let Some(m) = crate::limits::mlp_too_many_parameters(&self.hidden_sizes) {
-            return Err(bad("prefs.hidden_sizes", m));
+        // The ensemble's members together: each within the cap, all of them need not be.
+        if let Some(m) = crate::limits::mlp_too_many_parameters(&self.hidden_sizes, self.ensemble) {
+            let field = if crate::limits::mlp_too_many_parameters(&self.hidden_sizes, 1).is_some() {
+                "prefs.hidden_sizes"
+            } else {
+                "prefs.ensemble"
+            };
+            return Err(bad(field, m));
         }
         if self.labels == 0 {
             return Err(bad(

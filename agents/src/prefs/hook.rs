@@ -328,10 +328,11 @@ impl PrefsLoop {
     pub fn no_labels(&self) -> Option<String> {
         (self.asked == 0).then(|| {
             format!(
-                "no preference label was asked in the whole run: in {} rollouts no stretch of \
-                 `prefs.segment_length` = {} transitions lay within one episode, so the policy \
-                 learned from a reward model that never saw a label; lower \
-                 prefs.segment_length, or train longer",
+                "no preference label was asked in the whole run ({} rollouts): no stretch of \
+                 `prefs.segment_length` = {} transitions lay within one episode of the steps \
+                 collected (episodes shorter than a segment, or a run too short for the \
+                 rollouts a segment spans), so the policy learned from a reward model that \
+                 never saw a label; lower prefs.segment_length, or train longer",
                 self.deferred, self.prefs.segment_length
             )
         })
