@@ -364,100 +364,75 @@ fn shards_cover_the_grid_and_report_reads_their_union() {
         "{}",
         text(&o)
     );
-    // A GPU cluster's script is written on a login node without one; a flag's fault is named
-    // as the flag's; flags of the other mode are refused rather than ignored.
-    let f = file.to_str().unwrap();
+    // A GPU cluster's script is written on a login node without one (for `--device cuda` and
+    // for a config's own CUDA device), and --retry-failed is passed on to the tasks.
     let logs = scratch("slurm-logs");
-    let o = gradgym(&[
-        "sweep",
-        f,
-        "--emit-slurm",
-        "--device",
-        "cuda",
-        "--out",
-        logs.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("#SBATCH --gres=gpu:1"),
-        "{}",
-        text(&o)
-    );
+    let emit = |file: &Path, extra: &[&str]| {
+        let mut all = vec!["sweep", file.to_str().unwrap(), "--emit-slurm"];
+        all.extend(extra);
+        all.extend(["--out", logs.to_str().unwrap()]);
+        let o = gradgym(&all);
+        assert!(o.status.success(), "{extra:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let with = |name: &str, setting: &str| {
+        write_sweep(
+            name,
+            &A2C_THREE_SEEDS.replace(
+                "eval_episodes = 1",
+                &format!("eval_episodes = 1, {setting}"),
+            ),
+        )
+    };
+    let script = emit(&file, &["--device", "cuda"]);
+    assert!(script.contains("#SBATCH --gres=gpu:1"), "{script}");
+    let script = emit(&with("slurm-gpu", "device = \"cuda\""), &["--retry-failed"]);
+    assert!(script.contains(" --retry-failed"), "{script}");
+    // A flag's fault is named as the flag's; flags of the other mode are refused rather than
+    // ignored; the runs are checked as for the cluster (native runs on the CPU only).
     let zero = write_sweep(
         "slurm-zero",
         &format!("{A2C_THREE_SEEDS}\n[slurm]\ncpus_per_task = 0\n"),
     );
-    for (args, says) in [
+    let native = with("slurm-native", "backend = \"native\"");
+    for (sweep_file, args, says) in [
         (
+            &file,
             vec!["--device", "tpu"],
             "--device tpu: unknown device `tpu`",
         ),
         (
+            &file,
             vec!["--shards", "3"],
             "--shards and --slurm-* are read with --emit-slurm only",
         ),
         (
+            &file,
             vec!["--emit-slurm", "--shard", "1/2"],
             "--shard is not read with --emit-slurm",
         ),
         (
+            &file,
             vec!["--emit-slurm", "--jobs", "3"],
             "--jobs is not read with --emit-slurm",
         ),
+        (
+            &native,
+            vec!["--emit-slurm", "--device", "cuda"],
+            "`native` runs on the CPU only",
+        ),
+        (
+            &zero,
+            vec!["--emit-slurm"],
+            "[slurm] cpus_per_task must be at least 1",
+        ),
     ] {
-        let mut all = vec!["sweep", f];
+        let mut all = vec!["sweep", sweep_file.to_str().unwrap()];
         all.extend(&args);
         let o = gradgym(&all);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
         assert!(text(&o).contains(says), "{args:?}: {}", text(&o));
     }
-    // A config file's own CUDA device, and --retry-failed passed on to the tasks.
-    let gpu = write_sweep(
-        "slurm-gpu",
-        &A2C_THREE_SEEDS.replace("eval_episodes = 1", "eval_episodes = 1, device = \"cuda\""),
-    );
-    let o = gradgym(&[
-        "sweep",
-        gpu.to_str().unwrap(),
-        "--emit-slurm",
-        "--retry-failed",
-        "--out",
-        logs.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains(" --retry-failed"),
-        "{}",
-        text(&o)
-    );
-    // Written for the cluster, checked as for it: native runs on the CPU only.
-    let native = write_sweep(
-        "slurm-native",
-        &A2C_THREE_SEEDS.replace(
-            "eval_episodes = 1",
-            "eval_episodes = 1, backend = \"native\"",
-        ),
-    );
-    let o = gradgym(&[
-        "sweep",
-        native.to_str().unwrap(),
-        "--emit-slurm",
-        "--device",
-        "cuda",
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        text(&o).contains("`native` runs on the CPU only"),
-        "{}",
-        text(&o)
-    );
-    let o = gradgym(&["sweep", zero.to_str().unwrap(), "--emit-slurm"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        text(&o).contains("[slurm] cpus_per_task must be at least 1"),
-        "{}",
-        text(&o)
-    );
 }
 
 #[test]
