@@ -34,9 +34,8 @@ pub fn parse_device(name: &str) -> Result<Device, String> {
     Ok(device)
 }
 
-/// `cpu`, `cuda` (GPU 0) or `cuda:N`, whether or not this machine has it (a script written
-/// here for another machine).
-pub fn parse_device_name(name: &str) -> Result<Device, String> {
+/// `cpu`, `cuda` (GPU 0) or `cuda:N` by its name alone, whether or not this machine has it.
+fn parse_device_name(name: &str) -> Result<Device, String> {
     Ok(match name {
         "cpu" => Device::Cpu,
         "cuda" => Device::Cuda(0),

@@ -67,16 +67,13 @@ fn has_slurm_flags(args: &SweepArgs) -> bool {
 pub fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
     let spec = SweepSpec::read(&args.file)?;
     let source = args.file.display().to_string();
-    // A flag's own fault is named as the flag's, not the grid's.
-    if let Some(d) = &args.device {
-        gradgym_agents::device::parse_device_name(d)
-            .map_err(|e| anyhow::anyhow!("--device {d}: {e}"))?;
-    }
     // A Slurm script is written for the cluster's nodes: this machine need not have their
     // GPUs (every other check of the runs' configs still holds).
     if args.emit_slurm {
         gradgym_agents::device::check_for_other_machines();
-    } else if let Some(d) = &args.device {
+    }
+    // A flag's own fault is named as the flag's, not the grid's.
+    if let Some(d) = &args.device {
         gradgym_agents::device::parse_device(d)
             .map_err(|e| anyhow::anyhow!("--device {d}: {e}"))?;
     }

@@ -293,14 +293,15 @@ pub fn load(dirs: &[PathBuf]) -> Result<ResultSet> {
                 vec![read_run_folder(&sweep)?]
             } else {
                 let runs = read_summary_csv(&sweep)?;
-                if let Some((key, name, i, n)) = shard_of(&sweep) {
+                let manifest = sweep_manifest(&sweep);
+                if let Some((key, name, i, n)) = manifest.as_ref().and_then(shard_of) {
                     shards
                         .entry(key)
                         .or_insert_with(|| (name, n, Default::default()))
                         .2
                         .insert(i);
                 }
-                if let Some(planned) = planned_runs(&sweep) {
+                if let Some(planned) = manifest.as_ref().and_then(planned_runs) {
                     if runs.len() < planned {
                         set.warnings.push(format!(
                             "{} is incomplete: {} of the {planned} planned runs finished (resume it with the same `gradgym sweep` command)",
@@ -369,11 +370,15 @@ fn is_run_folder(dir: &Path) -> bool {
         && !dir.join("summary.csv").is_file()
 }
 
+/// A sweep folder's manifest.json, where it has one that parses.
+fn sweep_manifest(sweep: &Path) -> Option<serde_json::Value> {
+    let text = fs::read_to_string(sweep.join("manifest.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 /// Which shard of which sweep a sweep folder holds, from its manifest: (its sweep file as
 /// parsed, the sweep's name, i, n) of shard i/n.
-fn shard_of(sweep: &Path) -> Option<(String, String, usize, usize)> {
-    let text = fs::read_to_string(sweep.join("manifest.json")).ok()?;
-    let manifest: serde_json::Value = serde_json::from_str(&text).ok()?;
+fn shard_of(manifest: &serde_json::Value) -> Option<(String, String, usize, usize)> {
     let (i, n) = manifest.get("shard")?.as_str()?.split_once('/')?;
     // The runs' plan: a `[slurm]` table edited between submissions changes none of it.
     let mut sweep = manifest.get("sweep")?.clone();
@@ -389,9 +394,7 @@ fn shard_of(sweep: &Path) -> Option<(String, String, usize, usize)> {
 }
 
 /// The runs a sweep folder's manifest planned (`runs_in_shard`), if it says.
-fn planned_runs(sweep: &Path) -> Option<usize> {
-    let text = fs::read_to_string(sweep.join("manifest.json")).ok()?;
-    let manifest: serde_json::Value = serde_json::from_str(&text).ok()?;
+fn planned_runs(manifest: &serde_json::Value) -> Option<usize> {
     manifest.get("runs_in_shard")?.as_u64().map(|n| n as usize)
 }
 

@@ -624,9 +624,11 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
     // Another shard's folder, or another sweep's: its summary.csv and manifest would be
     // replaced by this plan's, leaving its runs out unseen.
     let this_shard = format!("{}/{}", options.shard.index, options.shard.count);
-    let previous_shard = fs::read_to_string(out.join("manifest.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    let manifest_path = out.join("manifest.json");
+    let previous_text = fs::read_to_string(&manifest_path).ok();
+    let previous_shard = previous_text
+        .as_deref()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
         .and_then(|m| m.get("shard")?.as_str().map(String::from));
     if let Some(prev) = previous_shard.filter(|p| *p != this_shard) {
         bail!(
@@ -708,10 +710,7 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
         }
     }
 
-    let manifest_path = out.join("manifest.json");
-    let previous: Option<SweepManifest> = fs::read_to_string(&manifest_path)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
+    let previous: Option<SweepManifest> = previous_text.and_then(|t| serde_json::from_str(&t).ok());
     let device_name = options.device.clone().unwrap_or_else(|| {
         runs.first()
             .map_or("cpu".into(), |r| r.config.device.clone())
