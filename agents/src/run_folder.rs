@@ -85,6 +85,16 @@ pub fn is_sweep_folder(dir: &Path) -> bool {
         || (dir.join("summary.csv").is_file() && dir.join("runs").is_dir())
 }
 
+/// The suffix `<run>.replaced-<k>` of a run that `--overwrite` is replacing, kept aside until
+/// the new one is in its place.
+const REPLACED: &str = ".replaced-";
+
+/// Whether a folder's `name` is that of a replaced run left aside (`<run>.replaced-<k>`).
+pub fn is_replaced_name(name: &str) -> bool {
+    name.rsplit_once(REPLACED)
+        .is_some_and(|(_, k)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// `<dir>.partial`, where a run is written until it is sealed.
 pub fn partial_path(dir: &Path) -> PathBuf {
     suffixed(dir, ".partial")
@@ -283,7 +293,7 @@ impl RunFolder {
     fn move_into_place(&self) -> Result<()> {
         let aside = if self.done.exists() {
             let aside = (1..)
-                .map(|n| suffixed(&self.done, &format!(".replaced-{n}")))
+                .map(|n| suffixed(&self.done, &format!("{REPLACED}{n}")))
                 .find(|candidate| !candidate.exists())
                 .expect("an unused name");
             fs::rename(&self.done, &aside)
@@ -488,6 +498,7 @@ mod tests {
             "old"
         );
         assert!(!suffixed(&dir, ".replaced-1").exists());
+        assert!(is_replaced_name("run.replaced-1") && !is_replaced_name("run.replaced-"));
         fs::remove_dir_all(&dir).unwrap();
     }
 

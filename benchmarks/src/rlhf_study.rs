@@ -183,11 +183,7 @@ pub fn load(dir: &Path) -> Result<Study> {
         let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
         // `<run>.replaced-<k>`: a run that `--overwrite` replaced, kept while the new one was
         // moved into place, whose deletion was cut short.
-        let replaced = |p: &Path| {
-            name(p)
-                .rsplit_once(".replaced-")
-                .is_some_and(|(_, k)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
-        };
+        let replaced = |p: &Path| gradgym_agents::run_folder::is_replaced_name(&name(p));
         let (unfinished, folders): (Vec<PathBuf>, Vec<PathBuf>) = folders
             .into_iter()
             .partition(|p| name(p).ends_with(".partial") || replaced(p));
