@@ -55,6 +55,17 @@ fn ok(o: &std::process::Output) {
     assert!(o.status.success(), "{}", text(o));
 }
 
+/// An `sft` run and an `rm` run on it, with the config `c`, into `dir/sft` and `dir/rm`.
+fn sft_and_rm(dir: &Path, c: &str) -> (PathBuf, PathBuf) {
+    let (sft, rm) = (dir.join("sft"), dir.join("rm"));
+    let (s, r) = (sft.to_str().unwrap(), rm.to_str().unwrap());
+    ok(&run(&["sft", "--config", c, "--out", s, "--quiet"]));
+    ok(&run(&[
+        "rm", "--config", c, "--sft", s, "--out", r, "--quiet",
+    ]));
+    (sft, rm)
+}
+
 const GOOD: &str = r#"{"prompt": "review of the phone positive :", "chosen": "the phone is great . <eos>", "rejected": "the phone is awful . <eos>"}"#;
 
 #[test]
@@ -507,13 +518,9 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
     let dir = scratch("inputs");
     let cfg = config(&dir, "");
     let c = cfg.to_str().unwrap();
-    let (sft, rm) = (dir.join("sft"), dir.join("rm"));
+    let (sft, rm) = sft_and_rm(&dir, c);
     let s = sft.to_str().unwrap();
     let r = rm.to_str().unwrap();
-    ok(&run(&["sft", "--config", c, "--out", s, "--quiet"]));
-    ok(&run(&[
-        "rm", "--config", c, "--sft", s, "--out", r, "--quiet",
-    ]));
     // Fewer than 10 steps: the reported loss is still a number (the last step's, at least).
     let short = dir.join("short");
     ok(&run(&[
@@ -1289,12 +1296,8 @@ fn a_batch_past_the_machines_memory_is_refused_before_the_run_naming_its_field()
     let cfg = config(&dir, "");
     let c = cfg.to_str().unwrap();
     // The check reads the input models' shape and the labels beside `--rm`.
-    let (sft_dir, rm_dir) = (dir.join("sft-run"), dir.join("rm-run"));
+    let (sft_dir, rm_dir) = sft_and_rm(&dir, c);
     let (sft, rm) = (sft_dir.to_str().unwrap(), rm_dir.to_str().unwrap());
-    ok(&run(&["sft", "--config", c, "--out", sft, "--quiet"]));
-    ok(&run(&[
-        "rm", "--config", c, "--sft", sft, "--out", rm, "--quiet",
-    ]));
     // (One step each, so that a check that let them through fails in seconds.)
     let cases: [(&[&str], &str, &str, &str); 5] = [
         (
