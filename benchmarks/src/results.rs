@@ -25,6 +25,10 @@ pub struct RunRecord {
     pub seed: u64,
     /// Grid values (empty where the run's group had no such key).
     pub hyperparameters: BTreeMap<String, String>,
+    /// The `group` column: the `[[runs]]` group's name or number where the sweep labels it
+    /// (groups that repeat another's cells with another config, and named groups); empty
+    /// otherwise and in folders without the column.
+    pub group: String,
     pub status: String,
     pub final_return: Option<f64>,
     pub eval_return: Option<f64>,
@@ -35,14 +39,18 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
-    /// What the statistics compare: the algo, with its grid values if it has any
-    /// (`ppo[learning_rate=0.001]`).
+    /// What the statistics compare: the algo, with its group label and grid values if it has
+    /// any (`ppo[learning_rate=0.001]`, `ppo[group=2,learning_rate=0.001]`).
     pub fn label(&self) -> String {
-        let hp: Vec<String> = self
-            .hyperparameters
-            .iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| format!("{k}={v}"))
+        let group = (!self.group.is_empty()).then(|| format!("group={}", self.group));
+        let hp: Vec<String> = group
+            .into_iter()
+            .chain(
+                self.hyperparameters
+                    .iter()
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(k, v)| format!("{k}={v}")),
+            )
             .collect();
         if hp.is_empty() {
             self.algo.clone()
@@ -243,7 +251,14 @@ fn read_summary_csv(sweep: &Path) -> Result<Vec<RunRecord>> {
         col("error")?,
         col("wall_seconds")?,
     );
-    let hyper_cols: Vec<usize> = (c_seed + 1..c_status).collect();
+    // Between `seed` and `status`: the `group` column where there is one, then the grid keys.
+    let c_group = csv.header[..c_status]
+        .iter()
+        .position(|h| h == "group")
+        .filter(|&c| c > c_seed);
+    let hyper_cols: Vec<usize> = (c_seed + 1..c_status)
+        .filter(|&c| Some(c) != c_group)
+        .collect();
     let mut runs = Vec::new();
     for (i, (line, f)) in csv.rows.iter().enumerate() {
         let seed = f[c_seed].parse::<u64>().map_err(|_| {
@@ -262,6 +277,7 @@ fn read_summary_csv(sweep: &Path) -> Result<Vec<RunRecord>> {
                 .iter()
                 .map(|&c| (csv.header[c].clone(), f[c].clone()))
                 .collect(),
+            group: c_group.map(|c| f[c].clone()).unwrap_or_default(),
             status: f[c_status].clone(),
             final_return: csv.number(i, c_final)?,
             eval_return: csv.number(i, c_eval)?,
@@ -437,6 +453,7 @@ fn read_run_folder(dir: &Path) -> Result<RunRecord> {
         algo: string("algo")?,
         seed,
         hyperparameters: BTreeMap::new(),
+        group: String::new(),
         status: string("status")?,
         final_return: number("final_return_mean_last100")?,
         eval_return: number("eval_return_mean")?,
@@ -523,6 +540,7 @@ mod tests {
             algo: "ppo".into(),
             seed: 1,
             hyperparameters: BTreeMap::new(),
+            group: String::new(),
             status: "completed".into(),
             final_return: Some(1.0),
             eval_return: None,
@@ -535,5 +553,7 @@ mod tests {
             .insert("learning_rate".into(), "0.001".into());
         r.hyperparameters.insert("gamma".into(), String::new());
         assert_eq!(r.label(), "ppo[learning_rate=0.001]");
+        r.group = "2".into();
+        assert_eq!(r.label(), "ppo[group=2,learning_rate=0.001]");
     }
 }

@@ -70,6 +70,9 @@ pub struct SweepSpec {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Group {
+    /// The group's own label in reports (`ppo[group=<name>]`); optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub envs: Vec<String>,
     pub algos: Vec<String>,
     #[serde(default)]
@@ -87,6 +90,9 @@ pub struct PlannedRun {
     pub config: TrainConfig,
     /// The grid values of this run, as TOML literals.
     pub hyperparameters: BTreeMap<String, String>,
+    /// The `group` column of `summary.csv`: the `[[runs]]` group's `name`, or its number
+    /// where the group repeats another's cells with another config; empty otherwise.
+    pub group: String,
     /// `config.toml` as written into the run's folder.
     pub config_toml: String,
 }
@@ -156,6 +162,10 @@ impl SweepSpec {
         let mut runs = Vec::new();
         // Run id → (position, group) of every run that has it.
         let mut seen: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
+        // The group of each run, by position.
+        let mut group_of: Vec<usize> = Vec::new();
+        // Groups that repeat another group's cells (env, algo, grid point) with another config.
+        let mut repeating: BTreeSet<usize> = BTreeSet::new();
         for (g, group) in self.runs.iter().enumerate() {
             let where_ = format!("{source} [[runs]] #{}", g + 1);
             if group.envs.is_empty() || group.algos.is_empty() {
@@ -171,6 +181,26 @@ impl SweepSpec {
             for (key, values) in &group.grid {
                 if values.is_empty() {
                     bail!("{where_}: grid key `{key}` has no values");
+                }
+            }
+            if let Some(name) = &group.name {
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                {
+                    bail!(
+                        "{where_}: `name` = {name:?}: give letters, digits, `.`, `_` or `-` (it labels the group's runs in reports)"
+                    );
+                }
+                if let Some(h) = self.runs[..g]
+                    .iter()
+                    .position(|o| o.name.as_deref() == Some(name))
+                {
+                    bail!(
+                        "{where_}: `name` = {name:?} is also [[runs]] #{}'s; each group's name is its own",
+                        h + 1
+                    );
                 }
             }
             let points = grid_points(&group.grid);
@@ -208,6 +238,7 @@ impl SweepSpec {
                                 })?;
                             let id = run_id(env, algo, point, seed);
                             seen.entry(id.clone()).or_default().push((runs.len(), g));
+                            group_of.push(g);
                             let config_toml = config
                                 .echo_toml()
                                 .context("cannot write the config as TOML")?;
@@ -216,6 +247,7 @@ impl SweepSpec {
                                 id,
                                 config,
                                 hyperparameters: point.iter().cloned().collect(),
+                                group: String::new(),
                                 config_toml,
                             });
                         }
@@ -253,7 +285,19 @@ impl SweepSpec {
                 let seed = runs[k].config.seed;
                 let cut = id.len() - format!("__seed{seed}").len();
                 runs[k].id = format!("{}__g{}__seed{seed}", &id[..cut], g + 1);
+                repeating.insert(g);
             }
+        }
+        // Reports compare cells by label (algo and grid point): a group that repeats another's
+        // cells is labelled by its number on every env it covers (its ids say `__g<k>` only
+        // where they collide), so that its runs are never pooled with the other group's and
+        // take one label across envs. A named group is always labelled by its name.
+        for (run, &g) in runs.iter_mut().zip(&group_of) {
+            run.group = match &self.runs[g].name {
+                Some(name) => name.clone(),
+                None if repeating.contains(&g) => (g + 1).to_string(),
+                None => String::new(),
+            };
         }
         Ok(runs)
     }
@@ -426,10 +470,21 @@ fn read_summary(dir: &Path) -> Result<serde_json::Value> {
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
+/// The columns of `summary.csv` between `seed` and `status`, the same for every shard.
+struct SummaryColumns {
+    /// A `group` column, where some run of the whole grid has a group label.
+    group: bool,
+    /// The grid keys, sorted.
+    grid_keys: Vec<String>,
+}
+
 /// `summary.csv` from the finished runs among `runs`, in grid order.
-fn write_summary_csv(out: &Path, runs: &[PlannedRun], grid_keys: &[String]) -> Result<()> {
+fn write_summary_csv(out: &Path, runs: &[PlannedRun], columns: &SummaryColumns) -> Result<()> {
     let mut header: Vec<String> = SUMMARY_HEAD.iter().map(|s| s.to_string()).collect();
-    header.extend(grid_keys.iter().cloned());
+    if columns.group {
+        header.push("group".into());
+    }
+    header.extend(columns.grid_keys.iter().cloned());
     header.extend(SUMMARY_TAIL.iter().map(|s| s.to_string()));
     let mut text = header.join(",") + "\n";
     for run in runs {
@@ -446,7 +501,10 @@ fn write_summary_csv(out: &Path, runs: &[PlannedRun], grid_keys: &[String]) -> R
             run.config.algo.name().to_string(),
             run.config.seed.to_string(),
         ];
-        for key in grid_keys {
+        if columns.group {
+            row.push(run.group.clone());
+        }
+        for key in &columns.grid_keys {
             row.push(run.hyperparameters.get(key).cloned().unwrap_or_default());
         }
         row.push(
@@ -602,7 +660,10 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
     let spec = SweepSpec::read(spec_path)?;
     let source = spec_path.display().to_string();
     let all = spec.plan(&source, options.device.as_deref())?;
-    let grid_keys = spec.grid_keys();
+    let columns = SummaryColumns {
+        group: all.iter().any(|r| !r.group.is_empty()),
+        grid_keys: spec.grid_keys(),
+    };
     let runs: Vec<PlannedRun> = all
         .iter()
         .filter(|r| options.shard.contains(r.index))
@@ -740,7 +801,7 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
         &manifest_path,
         serde_json::to_string_pretty(&manifest)?.as_bytes(),
     )?;
-    write_summary_csv(out, &runs, &grid_keys)?;
+    write_summary_csv(out, &runs, &columns)?;
 
     let total = runs.len();
     let done_count = Mutex::new(outcome.skipped);
@@ -780,7 +841,7 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
                                 *d
                             };
                             let _guard = summary_lock.lock().unwrap();
-                            if let Err(e) = write_summary_csv(out, &runs, &grid_keys) {
+                            if let Err(e) = write_summary_csv(out, &runs, &columns) {
                                 first_error.lock().unwrap().get_or_insert(e);
                             }
                             ui.finished(n, total, &run.id, &summary);
@@ -1125,6 +1186,78 @@ config = { num_envs = 16 }
             ]
         );
         assert_eq!(runs[2].config.num_envs, 16);
+        // Both groups are labelled by their number, group 2 on its a2c runs too.
+        let groups: Vec<&str> = runs.iter().map(|r| r.group.as_str()).collect();
+        assert_eq!(groups, ["1", "1", "2", "2", "2", "2"]);
+    }
+
+    #[test]
+    fn groups_are_labelled_on_every_env_they_cover_and_by_name() {
+        let plan = |text: &str| SweepSpec::parse(text, "s.toml")?.plan("s.toml", None);
+        // Group 1 repeats group 2's CartPole cell: its Acrobot runs carry its label too.
+        let runs = plan(
+            "seeds = [1]
+[[runs]]
+envs = [\"CartPole-v1\", \"Acrobot-v1\"]
+algos = [\"ppo\"]
+[[runs]]
+envs = [\"CartPole-v1\"]
+algos = [\"ppo\"]
+config = { num_envs = 8 }
+[[runs]]
+envs = [\"Pendulum-v1\"]
+algos = [\"ppo\"]
+",
+        )
+        .unwrap();
+        let got: Vec<(&str, &str)> = runs
+            .iter()
+            .map(|r| (r.id.as_str(), r.group.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("CartPole-v1__ppo__g1__seed1", "1"),
+                ("Acrobot-v1__ppo__seed1", "1"),
+                ("CartPole-v1__ppo__g2__seed1", "2"),
+                ("Pendulum-v1__ppo__seed1", ""),
+            ]
+        );
+        // A named group is labelled by its name, colliding or not.
+        let runs = plan(
+            "seeds = [1]
+[[runs]]
+name = \"wide\"
+envs = [\"CartPole-v1\"]
+algos = [\"ppo\"]
+",
+        )
+        .unwrap();
+        assert_eq!(runs[0].group, "wide");
+        assert_eq!(runs[0].id, "CartPole-v1__ppo__seed1");
+        for (name, says) in [
+            ("\"\"", "letters, digits"),
+            ("\"a,b\"", "letters, digits"),
+            ("\"x\"", "is also [[runs]] #1's"),
+        ] {
+            let text = format!(
+                "seeds = [1]
+[[runs]]
+name = \"x\"
+envs = [\"CartPole-v1\"]
+algos = [\"ppo\"]
+[[runs]]
+name = {name}
+envs = [\"Acrobot-v1\"]
+algos = [\"ppo\"]
+"
+            );
+            let e = plan(&text).unwrap_err().to_string();
+            assert!(
+                e.contains("s.toml [[runs]] #2: `name`") && e.contains(says),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -742,6 +742,50 @@ fn reports_say_what_they_leave_out() {
 }
 
 #[test]
+fn groups_that_differ_only_in_config_are_separate_cells_on_every_env() {
+    // Group 1 on two envs; group 2 repeats its CartPole cell with another learning rate.
+    let file = write_sweep(
+        "groups",
+        r#"
+seeds = [1, 2]
+config = { total_timesteps = 1024, eval_episodes = 1 }
+[[runs]]
+envs = ["CartPole-v1", "Acrobot-v1"]
+algos = ["a2c"]
+[[runs]]
+envs = ["CartPole-v1"]
+algos = ["a2c"]
+config = { learning_rate = 0.01 }
+"#,
+    );
+    let out = scratch("groups");
+    let o = sweep(&file, &out, &["--quiet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let summary = fs::read_to_string(out.join("summary.csv")).unwrap();
+    assert!(
+        summary.starts_with("run_id,env_id,algo,seed,group,status,"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("\nAcrobot-v1__a2c__seed1,Acrobot-v1,a2c,1,1,completed,"),
+        "{summary}"
+    );
+    let o = gradgym(&["report", out.to_str().unwrap(), "--reps", "200"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Two runs per cell, not four pooled under one label; group 1 keeps its label on Acrobot.
+    for row in [
+        "| Acrobot-v1 | a2c[group=1] | 2 |",
+        "| CartPole-v1 | a2c[group=1] | 2 |",
+        "| CartPole-v1 | a2c[group=2] | 2 |",
+    ] {
+        assert!(text(&o).contains(row), "{row}\n{}", text(&o));
+    }
+    assert!(!text(&o).contains("| a2c |"), "{}", text(&o));
+    let o = gradgym(&["compare", out.to_str().unwrap(), out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
 fn report_and_plot_read_a_single_train_run_folder_and_skip_an_interrupted_one() {
     let run = scratch("single-run");
     let o = gradgym(&[
