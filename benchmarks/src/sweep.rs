@@ -470,6 +470,16 @@ fn read_summary(dir: &Path) -> Result<serde_json::Value> {
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
+/// Whether a finished run's `config.toml` is the config `run` plans. The same text, or the
+/// same config once read: a file written before a field existed lacks it, and reads with that
+/// field's default, the value that keeps the behaviour of the binary that wrote it.
+fn same_config(existing: &str, run: &PlannedRun) -> bool {
+    existing == run.config_toml
+        || TrainConfig::default()
+            .overlay_toml(existing, "config.toml")
+            .is_ok_and(|c| c == run.config)
+}
+
 /// The columns of `summary.csv` between `seed` and `status`, the same for every shard.
 struct SummaryColumns {
     /// A `group` column, where some run of the whole grid has a group label.
@@ -739,7 +749,7 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
         let dir = runs_dir.join(&run.id);
         if dir.is_dir() {
             let existing = fs::read_to_string(dir.join("config.toml")).unwrap_or_default();
-            if existing != run.config_toml {
+            if !same_config(&existing, run) {
                 bail!(
                     "{} was made with a different config than {source} gives now; \
                      use another --out folder, or delete that run to redo it",

@@ -742,6 +742,40 @@ fn reports_say_what_they_leave_out() {
 }
 
 #[test]
+fn a_run_written_before_a_config_field_existed_resumes_and_a_changed_value_does_not() {
+    let file = write_sweep(
+        "older",
+        "seeds = [1]\nconfig = { total_timesteps = 512, eval_episodes = 1 }\n[[runs]]\nenvs = [\"CartPole-v1\"]\nalgos = [\"a2c\"]\n",
+    );
+    let out = scratch("older");
+    assert!(sweep(&file, &out, &["--quiet"]).status.success());
+    // The config.toml of an older binary: without fields added since (their defaults keep
+    // its behaviour) and with its own comment line.
+    let config = out.join("runs/CartPole-v1__a2c__seed1/config.toml");
+    let text_now = fs::read_to_string(&config).unwrap();
+    let older: String = text_now
+        .lines()
+        .filter(|l| !l.starts_with("ref_kl_coef") && !l.starts_with("checkpoint_every"))
+        .map(|l| l.replace("Resolved by gradgym", "Resolved by gradgym sweep") + "\n")
+        .collect();
+    assert_ne!(older, text_now);
+    fs::write(&config, &older).unwrap();
+    let o = sweep(&file, &out, &["--quiet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("1 already done, 0 completed now"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(fs::read_to_string(&config).unwrap(), older);
+    // A value that differs is still a different config.
+    fs::write(&config, older.replace("gamma = 0.99", "gamma = 0.9")).unwrap();
+    let o = sweep(&file, &out, &["--quiet"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("different config"), "{}", text(&o));
+}
+
+#[test]
 fn groups_that_differ_only_in_config_are_separate_cells_on_every_env() {
     // Group 1 on two envs; group 2 repeats its CartPole cell with another learning rate.
     let file = write_sweep(
