@@ -5,17 +5,23 @@ use tch::Device;
 static ELSEWHERE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// From now on, configs are checked for other machines (a Slurm script's nodes): a CUDA device
-/// is taken as there, whatever this machine has. For a process that writes such a script and
+/// is taken as there, whatever this machine has, and this machine's memory bounds no run. For a process that writes such a script and
 /// runs nothing.
 pub fn check_for_other_machines() {
     ELSEWHERE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether configs are checked for other machines ([`check_for_other_machines`]): then
+/// neither this machine's GPUs nor its memory bound them.
+pub fn checking_for_other_machines() -> bool {
+    ELSEWHERE.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// `cpu`, `cuda` (GPU 0) or `cuda:N`. CUDA must be available (unless configs are checked for
 /// other machines, [`check_for_other_machines`]).
 pub fn parse_device(name: &str) -> Result<Device, String> {
     let device = parse_device_name(name)?;
-    if ELSEWHERE.load(std::sync::atomic::Ordering::Relaxed) {
+    if checking_for_other_machines() {
         return Ok(device);
     }
     if let Device::Cuda(n) = device {

@@ -115,6 +115,37 @@ pub fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
         if slurm.cpus_per_task == Some(0) {
             anyhow::bail!("{source}: [slurm] cpus_per_task must be at least 1");
         }
+        // The runs were checked for the nodes, not against this machine's memory: against
+        // `--mem`, where it is given.
+        if let Some(mem) = &slurm.mem {
+            let field = if args.slurm_mem.is_some() {
+                "--slurm-mem".to_string()
+            } else {
+                format!("{source}: [slurm] mem")
+            };
+            let bytes = sweep::slurm_mem_bytes(mem)
+                .map_err(|e| anyhow::anyhow!("{field} = {mem:?}: {e}"))?;
+            let jobs = slurm.cpus_per_task.unwrap_or(2);
+            if let (Some(bytes), Some((need, at_once, run))) =
+                (bytes, sweep::slurm_task_memory(&planned, shards, jobs))
+                && need > bytes
+            {
+                let gib = gradgym_agents::config::gib;
+                if at_once == 1 {
+                    anyhow::bail!(
+                        "{field} = {mem:?}: run {} would need about {} (rollout buffer and envs); raise it",
+                        run.id,
+                        gib(need)
+                    );
+                }
+                anyhow::bail!(
+                    "{field} = {mem:?}: an array task runs {at_once} runs at once and would need about {} (rollout buffers and envs; the largest, {}, alone about {}); raise it, or lower --slurm-cpus-per-task",
+                    gib(need),
+                    run.id,
+                    gib(run.config.memory_estimate())
+                );
+            }
+        }
         let spec_path = std::fs::canonicalize(&args.file)
             .with_context(|| format!("cannot resolve {}", args.file.display()))?;
         let out = sweep::absolute(&out)?;

@@ -1006,6 +1006,59 @@ impl SlurmSpec {
     }
 }
 
+const SLURM_MEM_FORM: &str =
+    "Slurm reads a whole number with an optional unit K, M (the default), G or T, such as 4G";
+
+/// Slurm's `--mem` in bytes: an integer with an optional unit `K`, `M` (the default), `G` or
+/// `T` (either case). `None` for `0`, which Slurm reads as all of a node's memory.
+pub fn slurm_mem_bytes(text: &str) -> Result<Option<u128>, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
+        _ => (t, 'M'),
+    };
+    let shift = match unit {
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        'T' => 40,
+        _ => return Err(SLURM_MEM_FORM.into()),
+    };
+    let n: u128 = digits
+        .parse::<u64>()
+        .map_err(|_| SLURM_MEM_FORM.to_string())?
+        .into();
+    Ok((n > 0).then(|| n << shift))
+}
+
+/// Bytes the busiest array task of an emitted script needs at once, by the runs' own
+/// estimates ([`TrainConfig::memory_estimate`]): task i runs shard i/`shards` with `jobs`
+/// runs at a time, so its need is its `jobs` largest runs together. With how many runs that
+/// is and the largest of them.
+pub fn slurm_task_memory(
+    runs: &[PlannedRun],
+    shards: usize,
+    jobs: usize,
+) -> Option<(u128, usize, &PlannedRun)> {
+    (1..=shards)
+        .filter_map(|i| {
+            let shard = Shard {
+                index: i,
+                count: shards,
+            };
+            let mut mine: Vec<&PlannedRun> =
+                runs.iter().filter(|r| shard.contains(r.index)).collect();
+            mine.sort_by_key(|r| std::cmp::Reverse(r.config.memory_estimate()));
+            let at_once = mine.len().min(jobs.max(1));
+            let need: u128 = mine[..at_once]
+                .iter()
+                .map(|r| r.config.memory_estimate())
+                .sum();
+            mine.first().map(|&r| (need, at_once, r))
+        })
+        .max_by_key(|&(need, _, _)| need)
+}
+
 /// `s` quoted for bash: single quotes, with `'` written as `'\''`.
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -1267,6 +1320,19 @@ algos = [\"ppo\"]
                 e.contains("s.toml [[runs]] #2: `name`") && e.contains(says),
                 "{e}"
             );
+        }
+    }
+
+    #[test]
+    fn slurm_mem_reads_as_slurm_does() {
+        assert_eq!(slurm_mem_bytes("4G"), Ok(Some(4 << 30)));
+        assert_eq!(slurm_mem_bytes("4g"), Ok(Some(4 << 30)));
+        assert_eq!(slurm_mem_bytes("512"), Ok(Some(512 << 20)));
+        assert_eq!(slurm_mem_bytes("3K"), Ok(Some(3 << 10)));
+        assert_eq!(slurm_mem_bytes("2T"), Ok(Some(2 << 40)));
+        assert_eq!(slurm_mem_bytes("0"), Ok(None));
+        for bad in ["4GB", "", "G", "-1G", "1.5G"] {
+            assert!(slurm_mem_bytes(bad).is_err(), "{bad}");
         }
     }
 

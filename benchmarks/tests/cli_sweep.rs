@@ -863,6 +863,74 @@ fn report_and_plot_read_a_single_train_run_folder_and_skip_an_interrupted_one() 
 }
 
 #[test]
+fn emitted_slurm_scripts_check_memory_against_slurm_mem_not_this_machine() {
+    // Runs no machine here could hold (tens of TiB of rollout buffer each).
+    let huge = "seeds = [1, 2]
+config = { num_envs = 16777216, num_steps = 65536, total_timesteps = 1099511627776 }
+[[runs]]
+envs = [\"CartPole-v1\"]
+algos = [\"ppo\"]
+";
+    let file = write_sweep("slurm-mem", huge);
+    let out = scratch("slurm-mem out");
+    let emit = |file: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "sweep",
+            file.to_str().unwrap(),
+            "--emit-slurm",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        gradgym(&args)
+    };
+    // Here, it is refused for this machine's memory.
+    let o = sweep(&file, &out, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("this machine has"), "{}", text(&o));
+    // For the cluster's nodes, this machine's memory does not count...
+    let o = emit(&file, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    // ... and --mem does.
+    let o = emit(&file, &["--slurm-mem", "1T"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--slurm-mem = \"1T\": run CartPole-v1__ppo__seed")
+            && text(&o).contains("GiB (rollout buffer and envs); raise it"),
+        "{}",
+        text(&o)
+    );
+    let o = emit(&file, &["--slurm-mem", "0"]);
+    assert!(o.status.success(), "--mem=0 is all of a node: {}", text(&o));
+    let o = emit(&file, &["--slurm-mem", "64GB"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("Slurm reads a whole number"),
+        "{}",
+        text(&o)
+    );
+    // Two runs in one task, two at a time: their needs add up; from the file's [slurm].
+    let file = write_sweep(
+        "slurm-mem-file",
+        &(huge.replace("65536", "16") + "[slurm]\nmem = \"4G\"\n"),
+    );
+    let o = emit(&file, &["--shards", "1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("[slurm] mem = \"4G\": an array task runs 2 runs at once"),
+        "{}",
+        text(&o)
+    );
+    let o = emit(&file, &["--shards", "1", "--slurm-cpus-per-task", "1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("[slurm] mem = \"4G\": run "),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
 fn the_emitted_slurm_script_runs_as_emitted_from_another_folder() {
     let file = write_sweep("slurm", A2C_THREE_SEEDS);
     let out = scratch("slurm out with space");

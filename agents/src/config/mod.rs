@@ -229,7 +229,7 @@ fn available_memory() -> Option<u64> {
     kib.checked_mul(1024)
 }
 
-fn gib(bytes: u128) -> String {
+pub fn gib(bytes: u128) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u128 << 30) as f64)
 }
 
@@ -445,7 +445,11 @@ impl TrainConfig {
         if let Some(prefs) = &self.prefs {
             prefs.validate(self)?;
         }
-        if let Some(available) = available_memory() {
+        // A config checked for other machines (a Slurm script's nodes) is not bound by this
+        // one's memory; `--emit-slurm` checks it against `[slurm] mem` instead.
+        let available =
+            available_memory().filter(|_| !crate::device::checking_for_other_machines());
+        if let Some(available) = available {
             let need = self.memory_estimate();
             if need > available as u128 {
                 return Err(bad(
