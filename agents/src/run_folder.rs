@@ -17,7 +17,8 @@
 //! readable; under `--overwrite` it goes beside the run it was to replace
 //! ([`RunFolder::seal_as`]). Only a process killed outright (SIGKILL, a second signal,
 //! a crash) leaves a `.partial` folder, and the next run of that name refuses it unless told to
-//! replace it. A run that `--overwrite` replaces is renamed `<run>.replaced-<k>` until the new
+//! replace it; a run still going holds an exclusive lock on its `.partial` folder, so that
+//! folder is refused even then. A run that `--overwrite` replaces is renamed `<run>.replaced-<k>` until the new
 //! one is in its place, then deleted; a process killed while deleting it leaves it there
 //! (`gradgym report` names it and leaves it out). JSON and TOML files are written to a
 //! temporary name and renamed, so a reader
@@ -138,6 +139,37 @@ pub struct RunFolder {
     done: PathBuf,
     partial: PathBuf,
     metrics: Option<(fs::File, Columns)>,
+    /// Whether an existing `done` may be replaced when the run is sealed.
+    existing: Existing,
+    /// The `.partial` folder, held under an exclusive lock while this run writes it (released
+    /// when the process ends, however it ends): another process's `--overwrite` refuses it.
+    _lock: fs::File,
+}
+
+/// Takes the exclusive lock (`flock`) of the folder `dir` without waiting: the open folder, or
+/// `None` where another process holds it. The lock lasts as long as the file stays open, and
+/// goes with the process, so a killed run's folder is free again.
+fn lock_folder(dir: &Path) -> Result<Option<fs::File>> {
+    use std::os::fd::AsRawFd;
+    let file = fs::File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    // SAFETY: flock on a descriptor this function owns; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(Some(file));
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(None)
+    } else {
+        Err(e).with_context(|| format!("cannot lock {}", dir.display()))
+    }
+}
+
+/// The error for a `.partial` folder another process is writing now.
+fn in_use(partial: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} is being written by another gradgym process now (it holds the folder's lock); wait for that run to end, or choose another --out folder",
+        partial.display()
+    )
 }
 
 impl RunFolder {
@@ -191,15 +223,33 @@ impl RunFolder {
             );
         }
         if partial.exists() {
+            // Only a run that ended without sealing: one still going holds the lock.
+            let Some(_old) = lock_folder(&partial)? else {
+                return Err(in_use(&partial));
+            };
             fs::remove_dir_all(&partial)
                 .with_context(|| format!("cannot remove {}", partial.display()))?;
         }
-        fs::create_dir_all(&partial)
-            .with_context(|| format!("cannot create {}", partial.display()))?;
+        if let Some(parent) = partial.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        // Made here and by no one else: two runs started together do not share it.
+        if let Err(e) = fs::create_dir(&partial) {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                return Err(in_use(&partial));
+            }
+            return Err(e).with_context(|| format!("cannot create {}", partial.display()));
+        }
+        let Some(lock) = lock_folder(&partial)? else {
+            return Err(in_use(&partial));
+        };
         Ok(Self {
             done: dir.to_path_buf(),
             partial,
             metrics: None,
+            existing,
+            _lock: lock,
         })
     }
 
@@ -291,6 +341,15 @@ impl RunFolder {
     /// once this one is in its place (and put back if that fails), so that a failed rename
     /// loses neither.
     fn move_into_place(&self) -> Result<()> {
+        // A run that was not to replace anything never replaces what appeared under its name
+        // while it ran: it stays whole where it is.
+        if self.existing == Existing::Refuse && self.done.exists() {
+            bail!(
+                "{} appeared while this run was going (it did not exist when the run started, and the run was not told to --overwrite); the run is kept whole in {}",
+                self.done.display(),
+                self.partial.display()
+            );
+        }
         let aside = if self.done.exists() {
             let aside = (1..)
                 .map(|n| suffixed(&self.done, &format!("{REPLACED}{n}")))
@@ -362,6 +421,42 @@ mod tests {
         for f in ["manifest.json", "metrics.csv"] {
             assert!(dir.join(f).exists(), "{f}");
         }
+    }
+
+    /// A run still going holds its `.partial` folder: another run of that name, even with
+    /// --overwrite, refuses it instead of deleting it under the first; and a run that was not
+    /// to replace anything keeps itself whole if its name is taken meanwhile.
+    #[test]
+    fn a_run_still_going_is_never_replaced() {
+        let dir = scratch("live");
+        let first = RunFolder::create(&dir, Existing::Refuse).unwrap();
+        first
+            .write_json("manifest.json", &serde_json::json!({"seed": 1}))
+            .unwrap();
+        for existing in [Existing::Replace, Existing::Refuse] {
+            let e = RunFolder::create(&dir, existing).unwrap_err().to_string();
+            let says = match existing {
+                Existing::Replace => "being written by another gradgym process",
+                Existing::Refuse => "never finished",
+            };
+            assert!(e.contains(says), "{e}");
+        }
+        assert!(first.path().join("manifest.json").is_file());
+        // The name taken while it ran (by hand, here): sealing leaves it and the run apart.
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("theirs.txt"), "theirs").unwrap();
+        let e = first
+            .seal(&serde_json::json!({"status": "completed"}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("appeared while this run was going"), "{e}");
+        assert!(dir.join("theirs.txt").is_file());
+        assert!(partial_path(&dir).join("summary.json").is_file());
+        // Once that process's lock is gone (here: the run dropped), --overwrite takes it.
+        fs::remove_dir_all(&dir).unwrap();
+        let again = RunFolder::create(&dir, Existing::Replace).unwrap();
+        again.seal(&serde_json::json!({})).unwrap();
+        assert!(dir.join("summary.json").is_file());
     }
 
     #[test]
