@@ -138,11 +138,17 @@ pub fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
                         gib(need)
                     );
                 }
+                let largest = run.config.memory_estimate();
                 anyhow::bail!(
-                    "{field} = {mem:?}: an array task runs {at_once} runs at once and would need about {} (rollout buffers and envs; the largest, {}, alone about {}); raise it, or lower --slurm-cpus-per-task",
+                    "{field} = {mem:?}: an array task runs {at_once} runs at once and would need about {} (rollout buffers and envs; the largest, {}, alone about {}); raise it{}",
                     gib(need),
                     run.id,
-                    gib(run.config.memory_estimate())
+                    gib(largest),
+                    if largest <= bytes {
+                        ", or lower --slurm-cpus-per-task"
+                    } else {
+                        ""
+                    }
                 );
             }
         }

@@ -376,6 +376,20 @@ pub fn load(dirs: &[PathBuf]) -> Result<ResultSet> {
             b.seed,
         ))
     });
+    // One seed twice in a cell: different runs pooled under one label.
+    for pair in set.runs.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        if (&a.env_id, a.label(), a.seed) == (&b.env_id, b.label(), b.seed) {
+            set.warnings.push(format!(
+                "{} {}: seed {} is in two runs ({} and {}), so the cell pools different runs (two [[runs]] groups with this cell and different configs, in a folder written before sweeps labelled such groups, or two folders of different runs); on a sweep's folder, rerunning its `gradgym sweep` labels them, keeping its finished runs",
+                a.env_id,
+                a.label(),
+                a.seed,
+                a.id,
+                b.id
+            ));
+        }
+    }
     Ok(set)
 }
 

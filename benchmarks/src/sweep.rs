@@ -164,8 +164,11 @@ impl SweepSpec {
         let mut seen: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
         // The group of each run, by position.
         let mut group_of: Vec<usize> = Vec::new();
-        // Groups that repeat another group's cells (env, algo, grid point) with another config.
-        let mut repeating: BTreeSet<usize> = BTreeSet::new();
+        // (group, algo, grid point) of the groups that repeat an earlier group's cell (env,
+        // algo, grid point) with another config.
+        let mut repeating: BTreeSet<(usize, String)> = BTreeSet::new();
+        let cell =
+            |run: &PlannedRun| format!("{} {:?}", run.config.algo.name(), run.hyperparameters);
         for (g, group) in self.runs.iter().enumerate() {
             let where_ = format!("{source} [[runs]] #{}", g + 1);
             if group.envs.is_empty() || group.algos.is_empty() {
@@ -191,6 +194,12 @@ impl SweepSpec {
                 {
                     bail!(
                         "{where_}: `name` = {name:?}: give letters, digits, `.`, `_` or `-` (it labels the group's runs in reports)"
+                    );
+                }
+                // A number is the label of an unnamed group that repeats another's cells.
+                if name.bytes().all(|b| b.is_ascii_digit()) {
+                    bail!(
+                        "{where_}: `name` = {name:?}: a number labels an unnamed group in reports; give a name with a letter in it"
                     );
                 }
                 if let Some(h) = self.runs[..g]
@@ -281,21 +290,28 @@ impl SweepSpec {
                         .join(" and ")
                 );
             }
+            let first = places.iter().map(|&(_, g)| g).min().expect("a place");
             for (k, g) in places {
                 let seed = runs[k].config.seed;
                 let cut = id.len() - format!("__seed{seed}").len();
                 runs[k].id = format!("{}__g{}__seed{seed}", &id[..cut], g + 1);
-                repeating.insert(g);
+                if g != first {
+                    repeating.insert((g, cell(&runs[k])));
+                }
             }
         }
-        // Reports compare cells by label (algo and grid point): a group that repeats another's
-        // cells is labelled by its number on every env it covers (its ids say `__g<k>` only
-        // where they collide), so that its runs are never pooled with the other group's and
-        // take one label across envs. A named group is always labelled by its name.
-        for (run, &g) in runs.iter_mut().zip(&group_of) {
-            run.group = match &self.runs[g].name {
+        // Reports compare cells by label (algo and grid point). Where a later group repeats
+        // an earlier group's cell with another config, the later group's (algo, grid point)
+        // is labelled by the group's number on every env the group covers (its ids say
+        // `__g<k>` only where they collide), so that its runs are never pooled with the
+        // earlier group's and take one label across envs; the earlier group keeps its plain
+        // label, so adding a group leaves the labels of the others as they were. A named
+        // group is always labelled by its name.
+        for (k, &g) in group_of.iter().enumerate() {
+            let repeats = repeating.contains(&(g, cell(&runs[k])));
+            runs[k].group = match &self.runs[g].name {
                 Some(name) => name.clone(),
-                None if repeating.contains(&g) => (g + 1).to_string(),
+                None if repeats => (g + 1).to_string(),
                 None => String::new(),
             };
         }
@@ -470,12 +486,33 @@ fn read_summary(dir: &Path) -> Result<serde_json::Value> {
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
+/// Config fields added after runs were committed whose defaults train as the binaries before
+/// them did (no KL penalty against a reference, no checkpoints). `backend`, for one, is not:
+/// its default `auto` trains classic runs natively, and before it existed they ran on libtorch.
+const FIELDS_ADDED_WITH_OLD_BEHAVIOUR: [&str; 2] = ["ref_kl_coef", "checkpoint_every"];
+
 /// Whether a finished run's `config.toml` is the config `run` plans. The same text, or the
-/// same config once read: a file written before a field existed lacks it, and reads with that
-/// field's default, the value that keeps the behaviour of the binary that wrote it.
+/// same config once read, where the file lacks only fields of
+/// [`FIELDS_ADDED_WITH_OLD_BEHAVIOUR`] and the plan gives them their defaults: a file written
+/// before those fields existed. A missing, empty or cut file is never the same config.
 fn same_config(existing: &str, run: &PlannedRun) -> bool {
-    existing == run.config_toml
-        || TrainConfig::default()
+    if existing == run.config_toml {
+        return true;
+    }
+    let (Ok(old), Ok(planned), Ok(defaults)) = (
+        existing.parse::<toml::Table>(),
+        toml::Table::try_from(&run.config),
+        toml::Table::try_from(TrainConfig::default()),
+    ) else {
+        return false;
+    };
+    let lacks_only_added_defaults = planned.iter().all(|(key, value)| {
+        old.contains_key(key)
+            || (FIELDS_ADDED_WITH_OLD_BEHAVIOUR.contains(&key.as_str())
+                && defaults.get(key) == Some(value))
+    });
+    lacks_only_added_defaults
+        && TrainConfig::default()
             .overlay_toml(existing, "config.toml")
             .is_ok_and(|c| c == run.config)
 }
@@ -1006,29 +1043,33 @@ impl SlurmSpec {
     }
 }
 
-const SLURM_MEM_FORM: &str =
-    "Slurm reads a whole number with an optional unit K, M (the default), G or T, such as 4G";
+const SLURM_MEM_FORM: &str = "Slurm reads a whole number with an optional unit K, M (the default), G or T, which a B may follow, such as 4G or 4GB";
 
-/// Slurm's `--mem` in bytes: an integer with an optional unit `K`, `M` (the default), `G` or
-/// `T` (either case). `None` for `0`, which Slurm reads as all of a node's memory.
+/// Slurm's `--mem` in bytes, read as Slurm's `str_to_mbytes` does: an integer with an
+/// optional unit `K`, `M` (the default), `G` or `T`, in either case and optionally followed by
+/// `B`; kibibytes round up to whole mebibytes. `None` for `0`, which Slurm reads as all of a
+/// node's memory.
 pub fn slurm_mem_bytes(text: &str) -> Result<Option<u128>, String> {
     let t = text.trim();
-    let (digits, unit) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
-        _ => (t, 'M'),
-    };
-    let shift = match unit {
-        'K' => 10,
-        'M' => 20,
-        'G' => 30,
-        'T' => 40,
-        _ => return Err(SLURM_MEM_FORM.into()),
-    };
+    let end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, suffix) = t.split_at(end);
     let n: u128 = digits
         .parse::<u64>()
         .map_err(|_| SLURM_MEM_FORM.to_string())?
         .into();
-    Ok((n > 0).then(|| n << shift))
+    let mut chars = suffix.chars().map(|c| c.to_ascii_uppercase());
+    let unit = chars.next().unwrap_or('M');
+    if !matches!(chars.next(), None | Some('B')) || chars.next().is_some() {
+        return Err(SLURM_MEM_FORM.into());
+    }
+    let mib = match unit {
+        'K' => n.div_ceil(1024),
+        'M' => n,
+        'G' => n << 10,
+        'T' => n << 20,
+        _ => return Err(SLURM_MEM_FORM.into()),
+    };
+    Ok((mib > 0).then_some(mib << 20))
 }
 
 /// Bytes the busiest array task of an emitted script needs at once, by the runs' own
@@ -1249,27 +1290,26 @@ config = { num_envs = 16 }
             ]
         );
         assert_eq!(runs[2].config.num_envs, 16);
-        // Both groups are labelled by their number, group 2 on its a2c runs too.
+        // Group 2 repeats group 1's ppo cell: its ppo runs are labelled, its a2c runs and
+        // group 1's runs are not.
         let groups: Vec<&str> = runs.iter().map(|r| r.group.as_str()).collect();
-        assert_eq!(groups, ["1", "1", "2", "2", "2", "2"]);
+        assert_eq!(groups, ["", "", "2", "2", "", ""]);
     }
 
     #[test]
     fn groups_are_labelled_on_every_env_they_cover_and_by_name() {
         let plan = |text: &str| SweepSpec::parse(text, "s.toml")?.plan("s.toml", None);
-        // Group 1 repeats group 2's CartPole cell: its Acrobot runs carry its label too.
+        // Group 2 repeats group 1's CartPole ppo cell: its ppo runs carry its number on
+        // Pendulum too; its a2c runs, and group 1's runs, keep their plain labels.
         let runs = plan(
             "seeds = [1]
 [[runs]]
 envs = [\"CartPole-v1\", \"Acrobot-v1\"]
 algos = [\"ppo\"]
 [[runs]]
-envs = [\"CartPole-v1\"]
-algos = [\"ppo\"]
+envs = [\"CartPole-v1\", \"Pendulum-v1\"]
+algos = [\"ppo\", \"a2c\"]
 config = { num_envs = 8 }
-[[runs]]
-envs = [\"Pendulum-v1\"]
-algos = [\"ppo\"]
 ",
         )
         .unwrap();
@@ -1280,10 +1320,12 @@ algos = [\"ppo\"]
         assert_eq!(
             got,
             [
-                ("CartPole-v1__ppo__g1__seed1", "1"),
-                ("Acrobot-v1__ppo__seed1", "1"),
+                ("CartPole-v1__ppo__g1__seed1", ""),
+                ("Acrobot-v1__ppo__seed1", ""),
                 ("CartPole-v1__ppo__g2__seed1", "2"),
-                ("Pendulum-v1__ppo__seed1", ""),
+                ("CartPole-v1__a2c__seed1", ""),
+                ("Pendulum-v1__ppo__seed1", "2"),
+                ("Pendulum-v1__a2c__seed1", ""),
             ]
         );
         // A named group is labelled by its name, colliding or not.
@@ -1302,6 +1344,7 @@ algos = [\"ppo\"]
             ("\"\"", "letters, digits"),
             ("\"a,b\"", "letters, digits"),
             ("\"x\"", "is also [[runs]] #1's"),
+            ("\"2\"", "a number labels an unnamed group"),
         ] {
             let text = format!(
                 "seeds = [1]
@@ -1328,10 +1371,19 @@ algos = [\"ppo\"]
         assert_eq!(slurm_mem_bytes("4G"), Ok(Some(4 << 30)));
         assert_eq!(slurm_mem_bytes("4g"), Ok(Some(4 << 30)));
         assert_eq!(slurm_mem_bytes("512"), Ok(Some(512 << 20)));
-        assert_eq!(slurm_mem_bytes("3K"), Ok(Some(3 << 10)));
+        assert_eq!(
+            slurm_mem_bytes("3K"),
+            Ok(Some(1 << 20)),
+            "K rounds up to MiB"
+        );
+        assert_eq!(slurm_mem_bytes("2049k"), Ok(Some(3 << 20)));
         assert_eq!(slurm_mem_bytes("2T"), Ok(Some(2 << 40)));
+        assert_eq!(slurm_mem_bytes("64GB"), Ok(Some(64 << 30)));
+        assert_eq!(slurm_mem_bytes("16gb"), Ok(Some(16 << 30)));
+        assert_eq!(slurm_mem_bytes("512MB"), Ok(Some(512 << 20)));
         assert_eq!(slurm_mem_bytes("0"), Ok(None));
-        for bad in ["4GB", "", "G", "-1G", "1.5G"] {
+        assert_eq!(slurm_mem_bytes("0G"), Ok(None));
+        for bad in ["", "G", "-1G", "1.5G", "512B", "4GBB", "4X", "4 G"] {
             assert!(slurm_mem_bytes(bad).is_err(), "{bad}");
         }
     }

@@ -768,11 +768,24 @@ fn a_run_written_before_a_config_field_existed_resumes_and_a_changed_value_does_
         text(&o)
     );
     assert_eq!(fs::read_to_string(&config).unwrap(), older);
-    // A value that differs is still a different config.
-    fs::write(&config, older.replace("gamma = 0.99", "gamma = 0.9")).unwrap();
-    let o = sweep(&file, &out, &["--quiet"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("different config"), "{}", text(&o));
+    // A value that differs is still a different config; so is a file without a field whose
+    // default trains otherwise than before it existed (`backend`: libtorch then, `auto` now),
+    // and an empty file.
+    for changed in [
+        older.replace("gamma = 0.99", "gamma = 0.9"),
+        older
+            .lines()
+            .filter(|l| !l.starts_with("backend"))
+            .map(|l| l.to_string() + "\n")
+            .collect(),
+        String::new(),
+    ] {
+        assert_ne!(changed, older);
+        fs::write(&config, &changed).unwrap();
+        let o = sweep(&file, &out, &["--quiet"]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains("different config"), "{}", text(&o));
+    }
 }
 
 #[test]
@@ -801,22 +814,58 @@ config = { learning_rate = 0.01 }
         "{summary}"
     );
     assert!(
-        summary.contains("\nAcrobot-v1__a2c__seed1,Acrobot-v1,a2c,1,1,completed,"),
+        summary.contains("\nAcrobot-v1__a2c__seed1,Acrobot-v1,a2c,1,,completed,")
+            && summary.contains("\nCartPole-v1__a2c__g2__seed1,CartPole-v1,a2c,1,2,completed,"),
         "{summary}"
     );
     let o = gradgym(&["report", out.to_str().unwrap(), "--reps", "200"]);
     assert!(o.status.success(), "{}", text(&o));
-    // Two runs per cell, not four pooled under one label; group 1 keeps its label on Acrobot.
+    // Two runs per cell, not four pooled under one label; the first group keeps its label.
     for row in [
-        "| Acrobot-v1 | a2c[group=1] | 2 |",
-        "| CartPole-v1 | a2c[group=1] | 2 |",
+        "| Acrobot-v1 | a2c | 2 |",
+        "| CartPole-v1 | a2c | 2 |",
         "| CartPole-v1 | a2c[group=2] | 2 |",
     ] {
         assert!(text(&o).contains(row), "{row}\n{}", text(&o));
     }
-    assert!(!text(&o).contains("| a2c |"), "{}", text(&o));
-    let o = gradgym(&["compare", out.to_str().unwrap(), out.to_str().unwrap()]);
+    // The folder as sweeps wrote it before groups were labelled (no group column): the
+    // report warns of the seeds it pools; resuming the sweep on it labels them again.
+    let lines: Vec<String> = summary
+        .lines()
+        .map(|l| {
+            let mut f: Vec<&str> = l.split(',').collect();
+            f.remove(4);
+            f.join(",")
+        })
+        .collect();
+    fs::write(out.join("summary.csv"), lines.join("\n") + "\n").unwrap();
+    let o = gradgym(&["report", out.to_str().unwrap(), "--reps", "200"]);
+    assert!(
+        text(&o).contains("CartPole-v1 a2c: seed 1 is in two runs (CartPole-v1__a2c__g1__seed1 and CartPole-v1__a2c__g2__seed1)"),
+        "{}",
+        text(&o)
+    );
+    assert!(sweep(&file, &out, &["--quiet"]).status.success());
+    assert_eq!(
+        fs::read_to_string(out.join("summary.csv")).unwrap(),
+        summary
+    );
+    // The sweep without group 2 compares with it cell for cell: adding a group relabels none.
+    let base = write_sweep(
+        "groups-base",
+        r#"
+seeds = [1, 2]
+config = { total_timesteps = 1024, eval_episodes = 1 }
+[[runs]]
+envs = ["CartPole-v1", "Acrobot-v1"]
+algos = ["a2c"]
+"#,
+    );
+    let base_out = scratch("groups-base");
+    assert!(sweep(&base, &base_out, &["--quiet"]).status.success());
+    let o = gradgym(&["compare", base_out.to_str().unwrap(), out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("missing"), "{}", text(&o));
 }
 
 #[test]
@@ -902,10 +951,17 @@ algos = [\"ppo\"]
     );
     let o = emit(&file, &["--slurm-mem", "0"]);
     assert!(o.status.success(), "--mem=0 is all of a node: {}", text(&o));
-    let o = emit(&file, &["--slurm-mem", "64GB"]);
+    let o = emit(&file, &["--slurm-mem", "64XB"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains("Slurm reads a whole number"),
+        "{}",
+        text(&o)
+    );
+    let o = emit(&file, &["--slurm-mem", "99999999GB"]);
+    assert!(o.status.success(), "Slurm reads 64GB as 64G: {}", text(&o));
+    assert!(
+        text(&o).contains("#SBATCH --mem=99999999GB"),
         "{}",
         text(&o)
     );
@@ -916,8 +972,10 @@ algos = [\"ppo\"]
     );
     let o = emit(&file, &["--shards", "1"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    // Each run alone is over 4G: fewer at a time would not help, and is not suggested.
     assert!(
-        text(&o).contains("[slurm] mem = \"4G\": an array task runs 2 runs at once"),
+        text(&o).contains("[slurm] mem = \"4G\": an array task runs 2 runs at once")
+            && text(&o).trim_end().ends_with("GiB); raise it"),
         "{}",
         text(&o)
     );
