@@ -38,7 +38,8 @@ use gradgym::algorithms::exact::{TabularMdp, softmax_policy};
 use gradgym::algorithms::study::{
     self, Batch, Context, Estimator, FAMILY_WISE_ALPHA, PpoLoss, SLACK, discounted_from_zero,
     expectation_by_enumeration, fit_state_values, measure, pg_estimate, pg_estimate_f64,
-    ppo_estimate, ppo_estimate_f64, random_case, sample, summarise, table_weights, z_for,
+    ppo_estimate, ppo_estimate_f64, random_case, sample, student_t_tail, summarise, t_for,
+    table_weights, z_for,
 };
 use gradgym::envs::rng;
 use ndarray::{Array1, Array2};
@@ -493,10 +494,37 @@ fn a_learned_state_value_baseline_reduces_variance() {
     }
 }
 
+/// The check's quantile is Student's t with K − 1 degrees of freedom: figures from SciPy 1.16
+/// (`scipy.stats.t.isf` and `.sf`), the Cauchy tail in closed form, and the normal limit.
+#[test]
+fn the_check_uses_student_t_quantiles() {
+    let close = |got: f64, want: f64, rel: f64| {
+        assert!((got - want).abs() <= rel * want.abs(), "{got} vs {want}");
+    };
+    close(t_for(0.05, 10.0), 2.228_138_851_986_275_3, 1e-9);
+    // K = 64, with 48 coordinates.
+    close(t_for(1e-6 / 48.0, 63.0), 6.412_905_269_231_833, 1e-8);
+    close(t_for(1e-6 / 24.0, 7.0), 25.011_264_924_174_15, 1e-8);
+    close(t_for(1e-6 / 24.0, 1.0), 15_278_874.536_821_933, 1e-8);
+    close(student_t_tail(3.0, 5.0), 0.015_049_623_948_731_293, 1e-10);
+    close(student_t_tail(40.0, 3.0), 1.719_034_039_457_925_3e-5, 1e-9);
+    for t in [0.3, 1.0, 7.0, 1e4] {
+        close(
+            student_t_tail(t, 1.0),
+            0.5 - t.atan() / std::f64::consts::PI,
+            1e-10,
+        );
+    }
+    close(t_for(1e-6, 1e9), z_for(1e-6), 1e-6);
+    // At K = 64 the normal quantile (5.60) is 13% narrower than t's (6.41).
+    assert!(t_for(1e-6 / 48.0, 63.0) > 1.14 * z_for(1e-6 / 48.0));
+}
+
 /// Power: a control is fair when some coordinate's exact bias is at least twice what the check
 /// tolerates at this sample size (z·SE + slack, SE measured).
 fn detectable(bias: &Array2<f64>, se: &Array2<f64>) -> bool {
-    let z = z_for(FAMILY_WISE_ALPHA / bias.len() as f64);
+    // The controls measure with K = 64 batches.
+    let z = t_for(FAMILY_WISE_ALPHA / bias.len() as f64, 63.0);
     bias.iter()
         .zip(se)
         .any(|(b, s)| b.abs() > 2.0 * (z * s + SLACK))

@@ -731,6 +731,112 @@ pub fn z_for(alpha: f64) -> f64 {
     hi
 }
 
+/// ln Γ(x) for x ≥ ½ (Lanczos' approximation with g = 7 and nine coefficients, relative error
+/// about 1e-15).
+fn ln_gamma(x: f64) -> f64 {
+    const G: f64 = 7.0;
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    let x = x - 1.0;
+    let sum = C[1..]
+        .iter()
+        .enumerate()
+        .fold(C[0], |acc, (i, c)| acc + c / (x + i as f64 + 1.0));
+    let t = x + G + 0.5;
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + sum.ln()
+}
+
+/// The continued fraction of the incomplete beta function, by the modified Lentz method.
+fn beta_fraction(a: f64, b: f64, x: f64) -> f64 {
+    const TINY: f64 = 1e-300;
+    let (qab, qap, qam) = (a + b, a + 1.0, a - 1.0);
+    let mut c = 1.0;
+    let mut d = 1.0 - qab * x / qap;
+    if d.abs() < TINY {
+        d = TINY;
+    }
+    d = 1.0 / d;
+    let mut h = d;
+    for m in 1..=10_000 {
+        let m = m as f64;
+        let m2 = 2.0 * m;
+        // The even step, then the odd one.
+        for aa in [
+            m * (b - m) * x / ((qam + m2) * (a + m2)),
+            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
+        ] {
+            d = 1.0 + aa * d;
+            if d.abs() < TINY {
+                d = TINY;
+            }
+            c = 1.0 + aa / c;
+            if c.abs() < TINY {
+                c = TINY;
+            }
+            d = 1.0 / d;
+            h *= d * c;
+        }
+        if (d * c - 1.0).abs() < 1e-15 {
+            break;
+        }
+    }
+    h
+}
+
+/// The regularised incomplete beta function I_x(a, b), 0 ≤ x ≤ 1.
+fn incomplete_beta(x: f64, a: f64, b: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    if x >= 1.0 {
+        return 1.0;
+    }
+    let front =
+        (ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln()).exp();
+    // The fraction converges fast on this side of the mean; the other side by symmetry.
+    if x < (a + 1.0) / (a + b + 2.0) {
+        front * beta_fraction(a, b, x) / a
+    } else {
+        1.0 - front * beta_fraction(b, a, 1.0 - x) / b
+    }
+}
+
+/// One-sided upper tail of Student's t with `nu` degrees of freedom, P(T > t) for t ≥ 0:
+/// ½ I_{ν/(ν+t²)}(ν/2, ½).
+pub fn student_t_tail(t: f64, nu: f64) -> f64 {
+    0.5 * incomplete_beta(nu / (nu + t * t), 0.5 * nu, 0.5)
+}
+
+/// The t whose two-sided tail is `alpha` under Student's t with `nu` degrees of freedom
+/// (bisection). A mean's deviation over its standard error, both from K estimates, follows
+/// t with K − 1 degrees of freedom; the normal quantile ([`z_for`]) is its K → ∞ limit and
+/// would understate the check's width at small K.
+pub fn t_for(alpha: f64, nu: f64) -> f64 {
+    let mut hi = 1.0;
+    while 2.0 * student_t_tail(hi, nu) > alpha && hi < 1e300 {
+        hi *= 2.0;
+    }
+    let mut lo = 0.0;
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if 2.0 * student_t_tail(mid, nu) > alpha {
+            lo = mid
+        } else {
+            hi = mid
+        }
+    }
+    hi
+}
+
 /// Float32 slack of the check: the losses average f64 products in f32 (relative 6e-8 per
 /// entry); 1e-4 absolute covers that with a wide margin.
 pub const SLACK: f64 = 1e-4;
@@ -754,7 +860,8 @@ pub struct Measurement {
     pub snr: f64,
     /// Mean cosine between a batch estimate and ∇J.
     pub cosine_to_exact: f64,
-    /// Whether |mean_k − ∇J_k| ≤ z·SE_k + slack for every k (z for `FAMILY_WISE_ALPHA`).
+    /// Whether |mean_k − ∇J_k| ≤ t·SE_k + slack for every k (t: Student's quantile with K − 1
+    /// degrees of freedom for `FAMILY_WISE_ALPHA`, Bonferroni over the coordinates).
     pub passes: bool,
     /// Per-coordinate standard errors of the mean, `[S, A]` like θ.
     #[serde(skip)]
@@ -804,7 +911,8 @@ pub fn summarise(
     )
     .expect("estimates shaped like the gradient");
     let exact_flat: Array1<f64> = exact.iter().copied().collect();
-    let z = z_for(FAMILY_WISE_ALPHA / d as f64);
+    // Each coordinate's |mean − exact| / SE is t-distributed with K − 1 degrees of freedom.
+    let z = t_for(FAMILY_WISE_ALPHA / d as f64, k_batches - 1.0);
     let mean: Array1<f64> = samples
         .columns()
         .into_iter()
