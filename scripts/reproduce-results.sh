@@ -18,7 +18,7 @@ for sweep in classic-control quick prefs; do
   $g report "$out/$sweep" > /dev/null
   $g plot "$out/$sweep" > /dev/null
 done
-$g estimators --seed 0 --out "$out/estimators" > /dev/null
+$g estimators --seed 0 --out "$out/estimators" --overwrite > /dev/null
 $g plot "$out/estimators" > /dev/null
 scripts/rlhf-results.sh "$out/rlhf" > /dev/null
 for s in 2 3; do

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use gradgym_agents::run_folder::write_atomic;
+use gradgym_agents::run_folder::{Existing, RunFolder};
 use gradgym_algorithms::study::{Estimator, Measurement, benchmark_cases, measure, random_case};
 use serde::{Deserialize, Serialize};
 
@@ -17,9 +17,13 @@ pub struct EstimatorArgs {
     /// Seeds the random MDPs and every sample.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Output folder for estimators.csv and summary.json.
+    /// Output folder for manifest.json, estimators.csv and summary.json (refused if it exists,
+    /// unless --overwrite).
     #[arg(long, default_value = "out/estimators")]
     out: PathBuf,
+    /// Replace an existing study folder (kept until the new study is complete).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 /// What the study runs.
@@ -84,8 +88,26 @@ pub fn run(args: EstimatorArgs) -> Result<ExitCode> {
         "config field `random_mdps`: {} is more than gradgym allows ({MOST_RANDOM_MDPS})",
         config.random_mdps
     );
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    // Written like a run: in `<out>.partial`, renamed into place whole; an existing folder is
+    // refused, or replaced only once the new study is complete.
+    let folder = RunFolder::create(
+        &args.out,
+        if args.overwrite {
+            Existing::Replace
+        } else {
+            Existing::Refuse
+        },
+    )?;
+    folder.write_json(
+        "manifest.json",
+        &serde_json::json!({
+            "command": "gradgym estimators",
+            "seed": args.seed,
+            "config": &config,
+            "git_revision": gradgym_agents::build_info::GIT_REVISION,
+            "gradgym_version": gradgym_agents::build_info::GRADGYM_VERSION,
+        }),
+    )?;
     tch::set_num_threads(1);
 
     let mut cases = benchmark_cases();
@@ -119,7 +141,7 @@ pub fn run(args: EstimatorArgs) -> Result<ExitCode> {
             }
         }
     }
-    write_atomic(&args.out.join("estimators.csv"), csv.as_bytes())?;
+    folder.write_text("estimators.csv", &csv)?;
 
     // Per estimator: how many measurements passed, and the variance relative to plain REINFORCE
     // (total return) on the benchmark set at the largest sample size.
@@ -172,10 +194,7 @@ pub fn run(args: EstimatorArgs) -> Result<ExitCode> {
         family_wise_alpha: gradgym_algorithms::study::FAMILY_WISE_ALPHA,
         estimators: &per,
     };
-    write_atomic(
-        &args.out.join("summary.json"),
-        serde_json::to_string_pretty(&summary)?.as_bytes(),
-    )?;
+    let out = folder.seal(&summary)?;
 
     println!(
         "{:<32} {:>8} {:>10}   variance / REINFORCE total return (benchmark set, M = {largest})",
@@ -197,8 +216,8 @@ pub fn run(args: EstimatorArgs) -> Result<ExitCode> {
     }
     println!(
         "wrote {} and {}",
-        args.out.join("estimators.csv").display(),
-        args.out.join("summary.json").display()
+        out.join("estimators.csv").display(),
+        out.join("summary.json").display()
     );
     Ok(ExitCode::SUCCESS)
 }

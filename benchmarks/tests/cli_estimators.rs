@@ -44,6 +44,39 @@ fn the_study_writes_its_table_and_catches_the_biased_estimator() {
         "{t}"
     );
 
+    // Another study into the same folder is refused and changes nothing (it used to replace
+    // the table silently); --overwrite replaces it whole, with its manifest.
+    let before = std::fs::read_to_string(out.join("estimators.csv")).unwrap();
+    let again = |extra: &[&str]| {
+        let mut args = vec![
+            "estimators",
+            "--config",
+            config.to_str().unwrap(),
+            "--seed",
+            "4",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        gradgym(&args)
+    };
+    let o = again(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("already exists"), "{}", text(&o));
+    assert_eq!(
+        std::fs::read_to_string(out.join("estimators.csv")).unwrap(),
+        before
+    );
+    let o = again(&["--overwrite"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["seed"], 4);
+    assert_ne!(
+        std::fs::read_to_string(out.join("estimators.csv")).unwrap(),
+        before
+    );
+
     std::fs::write(&config, "sample = [64]\n").unwrap();
     let o = gradgym(&[
         "estimators",
