@@ -33,13 +33,18 @@ use serde::Serialize;
 
 use crate::metrics::{Columns, MetricRow};
 
-/// Writes `contents` to `path` through a temporary file and a rename.
+/// Writes `contents` to `path` through a temporary file and a rename. The temporary file is
+/// `<path>.tmp` (the whole name and `.tmp`: `summary.json.tmp`, never another file of the
+/// same stem), and is removed again if the rename fails.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
+    let tmp = suffixed(path, ".tmp");
     // Named by the file asked for: the temporary file is ours, not the caller's.
     fs::write(&tmp, contents).with_context(|| format!("cannot write {}", path.display()))?;
-    fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()));
+    }
     Ok(())
 }
 
@@ -186,11 +191,11 @@ impl RunFolder {
             );
         }
         // A run folder: one with a manifest.json, which every run writes first (as
-        // manifest.tmp, then renamed), or empty. A sweep's folder has a manifest.json too, but
+        // manifest.json.tmp, then renamed; manifest.tmp before gradgym named it so), or empty. A sweep's folder has a manifest.json too, but
         // holds every run of the sweep: never replaced by one run.
         let replaceable = |d: &Path| {
             let empty = fs::read_dir(d).is_ok_and(|mut e| e.next().is_none());
-            let manifest = ["manifest.json", "manifest.tmp"]
+            let manifest = ["manifest.json", "manifest.json.tmp", "manifest.tmp"]
                 .iter()
                 .any(|m| d.join(m).is_file());
             d.is_dir() && (empty || (manifest && !is_sweep_folder(d)))
@@ -620,10 +625,25 @@ mod tests {
         );
         // Killed while its manifest was being written: still a run's folder.
         drop(run);
-        fs::write(partial.join("manifest.tmp"), "{").unwrap();
+        fs::write(partial.join("manifest.json.tmp"), "{").unwrap();
         fs::write(partial.join("metrics.csv"), "iteration\n").unwrap();
         let run = RunFolder::create(&dir, Existing::Replace).unwrap();
-        assert!(!run.path().join("manifest.tmp").exists());
+        assert!(!run.path().join("manifest.json.tmp").exists());
+    }
+
+    /// The temporary file of an atomic write is the file's whole name and `.tmp`: a user's
+    /// `notes.tmp` beside `notes.csv` is not touched, and a failed rename leaves nothing.
+    #[test]
+    fn atomic_writes_use_their_own_temporary_name() {
+        let dir = scratch("atomic");
+        fs::create_dir_all(dir.join("taken")).unwrap();
+        fs::write(dir.join("notes.tmp"), "mine").unwrap();
+        write_atomic(&dir.join("notes.csv"), b"a\n").unwrap();
+        assert_eq!(fs::read_to_string(dir.join("notes.tmp")).unwrap(), "mine");
+        assert_eq!(fs::read_to_string(dir.join("notes.csv")).unwrap(), "a\n");
+        fs::write(dir.join("taken/x"), "").unwrap();
+        assert!(write_atomic(&dir.join("taken"), b"b").is_err());
+        assert!(!dir.join("taken.tmp").exists());
     }
 
     #[test]

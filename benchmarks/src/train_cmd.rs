@@ -2,7 +2,7 @@
 //! `gradgym info`.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -311,15 +311,60 @@ pub struct EvalArgs {
     #[arg(long)]
     seed: Option<u64>,
     /// Write every step of every episode (episode, t, observation, action, reward,
-    /// terminated, truncated) to this CSV file.
+    /// terminated, truncated) to this CSV file (refused if it exists, unless --overwrite; never
+    /// inside the run's folder).
     #[arg(long)]
     render_csv: Option<PathBuf>,
+    /// Replace an existing --render-csv file.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+/// Refuses a `--render-csv` path that is a folder, lies inside the run's folder (whose files
+/// it would replace), or exists without `--overwrite`: before any episode is run.
+fn check_render_csv(path: &Path, run_dir: &Path, overwrite: bool) -> Result<()> {
+    if path.is_dir() {
+        anyhow::bail!(
+            "--render-csv {}: is a folder; give a file name",
+            path.display()
+        );
+    }
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    // The run's folder: `run_dir`, or two levels up from a checkpoint's folder.
+    let up = run_dir.join("../..");
+    let run_root = if !run_dir.join("config.toml").is_file() && up.join("config.toml").is_file() {
+        up
+    } else {
+        run_dir.to_path_buf()
+    };
+    if let (Ok(parent), Ok(run)) = (parent.canonicalize(), run_root.canonicalize())
+        && parent.starts_with(&run)
+    {
+        anyhow::bail!(
+            "--render-csv {}: lies inside the run's folder {}, whose files are the run's; write it elsewhere",
+            path.display(),
+            run_root.display()
+        );
+    }
+    if path.exists() && !overwrite {
+        anyhow::bail!(
+            "--render-csv {}: exists; choose another file, or pass --overwrite to replace it",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// `gradgym eval`: loads a saved policy and reports the returns of deterministic episodes.
 pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
     use gradgym_agents::{checkpoint, collect};
     let dir = &args.run_dir;
+    if let Some(path) = &args.render_csv {
+        check_render_csv(path, dir, args.overwrite)?;
+    }
     let (policy, saved) = checkpoint::load(dir)?;
     let config_path = [dir.join("config.toml"), dir.join("../../config.toml")]
         .into_iter()
@@ -336,6 +381,13 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
         dir.display(),
         saved.env_id,
         config.env_id
+    );
+    anyhow::ensure!(
+        saved.hidden_sizes == config.hidden_sizes,
+        "{}: the saved policy's hidden layers are {:?} but config.toml says hidden_sizes = {:?}; they are not one run's files",
+        dir.display(),
+        saved.hidden_sizes,
+        config.hidden_sizes
     );
     if let Some(n) = args.episodes {
         anyhow::ensure!(n >= 1, "--episodes must be at least 1");

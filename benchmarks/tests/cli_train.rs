@@ -476,6 +476,77 @@ fn a_saved_policy_evaluates_to_the_returns_of_training_and_checkpoints_are_kept(
         "{}",
         text(&o)
     );
+    // --render-csv never replaces the run's own files (it replaced metrics.csv), nor another
+    // file unless --overwrite, nor a folder (which left `<name>.tmp` behind).
+    let render = |to: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            trained.to_str().unwrap(),
+            "--episodes",
+            "1",
+            "--render-csv",
+            to.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        gradgym(&args)
+    };
+    let metrics = std::fs::read_to_string(trained.join("metrics.csv")).unwrap();
+    let o = render(&trained.join("metrics.csv"), &["--overwrite"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("lies inside the run's folder"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(trained.join("metrics.csv")).unwrap(),
+        metrics
+    );
+    let mine = trained.with_extension("mine.csv");
+    std::fs::write(&mine, "mine").unwrap();
+    let o = render(&mine, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("exists;"), "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "mine");
+    let o = render(&mine, &["--overwrite"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        std::fs::read_to_string(&mine)
+            .unwrap()
+            .starts_with("episode,t,")
+    );
+    let folder = trained.with_extension("render-dir");
+    std::fs::create_dir_all(&folder).unwrap();
+    let o = render(&folder, &["--overwrite"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("is a folder"), "{}", text(&o));
+    assert!(!trained.with_extension("render-dir.tmp").exists());
+    // A config.toml whose hidden layers are not the saved policy's is not one run's files.
+    let mixed = trained.with_extension("mixed");
+    let _ = std::fs::remove_dir_all(&mixed);
+    std::fs::create_dir_all(&mixed).unwrap();
+    for f in ["config.toml", "policy.safetensors", "policy.json"] {
+        std::fs::copy(trained.join(f), mixed.join(f)).unwrap();
+    }
+    let config = std::fs::read_to_string(mixed.join("config.toml")).unwrap();
+    let hidden = config
+        .lines()
+        .find(|l| l.starts_with("hidden_sizes"))
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        mixed.join("config.toml"),
+        config.replace(&hidden, "hidden_sizes = [32, 32]"),
+    )
+    .unwrap();
+    assert_ne!(hidden, "hidden_sizes = [32, 32]");
+    let o = gradgym(&["eval", mixed.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("but config.toml says hidden_sizes = [32, 32]"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
