@@ -186,6 +186,32 @@ fn bench(
         seconds > 0.0 && seconds.is_finite(),
         "--seconds must be a positive number, got {seconds}"
     );
+    let most = gradgym_agents::limits::MOST_SIZE;
+    anyhow::ensure!(
+        (1..=most).contains(&num_envs),
+        "--num-envs {num_envs}: give 1 to {most}"
+    );
+    // The batch's state and observations, and the bench's action buffers: refused before
+    // they are allocated where this machine cannot hold them (it used to abort).
+    let spec = gradgym_envs::spec(env_id)?;
+    let action_dim = match &spec.action_space {
+        Space::Discrete { .. } => 1,
+        Space::Box { low, .. } => low.len(),
+    };
+    let per_env = 8 * 8
+        + 2 * 4 * spec.observation_space.dim() as u128
+        + 64
+        + (ACTION_BUFFERS * action_dim * 8) as u128;
+    let need = per_env * num_envs as u128;
+    if let Some(available) = gradgym_agents::config::available_memory()
+        && need > available as u128
+    {
+        anyhow::bail!(
+            "--num-envs {num_envs}: {env_id}'s batch and the bench's actions would need about {}; this machine has {} available",
+            gradgym_agents::config::gib(need),
+            gradgym_agents::config::gib(available as u128)
+        );
+    }
     let options = EnvOptions {
         threads,
         kernel,

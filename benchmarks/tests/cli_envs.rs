@@ -136,6 +136,22 @@ fn bench_prints_a_rate_and_rejects_unknown_envs() {
         "{t}"
     );
 
+    // A batch past the cap is refused, not allocated (it aborted with exit 134).
+    let o = gradgym(&[
+        "envs",
+        "bench",
+        "--env",
+        "CartPole-v1",
+        "--num-envs",
+        "100000000000",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--num-envs 100000000000: give 1 to 16777216"),
+        "{}",
+        text(&o)
+    );
+
     let o = gradgym(&["envs", "bench", "--env", "Hopper-v5"]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2));
