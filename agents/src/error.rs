@@ -124,10 +124,11 @@ fn human_bytes(bytes: u64) -> String {
 
 /// A loss that is not a finite number: training stops with this.
 #[derive(Debug, thiserror::Error, PartialEq)]
-#[error("non-finite {what} ({value}) in gradient step {step} of this update")]
+#[error("non-finite {what} ({value}) in gradient step {} of this update (counting from 1)", .step + 1)]
 pub struct NonFiniteLoss {
     pub what: &'static str,
     pub value: f64,
+    /// The gradient step's index in the update, from 0.
     pub step: usize,
 }
 
@@ -143,6 +144,16 @@ pub(crate) fn finite(what: &'static str, value: f64, step: usize) -> Result<f64,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_non_finite_loss_names_its_step_counting_from_one() {
+        let e = finite("policy loss", f64::NAN, 0).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "non-finite policy loss (NaN) in gradient step 1 of this update (counting from 1)"
+        );
+        assert_eq!(finite("x", 2.0, 0), Ok(2.0));
+    }
 
     #[test]
     fn libtorch_panics_are_shortened() {

@@ -112,7 +112,7 @@ pub fn resolve(env_id: &str, algo: Algo, layers: &[Layer]) -> Result<(TrainConfi
     for layer in layers {
         config = config
             .overlay_toml(&layer.text, &layer.source)
-            .map_err(anyhow::Error::msg)?;
+            .map_err(|e| located(e, layer))?;
         sources.push(layer.source.clone());
     }
     config.env_id = env_id.to_string();
@@ -124,6 +124,46 @@ pub fn resolve(env_id: &str, algo: Algo, layers: &[Layer]) -> Result<(TrainConfi
             None => anyhow::Error::new(e),
         })?;
     Ok((config, sources))
+}
+
+/// The key a TOML error of the merged config is about: `in `prefs`` and `unknown field
+/// `labls`` give `prefs.labls`; `in `gamma`` gives `gamma`.
+fn field_of_toml_error(message: &str) -> Option<String> {
+    let within = message
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("in `")?.strip_suffix('`'))
+        .map(String::from);
+    let unknown = message
+        .split_once("unknown field `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(f, _)| f.to_string());
+    match (within, unknown) {
+        (Some(w), Some(u)) => Some(format!("{w}.{u}")),
+        (w, u) => u.or(w),
+    }
+}
+
+/// A type or unknown-key error of one layer, with the line of the key where the layer is a
+/// file (`FILE:LINE: config field `gamma`: invalid type ...`); as it came otherwise.
+pub fn located(message: String, layer: &Layer) -> anyhow::Error {
+    let prefix = format!("{}: ", layer.source);
+    if let (Some(field), Some(rest)) =
+        (field_of_toml_error(&message), message.strip_prefix(&prefix))
+    {
+        // The first line says what is wrong; `in `key`` is said by naming the field.
+        let what = rest.lines().next().unwrap_or(rest);
+        let at = where_set(std::slice::from_ref(layer), &field).unwrap_or(layer.source.clone());
+        return if what.starts_with("unknown field") {
+            // The key with its table: `prefs.labls`.
+            let leaf = field.rsplit('.').next().unwrap_or(&field);
+            let what = what.replacen(&format!("`{leaf}`"), &format!("`{field}`"), 1);
+            anyhow::anyhow!("{at}: {what}")
+        } else {
+            anyhow::anyhow!("{at}: config field `{field}`: {what}")
+        };
+    }
+    anyhow::Error::msg(message)
 }
 
 /// Where the last of `layers` that sets `field` (`prefs.labels` for a table's key) sets it:

@@ -52,7 +52,7 @@ pub fn resolve(args: &TrainArgs, extra: &[Layer]) -> Result<(TrainConfig, Vec<St
     let probe = match &user {
         Some(layer) => TrainConfig::default()
             .overlay_toml(&layer.text, &layer.source)
-            .map_err(anyhow::Error::msg)?,
+            .map_err(|e| configs::located(e, layer))?,
         None => TrainConfig::default(),
     };
     let env_id = args
@@ -372,9 +372,10 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
         .with_context(|| format!("{}: no config.toml here or two levels up", dir.display()))?;
     let text = std::fs::read_to_string(&config_path)
         .with_context(|| format!("cannot read {}", config_path.display()))?;
+    let layer = Layer::new(config_path.display().to_string(), text);
     let mut config = TrainConfig::default()
-        .overlay_toml(&text, &config_path.display().to_string())
-        .map_err(anyhow::Error::msg)?;
+        .overlay_toml(&layer.text, &layer.source)
+        .map_err(|e| configs::located(e, &layer))?;
     anyhow::ensure!(
         saved.env_id == config.env_id,
         "{}: the policy was trained on {} but config.toml says {}",

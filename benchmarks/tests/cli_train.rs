@@ -646,5 +646,30 @@ fn a_bad_value_names_the_file_and_line_that_set_it() {
         "{}",
         text(&o)
     );
+    // A value of the wrong type and an unknown key are named by line too (they were named by
+    // file alone: the layers are merged before their types are read).
+    for (body, says) in [
+        (
+            "learning_rate = 0.001\n\ngamma = \"x\"\n",
+            "mine.toml:3: config field `gamma`: invalid type: string \"x\", expected f64",
+        ),
+        (
+            "learning_rate = 0.001\ngama = 0.9\n",
+            "mine.toml:2: unknown field `gama`, expected one of",
+        ),
+        (
+            "[prefs]\nlabels = 10\nlabls = 3\n",
+            "mine.toml:3: unknown field `prefs.labls`, expected one of `labels`",
+        ),
+        (
+            "hidden_sizes = [64, \"a\"]\n",
+            "mine.toml:1: config field `hidden_sizes`: invalid type: string \"a\"",
+        ),
+    ] {
+        std::fs::write(&cfg, body).unwrap();
+        let o = gradgym(&args);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains(says), "{says}\n{}", text(&o));
+    }
     assert!(!out.exists());
 }
