@@ -15,10 +15,12 @@
 //! always whole. A run that fails (a non-finite loss, a libtorch panic) or is stopped by a
 //! signal is sealed too: its summary says why, and every metrics row written before stays
 //! readable; under `--overwrite` it goes beside the run it was to replace
-//! ([`RunFolder::seal_as`]). Only a process killed outright (SIGKILL, a second signal,
-//! a crash) leaves a `.partial` folder, and the next run of that name refuses it unless told to
-//! replace it; a run still going holds an exclusive lock on its `.partial` folder, so that
-//! folder is refused even then. A run that `--overwrite` replaces is renamed `<run>.replaced-<k>` until the new
+//! ([`RunFolder::seal_as`]); a run started without it whose name was taken while it ran is
+//! sealed beside that folder as `<run>.completed`. Only a process killed outright (SIGKILL, a
+//! second signal, a crash) leaves a `.partial` folder, and the next run of that name refuses
+//! it unless told to replace it; a run still going holds an exclusive lock (`flock`) on its
+//! `.partial` folder, so that folder is refused even then. The lock is seen by the processes of
+//! one machine: on a network file system, runs on two nodes are not kept apart by it. A run that `--overwrite` replaces is renamed `<run>.replaced-<k>` until the new
 //! one is in its place, then deleted; a process killed while deleting it leaves it there
 //! (`gradgym report` names it and leaves it out). JSON and TOML files are written to a
 //! temporary name and renamed, so a reader
@@ -197,7 +199,11 @@ impl RunFolder {
             let empty = fs::read_dir(d).is_ok_and(|mut e| e.next().is_none());
             let manifest = ["manifest.json", "manifest.json.tmp", "manifest.tmp"]
                 .iter()
-                .any(|m| d.join(m).is_file());
+                .any(|m| d.join(m).is_file())
+                // An estimator study written before studies had a manifest.
+                || ["estimators.csv", "summary.json"]
+                    .iter()
+                    .all(|f| d.join(f).is_file());
             d.is_dir() && (empty || (manifest && !is_sweep_folder(d)))
         };
         if existing == Existing::Replace && dir.exists() && is_sweep_folder(dir) {
@@ -213,6 +219,16 @@ impl RunFolder {
             );
         }
         let partial = partial_path(dir);
+        // A run still going holds its `.partial` folder's lock: refused whatever is asked,
+        // and never called a killed run's (whose folder a user may then delete).
+        let old_lock = if partial.is_dir() {
+            match lock_folder(&partial)? {
+                Some(lock) => Some(lock),
+                None => return Err(in_use(&partial)),
+            }
+        } else {
+            None
+        };
         if partial.exists() && existing == Existing::Refuse {
             bail!(
                 "{} holds the files of an earlier run of this name that never finished (killed outright, by a second signal or a crash); move or delete it, or pass --overwrite to replace it",
@@ -228,13 +244,10 @@ impl RunFolder {
             );
         }
         if partial.exists() {
-            // Only a run that ended without sealing: one still going holds the lock.
-            let Some(_old) = lock_folder(&partial)? else {
-                return Err(in_use(&partial));
-            };
             fs::remove_dir_all(&partial)
                 .with_context(|| format!("cannot remove {}", partial.display()))?;
         }
+        drop(old_lock);
         if let Some(parent) = partial.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
@@ -242,7 +255,13 @@ impl RunFolder {
         // Made here and by no one else: two runs started together do not share it.
         if let Err(e) = fs::create_dir(&partial) {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
-                return Err(in_use(&partial));
+                if partial.is_dir() {
+                    return Err(in_use(&partial));
+                }
+                bail!(
+                    "{} exists and is not a folder (a file, or a link to nothing); move it or choose another --out folder",
+                    partial.display()
+                );
             }
             return Err(e).with_context(|| format!("cannot create {}", partial.display()));
         }
@@ -347,12 +366,27 @@ impl RunFolder {
     /// loses neither.
     fn move_into_place(&self) -> Result<()> {
         // A run that was not to replace anything never replaces what appeared under its name
-        // while it ran: it stays whole where it is.
+        // while it ran: it is sealed beside it, as `<dir>.completed` (`-2`, … if taken), not
+        // left in `.partial`, where it would pass for a killed run's files.
         if self.existing == Existing::Refuse && self.done.exists() {
+            let beside = (1..)
+                .map(|n| match n {
+                    1 => suffixed(&self.done, ".completed"),
+                    n => suffixed(&self.done, &format!(".completed-{n}")),
+                })
+                .find(|candidate| !candidate.exists())
+                .expect("an unused name");
+            fs::rename(&self.partial, &beside).with_context(|| {
+                format!(
+                    "cannot rename {} to {}",
+                    self.partial.display(),
+                    beside.display()
+                )
+            })?;
             bail!(
-                "{} appeared while this run was going (it did not exist when the run started, and the run was not told to --overwrite); the run is kept whole in {}",
+                "{} appeared while this run was going (it did not exist when the run started, and the run was not told to --overwrite); the run is sealed beside it, in {}",
                 self.done.display(),
-                self.partial.display()
+                beside.display()
             );
         }
         let aside = if self.done.exists() {
@@ -440,11 +474,10 @@ mod tests {
             .unwrap();
         for existing in [Existing::Replace, Existing::Refuse] {
             let e = RunFolder::create(&dir, existing).unwrap_err().to_string();
-            let says = match existing {
-                Existing::Replace => "being written by another gradgym process",
-                Existing::Refuse => "never finished",
-            };
-            assert!(e.contains(says), "{e}");
+            assert!(
+                e.contains("being written by another gradgym process"),
+                "{e}"
+            );
         }
         assert!(first.path().join("manifest.json").is_file());
         // The name taken while it ran (by hand, here): sealing leaves it and the run apart.
@@ -456,9 +489,19 @@ mod tests {
             .to_string();
         assert!(e.contains("appeared while this run was going"), "{e}");
         assert!(dir.join("theirs.txt").is_file());
-        assert!(partial_path(&dir).join("summary.json").is_file());
-        // Once that process's lock is gone (here: the run dropped), --overwrite takes it.
+        let beside = suffixed(&dir, ".completed");
+        assert!(e.contains(&beside.display().to_string()), "{e}");
+        assert!(beside.join("summary.json").is_file() && beside.join("manifest.json").is_file());
+        assert!(!partial_path(&dir).exists());
+        // A dangling link in the `.partial` name is not called another process's run.
+        let _ = fs::remove_dir_all(&beside);
         fs::remove_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(dir.with_extension("nowhere"), partial_path(&dir)).unwrap();
+        let e = RunFolder::create(&dir, Existing::Replace);
+        fs::remove_file(partial_path(&dir)).unwrap();
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains("is not a folder"), "{e}");
+        // Once that process's lock is gone (here: the run dropped), --overwrite takes it.
         let again = RunFolder::create(&dir, Existing::Replace).unwrap();
         again.seal(&serde_json::json!({})).unwrap();
         assert!(dir.join("summary.json").is_file());

@@ -813,6 +813,10 @@ fn incomplete_beta(x: f64, a: f64, b: f64) -> f64 {
 /// One-sided upper tail of Student's t with `nu` degrees of freedom, P(T > t) for t ≥ 0:
 /// ½ I_{ν/(ν+t²)}(ν/2, ½).
 pub fn student_t_tail(t: f64, nu: f64) -> f64 {
+    assert!(
+        nu >= 1.0,
+        "Student's t needs at least 1 degree of freedom, got {nu}"
+    );
     0.5 * incomplete_beta(nu / (nu + t * t), 0.5 * nu, 0.5)
 }
 

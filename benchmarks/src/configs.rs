@@ -177,14 +177,32 @@ fn where_set(layers: &[Layer], field: &str) -> Option<String> {
             at = at.get(*key)?.as_table()?;
         }
         at.get(*path.last()?)?;
-        // The line of `key =` (or `table.key =`), where it is written so.
+        // The line of `key =` under the key's own `[table]` header (the top level for a
+        // top-level key), or of `table.key =` or `table = {…}` at the top level.
         let key = *path.last()?;
+        let table_name = path[..path.len() - 1].join(".");
+        let sets = |l: &str, k: &str| {
+            l.strip_prefix(k)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        };
+        let mut section = String::new();
         let line = layer.text.lines().position(|l| {
             let l = l.trim_start();
-            [field, key].iter().any(|k| {
-                l.strip_prefix(k)
-                    .is_some_and(|rest| rest.trim_start().starts_with('='))
-            })
+            if let Some(header) = l.strip_prefix('[') {
+                section = header
+                    .split(']')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+                return false;
+            }
+            if section == table_name {
+                sets(l, key)
+            } else {
+                section.is_empty()
+                    && (sets(l, field) || (!table_name.is_empty() && sets(l, &table_name)))
+            }
         });
         // A file's line; the flags' layer is not a file the user wrote.
         Some(match line {

@@ -76,6 +76,11 @@ fn the_study_writes_its_table_and_catches_the_biased_estimator() {
         std::fs::read_to_string(out.join("estimators.csv")).unwrap(),
         before
     );
+    // A study folder written before studies had a manifest is replaced as a study's.
+    std::fs::remove_file(out.join("manifest.json")).unwrap();
+    let o = again(&["--overwrite"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.join("manifest.json").is_file());
 
     std::fs::write(&config, "sample = [64]\n").unwrap();
     let o = gradgym(&[

@@ -665,6 +665,11 @@ fn a_bad_value_names_the_file_and_line_that_set_it() {
             "hidden_sizes = [64, \"a\"]\n",
             "mine.toml:1: config field `hidden_sizes`: invalid type: string \"a\"",
         ),
+        // The key under its own table, not the top-level key of the same name.
+        (
+            "hidden_sizes = [64, 64]\n[prefs]\nlabels = 100\nhidden_sizes = \"big\"\n",
+            "mine.toml:4: config field `prefs.hidden_sizes`: invalid type",
+        ),
     ] {
         std::fs::write(&cfg, body).unwrap();
         let o = gradgym(&args);
