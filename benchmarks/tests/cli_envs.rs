@@ -109,6 +109,33 @@ fn check_reports_malformed_files_with_line_and_column() {
         );
     }
 
+    // A value in a column the row's env does not use (Pendulum's state has 2 entries) is
+    // named; it used to be passed over.
+    let pendulum = original
+        .lines()
+        .position(|l| l.starts_with("Pendulum-v1,"))
+        .unwrap();
+    let mut rows: Vec<String> = original.lines().map(String::from).collect();
+    let header: Vec<&str> = rows[0].split(',').collect();
+    let state_3 = header.iter().position(|h| *h == "state_3").unwrap();
+    let mut fields: Vec<String> = rows[pendulum].split(',').map(String::from).collect();
+    assert_eq!(fields[state_3], "");
+    fields[state_3] = "0.5".into();
+    rows[pendulum] = fields.join(",");
+    let path = scratch("unused-column.csv", &rows.join("\n"));
+    let o = gradgym(&["envs", "check", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("line {}, column `state_3`", pendulum + 1))
+            && text(&o).contains("Pendulum-v1's state has 2 entries"),
+        "{}",
+        text(&o)
+    );
+    // A byte-order mark before the header reads as the file without it.
+    let path = scratch("bom.csv", &format!("\u{feff}{original}"));
+    let o = gradgym(&["envs", "check", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
     let missing = path.with_file_name("does-not-exist.csv");
     let o = gradgym(&["envs", "check", missing.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));

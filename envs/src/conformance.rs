@@ -68,6 +68,9 @@ pub fn parse(text: &str, source_name: &str) -> Result<Vec<FixtureRow>, FixtureEr
         column: column.map(str::to_string),
         message,
     };
+    // A byte-order mark, as some spreadsheet programs write, is not part of the first column's
+    // name.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines = text
         .lines()
         .enumerate()
@@ -201,13 +204,36 @@ pub fn parse(text: &str, source_name: &str) -> Result<Vec<FixtureRow>, FixtureEr
                 ));
             }
         };
+        // Columns past this env's state and observation are empty in Gymnasium's recording:
+        // a value there is a damaged or misread file, not one to pass over in silence.
+        let obs_dim = env_spec.observation_space.dim();
+        for (prefix, from, to) in [("state", sd, 4), ("next_state", sd, 4), ("obs", obs_dim, 6)] {
+            for k in from..to {
+                let name = format!("{prefix}_{k}");
+                let value = fields[col(&name)];
+                if !value.is_empty() {
+                    return Err(err(
+                        line,
+                        Some(&name),
+                        format!(
+                            "`{value}`, but {env_id}'s {} has {from} entries: this column must be empty",
+                            if prefix == "obs" {
+                                "observation"
+                            } else {
+                                "state"
+                            }
+                        ),
+                    ));
+                }
+            }
+        }
         rows.push(FixtureRow {
             line,
             env_id,
             state: numbers("state", sd)?,
             action,
             next_state: numbers("next_state", sd)?,
-            obs: numbers("obs", env_spec.observation_space.dim())?,
+            obs: numbers("obs", obs_dim)?,
             reward: number("reward")?,
             terminated,
         });
