@@ -103,6 +103,18 @@ pub fn is_replaced_name(name: &str) -> bool {
         .is_some_and(|(_, k)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// `<dir>.<status>`, or `<dir>.<status>-2`, `-3`, … where that is taken: where a run that
+/// must not take its own name is sealed.
+fn beside(dir: &Path, status: &str) -> PathBuf {
+    (1..)
+        .map(|n| match n {
+            1 => suffixed(dir, &format!(".{status}")),
+            n => suffixed(dir, &format!(".{status}-{n}")),
+        })
+        .find(|candidate| !candidate.exists())
+        .expect("an unused name")
+}
+
 /// `<dir>.partial`, where a run is written until it is sealed.
 pub fn partial_path(dir: &Path) -> PathBuf {
     suffixed(dir, ".partial")
@@ -327,14 +339,7 @@ impl RunFolder {
     /// `<dir>.<status>` (`-2`, `-3`, … if taken). Returns where it went.
     pub fn seal_as(mut self, summary: &impl Serialize, status: &str) -> Result<PathBuf> {
         if status != "completed" && self.done.exists() {
-            let beside = (1..)
-                .map(|n| match n {
-                    1 => suffixed(&self.done, &format!(".{status}")),
-                    n => suffixed(&self.done, &format!(".{status}-{n}")),
-                })
-                .find(|candidate| !candidate.exists())
-                .expect("an unused name");
-            self.done = beside;
+            self.done = beside(&self.done, status);
         }
         self.seal(summary)
     }
@@ -369,13 +374,7 @@ impl RunFolder {
         // while it ran: it is sealed beside it, as `<dir>.completed` (`-2`, … if taken), not
         // left in `.partial`, where it would pass for a killed run's files.
         if self.existing == Existing::Refuse && self.done.exists() {
-            let beside = (1..)
-                .map(|n| match n {
-                    1 => suffixed(&self.done, ".completed"),
-                    n => suffixed(&self.done, &format!(".completed-{n}")),
-                })
-                .find(|candidate| !candidate.exists())
-                .expect("an unused name");
+            let beside = beside(&self.done, "completed");
             fs::rename(&self.partial, &beside).with_context(|| {
                 format!(
                     "cannot rename {} to {}",

@@ -194,14 +194,8 @@ fn bench(
     // The batch's state and observations, and the bench's action buffers: refused before
     // they are allocated where this machine cannot hold them (it used to abort).
     let spec = gradgym_envs::spec(env_id)?;
-    let action_dim = match &spec.action_space {
-        Space::Discrete { .. } => 1,
-        Space::Box { low, .. } => low.len(),
-    };
-    let per_env = 8 * 8
-        + 2 * 4 * spec.observation_space.dim() as u128
-        + 64
-        + (ACTION_BUFFERS * action_dim * 8) as u128;
+    let per_env = gradgym_agents::config::env_batch_bytes_per_env(spec.observation_space.dim())
+        + (ACTION_BUFFERS * spec.action_space.dim() * 8) as u128;
     let need = per_env * num_envs as u128;
     if let Some(available) = gradgym_agents::config::available_memory()
         && need > available as u128

@@ -320,6 +320,14 @@ pub struct EvalArgs {
     overwrite: bool,
 }
 
+/// The `config.toml` of the run whose policy `dir` holds: in `dir`, or two levels up from a
+/// `checkpoints/iter-<NNNNNN>/` folder.
+fn run_config_path(dir: &Path) -> Option<PathBuf> {
+    [dir.join("config.toml"), dir.join("../../config.toml")]
+        .into_iter()
+        .find(|p| p.is_file())
+}
+
 /// Refuses a `--render-csv` path that is a folder, lies inside the run's folder (whose files
 /// it would replace), or exists without `--overwrite`: before any episode is run.
 fn check_render_csv(path: &Path, run_dir: &Path, overwrite: bool) -> Result<()> {
@@ -333,13 +341,10 @@ fn check_render_csv(path: &Path, run_dir: &Path, overwrite: bool) -> Result<()> 
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    // The run's folder: `run_dir`, or two levels up from a checkpoint's folder.
-    let up = run_dir.join("../..");
-    let run_root = if !run_dir.join("config.toml").is_file() && up.join("config.toml").is_file() {
-        up
-    } else {
-        run_dir.to_path_buf()
-    };
+    // The run's folder: that of its config.toml (two levels up from a checkpoint's folder).
+    let run_root = run_config_path(run_dir)
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| run_dir.to_path_buf());
     if let (Ok(parent), Ok(run)) = (parent.canonicalize(), run_root.canonicalize())
         && parent.starts_with(&run)
     {
@@ -366,9 +371,7 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
         check_render_csv(path, dir, args.overwrite)?;
     }
     let (policy, saved) = checkpoint::load(dir)?;
-    let config_path = [dir.join("config.toml"), dir.join("../../config.toml")]
-        .into_iter()
-        .find(|p| p.is_file())
+    let config_path = run_config_path(dir)
         .with_context(|| format!("{}: no config.toml here or two levels up", dir.display()))?;
     let text = std::fs::read_to_string(&config_path)
         .with_context(|| format!("cannot read {}", config_path.display()))?;

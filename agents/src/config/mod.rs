@@ -229,6 +229,12 @@ pub fn available_memory() -> Option<u64> {
     kib.checked_mul(1024)
 }
 
+/// Bytes one env of a batch holds, roughly: its f64 state, observations, final observations,
+/// rewards, flags and counters.
+pub fn env_batch_bytes_per_env(obs_dim: usize) -> u128 {
+    8 * 8 + 2 * 4 * obs_dim as u128 + 64
+}
+
 pub fn gib(bytes: u128) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u128 << 30) as f64)
 }
@@ -482,18 +488,12 @@ impl TrainConfig {
     /// values, flags), the learner's gathered copies of it, and the env batch.
     pub fn memory_estimate(&self) -> u128 {
         let (obs_dim, action_dim) = gradgym_envs::spec(&self.env_id).map_or((1, 1), |s| {
-            let dim = |space: &gradgym_envs::Space| match space {
-                gradgym_envs::Space::Discrete { .. } => 1,
-                gradgym_envs::Space::Box { low, .. } => low.len(),
-            };
-            (dim(&s.observation_space), dim(&s.action_space))
+            (s.observation_space.dim(), s.action_space.dim())
         });
         let samples = self.num_envs as u128 * self.rollout_steps() as u128;
         // Observations twice (buffer + minibatch copies), actions, 8 floats and 2 flags.
         let per_sample = 2 * 4 * obs_dim as u128 + 8 * action_dim as u128 + 8 * 4 + 2;
-        // Per env: f64 state, observations, final observations, rewards, flags, counters.
-        let per_env = 8 * 8 + 2 * 4 * obs_dim as u128 + 64;
-        samples * per_sample + self.num_envs as u128 * per_env
+        samples * per_sample + self.num_envs as u128 * env_batch_bytes_per_env(obs_dim)
     }
 
     /// Reads a TOML table over `self`: keys present replace fields, nested tables merge key
