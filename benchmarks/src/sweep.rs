@@ -429,6 +429,10 @@ struct SweepManifest {
     runs_in_grid: usize,
     runs_in_shard: usize,
     git_revision: String,
+    /// Every revision a session of this sweep ran, in the order first used (`git_revision`
+    /// is the last session's); each run's own manifest names the one that made it.
+    #[serde(default)]
+    git_revisions: Vec<String>,
     gradgym_version: String,
     libtorch_version: String,
     tch_version: String,
@@ -439,6 +443,20 @@ struct SweepManifest {
     started: String,
     finished: Option<String>,
     sessions: usize,
+}
+
+/// The revisions of a sweep's sessions, in the order first used, with this session's last
+/// (a manifest written before `git_revisions` existed gives its `git_revision`).
+fn revisions_so_far(previous: Option<&SweepManifest>, now: &str) -> Vec<String> {
+    let mut all: Vec<String> = match previous {
+        None => Vec::new(),
+        Some(m) if m.git_revisions.is_empty() => vec![m.git_revision.clone()],
+        Some(m) => m.git_revisions.clone(),
+    };
+    if !all.iter().any(|r| r == now) {
+        all.push(now.to_string());
+    }
+    all
 }
 
 /// UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
@@ -819,6 +837,24 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
     }
 
     let previous: Option<SweepManifest> = previous_text.and_then(|t| serde_json::from_str(&t).ok());
+    if let Some(m) = previous
+        .as_ref()
+        .filter(|_| outcome.skipped > 0 && !options.quiet)
+    {
+        let now = gradgym_agents::build_info::GIT_REVISION;
+        let before: Vec<String> = revisions_so_far(Some(m), now)
+            .into_iter()
+            .filter(|r| r != now)
+            .collect();
+        if !before.is_empty() {
+            eprintln!(
+                "note: earlier sessions of the sweep in {} ran gradgym revision {}; this one runs \
+                 {now} (each run's manifest.json names the revision that made it)",
+                out.display(),
+                before.join(", ")
+            );
+        }
+    }
     let device_name = options.device.clone().unwrap_or_else(|| {
         runs.first()
             .map_or("cpu".into(), |r| r.config.device.clone())
@@ -831,6 +867,10 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
         runs_in_grid: all.len(),
         runs_in_shard: runs.len(),
         git_revision: gradgym_agents::build_info::GIT_REVISION.into(),
+        git_revisions: revisions_so_far(
+            previous.as_ref(),
+            gradgym_agents::build_info::GIT_REVISION,
+        ),
         gradgym_version: gradgym_agents::build_info::GRADGYM_VERSION.into(),
         libtorch_version: gradgym_agents::build_info::LIBTORCH_VERSION.into(),
         tch_version: "0.24.0".into(),

@@ -1143,3 +1143,49 @@ fn a_signal_stops_a_sweep_with_130_and_leaves_no_lock() {
         assert!(out.join("summary.csv").is_file() && out.join("manifest.json").is_file());
     }
 }
+
+#[test]
+fn a_sweep_resumed_by_another_revision_records_both_and_says_so() {
+    let file = write_sweep(
+        "revisions",
+        "seeds = [1, 2]\nconfig = { total_timesteps = 256, eval_episodes = 1 }\n[[runs]]\nenvs = [\"CartPole-v1\"]\nalgos = [\"a2c\"]\n",
+    );
+    let out = scratch("revisions");
+    assert!(sweep(&file, &out, &["--quiet"]).status.success());
+    let read = || -> serde_json::Value {
+        serde_json::from_str(&fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap()
+    };
+    let now = read()["git_revision"].as_str().unwrap().to_string();
+    assert_eq!(read()["git_revisions"], serde_json::json!([now]));
+    // The manifest of an older binary: another revision, and no `git_revisions`.
+    let mut older = read();
+    older["git_revision"] = "0123abc".into();
+    older.as_object_mut().unwrap().remove("git_revisions");
+    fs::write(
+        out.join("manifest.json"),
+        serde_json::to_string_pretty(&older).unwrap(),
+    )
+    .unwrap();
+    fs::remove_dir_all(out.join("runs/CartPole-v1__a2c__seed2")).unwrap();
+    let o = sweep(&file, &out, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!(
+            "earlier sessions of the sweep in {} ran gradgym revision 0123abc; this one runs {now}",
+            out.display()
+        )),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(read()["git_revision"], serde_json::json!(now));
+    assert_eq!(read()["git_revisions"], serde_json::json!(["0123abc", now]));
+    assert_eq!(read()["sessions"], 2);
+    // A third session of this revision adds nothing to the list; the note still names the
+    // other one.
+    fs::remove_dir_all(out.join("runs/CartPole-v1__a2c__seed2")).unwrap();
+    let o = sweep(&file, &out, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("0123abc"), "{}", text(&o));
+    assert_eq!(read()["git_revisions"], serde_json::json!(["0123abc", now]));
+    assert_eq!(read()["sessions"], 3);
+}
