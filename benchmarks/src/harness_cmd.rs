@@ -333,6 +333,9 @@ pub fn run_report(args: ReportArgs) -> Result<ExitCode> {
         eprintln!("warning: {w}");
     }
     let report = report::compute(&set, args.stats.metric()?, args.stats.bootstrap()?)?;
+    if let Some(note) = report.few_runs_note() {
+        eprintln!("note: {note}");
+    }
     let out = args.out.unwrap_or_else(|| args.dirs[0].join("report"));
     report.write(&out, &sources(&args.dirs))?;
     print!("{}", report.markdown(&sources(&args.dirs)));
@@ -347,7 +350,7 @@ pub struct PlotArgs {
     dirs: Vec<PathBuf>,
     #[command(flatten)]
     stats: StatsArgs,
-    /// Where to write (default: <first DIR>/plots).
+    /// Where to write (default: <first DIR>/plots; estimator studies: each <DIR>/plots).
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -364,8 +367,18 @@ pub fn run_plot(args: PlotArgs) -> Result<ExitCode> {
         }
         plot::plot_rlhf(&study, &out)?
     } else if args.dirs.iter().all(|d| d.join("estimators.csv").is_file()) {
+        // Each study's figures have the same names: one folder of them per study.
+        if args.dirs.len() > 1 && args.out.is_some() {
+            anyhow::bail!(
+                "--out: {} estimator studies would each draw the same four files there, each \
+                 over the one before; leave --out out (each study's plots go to <its folder>/plots) \
+                 or plot one study at a time",
+                args.dirs.len()
+            );
+        }
         let mut all = Vec::new();
         for d in &args.dirs {
+            let out = args.out.clone().unwrap_or_else(|| d.join("plots"));
             all.extend(plot::plot_estimators(&d.join("estimators.csv"), &out)?);
         }
         all
@@ -405,13 +418,43 @@ pub fn run_compare(args: CompareArgs) -> Result<ExitCode> {
     }
     let baseline = results::load(std::slice::from_ref(&args.baseline))?;
     let candidate = results::load(std::slice::from_ref(&args.candidate))?;
+    let metric = Metric::parse(&args.metric)?;
+    // A gate against nothing would pass anything.
+    if !baseline
+        .runs
+        .iter()
+        .any(|r| r.completed() && metric.of(r).is_some())
+    {
+        anyhow::bail!(
+            "{}: the baseline holds no completed run with a {} score ({} run(s) read), so \
+             nothing could fail against it",
+            args.baseline.display(),
+            metric.column(),
+            baseline.runs.len()
+        );
+    }
     let rows = compare::compare(
         &baseline,
         &candidate,
-        Metric::parse(&args.metric)?,
+        metric,
         args.tolerance,
         Bootstrap::default(),
     );
+    if args.tolerance > 0.0 {
+        let unscaled: Vec<String> = baseline
+            .envs()
+            .into_iter()
+            .filter(|e| gradgym_benchmarks::stats::score_range(e).is_none())
+            .collect();
+        if !unscaled.is_empty() {
+            eprintln!(
+                "warning: --tolerance {} does not apply on {}: no score range scales it there, \
+                 so any drop beyond the interval fails",
+                args.tolerance,
+                unscaled.join(", ")
+            );
+        }
+    }
     print!("{}", compare::table(&rows));
     for w in baseline
         .warnings

@@ -240,7 +240,7 @@ struct LegendItem {
 
 /// The legend of a figure: one item per label, with how many seeds its curves average when
 /// `seeds` says (`ppo (n = 5)`, or `n = 3–5` when envs differ); a label with no completed run
-/// at all is marked as failed rather than shown as an empty entry.
+/// or readable curve at all is marked so rather than shown as an empty entry.
 fn legend_items(labels: &[String], seeds: &[(String, Vec<usize>)]) -> Vec<LegendItem> {
     labels
         .iter()
@@ -248,7 +248,7 @@ fn legend_items(labels: &[String], seeds: &[(String, Vec<usize>)]) -> Vec<Legend
         .map(
             |(i, l)| match seeds.iter().find(|(s, _)| s == l).map(|(_, n)| n) {
                 Some(n) if n.is_empty() => LegendItem {
-                    text: format!("{l}: every run failed"),
+                    text: format!("{l}: no run to draw (each failed or is unreadable)"),
                     colour: None,
                 },
                 Some(n) => {
@@ -391,7 +391,7 @@ fn draw_note<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, note: &[String])
 }
 
 /// A panel of learning curves: the env, its curves, the x range, and the groups that have
-/// runs here but no curve (every run failed), as text.
+/// runs here but no curve (each run failed or is unreadable), as text.
 struct CurvePanel {
     env: String,
     bands: Vec<Band>,
@@ -833,6 +833,8 @@ struct ScalingPanel {
     lines: Vec<(String, usize, Vec<ScalingPoint>)>,
     /// (label, colour index, IQM, low, high)
     references: Vec<(String, usize, f64, f64, f64)>,
+    /// Cells with no scored run (every run failed or unreadable), drawn nowhere.
+    left_out: Vec<String>,
 }
 
 fn scaling_panels(set: &ResultSet, rep: &report::Report, key: &str) -> Vec<ScalingPanel> {
@@ -841,10 +843,15 @@ fn scaling_panels(set: &ResultSet, rep: &report::Report, key: &str) -> Vec<Scali
     for env in set.envs() {
         let mut lines: Vec<(String, usize, Vec<ScalingPoint>)> = Vec::new();
         let mut references = Vec::new();
+        let mut left_out = Vec::new();
         for row in rep.per_env.iter().filter(|r| r.env == env) {
             let Some(run) = set.all(&env, &row.label).into_iter().next() else {
                 continue;
             };
+            if !row.iqm.point.is_finite() {
+                left_out.push(format!("{env} {}", row.label));
+                continue;
+            }
             let colour_of = |l: &str| labels.iter().position(|x| x == l).unwrap_or(0);
             match run.hyperparameters.get(key).filter(|v| !v.is_empty()) {
                 Some(v) => {
@@ -886,6 +893,7 @@ fn scaling_panels(set: &ResultSet, rep: &report::Report, key: &str) -> Vec<Scali
             env,
             lines,
             references,
+            left_out,
         });
     }
     panels
@@ -926,6 +934,17 @@ fn draw_scaling<DB: DrawingBackend>(
         ),
         "Dashed: a reference with no grid value (its IQM, and its CI as a band).".to_string(),
     ];
+    let mut note = note;
+    let left_out: Vec<&str> = panels
+        .iter()
+        .flat_map(|p| p.left_out.iter().map(String::as_str))
+        .collect();
+    if !left_out.is_empty() {
+        note.push(format!(
+            "Not drawn, no run scored (failed or unreadable): {}.",
+            left_out.join("; ")
+        ));
+    }
     let note_h = note.len() as u32 * (NOTE + 7) + 10;
     let (top, rest) = root.split_vertically(root.dim_in_pixel().1 - legend_h - note_h);
     let (legend, foot) = rest.split_vertically(legend_h);
@@ -1471,7 +1490,10 @@ mod tests {
         let items = legend_items(&labels, &seeds);
         assert_eq!(items[0].text, "ppo (n = 3–5)");
         assert!(items[0].colour.is_some());
-        assert_eq!(items[1].text, "a2c: every run failed");
+        assert_eq!(
+            items[1].text,
+            "a2c: no run to draw (each failed or is unreadable)"
+        );
         assert!(items[1].colour.is_none(), "drawn grey and crossed");
     }
 }

@@ -384,6 +384,27 @@ impl Report {
         s
     }
 
+    /// The cells whose intervals rest on fewer than [`FEW_RUNS`] runs, said (on stderr by
+    /// `gradgym report`, and at the top of report.md).
+    pub fn few_runs_note(&self) -> Option<String> {
+        let few: Vec<String> = self
+            .per_env
+            .iter()
+            .filter(|r| r.scores.len() < FEW_RUNS)
+            .map(|r| format!("{} {} ({})", r.env, r.label, r.scores.len()))
+            .collect();
+        (!few.is_empty()).then(|| {
+            format!(
+                "{} of {} cells rest on fewer than {FEW_RUNS} completed runs, so their 95% \
+                 intervals are rough (a bootstrap over so few runs understates the \
+                 uncertainty): {}",
+                few.len(),
+                self.per_env.len(),
+                few.join(", ")
+            )
+        })
+    }
+
     pub fn markdown(&self, sources: &[String]) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "# gradgym report\n");
@@ -399,22 +420,8 @@ impl Report {
         for w in &self.warnings {
             let _ = writeln!(s, "**Warning:** {w}.\n");
         }
-        let few: Vec<String> = self
-            .per_env
-            .iter()
-            .filter(|r| r.scores.len() < FEW_RUNS)
-            .map(|r| format!("{} {} ({})", r.env, r.label, r.scores.len()))
-            .collect();
-        if !few.is_empty() {
-            let _ = writeln!(
-                s,
-                "**Note:** {} of {} cells rest on fewer than {FEW_RUNS} completed runs, so their \
-                 95% intervals are rough (a bootstrap over so few runs understates the \
-                 uncertainty): {}.\n",
-                few.len(),
-                self.per_env.len(),
-                few.join(", ")
-            );
+        if let Some(note) = self.few_runs_note() {
+            let _ = writeln!(s, "**Note:** {note}.\n");
         }
         let _ = writeln!(s, "## Per env\n");
         let _ = writeln!(

@@ -129,6 +129,13 @@ fn sweep_folders(dir: &Path) -> Result<Vec<PathBuf>> {
         .filter(|p| p.join("summary.csv").is_file())
         .collect();
     subs.sort();
+    if subs.is_empty() && dir.join("summary.json").is_file() {
+        bail!(
+            "{}: a run folder (summary.json) without its metrics.csv, and no summary.csv \
+             either: it cannot be read as a `gradgym train` run or a sweep",
+            dir.display()
+        );
+    }
     if subs.is_empty() {
         bail!(
             "{}: no summary.csv here or in its subfolders; is this a `gradgym sweep` folder?",
@@ -309,7 +316,7 @@ pub fn load(dirs: &[PathBuf]) -> Result<ResultSet> {
                 vec![read_run_folder(&sweep)?]
             } else {
                 let runs = read_summary_csv(&sweep)?;
-                let manifest = sweep_manifest(&sweep);
+                let manifest = sweep_manifest(&sweep, &mut set.warnings);
                 if let Some((key, name, i, n)) = manifest.as_ref().and_then(shard_of) {
                     shards
                         .entry(key)
@@ -338,9 +345,15 @@ pub fn load(dirs: &[PathBuf]) -> Result<ResultSet> {
                     continue;
                 }
                 if let Some(prev) = by_id.get(&run.id) {
-                    if (prev.status.as_str(), prev.final_return)
-                        != (run.status.as_str(), run.final_return)
-                    {
+                    // Both scores (either may be `--metric`'s), bit for bit.
+                    let bits = |r: &RunRecord| {
+                        (
+                            r.status.clone(),
+                            r.final_return.map(f64::to_bits),
+                            r.eval_return.map(f64::to_bits),
+                        )
+                    };
+                    if bits(prev) != bits(&run) {
                         bail!(
                             "run {} is in both {} and {} with different results",
                             run.id,
@@ -400,10 +413,32 @@ fn is_run_folder(dir: &Path) -> bool {
         && !dir.join("summary.csv").is_file()
 }
 
-/// A sweep folder's manifest.json, where it has one that parses.
-fn sweep_manifest(sweep: &Path) -> Option<serde_json::Value> {
-    let text = fs::read_to_string(sweep.join("manifest.json")).ok()?;
-    serde_json::from_str(&text).ok()
+/// A sweep folder's manifest.json, where it has one; one that cannot be read or parsed is
+/// a warning in `warnings` (what it would have said, such as the runs it planned, is not
+/// checked).
+fn sweep_manifest(sweep: &Path, warnings: &mut Vec<String>) -> Option<serde_json::Value> {
+    let path = sweep.join("manifest.json");
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            warnings.push(format!(
+                "{}: cannot be read ({e}); whether the sweep is complete is not checked",
+                path.display()
+            ));
+            return None;
+        }
+    };
+    match serde_json::from_str(&text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            warnings.push(format!(
+                "{}: not valid JSON ({e}); whether the sweep is complete is not checked",
+                path.display()
+            ));
+            None
+        }
+    }
 }
 
 /// Which shard of which sweep a sweep folder holds, from its manifest: (its sweep file as

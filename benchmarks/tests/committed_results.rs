@@ -62,8 +62,15 @@ fn check(folder: &str, sweep: bool) {
         );
         for ((name, a), (fresh_name, b)) in committed.iter().zip(&fresh) {
             assert_eq!(name, fresh_name);
-            // report.md names the folder it read; compare the rest of it.
+            // report.md names the folder it read, which `make plots` gives as
+            // results/<folder>; compare the rest of it.
             if name == "report.md" {
+                let named = format!("Results: `results/{folder}`.");
+                assert!(
+                    String::from_utf8_lossy(a).contains(&named),
+                    "{folder}/report/report.md does not say `{named}`: it was written from \
+                     another folder; run `make plots`"
+                );
                 let strip = |t: &[u8]| {
                     String::from_utf8_lossy(t)
                         .lines()

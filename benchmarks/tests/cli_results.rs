@@ -1,0 +1,281 @@
+//! `report`, `plot` and `compare` on results folders written by hand: the cases a folder from
+//! elsewhere (a CI artifact, a colleague's copy, a damaged download) can hold, each said or
+//! refused rather than passed over.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::{gradgym, text};
+
+const HEADER: &str = "run_id,env_id,algo,seed,{grid}status,final_return_mean_last100,eval_return_mean,episodes,total_timesteps,iterations,error,wall_seconds";
+
+/// One summary.csv row: (env, algo, seed, grid values, status, final score, eval score).
+type Row<'a> = (
+    &'a str,
+    &'a str,
+    u64,
+    &'a [&'a str],
+    &'a str,
+    &'a str,
+    &'a str,
+);
+
+/// A sweep folder holding only a summary.csv of `rows`; `grid` names the grid's keys.
+fn folder(name: &str, grid: &[&str], rows: &[Row<'_>]) -> PathBuf {
+    let dir = common::scratch("results", name);
+    fs::create_dir_all(&dir).unwrap();
+    let keys: String = grid.iter().map(|k| format!("{k},")).collect();
+    let mut csv = HEADER.replace("{grid}", &keys) + "\n";
+    for (env, algo, seed, values, status, fin, eval) in rows {
+        let mut id = format!("{env}__{algo}");
+        for (k, v) in grid.iter().zip(values.iter()) {
+            id += &format!("__{k}={v}");
+        }
+        id += &format!("__seed{seed}");
+        let cells: String = values.iter().map(|v| format!("{v},")).collect();
+        let error = if *status == "failed" {
+            "loss is NaN"
+        } else {
+            ""
+        };
+        csv += &format!(
+            "{id},{env},{algo},{seed},{cells}{status},{fin},{eval},10,1000,2,{error},1.0\n"
+        );
+    }
+    fs::write(dir.join("summary.csv"), csv).unwrap();
+    dir
+}
+
+fn seeds<'a>(
+    env: &'a str,
+    algo: &'a str,
+    grid: &'a [&'a str],
+    status: &'a str,
+    scores: &'a [&'a str],
+) -> Vec<Row<'a>> {
+    scores
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (env, algo, i as u64 + 1, grid, status, *s, *s))
+        .collect()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn compare_refuses_a_baseline_with_nothing_scored_and_says_where_tolerance_does_not_apply() {
+    let scores = ["100", "110", "120", "130", "140"];
+    let candidate = folder(
+        "cand",
+        &[],
+        &seeds("FixedHorizonCartPole-v0", "ppo", &[], "completed", &scores),
+    );
+    // Header only, or no completed run: a gate against it would pass anything.
+    let empty = folder("empty", &[], &[]);
+    let failed = folder(
+        "failed",
+        &[],
+        &seeds("FixedHorizonCartPole-v0", "ppo", &[], "failed", &["", ""]),
+    );
+    for baseline in [&empty, &failed] {
+        let o = gradgym(&["compare", s(baseline), s(&candidate)]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(
+            stderr(&o).contains(
+                "the baseline holds no completed run with a final_return_mean_last100 score"
+            ),
+            "{}",
+            text(&o)
+        );
+    }
+    // FixedHorizonCartPole-v0 has no score range: a tolerance cannot be scaled there, and
+    // the gate says so.
+    let baseline = folder(
+        "base",
+        &[],
+        &seeds("FixedHorizonCartPole-v0", "ppo", &[], "completed", &scores),
+    );
+    let o = gradgym(&["compare", s(&baseline), s(&candidate), "--tolerance", "0.5"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        stderr(&o).contains(
+            "--tolerance 0.5 does not apply on FixedHorizonCartPole-v0: no score range scales it"
+        ),
+        "{}",
+        text(&o)
+    );
+    let o = gradgym(&["compare", s(&baseline), s(&candidate)]);
+    assert!(!stderr(&o).contains("does not apply"), "{}", text(&o));
+}
+
+#[test]
+fn pooled_folders_must_agree_on_both_scores_of_a_run() {
+    let scores = ["100", "110", "120", "130", "140"];
+    let a = folder(
+        "pool-a",
+        &[],
+        &seeds("CartPole-v1", "ppo", &[], "completed", &scores),
+    );
+    let b = folder(
+        "pool-b",
+        &[],
+        &seeds("CartPole-v1", "ppo", &[], "completed", &scores),
+    );
+    let o = gradgym(&["report", s(&a), s(&b), "--reps", "100"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // The same run with another evaluation score: refused whichever score is read.
+    let csv = fs::read_to_string(b.join("summary.csv")).unwrap();
+    fs::write(
+        b.join("summary.csv"),
+        csv.replacen("completed,100,100,", "completed,100,-999.5,", 1),
+    )
+    .unwrap();
+    for metric in ["final", "eval"] {
+        let o = gradgym(&["report", s(&a), s(&b), "--metric", metric, "--reps", "100"]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(
+            stderr(&o).contains("CartPole-v1__ppo__seed1 is in both")
+                && stderr(&o).contains("with different results"),
+            "{}",
+            text(&o)
+        );
+    }
+}
+
+#[test]
+fn what_a_report_cannot_check_or_rests_on_is_said_on_stderr() {
+    let few = folder(
+        "few",
+        &[],
+        &seeds(
+            "CartPole-v1",
+            "ppo",
+            &[],
+            "completed",
+            &["100", "200", "300"],
+        ),
+    );
+    let out = few.join("report-out");
+    let o = gradgym(&["report", s(&few), "--reps", "100", "--out", s(&out)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("note: 1 of 1 cells rest on fewer than 5 completed runs"),
+        "{}",
+        text(&o)
+    );
+    // A manifest that cannot be parsed is named: what it planned is not checked.
+    fs::write(
+        few.join("manifest.json"),
+        r#"{"name":"quick","runs_in_shard":12"#,
+    )
+    .unwrap();
+    let o = gradgym(&["report", s(&few), "--reps", "100", "--out", s(&out)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("manifest.json: not valid JSON")
+            && stderr(&o).contains("whether the sweep is complete is not checked"),
+        "{}",
+        text(&o)
+    );
+    // A train run's folder that lost its metrics.csv is called that, not "not a sweep".
+    let run = common::scratch("results", "run-no-metrics");
+    fs::create_dir_all(&run).unwrap();
+    fs::write(run.join("summary.json"), "{}").unwrap();
+    let o = gradgym(&["report", s(&run)]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("a run folder (summary.json) without its metrics.csv"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn a_scaling_plot_leaves_out_a_cell_with_no_scored_run_and_says_so() {
+    let mut rows = Vec::new();
+    for (lr, status, scores) in [
+        ("0.1", "completed", ["100", "110", "120"]),
+        ("0.2", "failed", ["", "", ""]),
+        ("0.3", "completed", ["300", "310", "320"]),
+    ] {
+        for (i, sc) in scores.iter().enumerate() {
+            let values: &'static [&'static str] = match lr {
+                "0.1" => &["0.1"],
+                "0.2" => &["0.2"],
+                _ => &["0.3"],
+            };
+            rows.push(("CartPole-v1", "ppo", i as u64 + 1, values, status, *sc, *sc));
+        }
+    }
+    let dir = folder("scaling", &["learning_rate"], &rows);
+    let out = dir.join("plots");
+    let o = gradgym(&["plot", s(&dir), "--reps", "100", "--out", s(&out)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let svg = fs::read_to_string(out.join("scaling_learning_rate.svg")).unwrap();
+    assert!(
+        svg.contains(
+            "Not drawn, no run scored (failed or unreadable): CartPole-v1 ppo[learning_rate=0.2]"
+        ),
+        "the note is missing"
+    );
+}
+
+#[test]
+fn estimator_studies_plotted_together_keep_their_own_figures() {
+    // The committed study's CSV, and a second study that differs.
+    let one = common::scratch("results", "study-1");
+    fs::create_dir_all(&one).unwrap();
+    let committed =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/estimators/estimators.csv");
+    fs::copy(committed, one.join("estimators.csv")).unwrap();
+    let two = common::scratch("results", "study-2");
+    fs::create_dir_all(&two).unwrap();
+    let csv = fs::read_to_string(one.join("estimators.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap();
+    let col = header.split(',').position(|h| h == "bias_z").unwrap();
+    let shifted: Vec<String> = lines
+        .map(|l| {
+            let mut c: Vec<String> = l.split(',').map(String::from).collect();
+            c[col] = format!("{}", c[col].parse::<f64>().unwrap() + 1.0);
+            c.join(",")
+        })
+        .collect();
+    fs::write(
+        two.join("estimators.csv"),
+        format!("{header}\n{}\n", shifted.join("\n")),
+    )
+    .unwrap();
+    let o = gradgym(&["plot", s(&one), s(&two)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let bias = |d: &Path| fs::read(d.join("plots/estimator_bias.svg")).unwrap();
+    assert_ne!(
+        bias(&one),
+        bias(&two),
+        "one study's figure drawn over the other's"
+    );
+    let alone = one.join("alone");
+    let o = gradgym(&["plot", s(&one), "--out", s(&alone)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        bias(&one),
+        fs::read(alone.join("estimator_bias.svg")).unwrap()
+    );
+    // One --out for two studies would hold only the last: refused.
+    let o = gradgym(&["plot", s(&one), s(&two), "--out", s(&one.join("both"))]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("--out: 2 estimator studies"),
+        "{}",
+        text(&o)
+    );
+    assert!(!one.join("both").exists());
+}
