@@ -73,9 +73,11 @@ impl ReferenceKl {
         }
     }
 
-    /// The settings' problems, naming the field: β < 0, a target or horizon that is not
-    /// positive.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    /// The settings' problems for updates of `samples` sequences, naming the field: β < 0, a
+    /// target or horizon that is not positive; for the adaptive controller also a β of 0
+    /// (which it multiplies, so it stays 0) and a horizon of at most 0.2 · `samples`, where
+    /// the factor 1 + e · samples/horizon, e ∈ [−0.2, 0.2], can reach 0 or below.
+    pub fn validate(&self, samples: usize) -> Result<(), (&'static str, String)> {
         let beta = self.beta();
         if !(beta.is_finite() && beta >= 0.0) {
             return Err(("beta", format!("must be a number ≥ 0, got {beta}")));
@@ -89,6 +91,25 @@ impl ReferenceKl {
             }
             if !(horizon.is_finite() && horizon > 0.0) {
                 return Err(("kl_horizon", format!("must be positive, got {horizon}")));
+            }
+            if beta == 0.0 {
+                return Err((
+                    "beta",
+                    "is 0, and the adaptive controller (kl_target set) multiplies β, so it \
+                     would stay 0: give the starting β > 0"
+                        .into(),
+                ));
+            }
+            let least = 0.2 * samples as f64;
+            if horizon <= least {
+                return Err((
+                    "kl_horizon",
+                    format!(
+                        "must be above 0.2 × the {samples} sequences of an update = {least}, \
+                         got {horizon}: β's factor 1 + e · {samples}/horizon, with the error e \
+                         clipped to ±0.2, would reach 0 or below and make β negative"
+                    ),
+                ));
             }
         }
         Ok(())
@@ -125,15 +146,39 @@ mod tests {
         f.update(100.0, 512);
         assert_eq!(f.beta(), 0.05);
         assert_eq!(
-            ReferenceKl::Fixed { beta: -0.1 }.validate().unwrap_err().0,
+            ReferenceKl::Fixed { beta: -0.1 }
+                .validate(64)
+                .unwrap_err()
+                .0,
             "beta"
         );
-        let bad = ReferenceKl::Adaptive {
-            beta: 0.1,
-            target: 0.0,
-            horizon: 1.0,
+        let adaptive = |beta, target, horizon| ReferenceKl::Adaptive {
+            beta,
+            target,
+            horizon,
         };
-        assert_eq!(bad.validate().unwrap_err().0, "kl_target");
+        assert_eq!(
+            adaptive(0.1, 0.0, 1e4).validate(64).unwrap_err().0,
+            "kl_target"
+        );
+        // A β of 0 would stay 0.
+        assert_eq!(adaptive(0.0, 6.0, 1e4).validate(64).unwrap_err().0, "beta");
+        assert!(ReferenceKl::Fixed { beta: 0.0 }.validate(64).is_ok());
+        // The factor 1 − 0.2 · 64/horizon reaches 0 at horizon 12.8: refused there and below,
+        // and above it β stays positive at the worst error.
+        let e = adaptive(0.1, 6.0, 12.8).validate(64).unwrap_err();
+        assert_eq!(e.0, "kl_horizon", "{}", e.1);
+        assert!(e.1.contains("12.8"), "{}", e.1);
+        let mut ok = adaptive(0.1, 6.0, 12.9);
+        ok.validate(64).unwrap();
+        for _ in 0..100 {
+            ok.update(0.0, 64);
+            assert!(ok.beta() > 0.0);
+        }
+        // (What the check prevents: a factor 1 − 0.2 · 64/1 < 0.)
+        let mut negative = adaptive(0.1, 100.0, 1.0);
+        negative.update(0.0, 64);
+        assert!(negative.beta() < 0.0);
     }
 
     #[test]

@@ -60,6 +60,13 @@ fn integer_past_toml(value: &str) -> bool {
         && digits.parse::<i64>().is_err()
 }
 
+/// Whether `value` is a number too large for a float64 (`1e999`): TOML cannot hold it, and
+/// it would otherwise be read as a string.
+fn float_past_toml(value: &str) -> bool {
+    let v = value.trim().replace('_', "");
+    v.chars().any(|c| c.is_ascii_digit()) && v.parse::<f64>().is_ok_and(f64::is_infinite)
+}
+
 /// Why `value`, written as a TOML array or inline table (`[…]`, `{…}`), is not one. `None`
 /// where it parses or is not written so.
 fn bad_toml_structure(value: &str) -> Option<String> {
@@ -72,11 +79,18 @@ fn bad_toml_structure(value: &str) -> Option<String> {
 }
 
 /// Why a flag's `value` (a config flag, `--set`) cannot be the TOML value it is written as:
-/// an array or inline table that does not parse, or an integer past TOML's 64 bits. Both would
+/// an array or inline table that does not parse, an integer past TOML's 64 bits, or a float
+/// past float64's range. Both would
 /// otherwise be read as a string and refused as one, which misleads. `None` where it is fine.
 pub fn flag_value_problem(value: &str) -> Option<String> {
     if let Some(why) = bad_toml_structure(value) {
         return Some(format!("not a TOML value: {why}"));
+    }
+    if float_past_toml(value) {
+        return Some(format!(
+            "a number past what a TOML config holds (a float64: at most about ±{:e})",
+            f64::MAX
+        ));
     }
     integer_past_toml(value).then(|| {
         format!(

@@ -213,6 +213,38 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
         summary(&online)["reward_model_comparisons"],
         labels.lines().count()
     );
+    // The refits score those labels with the reward model, so its context bounds them, not
+    // a shorter `rl.max_response` of the policy (round 2's responses run to 16 tokens).
+    let longest = new
+        .lines()
+        .flat_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            ["chosen", "rejected"].map(|k| v[k].as_str().map_or(0, |r| r.split(' ').count()))
+        })
+        .max()
+        .unwrap();
+    assert!(longest > 5, "{new}");
+    // The online run itself as --rm: its reward models are per round, and the last is named.
+    let o = rl_on(&online, &[], &dir.join("rl-on-online"));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!(
+            "last round's reward model (--rm) is in {}",
+            online.join("reward_model_round2").display()
+        )),
+        "{}",
+        text(&o)
+    );
+    let short = dir.join("rl-online-short");
+    ok(&rl_on(
+        &online.join("reward_model_round2"),
+        &["--set", "rl.rounds=2", "--set", "rl.max_response=5"],
+        &short,
+    ));
+    assert_eq!(
+        summary(&short)["rm_comparisons_round1"],
+        labels.lines().count() + new.lines().count()
+    );
     // A label file gone from that run is caught by the count its summary.json keeps.
     let (old, round2) = (dir.join("rl-online-old"), "reward_model_round2");
     copy_model(&online.join(round2), &old.join(round2));
@@ -803,6 +835,7 @@ fn device_and_seed_flags_override_the_config_file_before_it_is_checked() {
     for args in [
         ["--seed", "9223372036854775808"],
         ["--set", "seed=99999999999999999999999"],
+        ["--set", "rl.beta=1e999"],
     ] {
         let out = dir.join("c");
         let mut all = vec!["sft", "--config", &cfg];
@@ -811,10 +844,12 @@ fn device_and_seed_flags_override_the_config_file_before_it_is_checked() {
         let o = run(&all);
         let t = text(&o);
         assert_eq!(o.status.code(), Some(2), "{t}");
-        assert!(
-            t.contains("9223372036854775807") && !t.contains("string"),
-            "{t}"
-        );
+        let range = if args[1].ends_with("e999") {
+            "a float64: at most about ±1.7976931348623157e308"
+        } else {
+            "9223372036854775807"
+        };
+        assert!(t.contains(range) && !t.contains("string"), "{t}");
         assert!(!out.exists());
     }
 }
@@ -1128,6 +1163,47 @@ fn bench_prints_throughput_and_memory_for_the_bench_model_or_a_configs_model() {
         "{}",
         text(&o)
     );
+}
+
+/// A non-finite loss names its step as the progress lines and the interrupt messages do,
+/// counting from 1: the step after the last one the stage's CSV holds (step 0 there).
+#[test]
+fn a_non_finite_loss_names_its_step_counting_from_1() {
+    let dir = scratch("nan-step");
+    let cfg = config(&dir, "");
+    let c = cfg.to_str().unwrap();
+    for (set, stage, csv, said) in [
+        (
+            "pretrain.learning_rate=1e30",
+            "sft",
+            "lm.csv",
+            "pretrain: non-finite next-token loss (NaN) at step 2 of ",
+        ),
+        (
+            "reward_model.learning_rate=1e30",
+            "",
+            "rm.csv",
+            "reward model: non-finite loss (NaN) at step 2 (counting from 1",
+        ),
+    ] {
+        let out = dir.join(format!("out-{}", &csv[..2]));
+        let o_str = out.to_str().unwrap().to_string();
+        // The whole pipeline where `stage` is empty.
+        let mut args: Vec<&str> = [stage].into_iter().filter(|s| !s.is_empty()).collect();
+        args.extend(["--config", c, "--set", set, "--out", &o_str, "--quiet"]);
+        let o = run(&args);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{t}");
+        assert!(t.contains(said), "{t}");
+        let rows = fs::read_to_string(out.join(csv)).unwrap();
+        let steps: Vec<&str> = rows
+            .lines()
+            .skip(1)
+            .filter(|l| !l.starts_with("sft"))
+            .map(|l| l.split(',').nth(1).unwrap())
+            .collect();
+        assert_eq!(steps, ["0"], "{csv}: {rows}");
+    }
 }
 
 #[test]

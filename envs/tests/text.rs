@@ -111,6 +111,14 @@ fn the_tokenizer_round_trips_and_names_unknown_words() {
     }
     let e = v.encode("the flim").unwrap_err().to_string();
     assert!(e.contains("`flim`") && e.contains("word 2"), "{e}");
+    // A long text and a long unknown word are quoted shortened, not whole.
+    let long = format!("{} {} .", "great ".repeat(50_000), "x".repeat(200_000));
+    let e = v.encode(&long).unwrap_err().to_string();
+    assert!(e.len() < 600, "{} bytes: {}", e.len(), &e[..600]);
+    assert!(
+        e.contains("word 50001") && e.contains("(199920 more characters)"),
+        "{e}"
+    );
     assert!(matches!(
         v.decode(&[1, 9999]),
         Err(TokenError::UnknownId { id: 9999, .. })

@@ -125,8 +125,11 @@ pub fn train(
         let value = loss.to_kind(Kind::Double).double_value(&[]);
         if !value.is_finite() {
             anyhow::bail!(
-                "{}: non-finite next-token loss ({value}) at step {step}; lower {}.learning_rate",
+                "{}: non-finite next-token loss ({value}) at step {} of {} (counting from 1, \
+                 as the progress lines do); lower {}.learning_rate",
                 stage.name(),
+                step + 1,
+                config.steps,
                 stage.name()
             );
         }

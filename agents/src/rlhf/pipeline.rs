@@ -532,11 +532,30 @@ fn load_model(path: &Path, sub: &str, device: Device) -> Result<Gpt> {
             ("policy", "a policy (sample --model)"),
             ("reward_model", "a reward model (--rm)"),
         ];
-        let hint = others
-            .iter()
-            .filter(|(o, _)| *o != sub && path.join(o).join("model.json").is_file())
-            .map(|(o, what)| format!("; it holds {what} in {}", path.join(o).display()))
-            .next()
+        // An online run's reward models are one per round: `reward_model_round<k>/`.
+        let last_round = std::fs::read_dir(path)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                let k: usize = name.strip_prefix("reward_model_round")?.parse().ok()?;
+                path.join(&name).join("model.json").is_file().then_some(k)
+            })
+            .max();
+        let round_hint = last_round.filter(|_| sub == "reward_model").map(|k| {
+            format!(
+                "; it is an online run, whose last round's reward model (--rm) is in {}",
+                path.join(format!("reward_model_round{k}")).display()
+            )
+        });
+        let hint = round_hint
+            .or_else(|| {
+                others
+                    .iter()
+                    .filter(|(o, _)| *o != sub && path.join(o).join("model.json").is_file())
+                    .map(|(o, what)| format!("; it holds {what} in {}", path.join(o).display()))
+                    .next()
+            })
             .unwrap_or_default();
         anyhow::bail!(
             "holds no model: neither {} nor {} exists{hint}",
@@ -866,7 +885,20 @@ pub fn run(
     // Online rounds refit on every label so far: those of the reward model's run too.
     let prior_labels = match (stage, rm_path, &rm_source) {
         (Stage::Rl, Some(path), Some(source)) if config.rl.rounds > 1 => {
-            labels_of_reward_model(path, source, &Grammar::new(), config.rl.max_response)?
+            // The refits score them with the reward model, whose context bounds their
+            // responses (not `rl.max_response`, the policy's).
+            let longest = rm_in.as_ref().map_or(config.rl.max_response, |m| {
+                m.config
+                    .context
+                    .saturating_sub(gradgym_envs::text::PROMPT_LEN)
+            });
+            labels_of_reward_model(path, source, &Grammar::new(), longest).with_context(|| {
+                format!(
+                    "rl.rounds = {}: online rounds refit the reward model on the labels of \
+                     --rm's run as well",
+                    config.rl.rounds
+                )
+            })?
         }
         _ => None,
     };

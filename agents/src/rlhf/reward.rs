@@ -257,7 +257,9 @@ pub fn fit(
             let lv = loss.double_value(&[]);
             anyhow::ensure!(
                 lv.is_finite(),
-                "reward model: non-finite loss ({lv}) at step {step}; lower reward_model.learning_rate"
+                "reward model: non-finite loss ({lv}) at step {} (counting from 1, as the \
+                 progress lines do); lower reward_model.learning_rate",
+                step + 1
             );
             opt.backward_step_clip_norm(&loss, 1.0);
             sum_pref += pv;

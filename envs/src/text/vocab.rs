@@ -112,7 +112,11 @@ words! {
 /// An encoding or decoding error.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum TokenError {
-    #[error("unknown word `{word}` at word {position} (counting from 1) of {text:?}")]
+    #[error(
+        "unknown word `{}` at word {position} (counting from 1) of {:?}",
+        shortened(.word),
+        shortened(.text)
+    )]
     UnknownWord {
         word: String,
         position: usize,
@@ -120,6 +124,20 @@ pub enum TokenError {
     },
     #[error("token id {id} is outside the vocabulary (size {size})")]
     UnknownId { id: u32, size: usize },
+}
+
+/// `s` as an error message quotes it: its first 80 characters, and how many more there are
+/// (a line of a user's file may be megabytes long).
+fn shortened(s: &str) -> String {
+    const MOST: usize = 80;
+    match s.char_indices().nth(MOST) {
+        None => s.to_string(),
+        Some((cut, _)) => format!(
+            "{}… ({} more characters)",
+            &s[..cut],
+            s[cut..].chars().count()
+        ),
+    }
 }
 
 /// The vocabulary: ids ↔ words, with each word's class.
