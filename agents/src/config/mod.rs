@@ -457,6 +457,23 @@ impl TrainConfig {
             available_memory().filter(|_| !crate::device::checking_for_other_machines());
         if let Some(available) = available {
             let need = self.memory_estimate();
+            let prefs = self.prefs_memory_estimate();
+            if need > available as u128 && prefs * 2 > need {
+                let p = self.prefs.as_ref().expect("a preference run");
+                return Err(bad(
+                    "prefs.labels",
+                    format!(
+                        "{} labels of {} segments × {} transitions would need about {} of \
+                         memory (the labels' reward-model inputs, one round's candidates, the \
+                         rollouts segments are cut from); this machine has {} available",
+                        p.labels,
+                        p.num_segments,
+                        p.segment_length,
+                        gib(need),
+                        gib(available as u128)
+                    ),
+                ));
+            }
             if need > available as u128 {
                 return Err(bad(
                     "num_envs",
@@ -475,7 +492,7 @@ impl TrainConfig {
     }
 
     /// Steps per env in one rollout buffer: `num_steps`, or REINFORCE's time limit.
-    fn rollout_steps(&self) -> u64 {
+    pub(crate) fn rollout_steps(&self) -> u64 {
         if self.algo == Algo::Reinforce {
             gradgym_envs::spec(&self.env_id).map_or(0, |s| s.max_episode_steps as u64)
         } else {
@@ -493,7 +510,14 @@ impl TrainConfig {
         let samples = self.num_envs as u128 * self.rollout_steps() as u128;
         // Observations twice (buffer + minibatch copies), actions, 8 floats and 2 flags.
         let per_sample = 2 * 4 * obs_dim as u128 + 8 * action_dim as u128 + 8 * 4 + 2;
-        samples * per_sample + self.num_envs as u128 * env_batch_bytes_per_env(obs_dim)
+        samples * per_sample
+            + self.num_envs as u128 * env_batch_bytes_per_env(obs_dim)
+            + self.prefs_memory_estimate()
+    }
+
+    /// The preference loop's share of [`TrainConfig::memory_estimate`] (0 without `[prefs]`).
+    fn prefs_memory_estimate(&self) -> u128 {
+        self.prefs.as_ref().map_or(0, |p| p.memory_estimate(self))
     }
 
     /// Reads a TOML table over `self`: keys present replace fields, nested tables merge key

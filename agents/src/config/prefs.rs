@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 use super::{ConfigError, TrainConfig};
 use crate::limits::{MOST_SIZE, MOST_STEPS, over};
 
+/// The largest `reward_std`: the learned reward's returns, squared in float32 by the value
+/// loss, stay finite far beyond it.
+pub const MOST_REWARD_STD: f64 = 1e6;
+
 /// How queries are chosen.
 pub const QUERY_STRATEGIES: [&str; 2] = ["random", "disagreement"];
 /// How elicitation and fitting are scheduled against policy optimisation.
@@ -155,6 +159,44 @@ impl PrefsConfig {
             .map_or((self.labels / 32).max(10), |b| b as u64)
     }
 
+    /// Rollouts the hook keeps so that a segment may span them: 1 where a segment fits in one
+    /// (`segment_length` ≤ `num_steps`, or REINFORCE's whole episodes), else enough to hold
+    /// one that starts anywhere in the oldest.
+    pub fn rollout_window(&self, run: &TrainConfig) -> usize {
+        if run.algo == super::Algo::Reinforce || self.segment_length <= run.num_steps {
+            1
+        } else {
+            self.segment_length.div_ceil(run.num_steps) + 1
+        }
+    }
+
+    /// Bytes the preference loop holds at its largest, roughly (u128, so no product
+    /// overflows): every label's K segments of reward-model input rows (f32) and its μ; one
+    /// round's candidate queries (`oversample` times the largest round under `disagreement`)
+    /// with their rows and true rewards; and the window of recent rollouts' rows and rewards.
+    pub fn memory_estimate(&self, run: &TrainConfig) -> u128 {
+        let Ok(spec) = gradgym_envs::spec(&run.env_id) else {
+            return 0;
+        };
+        let action = match (&spec.action_space, self.rm_action) {
+            (_, false) => 0,
+            (gradgym_envs::Space::Discrete { n }, true) => *n as u128,
+            (gradgym_envs::Space::Box { low, .. }, true) => low.len() as u128,
+        };
+        let dim = spec.observation_space.dim() as u128 + action;
+        let rows = self.num_segments as u128 * self.segment_length as u128;
+        let label = rows * dim * 4 + self.num_segments as u128 * 8 + 64;
+        let query = rows * (dim * 4 + 8) + 64;
+        let round = u128::from(self.initial_labels().max(self.round_size()))
+            * if self.disagreement() {
+                self.oversample as u128
+            } else {
+                1
+            };
+        let rollout = run.num_envs as u128 * run.rollout_steps() as u128 * (dim * 4 + 8);
+        u128::from(self.labels) * label + round * query + self.rollout_window(run) as u128 * rollout
+    }
+
     /// Labels of the initial batch.
     pub fn initial_labels(&self) -> u64 {
         ((self.labels as f64 * self.initial_fraction).round() as u64).clamp(1, self.labels)
@@ -258,14 +300,37 @@ impl PrefsConfig {
                 format!("must be a positive number (got {})", self.rm_learning_rate),
             ));
         }
-        if !(self.reward_std.is_finite() && self.reward_std > 0.0) {
+        if !(self.reward_std > 0.0 && self.reward_std <= MOST_REWARD_STD) {
             return Err(bad(
                 "prefs.reward_std",
-                format!("must be a positive number (got {})", self.reward_std),
+                format!(
+                    "must be in (0, {MOST_REWARD_STD:e}] (got {}): the learned reward is paid \
+                     to the learner in float32, and its returns' squares must stay finite",
+                    self.reward_std
+                ),
             ));
         }
-        if !(self.l2.is_finite() && self.l2 >= 0.0) {
-            return Err(bad("prefs.l2", format!("must be ≥ 0 (got {})", self.l2)));
+        let (lo, hi) = crate::prefs::reward_model::L2_RANGE;
+        if !(self.l2 == 0.0 || (lo..=hi).contains(&self.l2)) {
+            return Err(bad(
+                "prefs.l2",
+                format!(
+                    "must be 0 (no L2) or in [{lo:e}, {hi}], the range its adaptation keeps \
+                     (got {})",
+                    self.l2
+                ),
+            ));
+        }
+        if self.query == "disagreement" && self.ensemble < 2 {
+            return Err(bad(
+                "prefs.ensemble",
+                format!(
+                    "`query = \"disagreement\"` ranks queries by the spread of the ensemble's \
+                     members, which one member does not have (got ensemble = {}); use \
+                     ensemble ≥ 2 or `query = \"random\"`",
+                    self.ensemble
+                ),
+            ));
         }
         let [lo, hi] = self.l2_band;
         if !(lo.is_finite() && hi.is_finite() && 0.0 < lo && lo < hi) {

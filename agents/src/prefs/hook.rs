@@ -284,11 +284,7 @@ impl PrefsLoop {
                 report: FitReport::default(),
             }
         };
-        let window = if config.algo == Algo::Reinforce || prefs.segment_length <= config.num_steps {
-            1
-        } else {
-            prefs.segment_length.div_ceil(config.num_steps) + 1
-        };
+        let window = prefs.rollout_window(config);
         let end_step = if config.algo == Algo::Reinforce {
             config.total_timesteps
         } else {
@@ -328,12 +324,13 @@ impl PrefsLoop {
     pub fn no_labels(&self) -> Option<String> {
         (self.asked == 0).then(|| {
             format!(
-                "no preference label was asked in the whole run ({} rollouts): no stretch of \
-                 `prefs.segment_length` = {} transitions lay within one episode of the steps \
-                 collected (episodes shorter than a segment, or a run too short for the \
-                 rollouts a segment spans), so the policy learned from a reward model that \
-                 never saw a label; lower prefs.segment_length, or train longer",
-                self.deferred, self.prefs.segment_length
+                "no preference label was asked in the whole run ({} rollouts): fewer than \
+                 `prefs.num_segments` = {} stretches of `prefs.segment_length` = {} \
+                 transitions lay within one episode of the steps collected (episodes shorter \
+                 than a segment, or a run too short for the rollouts a segment spans), so the \
+                 policy learned from a reward model that never saw a label; lower \
+                 prefs.segment_length, or train longer",
+                self.deferred, self.prefs.num_segments, self.prefs.segment_length
             )
         })
     }
@@ -458,7 +455,11 @@ impl PrefsLoop {
         } else {
             count
         };
-        let starts = self.sampler.sample_starts(&view, k, pool * kk)?;
+        let starts = self.sampler.sample_distinct_starts(&view, k, pool, kk)?;
+        // Fewer stretches than a query compares: the labels stay due, as above.
+        if starts.is_empty() {
+            return Ok(Vec::new());
+        }
         let n = view.num_envs();
         let dim = self.features.dim();
         let mut candidates: Vec<Query> = starts
@@ -496,10 +497,11 @@ impl PrefsLoop {
         self.deferred += 1;
         if self.asked == 0 && self.deferred > MAX_DEFERRED {
             return Err(anyhow!(
-                "iteration {iteration}: in {MAX_DEFERRED} rollouts no stretch of \
-                 `prefs.segment_length` = {} transitions lay within one episode, so the initial \
-                 labels could not be asked; episodes are shorter than a segment: lower \
-                 prefs.segment_length",
+                "iteration {iteration}: in {MAX_DEFERRED} rollouts fewer than \
+                 `prefs.num_segments` = {} stretches of `prefs.segment_length` = {} \
+                 transitions lay within one episode, so the initial labels could not be asked; \
+                 episodes are shorter than a segment: lower prefs.segment_length",
+                self.prefs.num_segments,
                 self.prefs.segment_length
             ));
         }
@@ -508,11 +510,18 @@ impl PrefsLoop {
 
     /// How many labels this iteration asks for.
     fn due(&self, batch: &Collected<'_>) -> u64 {
+        let last = batch.global_step >= self.end_step;
         if self.asked == 0 {
-            return self.prefs.initial_labels();
+            // The initial batch; on the last rollout (its segments found no room earlier, or
+            // the run is one rollout long), the whole budget, which the schedule reaches there.
+            let initial = self.prefs.initial_labels();
+            return if last {
+                self.scheduled(batch.global_step).max(initial)
+            } else {
+                initial
+            };
         }
         let due = self.scheduled(batch.global_step).saturating_sub(self.asked);
-        let last = batch.global_step >= self.end_step;
         if due >= self.prefs.round_size() || (last && due > 0) {
             due
         } else {

@@ -301,6 +301,34 @@ impl SegmentSampler {
             .collect())
     }
 
+    /// `queries` groups of `k` starts, the starts of a group distinct (a group is one query's
+    /// K segments; a segment compared with itself is a tie that says nothing), each uniform
+    /// over [`valid_starts`] given the group's earlier ones: a start already in its group is
+    /// drawn again. Empty where fewer than `k` starts are valid.
+    pub fn sample_distinct_starts(
+        &mut self,
+        rollout: &RolloutView<'_>,
+        segment_length: usize,
+        queries: usize,
+        k: usize,
+    ) -> Result<Vec<(usize, usize)>, PreferenceError> {
+        let starts = valid_starts(rollout, segment_length)?;
+        if starts.len() < k {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity(queries * k);
+        for _ in 0..queries {
+            let group = out.len();
+            while out.len() < group + k {
+                let s = starts[uniform_below(&mut self.stream, starts.len() as u64) as usize];
+                if !out[group..].contains(&s) {
+                    out.push(s);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// `count` segments, each uniform over the valid starts.
     pub fn sample(
         &mut self,
