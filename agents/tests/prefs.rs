@@ -305,6 +305,52 @@ fn every_learner_trains_on_the_learned_reward_even_with_rollouts_shorter_than_a_
     assert_eq!(r.rows.last().unwrap().f64("labels_used"), Some(20.0));
 }
 
+/// A run whose first labels can only be asked on its last rollout (one rollout long, or
+/// segments that first fit there) asks its whole budget then, not just the initial share.
+#[test]
+fn a_first_batch_on_the_last_rollout_asks_the_whole_budget() {
+    let mut one = prefs_config("FixedHorizonCartPole-v0", 40);
+    one.total_timesteps = 512;
+    let r = run(&one, None).unwrap();
+    assert_eq!(r.summary.status, "completed", "{:?}", r.summary.error);
+    assert_eq!(r.rows.len(), 1);
+    assert_eq!(r.rows[0].f64("labels_used"), Some(40.0));
+    // A2C whose 5-step rollouts first hold a 10-step segment at the second, its last.
+    let mut a2c = prefs_config("FixedHorizonCartPole-v0", 40);
+    a2c.algo = gradgym_agents::config::Algo::A2c;
+    a2c.num_steps = 5;
+    a2c.total_timesteps = 4 * 5 * 2;
+    let r = run(&a2c, None).unwrap();
+    assert_eq!(r.summary.status, "completed", "{:?}", r.summary.error);
+    let used: Vec<f64> = r
+        .rows
+        .iter()
+        .map(|r| r.f64("labels_used").unwrap())
+        .collect();
+    assert_eq!(used, [0.0, 40.0]);
+}
+
+/// `l2 = 0` is no L2 at all, through every adaptation.
+#[test]
+fn an_l2_of_0_stays_0() {
+    use gradgym_agents::prefs::reward_model::adapted_l2;
+    for (train, val) in [(1.0, 10.0), (1.0, 0.1), (1.0, 1.2)] {
+        assert_eq!(adapted_l2(0.0, train, val, [1.1, 1.5]), 0.0);
+    }
+    assert_eq!(adapted_l2(1e-4, 1.0, 10.0, [1.1, 1.5]), 1e-4 * 1.5);
+    assert_eq!(adapted_l2(1e-8, 1.0, 0.1, [1.1, 1.5]), 1e-8);
+    let mut c = prefs_config("FixedHorizonCartPole-v0", 40);
+    c.prefs.as_mut().unwrap().l2 = 0.0;
+    let r = run(&c, None).unwrap();
+    assert_eq!(r.summary.status, "completed", "{:?}", r.summary.error);
+    assert!(
+        r.rows
+            .iter()
+            .all(|row| row.f64("rm_l2").is_none_or(|v| v == 0.0))
+    );
+    assert!(r.rows.iter().any(|row| row.f64("rm_l2") == Some(0.0)));
+}
+
 #[test]
 fn episodes_shorter_than_a_segment_fail_the_run_naming_the_field() {
     // CartPole-v1 terminates: a random policy's episodes last about 20 steps, never 200.

@@ -17,7 +17,8 @@ pub struct TrainArgs {
     /// A TOML file of config keys (the flags' names, with underscores).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Output folder (default: out/runs/<env>__<algo>__seed<seed>).
+    /// Output folder (default: out/runs/<env>__<algo>__seed<seed>; a preference run's:
+    /// out/runs/<env>__<algo>__labels<N>__seed<seed>).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Replace the output folder if it exists (it is kept until the new run is complete).
@@ -79,7 +80,8 @@ pub struct PrefsArgs {
     #[arg(long)]
     env: Option<String>,
     /// The label budget: queries the synthetic human answers over the run (`prefs.labels`;
-    /// default 1000; at most 2⁶³ − 1, the largest integer TOML holds).
+    /// default 1000; at most 2²⁴ = 16,777,216, gradgym's cap on sizes, and what the
+    /// machine's memory holds).
     #[arg(long, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
     labels: Option<u64>,
     /// `random` or `disagreement` (`prefs.query`).

@@ -141,7 +141,7 @@ fn async_mode_runs_and_the_manifest_says_it_is_not_reproducible() {
 fn bad_input_exits_2_naming_the_field() {
     let dir = scratch("bad");
     fs::create_dir_all(&dir).unwrap();
-    let cases: [(&[&str], &str, &str); 10] = [
+    let cases: [(&[&str], &str, &str); 15] = [
         (&["--labels", "0"], "prefs.labels", "at least 1"),
         (
             &["--segment-length", "600"],
@@ -189,6 +189,38 @@ fn bad_input_exits_2_naming_the_field() {
             ],
             "prefs.ensemble",
             "in each of 300000 networks",
+        ),
+        // One member has no disagreement to rank queries by (before: random queries, called
+        // `disagreement` in the manifest).
+        (
+            &["--prefs", "{ ensemble = 1 }"],
+            "prefs.ensemble",
+            "which one member does not have",
+        ),
+        // L2 outside what its adaptation keeps (before: reset to 1 after the first fit, and
+        // 0 raised to 10⁻⁸); a reward scale whose float32 returns overflow (before: a NaN
+        // loss, exit 1, naming no field).
+        (
+            &["--prefs", "{ l2 = 5.0 }"],
+            "prefs.l2",
+            "must be 0 (no L2) or in",
+        ),
+        (
+            &["--prefs", "{ l2 = 1e-12 }"],
+            "prefs.l2",
+            "must be 0 (no L2) or in",
+        ),
+        (
+            &["--prefs", "{ reward_std = 1e300 }"],
+            "prefs.reward_std",
+            "must be in (0, 1e6]",
+        ),
+        // A label store past the machine's memory (before: accepted, then killed or an
+        // abort mid-run with no summary): about 16.7M labels × 2 × 500 rows × 6 floats.
+        (
+            &["--labels", "16777216", "--segment-length", "500"],
+            "prefs.labels",
+            "of memory",
         ),
     ];
     for (i, (extra, field, message)) in cases.iter().enumerate() {

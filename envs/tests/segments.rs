@@ -198,6 +198,48 @@ fn the_sampler_is_uniform_over_valid_starts() {
     }
 }
 
+/// A query's K segments are K distinct starts (a segment compared with itself is a tie that
+/// teaches nothing), each start still uniform; fewer valid starts than K give no query.
+#[test]
+fn a_querys_segments_are_distinct() {
+    let d = data(crafted());
+    let view = d.view();
+    let k = 3;
+    let starts = valid_starts(&view, k).unwrap();
+    let mut sampler = SegmentSampler::new(rng::stream(7, "segments", 2));
+    for kk in [2, 5, starts.len()] {
+        let queries = 2_000;
+        let drawn = sampler
+            .sample_distinct_starts(&view, k, queries, kk)
+            .unwrap();
+        assert_eq!(drawn.len(), queries * kk);
+        for q in drawn.chunks_exact(kk) {
+            let mut q = q.to_vec();
+            q.sort();
+            q.dedup();
+            assert_eq!(q.len(), kk, "a repeated segment in {q:?}");
+        }
+        // By symmetry each start is as likely in any slot: uniform over the starts.
+        if kk == 2 {
+            let mut counts = vec![0usize; starts.len()];
+            for s in &drawn {
+                counts[starts.iter().position(|x| x == s).expect("a valid start")] += 1;
+            }
+            let expected = drawn.len() as f64 / starts.len() as f64;
+            let chi2: f64 = counts
+                .iter()
+                .map(|&c| (c as f64 - expected).powi(2) / expected)
+                .sum();
+            // χ²(21) 0.999 quantile: 46.80.
+            assert!(chi2 < 46.80, "chi-square {chi2} over {counts:?}");
+        }
+    }
+    let too_many = sampler
+        .sample_distinct_starts(&view, k, 10, starts.len() + 1)
+        .unwrap();
+    assert!(too_many.is_empty());
+}
+
 #[test]
 fn the_sampler_is_seeded() {
     let d = data(crafted());

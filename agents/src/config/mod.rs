@@ -577,6 +577,32 @@ mod tests {
         );
     }
 
+    /// The preference loop's memory counts in the run's estimate: each label holds K segments
+    /// of reward-model inputs (CartPole: 4 observations + 2 one-hot actions, f32).
+    #[test]
+    fn a_preference_runs_label_store_counts_in_its_memory_estimate() {
+        let plain = TrainConfig {
+            env_id: "FixedHorizonCartPole-v0".into(),
+            ..TrainConfig::default()
+        };
+        let with = |labels: u64, segment_length: usize| TrainConfig {
+            prefs: Some(prefs::PrefsConfig {
+                labels,
+                segment_length,
+                ..Default::default()
+            }),
+            ..plain.clone()
+        };
+        let extra = |c: &TrainConfig| c.memory_estimate() - plain.memory_estimate();
+        // The default budget: about 1000 × 2 × 10 × 6 × 4 bytes, well under a few MiB.
+        let small = extra(&with(1000, 10));
+        assert!((1000 * 2 * 10 * 6 * 4..4 << 20).contains(&small), "{small}");
+        // 2²⁴ labels of 500-step segments: the labels alone are 2²⁴ × 2 × 500 × 6 × 4 bytes.
+        let big = extra(&with(1 << 24, 500));
+        assert!(big >= (1u128 << 24) * 2 * 500 * 6 * 4, "{big}");
+        assert!(big < (1u128 << 24) * 2 * 500 * 6 * 4 * 2, "{big}");
+    }
+
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
         let c = TrainConfig::default();

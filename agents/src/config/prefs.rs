@@ -172,8 +172,9 @@ impl PrefsConfig {
 
     /// Bytes the preference loop holds at its largest, roughly (u128, so no product
     /// overflows): every label's K segments of reward-model input rows (f32) and its μ; one
-    /// round's candidate queries (`oversample` times the largest round under `disagreement`)
-    /// with their rows and true rewards; and the window of recent rollouts' rows and rewards.
+    /// round's candidate queries (the initial batch, or `oversample` times a later round under
+    /// `disagreement`) with their rows and true rewards; and the window of recent rollouts'
+    /// rows and rewards.
     pub fn memory_estimate(&self, run: &TrainConfig) -> u128 {
         let Ok(spec) = gradgym_envs::spec(&run.env_id) else {
             return 0;
@@ -187,12 +188,13 @@ impl PrefsConfig {
         let rows = self.num_segments as u128 * self.segment_length as u128;
         let label = rows * dim * 4 + self.num_segments as u128 * 8 + 64;
         let query = rows * (dim * 4 + 8) + 64;
-        let round = u128::from(self.initial_labels().max(self.round_size()))
-            * if self.disagreement() {
-                self.oversample as u128
-            } else {
-                1
-            };
+        // The initial batch has no model to rank a pool by; later rounds do.
+        let pool = if self.disagreement() {
+            self.oversample as u128
+        } else {
+            1
+        };
+        let round = u128::from(self.initial_labels()).max(u128::from(self.round_size()) * pool);
         let rollout = run.num_envs as u128 * run.rollout_steps() as u128 * (dim * 4 + 8);
         u128::from(self.labels) * label + round * query + self.rollout_window(run) as u128 * rollout
     }
