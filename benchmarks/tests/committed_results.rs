@@ -138,6 +138,35 @@ fn rlhf_pipeline_seed_reports_and_plots_regenerate() {
     check("rlhf-seed3", true);
 }
 
+/// Each committed sweep's summary.csv holds its runs' summary.json scores to the bit (they
+/// were one ulp off where JSON was read without correct rounding).
+#[test]
+fn committed_summaries_hold_their_runs_scores_exactly() {
+    for folder in ["quick", "classic-control", "prefs"] {
+        let dir = repo().join("results").join(folder);
+        let csv = fs::read_to_string(dir.join("summary.csv")).unwrap();
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let col = |n: &str| header.iter().position(|h| *h == n).unwrap();
+        let (id, fin, eval) = (
+            col("run_id"),
+            col("final_return_mean_last100"),
+            col("eval_return_mean"),
+        );
+        for line in lines {
+            let cells: Vec<&str> = line.split(',').collect();
+            let run = dir.join("runs").join(cells[id]).join("summary.json");
+            let json: serde_json::Value =
+                serde_json::from_str(&fs::read_to_string(&run).unwrap()).unwrap();
+            for (c, key) in [(fin, "final_return_mean_last100"), (eval, "eval_return_mean")] {
+                let in_csv = cells[c].parse::<f64>().ok().map(f64::to_bits);
+                let in_json = json[key].as_f64().map(f64::to_bits);
+                assert_eq!(in_csv, in_json, "{folder}: {} {key}", cells[id]);
+            }
+        }
+    }
+}
+
 #[test]
 fn estimator_study_plots_regenerate() {
     check("estimators", false);
