@@ -235,6 +235,26 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
         "{}",
         text(&o)
     );
+    // A reward model of a wider context (the committed study's, 32) than the SFT model's (24):
+    // the refits build on the SFT body, so its context bounds the labels, and the committed
+    // labels of up to 24 tokens are refused before the run, naming that bound (they made the
+    // refit panic after round 1).
+    let wide = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/rlhf/rm-labels2000");
+    let o = rl_on(
+        &wide,
+        &["--set", "rl.rounds=2"],
+        &dir.join("rl-online-wide"),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            "the context of the models that refit on them (24) less the 8-token prompt allows \
+             at most 16"
+        ),
+        "{}",
+        text(&o)
+    );
+    assert!(!dir.join("rl-online-wide").exists());
     let short = dir.join("rl-online-short");
     ok(&rl_on(
         &online.join("reward_model_round2"),
@@ -1163,6 +1183,55 @@ fn bench_prints_throughput_and_memory_for_the_bench_model_or_a_configs_model() {
         "{}",
         text(&o)
     );
+}
+
+/// samples.jsonl holds samples at every `rl.samples_every` updates and the last, whatever
+/// `eval.every` (an update samples are due at is evaluated too); it used to take only the
+/// updates both fell on.
+#[test]
+fn samples_are_written_every_samples_every_updates_whatever_eval_every() {
+    let dir = scratch("samples-every");
+    let cfg = config(&dir, "");
+    let c = cfg.to_str().unwrap();
+    let (sft, rm) = sft_and_rm(&dir, c);
+    let out = dir.join("rl");
+    ok(&run(&[
+        "rl",
+        "--config",
+        c,
+        "--sft",
+        sft.to_str().unwrap(),
+        "--rm",
+        rm.to_str().unwrap(),
+        "--set",
+        "rl.updates=7",
+        "--set",
+        "eval.every=3",
+        "--set",
+        "rl.samples_every=2",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]));
+    let mut updates: Vec<u64> = fs::read_to_string(out.join("samples.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["update"].as_u64())
+        .collect();
+    updates.dedup();
+    assert_eq!(updates, [2, 4, 6, 7]);
+    // Evaluated at every eval.every, every samples_every and the last.
+    let eval = fs::read_to_string(out.join("eval.csv")).unwrap();
+    let header: Vec<&str> = eval.lines().next().unwrap().split(',').collect();
+    let col = header.iter().position(|h| *h == "update").unwrap();
+    let mut evaluated: Vec<u64> = eval
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').nth(col)?.parse().ok())
+        .filter(|&u| u > 0)
+        .collect();
+    evaluated.dedup();
+    assert_eq!(evaluated, [2, 3, 4, 6, 7], "{eval}");
 }
 
 /// A non-finite loss names its step as the progress lines and the interrupt messages do,

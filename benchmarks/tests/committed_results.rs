@@ -158,7 +158,10 @@ fn committed_summaries_hold_their_runs_scores_exactly() {
             let run = dir.join("runs").join(cells[id]).join("summary.json");
             let json: serde_json::Value =
                 serde_json::from_str(&fs::read_to_string(&run).unwrap()).unwrap();
-            for (c, key) in [(fin, "final_return_mean_last100"), (eval, "eval_return_mean")] {
+            for (c, key) in [
+                (fin, "final_return_mean_last100"),
+                (eval, "eval_return_mean"),
+            ] {
                 let in_csv = cells[c].parse::<f64>().ok().map(f64::to_bits);
                 let in_json = json[key].as_f64().map(f64::to_bits);
                 assert_eq!(in_csv, in_json, "{folder}: {} {key}", cells[id]);

@@ -457,22 +457,45 @@ impl TrainConfig {
             available_memory().filter(|_| !crate::device::checking_for_other_machines());
         if let Some(available) = available {
             let need = self.memory_estimate();
-            let prefs = self.prefs_memory_estimate();
-            if need > available as u128 && prefs * 2 > need {
-                let p = self.prefs.as_ref().expect("a preference run");
-                return Err(bad(
-                    "prefs.labels",
-                    format!(
-                        "{} labels of {} segments × {} transitions would need about {} of \
-                         memory (the labels' reward-model inputs, one round's candidates, the \
-                         rollouts segments are cut from); this machine has {} available",
-                        p.labels,
-                        p.num_segments,
-                        p.segment_length,
-                        gib(need),
-                        gib(available as u128)
-                    ),
-                ));
+            // A preference run's store may be what does not fit: named by the field that
+            // sets its largest part.
+            if let Some(p) = self.prefs.as_ref().filter(|_| need > available as u128) {
+                let (labels, round, window) = p.memory_parts(self);
+                let rest = need - (labels + round + window);
+                if labels + round >= window.max(rest) {
+                    return Err(bad(
+                        "prefs.labels",
+                        format!(
+                            "{} labels of {} segments × {} transitions would need about {} of \
+                             memory for the labels and one round's candidates ({} for the \
+                             whole run); this machine has {} available",
+                            p.labels,
+                            p.num_segments,
+                            p.segment_length,
+                            gib(labels + round),
+                            gib(need),
+                            gib(available as u128)
+                        ),
+                    ));
+                }
+                if window >= rest {
+                    return Err(bad(
+                        "num_envs",
+                        format!(
+                            "the {} rollouts a {}-transition segment may span, of num_envs = {} \
+                             × {} steps, would need about {} of memory for the preference loop \
+                             ({} for the whole run); this machine has {} available: lower \
+                             num_envs or prefs.segment_length",
+                            p.rollout_window(self),
+                            p.segment_length,
+                            self.num_envs,
+                            self.rollout_steps(),
+                            gib(window),
+                            gib(need),
+                            gib(available as u128)
+                        ),
+                    ));
+                }
             }
             if need > available as u128 {
                 return Err(bad(
@@ -601,6 +624,16 @@ mod tests {
         let big = extra(&with(1 << 24, 500));
         assert!(big >= (1u128 << 24) * 2 * 500 * 6 * 4, "{big}");
         assert!(big < (1u128 << 24) * 2 * 500 * 6 * 4 * 2, "{big}");
+        // A2C's 5-step rollouts and 500-step segments: 101 rollouts of every env are kept, so
+        // the window, not the labels, is what grows with num_envs.
+        let mut a2c = with(100, 500);
+        (a2c.algo, a2c.num_steps, a2c.num_envs) = (Algo::A2c, 5, 4_000_000);
+        let p = a2c.prefs.clone().unwrap();
+        assert_eq!(p.rollout_window(&a2c), 101);
+        let (labels, round, window) = p.memory_parts(&a2c);
+        assert!(labels + round < 1 << 24, "{labels} {round}");
+        // Each transition: observation, action, reward, flags and input row, held twice.
+        assert_eq!(window, 101 * 4_000_000 * 5 * 2 * (16 + 8 + 8 + 2 + 24));
     }
 
     #[test]

@@ -12,6 +12,10 @@ use crate::limits::{MOST_SIZE, MOST_STEPS, over};
 /// loss, stay finite far beyond it.
 pub const MOST_REWARD_STD: f64 = 1e6;
 
+/// The range the L2 strength's adaptation keeps a non-zero strength in
+/// (the reward model's `adapted_l2`).
+pub const L2_RANGE: (f64, f64) = (1e-8, 1.0);
+
 /// How queries are chosen.
 pub const QUERY_STRATEGIES: [&str; 2] = ["random", "disagreement"];
 /// How elicitation and fitting are scheduled against policy optimisation.
@@ -171,20 +175,21 @@ impl PrefsConfig {
     }
 
     /// Bytes the preference loop holds at its largest, roughly (u128, so no product
-    /// overflows): every label's K segments of reward-model input rows (f32) and its μ; one
-    /// round's candidate queries (the initial batch, or `oversample` times a later round under
-    /// `disagreement`) with their rows and true rewards; and the window of recent rollouts'
-    /// rows and rewards.
-    pub fn memory_estimate(&self, run: &TrainConfig) -> u128 {
+    /// overflows), in three parts: (the labels: every label's K segments of reward-model input
+    /// rows, f32, and its μ; one round's candidate queries, the initial batch or `oversample`
+    /// times a later round under `disagreement`, with their rows and true rewards; the window
+    /// of recent rollouts segments are cut from, each transition's observation, action, true
+    /// reward, flags and input row, twice while queries are cut, as they are put end to end).
+    pub fn memory_parts(&self, run: &TrainConfig) -> (u128, u128, u128) {
         let Ok(spec) = gradgym_envs::spec(&run.env_id) else {
-            return 0;
+            return (0, 0, 0);
         };
-        let action = match (&spec.action_space, self.rm_action) {
-            (_, false) => 0,
-            (gradgym_envs::Space::Discrete { n }, true) => *n as u128,
-            (gradgym_envs::Space::Box { low, .. }, true) => low.len() as u128,
+        let (action, action_dim) = match &spec.action_space {
+            gradgym_envs::Space::Discrete { n } => (*n as u128, 0),
+            gradgym_envs::Space::Box { low, .. } => (low.len() as u128, low.len() as u128),
         };
-        let dim = spec.observation_space.dim() as u128 + action;
+        let obs_dim = spec.observation_space.dim() as u128;
+        let dim = obs_dim + if self.rm_action { action } else { 0 };
         let rows = self.num_segments as u128 * self.segment_length as u128;
         let label = rows * dim * 4 + self.num_segments as u128 * 8 + 64;
         let query = rows * (dim * 4 + 8) + 64;
@@ -195,8 +200,18 @@ impl PrefsConfig {
             1
         };
         let round = u128::from(self.initial_labels()).max(u128::from(self.round_size()) * pool);
-        let rollout = run.num_envs as u128 * run.rollout_steps() as u128 * (dim * 4 + 8);
-        u128::from(self.labels) * label + round * query + self.rollout_window(run) as u128 * rollout
+        let transition = 2 * (obs_dim * 4 + 8 + action_dim * 4 + 8 + 2 + dim * 4);
+        let window = self.rollout_window(run) as u128
+            * run.num_envs as u128
+            * run.rollout_steps() as u128
+            * transition;
+        (u128::from(self.labels) * label, round * query, window)
+    }
+
+    /// The sum of [`PrefsConfig::memory_parts`].
+    pub fn memory_estimate(&self, run: &TrainConfig) -> u128 {
+        let (labels, round, window) = self.memory_parts(run);
+        labels + round + window
     }
 
     /// Labels of the initial batch.
@@ -312,7 +327,7 @@ impl PrefsConfig {
                 ),
             ));
         }
-        let (lo, hi) = crate::prefs::reward_model::L2_RANGE;
+        let (lo, hi) = L2_RANGE;
         if !(self.l2 == 0.0 || (lo..=hi).contains(&self.l2)) {
             return Err(bad(
                 "prefs.l2",

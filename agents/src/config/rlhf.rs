@@ -224,8 +224,8 @@ pub struct RlConfig {
     /// Ziegler's online mode: this many rounds of (sample the current policy, label, refit the
     /// reward model on every label so far, optimise). 1: offline.
     pub rounds: usize,
-    /// Write samples.jsonl entries every this many updates (and at the last): a multiple of
-    /// `eval.every`, as they are an evaluation's samples.
+    /// Write samples.jsonl entries every this many updates (and at the last). They are an
+    /// evaluation's samples: an update they fall on is evaluated too (eval.csv gains its row).
     pub samples_every: usize,
     /// What runs the RL stage's passes of the policy and the value function: `auto` (the
     /// default: native on the CPU, libtorch on a GPU, as the classic tasks' `backend`),
@@ -557,17 +557,7 @@ impl RlhfConfig {
         if e.every == 0 {
             return Err(bad("eval.every", "must be at least 1"));
         }
-        // The samples written are an evaluation's: between evaluations there are none.
-        if rl.samples_every % e.every != 0 {
-            return Err(bad(
-                "rl.samples_every",
-                format!(
-                    "must be a multiple of eval.every = {} (samples.jsonl takes the samples of an \
-                     evaluation), got {}",
-                    e.every, rl.samples_every
-                ),
-            ));
-        }
+
         if let Some(&n) = e
             .best_of_n
             .iter()
@@ -633,10 +623,6 @@ mod tests {
             ("[eval]\nbest_of_n = [4, 1, 2]", "eval.best_of_n"),
             ("[rl]\nkl_target = 0.0", "rl.kl_target"),
             ("[rl]\nkl_target = 6.0\nbeta = 0.0", "rl.beta"),
-            (
-                "[rl]\nsamples_every = 5\n[eval]\nevery = 10",
-                "rl.samples_every",
-            ),
             (
                 "[rl]\nkl_target = 6.0\nkl_horizon = 12.0\nbatch_size = 64",
                 "rl.kl_horizon",

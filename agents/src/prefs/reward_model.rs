@@ -248,14 +248,11 @@ fn mean_std(v: &[f32]) -> (f64, f64) {
     (mean, if var.sqrt() > 1e-8 { var.sqrt() } else { 1.0 })
 }
 
-/// The range [`adapted_l2`] keeps a non-zero L2 strength in.
-pub const L2_RANGE: (f64, f64) = (1e-8, 1.0);
-
 /// The L2 strength after a fit with training loss `train` and validation loss `val`: ×1.5 when
 /// `val` is above `band[1]` × `train` (overfitting), ÷1.5 when below `band[0]` × `train`, kept
-/// within [`L2_RANGE`]; 0 (no L2) stays 0.
+/// within [`L2_RANGE`](crate::config::prefs::L2_RANGE); 0 (no L2) stays 0.
 pub fn adapted_l2(l2: f64, train: f64, val: f64, band: [f64; 2]) -> f64 {
-    let (lo, hi) = L2_RANGE;
+    let (lo, hi) = crate::config::prefs::L2_RANGE;
     if l2 == 0.0 {
         0.0
     } else if val > band[1] * train {

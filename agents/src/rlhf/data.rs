@@ -59,8 +59,20 @@ pub struct DataError {
     pub message: String,
 }
 
-/// Reads a preference file. `max_response` is the longest response the model can score.
+/// Reads a preference file. `max_response` is the longest response the model can score,
+/// `rl.max_response`'s.
 pub fn read_jsonl(path: &Path, grammar: &Grammar, max_response: usize) -> Result<Vec<Comparison>> {
+    read_jsonl_within(path, grammar, max_response, "rl.max_response")
+}
+
+/// [`read_jsonl`] with the longest response named by `limit` in the error a longer one gets
+/// (`rl.max_response`, or the context of the models that fit on the file).
+pub fn read_jsonl_within(
+    path: &Path,
+    grammar: &Grammar,
+    max_response: usize,
+    limit: &str,
+) -> Result<Vec<Comparison>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let file = path.display().to_string();
     // A byte-order mark, as some editors write, is not part of the first line.
@@ -77,14 +89,14 @@ pub fn read_jsonl(path: &Path, grammar: &Grammar, max_response: usize) -> Result
         if line.trim().is_empty() {
             continue;
         }
-        out.push(
-            parse_line(line, grammar, max_response).map_err(|(field, message)| DataError {
+        out.push(parse_line(line, grammar, (max_response, limit)).map_err(
+            |(field, message)| DataError {
                 file: file.clone(),
                 line: i + 1,
                 field,
                 message,
-            })?,
-        );
+            },
+        )?);
     }
     if out.is_empty() {
         anyhow::bail!("{file}: no comparisons (an empty preference file)");
@@ -95,7 +107,7 @@ pub fn read_jsonl(path: &Path, grammar: &Grammar, max_response: usize) -> Result
 fn parse_line(
     line: &str,
     grammar: &Grammar,
-    max_response: usize,
+    (max_response, limit): (usize, &str),
 ) -> Result<Comparison, (String, String)> {
     let value: Value =
         serde_json::from_str(line).map_err(|e| ("(line)".to_string(), format!("not JSON: {e}")))?;
@@ -161,7 +173,7 @@ fn parse_line(
             return Err((
                 field.into(),
                 format!(
-                    "{} tokens; rl.max_response allows at most {max_response}",
+                    "{} tokens; {limit} allows at most {max_response}",
                     tokens.len()
                 ),
             ));

@@ -133,10 +133,19 @@ pub fn needs(config: &RlhfConfig, stage: Stage, data: Option<&[Comparison]>) -> 
             });
         }
     }
-    // The reward model's batch: comparisons of one K, no more than the fit trains on.
+    // The reward model's batch: comparisons of one K, no more than the fit trains on, rows as
+    // long as its longest response (an online run's labels from --rm may be longer than
+    // `rl.max_response`: their reward model's context bounds them).
+    let longest_given = data
+        .and_then(|d| {
+            d.iter()
+                .flat_map(|c| c.responses.iter().map(Vec::len))
+                .max()
+        })
+        .unwrap_or(0);
     let rm_bytes = |train: &BTreeMap<usize, usize>| {
         let rm = config.reward_model.batch_size;
-        let l = row(config.rl.max_response);
+        let l = row(config.rl.max_response.max(longest_given));
         let lm = config.reward_model.lm_coef > 0.0;
         train
             .iter()
@@ -454,6 +463,25 @@ mod tests {
             refit(&c, Stage::Rl, Some(&beside)),
             Some(36 * params + 2 * act)
         );
+        // Labels beside --rm longer than `rl.max_response` (their reward model's context
+        // allowed them) are sized at their own length.
+        let mut short = c.clone();
+        short.rl.max_response = 6;
+        let long_pair = Comparison {
+            prompt: vec![0; PROMPT_LEN],
+            responses: vec![vec![4; 20], vec![5; 3]],
+            mu: vec![1.0, 0.0],
+        };
+        let long = vec![long_pair; 8];
+        let beside_short = refit(&short, Stage::Rl, Some(&beside)).unwrap();
+        let beside_long = refit(&short, Stage::Rl, Some(&long)).unwrap();
+        assert!(
+            beside_long > beside_short,
+            "{beside_long} vs {beside_short}"
+        );
+        let mut wide = c.clone();
+        wide.rl.max_response = 20;
+        assert_eq!(Some(beside_long), refit(&wide, Stage::Rl, Some(&long)));
         // A third round adds its labels; a batch smaller than them caps the need.
         c.rl.rounds = 3;
         assert_eq!(refit(&c, Stage::All, None), Some(36 * params + 3 * act));

@@ -622,7 +622,7 @@ fn labels_of_reward_model(
     path: &Path,
     source: &RewardModelSource,
     grammar: &Grammar,
-    max_response: usize,
+    (max_response, limit): (usize, &str),
 ) -> Result<Option<(Vec<Comparison>, Vec<Comparison>)>> {
     let RewardModelSource {
         folder,
@@ -641,7 +641,7 @@ fn labels_of_reward_model(
         match std::fs::metadata(&file) {
             // An empty file is what a run writes when it holds nothing out.
             Ok(m) if m.is_file() && m.len() == 0 => Ok(Vec::new()),
-            Ok(m) if m.is_file() => data::read_jsonl(&file, grammar, max_response),
+            Ok(m) if m.is_file() => data::read_jsonl_within(&file, grammar, max_response, limit),
             _ => match used {
                 Some(used) => anyhow::bail!(
                     "--rm {}: {} is missing: the reward model of round {round} was {used} it",
@@ -885,20 +885,28 @@ pub fn run(
     // Online rounds refit on every label so far: those of the reward model's run too.
     let prior_labels = match (stage, rm_path, &rm_source) {
         (Stage::Rl, Some(path), Some(source)) if config.rl.rounds > 1 => {
-            // The refits score them with the reward model, whose context bounds their
-            // responses (not `rl.max_response`, the policy's).
-            let longest = rm_in.as_ref().map_or(config.rl.max_response, |m| {
-                m.config
-                    .context
-                    .saturating_sub(gradgym_envs::text::PROMPT_LEN)
-            });
-            labels_of_reward_model(path, source, &Grammar::new(), longest).with_context(|| {
-                format!(
-                    "rl.rounds = {}: online rounds refit the reward model on the labels of \
+            // The refits fit a reward model built on the SFT body on them and score them, so
+            // the smaller of the two models' contexts bounds their responses (not
+            // `rl.max_response`, the policy's).
+            let context = sft_in
+                .as_ref()
+                .map_or(config.model.context, |m| m.config.context)
+                .min(rm_in.as_ref().map_or(usize::MAX, |m| m.config.context));
+            let longest = context.saturating_sub(gradgym_envs::text::PROMPT_LEN);
+            let limit = format!(
+                "the context of the models that refit on them ({context}) less the \
+                 {}-token prompt",
+                gradgym_envs::text::PROMPT_LEN
+            );
+            labels_of_reward_model(path, source, &Grammar::new(), (longest, &limit)).with_context(
+                || {
+                    format!(
+                        "rl.rounds = {}: online rounds refit the reward model on the labels of \
                      --rm's run as well",
-                    config.rl.rounds
-                )
-            })?
+                        config.rl.rounds
+                    )
+                },
+            )?
         }
         _ => None,
     };
@@ -1297,14 +1305,16 @@ pub fn run(
                 .set("val/explained_variance", stats.explained_variance)
                 .set("gradient_steps", stats.gradient_steps as f64);
             let last = update + 1 == rl.updates;
-            if (update + 1) % config.eval.every == 0 || last {
+            // Samples are an evaluation's: an update they are due at is evaluated too.
+            let sampled = (update + 1) % rl.samples_every == 0 || last;
+            if (update + 1) % config.eval.every == 0 || sampled {
                 let (e, samples) =
                     run.evaluate(&learner.policy, &sft, &rm, &prompts, (update + 1) as u64)?;
                 run.eval_row(update + 1, config.algo().name(), &e)?;
                 row.set("eval/gold_scores", e.gold)
                     .set("eval/scores", e.proxy)
                     .set("eval/kl", e.kl);
-                if (update + 1) % rl.samples_every == 0 || last {
+                if sampled {
                     for (i, (resp, s)) in samples.iter().enumerate().take(8) {
                         run.sample_line(
                             config.algo().name(),
