@@ -61,7 +61,7 @@ lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
 
-bench-envs:
+bench-envs: setup
 	scripts/bench-envs.sh 5
 
 # PPO CartPole (CleanRL's config) wall clock, 3 runs per backend.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Retrains the committed reference results from scratch and regenerates their reports and plots:
 #   results/classic-control/  gradgym sweep sweeps/classic-control.toml (40 runs; ~70 s on 2 cores)
-#   results/quick/            gradgym sweep sweeps/quick.toml (the main job's sweep; ~20 s)
+#   results/quick/            gradgym sweep sweeps/quick.toml (the main job's sweep; ~45 s)
 #   results/prefs/            gradgym sweep sweeps/prefs.toml (60 runs, learning from preferences; ~3 min)
 #   results/estimators/       gradgym estimators --seed 0 (~3 s)
 #   results/rlhf/             scripts/rlhf-results.sh (the RLHF over-optimisation study; ~11 min)

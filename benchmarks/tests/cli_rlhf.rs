@@ -600,6 +600,8 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
     ok(&run(&args));
     let rm_model = rm.join("reward_model");
     let rm_model = rm_model.to_str().unwrap();
+    let wide = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/rlhf/rm-labels2000");
+    let wide = wide.to_str().unwrap();
     let out = dir.join("out");
     let o = out.to_str().unwrap();
     // Paths that hold no model are named as what they are.
@@ -695,19 +697,10 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
             vec!["sft", "--device", "gpu"],
             "--device gpu: unknown device",
         ),
-        // Online rounds read the reward model's labels: checked before the folder, too.
+        // Online rounds read the reward model's labels: checked before the folder, too (the
+        // committed study's, of up to 24 tokens, past what this SFT body's context holds).
         (
-            vec![
-                "rl",
-                "--sft",
-                s,
-                "--rm",
-                r,
-                "--set",
-                "rl.rounds=2",
-                "--set",
-                "rl.max_response=3",
-            ],
+            vec!["rl", "--sft", s, "--rm", wide, "--set", "rl.rounds=2"],
             "labels.jsonl",
         ),
     ] {
