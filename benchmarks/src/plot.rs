@@ -772,7 +772,7 @@ pub fn plot_results(
         }));
     }
     for key in numeric_grid_keys(set) {
-        let panels = scaling_panels(set, &rep, &key);
+        let (panels, left_out) = scaling_panels(set, &rep, &key);
         if panels.is_empty() {
             continue;
         }
@@ -784,7 +784,7 @@ pub fn plot_results(
         );
         let width = (640 * panels.len() as u32).max(MIN_WIDTH);
         written.extend(render!(out, &name, (width, 820), |root| {
-            draw_scaling(root, &key, &panels)
+            draw_scaling(root, &key, &panels, &left_out)
         }));
     }
     Ok(written)
@@ -833,17 +833,21 @@ struct ScalingPanel {
     lines: Vec<(String, usize, Vec<ScalingPoint>)>,
     /// (label, colour index, IQM, low, high)
     references: Vec<(String, usize, f64, f64, f64)>,
-    /// Cells with no scored run (every run failed or unreadable), drawn nowhere.
-    left_out: Vec<String>,
 }
 
-fn scaling_panels(set: &ResultSet, rep: &report::Report, key: &str) -> Vec<ScalingPanel> {
+/// The panels, and the cells with no scored run (every run failed or unreadable), drawn
+/// nowhere, whichever env they are on.
+fn scaling_panels(
+    set: &ResultSet,
+    rep: &report::Report,
+    key: &str,
+) -> (Vec<ScalingPanel>, Vec<String>) {
     let labels = set.labels();
     let mut panels = Vec::new();
+    let mut left_out = Vec::new();
     for env in set.envs() {
         let mut lines: Vec<(String, usize, Vec<ScalingPoint>)> = Vec::new();
         let mut references = Vec::new();
-        let mut left_out = Vec::new();
         for row in rep.per_env.iter().filter(|r| r.env == env) {
             let Some(run) = set.all(&env, &row.label).into_iter().next() else {
                 continue;
@@ -893,16 +897,16 @@ fn scaling_panels(set: &ResultSet, rep: &report::Report, key: &str) -> Vec<Scali
             env,
             lines,
             references,
-            left_out,
         });
     }
-    panels
+    (panels, left_out)
 }
 
 fn draw_scaling<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     key: &str,
     panels: &[ScalingPanel],
+    left_out: &[String],
 ) -> Result<()> {
     root.fill(&WHITE).map_err(err)?;
     let mut names: Vec<String> = Vec::new();
@@ -935,10 +939,6 @@ fn draw_scaling<DB: DrawingBackend>(
         "Dashed: a reference with no grid value (its IQM, and its CI as a band).".to_string(),
     ];
     let mut note = note;
-    let left_out: Vec<&str> = panels
-        .iter()
-        .flat_map(|p| p.left_out.iter().map(String::as_str))
-        .collect();
     if !left_out.is_empty() {
         note.push(format!(
             "Not drawn, no run scored (failed or unreadable): {}.",

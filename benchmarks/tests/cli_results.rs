@@ -215,6 +215,11 @@ fn a_scaling_plot_leaves_out_a_cell_with_no_scored_run_and_says_so() {
             rows.push(("CartPole-v1", "ppo", i as u64 + 1, values, status, *sc, *sc));
         }
     }
+    // An env whose every cell failed has no panel; its cells are named all the same.
+    for (i, lr) in ["0.1", "0.3"].iter().enumerate() {
+        let values: &'static [&'static str] = if *lr == "0.1" { &["0.1"] } else { &["0.3"] };
+        rows.push(("Pendulum-v1", "ppo", i as u64 + 1, values, "failed", "", ""));
+    }
     let dir = folder("scaling", &["learning_rate"], &rows);
     let out = dir.join("plots");
     let o = gradgym(&["plot", s(&dir), "--reps", "100", "--out", s(&out)]);
@@ -222,7 +227,8 @@ fn a_scaling_plot_leaves_out_a_cell_with_no_scored_run_and_says_so() {
     let svg = fs::read_to_string(out.join("scaling_learning_rate.svg")).unwrap();
     assert!(
         svg.contains(
-            "Not drawn, no run scored (failed or unreadable): CartPole-v1 ppo[learning_rate=0.2]"
+            "Not drawn, no run scored (failed or unreadable): CartPole-v1 ppo[learning_rate=0.2]; \
+             Pendulum-v1 ppo[learning_rate=0.1]; Pendulum-v1 ppo[learning_rate=0.3]."
         ),
         "the note is missing"
     );
