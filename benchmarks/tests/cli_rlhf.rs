@@ -248,7 +248,7 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains(
-            "the context of the models that refit on them (24) less the 8-token prompt allows \
+            "the context of the SFT body the refits build on (24) less the 8-token prompt allows \
              at most 16"
         ),
         "{}",

@@ -479,13 +479,19 @@ impl TrainConfig {
                     ));
                 }
                 if window >= rest {
+                    // More than one rollout kept only where a segment outgrows one.
+                    let or_segment = if p.rollout_window(self) > 1 {
+                        " or prefs.segment_length"
+                    } else {
+                        ""
+                    };
                     return Err(bad(
                         "num_envs",
                         format!(
-                            "the {} rollouts a {}-transition segment may span, of num_envs = {} \
-                             × {} steps, would need about {} of memory for the preference loop \
-                             ({} for the whole run); this machine has {} available: lower \
-                             num_envs or prefs.segment_length",
+                            "the {} rollout(s) a {}-transition segment may span, of num_envs = \
+                             {} × {} steps, would need about {} of memory for the preference \
+                             loop ({} for the whole run); this machine has {} available: lower \
+                             num_envs{or_segment}",
                             p.rollout_window(self),
                             p.segment_length,
                             self.num_envs,

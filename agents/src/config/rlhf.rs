@@ -276,7 +276,8 @@ impl Default for RlConfig {
 pub struct EvalConfig {
     /// Prompts per evaluation.
     pub prompts: usize,
-    /// Evaluate every this many updates (and at the last).
+    /// Evaluate every this many updates (and at the last, and wherever `rl.samples_every`
+    /// asks for samples).
     pub every: usize,
     /// The n of best-of-n (each at most `samples_per_prompt`).
     pub best_of_n: Vec<usize>,

@@ -37,7 +37,8 @@
 //! that fits `rl.max_response` (the grammar's constants); a large batch nearly always has one
 //! that long. Responses sampled from a model (the reward model's comparisons, RL's rollouts)
 //! are taken at `rl.max_response`: the bound assumes a batch has one response that long, which
-//! a policy that always stops sooner would not have. Measured peaks on the demo model grow
+//! a policy that always stops sooner would not have; an online refit's rows are as long as the
+//! longest label it reads from `--rm`'s run. Measured peaks on the demo model grow
 //! 1.40 to 5.17 times as fast as the bound with the batch (docs/rlhf.md, "Memory"): a run it
 //! lets through may still need more; one it refuses cannot fit (given that assumption).
 //!

@@ -885,16 +885,15 @@ pub fn run(
     // Online rounds refit on every label so far: those of the reward model's run too.
     let prior_labels = match (stage, rm_path, &rm_source) {
         (Stage::Rl, Some(path), Some(source)) if config.rl.rounds > 1 => {
-            // The refits fit a reward model built on the SFT body on them and score them, so
-            // the smaller of the two models' contexts bounds their responses (not
-            // `rl.max_response`, the policy's).
+            // The refits fit a reward model built on the SFT body on them, so its context
+            // bounds their responses (not `rl.max_response`, the policy's; nor --rm's context:
+            // that model never scores them).
             let context = sft_in
                 .as_ref()
-                .map_or(config.model.context, |m| m.config.context)
-                .min(rm_in.as_ref().map_or(usize::MAX, |m| m.config.context));
+                .map_or(config.model.context, |m| m.config.context);
             let longest = context.saturating_sub(gradgym_envs::text::PROMPT_LEN);
             let limit = format!(
-                "the context of the models that refit on them ({context}) less the \
+                "the context of the SFT body the refits build on ({context}) less the \
                  {}-token prompt",
                 gradgym_envs::text::PROMPT_LEN
             );
