@@ -307,20 +307,6 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// `s`, or its first 80 characters and how many more there are: an error line quotes what
-/// it refuses without repeating a whole long text.
-fn shortened(s: &str) -> String {
-    const MOST: usize = 80;
-    match s.char_indices().nth(MOST) {
-        None => s.to_string(),
-        Some((cut, _)) => format!(
-            "{}… ({} more characters)",
-            &s[..cut],
-            s[cut..].chars().count()
-        ),
-    }
-}
-
 fn prompt_field(obj: &Map<String, Value>, grammar: &Grammar) -> Result<Vec<u32>, (String, String)> {
     let v = obj.get("prompt").ok_or(missing("prompt"))?;
     let Value::String(s) = v else {
@@ -344,7 +330,7 @@ fn prompt_field(obj: &Map<String, Value>, grammar: &Grammar) -> Result<Vec<u32>,
             "prompt".into(),
             format!(
                 "`{}` is not a prompt of the review language (`review of the SUBJECT positive|negative :`)",
-                shortened(s)
+                gradgym_envs::text::vocab::shortened(s)
             ),
         ));
     }

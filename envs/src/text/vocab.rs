@@ -128,7 +128,7 @@ pub enum TokenError {
 
 /// `s` as an error message quotes it: its first 80 characters, and how many more there are
 /// (a line of a user's file may be megabytes long).
-fn shortened(s: &str) -> String {
+pub fn shortened(s: &str) -> String {
     const MOST: usize = 80;
     match s.char_indices().nth(MOST) {
         None => s.to_string(),
