@@ -837,14 +837,13 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
     }
 
     let previous: Option<SweepManifest> = previous_text.and_then(|t| serde_json::from_str(&t).ok());
-    if let Some(m) = previous
-        .as_ref()
-        .filter(|_| outcome.skipped > 0 && !options.quiet)
-    {
-        let now = gradgym_agents::build_info::GIT_REVISION;
-        let before: Vec<String> = revisions_so_far(Some(m), now)
-            .into_iter()
-            .filter(|r| r != now)
+    let now = gradgym_agents::build_info::GIT_REVISION;
+    let git_revisions = revisions_so_far(previous.as_ref(), now);
+    if previous.is_some() && outcome.skipped > 0 && !options.quiet {
+        let before: Vec<&str> = git_revisions
+            .iter()
+            .map(String::as_str)
+            .filter(|r| *r != now)
             .collect();
         if !before.is_empty() {
             eprintln!(
@@ -866,11 +865,8 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
         shard: format!("{}/{}", options.shard.index, options.shard.count),
         runs_in_grid: all.len(),
         runs_in_shard: runs.len(),
-        git_revision: gradgym_agents::build_info::GIT_REVISION.into(),
-        git_revisions: revisions_so_far(
-            previous.as_ref(),
-            gradgym_agents::build_info::GIT_REVISION,
-        ),
+        git_revision: now.into(),
+        git_revisions,
         gradgym_version: gradgym_agents::build_info::GRADGYM_VERSION.into(),
         libtorch_version: gradgym_agents::build_info::LIBTORCH_VERSION.into(),
         tch_version: "0.24.0".into(),
