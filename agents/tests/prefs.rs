@@ -201,16 +201,20 @@ fn prefs_config(env: &str, labels: u64) -> TrainConfig {
     }
 }
 
+/// A run's `labels_used` column, row by row.
+fn labels_used(r: &gradgym_agents::train::RunResult) -> Vec<f64> {
+    r.rows
+        .iter()
+        .map(|row| row.f64("labels_used").unwrap())
+        .collect()
+}
+
 #[test]
 fn a_run_asks_its_whole_budget_on_schedule_and_repeats_itself() {
     let config = prefs_config("FixedHorizonCartPole-v0", 40);
     let a = run(&config, None).unwrap();
     assert_eq!(a.summary.status, "completed", "{:?}", a.summary.error);
-    let used: Vec<f64> = a
-        .rows
-        .iter()
-        .map(|r| r.f64("labels_used").unwrap())
-        .collect();
+    let used = labels_used(&a);
     // 25% before the first update, every label by the end, never more, never fewer later.
     assert_eq!(used[0], 10.0);
     assert_eq!(*used.last().unwrap(), 40.0);
@@ -287,11 +291,7 @@ fn every_learner_trains_on_the_learned_reward_even_with_rollouts_shorter_than_a_
     a2c.total_timesteps = 4 * 4 * 60;
     let r = run(&a2c, None).unwrap();
     assert_eq!(r.summary.status, "completed", "{:?}", r.summary.error);
-    let used: Vec<f64> = r
-        .rows
-        .iter()
-        .map(|r| r.f64("labels_used").unwrap())
-        .collect();
+    let used = labels_used(&r);
     // Two 4-step rollouts hold no 10-step segment; three do, and the initial 25% (8) is asked.
     assert_eq!(&used[..3], &[0.0, 0.0, 8.0], "{used:?}");
     assert_eq!(r.rows[0].f64("learned_episodic_return"), None);
@@ -322,11 +322,7 @@ fn a_first_batch_on_the_last_rollout_asks_the_whole_budget() {
     a2c.total_timesteps = 4 * 5 * 2;
     let r = run(&a2c, None).unwrap();
     assert_eq!(r.summary.status, "completed", "{:?}", r.summary.error);
-    let used: Vec<f64> = r
-        .rows
-        .iter()
-        .map(|r| r.f64("labels_used").unwrap())
-        .collect();
+    let used = labels_used(&r);
     assert_eq!(used, [0.0, 40.0]);
 }
 
