@@ -4,6 +4,8 @@
 //! Later layers win: `TrainConfig::default()` (CleanRL's `ppo.py`) → the shipped file for
 //! (env, algo), if any → the caller's layers in order. The result is validated.
 
+use std::collections::BTreeMap;
+
 use anyhow::Result;
 use gradgym_agents::config::{Algo, TrainConfig};
 
@@ -40,6 +42,10 @@ pub fn builtin_config(env_id: &str, algo: Algo) -> Option<(String, &'static str)
 pub struct Layer {
     pub source: String,
     pub text: String,
+    /// Where each key of `text` (`prefs.labels` for a table's key) was written in the user's
+    /// file (`FILE:LINE`), for a layer cut out of a larger file (a sweep's `config` or `grid`
+    /// table), whose `text` is not the file; empty otherwise.
+    pub lines: BTreeMap<String, String>,
 }
 
 impl Layer {
@@ -47,8 +53,76 @@ impl Layer {
         Self {
             source: source.into(),
             text: text.into(),
+            lines: BTreeMap::new(),
         }
     }
+
+    /// The layer with where each of its keys was written ([`Layer::lines`]).
+    pub fn with_lines(mut self, lines: BTreeMap<String, String>) -> Self {
+        self.lines = lines;
+        self
+    }
+}
+
+/// Where every key under `path` in the TOML `text` is written: `FILE:LINE` (the key's own
+/// line; `file` names the file) by the key's dotted path below `path` (`prefs.labels` for
+/// `path.prefs.labels`). `path` steps into tables by key and into arrays of tables by index
+/// (`["runs", "0", "config"]`). Empty where `text` does not parse or has nothing there.
+pub fn key_lines(text: &str, file: &str, path: &[&str]) -> BTreeMap<String, String> {
+    use toml::de::{DeTable, DeValue};
+    fn collect(
+        table: &DeTable<'_>,
+        prefix: &str,
+        line_of: &dyn Fn(usize) -> String,
+        out: &mut BTreeMap<String, String>,
+    ) {
+        for (key, value) in table.iter() {
+            let name = if prefix.is_empty() {
+                key.get_ref().to_string()
+            } else {
+                format!("{prefix}.{}", key.get_ref())
+            };
+            out.insert(name.clone(), line_of(key.span().start));
+            if let DeValue::Table(inner) = value.get_ref() {
+                collect(inner, &name, line_of, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    let Ok(root) = DeTable::parse(text) else {
+        return out;
+    };
+    let line_of = |offset: usize| {
+        let line = text.as_bytes()[..offset.min(text.len())]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        format!("{file}:{}", line + 1)
+    };
+    let root = DeValue::Table(root.into_inner());
+    let mut at = &root;
+    for step in path {
+        let next = match at {
+            DeValue::Table(t) => t
+                .iter()
+                .find(|(k, _)| k.get_ref() == step)
+                .map(|(_, v)| v.get_ref()),
+            DeValue::Array(a) => step
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| a.get(i))
+                .map(|v| v.get_ref()),
+            _ => None,
+        };
+        match next {
+            Some(v) => at = v,
+            None => return out,
+        }
+    }
+    if let DeValue::Table(t) = at {
+        collect(t, "", &line_of, &mut out);
+    }
+    out
 }
 
 /// Whether `value` is an integer that TOML cannot hold (it takes signed 64-bit integers).
@@ -185,6 +259,9 @@ pub fn located(message: String, layer: &Layer) -> anyhow::Error {
 fn where_set(layers: &[Layer], field: &str) -> Option<String> {
     let path: Vec<&str> = field.split('.').collect();
     layers.iter().rev().find_map(|layer| {
+        if let Some(at) = layer.lines.get(field) {
+            return Some(at.clone());
+        }
         let table: toml::Table = layer.text.parse().ok()?;
         let mut at = &table;
         for key in &path[..path.len() - 1] {

@@ -64,6 +64,9 @@ pub struct SweepSpec {
     /// Resources of `--emit-slurm` scripts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slurm: Option<SlurmSpec>,
+    /// The file's text, for the lines that errors name.
+    #[serde(skip)]
+    text: String,
 }
 
 /// One `[[runs]]` block: every env × algo × grid point.
@@ -127,7 +130,9 @@ impl Shard {
 
 impl SweepSpec {
     pub fn parse(text: &str, source: &str) -> Result<Self> {
-        let spec: SweepSpec = toml::from_str(text).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+        let mut spec: SweepSpec =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+        spec.text = text.to_string();
         if spec.seeds.is_empty() {
             bail!("{source}: `seeds` is empty; give at least one seed");
         }
@@ -159,6 +164,9 @@ impl SweepSpec {
             }
         }
         let table_text = |t: &toml::Table| toml::to_string(t).expect("a TOML table serialises");
+        // Where each key of a `config` or `grid` table is written, for errors to name the line.
+        let lines = |path: &[&str]| configs::key_lines(&self.text, source, path);
+        let top_lines = lines(&["config"]);
         let mut runs = Vec::new();
         // Run id → (position, group) of every run that has it.
         let mut seen: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
@@ -213,6 +221,11 @@ impl SweepSpec {
                 }
             }
             let points = grid_points(&group.grid);
+            let g_text = g.to_string();
+            let (config_lines, grid_lines) = (
+                lines(&["runs", &g_text, "config"]),
+                lines(&["runs", &g_text, "grid"]),
+            );
             for env in &group.envs {
                 gradgym_envs::spec(env).map_err(|e| anyhow::anyhow!("{where_}: {e}"))?;
                 for algo_name in &group.algos {
@@ -222,16 +235,22 @@ impl SweepSpec {
                         for &seed in &self.seeds {
                             let mut layers = Vec::new();
                             if !self.config.is_empty() {
-                                layers.push(Layer::new(
-                                    format!("{source} config"),
-                                    table_text(&self.config),
-                                ));
+                                layers.push(
+                                    Layer::new(
+                                        format!("{source} config"),
+                                        table_text(&self.config),
+                                    )
+                                    .with_lines(top_lines.clone()),
+                                );
                             }
                             if !group.config.is_empty() {
-                                layers.push(Layer::new(
-                                    format!("{where_} config"),
-                                    table_text(&group.config),
-                                ));
+                                layers.push(
+                                    Layer::new(
+                                        format!("{where_} config"),
+                                        table_text(&group.config),
+                                    )
+                                    .with_lines(config_lines.clone()),
+                                );
                             }
                             let point_lines: Vec<String> =
                                 point.iter().map(|(k, v)| format!("{k} = {v}")).collect();
@@ -240,7 +259,10 @@ impl SweepSpec {
                             if let Some(d) = device {
                                 last.push(format!("device = {d:?}"));
                             }
-                            layers.push(Layer::new(format!("{where_} grid"), last.join("\n")));
+                            layers.push(
+                                Layer::new(format!("{where_} grid"), last.join("\n"))
+                                    .with_lines(grid_lines.clone()),
+                            );
                             let (config, _) =
                                 configs::resolve(env, algo, &layers).with_context(|| {
                                     format!("{where_}: {env} {algo_name} seed {seed}")
@@ -1330,6 +1352,54 @@ config = { num_envs = 16 }
         // group 1's runs are not.
         let groups: Vec<&str> = runs.iter().map(|r| r.group.as_str()).collect();
         assert_eq!(groups, ["", "", "2", "2", "", ""]);
+    }
+
+    #[test]
+    fn config_and_grid_errors_name_the_line_of_the_sweep_file() {
+        let error = |text: &str| {
+            let e = SweepSpec::parse(text, "s.toml")
+                .and_then(|s| s.plan("s.toml", None))
+                .unwrap_err();
+            format!("{e:#}")
+        };
+        // The top-level `config`, inline.
+        let e = error(
+            "seeds = [1]
+config = { total_timesteps = 1000, gamma = \"high\" }
+[[runs]]
+envs = [\"CartPole-v1\"]
+algos = [\"ppo\"]
+",
+        );
+        assert!(
+            e.contains("s.toml:2: config field `gamma`: invalid type"),
+            "{e}"
+        );
+        // A group's `[runs.config]` and `[runs.grid]` tables, the second group's; a key of
+        // a nested table (`prefs.labls`), unknown.
+        let text = "seeds = [1]
+
+[[runs]]
+envs = [\"CartPole-v1\"]
+algos = [\"ppo\"]
+
+[[runs]]
+envs = [\"CartPole-v1\"]
+algos = [\"a2c\"]
+[runs.config]
+total_timesteps = 1000
+prefs = { labls = 3 }
+[runs.grid]
+learning_rate = [0.1, -2.0]
+";
+        let e = error(text);
+        assert!(e.contains("[[runs]] #2"), "{e}");
+        assert!(e.contains("s.toml:12: unknown field `prefs.labls`"), "{e}");
+        let e = error(&text.replace("labls", "labels"));
+        assert!(
+            e.contains("s.toml:14: config field `learning_rate`: must be a positive number"),
+            "{e}"
+        );
     }
 
     #[test]
