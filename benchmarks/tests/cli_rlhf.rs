@@ -495,6 +495,16 @@ fn a_bad_preference_line_is_named_by_file_line_and_field() {
             r#"{"prompt": "tell me a story", "chosen": "bad", "rejected": "bad"}"#,
             "field `prompt`",
         ),
+        (
+            "implicit-prompt",
+            r#"{"prompt": "review of the phone positive :", "chosen": "review of the phone positive : the phone is great . <eos>", "rejected": "bad . <eos>"}"#,
+            "field `chosen`: begins with the line's prompt",
+        ),
+        (
+            "implicit-prompt-bos",
+            r#"{"prompt": "review of the phone positive :", "chosen": "great . <eos>", "rejected": "<bos> review of the phone positive : <sep> bad . <eos>"}"#,
+            "field `rejected`: begins with the line's prompt",
+        ),
     ] {
         let (code, t, data) = bad_data(name, &format!("{GOOD}\n{second}\n"));
         assert_eq!(code, Some(2), "{name}: {t}");

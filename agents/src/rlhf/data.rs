@@ -154,6 +154,23 @@ fn parse_line(
         if tokens.is_empty() {
             return Err((field.into(), "an empty response".into()));
         }
+        // The prompt repeated at the head of the response (TRL's implicit-prompt form, or a
+        // `prompt` column copied out without being cut from the responses) would be scored as
+        // prompt + prompt + response. The review language's responses never begin with a
+        // prompt's words (`review of the ...`).
+        let words = &prompt[1..prompt.len() - 1];
+        if tokens
+            .strip_prefix(&[BOS])
+            .unwrap_or(&tokens)
+            .starts_with(words)
+        {
+            return Err((
+                field.into(),
+                "begins with the line's prompt (TRL's implicit-prompt form, or a prompt not \
+                 cut from the responses); give the response alone"
+                    .into(),
+            ));
+        }
         // A response is what the model generated, and generation stops at `<eos>`: tokens
         // after it (padding, in many exports) would move the reward model's read-out off the
         // response's last real token. Any other token, special ones included, is a token the
