@@ -1068,3 +1068,24 @@ fn a_reward_model_that_scores_everything_alike_is_a_coin_flip_in_its_accuracy() 
         assert!((hits - hits.round()).abs() < 1e-9, "K = {k}: {trained:?}");
     }
 }
+
+#[test]
+fn finite_weights_that_overflow_in_the_forward_pass_stop_sampling_with_an_error() {
+    let m = language_model(4);
+    let prompts = vec![vec![gradgym_envs::text::BOS; PROMPT_LEN]; 3];
+    let mut r = rng::stream(1, "test/overflow", 0);
+    gradgym_agents::rlhf::reward::sample(&m, &prompts, 4, &mut r).expect("a healthy model");
+    // A huge but finite gain in the final LayerNorm: its outputs, then the logits, overflow.
+    tch::no_grad(|| {
+        let mut vars = m.vs.variables();
+        vars.get_mut("transformer__ln_f__weight")
+            .unwrap()
+            .fill_(3e38);
+    });
+    let e = gradgym_agents::rlhf::reward::sample(&m, &prompts, 4, &mut r).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("the model's next-token distribution is not finite (response 1, token 1"),
+        "{e}"
+    );
+}

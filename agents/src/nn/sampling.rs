@@ -288,7 +288,8 @@ pub fn sample_token(logits: &[f32], config: &SamplingConfig, rng: &mut Stream) -
 pub struct Generated {
     /// The response tokens (ending with `eos` if it was drawn).
     pub tokens: Vec<u32>,
-    /// log π(token | context) of each response token under the model (temperature 1).
+    /// log π(token | context) of each response token under the model (temperature 1); NaN
+    /// where the model's logits at that step were not all finite.
     pub logprobs: Vec<f64>,
 }
 
@@ -404,6 +405,9 @@ fn sample_rows(
             }
             let row = &logits[i * vocab..(i + 1) * vocab];
             let (tok, logp) = sample_row(row, config, uniform01(&mut rngs[i]), &mut scratch);
+            // x − x is NaN for ±∞ and NaN alone; the sum vectorises where `all` would not.
+            let finite = row.iter().fold(0f32, |a, &x| a + (x - x)) == 0.0;
+            let logp = if finite { logp } else { f64::NAN };
             out[i].tokens.push(tok);
             out[i].logprobs.push(logp);
             input[i] = tok;
@@ -510,4 +514,28 @@ fn torch_rows(
             },
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_whose_logits_are_not_all_finite_gives_nan_log_probabilities() {
+        let prompts = vec![vec![0u32, 1], vec![1, 0]];
+        let config = SamplingConfig::default();
+        // Row 0's logits hold −∞ at its last step only (its draws stay finite: the token is
+        // never drawn); row 1's are finite throughout.
+        let mut steps = 0;
+        let out = sample_rows(&prompts, 0, 4, 3, 99, &config, 7, |_, _, logits| {
+            steps += 1;
+            logits.copy_from_slice(&[0.5, 1.0, -0.5, 0.0, 0.5, 1.0, -0.5, 0.0]);
+            if steps == 3 {
+                logits[3] = f32::NEG_INFINITY;
+            }
+        });
+        assert!(out[0].logprobs[..2].iter().all(|l| l.is_finite()));
+        assert!(out[0].logprobs[2].is_nan(), "{:?}", out[0].logprobs);
+        assert!(out[1].logprobs.iter().all(|l| l.is_finite()));
+    }
 }

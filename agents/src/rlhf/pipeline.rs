@@ -273,7 +273,8 @@ impl Run<'_> {
         index: u64,
     ) -> Result<(PolicyEval, Vec<Answer>)> {
         let mut rng = self.stream("eval", index);
-        let generated = reward::sample(policy, prompts, self.config.rl.max_response, &mut rng);
+        let generated = reward::sample(policy, prompts, self.config.rl.max_response, &mut rng)
+            .context("evaluation: sampling from the policy")?;
         let p: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
         let r: Vec<&[u32]> = generated.iter().map(|g| g.tokens.as_slice()).collect();
         let proxy = reward::score_all(rm, &p, &r);
@@ -435,7 +436,7 @@ impl Run<'_> {
                 self.config.reward_model.normalize_samples,
                 self.config.rl.max_response,
                 &mut self.stream("normalise", round),
-            )
+            )?
         } else {
             Normalisation {
                 mean: 0.0,
@@ -1042,7 +1043,8 @@ pub fn run(
                 config.rl.max_response,
                 &config.sample,
                 &mut run.stream("sample", 0),
-            );
+            )
+            .context("sample: sampling from the model")?;
             check_interrupt(run.interrupt, || "after sampling".into())?;
             let proxies: Vec<Option<f64>> = match &rm {
                 Some(rm) => {
@@ -1255,7 +1257,8 @@ pub fn run(
                 &batch_prompts,
                 rl.max_response,
                 &mut sample_rng,
-            );
+            )
+            .context("rl: sampling the batch from the policy")?;
             let p: Vec<&[u32]> = batch_prompts.iter().map(|p| p.as_slice()).collect();
             let r: Vec<&[u32]> = generated.iter().map(|g| g.tokens.as_slice()).collect();
             let beta = kl.beta();

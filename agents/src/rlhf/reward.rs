@@ -37,7 +37,7 @@ pub fn sample(
     prompts: &[Vec<u32>],
     max_response: usize,
     rng: &mut Stream,
-) -> Vec<Generated> {
+) -> Result<Vec<Generated>> {
     sample_with(
         model,
         prompts,
@@ -54,11 +54,25 @@ pub fn sample_with(
     max_response: usize,
     sampling: &SamplingConfig,
     rng: &mut Stream,
-) -> Vec<Generated> {
-    prompts
+) -> Result<Vec<Generated>> {
+    let generated: Vec<Generated> = prompts
         .chunks(CHUNK)
         .flat_map(|c| generate(model, c, max_response, EOS, sampling, rng))
-        .collect()
+        .collect();
+    // Finite weights can still overflow in the forward pass (a huge bias); the sampler would
+    // then draw from a distribution of NaNs, which picks the first token every time.
+    for (i, g) in generated.iter().enumerate() {
+        if let Some(j) = g.logprobs.iter().position(|l| !l.is_finite()) {
+            anyhow::bail!(
+                "the model's next-token distribution is not finite (response {}, token {}: \
+                 log-probability {}): its weights, though finite, overflow in the forward pass",
+                i + 1,
+                j + 1,
+                g.logprobs[j]
+            );
+        }
+    }
+    Ok(generated)
 }
 
 /// The reward model's (or value model's) score of every (prompt, response), in chunks.
@@ -114,7 +128,8 @@ pub fn label(
         temperature: config.sample_temperature,
         ..SamplingConfig::default()
     };
-    let samples = sample_with(policy, &repeated, max_response, &sampling, rng);
+    let samples = sample_with(policy, &repeated, max_response, &sampling, rng)
+        .map_err(|e| e.context("labels: sampling the responses to compare"))?;
     let mut out = Vec::with_capacity(count);
     for (prompt, group) in prompts.into_iter().zip(samples.chunks(k)) {
         let responses: Vec<Vec<u32>> = group.iter().map(|g| g.tokens.clone()).collect();
@@ -303,9 +318,10 @@ pub fn normalise(
     samples: usize,
     max_response: usize,
     rng: &mut Stream,
-) -> Normalisation {
+) -> Result<Normalisation> {
     let (_, prompts) = prompts(grammar, samples, rng);
-    let generated = sample(sft, &prompts, max_response, rng);
+    let generated = sample(sft, &prompts, max_response, rng)
+        .map_err(|e| e.context("normalising the reward model on the SFT model's samples"))?;
     let p: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
     let r: Vec<&[u32]> = generated.iter().map(|g| g.tokens.as_slice()).collect();
     let s = score_all(rm, &p, &r);
@@ -313,7 +329,7 @@ pub fn normalise(
     let var = s.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (s.len() - 1) as f64;
     let std = var.sqrt().max(1e-8);
     rm.rescale_head(1.0 / std, -mean / std);
-    Normalisation { mean, std }
+    Ok(Normalisation { mean, std })
 }
 
 /// How the reward model orders held-out comparisons. A tie in the model's scores earns the
