@@ -713,7 +713,13 @@ impl FolderLock {
                          command resumes the rest",
                         out.display()
                     );
-                    std::process::exit(130);
+                    // `_exit`, not `process::exit`: the latter runs the C++ static
+                    // destructors (libtorch's operator registry among them) under the workers
+                    // still training, whose next operator then fails; the panic was sealed as
+                    // a `failed` run, and the process died by SIGSEGV in the teardown. The
+                    // runs in flight stay `.partial` folders, redone on resume.
+                    // SAFETY: ends the process at once; nothing after it runs.
+                    unsafe { libc::_exit(130) };
                 }
             });
             Some((handle, thread))

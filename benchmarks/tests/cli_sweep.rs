@@ -1142,6 +1142,44 @@ fn a_signal_stops_a_sweep_with_130_and_leaves_no_lock() {
         assert!(!out.join(".sweep.lock").exists());
         assert!(out.join("summary.csv").is_file() && out.join("manifest.json").is_file());
     }
+    // On the libtorch backend with two runs in flight, twice per signal: the runs stopped
+    // mid-way stay `.partial` (they were sealed as `failed` runs, libtorch having been torn
+    // down under them, and the process ended by SIGSEGV, 139, in most tries).
+    let file = write_sweep(
+        "long-libtorch",
+        "name = \"long\"\nseeds = [1, 2]\nconfig = { total_timesteps = 50000000, backend = \"libtorch\" }\n[[runs]]\nenvs = [\"CartPole-v1\"]\nalgos = [\"ppo\"]\n",
+    );
+    for (k, signal) in ["-INT", "-TERM", "-INT", "-TERM"].iter().enumerate() {
+        let out = scratch(&format!("signal-libtorch{k}"));
+        let o = common::interrupt_after_rows_checking(
+            &[
+                "sweep",
+                file.to_str().unwrap(),
+                "--jobs",
+                "2",
+                "--quiet",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &out.join("runs/CartPole-v1__ppo__seed2"),
+            2,
+            Duration::from_secs(120),
+            signal,
+            || (),
+        );
+        assert_eq!(o.status.code(), Some(130), "{signal}: {}", text(&o));
+        let sealed: Vec<String> = fs::read_dir(out.join("runs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.contains("partial"))
+            .collect();
+        assert!(
+            sealed.is_empty(),
+            "{signal}: sealed {sealed:?}: {}",
+            text(&o)
+        );
+        assert!(!text(&o).contains("panicked"), "{signal}: {}", text(&o));
+    }
 }
 
 #[test]
