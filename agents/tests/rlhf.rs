@@ -1078,7 +1078,8 @@ fn finite_weights_that_overflow_in_the_forward_pass_stop_sampling_with_an_error(
     // A huge but finite gain in the final LayerNorm: its outputs, then the logits, overflow.
     tch::no_grad(|| {
         let mut vars = m.vs.variables();
-        vars.get_mut("transformer__ln_f__weight")
+        let _ = vars
+            .get_mut("transformer__ln_f__weight")
             .unwrap()
             .fill_(3e38);
     });

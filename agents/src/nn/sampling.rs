@@ -191,6 +191,21 @@ fn probabilities(
     before_cut
 }
 
+/// Whether every element of `x` is finite: 0·x is NaN for ±∞ and NaN alone, summed over
+/// eight interleaved lanes so that the loop vectorises (a vocabulary's row per sampled token).
+#[inline(always)]
+fn all_finite(x: &[f32]) -> bool {
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += 0.0 * v;
+        }
+    }
+    acc.iter().all(|&a| a == 0.0) && rest.iter().all(|v| v.is_finite())
+}
+
 /// The largest of `x` (−∞ if empty), over eight interleaved running maxima.
 #[inline(always)]
 pub(crate) fn max_lanes(x: &[f32]) -> f32 {
@@ -405,9 +420,7 @@ fn sample_rows(
             }
             let row = &logits[i * vocab..(i + 1) * vocab];
             let (tok, logp) = sample_row(row, config, uniform01(&mut rngs[i]), &mut scratch);
-            // x − x is NaN for ±∞ and NaN alone; the sum vectorises where `all` would not.
-            let finite = row.iter().fold(0f32, |a, &x| a + (x - x)) == 0.0;
-            let logp = if finite { logp } else { f64::NAN };
+            let logp = if all_finite(row) { logp } else { f64::NAN };
             out[i].tokens.push(tok);
             out[i].logprobs.push(logp);
             input[i] = tok;
