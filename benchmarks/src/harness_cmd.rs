@@ -152,9 +152,32 @@ pub fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
                 );
             }
         }
+        for (field, flag, value) in [
+            ("time", &args.slurm_time, &slurm.time),
+            ("partition", &args.slurm_partition, &slurm.partition),
+            ("account", &args.slurm_account, &slurm.account),
+        ] {
+            if let Some(v) = value
+                && let Some(problem) = sweep::slurm_field_problem(field, v)
+            {
+                let named = if flag.is_some() {
+                    format!("--slurm-{field}")
+                } else {
+                    format!("{source}: [slurm] {field}")
+                };
+                anyhow::bail!("{named} = {v:?}: {problem}");
+            }
+        }
         let spec_path = std::fs::canonicalize(&args.file)
             .with_context(|| format!("cannot resolve {}", args.file.display()))?;
         let out = sweep::absolute(&out)?;
+        for (what, path, log_folder) in
+            [("the sweep file", &spec_path, false), ("--out", &out, true)]
+        {
+            if let Some(problem) = sweep::slurm_path_problem(path, log_folder) {
+                anyhow::bail!("{what} {:?} {problem}", path.display().to_string());
+            }
+        }
         // Slurm opens each task's log in `out` before the script runs: make it now.
         std::fs::create_dir_all(&out)
             .with_context(|| format!("cannot create {}", out.display()))?;

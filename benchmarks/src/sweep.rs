@@ -136,6 +136,19 @@ impl SweepSpec {
         if spec.seeds.is_empty() {
             bail!("{source}: `seeds` is empty; give at least one seed");
         }
+        // The name is the folder `out/sweeps/<name>`: no path of its own.
+        if let Some(name) = &spec.name
+            && (name.is_empty()
+                || name == "."
+                || name == ".."
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
+        {
+            bail!(
+                "{source}: `name` = {name:?}: give letters, digits, `.`, `_` or `-` (it names the folder out/sweeps/<name>)"
+            );
+        }
         // Each run's config is TOML, whose integers are signed 64-bit.
         if let Some(seed) = spec.seeds.iter().find(|&&s| s > i64::MAX as u64) {
             bail!(
@@ -1164,6 +1177,60 @@ pub fn slurm_task_memory(
         .max_by_key(|&(need, _, _)| need)
 }
 
+/// Why `value` cannot be the `[slurm]` field or `--slurm-*` flag `field` (`time`,
+/// `partition`, `account`) of an emitted script, if it cannot: each becomes an `#SBATCH` line
+/// as written, where a newline would start a shell command and a space or quote would be read
+/// as sbatch's next argument. A time is Slurm's `M`, `M:S`, `H:M:S`, `D-H`, `D-H:M`, `D-H:M:S`,
+/// `UNLIMITED` or `INFINITE`; a partition or account is letters, digits, `_`, `-` and `.`
+/// (a partition list also `,`).
+pub fn slurm_field_problem(field: &str, value: &str) -> Option<String> {
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    match field {
+        "time" => {
+            if matches!(value, "UNLIMITED" | "INFINITE" | "unlimited" | "infinite") {
+                return None;
+            }
+            let (days, rest) = match value.split_once('-') {
+                Some((d, rest)) => (Some(d), rest),
+                None => (None, value),
+            };
+            let parts: Vec<&str> = rest.split(':').collect();
+            let ok = days.is_none_or(digits) && parts.len() <= 3 && parts.iter().all(|p| digits(p));
+            (!ok).then(|| {
+                "Slurm reads a time as M, M:S, H:M:S, D-H, D-H:M or D-H:M:S (digits), UNLIMITED or INFINITE".to_string()
+            })
+        }
+        _ => {
+            let ok = !value.is_empty()
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.,".contains(c));
+            (!ok).then(|| {
+                format!("a {field} name is letters, digits, `_`, `-`, `.` and `,` (it is written into an #SBATCH line as is)")
+            })
+        }
+    }
+}
+
+/// Why `path` cannot be written into an emitted script, if it cannot: a control character
+/// (a newline would end the comment or directive it is in and start a command); for the
+/// output folder (`log_folder`), also `"`, `\` and `%`, which the `#SBATCH --output` line's
+/// quoting and Slurm's `%` patterns would read otherwise.
+pub fn slurm_path_problem(path: &Path, log_folder: bool) -> Option<String> {
+    let text = path.display().to_string();
+    if let Some(c) = text.chars().find(|c| c.is_control()) {
+        return Some(format!(
+            "holds the control character {c:?}, which would break the script's lines"
+        ));
+    }
+    if log_folder && let Some(c) = text.chars().find(|c| "\"\\%".contains(*c)) {
+        return Some(format!(
+            "holds `{c}`, which Slurm's `--output` pattern would read as quoting or a `%` field; choose a folder without it"
+        ));
+    }
+    None
+}
+
 /// `s` quoted for bash: single quotes, with `'` written as `'\''`.
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -1358,6 +1425,49 @@ config = { num_envs = 16 }
         // group 1's runs are not.
         let groups: Vec<&str> = runs.iter().map(|r| r.group.as_str()).collect();
         assert_eq!(groups, ["", "", "2", "2", "", ""]);
+    }
+
+    #[test]
+    fn a_sweep_name_is_a_folder_name_not_a_path() {
+        for bad in ["", ".", "..", "../x", "/tmp/x", "a b", "a\nb"] {
+            let text = format!(
+                "name = {bad:?}\nseeds = [1]\n[[runs]]\nenvs = [\"CartPole-v1\"]\nalgos = [\"ppo\"]\n"
+            );
+            let e = SweepSpec::parse(&text, "s.toml").unwrap_err().to_string();
+            assert!(e.contains("s.toml: `name`"), "{bad:?}: {e}");
+        }
+        let text = "name = \"my_sweep-2.1\"\nseeds = [1]\n[[runs]]\nenvs = [\"CartPole-v1\"]\nalgos = [\"ppo\"]\n";
+        assert!(SweepSpec::parse(text, "s.toml").is_ok());
+    }
+
+    #[test]
+    fn slurm_values_that_would_break_the_script_are_refused() {
+        for good in [
+            "90",
+            "30:00",
+            "02:00:00",
+            "1-12",
+            "1-12:30",
+            "2-00:00:00",
+            "UNLIMITED",
+        ] {
+            assert_eq!(slurm_field_problem("time", good), None, "{good}");
+        }
+        for bad in ["", "abc", "1:2:3:4", "1-", "-5", "02:00:00\nrm x", "1h"] {
+            assert!(slurm_field_problem("time", bad).is_some(), "{bad:?}");
+        }
+        for good in ["gpu", "gpu,cpu", "lab_1.a-b"] {
+            assert_eq!(slurm_field_problem("partition", good), None, "{good}");
+        }
+        for bad in ["", "a b", "normal\ncurl x | sh", "x\"y", "#"] {
+            assert!(slurm_field_problem("account", bad).is_some(), "{bad:?}");
+        }
+        assert_eq!(slurm_path_problem(Path::new("/a b/c'd"), true), None);
+        assert!(slurm_path_problem(Path::new("/a\ntouch x #"), false).is_some());
+        for bad in ["/a%j", "/a\"b", "/a\\b"] {
+            assert!(slurm_path_problem(Path::new(bad), true).is_some(), "{bad}");
+            assert_eq!(slurm_path_problem(Path::new(bad), false), None, "{bad}");
+        }
     }
 
     #[test]

