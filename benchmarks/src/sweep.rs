@@ -539,6 +539,60 @@ fn read_summary(dir: &Path) -> Result<serde_json::Value> {
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
+/// The first field in which a finished run's `config.toml` differs from the config `run`
+/// plans, said as `field `total_timesteps`: 4096 there, 60000 now`; `None` where the file does
+/// not parse or no top-level field differs.
+fn config_difference(existing: &str, run: &PlannedRun) -> Option<String> {
+    let old: toml::Table = existing.parse().ok()?;
+    let planned: toml::Table = run.config_toml.parse().ok()?;
+    let keys: BTreeSet<&String> = old.keys().chain(planned.keys()).collect();
+    keys.into_iter().find_map(|k| {
+        let show = |v: Option<&toml::Value>| v.map_or("absent".to_string(), |v| v.to_string());
+        (old.get(k) != planned.get(k)).then(|| {
+            format!(
+                "field `{k}`: {} there, {} now",
+                show(old.get(k)),
+                show(planned.get(k))
+            )
+        })
+    })
+}
+
+/// Checks that a run whose `summary.json` says `completed` holds what a completed run writes:
+/// its `manifest.json`, and a `metrics.csv` that parses whole and ends at the iteration the
+/// summary gives. A folder that lost one, or whose metrics were cut, is not skipped as done.
+fn completed_run_files(dir: &Path, summary: &serde_json::Value) -> Result<()> {
+    let incomplete = |what: String| -> anyhow::Error {
+        anyhow::anyhow!("{what}: the run folder is incomplete; delete it to redo the run")
+    };
+    let manifest = dir.join("manifest.json");
+    if !manifest.is_file() {
+        return Err(incomplete(format!("{}: missing", manifest.display())));
+    }
+    let path = dir.join("metrics.csv");
+    if !path.is_file() {
+        return Err(incomplete(format!("{}: missing", path.display())));
+    }
+    let csv = crate::results::Csv::read(&path).map_err(|e| incomplete(format!("{e:#}")))?;
+    if let Some(want) = summary.get("iterations").and_then(|i| i.as_f64()) {
+        let last = match csv.rows.len() {
+            0 => None,
+            n => csv
+                .column("iteration")
+                .ok()
+                .and_then(|c| csv.number(n - 1, c).ok().flatten()),
+        };
+        if last != Some(want) {
+            return Err(incomplete(format!(
+                "{}: ends at iteration {}, but summary.json says the run completed {want}",
+                path.display(),
+                last.map_or("none".to_string(), |l| l.to_string())
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Config fields added after runs were committed whose defaults train as the binaries before
 /// them did (no KL penalty against a reference, no checkpoints). `backend`, for one, is not:
 /// its default `auto` trains classic runs natively, and before it existed they ran on libtorch.
@@ -844,18 +898,31 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
     for (k, run) in runs.iter().enumerate() {
         let dir = runs_dir.join(&run.id);
         if dir.is_dir() {
-            let existing = fs::read_to_string(dir.join("config.toml")).unwrap_or_default();
+            let config_path = dir.join("config.toml");
+            let Ok(existing) = fs::read_to_string(&config_path) else {
+                bail!(
+                    "{}: missing: the run folder is incomplete; delete it to redo the run",
+                    config_path.display()
+                );
+            };
             if !same_config(&existing, run) {
                 bail!(
-                    "{} was made with a different config than {source} gives now; \
+                    "{} was made with a different config than {source} gives now{}; \
                      use another --out folder, or delete that run to redo it",
-                    dir.join("config.toml").display()
+                    config_path.display(),
+                    config_difference(&existing, run)
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default()
                 );
             }
-            let failed = read_summary(&dir)?
+            let summary = read_summary(&dir)?;
+            let failed = summary
                 .get("status")
                 .and_then(|s| s.as_str())
                 .is_none_or(|s| s != "completed");
+            if !failed {
+                completed_run_files(&dir, &summary)?;
+            }
             if failed && options.retry_failed {
                 fs::remove_dir_all(&dir)
                     .with_context(|| format!("cannot remove {}", dir.display()))?;

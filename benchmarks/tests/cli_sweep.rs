@@ -566,7 +566,12 @@ fn bad_sweeps_are_refused_and_finished_runs_are_kept() {
     .unwrap();
     let o = sweep(&file, &out, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("different config"), "{}", text(&o));
+    assert!(
+        text(&o).contains("different config")
+            && text(&o).contains("(field `total_timesteps`: 512 there, 1024 now)"),
+        "{}",
+        text(&o)
+    );
     assert_eq!(fs::read_to_string(out.join("summary.csv")).unwrap(), before);
 
     // Another sweep (here another algo) into that folder is refused: its summary.csv and
@@ -785,6 +790,69 @@ fn a_run_written_before_a_config_field_existed_resumes_and_a_changed_value_does_
         let o = sweep(&file, &out, &["--quiet"]);
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));
         assert!(text(&o).contains("different config"), "{}", text(&o));
+    }
+}
+
+/// A finished run folder that lost a file, or whose metrics were cut, is named on resume, not
+/// counted as done (the sweep said "already done" and exited 0).
+#[test]
+fn a_resume_names_an_incomplete_run_folder_instead_of_skipping_it() {
+    let file = write_sweep("incomplete", A2C_THREE_SEEDS);
+    let reference = scratch("incomplete-ref");
+    assert!(sweep(&file, &reference, &["--quiet"]).status.success());
+    let run = "runs/CartPole-v1__a2c__seed2";
+    let metrics = fs::read_to_string(reference.join(run).join("metrics.csv")).unwrap();
+    let first_rows: String = metrics
+        .lines()
+        .take(3)
+        .map(|l| l.to_string() + "\n")
+        .collect();
+    for (k, (file_name, contents, want)) in [
+        ("metrics.csv", None, "metrics.csv: missing"),
+        ("manifest.json", None, "manifest.json: missing"),
+        ("config.toml", None, "config.toml: missing"),
+        (
+            "metrics.csv",
+            Some(metrics[..metrics.len() / 2].to_string()),
+            "metrics.csv:",
+        ),
+        (
+            "metrics.csv",
+            Some(first_rows),
+            "metrics.csv: ends at iteration 2, but summary.json says the run completed",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = scratch(&format!("incomplete{k}"));
+        fs::create_dir_all(&out).unwrap();
+        let copy = Command::new("cp")
+            .args([
+                "-r",
+                &format!("{}/.", reference.display()),
+                out.to_str().unwrap(),
+            ])
+            .status()
+            .unwrap();
+        assert!(copy.success());
+        let path = out.join(run).join(file_name);
+        match &contents {
+            None => fs::remove_file(&path).unwrap(),
+            Some(c) => fs::write(&path, c).unwrap(),
+        }
+        let summary = fs::read_to_string(out.join("summary.csv")).unwrap();
+        let o = sweep(&file, &out, &["--quiet"]);
+        assert_eq!(o.status.code(), Some(2), "{file_name}: {}", text(&o));
+        assert!(
+            text(&o).contains(want) && text(&o).contains("the run folder is incomplete"),
+            "{want}: {}",
+            text(&o)
+        );
+        assert_eq!(
+            fs::read_to_string(out.join("summary.csv")).unwrap(),
+            summary
+        );
     }
 }
 
