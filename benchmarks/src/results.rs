@@ -316,6 +316,9 @@ pub fn load(dirs: &[PathBuf]) -> Result<ResultSet> {
                 vec![read_run_folder(&sweep)?]
             } else {
                 let runs = read_summary_csv(&sweep)?;
+                for run in &runs {
+                    same_run_as_its_folder(run, &sweep)?;
+                }
                 let manifest = sweep_manifest(&sweep, &mut set.warnings);
                 if let Some((key, name, i, n)) = manifest.as_ref().and_then(shard_of) {
                     shards
@@ -406,6 +409,56 @@ pub fn load(dirs: &[PathBuf]) -> Result<ResultSet> {
     Ok(set)
 }
 
+/// Checks that the folder of a `summary.csv` row is the run the row describes, by its own
+/// `summary.json` (where it has one): the same env, algo, seed, status and scores. A folder
+/// replaced after the sweep wrote the row (copied in, or `train --overwrite` into it) would
+/// otherwise be plotted under the row's label while the statistics read the row.
+fn same_run_as_its_folder(row: &RunRecord, sweep: &Path) -> Result<()> {
+    if !row.dir.join("summary.json").is_file() {
+        return Ok(());
+    }
+    let own = read_run_folder(&row.dir)?;
+    let show = |r: &RunRecord| {
+        let score = |x: Option<f64>| x.map_or("none".to_string(), |x| x.to_string());
+        format!(
+            "{} {} seed {}, {}, final return {}, eval return {}",
+            r.env_id,
+            r.algo,
+            r.seed,
+            r.status,
+            score(r.final_return),
+            score(r.eval_return)
+        )
+    };
+    if (
+        &own.env_id,
+        &own.algo,
+        own.seed,
+        &own.status,
+        own.final_return,
+        own.eval_return,
+    ) != (
+        &row.env_id,
+        &row.algo,
+        row.seed,
+        &row.status,
+        row.final_return,
+        row.eval_return,
+    ) {
+        bail!(
+            "{}: says {}, but {}'s row for {} says {}: the folder is not the run summary.csv \
+             describes (replaced after the sweep wrote it?); restore it, or delete it and resume \
+             the sweep",
+            row.dir.join("summary.json").display(),
+            show(&own),
+            sweep.join("summary.csv").display(),
+            row.id,
+            show(row)
+        );
+    }
+    Ok(())
+}
+
 /// A run folder of `gradgym train`: a summary.json and a metrics.csv, no summary.csv.
 fn is_run_folder(dir: &Path) -> bool {
     dir.join("summary.json").is_file()
@@ -420,7 +473,13 @@ fn sweep_manifest(sweep: &Path, warnings: &mut Vec<String>) -> Option<serde_json
     let path = sweep.join("manifest.json");
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            warnings.push(format!(
+                "{}: missing; whether the sweep is complete is not checked",
+                path.display()
+            ));
+            return None;
+        }
         Err(e) => {
             warnings.push(format!(
                 "{}: cannot be read ({e}); whether the sweep is complete is not checked",

@@ -171,6 +171,12 @@ fn what_a_report_cannot_check_or_rests_on_is_said_on_stderr() {
         "{}",
         text(&o)
     );
+    // So is a missing one.
+    assert!(
+        stderr(&o).contains("manifest.json: missing; whether the sweep is complete is not checked"),
+        "{}",
+        text(&o)
+    );
     // A manifest that cannot be parsed is named: what it planned is not checked.
     fs::write(
         few.join("manifest.json"),

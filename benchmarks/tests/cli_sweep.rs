@@ -793,6 +793,60 @@ fn a_run_written_before_a_config_field_existed_resumes_and_a_changed_value_does_
     }
 }
 
+/// A run folder replaced after the sweep wrote its summary.csv row (here by another seed's) is
+/// named by report, plot and compare: plot drew it under the row's label while the statistics
+/// read the row.
+#[test]
+fn a_run_folder_that_is_not_its_summary_row_is_refused_by_report_plot_and_compare() {
+    let file = write_sweep("swapped", A2C_THREE_SEEDS);
+    let reference = scratch("swapped-ref");
+    assert!(sweep(&file, &reference, &["--quiet"]).status.success());
+    let out = scratch("swapped");
+    fs::create_dir_all(&out).unwrap();
+    let copy = |from: &Path, to: &Path| {
+        let ok = Command::new("cp")
+            .args(["-r", &format!("{}/.", from.display()), to.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    copy(&reference, &out);
+    let (one, two) = (
+        out.join("runs/CartPole-v1__a2c__seed1"),
+        reference.join("runs/CartPole-v1__a2c__seed2"),
+    );
+    fs::remove_dir_all(&one).unwrap();
+    fs::create_dir_all(&one).unwrap();
+    copy(&two, &one);
+    let plots = scratch("swapped-plots");
+    for args in [
+        vec!["report", out.to_str().unwrap()],
+        vec![
+            "plot",
+            out.to_str().unwrap(),
+            "--out",
+            plots.to_str().unwrap(),
+        ],
+        vec![
+            "compare",
+            reference.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    ] {
+        let o = gradgym(&args);
+        assert_eq!(o.status.code(), Some(2), "{}: {}", args[0], text(&o));
+        assert!(
+            text(&o)
+                .contains("runs/CartPole-v1__a2c__seed1/summary.json: says CartPole-v1 a2c seed 2")
+                && text(&o).contains("the folder is not the run summary.csv describes"),
+            "{}: {}",
+            args[0],
+            text(&o)
+        );
+    }
+    assert!(!plots.exists(), "a refused plot wrote {}", plots.display());
+}
+
 /// A finished run folder that lost a file, or whose metrics were cut, is named on resume, not
 /// counted as done (the sweep said "already done" and exited 0).
 #[test]
