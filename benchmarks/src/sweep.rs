@@ -882,12 +882,12 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
                 out.display()
             );
         }
-        if !options.quiet {
-            eprintln!(
-                "note: {} holds {n} run(s) this sweep no longer plans ({named}); they stay on disk, out of summary.csv",
-                out.display()
-            );
-        }
+        // Said with --quiet too (plain lines, not silence): a Slurm task's log is where a
+        // user would look.
+        eprintln!(
+            "note: {} holds {n} run(s) this sweep no longer plans ({named}); they stay on disk, out of summary.csv",
+            out.display()
+        );
     }
     // Finished runs must be the ones this sweep file asks for.
     let mut pending = VecDeque::new();
@@ -947,7 +947,7 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
     let previous: Option<SweepManifest> = previous_text.and_then(|t| serde_json::from_str(&t).ok());
     let now = gradgym_agents::build_info::GIT_REVISION;
     let git_revisions = revisions_so_far(previous.as_ref(), now);
-    if previous.is_some() && outcome.skipped > 0 && !options.quiet {
+    if previous.is_some() && outcome.skipped > 0 {
         let before: Vec<&str> = git_revisions
             .iter()
             .map(String::as_str)

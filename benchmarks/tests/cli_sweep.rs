@@ -793,6 +793,29 @@ fn a_run_written_before_a_config_field_existed_resumes_and_a_changed_value_does_
     }
 }
 
+/// Runs an edited sweep file no longer plans stay on disk, out of summary.csv, and the sweep
+/// says so, with --quiet too (it printed nothing there, where Slurm tasks and CI run).
+#[test]
+fn runs_a_sweep_no_longer_plans_are_kept_and_named_even_with_quiet() {
+    let file = write_sweep("dropped", A2C_THREE_SEEDS);
+    let out = scratch("dropped");
+    assert!(sweep(&file, &out, &["--quiet"]).status.success());
+    fs::write(&file, A2C_THREE_SEEDS.replace("[1, 2, 3]", "[1, 2]")).unwrap();
+    let o = sweep(&file, &out, &["--quiet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("holds 1 run(s) this sweep no longer plans (CartPole-v1__a2c__seed3)"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        out.join("runs/CartPole-v1__a2c__seed3/summary.json")
+            .is_file()
+    );
+    let summary = fs::read_to_string(out.join("summary.csv")).unwrap();
+    assert!(!summary.contains("seed3"), "{summary}");
+}
+
 /// A run folder replaced after the sweep wrote its summary.csv row (here by another seed's) is
 /// named by report, plot and compare: plot drew it under the row's label while the statistics
 /// read the row.
