@@ -141,7 +141,11 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
     // A language model brought as input is the run's model: its shape is the config's
     // [model] before the config is checked (the run says so when it differs).
     let shape = pipeline::input_shape(stage, &inputs);
-    let (config, replaced) = load_config(common.config.as_deref(), &sets, shape.as_ref())?;
+    let (config, replaced) = load_config(
+        common.config.as_deref(),
+        &sets,
+        shape.as_ref().map(|(s, path)| (s, path.as_path())),
+    )?;
     inputs.samples = common.samples.unwrap_or(16.min(config.eval.prompts));
     let out = common.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!("out/rlhf/{}__seed{}", stage.name(), config.seed))
@@ -292,7 +296,7 @@ fn check_flags(stage: Stage, c: &CommonArgs) -> Result<()> {
 fn load_config(
     path: Option<&std::path::Path>,
     sets: &[String],
-    shape: Option<&ModelConfig>,
+    shape: Option<(&ModelConfig, &std::path::Path)>,
 ) -> Result<(RlhfConfig, Option<ModelConfig>)> {
     let (text, source) = match path {
         Some(p) => (
@@ -320,7 +324,7 @@ fn load_config(
         }
     }
     let mut replaced = None;
-    if let Some(shape) = shape {
+    if let Some((shape, _)) = shape {
         let own: ModelConfig = match table.get("model") {
             Some(m) => m.clone().try_into()?,
             None => ModelConfig::default(),
@@ -337,8 +341,8 @@ fn load_config(
     if !sets.is_empty() {
         with = format!("{with} with --set {}", sets.join(" --set "));
     }
-    if shape.is_some() {
-        with = format!("{with}, [model] from the input model");
+    if let Some((_, path)) = shape {
+        with = format!("{with}, [model] from the input model {}", path.display());
     }
     Ok((
         RlhfConfig::from_toml(&toml::to_string(&table)?, &with)?,

@@ -1704,3 +1704,127 @@ fn an_overflowing_kl_penalty_names_rl_beta() {
     );
     assert_eq!(common::summary(&out)["status"], "failed");
 }
+
+/// What a user's files can hold that is meant and should be taken, or said: a repeated
+/// comparison (noted: it may fall on both sides of the held-out split), `"best": 1.0` (pandas
+/// writes a column with gaps as floats), a μ within 1e-6 of summing to 1 (made to sum to 1, no
+/// share past 1), a pretty-printed JSON file (hinted), a model.json with a byte-order mark,
+/// and `sample --rm`'s mean proxy score; an input model whose context is too short is named.
+#[test]
+fn a_users_files_are_taken_as_meant_or_named() {
+    let dir = scratch("users-files");
+    let cfg = config(&dir, "");
+    let c = cfg.to_str().unwrap();
+    let sft = dir.join("sft-run");
+    ok(&run(&[
+        "sft",
+        "--config",
+        c,
+        "--out",
+        sft.to_str().unwrap(),
+        "--quiet",
+    ]));
+    let data = dir.join("prefs.jsonl");
+    let k_way = r#"{"prompt": "review of the phone negative :", "responses": ["bad . <eos>", "the phone is awful . <eos>", "great"], "best": 1.0}"#;
+    let soft = r#"{"prompt": "review of the phone positive :", "responses": ["great . <eos>", "bad . <eos>"], "mu": [1.0000005, 0.0]}"#;
+    fs::write(
+        &data,
+        format!("{GOOD}\n{GOOD}\n{GOOD}\n{k_way}\n{soft}\n").repeat(2),
+    )
+    .unwrap();
+    let rm = dir.join("rm-run");
+    let o = run(&[
+        "rm",
+        "--config",
+        c,
+        "--sft",
+        sft.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        rm.to_str().unwrap(),
+    ]);
+    ok(&o);
+    assert!(
+        text(&o).contains("note: 7 of the 10 comparisons given repeat an earlier one"),
+        "{}",
+        text(&o)
+    );
+    let written = fs::read_to_string(rm.join("labels.jsonl")).unwrap()
+        + &fs::read_to_string(rm.join("held_out.jsonl")).unwrap();
+    assert!(written.contains("\"best\":1"), "{written}");
+    assert!(!written.contains("1.0000005"), "{written}");
+    // A pretty-printed file is told to be one object per line.
+    let pretty = dir.join("pretty.json");
+    fs::write(
+        &pretty,
+        "{\n  \"prompt\": \"review of the phone positive :\"\n}\n",
+    )
+    .unwrap();
+    let o = run(&[
+        "rm",
+        "--config",
+        c,
+        "--sft",
+        sft.to_str().unwrap(),
+        "--data",
+        pretty.to_str().unwrap(),
+        "--out",
+        dir.join("pretty-run").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("one JSON object per line"),
+        "{}",
+        text(&o)
+    );
+    // A model.json with a byte-order mark loads; sampling with --rm gives the proxy's mean.
+    let model = dir.join("bom-model");
+    fs::create_dir_all(&model).unwrap();
+    fs::copy(
+        sft.join("sft/model.safetensors"),
+        model.join("model.safetensors"),
+    )
+    .unwrap();
+    let json = fs::read_to_string(sft.join("sft/model.json")).unwrap();
+    fs::write(model.join("model.json"), format!("\u{feff}{json}")).unwrap();
+    let sampled = dir.join("sample-run");
+    ok(&run(&[
+        "sample",
+        "--config",
+        c,
+        "--model",
+        model.to_str().unwrap(),
+        "--rm",
+        rm.to_str().unwrap(),
+        "--out",
+        sampled.to_str().unwrap(),
+        "--quiet",
+    ]));
+    let s = summary(&sampled);
+    assert!(s["proxy"].as_f64().is_some_and(f64::is_finite), "{s}");
+    assert!(s["proxy_ci"].as_f64().is_some_and(f64::is_finite), "{s}");
+    // An input model too short for the config's responses is named by its model.json.
+    let short = json.replace("\"context\": 24", "\"context\": 12");
+    assert_ne!(short, json);
+    fs::write(model.join("model.json"), short).unwrap();
+    let o = run(&[
+        "sample",
+        "--config",
+        c,
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        dir.join("short-run").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!(
+            "[model] from the input model {}",
+            model.join("model.json").display()
+        )),
+        "{}",
+        text(&o)
+    );
+    fs::remove_dir_all(dir).ok();
+}

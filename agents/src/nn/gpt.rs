@@ -630,11 +630,12 @@ impl Gpt {
     /// Reads a model saved by [`Gpt::save`] onto `device`, checking every name and shape.
     pub fn load(dir: &Path, device: Device) -> Result<Self> {
         let json = dir.join("model.json");
-        let config: GptConfig = serde_json::from_str(
-            &std::fs::read_to_string(&json)
-                .with_context(|| format!("cannot read {}", json.display()))?,
-        )
-        .with_context(|| format!("{}: not a gradgym model config", json.display()))?;
+        let text = std::fs::read_to_string(&json)
+            .with_context(|| format!("cannot read {}", json.display()))?;
+        // A byte-order mark, as some editors write one, is not part of the JSON.
+        let config: GptConfig =
+            serde_json::from_str(text.strip_prefix('\u{feff}').unwrap_or(&text))
+                .with_context(|| format!("{}: not a gradgym model config", json.display()))?;
         config
             .validate()
             .map_err(|(f, m)| anyhow!("{}: field `{f}`: {m}", json.display()))?;

@@ -109,8 +109,15 @@ fn parse_line(
     grammar: &Grammar,
     (max_response, limit): (usize, &str),
 ) -> Result<Comparison, (String, String)> {
-    let value: Value =
-        serde_json::from_str(line).map_err(|e| ("(line)".to_string(), format!("not JSON: {e}")))?;
+    let value: Value = serde_json::from_str(line).map_err(|e| {
+        // A pretty-printed JSON file ends its first line inside an object.
+        let hint = if e.is_eof() {
+            " (one JSON object per line: JSONL, not a pretty-printed JSON file)"
+        } else {
+            ""
+        };
+        ("(line)".to_string(), format!("not JSON: {e}{hint}"))
+    })?;
     let Value::Object(obj) = value else {
         return Err((
             "(line)".into(),
@@ -220,7 +227,14 @@ fn parse_line(
         let k = responses.len();
         let mu = match (obj.get("best"), obj.get("mu")) {
             (Some(b), None) => {
-                let j = b.as_u64().filter(|&j| (j as usize) < k).ok_or((
+                // An integer written as a float (`1.0`, as pandas writes a column with
+                // gaps) is that index.
+                let index = b.as_u64().or_else(|| {
+                    b.as_f64()
+                        .filter(|x| x.fract() == 0.0 && *x >= 0.0 && *x < k as f64)
+                        .map(|x| x as u64)
+                });
+                let j = index.filter(|&j| (j as usize) < k).ok_or((
                     "best".to_string(),
                     format!("expected an index in 0..{k}, got {b}"),
                 ))?;
@@ -237,7 +251,8 @@ fn parse_line(
                 if (s - 1.0).abs() > 1e-6 {
                     return Err(("mu".into(), format!("sums to {s}, not 1")));
                 }
-                mu
+                // Within 1e-6 of 1: made to sum to 1, so that no share passes 1.
+                mu.iter().map(|x| x / s).collect()
             }
             (None, Some(v)) => {
                 return Err(("mu".into(), format!("expected an array, got {}", kind(v))));

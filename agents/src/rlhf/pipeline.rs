@@ -358,6 +358,23 @@ impl Run<'_> {
         let l = &self.config.labels;
         let all = match data {
             Some(mut c) => {
+                // A repeated comparison can fall on both sides of the held-out split and
+                // flatter the held-out accuracy: said, and kept (a user's repeats may be meant).
+                let mut seen = std::collections::HashSet::new();
+                let repeats = c
+                    .iter()
+                    .filter(|x| {
+                        let mu: Vec<u64> = x.mu.iter().map(|m| m.to_bits()).collect();
+                        !seen.insert((&x.prompt, &x.responses, mu))
+                    })
+                    .count();
+                if repeats > 0 {
+                    self.say(&format!(
+                        "note: {repeats} of the {} comparisons given repeat an earlier one; each is kept, \
+                         and a repeat may fall on both sides of the held-out split",
+                        c.len()
+                    ));
+                }
                 reward::shuffle(&mut c, &mut self.stream("split", round));
                 c
             }
@@ -497,16 +514,17 @@ pub fn model_config(config: &RlhfConfig) -> GptConfig {
 /// `--sft`; `rm`, `rl`, `bon`: `--sft`), read from its `model.json` alone, so that a command
 /// line can make it the config's `[model]` before the config is checked. `None` when the stage
 /// takes none or the file cannot be read (loading the model then says why).
-pub fn input_shape(stage: Stage, inputs: &Inputs) -> Option<ModelConfig> {
+pub fn input_shape(stage: Stage, inputs: &Inputs) -> Option<(ModelConfig, PathBuf)> {
     let (path, sub) = match stage {
         Stage::All | Stage::Sft => return None,
         Stage::Sample if inputs.model.is_some() => (inputs.model.as_ref()?, "policy"),
         _ => (inputs.sft.as_ref()?, "sft"),
     };
-    let text = std::fs::read_to_string(model_dir(path, sub).join("model.json")).ok()?;
-    let c: GptConfig = serde_json::from_str(&text).ok()?;
+    let json = model_dir(path, sub).join("model.json");
+    let text = std::fs::read_to_string(&json).ok()?;
+    let c: GptConfig = serde_json::from_str(text.strip_prefix('\u{feff}').unwrap_or(&text)).ok()?;
     // A shape that is not a model's is left to the model's loading, which names its file.
-    (!c.scalar_head && c.validate().is_ok()).then(|| shape_of(&c))
+    (!c.scalar_head && c.validate().is_ok()).then(|| (shape_of(&c), json))
 }
 
 /// `path` if it holds a model (`model.json`), else the run folder's `path/sub`.
@@ -1057,6 +1075,12 @@ pub fn run(
                 }
                 None => vec![None; generated.len()],
             };
+            let scored: Vec<f64> = proxies.iter().flatten().copied().collect();
+            if !scored.is_empty() {
+                let (m, ci) = mean_ci(&scored);
+                summary.insert("proxy".into(), json!(m));
+                summary.insert("proxy_ci".into(), json!(ci));
+            }
             for ((p, g), s) in prompts.iter().zip(&generated).zip(proxies) {
                 run.sample_line("model", None, p, &g.tokens, s)?;
             }
