@@ -73,6 +73,14 @@ pub fn run(args: EstimatorArgs) -> Result<ExitCode> {
         "config field `samples`: needs sizes ≥ 1 (got {:?})",
         config.samples
     );
+    // estimators.csv holds one row per (mdp, estimator, samples): a size given twice would
+    // write each of its rows twice and count its passes twice.
+    let distinct: std::collections::BTreeSet<usize> = config.samples.iter().copied().collect();
+    anyhow::ensure!(
+        distinct.len() == config.samples.len(),
+        "config field `samples`: a size is given twice (got {:?})",
+        config.samples
+    );
     // Trajectories sampled per MDP and estimator: the defaults take 21,504 (3 s in all); past
     // 2²⁴ a study would run for hours or fail to allocate its batches.
     let most = gradgym_agents::limits::MOST_SIZE as u128;

@@ -179,6 +179,24 @@ fn bench_prints_a_rate_and_rejects_unknown_envs() {
         text(&o)
     );
 
+    // A window count past memory (1e10 s aborted on a 320 GB vector, 1e300 panicked).
+    for seconds in ["1e10", "1e300", "0", "nan"] {
+        let o = gradgym(&[
+            "envs",
+            "bench",
+            "--env",
+            "CartPole-v1",
+            "--seconds",
+            seconds,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{seconds}: {}", text(&o));
+        assert!(
+            text(&o).contains("--seconds must be a positive number of at most 86400"),
+            "{seconds}: {}",
+            text(&o)
+        );
+    }
+
     let o = gradgym(&["envs", "bench", "--env", "Hopper-v5"]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2));

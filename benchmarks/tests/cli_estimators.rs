@@ -125,3 +125,30 @@ fn a_study_past_the_caps_is_refused_before_anything_is_written() {
         assert!(!out.exists());
     }
 }
+
+/// A sample size given twice wrote each of its estimators.csv rows twice and counted their
+/// passes twice: refused, naming the field.
+#[test]
+fn a_sample_size_given_twice_is_refused() {
+    let out = scratch("cli-estimators", "twice");
+    let config = out.with_extension("toml");
+    std::fs::write(
+        &config,
+        "samples = [16, 16]\nbatches = 2\nrandom_mdps = 1\n",
+    )
+    .unwrap();
+    let o = gradgym(&[
+        "estimators",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("config field `samples`: a size is given twice"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.exists());
+}

@@ -75,7 +75,9 @@ pub enum Autoreset {
     /// Reset within the same `step` call; the final observation is kept apart.
     #[default]
     SameStep,
-    /// Never reset automatically.
+    /// Never reset automatically. A step past an episode's end continues the dynamics (CartPole
+    /// still pays 1, where Gymnasium pays 0 with a warning) and the episode's return, length and
+    /// `truncated` keep counting: reset, or set each state, before stepping on.
     Disabled,
 }
 

@@ -144,11 +144,25 @@ fn wrap_unrolled(x: f64) -> f64 {
     if x < -PI { x + diff } else { x }
 }
 
+/// Past this many radians Gymnasium's loop of subtractions takes about a second per 1e9 and,
+/// past about 1e16 (where subtracting 2π leaves x as it was), never ends: such an angle (only
+/// a state set from outside reaches one; every step wraps) is first brought near the range by
+/// a remainder, which can round otherwise than the loop would have.
+const WRAP_LOOP_LIMIT: f64 = 1e6;
+
 /// Gymnasium's `wrap(x, -π, π)`: repeated subtraction, then repeated addition. Applied after
 /// [`wrap_unrolled`] it finishes the loops that two passes did not (an identity otherwise).
+/// A non-finite x (on which Gymnasium's loop hangs) is NaN; past [`WRAP_LOOP_LIMIT`] the
+/// loops start from x's remainder.
 #[inline(always)]
 fn wrap_loop(mut x: f64) -> f64 {
     let diff = PI - (-PI);
+    if !x.is_finite() {
+        return f64::NAN;
+    }
+    if x.abs() > WRAP_LOOP_LIMIT {
+        x = x.rem_euclid(diff);
+    }
     while x > PI {
         x -= diff;
     }
@@ -244,5 +258,42 @@ impl Dynamics for Acrobot {
     #[inline(always)]
     fn check_actions(&self, actions: &[i64]) -> Result<(), EnvError> {
         check_discrete(actions, 3)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Gymnasium's loop itself, for angles it finishes on.
+    fn gymnasium_wrap(mut x: f64) -> f64 {
+        let diff = PI - (-PI);
+        while x > PI {
+            x -= diff;
+        }
+        while x < -PI {
+            x += diff;
+        }
+        x
+    }
+
+    #[test]
+    fn wrapping_is_gymnasiums_loop_and_ends_on_any_angle() {
+        for x in [0.0, 3.2, -3.2, 7.0, -20.0, 1e3, -123_456.7, 999_999.0] {
+            assert_eq!(
+                wrap_loop(wrap_unrolled(x)).to_bits(),
+                gymnasium_wrap(x).to_bits(),
+                "{x}"
+            );
+        }
+        // Gymnasium's loop takes about a second per 1e9 here and never ends past ~1e16 (x −
+        // 2π == x); these ended here only by the remainder.
+        for x in [1e9, -1e12, 1e17, f64::MAX, -f64::MAX] {
+            let w = wrap_loop(wrap_unrolled(x));
+            assert!((-PI..=PI).contains(&w), "{x} → {w}");
+        }
+        for x in [f64::INFINITY, f64::NEG_INFINITY, f64::NAN] {
+            assert!(wrap_loop(wrap_unrolled(x)).is_nan(), "{x}");
+        }
     }
 }
