@@ -923,6 +923,7 @@ fn labels_of_any_sampled_text_round_trip_through_jsonl() {
             100,
             16,
             &mut rng::stream(4, "test/labels", 0),
+            None,
         )
         .unwrap();
         // A user's soft label (any K): it must come back soft, not as a hard choice.
@@ -1049,6 +1050,7 @@ fn a_reward_model_that_scores_everything_alike_is_a_coin_flip_in_its_accuracy() 
             60,
             16,
             &mut rng::stream(5, "test/labels", 0),
+            None,
         )
         .unwrap();
         let mut rm = policy
@@ -1074,7 +1076,7 @@ fn finite_weights_that_overflow_in_the_forward_pass_stop_sampling_with_an_error(
     let m = language_model(4);
     let prompts = vec![vec![gradgym_envs::text::BOS; PROMPT_LEN]; 3];
     let mut r = rng::stream(1, "test/overflow", 0);
-    gradgym_agents::rlhf::reward::sample(&m, &prompts, 4, &mut r).expect("a healthy model");
+    gradgym_agents::rlhf::reward::sample(&m, &prompts, 4, &mut r, None).expect("a healthy model");
     // A huge but finite gain in the final LayerNorm: its outputs, then the logits, overflow.
     tch::no_grad(|| {
         let mut vars = m.vs.variables();
@@ -1083,7 +1085,7 @@ fn finite_weights_that_overflow_in_the_forward_pass_stop_sampling_with_an_error(
             .unwrap()
             .fill_(3e38);
     });
-    let e = gradgym_agents::rlhf::reward::sample(&m, &prompts, 4, &mut r).unwrap_err();
+    let e = gradgym_agents::rlhf::reward::sample(&m, &prompts, 4, &mut r, None).unwrap_err();
     assert!(
         e.to_string()
             .contains("the model's next-token distribution is not finite (response 1, token 1"),

@@ -1828,3 +1828,88 @@ fn a_users_files_are_taken_as_meant_or_named() {
     );
     fs::remove_dir_all(dir).ok();
 }
+
+/// A signal during best-of-n (tens of thousands of samples) stops it within a chunk of them,
+/// exit 130 and `interrupted`, and is acknowledged at once: best-of-n, the reward model's
+/// normalisation and the evaluations never looked at the signal and ended `completed`, exit 0.
+#[test]
+fn sigint_stops_best_of_n_within_a_chunk_of_samples() {
+    use std::time::{Duration, Instant};
+    let dir = scratch("signal-bon");
+    let cfg = config(&dir, "");
+    let c = cfg.to_str().unwrap();
+    let sft = dir.join("sft-run");
+    ok(&run(&[
+        "sft",
+        "--config",
+        c,
+        "--out",
+        sft.to_str().unwrap(),
+        "--quiet",
+    ]));
+    let rm = dir.join("rm-run");
+    ok(&run(&[
+        "rm",
+        "--config",
+        c,
+        "--sft",
+        sft.to_str().unwrap(),
+        "--out",
+        rm.to_str().unwrap(),
+        "--quiet",
+    ]));
+    let out = dir.join("bon");
+    // 256 prompts × 2048 samples: about a minute of sampling here.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gradgym"))
+        .args(["rlhf", "bon", "--config", c])
+        .args(["--sft", sft.to_str().unwrap(), "--rm", rm.to_str().unwrap()])
+        .args([
+            "--set",
+            "eval.prompts=256",
+            "--set",
+            "eval.samples_per_prompt=2048",
+        ])
+        .args(["--set", "eval.best_of_n=[1, 2048]", "--quiet"])
+        .args(["--out", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !partial(&out).exists() {
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("the run never started");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let sent = Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    while child.try_wait().unwrap().is_none() {
+        if sent.elapsed() > Duration::from_secs(30) {
+            child.kill().ok();
+            panic!("best-of-n did not stop within 30 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    let t = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{t}");
+    assert!(
+        t.contains("signal received: stopping at the next safe point"),
+        "{t}"
+    );
+    assert!(
+        t.contains(
+            "best-of-n: sampling from the SFT model: interrupted by a signal while sampling"
+        ),
+        "{t}"
+    );
+    assert_eq!(summary(&out)["status"], "interrupted");
+    fs::remove_dir_all(dir).ok();
+}

@@ -47,12 +47,13 @@ pub fn evaluate(
     max_response: usize,
     show_n: usize,
     rng: &mut Stream,
+    interrupt: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<(Vec<BonPoint>, Vec<BonSample>)> {
     let repeated: Vec<Vec<u32>> = prompts
         .iter()
         .flat_map(|p| std::iter::repeat_n(p.clone(), per_prompt))
         .collect();
-    let generated = sample(sft, &repeated, max_response, rng)
+    let generated = sample(sft, &repeated, max_response, rng, interrupt)
         .map_err(|e| e.context("best-of-n: sampling from the SFT model"))?;
     let p: Vec<&[u32]> = repeated.iter().map(|p| p.as_slice()).collect();
     let r: Vec<&[u32]> = generated.iter().map(|g| g.tokens.as_slice()).collect();

@@ -273,8 +273,14 @@ impl Run<'_> {
         index: u64,
     ) -> Result<(PolicyEval, Vec<Answer>)> {
         let mut rng = self.stream("eval", index);
-        let generated = reward::sample(policy, prompts, self.config.rl.max_response, &mut rng)
-            .context("evaluation: sampling from the policy")?;
+        let generated = reward::sample(
+            policy,
+            prompts,
+            self.config.rl.max_response,
+            &mut rng,
+            self.interrupt,
+        )
+        .context("evaluation: sampling from the policy")?;
         let p: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
         let r: Vec<&[u32]> = generated.iter().map(|g| g.tokens.as_slice()).collect();
         let proxy = reward::score_all(rm, &p, &r);
@@ -389,10 +395,10 @@ impl Run<'_> {
                     l.comparisons,
                     self.config.rl.max_response,
                     &mut self.stream("labels", round),
+                    self.interrupt,
                 )?
             }
         };
-        check_interrupt(self.interrupt, || "after labelling".into())?;
         let held = data::held_out_count(all.len(), l.held_out);
         let (train, held_out) = all.split_at(all.len() - held);
         // Written as they are made: labels.jsonl for the first round, labels_round<r>.jsonl
@@ -409,6 +415,8 @@ impl Run<'_> {
                 &self.judge.grammar,
             )?;
         }
+        // After they are written: labels a signal arrived during are kept.
+        check_interrupt(self.interrupt, || "after labelling".into())?;
         Ok((train.to_vec(), held_out.to_vec()))
     }
 
@@ -453,6 +461,7 @@ impl Run<'_> {
                 self.config.reward_model.normalize_samples,
                 self.config.rl.max_response,
                 &mut self.stream("normalise", round),
+                self.interrupt,
             )?
         } else {
             Normalisation {
@@ -1061,9 +1070,9 @@ pub fn run(
                 config.rl.max_response,
                 &config.sample,
                 &mut run.stream("sample", 0),
+                run.interrupt,
             )
             .context("sample: sampling from the model")?;
-            check_interrupt(run.interrupt, || "after sampling".into())?;
             let proxies: Vec<Option<f64>> = match &rm {
                 Some(rm) => {
                     let p: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
@@ -1184,6 +1193,7 @@ pub fn run(
                 config.rl.max_response,
                 show,
                 &mut run.stream("bon", 0),
+                run.interrupt,
             )?;
             write_bon(&run, &points)?;
             for (i, s) in shown.iter().enumerate().take(8) {
@@ -1281,6 +1291,7 @@ pub fn run(
                 &batch_prompts,
                 rl.max_response,
                 &mut sample_rng,
+                run.interrupt,
             )
             .context("rl: sampling the batch from the policy")?;
             let p: Vec<&[u32]> = batch_prompts.iter().map(|p| p.as_slice()).collect();

@@ -24,19 +24,22 @@ use super::data::Comparison;
 use super::lm::learning_rate;
 use super::sequences::{Sequences, scores, vec_f64};
 use crate::config::rlhf::{LabelsConfig, RewardModelConfig};
+use crate::error::check_interrupt;
 use crate::nn::gpt::Gpt;
 use crate::nn::sampling::{Generated, SamplingConfig, generate};
+use std::sync::atomic::AtomicBool;
 
 /// Rows per forward pass when generating or scoring many sequences.
 pub const CHUNK: usize = 256;
 
 /// Samples a response to each prompt from `model` itself (temperature 1, no cut), in chunks
-/// of [`CHUNK`].
+/// of [`CHUNK`]; `interrupt` (a signal's flag) is looked at between chunks.
 pub fn sample(
     model: &Gpt,
     prompts: &[Vec<u32>],
     max_response: usize,
     rng: &mut Stream,
+    interrupt: Option<&AtomicBool>,
 ) -> Result<Vec<Generated>> {
     sample_with(
         model,
@@ -44,6 +47,7 @@ pub fn sample(
         max_response,
         &SamplingConfig::default(),
         rng,
+        interrupt,
     )
 }
 
@@ -54,11 +58,21 @@ pub fn sample_with(
     max_response: usize,
     sampling: &SamplingConfig,
     rng: &mut Stream,
+    interrupt: Option<&AtomicBool>,
 ) -> Result<Vec<Generated>> {
-    let generated: Vec<Generated> = prompts
-        .chunks(CHUNK)
-        .flat_map(|c| generate(model, c, max_response, EOS, sampling, rng))
-        .collect();
+    let mut generated: Vec<Generated> = Vec::with_capacity(prompts.len());
+    for c in prompts.chunks(CHUNK) {
+        // Best-of-n and labelling draw tens of thousands of sequences: a signal is answered
+        // within a chunk, not at the end.
+        check_interrupt(interrupt, || {
+            format!(
+                "while sampling ({} of {} sequences drawn)",
+                generated.len(),
+                prompts.len()
+            )
+        })?;
+        generated.extend(generate(model, c, max_response, EOS, sampling, rng));
+    }
     // Finite weights can still overflow in the forward pass (a huge bias); the sampler would
     // then draw from a distribution of NaNs, which picks the first token every time.
     for (i, g) in generated.iter().enumerate() {
@@ -117,6 +131,7 @@ pub fn label(
     count: usize,
     max_response: usize,
     rng: &mut Stream,
+    interrupt: Option<&AtomicBool>,
 ) -> Result<Vec<Comparison>> {
     let k = config.num_responses;
     let (_, prompts) = prompts(&judge.grammar, count, rng);
@@ -128,7 +143,7 @@ pub fn label(
         temperature: config.sample_temperature,
         ..SamplingConfig::default()
     };
-    let samples = sample_with(policy, &repeated, max_response, &sampling, rng)
+    let samples = sample_with(policy, &repeated, max_response, &sampling, rng, interrupt)
         .map_err(|e| e.context("labels: sampling the responses to compare"))?;
     let mut out = Vec::with_capacity(count);
     for (prompt, group) in prompts.into_iter().zip(samples.chunks(k)) {
@@ -318,9 +333,10 @@ pub fn normalise(
     samples: usize,
     max_response: usize,
     rng: &mut Stream,
+    interrupt: Option<&AtomicBool>,
 ) -> Result<Normalisation> {
     let (_, prompts) = prompts(grammar, samples, rng);
-    let generated = sample(sft, &prompts, max_response, rng)
+    let generated = sample(sft, &prompts, max_response, rng, interrupt)
         .map_err(|e| e.context("normalising the reward model on the SFT model's samples"))?;
     let p: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
     let r: Vec<&[u32]> = generated.iter().map(|g| g.tokens.as_slice()).collect();
