@@ -123,6 +123,7 @@ pub fn human(config: &LabelsConfig, stream: Stream) -> Result<SyntheticHuman> {
 
 /// `count` comparisons of `num_responses` samples of `policy` for fresh prompts, labelled by
 /// `human` from the gold judge's scores.
+#[allow(clippy::too_many_arguments)]
 pub fn label(
     policy: &Gpt,
     judge: &GoldJudge,
