@@ -198,6 +198,12 @@ impl RunFolder {
     /// run folder (one with a `manifest.json`) or an empty folder: never a user's other files.
     pub fn create(dir: &Path, existing: Existing) -> Result<Self> {
         let dir = &folder_path(dir)?;
+        if existing == Existing::Refuse && dir.exists() && !dir.is_dir() {
+            bail!(
+                "{} exists and is a file, not a folder; choose another --out folder",
+                dir.display()
+            );
+        }
         if existing == Existing::Refuse && dir.exists() {
             bail!(
                 "{} already exists; choose another --out folder, or pass --overwrite to replace it",
@@ -529,6 +535,13 @@ mod tests {
         );
         run.seal(&serde_json::json!({})).unwrap();
         assert!(!dir.join("keep.txt").exists() && dir.join("summary.json").exists());
+        // A file is called one: --overwrite, which the plain refusal suggested, refuses it too.
+        let file = scratch("exists-file");
+        fs::write(&file, "not a folder").unwrap();
+        let e = RunFolder::create(&file, Existing::Refuse).unwrap_err();
+        assert!(e.to_string().contains("is a file, not a folder"), "{e}");
+        assert!(!e.to_string().contains("--overwrite"), "{e}");
+        assert_eq!(fs::read_to_string(&file).unwrap(), "not a folder");
     }
 
     /// `--out .` from inside a run folder, or `run/.`, `run/sub/..`: the folder itself, not a
