@@ -251,8 +251,14 @@ fn parse_line(
                 if (s - 1.0).abs() > 1e-6 {
                     return Err(("mu".into(), format!("sums to {s}, not 1")));
                 }
-                // Within 1e-6 of 1: made to sum to 1, so that no share passes 1.
-                mu.iter().map(|x| x / s).collect()
+                // Within 1e-6 of 1: made to sum to 1, so that no share passes 1. A sum within
+                // rounding of 1 (1e-12: a few ulps, as any μ written by a program sums) is kept
+                // bit for bit, so that labels read back as they were written.
+                if (s - 1.0).abs() > 1e-12 {
+                    mu.iter().map(|x| x / s).collect()
+                } else {
+                    mu
+                }
             }
             (None, Some(v)) => {
                 return Err(("mu".into(), format!("expected an array, got {}", kind(v))));
