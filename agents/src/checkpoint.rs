@@ -167,9 +167,23 @@ pub fn load(dir: &Path) -> Result<(Policy, PolicyConfig)> {
         .map_err(|e| anyhow::anyhow!("{}: not a safetensors file: {e:?}", path.display()))?;
     let mut params = vec![0.0f32; net.len];
     let empty = Policy::new(&net, vec![0.0; net.len]);
-    for (name, shape, _) in tensors(&empty) {
-        let values = read_f32_tensor(&file, &name, &shape, &path)?;
-        place(&net, &name, &values, &mut params);
+    let expected = tensors(&empty);
+    for (name, shape, _) in &expected {
+        let values = read_f32_tensor(&file, name, shape, &path)?;
+        place(&net, name, &values, &mut params);
+    }
+    // A tensor the network has no place for means the weights and policy.json disagree (a
+    // file of another run, or an edit): refused, not dropped.
+    if let Some(extra) = file
+        .names()
+        .into_iter()
+        .find(|n| !expected.iter().any(|(name, _, _)| name == *n))
+    {
+        bail!(
+            "{}: tensor `{extra}` has no place in the network {} describes",
+            path.display(),
+            json_path.display()
+        );
     }
     Ok((Policy::new(&net, params), config))
 }
@@ -259,5 +273,21 @@ mod tests {
         .unwrap();
         let e = load(&dir).unwrap_err().to_string();
         assert!(e.contains("actor.0.weight") && e.contains("[5, 4]"), "{e}");
+        // A Gaussian policy's weights under a categorical config of as many outputs: every
+        // tensor the config asks for fits, and `log_std` is left over: refused, not dropped.
+        save(
+            &dir,
+            &random_policy(Head::Gaussian { dim: 3 }),
+            "X-v0",
+            1,
+            1,
+        )
+        .unwrap();
+        let json = std::fs::read_to_string(dir.join("policy.json")).unwrap();
+        let categorical = json.replace("\"gaussian\"", "\"categorical\"");
+        assert_ne!(categorical, json);
+        std::fs::write(dir.join("policy.json"), categorical).unwrap();
+        let e = load(&dir).unwrap_err().to_string();
+        assert!(e.contains("tensor `log_std` has no place"), "{e}");
     }
 }
