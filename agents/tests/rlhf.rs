@@ -1087,8 +1087,9 @@ fn finite_weights_that_overflow_in_the_forward_pass_stop_sampling_with_an_error(
     });
     let e = gradgym_agents::rlhf::reward::sample(&m, &prompts, 4, &mut r, None).unwrap_err();
     assert!(
-        e.to_string()
-            .contains("the model's next-token distribution is not finite (response 1, token 1"),
+        e.to_string().contains(
+            "the model's next-token distribution is not finite (sequence 1 drawn, token 1"
+        ),
         "{e}"
     );
 }

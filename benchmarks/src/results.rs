@@ -317,7 +317,7 @@ pub fn load(dirs: &[PathBuf]) -> Result<ResultSet> {
             } else {
                 let runs = read_summary_csv(&sweep)?;
                 for run in &runs {
-                    same_run_as_its_folder(run, &sweep)?;
+                    same_run_as_its_folder(run, &sweep, &mut set.warnings)?;
                 }
                 let manifest = sweep_manifest(&sweep, &mut set.warnings);
                 if let Some((key, name, i, n)) = manifest.as_ref().and_then(shard_of) {
@@ -413,11 +413,21 @@ pub fn load(dirs: &[PathBuf]) -> Result<ResultSet> {
 /// `summary.json` (where it has one): the same env, algo, seed, status and scores. A folder
 /// replaced after the sweep wrote the row (copied in, or `train --overwrite` into it) would
 /// otherwise be plotted under the row's label while the statistics read the row.
-fn same_run_as_its_folder(row: &RunRecord, sweep: &Path) -> Result<()> {
+fn same_run_as_its_folder(row: &RunRecord, sweep: &Path, warnings: &mut Vec<String>) -> Result<()> {
     if !row.dir.join("summary.json").is_file() {
         return Ok(());
     }
-    let own = read_run_folder(&row.dir)?;
+    // A summary.json that cannot be read (cut, say) leaves the row unchecked, as a cut
+    // metrics.csv leaves a curve out: said, not fatal to the whole report.
+    let own = match read_run_folder(&row.dir) {
+        Ok(own) => own,
+        Err(e) => {
+            warnings.push(format!(
+                "{e:#}; whether the folder is the run summary.csv's row describes is not checked"
+            ));
+            return Ok(());
+        }
+    };
     let show = |r: &RunRecord| {
         let score = |x: Option<f64>| x.map_or("none".to_string(), |x| x.to_string());
         format!(

@@ -156,7 +156,8 @@ fn read_points(path: &Path, key: &str) -> Result<Vec<Point>> {
                 n: (key == "n").then_some(at),
                 proxy: number(&csv, i, c[1])?,
                 gold: number(&csv, i, c[2])?,
-                gold_ci: number(&csv, i, c[3])?,
+                // Empty where the evaluation had one prompt, which gives no interval.
+                gold_ci: csv.number(i, c[3])?.unwrap_or(f64::NAN),
                 kl: number(&csv, i, c[4])?,
             })
         })

@@ -136,17 +136,18 @@ impl SweepSpec {
         if spec.seeds.is_empty() {
             bail!("{source}: `seeds` is empty; give at least one seed");
         }
-        // The name is the folder `out/sweeps/<name>`: no path of its own.
+        // The name is the folder `out/sweeps/<name>`: one folder name, not a path of its own
+        // (`../x`, `/tmp/x` and `""` wrote outside `out/sweeps/`, or into it).
         if let Some(name) = &spec.name
             && (name.is_empty()
                 || name == "."
                 || name == ".."
-                || !name
+                || name
                     .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
+                    .any(|c| c == '/' || c == '\\' || c.is_control()))
         {
             bail!(
-                "{source}: `name` = {name:?}: give letters, digits, `.`, `_` or `-` (it names the folder out/sweeps/<name>)"
+                "{source}: `name` = {name:?}: give a folder name, without `/`, `\\` or control characters, and not `.` or `..` (it names the folder out/sweeps/<name>)"
             );
         }
         // Each run's config is TOML, whose integers are signed 64-bit.
@@ -545,8 +546,17 @@ fn read_summary(dir: &Path) -> Result<serde_json::Value> {
 fn config_difference(existing: &str, run: &PlannedRun) -> Option<String> {
     let old: toml::Table = existing.parse().ok()?;
     let planned: toml::Table = run.config_toml.parse().ok()?;
+    let defaults = toml::Table::try_from(TrainConfig::default()).ok()?;
     let keys: BTreeSet<&String> = old.keys().chain(planned.keys()).collect();
     keys.into_iter().find_map(|k| {
+        // A field an older run folder lacks, at the default that trains as it did: not a
+        // difference (see `same_config`).
+        if !old.contains_key(k)
+            && FIELDS_ADDED_WITH_OLD_BEHAVIOUR.contains(&k.as_str())
+            && defaults.get(k) == planned.get(k)
+        {
+            return None;
+        }
         let show = |v: Option<&toml::Value>| v.map_or("absent".to_string(), |v| v.to_string());
         (old.get(k) != planned.get(k)).then(|| {
             format!(
@@ -1248,13 +1258,17 @@ pub fn slurm_task_memory(
 /// `partition`, `account`) of an emitted script, if it cannot: each becomes an `#SBATCH` line
 /// as written, where a newline would start a shell command and a space or quote would be read
 /// as sbatch's next argument. A time is Slurm's `M`, `M:S`, `H:M:S`, `D-H`, `D-H:M`, `D-H:M:S`,
-/// `UNLIMITED` or `INFINITE`; a partition or account is letters, digits, `_`, `-` and `.`
+/// `UNLIMITED`, `INFINITE` (any case) or `-1`; a partition or account is letters, digits, `_`, `-` and `.`
 /// (a partition list also `,`).
 pub fn slurm_field_problem(field: &str, value: &str) -> Option<String> {
     let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
     match field {
         "time" => {
-            if matches!(value, "UNLIMITED" | "INFINITE" | "unlimited" | "infinite") {
+            // As Slurm's time_str2mins reads them, in any case.
+            if value == "-1"
+                || value.eq_ignore_ascii_case("UNLIMITED")
+                || value.eq_ignore_ascii_case("INFINITE")
+            {
                 return None;
             }
             let (days, rest) = match value.split_once('-') {
@@ -1264,7 +1278,7 @@ pub fn slurm_field_problem(field: &str, value: &str) -> Option<String> {
             let parts: Vec<&str> = rest.split(':').collect();
             let ok = days.is_none_or(digits) && parts.len() <= 3 && parts.iter().all(|p| digits(p));
             (!ok).then(|| {
-                "Slurm reads a time as M, M:S, H:M:S, D-H, D-H:M or D-H:M:S (digits), UNLIMITED or INFINITE".to_string()
+                "Slurm reads a time as M, M:S, H:M:S, D-H, D-H:M or D-H:M:S (digits), UNLIMITED, INFINITE or -1".to_string()
             })
         }
         _ => {
@@ -1496,15 +1510,19 @@ config = { num_envs = 16 }
 
     #[test]
     fn a_sweep_name_is_a_folder_name_not_a_path() {
-        for bad in ["", ".", "..", "../x", "/tmp/x", "a b", "a\nb"] {
+        for bad in ["", ".", "..", "../x", "/tmp/x", "a\\b", "a\nb"] {
             let text = format!(
                 "name = {bad:?}\nseeds = [1]\n[[runs]]\nenvs = [\"CartPole-v1\"]\nalgos = [\"ppo\"]\n"
             );
             let e = SweepSpec::parse(&text, "s.toml").unwrap_err().to_string();
             assert!(e.contains("s.toml: `name`"), "{bad:?}: {e}");
         }
-        let text = "name = \"my_sweep-2.1\"\nseeds = [1]\n[[runs]]\nenvs = [\"CartPole-v1\"]\nalgos = [\"ppo\"]\n";
-        assert!(SweepSpec::parse(text, "s.toml").is_ok());
+        for good in ["my_sweep-2.1", "CartPole sweep (v2)", "..x"] {
+            let text = format!(
+                "name = {good:?}\nseeds = [1]\n[[runs]]\nenvs = [\"CartPole-v1\"]\nalgos = [\"ppo\"]\n"
+            );
+            assert!(SweepSpec::parse(&text, "s.toml").is_ok(), "{good}");
+        }
     }
 
     #[test]
@@ -1517,6 +1535,8 @@ config = { num_envs = 16 }
             "1-12:30",
             "2-00:00:00",
             "UNLIMITED",
+            "Infinite",
+            "-1",
         ] {
             assert_eq!(slurm_field_problem("time", good), None, "{good}");
         }

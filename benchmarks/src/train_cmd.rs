@@ -259,14 +259,16 @@ pub(crate) fn interrupt_on_signals() -> Result<std::sync::Arc<std::sync::atomic:
         signal_hook::flag::register(signal, interrupt.clone())
             .context("cannot install a signal handler")?;
     }
-    // Said at once, not when the run reaches its next check (a best-of-n chunk or a gradient
-    // step can take a second): a user who hears nothing presses Ctrl-C again, which ends the
-    // process without sealing the run. A handler cannot print; this thread looks every 50 ms.
+    // Said when the run has not stopped half a second after the signal (its next check can be
+    // a second away: a chunk of best-of-n's samples, a gradient step): a user who hears
+    // nothing presses Ctrl-C again, which ends the process without sealing the run. A run
+    // that stops sooner says so itself. A handler cannot print; this thread looks every 50 ms.
     let seen = interrupt.clone();
     std::thread::spawn(move || {
         while !seen.load(std::sync::atomic::Ordering::Relaxed) {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        std::thread::sleep(std::time::Duration::from_millis(500));
         eprintln!(
             "\ngradgym: signal received: stopping at the next safe point and sealing the run (a second signal ends the process at once)"
         );

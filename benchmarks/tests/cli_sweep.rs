@@ -790,6 +790,15 @@ fn a_run_written_before_a_config_field_existed_resumes_and_a_changed_value_does_
         let o = sweep(&file, &out, &["--quiet"]);
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));
         assert!(text(&o).contains("different config"), "{}", text(&o));
+        // The field named is the one that differs, not one the older file lacks at the
+        // default that trains as it did (`checkpoint_every` was named).
+        if changed.contains("gamma = 0.9\n") {
+            assert!(
+                text(&o).contains("(field `gamma`: 0.9 there, 0.99 now)"),
+                "{}",
+                text(&o)
+            );
+        }
     }
 }
 
@@ -868,6 +877,18 @@ fn a_run_folder_that_is_not_its_summary_row_is_refused_by_report_plot_and_compar
         );
     }
     assert!(!plots.exists(), "a refused plot wrote {}", plots.display());
+    // A cut summary.json leaves the row unchecked, said, as a cut metrics.csv leaves a curve
+    // out: not fatal to the report.
+    let cut = fs::read_to_string(two.join("summary.json")).unwrap();
+    fs::write(one.join("summary.json"), &cut[..cut.len() / 2]).unwrap();
+    let o = gradgym(&["report", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o)
+            .contains("whether the folder is the run summary.csv's row describes is not checked"),
+        "{}",
+        text(&o)
+    );
 }
 
 /// A finished run folder that lost a file, or whose metrics were cut, is named on resume, not

@@ -126,7 +126,7 @@ pub fn same_response_same_score(responses: &[&[u32]], per_prompt: usize, scores:
 }
 
 /// Mean and the half-width of its 95% normal interval: 1.96 standard errors; NaN for one
-/// value, which gives no interval (written `NaN` in CSV, `null` in JSON). The normal quantile
+/// value, which gives no interval (written as an empty cell in CSV, `null` in JSON). The normal quantile
 /// suits the hundreds of prompts an evaluation draws; with few it is too narrow (Student's t
 /// gives 2.26 at 10 values, 2.05 at 30).
 pub fn mean_ci(x: &[f64]) -> (f64, f64) {

@@ -340,9 +340,9 @@ impl Run<'_> {
         self.eval_csv.push_str(&format!(
             "{update},{policy},{},{},{},{},{},{},{},{},{}\n",
             e.proxy,
-            e.proxy_ci,
+            ci_cell(e.proxy_ci),
             e.gold,
-            e.gold_ci,
+            ci_cell(e.gold_ci),
             e.kl,
             e.kl_k3,
             e.entropy,
@@ -1391,6 +1391,15 @@ pub fn run(
         summary.insert("final_beta".into(), json!(kl.beta()));
         Ok(())
     });
+    // A signal that came after the last check (while the last scores were computed or the
+    // files written) still ends the run as interrupted, its files kept: a signal always
+    // gives exit 130, as the acknowledgement on stderr said it would.
+    let interrupt = run.interrupt;
+    let outcome = outcome.and_then(|()| {
+        check_interrupt(interrupt, || {
+            "at the end of the run, its files written".into()
+        })
+    });
     finish(run, summary, outcome)
 }
 
@@ -1453,13 +1462,23 @@ fn write_bon(run: &Run<'_>, points: &[BonPoint]) -> Result<()> {
             p.n,
             p.proxy,
             p.gold,
-            p.gold_ci,
+            ci_cell(p.gold_ci),
             p.kl,
             p.kl_bound,
             p.kl.max(0.0).sqrt()
         ));
     }
     run.folder.write_text("best_of_n.csv", &s)
+}
+
+/// A CSV cell of an interval's half-width: empty where there is none (one prompt: NaN), as
+/// the CSV readers take an empty cell for a value not there.
+fn ci_cell(x: f64) -> String {
+    if x.is_nan() {
+        String::new()
+    } else {
+        x.to_string()
+    }
 }
 
 fn finite_or_null(x: f64) -> Option<f64> {

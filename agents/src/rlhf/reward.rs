@@ -78,7 +78,7 @@ pub fn sample_with(
     for (i, g) in generated.iter().enumerate() {
         if let Some(j) = g.logprobs.iter().position(|l| !l.is_finite()) {
             anyhow::bail!(
-                "the model's next-token distribution is not finite (response {}, token {}: \
+                "the model's next-token distribution is not finite (sequence {} drawn, token {}: \
                  log-probability {}): its weights, though finite, overflow in the forward pass",
                 i + 1,
                 j + 1,
