@@ -186,15 +186,20 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
     }
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut bar_shown = false;
+    // Off a terminal (a log file, CI), a bar's state is printed as a plain line when nothing
+    // has been printed for this long, so a long stage is never silent for minutes.
+    const QUIET_FOR: f64 = 30.0;
+    let mut last_line = 0.0f64;
     let mut progress = |line: &str| {
         if quiet {
             return;
         }
         let elapsed = start.elapsed().as_secs_f64();
         if let Some(state) = line.strip_prefix(pipeline::PROGRESS) {
+            // `rl 12/60 proxy …` as a bar: rl [#####.....] 12/60 proxy …
+            let (label, rest) = state.split_once(' ').unwrap_or(("", state));
             if terminal {
-                // `12/60 proxy … ` as a bar: [#####.....] 12/60 proxy …
-                let (done, total) = state
+                let (done, total) = rest
                     .split_whitespace()
                     .next()
                     .and_then(|f| f.split_once('/'))
@@ -203,11 +208,14 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
                 let width = 30;
                 let filled = ((done / total) * width as f64).round() as usize;
                 eprint!(
-                    "\r  [{elapsed:6.1}s] rl [{}{}] {state}\x1b[K",
+                    "\r  [{elapsed:6.1}s] {label} [{}{}] {rest}\x1b[K",
                     "#".repeat(filled.min(width)),
                     ".".repeat(width - filled.min(width))
                 );
                 bar_shown = true;
+            } else if elapsed - last_line >= QUIET_FOR {
+                eprintln!("  [{elapsed:6.1}s] {label} {rest}");
+                last_line = elapsed;
             }
             return;
         }
@@ -216,6 +224,7 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
             bar_shown = false;
         }
         eprintln!("  [{elapsed:6.1}s] {line}");
+        last_line = elapsed;
     };
     // SIGINT or SIGTERM ends the run at its next step, sealed as `interrupted`.
     let interrupt = crate::train_cmd::interrupt_on_signals()?;

@@ -46,7 +46,8 @@ use crate::nn::gpt::{Gpt, GptConfig};
 use crate::run_folder::{Existing, RunFolder, refuse_inputs_inside};
 
 /// Lines passed to the progress callback that start with this are a progress bar's state
-/// (`DONE/TOTAL …`), to be redrawn in place on a terminal and dropped elsewhere.
+/// (`STAGE DONE/TOTAL …`: `pretrain`, `sft`, `reward-model` or `rl`), to be redrawn in place
+/// on a terminal; elsewhere a caller may print one now and then.
 pub const PROGRESS: &str = "\u{1b}progress:";
 
 /// Which stages to run.
@@ -229,6 +230,8 @@ impl Run<'_> {
         let mut lines = Vec::new();
         let mut last_report = String::new();
         let interrupt = self.interrupt;
+        let progress = &mut self.progress;
+        let name = stage.name();
         let tail = lm::train(
             model,
             &grammar,
@@ -238,6 +241,11 @@ impl Run<'_> {
             &mut rng,
             |step, loss| {
                 lines.push(format!("{},{step},{loss}", stage.name()));
+                (progress)(&format!(
+                    "{PROGRESS}{name} {}/{} loss {loss:.3}",
+                    step + 1,
+                    cfg.steps
+                ));
                 if (step + 1) % every == 0 {
                     last_report = format!(
                         "{} step {}/{}: loss {loss:.3}",
@@ -431,13 +439,21 @@ impl Run<'_> {
         let mut rm = sft.with_scalar_head(&mut self.stream("rm-init", round))?;
         let mut lines = Vec::new();
         let interrupt = self.interrupt;
+        let mut fit_rng = self.stream("rm-fit", round);
+        let steps = reward::fit_steps(train, &self.config.reward_model);
+        let progress = &mut self.progress;
         let report = reward::fit(
             &mut rm,
             train,
             &self.config.reward_model,
-            &mut self.stream("rm-fit", round),
+            &mut fit_rng,
             |step, loss| {
                 lines.push(format!("{},{step},{loss}", round + 1));
+                (progress)(&format!(
+                    "{PROGRESS}reward-model {}/{steps} loss {loss:.3} (round {})",
+                    step + 1,
+                    round + 1
+                ));
                 check_interrupt(interrupt, || {
                     format!("at reward-model step {} (round {})", step + 1, round + 1)
                 })
@@ -1377,7 +1393,7 @@ pub fn run(
             run.folder.append(&row)?;
             // A progress bar's line (the caller draws it on a terminal, or drops it).
             run.say(&format!(
-                "{PROGRESS}{}/{} proxy {:.3} gold {:.3} KL {:.2}",
+                "{PROGRESS}rl {}/{} proxy {:.3} gold {:.3} KL {:.2}",
                 update + 1,
                 rl.updates,
                 mean(&rollout.scores),

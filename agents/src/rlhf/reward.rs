@@ -241,6 +241,16 @@ pub fn chosen_lm_loss(rm: &Gpt, batch: &[&Comparison]) -> Tensor {
 /// Fits `rm` (already initialised) to `train`, comparisons grouped by their K. The order of
 /// batches comes from `rng`; `report(step, loss)` is called after every step, and an error it
 /// returns stops the fit.
+/// The gradient steps [`fit`] takes on `train`: per epoch, each K's comparisons in batches.
+pub fn fit_steps(train: &[Comparison], config: &RewardModelConfig) -> usize {
+    let mut by_k: std::collections::BTreeMap<usize, usize> = Default::default();
+    for c in train {
+        *by_k.entry(c.responses.len()).or_default() += 1;
+    }
+    let per_epoch: usize = by_k.values().map(|n| n.div_ceil(config.batch_size)).sum();
+    per_epoch * config.epochs
+}
+
 pub fn fit(
     rm: &mut Gpt,
     train: &[Comparison],
@@ -258,11 +268,7 @@ pub fn fit(
     for c in train {
         by_k.entry(c.responses.len()).or_default().push(c);
     }
-    let per_epoch: usize = by_k
-        .values()
-        .map(|v| v.len().div_ceil(config.batch_size))
-        .sum();
-    let total = per_epoch * config.epochs;
+    let total = fit_steps(train, config);
     let mut step = 0;
     let (mut last_pref, mut last_lm) = (f64::NAN, f64::NAN);
     for _epoch in 0..config.epochs {
