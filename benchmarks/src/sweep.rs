@@ -549,12 +549,7 @@ fn config_difference(existing: &str, run: &PlannedRun) -> Option<String> {
     let defaults = toml::Table::try_from(TrainConfig::default()).ok()?;
     let keys: BTreeSet<&String> = old.keys().chain(planned.keys()).collect();
     keys.into_iter().find_map(|k| {
-        // A field an older run folder lacks, at the default that trains as it did: not a
-        // difference (see `same_config`).
-        if !old.contains_key(k)
-            && FIELDS_ADDED_WITH_OLD_BEHAVIOUR.contains(&k.as_str())
-            && defaults.get(k) == planned.get(k)
-        {
+        if lacks_at_old_default(&old, k, planned.get(k), &defaults) {
             return None;
         }
         let show = |v: Option<&toml::Value>| v.map_or("absent".to_string(), |v| v.to_string());
@@ -608,6 +603,21 @@ fn completed_run_files(dir: &Path, summary: &serde_json::Value) -> Result<()> {
 /// its default `auto` trains classic runs natively, and before it existed they ran on libtorch.
 const FIELDS_ADDED_WITH_OLD_BEHAVIOUR: [&str; 2] = ["ref_kl_coef", "checkpoint_every"];
 
+/// Whether `old` (a finished run's `config.toml`) lacks `key` only because it was written
+/// before the field existed: a field of [`FIELDS_ADDED_WITH_OLD_BEHAVIOUR`] that the plan
+/// gives (`planned`) at its default, which trains as those versions did.
+fn lacks_at_old_default(
+    old: &toml::Table,
+    key: &str,
+    planned: Option<&toml::Value>,
+    defaults: &toml::Table,
+) -> bool {
+    !old.contains_key(key)
+        && FIELDS_ADDED_WITH_OLD_BEHAVIOUR.contains(&key)
+        && planned.is_some()
+        && defaults.get(key) == planned
+}
+
 /// Whether a finished run's `config.toml` is the config `run` plans. The same text, or the
 /// same config once read, where the file lacks only fields of
 /// [`FIELDS_ADDED_WITH_OLD_BEHAVIOUR`] and the plan gives them their defaults: a file written
@@ -624,9 +634,7 @@ fn same_config(existing: &str, run: &PlannedRun) -> bool {
         return false;
     };
     let lacks_only_added_defaults = planned.iter().all(|(key, value)| {
-        old.contains_key(key)
-            || (FIELDS_ADDED_WITH_OLD_BEHAVIOUR.contains(&key.as_str())
-                && defaults.get(key) == Some(value))
+        old.contains_key(key) || lacks_at_old_default(&old, key, Some(value), &defaults)
     });
     lacks_only_added_defaults
         && TrainConfig::default()

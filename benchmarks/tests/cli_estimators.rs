@@ -94,12 +94,24 @@ fn the_study_writes_its_table_and_catches_the_biased_estimator() {
     assert!(text(&o).contains("sample"), "{}", text(&o));
 }
 
+/// `gradgym estimators` on a config of `body` (written beside `out`, as `out.toml`) into `out`.
+fn study(body: &str, out: &std::path::Path) -> std::process::Output {
+    let config = out.with_extension("toml");
+    std::fs::write(&config, body).unwrap();
+    gradgym(&[
+        "estimators",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
 /// A study too large to run (hours, or batches that cannot be allocated: `samples =
 /// [1000000000000]` aborted the process) is refused naming its fields, before its folder.
 #[test]
 fn a_study_past_the_caps_is_refused_before_anything_is_written() {
     let out = scratch("cli-estimators", "too-large");
-    let config = out.with_extension("toml");
     for (body, says) in [
         ("samples = [1000000000000]\n", "`batches` × `samples`"),
         (
@@ -108,14 +120,7 @@ fn a_study_past_the_caps_is_refused_before_anything_is_written() {
         ),
         ("random_mdps = 100000000\n", "`random_mdps`"),
     ] {
-        std::fs::write(&config, body).unwrap();
-        let o = gradgym(&[
-            "estimators",
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let o = study(body, &out);
         assert_eq!(o.status.code(), Some(2), "{body}: {}", text(&o));
         assert!(
             text(&o).contains(says) && text(&o).contains("more than gradgym allows"),
@@ -131,19 +136,7 @@ fn a_study_past_the_caps_is_refused_before_anything_is_written() {
 #[test]
 fn a_sample_size_given_twice_is_refused() {
     let out = scratch("cli-estimators", "twice");
-    let config = out.with_extension("toml");
-    std::fs::write(
-        &config,
-        "samples = [16, 16]\nbatches = 2\nrandom_mdps = 1\n",
-    )
-    .unwrap();
-    let o = gradgym(&[
-        "estimators",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = study("samples = [16, 16]\nbatches = 2\nrandom_mdps = 1\n", &out);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains("config field `samples`: a size is given twice"),

@@ -1611,34 +1611,31 @@ fn sigint_seals_an_rlhf_run_as_interrupted() {
     fs::remove_dir_all(dir).ok();
 }
 
-/// A signal during one long RL update (a million epochs over the batch) stops it before its
-/// next gradient step, instead of waiting for the update to end.
-#[test]
-fn sigint_stops_a_long_rl_update_between_its_gradient_steps() {
+/// Runs `gradgym rlhf ARGS`, and `delay` after `started` exists sends it SIGINT; its output
+/// once it has ended, which must be within `within` of the signal.
+fn interrupt_once(
+    args: &[&str],
+    started: &Path,
+    delay: std::time::Duration,
+    within: std::time::Duration,
+) -> std::process::Output {
     use std::time::{Duration, Instant};
-    let dir = scratch("signal-update");
-    let cfg = config(&dir, "");
-    let out = dir.join("run");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gradgym"))
-        .args(["rlhf", "--config", cfg.to_str().unwrap()])
-        .args(["--set", "rl.update_epochs=1000000", "--quiet"])
-        .args(["--out", out.to_str().unwrap()])
+        .arg("rlhf")
+        .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The metrics header is written just before the first update's rollout (milliseconds on
-    // this config); a second later the run is inside that update.
-    let metrics = partial(&out).join("metrics.csv");
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !metrics.exists() {
+    while !started.exists() {
         if Instant::now() > deadline {
             child.kill().ok();
-            panic!("the run never started its RL updates");
+            panic!("the run never wrote {}", started.display());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(delay);
     let sent = Instant::now();
     let kill = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -1646,13 +1643,39 @@ fn sigint_stops_a_long_rl_update_between_its_gradient_steps() {
         .unwrap();
     assert!(kill.success());
     while child.try_wait().unwrap().is_none() {
-        if sent.elapsed() > Duration::from_secs(60) {
+        if sent.elapsed() > within {
             child.kill().ok();
-            panic!("the run did not stop within a minute of SIGINT");
+            panic!("the run did not stop within {within:?} of SIGINT");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let o = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A signal during one long RL update (a million epochs over the batch) stops it before its
+/// next gradient step, instead of waiting for the update to end.
+#[test]
+fn sigint_stops_a_long_rl_update_between_its_gradient_steps() {
+    use std::time::Duration;
+    let dir = scratch("signal-update");
+    let cfg = config(&dir, "");
+    let out = dir.join("run");
+    // The metrics header is written just before the first update's rollout (milliseconds on
+    // this config); a second later the run is inside that update.
+    let o = interrupt_once(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--set",
+            "rl.update_epochs=1000000",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &partial(&out).join("metrics.csv"),
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    );
     let t = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "{t}");
     assert!(t.contains("gradient steps"), "{t}");
@@ -1858,7 +1881,7 @@ fn a_users_files_are_taken_as_meant_or_named() {
 /// normalisation and the evaluations never looked at the signal and ended `completed`, exit 0.
 #[test]
 fn sigint_stops_best_of_n_within_a_chunk_of_samples() {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let dir = scratch("signal-bon");
     let cfg = config(&dir, "");
     let c = cfg.to_str().unwrap();
@@ -1884,44 +1907,30 @@ fn sigint_stops_best_of_n_within_a_chunk_of_samples() {
     ]));
     let out = dir.join("bon");
     // 256 prompts × 2048 samples: about a minute of sampling here.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gradgym"))
-        .args(["rlhf", "bon", "--config", c])
-        .args(["--sft", sft.to_str().unwrap(), "--rm", rm.to_str().unwrap()])
-        .args([
+    let (s, r) = (sft.to_str().unwrap(), rm.to_str().unwrap());
+    let o = interrupt_once(
+        &[
+            "bon",
+            "--config",
+            c,
+            "--sft",
+            s,
+            "--rm",
+            r,
             "--set",
             "eval.prompts=256",
             "--set",
             "eval.samples_per_prompt=2048",
-        ])
-        .args(["--set", "eval.best_of_n=[1, 2048]", "--quiet"])
-        .args(["--out", out.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !partial(&out).exists() {
-        if Instant::now() > deadline {
-            child.kill().ok();
-            panic!("the run never started");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_secs(2));
-    let sent = Instant::now();
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    while child.try_wait().unwrap().is_none() {
-        if sent.elapsed() > Duration::from_secs(30) {
-            child.kill().ok();
-            panic!("best-of-n did not stop within 30 s of SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let o = child.wait_with_output().unwrap();
+            "--set",
+            "eval.best_of_n=[1, 2048]",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &partial(&out),
+        Duration::from_secs(2),
+        Duration::from_secs(30),
+    );
     let t = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "{t}");
     assert!(

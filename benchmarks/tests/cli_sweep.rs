@@ -39,6 +39,16 @@ envs = ["CartPole-v1"]
 algos = ["a2c"]
 "#;
 
+/// Copies the contents of folder `from` into folder `to`, made if missing.
+fn copy_into(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    let ok = Command::new("cp")
+        .args(["-r", &format!("{}/.", from.display()), to.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
 fn write_sweep(name: &str, contents: &str) -> PathBuf {
     let path = scratch(name).with_extension("toml");
     fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -834,22 +844,13 @@ fn a_run_folder_that_is_not_its_summary_row_is_refused_by_report_plot_and_compar
     let reference = scratch("swapped-ref");
     assert!(sweep(&file, &reference, &["--quiet"]).status.success());
     let out = scratch("swapped");
-    fs::create_dir_all(&out).unwrap();
-    let copy = |from: &Path, to: &Path| {
-        let ok = Command::new("cp")
-            .args(["-r", &format!("{}/.", from.display()), to.to_str().unwrap()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    };
-    copy(&reference, &out);
+    copy_into(&reference, &out);
     let (one, two) = (
         out.join("runs/CartPole-v1__a2c__seed1"),
         reference.join("runs/CartPole-v1__a2c__seed2"),
     );
     fs::remove_dir_all(&one).unwrap();
-    fs::create_dir_all(&one).unwrap();
-    copy(&two, &one);
+    copy_into(&two, &one);
     let plots = scratch("swapped-plots");
     for args in [
         vec!["report", out.to_str().unwrap()],
@@ -924,16 +925,7 @@ fn a_resume_names_an_incomplete_run_folder_instead_of_skipping_it() {
     .enumerate()
     {
         let out = scratch(&format!("incomplete{k}"));
-        fs::create_dir_all(&out).unwrap();
-        let copy = Command::new("cp")
-            .args([
-                "-r",
-                &format!("{}/.", reference.display()),
-                out.to_str().unwrap(),
-            ])
-            .status()
-            .unwrap();
-        assert!(copy.success());
+        copy_into(&reference, &out);
         let path = out.join(run).join(file_name);
         match &contents {
             None => fs::remove_file(&path).unwrap(),
