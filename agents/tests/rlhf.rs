@@ -8,11 +8,11 @@
 use std::path::Path;
 
 use gradgym_agents::config::rlhf::{RlConfig, RlhfConfig};
-use gradgym_agents::config::{Algo, BackendKind};
+use gradgym_agents::config::{Algo, BackendKind, PpoLoss};
 use gradgym_agents::nn::gpt::{Gpt, GptConfig};
 use gradgym_agents::nn::sampling::{SamplingConfig, generate};
 use gradgym_agents::rlhf::data::Comparison;
-use gradgym_agents::rlhf::learner::{TokenLearner, TokenRollout};
+use gradgym_agents::rlhf::learner::{TokenLearner, TokenRollout, TokenUpdateStats};
 use gradgym_agents::rlhf::pipeline::{self, Inputs, Stage};
 use gradgym_agents::rlhf::reward::{chosen_lm_loss, preference_loss};
 use gradgym_agents::rlhf::sequences::{Sequences, scores, token_stats};
@@ -582,6 +582,15 @@ fn each_learner_and_option_of_the_pipeline_runs_and_shows_its_effect() {
         "β never moved: {beta:?}"
     );
     assert_eq!(column(&base.join("ppo"), "beta"), vec![0.05; 4]);
+    // PPO-KL: its β toward the old policy has a column of its own, doubling here toward a
+    // tiny target; the clipped surrogate's runs have no such column.
+    let dir = run("ppo-kl", &|c| {
+        c.rl.ppo_loss = PpoLoss::Kl;
+        c.rl.ppo_kl_target = Some(1e-12);
+    });
+    assert_eq!(column(&dir, "policy/kl_coef"), [1.0, 2.0, 4.0, 8.0]);
+    let header = std::fs::read_to_string(base.join("ppo/metrics.csv")).unwrap();
+    assert!(!header.lines().next().unwrap().contains("kl_coef"));
     // Askell's LM term is fitted and reported.
     let dir = run("lm", &|c| c.reward_model.lm_coef = 0.5);
     let lm = summary(&dir)["rm_lm_loss"].as_f64().expect("an LM loss");
@@ -607,19 +616,106 @@ fn learner_on(
     backend: BackendKind,
     ent_coef: f64,
 ) -> TokenLearner {
+    learner_with(algo, num_minibatches, backend, |c| c.ent_coef = ent_coef)
+}
+
+/// [`learner_on`] with no entropy bonus and `edit` made to its config.
+fn learner_with(
+    algo: Algo,
+    num_minibatches: usize,
+    backend: BackendKind,
+    edit: impl Fn(&mut RlConfig),
+) -> TokenLearner {
     let policy = model(40, 5);
     let value = policy
         .with_scalar_head(&mut rng::stream(5, "test/rlhf-head", 0))
         .unwrap();
-    let config = RlConfig {
+    let mut config = RlConfig {
         num_minibatches,
         update_epochs: 2,
         max_response: 12,
-        ent_coef,
         backend,
         ..RlConfig::default()
     };
+    edit(&mut config);
     TokenLearner::new(algo, config, policy, value).unwrap()
+}
+
+/// PPO with `rl.ppo_loss = "kl"` (`L^KLPEN`), on both backends: its penalty holds the policy
+/// nearer the one that sampled the batch (a large β ends an update's steps at a smaller KL to
+/// it than β = 0, which is the unclipped surrogate); its β stays at `kl_coef` without a
+/// target, and with `ppo_kl_target` is doubled after an update whose mean KL is above 1.5 ×
+/// the target and halved below the target / 1.5 (Schulman et al. 2017, section 4); and
+/// CleanRL's `target_kl` ends the epochs after the first whose last step passes it.
+#[test]
+fn ppo_kl_penalises_the_kl_to_the_old_policy_adapts_its_beta_and_target_kl_stops_early() {
+    tch::set_num_threads(1);
+    let reference = model(40, 5);
+    let reward_model = rm(7);
+    let (p1, p2, p3) = (prompt(1), prompt(2), prompt(3));
+    let prompts: Vec<&[u32]> = vec![&p1, &p2, &p3];
+    let (r1, r2, r3) = (vec![5u32, 6, 2], vec![7u32; 11], vec![8u32, 9, 10, 11, 2]);
+    let responses: Vec<&[u32]> = vec![&r1, &r2, &r3];
+    for backend in [BackendKind::Libtorch, BackendKind::Native] {
+        let kl = |edit: &dyn Fn(&mut RlConfig)| {
+            learner_with(Algo::Ppo, 1, backend, |c| {
+                c.ppo_loss = PpoLoss::Kl;
+                c.update_epochs = 8;
+                c.learning_rate = 3e-3;
+                edit(c);
+            })
+        };
+        let updates = |l: &mut TokenLearner, n: usize| -> Vec<TokenUpdateStats> {
+            let r = l.rollout(&reference, &reward_model, &prompts, &responses, 0.05);
+            (0..n)
+                .map(|i| {
+                    l.update(&r, &mut rng::stream(i as u64, "test/ppo-kl", 0))
+                        .unwrap()
+                })
+                .collect()
+        };
+        // The penalty's effect.
+        let free = updates(&mut kl(&|c| c.kl_coef = 0.0), 1)[0].approx_kl;
+        let held = updates(&mut kl(&|c| c.kl_coef = 100.0), 1)[0].approx_kl;
+        assert!(
+            held < 0.5 * free,
+            "{backend:?}: KL to the old policy {held} with β = 100 against {free} with β = 0"
+        );
+        // β: fixed, doubled, halved; each update reports the β its steps used.
+        let betas = |edit: &dyn Fn(&mut RlConfig)| -> Vec<f64> {
+            updates(&mut kl(edit), 3)
+                .iter()
+                .map(|s| s.kl_coef)
+                .collect()
+        };
+        assert_eq!(betas(&|_| {}), [1.0, 1.0, 1.0], "{backend:?}");
+        assert_eq!(
+            betas(&|c| c.ppo_kl_target = Some(1e-12)),
+            [1.0, 2.0, 4.0],
+            "{backend:?}"
+        );
+        assert_eq!(
+            betas(&|c| c.ppo_kl_target = Some(1e9)),
+            [1.0, 0.5, 0.25],
+            "{backend:?}"
+        );
+        // The clipped surrogate has no β.
+        let mut clip = learner_with(Algo::Ppo, 1, backend, |_| {});
+        assert_eq!(updates(&mut clip, 1)[0].kl_coef, 0.0);
+        // target_kl: three minibatches of one sequence; the first epoch's last step sees a
+        // policy its first steps moved, so its KL is past a tiny target and no second epoch
+        // runs.
+        let steps = |target_kl: Option<f64>| {
+            let mut l = learner_with(Algo::Ppo, 3, backend, |c| {
+                c.update_epochs = 4;
+                c.target_kl = target_kl;
+            });
+            updates(&mut l, 1)[0].gradient_steps
+        };
+        assert_eq!(steps(None), 12, "{backend:?}");
+        assert_eq!(steps(Some(1e-12)), 3, "{backend:?}");
+        assert_eq!(steps(Some(1e9)), 12, "{backend:?}");
+    }
 }
 
 fn max_param_diff(a: &Gpt, b: &Gpt) -> f64 {

@@ -62,10 +62,29 @@ fn ratio_stats(log_ratio: &Tensor, clip_coef: f64) -> RatioStats {
 /// - `clipfrac` is the share of samples where the clipped term is the larger loss, so the
 ///   clip takes their gradient (CleanRL: every ratio outside `[1 − ε, 1 + ε]`, also those
 ///   on the side where the unclipped term still decides and the gradient flows).
+///
+/// `k3` is CleanRL's `approx_kl`, `mean((ρ − 1) − log ρ)`, beside them: what an early stop at
+/// `target_kl` and PPO-KL's adaptive β read, as on the classic tasks.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct TrlRatioStats {
     pub approxkl: f64,
     pub clipfrac: f64,
+    pub k3: f64,
+}
+
+/// [`TrlRatioStats`] of `log ρ` and the per-sample losses `−Â ρ` and `−Â clip(ρ, 1 ± ε)`.
+fn trl_ratio_stats(log_ratio: &Tensor, unclipped: &Tensor, clipped: &Tensor) -> TrlRatioStats {
+    tch::no_grad(|| TrlRatioStats {
+        approxkl: (log_ratio.square().mean(Kind::Float) * 0.5).double_value(&[]),
+        clipfrac: clipped
+            .gt_tensor(unclipped)
+            .to_kind(Kind::Float)
+            .mean(Kind::Float)
+            .double_value(&[]),
+        k3: ((log_ratio.exp() - 1.0) - log_ratio)
+            .mean(Kind::Float)
+            .double_value(&[]),
+    })
 }
 
 /// The terms of `L^CLIP`: the loss, `log ρ`, and the unclipped and clipped per-sample losses
@@ -107,13 +126,24 @@ pub fn ppo_clip_loss_trl(
 ) -> (Tensor, TrlRatioStats) {
     let (loss, log_ratio, unclipped, clipped) =
         clip_terms(new_logprobs, old_logprobs, advantages, clip_coef);
-    let stats = tch::no_grad(|| TrlRatioStats {
-        approxkl: (log_ratio.square().mean(Kind::Float) * 0.5).double_value(&[]),
-        clipfrac: clipped
-            .gt_tensor(&unclipped)
-            .to_kind(Kind::Float)
-            .mean(Kind::Float)
-            .double_value(&[]),
+    let stats = trl_ratio_stats(&log_ratio, &unclipped, &clipped);
+    (loss, stats)
+}
+
+/// [`ppo_kl_loss`]'s `L^KLPEN` with TRL's diagnostics: its `clipfrac` is the share of samples
+/// whose gradient `L^CLIP` with `clip_coef` would have clipped (this loss clips none).
+pub fn ppo_kl_loss_trl(
+    new_logprobs: &Tensor,
+    old_logprobs: &Tensor,
+    advantages: &Tensor,
+    beta: f64,
+    clip_coef: f64,
+) -> (Tensor, TrlRatioStats) {
+    let (loss, _) = ppo_kl_loss(new_logprobs, old_logprobs, advantages, beta, clip_coef);
+    let stats = tch::no_grad(|| {
+        let (_, log_ratio, unclipped, clipped) =
+            clip_terms(new_logprobs, old_logprobs, advantages, clip_coef);
+        trl_ratio_stats(&log_ratio, &unclipped, &clipped)
     });
     (loss, stats)
 }
@@ -211,6 +241,12 @@ mod tests {
         assert!((trl.clipfrac - 0.4).abs() < 1e-6, "{trl:?}");
         let want = 0.5 * ratios.iter().map(|r| (*r as f64).ln().powi(2)).sum::<f64>() / 5.0;
         assert!((trl.approxkl - want).abs() < 1e-6, "{trl:?} vs {want}");
+        let k3 = ratios
+            .iter()
+            .map(|&r| r as f64 - 1.0 - (r as f64).ln())
+            .sum::<f64>()
+            / 5.0;
+        assert!((trl.k3 - k3).abs() < 1e-6, "{trl:?} vs {k3}");
         // CleanRL's count takes all four ratios outside the range; the loss is the same.
         let (loss, stats) = ppo_clip_loss(&log_ratio, &t(&[0.0; 5]), &adv, 0.2);
         assert!((stats.clipfrac - 0.8).abs() < 1e-6);
@@ -232,6 +268,14 @@ mod tests {
             scalar(&loss)
         );
         assert!((stats.approx_kl - k3).abs() < 1e-6);
+        // With TRL's diagnostics: the same loss, its k3, and the clip it does not apply.
+        let (trl_loss, trl) = ppo_kl_loss_trl(&new, &old, &adv, 0.5, 0.2);
+        assert_eq!(scalar(&trl_loss), scalar(&loss));
+        assert!((trl.k3 - k3).abs() < 1e-6, "{trl:?}");
+        let k2 = (0.2f64.powi(2) + 0.3f64.powi(2)) / 4.0;
+        assert!((trl.approxkl - k2).abs() < 1e-6, "{trl:?}");
+        // ρ = e^0.2 ≈ 1.22 with A > 0 is past 1 + ε: the clip would have bound; e^−0.3 not.
+        assert!((trl.clipfrac - 0.5).abs() < 1e-6, "{trl:?}");
     }
 
     #[test]

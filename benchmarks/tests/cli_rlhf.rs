@@ -432,6 +432,23 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
         "{}",
         text(&o)
     );
+    // `rl.kl_coef` under the clipped surrogate is PPO-KL's, unread: TRL's `kl_coef` (the KL
+    // to the reference) brought over is pointed at `rl.beta`. Under PPO-KL it is read, quietly.
+    let kl_note = "rl.kl_coef = 0.05 is PPO-KL's penalty toward the old policy, read only with \
+                   rl.ppo_loss = \"kl\"; the KL penalty toward the SFT reference is rl.beta";
+    for (extra, noted) in [
+        (&[][..], true),
+        (&["--set", "rl.ppo_loss=\"kl\""][..], false),
+    ] {
+        let (s, r) = (sft.to_str().unwrap(), rm.to_str().unwrap());
+        let out = dir.join(format!("rl-kl-coef-{noted}"));
+        let mut args = vec!["rl", "--config", c, "--sft", s, "--rm", r];
+        args.extend(["--set", "rl.kl_coef=0.05", "--out", out.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        let o = run(&args);
+        ok(&o);
+        assert_eq!(text(&o).contains(kl_note), noted, "{}", text(&o));
+    }
     fs::remove_dir_all(dir).ok();
 }
 

@@ -19,10 +19,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Algo, BackendKind};
+use super::{Algo, BackendKind, PpoLoss};
 use crate::limits::{MOST_SIZE, MOST_STEPS, MOST_THREADS, over};
 use crate::nn::sampling::SamplingConfig;
-use gradgym_algorithms::kl::ReferenceKl;
+use gradgym_algorithms::kl::{KlController, ReferenceKl};
 
 /// A problem with a config, naming its field (`table.field`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -206,6 +206,24 @@ pub struct RlConfig {
     pub update_epochs: usize,
     pub num_minibatches: usize,
     pub clip_coef: f64,
+    /// PPO's policy surrogate: `clip` (`L^CLIP`, the default) or `kl` (`L^KLPEN`: the ratio
+    /// times the advantage minus `kl_coef` times the k3 estimate of KL[π_old ‖ π] per token),
+    /// as the classic tasks' `ppo_loss`. Left out of a run's config.toml while `clip`.
+    #[serde(skip_serializing_if = "is_clip")]
+    pub ppo_loss: PpoLoss,
+    /// PPO-KL's β toward the policy before the update (its initial β with `ppo_kl_target`).
+    /// Not the KL to the SFT reference, which is `beta`. Read only with `ppo_loss = "kl"`;
+    /// left out of a run's config.toml at its default, 1.
+    #[serde(skip_serializing_if = "is_default_kl_coef")]
+    pub kl_coef: f64,
+    /// With `ppo_loss = "kl"`: after each update halve `kl_coef` if the update's mean KL to
+    /// the old policy fell below this / 1.5, double it above this × 1.5 (Schulman et al. 2017,
+    /// section 4). The classic tasks call it `kl_target`, which here is Ziegler's controller of
+    /// the KL to the reference.
+    pub ppo_kl_target: Option<f64>,
+    /// CleanRL's early stop: no more epochs in an update once the approximate KL to the old
+    /// policy (k3, mean over its last minibatch's real tokens) passes this.
+    pub target_kl: Option<f64>,
     pub clip_vloss: bool,
     pub vf_coef: f64,
     pub ent_coef: f64,
@@ -240,6 +258,32 @@ fn is_auto(b: &BackendKind) -> bool {
     *b == BackendKind::Auto
 }
 
+impl RlConfig {
+    /// PPO-KL's β toward the old policy (`ppo_loss = "kl"`): fixed at `kl_coef`, or adapted
+    /// toward `ppo_kl_target`.
+    pub fn ppo_kl(&self) -> KlController {
+        match self.ppo_kl_target {
+            None => KlController::Fixed { beta: self.kl_coef },
+            Some(target) => KlController::Adaptive {
+                beta: self.kl_coef,
+                target,
+            },
+        }
+    }
+}
+
+fn is_clip(l: &PpoLoss) -> bool {
+    *l == PpoLoss::Clip
+}
+
+/// PPO-KL's initial β when a config does not set it (Schulman et al. 2017 start at 1, as the
+/// classic tasks' `kl_coef`).
+const DEFAULT_KL_COEF: f64 = 1.0;
+
+fn is_default_kl_coef(c: &f64) -> bool {
+    c.to_bits() == DEFAULT_KL_COEF.to_bits()
+}
+
 impl Default for RlConfig {
     fn default() -> Self {
         Self {
@@ -252,6 +296,10 @@ impl Default for RlConfig {
             update_epochs: 4,
             num_minibatches: 4,
             clip_coef: 0.2,
+            ppo_loss: PpoLoss::Clip,
+            kl_coef: DEFAULT_KL_COEF,
+            ppo_kl_target: None,
+            target_kl: None,
             clip_vloss: true,
             vf_coef: 0.1,
             ent_coef: 0.0,
@@ -539,6 +587,31 @@ impl RlhfConfig {
             }
         }
         at_least_zero("rl.missing_eos_penalty", rl.missing_eos_penalty)?;
+        at_least_zero("rl.kl_coef", rl.kl_coef)?;
+        for (f, v) in [
+            ("rl.ppo_kl_target", rl.ppo_kl_target),
+            ("rl.target_kl", rl.target_kl),
+        ] {
+            if let Some(v) = v {
+                positive(f, v)?;
+            }
+        }
+        if rl.ppo_loss == PpoLoss::Kl && self.algo() != Algo::Ppo {
+            return Err(bad(
+                "rl.ppo_loss",
+                format!(
+                    "`kl` is PPO's surrogate; rl.algo is `{}` (set rl.algo = \"ppo\")",
+                    rl.algo
+                ),
+            ));
+        }
+        if rl.ppo_kl_target.is_some() && rl.ppo_loss != PpoLoss::Kl {
+            return Err(bad(
+                "rl.ppo_kl_target",
+                "adapts PPO-KL's kl_coef, which only rl.ppo_loss = \"kl\" reads (the KL to the \
+                 SFT reference is rl.beta, adapted by rl.kl_target)",
+            ));
+        }
         self.reference_kl()
             .validate(rl.batch_size)
             .map_err(|(f, m)| {
@@ -629,6 +702,14 @@ mod tests {
                 "rl.kl_horizon",
             ),
             ("[rl]\nupdates = 3\nrounds = 4", "rl.rounds"),
+            ("[rl]\nalgo = \"a2c\"\nppo_loss = \"kl\"", "rl.ppo_loss"),
+            ("[rl]\nppo_loss = \"kl\"\nkl_coef = -1.0", "rl.kl_coef"),
+            (
+                "[rl]\nppo_loss = \"kl\"\nppo_kl_target = 0.0",
+                "rl.ppo_kl_target",
+            ),
+            ("[rl]\nppo_kl_target = 0.01", "rl.ppo_kl_target"),
+            ("[rl]\ntarget_kl = -0.01", "rl.target_kl"),
             ("[sample]\ntop_p = 0.0", "sample.top_p"),
             ("[sample]\ntemperature = -1.0", "sample.temperature"),
             ("[rl]\nbatch_size = 9223372036854775807", "rl.batch_size"),
@@ -655,6 +736,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("beta_typo") && e.contains("t.toml"), "{e}");
+        // A misspelt surrogate: toml's message, with the file, line and the values allowed.
+        let e = RlhfConfig::from_toml("[rl]\nppo_loss = \"kll\"", "t.toml")
+            .unwrap_err()
+            .to_string();
+        for part in ["t.toml", "line 2", "ppo_loss", "`kll`", "`clip` or `kl`"] {
+            assert!(e.contains(part), "{part}: {e}");
+        }
     }
 
     #[test]

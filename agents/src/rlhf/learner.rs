@@ -7,7 +7,9 @@
 //!   over tokens from a value function that starts as the reward model (its own network, body
 //!   and head, as in Stiennon et al.), advantages whitened over the batch's real tokens, then
 //!   `update_epochs` passes of `num_minibatches` shuffled minibatches of prompts, each a clipped
-//!   surrogate step for the policy and a clipped value-loss step for the value function.
+//!   surrogate step for the policy (or, with `ppo_loss = "kl"`, the KL-penalised `L^KLPEN`,
+//!   its β fixed or adapted after each update) and a clipped value-loss step for the value
+//!   function; CleanRL's `target_kl` ends the epochs early.
 //! - `reinforce`: one step per batch on the reward-to-go G_t minus the learned baseline V(s_t)
 //!   (the value function fitted to G_t).
 //! - `a2c`: one step per batch on GAE(λ) advantages.
@@ -16,7 +18,10 @@
 
 use anyhow::Result;
 use gradgym_algorithms::advantages::{Shape, gae, reward_to_go};
-use gradgym_algorithms::losses::{policy_gradient_loss, ppo_clip_loss_trl, value_loss};
+use gradgym_algorithms::kl::KlController;
+use gradgym_algorithms::losses::{
+    policy_gradient_loss, ppo_clip_loss_trl, ppo_kl_loss_trl, value_loss,
+};
 use gradgym_envs::rng::Stream;
 use gradgym_envs::text::token_rewards;
 use tch::nn::{Optimizer, OptimizerConfig};
@@ -31,7 +36,7 @@ use super::sequences::{
 };
 use crate::backend::native::{Adam, clip_grad_norm};
 use crate::config::rlhf::RlConfig;
-use crate::config::{Algo, BackendKind};
+use crate::config::{Algo, BackendKind, PpoLoss};
 use crate::nn::gpt::Gpt;
 use crate::nn::gpt_native::{Batch, Head, NativeGpt, Outputs, Tape};
 
@@ -110,6 +115,8 @@ pub struct TokenUpdateStats {
     pub value_error: f64,
     pub explained_variance: f64,
     pub gradient_steps: usize,
+    /// PPO-KL's β toward the old policy in this update's steps (`ppo_loss = "kl"`; else 0).
+    pub kl_coef: f64,
 }
 
 /// The learner: the policy, its value function and their optimisers.
@@ -122,6 +129,8 @@ pub struct TokenLearner {
     value_opt: Optimizer,
     /// The native backend's state, when it runs (`rl.backend`).
     native: Option<Native>,
+    /// PPO-KL's β toward the old policy (`rl.ppo_loss = "kl"`), updated after each update.
+    ppo_kl: KlController,
 }
 
 /// The native backend ([`crate::nn::gpt_native`]): host copies of both networks, which its
@@ -249,6 +258,7 @@ impl TokenLearner {
         };
         Ok(Self {
             algo,
+            ppo_kl: config.ppo_kl(),
             config,
             policy,
             value,
@@ -629,8 +639,13 @@ impl TokenLearner {
             )
         });
         let entropy_grad = self.config.ent_coef != 0.0;
+        let kl_loss = self.algo == Algo::Ppo && self.config.ppo_loss == PpoLoss::Kl;
+        let kl_coef = self.ppo_kl.beta();
         let (mut n, mut pl, mut vl, mut ak, mut cf) = (0usize, 0.0, 0.0, 0.0, 0.0);
-        for _ in 0..epochs {
+        // CleanRL's k3 approximate KL: the last step's (for `target_kl`) and their sum (for
+        // PPO-KL's β).
+        let (mut k3_last, mut k3_sum) = (0.0, 0.0);
+        'epochs: for _ in 0..epochs {
             let mut order: Vec<i64> = (0..b as i64).collect();
             if minibatches > 1 {
                 shuffle(&mut order, rng);
@@ -721,8 +736,12 @@ impl TokenLearner {
                 let new_lp = new_lp.masked_select(&m);
                 let (policy_loss, ratio) = match self.algo {
                     Algo::Ppo => {
-                        let (loss, rs) =
-                            ppo_clip_loss_trl(&new_lp, &old_lp, &adv, self.config.clip_coef);
+                        let clip_coef = self.config.clip_coef;
+                        let (loss, rs) = if kl_loss {
+                            ppo_kl_loss_trl(&new_lp, &old_lp, &adv, kl_coef, clip_coef)
+                        } else {
+                            ppo_clip_loss_trl(&new_lp, &old_lp, &adv, clip_coef)
+                        };
                         (loss, Some(rs))
                     }
                     Algo::Reinforce | Algo::A2c => (policy_gradient_loss(&new_lp, &adv), None),
@@ -803,8 +822,20 @@ impl TokenLearner {
                 if let Some(rs) = ratio {
                     ak += rs.approxkl;
                     cf += rs.clipfrac;
+                    k3_last = rs.k3;
+                    k3_sum += rs.k3;
                 }
             }
+            if let Some(target) = self.config.target_kl
+                && self.algo == Algo::Ppo
+                && k3_last > target
+            {
+                break 'epochs;
+            }
+        }
+        if kl_loss {
+            self.ppo_kl.update(k3_sum / n.max(1) as f64);
+            stats.kl_coef = kl_coef;
         }
         let n_f = n as f64;
         stats.policy_loss = pl / n_f;

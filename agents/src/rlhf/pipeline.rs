@@ -38,7 +38,8 @@ use super::learner::{TokenLearner, TokenUpdateStats};
 use super::lm::{self, LmStage};
 use super::reward::{self, Accuracy, FitReport, Normalisation};
 use super::sequences::{Sequences, rows_f64, token_logprobs, token_stats};
-use crate::config::rlhf::{ModelConfig, RlhfConfig};
+use crate::config::rlhf::{ModelConfig, RlConfig, RlhfConfig};
+use crate::config::{Algo, PpoLoss};
 use crate::device::parse_device;
 use crate::error::{catch_panics, check_interrupt, ended_status};
 use crate::metrics::{Columns, MetricRow};
@@ -1044,6 +1045,17 @@ pub fn run(
              normalisation and evaluation sample the model itself (temperature 1, no cut)",
         );
     }
+    if config.rl.ppo_loss == PpoLoss::Clip
+        && config.rl.kl_coef != RlConfig::default().kl_coef
+        && matches!(stage, Stage::All | Stage::Rl)
+    {
+        // TRL's `kl_coef` is the KL to the reference: a user bringing that name gets told.
+        run.say(&format!(
+            "note: rl.kl_coef = {} is PPO-KL's penalty toward the old policy, read only with \
+             rl.ppo_loss = \"kl\"; the KL penalty toward the SFT reference is rl.beta ({})",
+            config.rl.kl_coef, config.rl.beta
+        ));
+    }
     let mut summary = serde_json::Map::new();
     summary.insert("stage".into(), json!(stage.name()));
     // From here on the folder exists: whatever ends the stages (a non-finite loss, a libtorch
@@ -1261,6 +1273,11 @@ pub fn run(
         let mut sample_rng = run.stream("rl-sample", 0);
         let mut minibatch_rng = run.stream("minibatch", 0);
         let mut columns = Columns::new(METRICS);
+        // PPO-KL's β toward the old policy, where it exists.
+        let ppo_kl = config.algo() == Algo::Ppo && rl.ppo_loss == PpoLoss::Kl;
+        if ppo_kl {
+            columns.extend(["policy/kl_coef"]);
+        }
         columns.extend(["eval/gold_scores", "eval/scores", "eval/kl"]);
         run.folder.start_metrics(columns)?;
         if rl.rounds > 1 {
@@ -1357,6 +1374,9 @@ pub fn run(
                 .set("val/error", stats.value_error)
                 .set("val/explained_variance", stats.explained_variance)
                 .set("gradient_steps", stats.gradient_steps as f64);
+            if ppo_kl {
+                row.set("policy/kl_coef", stats.kl_coef);
+            }
             let last = update + 1 == rl.updates;
             // Samples are an evaluation's: an update they are due at is evaluated too.
             let sampled = (update + 1) % rl.samples_every == 0 || last;
