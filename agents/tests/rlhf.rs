@@ -15,7 +15,7 @@ use gradgym_agents::rlhf::data::Comparison;
 use gradgym_agents::rlhf::learner::{TokenLearner, TokenRollout, TokenUpdateStats};
 use gradgym_agents::rlhf::pipeline::{self, Inputs, Stage};
 use gradgym_agents::rlhf::reward::{chosen_lm_loss, preference_loss};
-use gradgym_agents::rlhf::sequences::{Sequences, scores, token_stats};
+use gradgym_agents::rlhf::sequences::{Sequences, scores, token_logprobs, token_stats};
 use gradgym_agents::run_folder::Existing;
 use gradgym_algorithms::best_of_n::{empirical_weights, exact_kl, kl_bound};
 use gradgym_algorithms::reward_losses::{kway_loss, pairwise_loss};
@@ -589,8 +589,16 @@ fn each_learner_and_option_of_the_pipeline_runs_and_shows_its_effect() {
         c.rl.ppo_kl_target = Some(1e-12);
     });
     assert_eq!(column(&dir, "policy/kl_coef"), [1.0, 2.0, 4.0, 8.0]);
+    let after = column(&dir, "policy/kl_after");
+    assert!(after.iter().all(|&d| d > 0.0), "{after:?}");
     let header = std::fs::read_to_string(base.join("ppo/metrics.csv")).unwrap();
-    assert!(!header.lines().next().unwrap().contains("kl_coef"));
+    assert!(!header.lines().next().unwrap().contains("policy/kl_"));
+    // A clipped run's manifest names none of PPO-KL's fields, left at their defaults (runs
+    // of one setting group by their manifests' configs).
+    let manifest = std::fs::read_to_string(base.join("ppo/manifest.json")).unwrap();
+    for key in ["ppo_loss", "kl_coef", "ppo_kl_target", "target_kl"] {
+        assert!(!manifest.contains(key), "{key} in {manifest}");
+    }
     // Askell's LM term is fitted and reported.
     let dir = run("lm", &|c| c.reward_model.lm_coef = 0.5);
     let lm = summary(&dir)["rm_lm_loss"].as_f64().expect("an LM loss");
@@ -699,6 +707,31 @@ fn ppo_kl_penalises_the_kl_to_the_old_policy_adapts_its_beta_and_target_kl_stops
             [1.0, 0.5, 0.25],
             "{backend:?}"
         );
+        // The rule reads the KL after the update, over the batch's real tokens: with one
+        // step per update a tiny target still doubles β (the KL before that step is 0).
+        let mut one = kl(&|c| {
+            c.update_epochs = 1;
+            c.ppo_kl_target = Some(1e-9);
+        });
+        let r = one.rollout(&reference, &reward_model, &prompts, &responses, 0.05);
+        let s = one
+            .update(&r, &mut rng::stream(0, "test/ppo-kl", 0))
+            .unwrap();
+        let log_ratio = tch::no_grad(|| token_logprobs(&one.policy, &r.seqs) - &r.old_logprobs)
+            .masked_select(&r.seqs.mask.to_kind(Kind::Bool));
+        let k3 = ((log_ratio.exp() - 1.0) - &log_ratio)
+            .to_kind(Kind::Double)
+            .mean(Kind::Double)
+            .double_value(&[]);
+        assert!(
+            k3 > 0.0 && (s.kl_after - k3).abs() < 1e-12,
+            "{} vs {k3}",
+            s.kl_after
+        );
+        let s = one
+            .update(&r, &mut rng::stream(1, "test/ppo-kl", 0))
+            .unwrap();
+        assert_eq!(s.kl_coef, 2.0, "{backend:?}");
         // The clipped surrogate has no β.
         let mut clip = learner_with(Algo::Ppo, 1, backend, |_| {});
         assert_eq!(updates(&mut clip, 1)[0].kl_coef, 0.0);

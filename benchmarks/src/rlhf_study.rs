@@ -273,7 +273,7 @@ pub fn load(dir: &Path) -> Result<Study> {
         let gold_sft = summary["sft"]["gold"].as_f64().unwrap_or(f64::NAN);
         let seed = manifest["seed"].as_u64().unwrap_or(1);
         let setting = {
-            let mut config = manifest["config"].clone();
+            let mut config = canonical_config(&manifest["config"]);
             if let Some(c) = config.as_object_mut() {
                 c.remove("seed");
             }
@@ -331,9 +331,12 @@ pub fn load(dir: &Path) -> Result<Study> {
                 );
             }
             let beta = manifest["config"]["rl"]["beta"].as_f64();
-            let algo = manifest["config"]["rl"]["algo"].as_str().unwrap_or("rl");
             study.curves.push(Curve {
-                label: format!("{algo} β={}", beta.unwrap_or(f64::NAN)),
+                label: format!(
+                    "{} β={}",
+                    rl_learner(&manifest["config"]["rl"]),
+                    beta.unwrap_or(f64::NAN)
+                ),
                 run: name.clone(),
                 labels,
                 beta,
@@ -590,6 +593,35 @@ pub fn markdown(study: &Study) -> String {
     s
 }
 
+/// A manifest's config with every field a run of this version would write: one written
+/// before a field existed has it at its default (which is what that run ran), so runs of one
+/// setting group together whichever version wrote them. A config this version cannot read
+/// stays as written.
+fn canonical_config(config: &Value) -> Value {
+    serde_json::from_value::<gradgym_agents::config::rlhf::RlhfConfig>(config.clone())
+        .ok()
+        .and_then(|c| serde_json::to_value(c).ok())
+        .unwrap_or_else(|| config.clone())
+}
+
+/// The RL learner of a manifest's `config.rl`, as labels name it: `ppo`, `a2c`, `reinforce`;
+/// PPO-KL with its β toward the old policy, `ppo-kl[kl_coef=1]`, and its target when adapted,
+/// `ppo-kl[kl_coef=1, ppo_kl_target=0.01]`.
+fn rl_learner(rl: &Value) -> String {
+    let algo = rl["algo"].as_str().unwrap_or("rl");
+    if rl["ppo_loss"].as_str() != Some("kl") {
+        return algo.into();
+    }
+    // Left out of the config at its default.
+    let coef = rl["kl_coef"]
+        .as_f64()
+        .unwrap_or(gradgym_agents::config::rlhf::RlConfig::default().kl_coef);
+    match rl["ppo_kl_target"].as_f64() {
+        Some(t) => format!("{algo}-kl[kl_coef={coef}, ppo_kl_target={t}]"),
+        None => format!("{algo}-kl[kl_coef={coef}]"),
+    }
+}
+
 /// The RL curves of one setting (reward model, β), one per seed, in seed order.
 pub fn seed_groups(study: &Study) -> Vec<Vec<&Curve>> {
     group_by_setting(study.curves.iter().filter(|c| !c.best_of_n))
@@ -704,6 +736,35 @@ pub fn write_report(study: &Study, out: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_group_by_what_they_ran_and_ppo_kl_is_named_apart() {
+        // A committed manifest's rl table (no PPO-KL fields, `kl_target` null) and this
+        // version's, which leaves them out at their defaults: one setting.
+        let old =
+            serde_json::json!({"seed": 1, "rl": {"algo": "ppo", "beta": 0.1, "kl_target": null}});
+        let new = serde_json::json!({"seed": 1, "rl": {"algo": "ppo", "beta": 0.1}});
+        let nulls = serde_json::json!({"seed": 1, "rl": {"algo": "ppo", "beta": 0.1,
+            "ppo_kl_target": null, "target_kl": null}});
+        assert_eq!(canonical_config(&old), canonical_config(&new));
+        assert_eq!(canonical_config(&old), canonical_config(&nulls));
+        // What this version cannot read stays as written; PPO-KL is another setting.
+        let future = serde_json::json!({"rl": {"algo": "ppo", "new_field": 1}});
+        assert_eq!(canonical_config(&future), future);
+        let kl =
+            serde_json::json!({"seed": 1, "rl": {"algo": "ppo", "beta": 0.1, "ppo_loss": "kl"}});
+        assert_ne!(canonical_config(&kl), canonical_config(&new));
+        // Labels: PPO-KL with its β toward the old policy (1 when left out), and its target.
+        assert_eq!(rl_learner(&new["rl"]), "ppo");
+        assert_eq!(rl_learner(&kl["rl"]), "ppo-kl[kl_coef=1]");
+        let adaptive = serde_json::json!({"algo": "ppo", "ppo_loss": "kl", "kl_coef": 0.5,
+            "ppo_kl_target": 0.01});
+        assert_eq!(
+            rl_learner(&adaptive),
+            "ppo-kl[kl_coef=0.5, ppo_kl_target=0.01]"
+        );
+        assert_eq!(rl_learner(&serde_json::json!({"algo": "a2c"})), "a2c");
+    }
 
     fn curve(best_of_n: bool, gain: impl Fn(f64) -> f64) -> Curve {
         let points = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0]

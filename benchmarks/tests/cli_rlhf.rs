@@ -434,8 +434,9 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
     );
     // `rl.kl_coef` under the clipped surrogate is PPO-KL's, unread: TRL's `kl_coef` (the KL
     // to the reference) brought over is pointed at `rl.beta`. Under PPO-KL it is read, quietly.
-    let kl_note = "rl.kl_coef = 0.05 is PPO-KL's penalty toward the old policy, read only with \
-                   rl.ppo_loss = \"kl\"; the KL penalty toward the SFT reference is rl.beta";
+    let kl_note = "rl.kl_coef = 0.05 is PPO-KL's penalty toward the old policy, read only by \
+                   rl.algo = \"ppo\" with rl.ppo_loss = \"kl\"; the KL penalty toward the SFT \
+                   reference is rl.beta";
     for (extra, noted) in [
         (&[][..], true),
         (&["--set", "rl.ppo_loss=\"kl\""][..], false),

@@ -220,9 +220,11 @@ pub struct RlConfig {
     /// the old policy fell below this / 1.5, double it above this × 1.5 (Schulman et al. 2017,
     /// section 4). The classic tasks call it `kl_target`, which here is Ziegler's controller of
     /// the KL to the reference.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ppo_kl_target: Option<f64>,
     /// CleanRL's early stop: no more epochs in an update once the approximate KL to the old
     /// policy (k3, mean over its last minibatch's real tokens) passes this.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub target_kl: Option<f64>,
     pub clip_vloss: bool,
     pub vf_coef: f64,
@@ -605,6 +607,21 @@ impl RlhfConfig {
                 ),
             ));
         }
+        if rl.target_kl.is_some() && self.algo() != Algo::Ppo {
+            return Err(bad(
+                "rl.target_kl",
+                format!(
+                    "stops PPO's epochs early; rl.algo `{}` takes one step per batch",
+                    rl.algo
+                ),
+            ));
+        }
+        if rl.ppo_kl_target.is_some() && rl.ppo_loss == PpoLoss::Kl && rl.kl_coef == 0.0 {
+            return Err(bad(
+                "rl.kl_coef",
+                "the adaptive rule (rl.ppo_kl_target) only halves or doubles β, so it would stay 0",
+            ));
+        }
         if rl.ppo_kl_target.is_some() && rl.ppo_loss != PpoLoss::Kl {
             return Err(bad(
                 "rl.ppo_kl_target",
@@ -710,6 +727,11 @@ mod tests {
             ),
             ("[rl]\nppo_kl_target = 0.01", "rl.ppo_kl_target"),
             ("[rl]\ntarget_kl = -0.01", "rl.target_kl"),
+            ("[rl]\nalgo = \"a2c\"\ntarget_kl = 0.01", "rl.target_kl"),
+            (
+                "[rl]\nppo_loss = \"kl\"\nkl_coef = 0.0\nppo_kl_target = 0.01",
+                "rl.kl_coef",
+            ),
             ("[sample]\ntop_p = 0.0", "sample.top_p"),
             ("[sample]\ntemperature = -1.0", "sample.temperature"),
             ("[rl]\nbatch_size = 9223372036854775807", "rl.batch_size"),

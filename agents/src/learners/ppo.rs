@@ -4,7 +4,9 @@
 //! `update_epochs` passes over the batch in shuffled minibatches, each minimising
 //! `L = L^CLIP (or L^KLPEN) − c_ent · H[π] + c_vf · L^V` with a global grad-norm clip; the
 //! epochs stop early once the approximate KL passes `target_kl`. With `ppo_loss = "kl"`, β is
-//! updated after the epochs from the mean KL measured (fixed or adaptive, `kl_target`).
+//! fixed, or adapted toward `kl_target` after the epochs from the KL that the update moved the
+//! policy by, measured over the batch by one pass of the updated policy (Schulman et al.'s d;
+//! the steps' own estimates are each taken before their step, the first always 0).
 //! CleanRL's `ppo.py` runs the same steps in the same order, except that it treats time-limit
 //! truncation as termination; here truncated episodes are bootstrapped.
 
@@ -16,6 +18,7 @@ use crate::backend::{Backend, PolicyLoss, ValueLoss};
 use crate::buffer::{Rollout, flat};
 use crate::config::{PpoLoss, TrainConfig};
 use crate::error::NonFiniteLoss;
+use crate::nn::actor_critic::Scratch;
 
 pub struct Ppo {
     gamma: f32,
@@ -51,6 +54,29 @@ impl Ppo {
             kl: c.kl_controller(),
         }
     }
+}
+
+/// The k3 estimate of KL[π_old ‖ π] over the batch's valid samples, π the policy `model` holds
+/// now and π_old the one that sampled `r`: mean((ρ − 1) − log ρ), ρ = π(a|s)/π_old(a|s).
+fn kl_after(model: &dyn Backend, r: &Rollout) -> f64 {
+    let policy = model.snapshot();
+    let n = r.shape.len();
+    let new = policy.log_probs(
+        flat(&r.obs),
+        n,
+        flat(&r.actions_discrete),
+        flat(&r.actions_continuous),
+        &mut Scratch::default(),
+    );
+    let (mut sum, mut count) = (0.0f64, 0usize);
+    for ((&new, &old), &valid) in new.iter().zip(flat(&r.logprobs)).zip(flat(&r.valid)) {
+        if valid {
+            let log_ratio = new as f64 - old as f64;
+            sum += log_ratio.exp_m1() - log_ratio;
+            count += 1;
+        }
+    }
+    sum / count.max(1) as f64
 }
 
 /// Fisher–Yates with the run's minibatch stream.
@@ -121,7 +147,11 @@ impl Learner for Ppo {
                 break 'epochs;
             }
         }
-        self.kl.update(kl_sum / kl_count.max(1) as f64);
+        let measured = match self.kl {
+            KlController::Adaptive { .. } if self.loss == PpoLoss::Kl => kl_after(model, r),
+            _ => kl_sum / kl_count.max(1) as f64,
+        };
+        self.kl.update(measured);
         if self.loss == PpoLoss::Kl {
             stats.kl_beta = self.kl.beta();
         }

@@ -117,6 +117,9 @@ pub struct TokenUpdateStats {
     pub gradient_steps: usize,
     /// PPO-KL's β toward the old policy in this update's steps (`ppo_loss = "kl"`; else 0).
     pub kl_coef: f64,
+    /// PPO-KL: the k3 estimate of KL[π_old ‖ π] over the batch's real tokens after the update,
+    /// what the adaptive β reads (else 0).
+    pub kl_after: f64,
 }
 
 /// The learner: the policy, its value function and their optimisers.
@@ -520,6 +523,34 @@ impl TokenLearner {
         rng: &mut Stream,
         interrupt: Option<&std::sync::atomic::AtomicBool>,
     ) -> Result<TokenUpdateStats> {
+        let mut stats = self.update_steps(r, rng, interrupt)?;
+        if self.algo == Algo::Ppo && self.config.ppo_loss == PpoLoss::Kl {
+            // Schulman et al.'s d: the KL from the policy that sampled the batch to the one the
+            // update left, over the batch's real tokens (the steps' own estimates are each
+            // taken before its step, the first always 0).
+            let d = tch::no_grad(|| {
+                // After native passes, on one thread as their copies are (see `LibtorchThreads`).
+                let _one = self.native.is_some().then(LibtorchThreads::one);
+                let log_ratio = (token_logprobs(&self.policy, &r.seqs) - &r.old_logprobs)
+                    .masked_select(&r.seqs.mask.to_kind(Kind::Bool));
+                ((log_ratio.exp() - 1.0) - &log_ratio)
+                    .to_kind(Kind::Double)
+                    .mean(Kind::Double)
+                    .double_value(&[])
+            });
+            stats.kl_after = d;
+            self.ppo_kl.update(d);
+        }
+        Ok(stats)
+    }
+
+    /// The gradient steps of [`TokenLearner::update_until`].
+    fn update_steps(
+        &mut self,
+        r: &TokenRollout,
+        rng: &mut Stream,
+        interrupt: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<TokenUpdateStats> {
         // Said here by its cause, before a gradient step would report a non-finite loss.
         if let Some(i) = r.scores.iter().position(|v| !v.is_finite()) {
             anyhow::bail!(
@@ -642,9 +673,8 @@ impl TokenLearner {
         let kl_loss = self.algo == Algo::Ppo && self.config.ppo_loss == PpoLoss::Kl;
         let kl_coef = self.ppo_kl.beta();
         let (mut n, mut pl, mut vl, mut ak, mut cf) = (0usize, 0.0, 0.0, 0.0, 0.0);
-        // CleanRL's k3 approximate KL: the last step's (for `target_kl`) and their sum (for
-        // PPO-KL's β).
-        let (mut k3_last, mut k3_sum) = (0.0, 0.0);
+        // CleanRL's k3 approximate KL of the last step, before it (what `target_kl` reads).
+        let mut k3_last = 0.0;
         'epochs: for _ in 0..epochs {
             let mut order: Vec<i64> = (0..b as i64).collect();
             if minibatches > 1 {
@@ -823,7 +853,6 @@ impl TokenLearner {
                     ak += rs.approxkl;
                     cf += rs.clipfrac;
                     k3_last = rs.k3;
-                    k3_sum += rs.k3;
                 }
             }
             if let Some(target) = self.config.target_kl
@@ -834,7 +863,6 @@ impl TokenLearner {
             }
         }
         if kl_loss {
-            self.ppo_kl.update(k3_sum / n.max(1) as f64);
             stats.kl_coef = kl_coef;
         }
         let n_f = n as f64;

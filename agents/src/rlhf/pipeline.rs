@@ -1051,8 +1051,9 @@ pub fn run(
     {
         // TRL's `kl_coef` is the KL to the reference: a user bringing that name gets told.
         run.say(&format!(
-            "note: rl.kl_coef = {} is PPO-KL's penalty toward the old policy, read only with \
-             rl.ppo_loss = \"kl\"; the KL penalty toward the SFT reference is rl.beta ({})",
+            "note: rl.kl_coef = {} is PPO-KL's penalty toward the old policy, read only by \
+             rl.algo = \"ppo\" with rl.ppo_loss = \"kl\"; the KL penalty toward the SFT \
+             reference is rl.beta ({})",
             config.rl.kl_coef, config.rl.beta
         ));
     }
@@ -1276,7 +1277,7 @@ pub fn run(
         // PPO-KL's β toward the old policy, where it exists.
         let ppo_kl = config.algo() == Algo::Ppo && rl.ppo_loss == PpoLoss::Kl;
         if ppo_kl {
-            columns.extend(["policy/kl_coef"]);
+            columns.extend(["policy/kl_coef", "policy/kl_after"]);
         }
         columns.extend(["eval/gold_scores", "eval/scores", "eval/kl"]);
         run.folder.start_metrics(columns)?;
@@ -1375,7 +1376,8 @@ pub fn run(
                 .set("val/explained_variance", stats.explained_variance)
                 .set("gradient_steps", stats.gradient_steps as f64);
             if ppo_kl {
-                row.set("policy/kl_coef", stats.kl_coef);
+                row.set("policy/kl_coef", stats.kl_coef)
+                    .set("policy/kl_after", stats.kl_after);
             }
             let last = update + 1 == rl.updates;
             // Samples are an evaluation's: an update they are due at is evaluated too.
