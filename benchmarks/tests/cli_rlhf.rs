@@ -1700,8 +1700,96 @@ fn sigint_stops_a_long_rl_update_between_its_gradient_steps() {
     assert_eq!(summary(&out)["status"], "interrupted");
     assert!(
         !out.join("policy").exists(),
-        "no network of a half-done update is saved"
+        "no policy is saved before the RL stage's first evaluation"
     );
+    fs::remove_dir_all(dir).ok();
+}
+
+/// An RL run that a signal ends keeps the policy of its last evaluation: `policy/` holds the
+/// weights a run of exactly that many updates ends with, summary.json names the update, and
+/// the folder can be sampled from. A completed run's summary.json names no such update.
+#[test]
+fn an_interrupted_rl_run_keeps_the_policy_of_its_last_evaluation() {
+    use std::time::Duration;
+    let dir = scratch("signal-policy");
+    let cfg = config(&dir, "");
+    let c = cfg.to_str().unwrap();
+    let (sft, rm) = sft_and_rm(&dir, c);
+    let (s, r) = (sft.to_str().unwrap(), rm.to_str().unwrap());
+    let out = dir.join("long");
+    // Every update is evaluated (the config's eval.every = 1); 100,000 of them do not end.
+    let o = interrupt_once(
+        &[
+            "rl",
+            "--config",
+            c,
+            "--sft",
+            s,
+            "--rm",
+            r,
+            "--set",
+            "rl.updates=100000",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &partial(&out).join("metrics.csv"),
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+    );
+    let t = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{t}");
+    let sum = summary(&out);
+    assert_eq!(sum["status"], "interrupted");
+    let k = sum["policy_update"].as_u64().expect("policy_update");
+    assert!(k >= 1, "{sum}");
+    let eval = fs::read_to_string(out.join("eval.csv")).unwrap();
+    let last = eval.lines().last().unwrap();
+    assert!(last.starts_with(&format!("{k},")), "{last}");
+    assert_eq!(
+        sum["policy"]["gold"].as_f64().unwrap().to_string(),
+        last.split(',').nth(4).unwrap(),
+        "{last}"
+    );
+    // The same run made to stop after k updates ends with those weights.
+    let short = dir.join("short");
+    let updates = format!("rl.updates={k}");
+    ok(&run(&[
+        "rl",
+        "--config",
+        c,
+        "--sft",
+        s,
+        "--rm",
+        r,
+        "--set",
+        &updates,
+        "--quiet",
+        "--out",
+        short.to_str().unwrap(),
+    ]));
+    let weights = |d: &Path| fs::read(d.join("policy/model.safetensors")).unwrap();
+    assert!(
+        weights(&out) == weights(&short),
+        "the kept policy is not update {k}'s"
+    );
+    assert!(summary(&short).get("policy_update").is_none());
+    // It samples.
+    let sampled = dir.join("sampled");
+    ok(&run(&[
+        "sample",
+        "--config",
+        c,
+        "--model",
+        out.to_str().unwrap(),
+        "--rm",
+        r,
+        "--samples",
+        "2",
+        "--quiet",
+        "--out",
+        sampled.to_str().unwrap(),
+    ]));
     fs::remove_dir_all(dir).ok();
 }
 

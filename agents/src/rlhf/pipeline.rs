@@ -1386,6 +1386,11 @@ pub fn run(
                 let (e, samples) =
                     run.evaluate(&learner.policy, &sft, &rm, &prompts, (update + 1) as u64)?;
                 run.eval_row(update + 1, config.algo().name(), &e)?;
+                // The evaluated policy is kept: a run that a signal or a failure ends later
+                // still holds it, summary.json saying which update it is.
+                learner.policy.save(&run.folder.path().join("policy"))?;
+                summary.insert("policy".into(), serde_json::to_value(&e)?);
+                summary.insert("policy_update".into(), json!(update + 1));
                 row.set("eval/gold_scores", e.gold)
                     .set("eval/scores", e.proxy)
                     .set("eval/kl", e.kl);
@@ -1425,6 +1430,8 @@ pub fn run(
         }
         learner.policy.save(&run.folder.path().join("policy"))?;
         summary.insert("policy".into(), serde_json::to_value(&last_eval)?);
+        // A completed run's policy is its last update's.
+        summary.remove("policy_update");
         summary.insert("algo".into(), json!(config.algo().name()));
         summary.insert("final_beta".into(), json!(kl.beta()));
         Ok(())
