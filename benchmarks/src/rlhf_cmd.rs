@@ -62,13 +62,14 @@ struct CommonArgs {
     /// Overrides the config's device: cpu, cuda or cuda:N.
     #[arg(long)]
     device: Option<String>,
-    /// A preference JSONL file to fit the reward model on instead of the judge's labels.
+    /// `rm` and a whole run: a preference JSONL file to fit the reward model on instead of the
+    /// judge's labels.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// An SFT model folder (or a run folder holding sft/).
+    /// `rm`, `rl`, `bon`, `sample`: an SFT model folder (or a run folder holding sft/).
     #[arg(long)]
     sft: Option<PathBuf>,
-    /// A reward model folder (or a run folder holding reward_model/).
+    /// `rl`, `bon`, `sample`: a reward model folder (or a run folder holding reward_model/).
     #[arg(long)]
     rm: Option<PathBuf>,
     /// `sample`: the model to sample (a model folder, or a run folder holding policy/).
