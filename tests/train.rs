@@ -319,25 +319,31 @@ fn ppo_kl_penalty_adapts_beta_and_target_kl_stops_epochs_early() {
     );
     // The rule reads the KL that the update moved the policy by, measured after it: with one
     // gradient step per update (whose own estimate, taken before the step, is 0) a tiny
-    // target doubles β after every update, on both backends.
-    for backend in [BackendKind::Native, BackendKind::Libtorch] {
-        let dir = scratch(&format!("kl-one-step-{backend:?}"));
-        let config = TrainConfig {
-            ppo_loss: PpoLoss::Kl,
-            kl_coef: 1.0,
-            kl_target: Some(1e-9),
-            update_epochs: 1,
-            num_minibatches: 1,
-            backend,
-            ..tiny("CartPole-v1", Algo::Ppo)
-        };
-        assert_eq!(
-            train(&config, &dir, &mut |_| {}).unwrap().status,
-            "completed"
-        );
-        let betas = col(&dir, "kl_beta");
-        let doubling: Vec<f64> = (1..=betas.len()).map(|i| 2f64.powi(i as i32)).collect();
-        assert_eq!(betas, doubling, "{backend:?}");
+    // target doubles β after every update; a learning rate too small to move the policy
+    // leaves that KL at 0, and β halves. Both heads, both backends.
+    for env in ["CartPole-v1", "Pendulum-v1"] {
+        for backend in [BackendKind::Native, BackendKind::Libtorch] {
+            for (learning_rate, factor) in [(2.5e-4, 2.0f64), (1e-30, 0.5)] {
+                let dir = scratch(&format!("kl-one-step-{env}-{backend:?}-{learning_rate}"));
+                let config = TrainConfig {
+                    ppo_loss: PpoLoss::Kl,
+                    kl_coef: 1.0,
+                    kl_target: Some(1e-9),
+                    update_epochs: 1,
+                    num_minibatches: 1,
+                    learning_rate,
+                    backend,
+                    ..tiny(env, Algo::Ppo)
+                };
+                assert_eq!(
+                    train(&config, &dir, &mut |_| {}).unwrap().status,
+                    "completed"
+                );
+                let betas = col(&dir, "kl_beta");
+                let want: Vec<f64> = (1..=betas.len()).map(|i| factor.powi(i as i32)).collect();
+                assert_eq!(betas, want, "{env} {backend:?} lr {learning_rate}");
+            }
+        }
     }
 
     // A tiny target_kl stops each update after its first epoch (4 minibatches).

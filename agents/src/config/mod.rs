@@ -416,6 +416,27 @@ impl TrainConfig {
         if let Some(t) = self.kl_target {
             positive("kl_target", t)?;
         }
+        if self.target_kl.is_some() && self.algo != Algo::Ppo {
+            return Err(bad(
+                "target_kl",
+                format!(
+                    "stops PPO's epochs early; algo `{}` takes one step per batch",
+                    self.algo.name()
+                ),
+            ));
+        }
+        if self.kl_target.is_some() && self.ppo_loss != PpoLoss::Kl {
+            return Err(bad(
+                "kl_target",
+                "adapts PPO-KL's kl_coef, which only ppo_loss = \"kl\" reads",
+            ));
+        }
+        if self.kl_target.is_some() && self.kl_coef == 0.0 {
+            return Err(bad(
+                "kl_coef",
+                "the adaptive rule (kl_target) only halves or doubles β, so it would stay 0",
+            ));
+        }
         if !self.log_std_init.is_finite() {
             return Err(bad("log_std_init", "must be finite"));
         }
@@ -663,6 +684,20 @@ mod tests {
         assert!(c.overlay_toml("algo = \"dqn\"", "x").is_err());
         let over = c.overlay_toml("ref_kl_coef = -0.1", "x").unwrap();
         assert_eq!(over.validate().unwrap_err().field, "ref_kl_coef");
+        // PPO-KL's knobs where nothing reads them, and a β its adaptive rule cannot move.
+        for (text, field) in [
+            ("algo = \"a2c\"\ntarget_kl = 0.01", "target_kl"),
+            ("kl_target = 0.01", "kl_target"),
+            (
+                "ppo_loss = \"kl\"\nkl_coef = 0.0\nkl_target = 0.01",
+                "kl_coef",
+            ),
+        ] {
+            let over = c.overlay_toml(text, "x").unwrap();
+            assert_eq!(over.validate().unwrap_err().field, field, "{text}");
+        }
+        let fine = "ppo_loss = \"kl\"\nkl_coef = 0.5\nkl_target = 0.01\ntarget_kl = 0.02";
+        c.overlay_toml(fine, "x").unwrap().validate().unwrap();
         let over = c
             .overlay_toml("num_envs = 4294967296\nnum_steps = 4294967296", "x")
             .unwrap();

@@ -216,9 +216,9 @@ pub struct RlConfig {
     /// left out of a run's config.toml at its default, 1.
     #[serde(skip_serializing_if = "is_default_kl_coef")]
     pub kl_coef: f64,
-    /// With `ppo_loss = "kl"`: after each update halve `kl_coef` if the update's mean KL to
-    /// the old policy fell below this / 1.5, double it above this × 1.5 (Schulman et al. 2017,
-    /// section 4). The classic tasks call it `kl_target`, which here is Ziegler's controller of
+    /// With `ppo_loss = "kl"`: after each update halve `kl_coef` if the KL the update moved
+    /// the policy by (measured after it over the batch, Schulman's d) fell below this / 1.5,
+    /// double it above this × 1.5 (Schulman et al. 2017, section 4). The classic tasks call it `kl_target`, which here is Ziegler's controller of
     /// the KL to the reference.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ppo_kl_target: Option<f64>,
