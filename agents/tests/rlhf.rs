@@ -589,6 +589,15 @@ fn each_learner_and_option_of_the_pipeline_runs_and_shows_its_effect() {
         c.rl.ppo_kl_target = Some(1e-12);
     });
     assert_eq!(column(&dir, "policy/kl_coef"), [1.0, 2.0, 4.0, 8.0]);
+    // CleanRL's annealed learning rate: 1, ¾, ½, ¼ of its start over four updates, logged.
+    let dir_anneal = run("anneal", &|c| c.rl.anneal_lr = true);
+    let lr = RlConfig::default().learning_rate;
+    assert_eq!(
+        column(&dir_anneal, "learning_rate"),
+        [lr, lr * 0.75, lr * 0.5, lr * 0.25]
+    );
+    let weights = |d: &Path| std::fs::read(d.join("policy/model.safetensors")).unwrap();
+    assert_ne!(weights(&dir_anneal), weights(&base.join("ppo")));
     let after = column(&dir, "policy/kl_after");
     assert!(after.iter().all(|&d| d > 0.0), "{after:?}");
     let header = std::fs::read_to_string(base.join("ppo/metrics.csv")).unwrap();
@@ -647,6 +656,39 @@ fn learner_with(
     };
     edit(&mut config);
     TokenLearner::new(algo, config, policy, value).unwrap()
+}
+
+/// `rl.anneal_lr`'s scaling reaches both optimisers on both backends: at 0 an update leaves
+/// the policy and the value function exactly where they were, at 1 it moves them.
+#[test]
+fn scaled_learning_rates_reach_both_networks_on_both_backends() {
+    tch::set_num_threads(1);
+    let reference = model(40, 5);
+    let reward_model = rm(7);
+    let (p1, p2) = (prompt(1), prompt(2));
+    let prompts: Vec<&[u32]> = vec![&p1, &p2];
+    let (r1, r2) = (vec![5u32, 6, 2], vec![8u32, 9, 10, 2]);
+    let responses: Vec<&[u32]> = vec![&r1, &r2];
+    for backend in [BackendKind::Libtorch, BackendKind::Native] {
+        for (frac, moves) in [(0.0, false), (1.0, true)] {
+            let mut l = learner_with(Algo::Ppo, 1, backend, |_| {});
+            let (policy0, value0) = (l.policy.duplicate().unwrap(), l.value.duplicate().unwrap());
+            l.scale_learning_rates(frac);
+            let r = l.rollout(&reference, &reward_model, &prompts, &responses, 0.05);
+            l.update(&r, &mut rng::stream(0, "test/anneal", 0)).unwrap();
+            let what = format!("{backend:?} at {frac}");
+            assert_eq!(
+                max_param_diff(&l.policy, &policy0) > 0.0,
+                moves,
+                "policy, {what}"
+            );
+            assert_eq!(
+                max_param_diff(&l.value, &value0) > 0.0,
+                moves,
+                "value, {what}"
+            );
+        }
+    }
 }
 
 /// PPO with `rl.ppo_loss = "kl"` (`L^KLPEN`), on both backends: its penalty holds the policy

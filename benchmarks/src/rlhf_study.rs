@@ -606,19 +606,32 @@ fn canonical_config(config: &Value) -> Value {
 
 /// The RL learner of a manifest's `config.rl`, as labels name it: `ppo`, `a2c`, `reinforce`;
 /// PPO-KL with its β toward the old policy, `ppo-kl[kl_coef=1]`, and its target when adapted,
-/// `ppo-kl[kl_coef=1, ppo_kl_target=0.01]`.
+/// `ppo-kl[kl_coef=1, ppo_kl_target=0.01]`; an early stop at `target_kl` and an annealed
+/// learning rate in the brackets too, `ppo[target_kl=0.02, anneal_lr]`.
 fn rl_learner(rl: &Value) -> String {
-    let algo = rl["algo"].as_str().unwrap_or("rl");
-    if rl["ppo_loss"].as_str() != Some("kl") {
-        return algo.into();
+    let mut name = rl["algo"].as_str().unwrap_or("rl").to_string();
+    let mut knobs = Vec::new();
+    if rl["ppo_loss"].as_str() == Some("kl") {
+        name.push_str("-kl");
+        // Left out of the config at its default.
+        let coef = rl["kl_coef"]
+            .as_f64()
+            .unwrap_or(gradgym_agents::config::rlhf::RlConfig::default().kl_coef);
+        knobs.push(format!("kl_coef={coef}"));
+        if let Some(t) = rl["ppo_kl_target"].as_f64() {
+            knobs.push(format!("ppo_kl_target={t}"));
+        }
     }
-    // Left out of the config at its default.
-    let coef = rl["kl_coef"]
-        .as_f64()
-        .unwrap_or(gradgym_agents::config::rlhf::RlConfig::default().kl_coef);
-    match rl["ppo_kl_target"].as_f64() {
-        Some(t) => format!("{algo}-kl[kl_coef={coef}, ppo_kl_target={t}]"),
-        None => format!("{algo}-kl[kl_coef={coef}]"),
+    if let Some(t) = rl["target_kl"].as_f64() {
+        knobs.push(format!("target_kl={t}"));
+    }
+    if rl["anneal_lr"].as_bool() == Some(true) {
+        knobs.push("anneal_lr".into());
+    }
+    if knobs.is_empty() {
+        name
+    } else {
+        format!("{name}[{}]", knobs.join(", "))
     }
 }
 
@@ -764,6 +777,10 @@ mod tests {
             "ppo-kl[kl_coef=0.5, ppo_kl_target=0.01]"
         );
         assert_eq!(rl_learner(&serde_json::json!({"algo": "a2c"})), "a2c");
+        let early = serde_json::json!({"algo": "ppo", "target_kl": 0.02});
+        assert_eq!(rl_learner(&early), "ppo[target_kl=0.02]");
+        let annealed = serde_json::json!({"algo": "a2c", "anneal_lr": true});
+        assert_eq!(rl_learner(&annealed), "a2c[anneal_lr]");
     }
 
     fn curve(best_of_n: bool, gain: impl Fn(f64) -> f64) -> Curve {

@@ -203,6 +203,11 @@ pub struct RlConfig {
     /// The value function's learning rate (it is its own network, initialised from the reward
     /// model, as in Stiennon et al.).
     pub value_learning_rate: f64,
+    /// CleanRL's (and TRL's default linear schedule): both learning rates fall linearly over
+    /// the updates of all rounds, to `1/updates` of their start at the last. Off by default
+    /// here; left out of a run's config.toml while off.
+    #[serde(skip_serializing_if = "is_false")]
+    pub anneal_lr: bool,
     pub update_epochs: usize,
     pub num_minibatches: usize,
     pub clip_coef: f64,
@@ -274,6 +279,10 @@ impl RlConfig {
     }
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 fn is_clip(l: &PpoLoss) -> bool {
     *l == PpoLoss::Clip
 }
@@ -295,6 +304,7 @@ impl Default for RlConfig {
             max_response: 24,
             learning_rate: 3e-4,
             value_learning_rate: 3e-4,
+            anneal_lr: false,
             update_epochs: 4,
             num_minibatches: 4,
             clip_coef: 0.2,

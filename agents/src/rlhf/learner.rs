@@ -282,6 +282,22 @@ impl TokenLearner {
         Self::new(algo, config, sft.duplicate()?, reward_model.duplicate()?)
     }
 
+    /// Sets both optimisers' learning rates to `frac` times the config's (`learning_rate` for
+    /// the policy, `value_learning_rate` for the value function), on either backend: what
+    /// `rl.anneal_lr` calls before each update.
+    pub fn scale_learning_rates(&mut self, frac: f64) {
+        let (lr, vlr) = (
+            self.config.learning_rate * frac,
+            self.config.value_learning_rate * frac,
+        );
+        self.policy_opt.set_lr(lr);
+        self.value_opt.set_lr(vlr);
+        if let Some(n) = self.native.as_mut() {
+            n.policy_adam.lr = lr;
+            n.value_adam.lr = vlr;
+        }
+    }
+
     /// The backend that runs the passes: `native` or `libtorch`.
     pub fn backend(&self) -> BackendKind {
         if self.native.is_some() {

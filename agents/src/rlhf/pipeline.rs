@@ -1279,6 +1279,9 @@ pub fn run(
         if ppo_kl {
             columns.extend(["policy/kl_coef", "policy/kl_after"]);
         }
+        if rl.anneal_lr {
+            columns.extend(["learning_rate"]);
+        }
         columns.extend(["eval/gold_scores", "eval/scores", "eval/kl"]);
         run.folder.start_metrics(columns)?;
         if rl.rounds > 1 {
@@ -1331,6 +1334,11 @@ pub fn run(
             let p: Vec<&[u32]> = batch_prompts.iter().map(|p| p.as_slice()).collect();
             let r: Vec<&[u32]> = generated.iter().map(|g| g.tokens.as_slice()).collect();
             let beta = kl.beta();
+            // CleanRL's schedule: 1 at the first update, 1/updates at the last.
+            let frac = 1.0 - update as f64 / rl.updates as f64;
+            if rl.anneal_lr {
+                learner.scale_learning_rates(frac);
+            }
             let rollout = learner.rollout(&sft, &rm, &p, &r, beta);
             let stats: TokenUpdateStats = learner
                 .update_until(&rollout, &mut minibatch_rng, run.interrupt)
@@ -1378,6 +1386,9 @@ pub fn run(
             if ppo_kl {
                 row.set("policy/kl_coef", stats.kl_coef)
                     .set("policy/kl_after", stats.kl_after);
+            }
+            if rl.anneal_lr {
+                row.set("learning_rate", rl.learning_rate * frac);
             }
             let last = update + 1 == rl.updates;
             // Samples are an evaluation's: an update they are due at is evaluated too.
