@@ -61,6 +61,18 @@ fn prompt(k: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The learner tests' batch: prompts 1, 2 and 3 with responses of 3, 11 and 5 tokens (the
+/// second without `<eos>`), owned; [`slices`] lends them to a rollout.
+fn small_batch() -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+    let prompts = (1..=3).map(prompt).collect();
+    let responses = vec![vec![5, 6, 2], vec![7; 11], vec![8, 9, 10, 11, 2]];
+    (prompts, responses)
+}
+
+fn slices(v: &[Vec<u32>]) -> Vec<&[u32]> {
+    v.iter().map(Vec::as_slice).collect()
+}
+
 fn comparison(k: u32, responses: Vec<Vec<u32>>, mu: Vec<f64>) -> Comparison {
     Comparison {
         prompt: prompt(k),
@@ -665,10 +677,8 @@ fn scaled_learning_rates_reach_both_networks_on_both_backends() {
     tch::set_num_threads(1);
     let reference = model(40, 5);
     let reward_model = rm(7);
-    let (p1, p2) = (prompt(1), prompt(2));
-    let prompts: Vec<&[u32]> = vec![&p1, &p2];
-    let (r1, r2) = (vec![5u32, 6, 2], vec![8u32, 9, 10, 2]);
-    let responses: Vec<&[u32]> = vec![&r1, &r2];
+    let (ps, rs) = small_batch();
+    let (prompts, responses) = (slices(&ps), slices(&rs));
     for backend in [BackendKind::Libtorch, BackendKind::Native] {
         for (frac, moves) in [(0.0, false), (1.0, true)] {
             let mut l = learner_with(Algo::Ppo, 1, backend, |_| {});
@@ -694,18 +704,17 @@ fn scaled_learning_rates_reach_both_networks_on_both_backends() {
 /// PPO with `rl.ppo_loss = "kl"` (`L^KLPEN`), on both backends: its penalty holds the policy
 /// nearer the one that sampled the batch (a large β ends an update's steps at a smaller KL to
 /// it than β = 0, which is the unclipped surrogate); its β stays at `kl_coef` without a
-/// target, and with `ppo_kl_target` is doubled after an update whose mean KL is above 1.5 ×
-/// the target and halved below the target / 1.5 (Schulman et al. 2017, section 4); and
+/// target, and with `ppo_kl_target` is doubled after an update whose KL, measured after it,
+/// is above 1.5 × the target and halved below the target / 1.5 (Schulman et al. 2017,
+/// section 4); and
 /// CleanRL's `target_kl` ends the epochs after the first whose last step passes it.
 #[test]
 fn ppo_kl_penalises_the_kl_to_the_old_policy_adapts_its_beta_and_target_kl_stops_early() {
     tch::set_num_threads(1);
     let reference = model(40, 5);
     let reward_model = rm(7);
-    let (p1, p2, p3) = (prompt(1), prompt(2), prompt(3));
-    let prompts: Vec<&[u32]> = vec![&p1, &p2, &p3];
-    let (r1, r2, r3) = (vec![5u32, 6, 2], vec![7u32; 11], vec![8u32, 9, 10, 11, 2]);
-    let responses: Vec<&[u32]> = vec![&r1, &r2, &r3];
+    let (ps, rs) = small_batch();
+    let (prompts, responses) = (slices(&ps), slices(&rs));
     for backend in [BackendKind::Libtorch, BackendKind::Native] {
         let kl = |edit: &dyn Fn(&mut RlConfig)| {
             learner_with(Algo::Ppo, 1, backend, |c| {
@@ -852,10 +861,8 @@ fn the_updates_see_nothing_of_the_padding_positions_of_a_rollout() {
     tch::set_num_threads(1);
     let reference = model(40, 5);
     let reward_model = rm(7);
-    let (p1, p2, p3) = (prompt(1), prompt(2), prompt(3));
-    let prompts: Vec<&[u32]> = vec![&p1, &p2, &p3];
-    let (r1, r2, r3) = (vec![5u32, 6, 2], vec![7u32; 11], vec![8u32, 9, 10, 11, 2]);
-    let responses: Vec<&[u32]> = vec![&r1, &r2, &r3];
+    let (ps, rs) = small_batch();
+    let (prompts, responses) = (slices(&ps), slices(&rs));
     for (algo, backend) in [
         (Algo::Ppo, BackendKind::Libtorch),
         (Algo::Reinforce, BackendKind::Libtorch),

@@ -139,13 +139,10 @@ pub fn ppo_kl_loss_trl(
     beta: f64,
     clip_coef: f64,
 ) -> (Tensor, TrlRatioStats) {
-    let (loss, _) = ppo_kl_loss(new_logprobs, old_logprobs, advantages, beta, clip_coef);
-    let stats = tch::no_grad(|| {
-        let (_, log_ratio, unclipped, clipped) =
-            clip_terms(new_logprobs, old_logprobs, advantages, clip_coef);
-        trl_ratio_stats(&log_ratio, &unclipped, &clipped)
-    });
-    (loss, stats)
+    let (_, log_ratio, unclipped, clipped) =
+        clip_terms(new_logprobs, old_logprobs, advantages, clip_coef);
+    let loss = kl_penalised(&log_ratio, advantages, beta);
+    (loss, trl_ratio_stats(&log_ratio, &unclipped, &clipped))
 }
 
 /// PPO's KL-penalised surrogate `L^KLPEN` with coefficient `beta`. `clip_coef` is used only for
@@ -158,10 +155,16 @@ pub fn ppo_kl_loss(
     clip_coef: f64,
 ) -> (Tensor, RatioStats) {
     let log_ratio = new_logprobs - old_logprobs.detach();
+    let loss = kl_penalised(&log_ratio, advantages, beta);
+    (loss, ratio_stats(&log_ratio, clip_coef))
+}
+
+/// `L^KLPEN` from `log ρ`: `−mean(ρ Â) + β · mean((ρ − 1) − log ρ)`.
+fn kl_penalised(log_ratio: &Tensor, advantages: &Tensor, beta: f64) -> Tensor {
     let ratio = log_ratio.exp();
     let surrogate = -(&ratio * advantages.detach()).mean(Kind::Float);
-    let kl = ((&ratio - 1.0) - &log_ratio).mean(Kind::Float);
-    (surrogate + kl * beta, ratio_stats(&log_ratio, clip_coef))
+    let kl = ((&ratio - 1.0) - log_ratio).mean(Kind::Float);
+    surrogate + kl * beta
 }
 
 /// `½ mean((V − R)²)`; with `clip` = Some(ε), `½ mean(max((V − R)², (V_old + clip(V − V_old, ±ε) − R)²))`.

@@ -1774,6 +1774,25 @@ fn an_interrupted_rl_run_keeps_the_policy_of_its_last_evaluation() {
         "the kept policy is not update {k}'s"
     );
     assert!(summary(&short).get("policy_update").is_none());
+    // With no updates, no evaluation saves a policy: the run's is the SFT model's, as are its
+    // scores.
+    let none = dir.join("none");
+    ok(&run(&[
+        "rl",
+        "--config",
+        c,
+        "--sft",
+        s,
+        "--rm",
+        r,
+        "--set",
+        "rl.updates=0",
+        "--quiet",
+        "--out",
+        none.to_str().unwrap(),
+    ]));
+    assert!(weights(&none) == fs::read(sft.join("sft/model.safetensors")).unwrap());
+    assert_eq!(summary(&none)["policy"], summary(&none)["sft"]);
     // It samples.
     let sampled = dir.join("sampled");
     ok(&run(&[
@@ -1991,26 +2010,7 @@ fn sigint_stops_best_of_n_within_a_chunk_of_samples() {
     let dir = scratch("signal-bon");
     let cfg = config(&dir, "");
     let c = cfg.to_str().unwrap();
-    let sft = dir.join("sft-run");
-    ok(&run(&[
-        "sft",
-        "--config",
-        c,
-        "--out",
-        sft.to_str().unwrap(),
-        "--quiet",
-    ]));
-    let rm = dir.join("rm-run");
-    ok(&run(&[
-        "rm",
-        "--config",
-        c,
-        "--sft",
-        sft.to_str().unwrap(),
-        "--out",
-        rm.to_str().unwrap(),
-        "--quiet",
-    ]));
+    let (sft, rm) = sft_and_rm(&dir, c);
     let out = dir.join("bon");
     // 256 prompts × 2048 samples: about a minute of sampling here.
     let (s, r) = (sft.to_str().unwrap(), rm.to_str().unwrap());

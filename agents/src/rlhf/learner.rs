@@ -282,6 +282,11 @@ impl TokenLearner {
         Self::new(algo, config, sft.duplicate()?, reward_model.duplicate()?)
     }
 
+    /// PPO with the KL-penalised surrogate (`rl.ppo_loss = "kl"`).
+    pub fn kl_penalised(&self) -> bool {
+        self.algo == Algo::Ppo && self.config.ppo_loss == PpoLoss::Kl
+    }
+
     /// Sets both optimisers' learning rates to `frac` times the config's (`learning_rate` for
     /// the policy, `value_learning_rate` for the value function), on either backend: what
     /// `rl.anneal_lr` calls before each update.
@@ -540,7 +545,7 @@ impl TokenLearner {
         interrupt: Option<&std::sync::atomic::AtomicBool>,
     ) -> Result<TokenUpdateStats> {
         let mut stats = self.update_steps(r, rng, interrupt)?;
-        if self.algo == Algo::Ppo && self.config.ppo_loss == PpoLoss::Kl {
+        if self.kl_penalised() {
             // Schulman et al.'s d: the KL from the policy that sampled the batch to the one the
             // update left, over the batch's real tokens (the steps' own estimates are each
             // taken before its step, the first always 0).
@@ -686,7 +691,7 @@ impl TokenLearner {
             )
         });
         let entropy_grad = self.config.ent_coef != 0.0;
-        let kl_loss = self.algo == Algo::Ppo && self.config.ppo_loss == PpoLoss::Kl;
+        let kl_loss = self.kl_penalised();
         let kl_coef = self.ppo_kl.beta();
         let (mut n, mut pl, mut vl, mut ak, mut cf) = (0usize, 0.0, 0.0, 0.0, 0.0);
         // CleanRL's k3 approximate KL of the last step, before it (what `target_kl` reads).

@@ -38,8 +38,8 @@ use super::learner::{TokenLearner, TokenUpdateStats};
 use super::lm::{self, LmStage};
 use super::reward::{self, Accuracy, FitReport, Normalisation};
 use super::sequences::{Sequences, rows_f64, token_logprobs, token_stats};
+use crate::config::PpoLoss;
 use crate::config::rlhf::{ModelConfig, RlConfig, RlhfConfig};
-use crate::config::{Algo, PpoLoss};
 use crate::device::parse_device;
 use crate::error::{catch_panics, check_interrupt, ended_status};
 use crate::metrics::{Columns, MetricRow};
@@ -1275,7 +1275,7 @@ pub fn run(
         let mut minibatch_rng = run.stream("minibatch", 0);
         let mut columns = Columns::new(METRICS);
         // PPO-KL's β toward the old policy, where it exists.
-        let ppo_kl = config.algo() == Algo::Ppo && rl.ppo_loss == PpoLoss::Kl;
+        let ppo_kl = learner.kl_penalised();
         if ppo_kl {
             columns.extend(["policy/kl_coef", "policy/kl_after"]);
         }
@@ -1296,7 +1296,6 @@ pub fn run(
         }
         let starts = round_starts(rl.updates, rl.rounds);
         let (mut sequences, mut tokens) = (0u64, 0u64);
-        let mut last_eval = sft_eval.clone();
         let mut round = 0;
         for update in 0..rl.updates {
             check_interrupt(run.interrupt, || {
@@ -1426,7 +1425,6 @@ pub fn run(
                     e.kl,
                     compact(beta)
                 ));
-                last_eval = e;
             }
             run.folder.append(&row)?;
             // A progress bar's line (the caller draws it on a terminal, or drops it).
@@ -1439,8 +1437,12 @@ pub fn run(
                 k1
             ));
         }
-        learner.policy.save(&run.folder.path().join("policy"))?;
-        summary.insert("policy".into(), serde_json::to_value(&last_eval)?);
+        // The last update was evaluated, so its policy is saved; with no updates the policy
+        // is the SFT model.
+        if rl.updates == 0 {
+            learner.policy.save(&run.folder.path().join("policy"))?;
+            summary.insert("policy".into(), serde_json::to_value(&sft_eval)?);
+        }
         // A completed run's policy is its last update's.
         summary.remove("policy_update");
         summary.insert("algo".into(), json!(config.algo().name()));
