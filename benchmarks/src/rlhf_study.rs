@@ -354,15 +354,35 @@ pub fn load(dir: &Path) -> Result<Study> {
             for (i, line) in text.lines().enumerate() {
                 let s: Value = serde_json::from_str(line)
                     .with_context(|| format!("{}:{}: not JSON", samples.display(), i + 1))?;
-                let mut source = s["source"].as_str().unwrap_or("").to_string();
+                let field = |key: &str| {
+                    s[key].as_str().map(str::to_string).with_context(|| {
+                        format!(
+                            "{}:{}: field `{key}` is missing or not a string",
+                            samples.display(),
+                            i + 1
+                        )
+                    })
+                };
+                let mut source = field("source")?;
                 if let Some(u) = s["update"].as_u64() {
+                    // An RL policy's samples are named as the run's curve is (PPO-KL, not
+                    // just the `algo` field's "ppo").
+                    if manifest["config"]["rl"]["algo"].as_str() == Some(source.as_str()) {
+                        source = rl_learner(&manifest["config"]["rl"]);
+                    }
                     source = format!("{source} (update {u})");
                 }
                 v.push(Sample {
                     source,
-                    prompt: s["prompt"].as_str().unwrap_or("").into(),
-                    response: s["response"].as_str().unwrap_or("").into(),
-                    gold: s["gold"].as_f64().unwrap_or(f64::NAN),
+                    prompt: field("prompt")?,
+                    response: field("response")?,
+                    gold: s["gold"].as_f64().with_context(|| {
+                        format!(
+                            "{}:{}: field `gold` is missing or not a number",
+                            samples.display(),
+                            i + 1
+                        )
+                    })?,
                 });
             }
             study.samples.insert(name.clone(), v);

@@ -1253,6 +1253,47 @@ fn samples_are_written_every_samples_every_updates_whatever_eval_every() {
         .collect();
     evaluated.dedup();
     assert_eq!(evaluated, [2, 3, 4, 6, 7], "{eval}");
+    // `report`'s samples tables name a PPO-KL policy as its curve is named, not "ppo".
+    let kl = dir.join("rl-kl");
+    ok(&run(&[
+        "rl",
+        "--config",
+        c,
+        "--sft",
+        sft.to_str().unwrap(),
+        "--rm",
+        rm.to_str().unwrap(),
+        "--set",
+        "rl.updates=1",
+        "--set",
+        "rl.ppo_loss=\"kl\"",
+        "--out",
+        kl.to_str().unwrap(),
+        "--quiet",
+    ]));
+    let o = gradgym(&["report", dir.to_str().unwrap()]);
+    ok(&o);
+    let report = fs::read_to_string(dir.join("report/report.md")).unwrap();
+    assert!(
+        report.contains("| ppo-kl[kl_coef=1] (update 1) | `rl-kl` |"),
+        "{report}"
+    );
+    assert!(report.contains("| ppo (update 7) | `rl` |"), "{report}");
+    // A sample line without its gold score is named by file, line and field.
+    let path = kl.join("samples.jsonl");
+    let lines = fs::read_to_string(&path).unwrap();
+    let mut broken: Vec<String> = lines.lines().map(str::to_string).collect();
+    let mut second: serde_json::Value = serde_json::from_str(&broken[1]).unwrap();
+    second.as_object_mut().unwrap().remove("gold");
+    broken[1] = second.to_string();
+    fs::write(&path, broken.join("\n") + "\n").unwrap();
+    let o = gradgym(&["report", dir.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains(&format!("{}:2: field `gold`", path.display())),
+        "{}",
+        text(&o)
+    );
 }
 
 /// A non-finite loss names its step as the progress lines and the interrupt messages do,
