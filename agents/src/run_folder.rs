@@ -7,7 +7,8 @@
 //!   manifest.json   first: the resolved config, seed, git revision, versions, device, backend
 //!   config.toml     the resolved config as TOML; `gradgym train --config` on it repeats the run
 //!   metrics.csv     one row per iteration, named columns in declared order, flushed per row
-//!   summary.json    last, also on failure: status `completed` or `failed` (with `error`)
+//!   summary.json    last, also on failure: status `completed`, `failed` or `interrupted`
+//!                   (the last two with `error`)
 //! ```
 //!
 //! Completion is atomic: the files are written into `<run>.partial/`, made durable (fsync) and

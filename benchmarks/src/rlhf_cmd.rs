@@ -665,7 +665,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
     let (gen_note, ppo_note) = if targets {
         (
             "   (target ≥ 36,000; HF generate ≈ 12,000)",
-            "   (target ≥ 3,600; TRL PPOTrainer ≈ 1,200, RLOOTrainer ≈ 4,100)\n  the peers' speeds drift with the machine's (HF generate 9,600-24,000 and TRL's PPOTrainer 1,050-2,500 tokens/s here): `make bench-rlhf-peers` measures them alongside",
+            "   (target ≥ 3,600; TRL PPOTrainer ≈ 1,200, RLOOTrainer ≈ 4,100)\n  the peers' speeds drift with the machine's (HF generate 7,800-24,000 and TRL's PPOTrainer 820-2,500 tokens/s on the machines of docs/rlhf.md): `make bench-rlhf-peers` measures them alongside",
         )
     } else {
         ("", "")

@@ -1,5 +1,6 @@
 //! The config of an RLHF-on-text run (`gradgym rlhf --config FILE`): one TOML file with a
-//! table per stage. Every field has a default, so `{}` is a valid (demo-sized) config; an
+//! table per stage. Every field has a default, so an empty file is a valid config (the demo's
+//! model, not its data sizes: the demo is configs/rlhf/demo.toml); an
 //! unknown field, a value of the wrong type or out of range is an error naming `table.field`.
 //!
 //! ```toml

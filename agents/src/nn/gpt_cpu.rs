@@ -8,7 +8,8 @@
 //! (LayerNorm, attention over the KV cache, GELU) is loops over contiguous rows. Rows are
 //! independent: [`crate::nn::sampling::generate`] cuts the batch into chunks of at most
 //! [`CHUNK_ROWS`] rows, which its threads (libtorch's thread count) take in turn. On the bench
-//! model this is 1.2–1.7× libtorch's own forward pass (`gradgym rlhf bench` prints both).
+//! model this was 0.8–2.5× libtorch's own forward pass, mostly 1.2–2×, in the rounds of
+//! docs/rlhf.md's throughput table (`gradgym rlhf bench` prints both).
 //! (A hand-written kernel over weights packed once per call was tried in place of `sgemm`,
 //! whose packing costs ~10%: it was slower.)
 //!
