@@ -33,8 +33,26 @@ pub fn ended_status(e: &anyhow::Error) -> &'static str {
 /// Runs `f`, turning a panic (libtorch and tch panic on some errors) into an error, its text
 /// shortened by [`panic_text`].
 pub fn catch_panics<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .unwrap_or_else(|panic| Err(Panicked(panic_text(panic.as_ref())).into()))
+    CATCHING.with(|c| c.set(c.get() + 1));
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CATCHING.with(|c| c.set(c.get() - 1));
+    out.unwrap_or_else(|panic| Err(Panicked(panic_text(panic.as_ref())).into()))
+}
+
+thread_local! {
+    /// How many [`catch_panics`] calls this thread is inside.
+    static CATCHING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether a panic on this thread now would be caught by [`catch_panics`] and become the
+/// run's error (a panic hook may then leave the telling to the run).
+pub fn panic_is_caught() -> bool {
+    CATCHING.with(|c| c.get() > 0)
+}
+
+/// Whether [`panic_text`]'s words are a failed allocation's.
+pub fn is_out_of_memory(text: &str) -> bool {
+    text.starts_with("out of memory")
 }
 
 /// A panic caught by [`catch_panics`], as [`panic_text`] words it: the caller may say where

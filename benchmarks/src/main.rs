@@ -95,16 +95,29 @@ fn main() -> std::process::ExitCode {
 /// tch panics with carries dozens of lines of C++ stack frames, and a failed allocation says
 /// `out of memory` with the size (`gradgym_agents::error::panic_text`). A run catches the panic
 /// afterwards and ends with the same short message, sealing its folder.
+///
+/// A failed allocation is not a defect to locate: where a run will catch it, the hook prints
+/// nothing (the run's error names it with its stage); elsewhere only its short message. It
+/// never captures a backtrace for one either: symbolising a backtrace allocates, and with
+/// memory exhausted Rust's allocation-failure handler would then wait on the backtrace lock
+/// this very thread holds, and the process would hang, its signal handler blocked behind the
+/// hook's hold on standard error.
 fn short_panic_messages() {
     std::panic::set_hook(Box::new(|info| {
         use std::io::Write;
+        let text = gradgym_agents::error::panic_text(info.payload());
+        let text = text.strip_prefix("panic: ").unwrap_or(&text);
+        if gradgym_agents::error::is_out_of_memory(text) {
+            if !gradgym_agents::error::panic_is_caught() {
+                let _ = writeln!(std::io::stderr(), "error: {text}");
+            }
+            return;
+        }
         let thread = std::thread::current();
         let location = info
             .location()
             .map(|l| format!(" at {l}"))
             .unwrap_or_default();
-        let text = gradgym_agents::error::panic_text(info.payload());
-        let text = text.strip_prefix("panic: ").unwrap_or(&text);
         // Write errors are ignored (a closed pipe): a panic inside the hook would abort the
         // process before the run could seal its folder.
         let mut err = std::io::stderr().lock();

@@ -44,8 +44,8 @@
 //!
 //! **The machine's memory** is the smallest of `MemTotal` (/proc/meminfo) and the memory limits
 //! of the process's cgroup and its ancestors (cgroup v2 `memory.max`, v1
-//! `memory.limit_in_bytes`), or `GRADGYM_MEMORY_LIMIT` in GiB where it is set (0 turns the
-//! check off). A run on a GPU is not checked: its activations live in the GPU's memory, and
+//! `memory.limit_in_bytes`) and the address space `RLIMIT_AS` (`ulimit -v`) leaves it, or
+//! `GRADGYM_MEMORY_LIMIT` in GiB where it is set (0 turns the check off). A run on a GPU is not checked: its activations live in the GPU's memory, and
 //! libtorch names an allocation the GPU refuses (`out of memory` with the stage).
 //! `pipeline::run` checks once its inputs are read and before its folder is made, with the
 //! shape of a language model brought as input (`--sft`, `--model`) where there is one.
@@ -275,7 +275,47 @@ pub fn available() -> anyhow::Result<Option<(u128, String)>> {
             best = Some((c, format!("this machine allows this process, {file}")));
         }
     }
+    if let Some((left, how)) = address_space_left() {
+        if best.as_ref().is_none_or(|(t, _)| left < *t) {
+            best = Some((left, format!("this process may still map, {how}")));
+        }
+    }
     Ok(best)
+}
+
+/// The address space this process may still map under its `RLIMIT_AS` (`ulimit -v`): the
+/// limit less what it has mapped already (`VmSize`, libtorch's libraries included), and how
+/// that was found; `None` without a limit. Past it an allocation fails: in libtorch that is a
+/// run's `out of memory` error, but in Rust's own buffers the process aborts, so the check
+/// before the run must know the limit.
+fn address_space_left() -> Option<(u128, String)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` through a valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } != 0
+        || limit.rlim_cur == libc::RLIM_INFINITY
+    {
+        return None;
+    }
+    let limit = limit.rlim_cur as u128;
+    let mapped = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("VmSize:"))
+                .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<u128>().ok())
+        })
+        .map_or(0, |kib| kib * 1024);
+    Some((
+        limit.saturating_sub(mapped),
+        format!(
+            "RLIMIT_AS, that is ulimit -v, of {:.1} GiB less the {:.1} GiB already mapped",
+            limit as f64 / GIB,
+            mapped as f64 / GIB
+        ),
+    ))
 }
 
 /// The smallest memory limit of this process's cgroups and their ancestors, and its file:
