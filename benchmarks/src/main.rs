@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
     name = "gradgym",
     version,
     about = "A reinforcement-learning gym and benchmark suite",
-    after_help = "Environment:\n  MKL_CBWR              MKL's reproducibility mode (gradgym sets AUTO unless this is set)\n  GRADGYM_MALLOC        keep (default: glibc's malloc keeps freed memory for reuse) or glibc (its own thresholds)\n  GRADGYM_SGEMM         matrixmultiply: the native RLHF backend's products without MKL's sgemm\n  GRADGYM_MEMORY_LIMIT  GiB an RLHF run on the CPU plans for (default: the machine's; 0: no check)"
+    after_help = "Environment:\n  MKL_CBWR              MKL's reproducibility mode (gradgym sets AUTO unless this is set)\n  GRADGYM_MALLOC        keep (default: glibc's malloc keeps freed memory for reuse) or glibc (its own thresholds)\n  GRADGYM_SGEMM         mkl (default) or matrixmultiply: the native RLHF backend's products without MKL's sgemm\n  GRADGYM_MEMORY_LIMIT  GiB an RLHF run on the CPU plans for (default: the machine's; 0: no check)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -56,6 +56,10 @@ fn main() -> std::process::ExitCode {
     reproducible_mkl();
     short_panic_messages();
     if let Err(e) = malloc::keep_freed_memory() {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::from(2);
+    }
+    if let Err(e) = gradgym_agents::nn::gpt_native::sgemm_choice() {
         eprintln!("error: {e}");
         return std::process::ExitCode::from(2);
     }

@@ -940,6 +940,36 @@ fn runs_put_libtorchs_mkl_in_its_reproducible_mode_unless_told_another() {
     assert_eq!(default, ["CNR:AUTO"], "{calls} MKL calls");
     let (_, chosen) = modes("chosen", Some("COMPATIBLE"));
     assert_eq!(chosen, ["CNR:COMPATIBLE"]);
+    // The manifest records the mode and the native passes' products, which set the bits
+    // beyond the config.
+    let manifest = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&fs::read_to_string(dir.join(name).join("manifest.json")).unwrap())
+            .unwrap()
+    };
+    assert_eq!(manifest("default")["mkl_cbwr"], "AUTO");
+    assert_eq!(manifest("chosen")["mkl_cbwr"], "COMPATIBLE");
+    assert_eq!(manifest("default")["sgemm"], "mkl");
+    let products = |name: &str, choice: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gradgym"))
+            .args(["rlhf", "sft", "--config", &cfg, "--quiet"])
+            .args(["--set", "pretrain.steps=2", "--set", "sft.steps=1"])
+            .args(["--out", dir.join(name).to_str().unwrap()])
+            .env("GRADGYM_SGEMM", choice)
+            .output()
+            .unwrap()
+    };
+    ok(&products("matrixmultiply", "matrixmultiply"));
+    assert_eq!(manifest("matrixmultiply")["sgemm"], "matrixmultiply");
+    // A misspelt choice is refused before anything runs, not ignored.
+    let o = products("misspelt", "matrixmultiplY");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o)
+            .contains("GRADGYM_SGEMM=matrixmultiplY: not `mkl` (the default) or `matrixmultiply`"),
+        "{}",
+        text(&o)
+    );
+    assert!(!dir.join("misspelt").exists() && !partial(&dir.join("misspelt")).exists());
     fs::remove_dir_all(dir).ok();
 }
 /// The binary keeps freed memory in the process for reuse (benchmarks/src/malloc.rs) unless told

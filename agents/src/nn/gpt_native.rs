@@ -529,6 +529,34 @@ unsafe extern "C" {
     ) -> *mut std::ffi::c_void;
 }
 
+/// The environment variable that chooses the native passes' products: `mkl` (the default) or
+/// `matrixmultiply`.
+pub const SGEMM_VARIABLE: &str = "GRADGYM_SGEMM";
+
+/// [`SGEMM_VARIABLE`]'s value, checked: `Err` names a value that is neither `mkl` nor
+/// `matrixmultiply` (a misspelling would otherwise change nothing, silently).
+pub fn sgemm_choice() -> Result<(), String> {
+    match std::env::var(SGEMM_VARIABLE) {
+        Err(std::env::VarError::NotPresent) => Ok(()),
+        Ok(v) if v == "mkl" || v == "matrixmultiply" => Ok(()),
+        Ok(v) => Err(format!(
+            "{SGEMM_VARIABLE}={v}: not `mkl` (the default) or `matrixmultiply`"
+        )),
+        Err(e) => Err(format!("{SGEMM_VARIABLE}: {e}")),
+    }
+}
+
+/// Which library computes the native passes' products: `mkl` or `matrixmultiply` (no MKL in
+/// the process, or `GRADGYM_SGEMM=matrixmultiply`). They round differently, so a run's
+/// manifest records it.
+pub fn sgemm_name() -> &'static str {
+    if mkl().is_some() {
+        "mkl"
+    } else {
+        "matrixmultiply"
+    }
+}
+
 /// MKL, if the process has it (libtorch's x86-64 CPU library carries it) and `GRADGYM_SGEMM`
 /// is not `matrixmultiply`. Another library's `sgemm_` is not taken: its thread count could
 /// not be held to the calling thread.

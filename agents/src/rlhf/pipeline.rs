@@ -136,6 +136,11 @@ struct Manifest<'a> {
     torch_threads: i32,
     /// What runs the RL stage's passes (`rl.backend` resolved on this device).
     rl_backend: &'static str,
+    /// What sets the bits beyond the config: the native backend's products (`mkl` or
+    /// `matrixmultiply`, `GRADGYM_SGEMM`) and MKL's reproducibility mode (`MKL_CBWR`, as the
+    /// process found it; the binary sets `AUTO` unless told another).
+    sgemm: &'static str,
+    mkl_cbwr: Option<String>,
     model_parameters: usize,
     data: Option<String>,
     sft: Option<String>,
@@ -1027,6 +1032,8 @@ pub fn run(
             cuda_available: tch::Cuda::is_available(),
             torch_threads: tch::get_num_threads(),
             rl_backend: config.rl.backend.resolve(device).name(),
+            sgemm: crate::nn::gpt_native::sgemm_name(),
+            mkl_cbwr: std::env::var("MKL_CBWR").ok(),
             model_parameters: mc.num_parameters(),
             data: inputs.data.as_ref().map(|p| p.display().to_string()),
             sft: inputs.sft.as_ref().map(|p| p.display().to_string()),
