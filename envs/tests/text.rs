@@ -111,6 +111,14 @@ fn the_tokenizer_round_trips_and_names_unknown_words() {
     }
     let e = v.encode("the flim").unwrap_err().to_string();
     assert!(e.contains("`flim`") && e.contains("word 2"), "{e}");
+    assert!(e.ends_with(r#"of "the flim""#), "{e}");
+    // A file's control characters are quoted escaped, never sent to a terminal as they are.
+    let e = v
+        .encode("the \u{1b}[2J\u{1b}[31mfilm was\0 good")
+        .unwrap_err()
+        .to_string();
+    assert!(!e.chars().any(char::is_control), "{e:?}");
+    assert!(e.contains(r"`\u{1b}[2J\u{1b}[31mfilm`"), "{e}");
     // A long text and a long unknown word are quoted shortened, not whole.
     let long = format!("{} {} .", "great ".repeat(50_000), "x".repeat(200_000));
     let e = v.encode(&long).unwrap_err().to_string();

@@ -113,7 +113,7 @@ words! {
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum TokenError {
     #[error(
-        "unknown word `{}` at word {position} (counting from 1) of {:?}",
+        "unknown word `{}` at word {position} (counting from 1) of \"{}\"",
         shortened(.word),
         shortened(.text)
     )]
@@ -127,17 +127,26 @@ pub enum TokenError {
 }
 
 /// `s` as an error message quotes it: its first 80 characters, and how many more there are
-/// (a line of a user's file may be megabytes long).
+/// (a line of a user's file may be megabytes long), with control characters escaped (`\u{1b}`,
+/// `\n`, `\0`), so that a file's text cannot move the cursor, recolour or clear a terminal.
 pub fn shortened(s: &str) -> String {
     const MOST: usize = 80;
-    match s.char_indices().nth(MOST) {
-        None => s.to_string(),
-        Some((cut, _)) => format!(
-            "{}… ({} more characters)",
-            &s[..cut],
-            s[cut..].chars().count()
-        ),
+    let (head, rest) = match s.char_indices().nth(MOST) {
+        None => (s, None),
+        Some((cut, _)) => (&s[..cut], Some(s[cut..].chars().count())),
+    };
+    let mut out = String::with_capacity(head.len());
+    for c in head.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
     }
+    if let Some(more) = rest {
+        out.push_str(&format!("… ({more} more characters)"));
+    }
+    out
 }
 
 /// The vocabulary: ids ↔ words, with each word's class.
