@@ -431,13 +431,18 @@ fn median_rate(
 /// fp32; with `--config`, that config's model and batch.
 fn bench(args: &BenchArgs) -> Result<ExitCode> {
     anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
-    if args.threads > 0 {
-        tch::set_num_threads(args.threads as i32);
-    }
     let loaded = match &args.config {
         Some(path) => Some(load_config(Some(path), &[], None)?.0),
         None => None,
     };
+    // --threads, else a config's `threads`, else libtorch's default.
+    let threads = match (args.threads, &loaded) {
+        (0, Some(c)) => c.threads,
+        (t, _) => t as usize,
+    };
+    if threads > 0 {
+        tch::set_num_threads(threads as i32);
+    }
     // The backend asked for, and where the ask came from (named if it is refused).
     let (backend, source) = match (&args.backend, &loaded) {
         (Some(b), _) => (b.as_str(), "--backend".to_string()),
@@ -468,12 +473,15 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         },
     };
     let prompt_len = gradgym_envs::text::PROMPT_LEN;
-    let (config, batch, response) = match &loaded {
-        None => (GptConfig::bench(), 64usize, 24usize),
+    // With --config, its model, batch, lengths and PPO update's shape (epochs, minibatches).
+    let (config, batch, response, epochs, minibatches) = match &loaded {
+        None => (GptConfig::bench(), 64usize, 24usize, 4usize, 1usize),
         Some(c) => (
             pipeline::model_config(c),
             c.rl.batch_size,
             c.rl.max_response,
+            c.rl.update_epochs,
+            c.rl.num_minibatches,
         ),
     };
     let mut init = rng::stream(0, "bench/rlhf", 0);
@@ -538,8 +546,8 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
     };
     let targets = args.config.is_none();
     let rl = RlConfig {
-        update_epochs: 4,
-        num_minibatches: 1,
+        update_epochs: epochs,
+        num_minibatches: minibatches,
         batch_size: batch,
         max_response: response,
         backend: BackendKind::Libtorch,
@@ -674,7 +682,15 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
     if let Some(r) = torch_rate {
         println!("  the same through libtorch's operators: {r:>9.0} tokens/s");
     }
-    println!("PPO end to end (4 epochs, 1 minibatch): {ppo_rate:>9.0} tokens/s{ppo_note}");
+    let shape = format!(
+        "{epochs} epoch{}, {minibatches} minibatch{}",
+        if epochs == 1 { "" } else { "s" },
+        if minibatches == 1 { "" } else { "es" }
+    );
+    println!(
+        "{:<40}{ppo_rate:>9.0} tokens/s{ppo_note}",
+        format!("PPO end to end ({shape}):")
+    );
     if let Some(r) = libtorch_gelu_rate {
         println!(
             "  the same with libtorch's GELU:         {r:>9.0} tokens/s   (alternated with the line above)"

@@ -1117,7 +1117,13 @@ fn bench_prints_throughput_and_memory_for_the_bench_model_or_a_configs_model() {
         ok(&o);
         let t = text(&o);
         assert!(t.contains(shape), "{t}");
-        for line in ["generation (KV cache", "PPO end to end", "peak memory"] {
+        let ppo = if args.len() == 5 {
+            "PPO end to end (4 epochs, 1 minibatch):"
+        } else {
+            // The config's own: rl.num_minibatches defaults to 4.
+            "PPO end to end (4 epochs, 4 minibatches):"
+        };
+        for line in ["generation (KV cache", ppo, "peak memory"] {
             assert!(t.contains(line), "`{line}` missing: {t}");
         }
         let rate = |label: &str| -> f64 {
@@ -1156,6 +1162,33 @@ fn bench_prints_throughput_and_memory_for_the_bench_model_or_a_configs_model() {
         // The targets and the peers' figures belong to the bench model alone.
         assert_eq!(t.contains("target ≥ 36,000"), args.len() == 5, "{t}");
     }
+    // A config's PPO update (epochs, minibatches) and threads are what its bench runs; the
+    // bench model's is 4 epochs of 1 minibatch. --threads overrides the config's.
+    let shaped = dir.join("shaped.toml");
+    fs::write(
+        &shaped,
+        TINY.replace(
+            "updates = 2",
+            "updates = 2\nupdate_epochs = 2\nnum_minibatches = 2",
+        ),
+    )
+    .unwrap();
+    let s = shaped.to_str().unwrap();
+    let t = text(&run(&["bench", "--reps", "1", "--config", s]));
+    assert!(
+        t.contains("PPO end to end (2 epochs, 2 minibatches):") && t.contains("fp32, 1 threads"),
+        "{t}"
+    );
+    let t = text(&run(&[
+        "bench",
+        "--reps",
+        "1",
+        "--config",
+        s,
+        "--threads",
+        "2",
+    ]));
+    assert!(t.contains("fp32, 2 threads"), "{t}");
     let o = run(&["bench", "--reps", "0"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("--reps"), "{}", text(&o));
