@@ -125,7 +125,7 @@ fn allocation_failure(message: &str) -> Option<u64> {
 }
 
 /// `bytes` in the largest binary unit that leaves at least 1: `7.4 GiB`.
-fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     let units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
     let mut x = bytes as f64;
     let mut unit = 0;

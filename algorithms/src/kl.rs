@@ -87,10 +87,10 @@ impl ReferenceKl {
         } = *self
         {
             if !(target.is_finite() && target > 0.0) {
-                return Err(("kl_target", format!("must be positive, got {target}")));
+                return Err(("kl_target", format!("must be positive, got {target:?}")));
             }
             if !(horizon.is_finite() && horizon > 0.0) {
-                return Err(("kl_horizon", format!("must be positive, got {horizon}")));
+                return Err(("kl_horizon", format!("must be positive, got {horizon:?}")));
             }
             if beta == 0.0 {
                 return Err((
@@ -106,7 +106,7 @@ impl ReferenceKl {
                     "kl_horizon",
                     format!(
                         "must be above 0.2 × the {samples} sequences of an update = {least}, \
-                         got {horizon}: β's factor 1 + e · {samples}/horizon, with the error e \
+                         got {horizon:?}: β's factor 1 + e · {samples}/horizon, with the error e \
                          clipped to ±0.2, would reach 0 or below and make β negative"
                     ),
                 ));

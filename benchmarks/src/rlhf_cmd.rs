@@ -50,7 +50,11 @@ struct CommonArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Overrides the config's seed (at most 2⁶³ − 1, the largest integer TOML holds).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64)
+    )]
     seed: Option<u64>,
     /// Sets one config field, as `table.field=VALUE` (a TOML value; repeatable), after the
     /// file: `--set rl.beta=0.01 --set labels.comparisons=2000`.

@@ -532,6 +532,37 @@ fn a_bad_preference_line_is_named_by_file_line_and_field() {
             assert!(t.contains("splendiferous"), "{t}");
         }
     }
+    // A file that is not there, or a folder, is named by its flag.
+    let dir = scratch("no-data");
+    let cfg = config(&dir, "");
+    for (data, want) in [
+        (dir.join("missing.jsonl"), "cannot read it"),
+        (dir.clone(), "not a file"),
+    ] {
+        let o = run(&[
+            "rm",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--sft",
+            dir.join("no-sft-needed-to-fail").to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            dir.join("out").to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let at = format!("error: --data {}: {want}", data.display());
+        assert!(text(&o).contains(&at), "expected `{at}` in {}", text(&o));
+    }
+    // A negative seed is named by its flag, not taken for one.
+    let o = run(&["sft", "--seed", "-1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("invalid value '-1' for '--seed <SEED>'"),
+        "{}",
+        text(&o)
+    );
+    fs::remove_dir_all(dir).ok();
 }
 
 #[test]

@@ -640,6 +640,8 @@ impl RlhfConfig {
                  SFT reference is rl.beta, adapted by rl.kl_target)",
             ));
         }
+        // Checked whether or not rl.kl_target reads it: config.toml and the manifest keep it.
+        positive("rl.kl_horizon", rl.kl_horizon)?;
         self.reference_kl()
             .validate(rl.batch_size)
             .map_err(|(f, m)| {
@@ -729,6 +731,9 @@ mod tests {
                 "[rl]\nkl_target = 6.0\nkl_horizon = 12.0\nbatch_size = 64",
                 "rl.kl_horizon",
             ),
+            // Unread without kl_target, but written to config.toml and the manifest.
+            ("[rl]\nkl_horizon = nan", "rl.kl_horizon"),
+            ("[rl]\nkl_horizon = -1.0", "rl.kl_horizon"),
             ("[rl]\nupdates = 3\nrounds = 4", "rl.rounds"),
             ("[rl]\nalgo = \"a2c\"\nppo_loss = \"kl\"", "rl.ppo_loss"),
             ("[rl]\nppo_loss = \"kl\"\nkl_coef = -1.0", "rl.kl_coef"),

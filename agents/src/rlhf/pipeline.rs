@@ -865,6 +865,13 @@ pub fn run(
     tch::set_num_threads(threads);
     // Bad input fails here, before anything is written: the data file and the input models
     // (each read once, here).
+    if let Some(d) = &inputs.data {
+        match std::fs::metadata(d) {
+            Err(e) => anyhow::bail!("--data {}: cannot read it: {e}", d.display()),
+            Ok(m) if !m.is_file() => anyhow::bail!("--data {}: not a file", d.display()),
+            Ok(_) => {}
+        }
+    }
     let mut data_in = match &inputs.data {
         Some(d) => Some(data::read_jsonl(
             d,
