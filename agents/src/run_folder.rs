@@ -94,6 +94,57 @@ pub fn is_sweep_folder(dir: &Path) -> bool {
         || (dir.join("summary.csv").is_file() && dir.join("runs").is_dir())
 }
 
+/// What a gradgym folder holds, as its `manifest.json` says: `--overwrite` replaces a folder
+/// only with one of its own kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FolderKind {
+    /// A run of `gradgym train` or `gradgym prefs`.
+    Run,
+    /// A run of `gradgym rlhf` (its manifest's `kind`).
+    Rlhf,
+    /// A `gradgym estimators` study (its manifest's `command`).
+    Estimators,
+}
+
+impl FolderKind {
+    fn name(self) -> &'static str {
+        match self {
+            FolderKind::Run => "training run (gradgym train or prefs)",
+            FolderKind::Rlhf => "gradgym rlhf run",
+            FolderKind::Estimators => "gradgym estimators study",
+        }
+    }
+}
+
+/// The kind of gradgym folder `d` is, read from its manifest (`manifest.json`, or the
+/// `manifest.json.tmp` / `manifest.tmp` an unfinished run may hold): `None` where there is
+/// none, or it is not gradgym's (not JSON, or no `gradgym_version`: a web app's
+/// `manifest.json`, say).
+pub fn folder_kind(d: &Path) -> Option<FolderKind> {
+    for name in ["manifest.json", "manifest.json.tmp", "manifest.tmp"] {
+        let Ok(text) = fs::read_to_string(d.join(name)) else {
+            continue;
+        };
+        let m: serde_json::Value = serde_json::from_str(&text).ok()?;
+        m.get("gradgym_version")?;
+        return Some(if m["kind"] == "rlhf" {
+            FolderKind::Rlhf
+        } else if m["command"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("gradgym estimators"))
+        {
+            FolderKind::Estimators
+        } else {
+            FolderKind::Run
+        });
+    }
+    // An estimator study written before studies had a manifest.
+    ["estimators.csv", "summary.json"]
+        .iter()
+        .all(|f| d.join(f).is_file())
+        .then_some(FolderKind::Estimators)
+}
+
 /// The suffix `<run>.replaced-<k>` of a run that `--overwrite` is replacing, kept aside until
 /// the new one is in its place.
 const REPLACED: &str = ".replaced-";
@@ -198,6 +249,13 @@ impl RunFolder {
     /// run wrote) and removed under [`Existing::Replace`]. [`Existing::Replace`] replaces only a
     /// run folder (one with a `manifest.json`) or an empty folder: never a user's other files.
     pub fn create(dir: &Path, existing: Existing) -> Result<Self> {
+        Self::create_as(dir, existing, FolderKind::Run)
+    }
+
+    /// [`RunFolder::create`] for a folder of `kind`: [`Existing::Replace`] replaces only a
+    /// folder whose manifest is gradgym's and of that kind (a training run never replaces an
+    /// estimator study, nor a web app's folder that happens to hold a `manifest.json`).
+    pub fn create_as(dir: &Path, existing: Existing, kind: FolderKind) -> Result<Self> {
         let dir = &folder_path(dir)?;
         if existing == Existing::Refuse && dir.exists() && !dir.is_dir() {
             bail!(
@@ -216,14 +274,7 @@ impl RunFolder {
         // holds every run of the sweep: never replaced by one run.
         let replaceable = |d: &Path| {
             let empty = fs::read_dir(d).is_ok_and(|mut e| e.next().is_none());
-            let manifest = ["manifest.json", "manifest.json.tmp", "manifest.tmp"]
-                .iter()
-                .any(|m| d.join(m).is_file())
-                // An estimator study written before studies had a manifest.
-                || ["estimators.csv", "summary.json"]
-                    .iter()
-                    .all(|f| d.join(f).is_file());
-            d.is_dir() && (empty || (manifest && !is_sweep_folder(d)))
+            d.is_dir() && (empty || (folder_kind(d) == Some(kind) && !is_sweep_folder(d)))
         };
         if existing == Existing::Replace && dir.exists() && is_sweep_folder(dir) {
             bail!(
@@ -232,10 +283,18 @@ impl RunFolder {
             );
         }
         if existing == Existing::Replace && dir.exists() && !replaceable(dir) {
-            bail!(
-                "{} exists and is not a gradgym run folder (it has no manifest.json); --overwrite replaces only run folders, so choose another --out folder",
-                dir.display()
-            );
+            match folder_kind(dir) {
+                Some(other) => bail!(
+                    "{} holds a {} (its manifest.json says so); --overwrite here replaces only a {}, so choose another --out folder",
+                    dir.display(),
+                    other.name(),
+                    kind.name()
+                ),
+                None => bail!(
+                    "{} exists and is not a gradgym run folder (it has no manifest.json that gradgym wrote); --overwrite replaces only run folders, so choose another --out folder",
+                    dir.display()
+                ),
+            }
         }
         let partial = partial_path(dir);
         // A run still going holds its `.partial` folder's lock: refused whatever is asked,
@@ -256,10 +315,19 @@ impl RunFolder {
         }
         // The same rule for the `.partial` folder --overwrite removes: a name that merely
         // ends in `.partial` may hold a user's own files.
-        if partial.exists() && !replaceable(&partial) {
+        // A run killed while writing its manifest leaves only `manifest.json.tmp` (or the older
+        // `manifest.tmp`), perhaps cut short: in a `.partial` folder that still marks a run's.
+        let killed_writing_manifest = |d: &Path| {
+            !d.join("manifest.json").exists()
+                && ["manifest.json.tmp", "manifest.tmp"]
+                    .iter()
+                    .any(|m| d.join(m).is_file())
+        };
+        if partial.exists() && !replaceable(&partial) && !killed_writing_manifest(&partial) {
             bail!(
-                "{} exists and is not the folder of an unfinished gradgym run (it has no manifest.json); --overwrite replaces only run folders, so move it or choose another --out folder",
-                partial.display()
+                "{} exists and is not the folder of an unfinished gradgym run of this kind (it has no manifest.json that gradgym wrote for a {}); --overwrite replaces only run folders, so move it or choose another --out folder",
+                partial.display(),
+                kind.name()
             );
         }
         if partial.exists() {
@@ -434,6 +502,71 @@ impl RunFolder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A manifest as gradgym writes one (it names gradgym's version).
+    const OLD: &str = r#"{"gradgym_version": "old"}"#;
+
+    /// --overwrite reads the manifest: another program's `manifest.json` (a web app's, or not
+    /// JSON at all) is no run's, and a run replaces only a folder of its own kind.
+    #[test]
+    fn overwrite_replaces_only_gradgyms_folders_of_the_same_kind() {
+        let dir = scratch("kinds");
+        for (name, manifest) in [
+            ("webapp", r#"{"name": "My app", "start_url": "/"}"#),
+            ("not-json", "not json"),
+        ] {
+            let d = dir.join(name);
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("manifest.json"), manifest).unwrap();
+            fs::write(d.join("index.html"), "keep").unwrap();
+            let e = RunFolder::create(&d, Existing::Replace).unwrap_err();
+            assert!(e.to_string().contains("not a gradgym run folder"), "{e}");
+            assert!(d.join("index.html").exists() && !partial_path(&d).exists());
+        }
+        let study = dir.join("study");
+        fs::create_dir_all(&study).unwrap();
+        fs::write(
+            study.join("manifest.json"),
+            r#"{"command": "gradgym estimators", "gradgym_version": "0"}"#,
+        )
+        .unwrap();
+        let rlhf = dir.join("rlhf");
+        fs::create_dir_all(&rlhf).unwrap();
+        fs::write(
+            rlhf.join("manifest.json"),
+            r#"{"kind": "rlhf", "gradgym_version": "0"}"#,
+        )
+        .unwrap();
+        let run = dir.join("run");
+        fs::create_dir_all(&run).unwrap();
+        fs::write(run.join("manifest.json"), OLD).unwrap();
+        assert_eq!(folder_kind(&study), Some(FolderKind::Estimators));
+        assert_eq!(folder_kind(&rlhf), Some(FolderKind::Rlhf));
+        assert_eq!(folder_kind(&run), Some(FolderKind::Run));
+        let e = RunFolder::create(&study, Existing::Replace).unwrap_err();
+        assert!(
+            e.to_string().contains("holds a gradgym estimators study")
+                && e.to_string().contains("replaces only a training run"),
+            "{e}"
+        );
+        let e = RunFolder::create_as(&run, Existing::Replace, FolderKind::Estimators).unwrap_err();
+        assert!(e.to_string().contains("holds a training run"), "{e}");
+        let e = RunFolder::create_as(&run, Existing::Replace, FolderKind::Rlhf).unwrap_err();
+        assert!(
+            e.to_string().contains("replaces only a gradgym rlhf run"),
+            "{e}"
+        );
+        for d in [&study, &rlhf, &run] {
+            assert!(d.join("manifest.json").exists() && !partial_path(d).exists());
+        }
+        // Its own kind it replaces.
+        RunFolder::create_as(&rlhf, Existing::Replace, FolderKind::Rlhf)
+            .unwrap()
+            .seal(&serde_json::json!({}))
+            .unwrap();
+        assert!(rlhf.join("summary.json").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
     use crate::metrics::Cell;
 
     fn scratch(name: &str) -> PathBuf {
@@ -449,8 +582,11 @@ mod tests {
         let dir = scratch("seal");
         let mut run = RunFolder::create(&dir, Existing::Refuse).unwrap();
         assert_eq!(run.path(), partial_path(&dir));
-        run.write_json("manifest.json", &serde_json::json!({"seed": 1}))
-            .unwrap();
+        run.write_json(
+            "manifest.json",
+            &serde_json::json!({"seed": 1, "gradgym_version": "0"}),
+        )
+        .unwrap();
         run.start_metrics(Columns::new(["iteration", "loss"]))
             .unwrap();
         let mut row = MetricRow::new();
@@ -476,7 +612,10 @@ mod tests {
         let dir = scratch("live");
         let first = RunFolder::create(&dir, Existing::Refuse).unwrap();
         first
-            .write_json("manifest.json", &serde_json::json!({"seed": 1}))
+            .write_json(
+                "manifest.json",
+                &serde_json::json!({"seed": 1, "gradgym_version": "0"}),
+            )
             .unwrap();
         for existing in [Existing::Replace, Existing::Refuse] {
             let e = RunFolder::create(&dir, existing).unwrap_err().to_string();
@@ -522,7 +661,7 @@ mod tests {
         let e = RunFolder::create(&dir, Existing::Replace).unwrap_err();
         assert!(e.to_string().contains("not a gradgym run folder"), "{e}");
         assert!(dir.join("keep.txt").exists() && !partial_path(&dir).exists());
-        fs::write(dir.join("manifest.json"), "{}").unwrap();
+        fs::write(dir.join("manifest.json"), OLD).unwrap();
         let e = RunFolder::create(&dir, Existing::Refuse).unwrap_err();
         assert!(
             e.to_string().contains("already exists") && e.to_string().contains("--overwrite"),
@@ -551,7 +690,7 @@ mod tests {
     fn an_out_path_ending_in_a_dot_is_the_folder_it_names() {
         let dir = scratch("dot");
         fs::create_dir_all(dir.join("sub")).unwrap();
-        fs::write(dir.join("manifest.json"), "{}").unwrap();
+        fs::write(dir.join("manifest.json"), OLD).unwrap();
         for (n, out) in [
             dir.join("."),
             dir.join("sub").join(".."),
@@ -568,8 +707,11 @@ mod tests {
                 "{}",
                 out.display()
             );
-            run.write_json("manifest.json", &serde_json::json!({"n": n}))
-                .unwrap();
+            run.write_json(
+                "manifest.json",
+                &serde_json::json!({"n": n, "gradgym_version": "0"}),
+            )
+            .unwrap();
             let sealed = run.seal(&serde_json::json!({})).unwrap();
             assert_eq!(sealed, fs::canonicalize(&dir).unwrap());
             let manifest = fs::read_to_string(dir.join("manifest.json")).unwrap();
@@ -594,7 +736,7 @@ mod tests {
         let e = RunFolder::create(&dir, Existing::Replace).unwrap_err();
         assert!(e.to_string().contains("is a sweep's results folder"), "{e}");
         // Known by its files too (a manifest of another form).
-        fs::write(dir.join("manifest.json"), "{}").unwrap();
+        fs::write(dir.join("manifest.json"), OLD).unwrap();
         fs::write(dir.join("summary.csv"), "run\n").unwrap();
         assert!(RunFolder::create(&dir, Existing::Replace).is_err());
         assert!(dir.join("runs/a").is_dir() && !partial_path(&dir).exists());
@@ -609,15 +751,18 @@ mod tests {
         let dir = scratch("link");
         let target = dir.join("target");
         fs::create_dir_all(&target).unwrap();
-        fs::write(target.join("manifest.json"), "old").unwrap();
+        fs::write(target.join("manifest.json"), OLD).unwrap();
         let link = dir.join("link");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let mut slash = link.clone().into_os_string();
         slash.push("/");
         let run = RunFolder::create(Path::new(&slash), Existing::Replace).unwrap();
         assert_eq!(run.path(), dir.join("link.partial"));
-        run.write_json("manifest.json", &serde_json::json!({"new": true}))
-            .unwrap();
+        run.write_json(
+            "manifest.json",
+            &serde_json::json!({"new": true, "gradgym_version": "0"}),
+        )
+        .unwrap();
         run.seal(&serde_json::json!({})).unwrap();
         assert!(
             !fs::symlink_metadata(&link)
@@ -632,7 +777,7 @@ mod tests {
         );
         assert_eq!(
             fs::read_to_string(target.join("manifest.json")).unwrap(),
-            "old"
+            OLD
         );
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -643,16 +788,13 @@ mod tests {
     fn a_failed_rename_keeps_the_run_it_was_to_replace() {
         let dir = scratch("aside");
         fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join("manifest.json"), "old").unwrap();
+        fs::write(dir.join("manifest.json"), OLD).unwrap();
         let run = RunFolder::create(&dir, Existing::Replace).unwrap();
         // The new run's folder vanishes before it is moved into place (so its rename fails).
         fs::remove_dir_all(run.path()).unwrap();
         let e = run.move_into_place().unwrap_err();
         assert!(e.to_string().contains("cannot rename"), "{e}");
-        assert_eq!(
-            fs::read_to_string(dir.join("manifest.json")).unwrap(),
-            "old"
-        );
+        assert_eq!(fs::read_to_string(dir.join("manifest.json")).unwrap(), OLD);
         assert!(!suffixed(&dir, ".replaced-1").exists());
         assert!(is_replaced_name("run.replaced-1") && !is_replaced_name("run.replaced-"));
         fs::remove_dir_all(&dir).unwrap();
@@ -663,7 +805,7 @@ mod tests {
         let dir = scratch("stale");
         let partial = partial_path(&dir);
         fs::create_dir_all(&partial).unwrap();
-        fs::write(partial.join("manifest.json"), "{}").unwrap();
+        fs::write(partial.join("manifest.json"), OLD).unwrap();
         fs::write(partial.join("metrics.csv"), "iteration\n1\n").unwrap();
         let e = RunFolder::create(&dir, Existing::Refuse).unwrap_err();
         assert!(
@@ -762,7 +904,10 @@ mod tests {
         let dir = scratch("unfinished");
         let first = RunFolder::create(&dir, Existing::Refuse).unwrap();
         first
-            .write_json("manifest.json", &serde_json::json!({}))
+            .write_json(
+                "manifest.json",
+                &serde_json::json!({"gradgym_version": "0"}),
+            )
             .unwrap();
         first
             .seal(&serde_json::json!({"status": "completed"}))

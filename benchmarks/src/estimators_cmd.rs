@@ -98,13 +98,14 @@ pub fn run(args: EstimatorArgs) -> Result<ExitCode> {
     );
     // Written like a run: in `<out>.partial`, renamed into place whole; an existing folder is
     // refused, or replaced only once the new study is complete.
-    let folder = RunFolder::create(
+    let folder = RunFolder::create_as(
         &args.out,
         if args.overwrite {
             Existing::Replace
         } else {
             Existing::Refuse
         },
+        gradgym_agents::run_folder::FolderKind::Estimators,
     )?;
     folder.write_json(
         "manifest.json",

@@ -1010,7 +1010,7 @@ pub fn run(
         let first = data_in.as_deref().or(prior);
         crate::rlhf::memory::check(config, stage, first)?;
     }
-    let folder = RunFolder::create(out, existing)?;
+    let folder = RunFolder::create_as(out, existing, crate::run_folder::FolderKind::Rlhf)?;
     let mut run = Run {
         config,
         folder,
