@@ -857,6 +857,29 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
             out.display()
         );
     }
+    // Another sweep's results kept without their runs/ (or a user's own summary.csv): its
+    // summary.csv and manifest would be replaced by this plan's. The runs/ check below cannot
+    // see that where runs/ is gone.
+    let name = spec.display_name(spec_path);
+    let earlier: Option<serde_json::Value> = fs::read_to_string(out.join("manifest.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    if let Some(other) = earlier
+        .as_ref()
+        .and_then(|m| m.get("sweep").and(m.get("name")?.as_str()))
+        .filter(|other| *other != name)
+    {
+        bail!(
+            "--out {}: holds the results of sweep `{other}` (its manifest.json), and this is sweep `{name}`: its summary.csv and manifest would be replaced; use another --out folder",
+            out.display()
+        );
+    }
+    if out.join("summary.csv").exists() && earlier.is_none() {
+        bail!(
+            "--out {}: holds a summary.csv that no sweep manifest.json describes (another tool's, or a sweep's whose manifest is gone): this sweep's would replace it; use another --out folder",
+            out.display()
+        );
+    }
     fs::create_dir_all(&runs_dir)
         .with_context(|| format!("cannot create {}", runs_dir.display()))?;
     let _lock = FolderLock::take(out)?;
@@ -985,7 +1008,7 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
             .map_or("cpu".into(), |r| r.config.device.clone())
     });
     let mut manifest = SweepManifest {
-        name: spec.display_name(spec_path),
+        name,
         sweep_file: source.clone(),
         sweep: serde_json::to_value(&spec)?,
         shard: format!("{}/{}", options.shard.index, options.shard.count),

@@ -620,6 +620,50 @@ fn bad_sweeps_are_refused_and_finished_runs_are_kept() {
             .count(),
         3
     );
+    // Another sweep's results kept without their runs/ are known by the manifest's name: a
+    // sweep of another name into them is refused, and so is one into a folder whose
+    // summary.csv no sweep manifest describes (both used to be replaced without a word).
+    let other = write_sweep(
+        "other",
+        "seeds = [1]\nconfig = { total_timesteps = 512, eval_episodes = 1 }\n[[runs]]\nenvs = [\"CartPole-v1\"]\nalgos = [\"a2c\"]\n",
+    );
+    let kept = out.with_file_name(format!(
+        "{}-kept",
+        out.file_name().unwrap().to_string_lossy()
+    ));
+    fs::create_dir_all(&kept).unwrap();
+    for f in ["summary.csv", "manifest.json"] {
+        fs::copy(out.join(f), kept.join(f)).unwrap();
+    }
+    let kept_summary = fs::read_to_string(kept.join("summary.csv")).unwrap();
+    let o = sweep(&other, &kept, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("holds the results of sweep `")
+            && text(&o).contains("changed` (its manifest.json)")
+            && text(&o).contains("other`: its summary.csv and manifest would be replaced"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        fs::read_to_string(kept.join("summary.csv")).unwrap(),
+        kept_summary
+    );
+    assert!(!kept.join("runs").exists());
+    fs::remove_file(kept.join("manifest.json")).unwrap();
+    fs::write(kept.join("summary.csv"), "a,b\n1,2\n").unwrap();
+    let o = sweep(&other, &kept, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("holds a summary.csv that no sweep manifest.json describes"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        fs::read_to_string(kept.join("summary.csv")).unwrap(),
+        "a,b\n1,2\n"
+    );
+    fs::remove_dir_all(&kept).unwrap();
     // `train --overwrite` onto the sweep's folder is refused (it used to delete every run).
     let o = gradgym(&[
         "train",
