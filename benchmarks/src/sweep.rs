@@ -282,6 +282,20 @@ impl SweepSpec {
                                     format!("{where_}: {env} {algo_name} seed {seed}")
                                 })?;
                             let id = run_id(env, algo, point, seed);
+                            // A folder name holds 255 bytes, and the run's folder takes
+                            // suffixes (`.partial`, `.replaced-2`, a group's `__g2`): found
+                            // here, before anything is written, not when the run starts.
+                            if id.len() > MOST_ID_BYTES {
+                                let cut = (0..=60)
+                                    .rev()
+                                    .find(|&i| id.is_char_boundary(i))
+                                    .unwrap_or(0);
+                                bail!(
+                                    "{where_}: run `{}…` would be named by {} bytes, more than a run folder's name may hold ({MOST_ID_BYTES}): its grid keys and values make the name (a float is written out in full); move settings that do not vary into `config`",
+                                    &id[..cut],
+                                    id.len()
+                                );
+                            }
                             seen.entry(id.clone()).or_default().push((runs.len(), g));
                             group_of.push(g);
                             let config_toml = config
@@ -831,6 +845,10 @@ impl Drop for FolderLock {
         let _ = fs::remove_file(&self.path);
     }
 }
+
+/// The longest run id gradgym plans: a folder name holds 255 bytes on common file systems,
+/// less the suffixes a run's folder may take.
+const MOST_ID_BYTES: usize = 200;
 
 /// Runs (or resumes) a sweep. Returns an error only when the sweep cannot start (bad sweep
 /// file, results folder in use or made by a different sweep); failed runs are recorded.
@@ -1502,6 +1520,15 @@ grid = { learning_rate = [0.001, 0.0003], gamma = [0.9] }
         let group = "[[runs]]\nenvs=[\"CartPole-v1\"]\nalgos=[\"ppo\"]\nconfig={num_envs=8}\n";
         let e = err(&format!("seeds = [1]\n{group}{group}"));
         assert!(e.contains("groups #1 and #2 with the same config"), "{e}");
+        // A name too long for a folder is refused in the plan, not when its run starts.
+        let e = err(
+            "seeds = [1]\n[[runs]]\nenvs=[\"CartPole-v1\"]\nalgos=[\"ppo\"]\ngrid={learning_rate=[1e300, 0.001]}",
+        );
+        assert!(
+            e.contains("[[runs]] #1") && e.contains("more than a run folder's name may hold (200)"),
+            "{e}"
+        );
+        assert!(e.len() < 600, "{e}");
     }
 
     #[test]
