@@ -268,6 +268,27 @@ fn read_summary_csv(sweep: &Path) -> Result<Vec<RunRecord>> {
         .collect();
     let mut runs = Vec::new();
     for (i, (line, f)) in csv.rows.iter().enumerate() {
+        // What a sweep writes, and nothing else: a hand-edited row is named, not scored.
+        let bad = |column: &str, what: &str| {
+            anyhow::anyhow!(
+                "{}:{line}: column `{column}` is `{}`: {what}",
+                csv.path.display(),
+                f[csv
+                    .header
+                    .iter()
+                    .position(|h| h == column)
+                    .expect("a column")]
+            )
+        };
+        if !["completed", "failed", "interrupted"].contains(&f[c_status].as_str()) {
+            return Err(bad("status", "not completed, failed or interrupted"));
+        }
+        if !gradgym_envs::registry::ENV_IDS.contains(&f[c_env].as_str()) {
+            return Err(bad("env_id", "not an environment gradgym has"));
+        }
+        if gradgym_agents::config::Algo::parse(&f[c_algo]).is_err() {
+            return Err(bad("algo", "not reinforce, a2c or ppo"));
+        }
         let seed = f[c_seed].parse::<u64>().map_err(|_| {
             anyhow::anyhow!(
                 "{}:{line}: column `seed` is not an integer: `{}`",
@@ -315,7 +336,21 @@ pub fn load(dirs: &[PathBuf]) -> Result<ResultSet> {
             let runs = if is_run_folder(&sweep) {
                 vec![read_run_folder(&sweep)?]
             } else {
-                let runs = read_summary_csv(&sweep)?;
+                let mut runs = read_summary_csv(&sweep)?;
+                // A row no run folder backs (added by hand, or its folder deleted) is named
+                // and left out: its scores are the row's word alone.
+                runs.retain(|run| {
+                    let backed = run.dir.is_dir();
+                    if !backed {
+                        set.warnings.push(format!(
+                            "{}: row of run `{}` has no run folder ({}); it is left out",
+                            sweep.join("summary.csv").display(),
+                            run.id,
+                            run.dir.display()
+                        ));
+                    }
+                    backed
+                });
                 for run in &runs {
                     same_run_as_its_folder(run, &sweep, &mut set.warnings)?;
                 }
@@ -328,6 +363,13 @@ pub fn load(dirs: &[PathBuf]) -> Result<ResultSet> {
                         .insert(i);
                 }
                 if let Some(planned) = manifest.as_ref().and_then(planned_runs) {
+                    if runs.len() > planned {
+                        set.warnings.push(format!(
+                            "{}: {} runs, more than the {planned} its manifest plans (rows added by hand, or runs of another sweep?)",
+                            sweep.display(),
+                            runs.len()
+                        ));
+                    }
                     if runs.len() < planned {
                         set.warnings.push(format!(
                             "{} is incomplete: {} of the {planned} planned runs finished (resume it with the same `gradgym sweep` command)",

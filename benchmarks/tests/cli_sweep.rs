@@ -934,6 +934,51 @@ fn a_run_folder_that_is_not_its_summary_row_is_refused_by_report_plot_and_compar
         "{}",
         text(&o)
     );
+    // A row added by hand: with no run folder it is named and left out, not scored (a
+    // CartPole return of 5000 once passed the gate); a status, env or algo that no sweep
+    // writes is named by file, line and column.
+    let summary = fs::read_to_string(reference.join("summary.csv")).unwrap();
+    let row = summary.lines().nth(1).unwrap();
+    let added = row
+        .replace("__seed1", "__seed9")
+        .replace(",1,completed,", ",9,completed,");
+    assert_ne!(added, row);
+    let fake = scratch("added-row");
+    copy_into(&reference, &fake);
+    fs::write(fake.join("summary.csv"), format!("{summary}{added}\n")).unwrap();
+    let o = gradgym(&[
+        "compare",
+        reference.to_str().unwrap(),
+        fake.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("row of run `CartPole-v1__a2c__seed9` has no run folder")
+            && text(&o).contains("it is left out"),
+        "{}",
+        text(&o)
+    );
+    assert!(!text(&o).contains("seed(s) 9"), "{}", text(&o));
+    for (from, to, column) in [
+        (",completed,", ",weird,", "status"),
+        ("CartPole-v1,a2c", "Foo-v0,a2c", "env_id"),
+        (",a2c,", ",zzz,", "algo"),
+    ] {
+        let edited = row.replacen(from, to, 1);
+        assert_ne!(edited, row);
+        fs::write(fake.join("summary.csv"), summary.replacen(row, &edited, 1)).unwrap();
+        let o = gradgym(&["report", fake.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{column}: {}", text(&o));
+        let at = format!(
+            "{}:2: column `{column}`",
+            fake.join("summary.csv").display()
+        );
+        assert!(
+            text(&o).contains(&at),
+            "{column}: expected `{at}` in {}",
+            text(&o)
+        );
+    }
 }
 
 /// A finished run folder that lost a file, or whose metrics were cut, is named on resume, not
