@@ -429,6 +429,10 @@ pub struct CompareArgs {
     /// Allowed drop, in normalised score (fraction of reference − random); a finite number ≥ 0.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     tolerance: f64,
+    /// Pass a candidate that lacks seeds of the baseline (a killed sweep, a missing shard)
+    /// on the seeds it has; without it such a candidate fails the gate.
+    #[arg(long)]
+    allow_missing_seeds: bool,
 }
 
 pub fn run_compare(args: CompareArgs) -> Result<ExitCode> {
@@ -479,18 +483,26 @@ pub fn run_compare(args: CompareArgs) -> Result<ExitCode> {
         }
     }
     print!("{}", compare::table(&rows));
+    let missing = compare::missing_seeds(&baseline, &candidate);
     for w in baseline
         .warnings
         .iter()
         .chain(&candidate.warnings)
-        .cloned()
-        .chain(compare::missing_seeds(&baseline, &candidate))
+        .chain(&missing)
     {
         eprintln!("warning: {w}");
     }
     let n = compare::regressions(&rows);
     if n > 0 {
         eprintln!("gradgym compare: {n} regression(s)");
+        Ok(ExitCode::from(1))
+    } else if !missing.is_empty() && !args.allow_missing_seeds {
+        // A gate after a sweep that crashed or lost a shard must not pass it on the runs
+        // that happened to finish.
+        eprintln!(
+            "gradgym compare: the candidate lacks seeds of the baseline ({} pair(s), above), so it fails the gate; --allow-missing-seeds compares the seeds it has",
+            missing.len()
+        );
         Ok(ExitCode::from(1))
     } else {
         eprintln!("gradgym compare: no regression");

@@ -337,10 +337,12 @@ pub fn load(dirs: &[PathBuf]) -> Result<ResultSet> {
                 vec![read_run_folder(&sweep)?]
             } else {
                 let mut runs = read_summary_csv(&sweep)?;
-                // A row no run folder backs (added by hand, or its folder deleted) is named
-                // and left out: its scores are the row's word alone.
+                // In a sweep folder with its runs/, a row no run folder backs (added by hand,
+                // or its folder deleted) is named and left out: its scores are the row's word
+                // alone. (A summary.csv kept without any runs/ is read on its word.)
+                let with_runs = sweep.join("runs").is_dir();
                 runs.retain(|run| {
-                    let backed = run.dir.is_dir();
+                    let backed = !with_runs || run.dir.is_dir();
                     if !backed {
                         set.warnings.push(format!(
                             "{}: row of run `{}` has no run folder ({}); it is left out",

@@ -798,6 +798,18 @@ fn reports_say_what_they_leave_out() {
         "{}",
         text(&o)
     );
+    // And fails the gate (a crashed sweep used to pass on the runs that finished), unless
+    // told to compare the seeds it has.
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("so it fails the gate"), "{}", text(&o));
+    let o = gradgym(&[
+        "compare",
+        out.to_str().unwrap(),
+        cut.to_str().unwrap(),
+        "--allow-missing-seeds",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("no regression"), "{}", text(&o));
 }
 
 #[test]
