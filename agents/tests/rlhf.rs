@@ -61,12 +61,35 @@ fn prompt(k: u32) -> Vec<u32> {
         .collect()
 }
 
-/// The learner tests' batch: prompts 1, 2 and 3 with responses of 3, 11 and 5 tokens (the
-/// second without `<eos>`), owned; [`slices`] lends them to a rollout.
-fn small_batch() -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
-    let prompts = (1..=3).map(prompt).collect();
-    let responses = vec![vec![5, 6, 2], vec![7; 11], vec![8, 9, 10, 11, 2]];
-    (prompts, responses)
+/// What the learner tests roll out on: a reference and a reward model, and prompts 1, 2 and 3
+/// with responses of 3, 11 and 5 tokens (the second without `<eos>`).
+struct Setting {
+    reference: Gpt,
+    reward_model: Gpt,
+    prompts: Vec<Vec<u32>>,
+    responses: Vec<Vec<u32>>,
+}
+
+fn setting() -> Setting {
+    Setting {
+        reference: model(40, 5),
+        reward_model: rm(7),
+        prompts: (1..=3).map(prompt).collect(),
+        responses: vec![vec![5, 6, 2], vec![7; 11], vec![8, 9, 10, 11, 2]],
+    }
+}
+
+impl Setting {
+    /// `l`'s rollout of the batch, at β = 0.05.
+    fn rollout(&self, l: &TokenLearner) -> TokenRollout {
+        l.rollout(
+            &self.reference,
+            &self.reward_model,
+            &slices(&self.prompts),
+            &slices(&self.responses),
+            0.05,
+        )
+    }
 }
 
 fn slices(v: &[Vec<u32>]) -> Vec<&[u32]> {
@@ -675,16 +698,13 @@ fn learner_with(
 #[test]
 fn scaled_learning_rates_reach_both_networks_on_both_backends() {
     tch::set_num_threads(1);
-    let reference = model(40, 5);
-    let reward_model = rm(7);
-    let (ps, rs) = small_batch();
-    let (prompts, responses) = (slices(&ps), slices(&rs));
+    let s = setting();
     for backend in [BackendKind::Libtorch, BackendKind::Native] {
         for (frac, moves) in [(0.0, false), (1.0, true)] {
             let mut l = learner_with(Algo::Ppo, 1, backend, |_| {});
             let (policy0, value0) = (l.policy.duplicate().unwrap(), l.value.duplicate().unwrap());
             l.scale_learning_rates(frac);
-            let r = l.rollout(&reference, &reward_model, &prompts, &responses, 0.05);
+            let r = s.rollout(&l);
             l.update(&r, &mut rng::stream(0, "test/anneal", 0)).unwrap();
             let what = format!("{backend:?} at {frac}");
             assert_eq!(
@@ -711,10 +731,7 @@ fn scaled_learning_rates_reach_both_networks_on_both_backends() {
 #[test]
 fn ppo_kl_penalises_the_kl_to_the_old_policy_adapts_its_beta_and_target_kl_stops_early() {
     tch::set_num_threads(1);
-    let reference = model(40, 5);
-    let reward_model = rm(7);
-    let (ps, rs) = small_batch();
-    let (prompts, responses) = (slices(&ps), slices(&rs));
+    let s = setting();
     for backend in [BackendKind::Libtorch, BackendKind::Native] {
         let kl = |edit: &dyn Fn(&mut RlConfig)| {
             learner_with(Algo::Ppo, 1, backend, |c| {
@@ -725,7 +742,7 @@ fn ppo_kl_penalises_the_kl_to_the_old_policy_adapts_its_beta_and_target_kl_stops
             })
         };
         let updates = |l: &mut TokenLearner, n: usize| -> Vec<TokenUpdateStats> {
-            let r = l.rollout(&reference, &reward_model, &prompts, &responses, 0.05);
+            let r = s.rollout(l);
             (0..n)
                 .map(|i| {
                     l.update(&r, &mut rng::stream(i as u64, "test/ppo-kl", 0))
@@ -764,7 +781,7 @@ fn ppo_kl_penalises_the_kl_to_the_old_policy_adapts_its_beta_and_target_kl_stops
             c.update_epochs = 1;
             c.ppo_kl_target = Some(1e-9);
         });
-        let r = one.rollout(&reference, &reward_model, &prompts, &responses, 0.05);
+        let r = s.rollout(&one);
         let s = one
             .update(&r, &mut rng::stream(0, "test/ppo-kl", 0))
             .unwrap();
@@ -859,10 +876,7 @@ fn a_batch_of_non_finite_advantages_names_its_cause_before_a_step() {
 #[test]
 fn the_updates_see_nothing_of_the_padding_positions_of_a_rollout() {
     tch::set_num_threads(1);
-    let reference = model(40, 5);
-    let reward_model = rm(7);
-    let (ps, rs) = small_batch();
-    let (prompts, responses) = (slices(&ps), slices(&rs));
+    let s = setting();
     for (algo, backend) in [
         (Algo::Ppo, BackendKind::Libtorch),
         (Algo::Reinforce, BackendKind::Libtorch),
@@ -873,8 +887,8 @@ fn the_updates_see_nothing_of_the_padding_positions_of_a_rollout() {
         for minibatches in [1, 3] {
             let new = || learner_on(algo, minibatches, backend, 0.0);
             let (mut a, mut b) = (new(), new());
-            let ra = a.rollout(&reference, &reward_model, &prompts, &responses, 0.05);
-            let mut rb = b.rollout(&reference, &reward_model, &prompts, &responses, 0.05);
+            let ra = s.rollout(&a);
+            let mut rb = s.rollout(&b);
             // Garbage wherever the mask says padding: huge advantages, returns and values,
             // log-probabilities of impossible tokens.
             let pad = rb.seqs.mask.ones_like() - &rb.seqs.mask;
@@ -896,7 +910,7 @@ fn the_updates_see_nothing_of_the_padding_positions_of_a_rollout() {
             assert!((sa.approx_kl - sb.approx_kl).abs() < 1e-9, "{what}");
             assert_eq!(sa.clipfrac, sb.clipfrac, "{what}");
             assert!(
-                max_param_diff(&a.policy, &reference) > 0.0,
+                max_param_diff(&a.policy, &s.reference) > 0.0,
                 "{what}: no step taken"
             );
         }
@@ -919,7 +933,7 @@ fn the_native_backend_trains_what_libtorch_trains() {
     let reference = model(40, 5);
     let reward_model = rm(7);
     let ps: Vec<Vec<u32>> = (0..5).map(prompt).collect();
-    let prompts: Vec<&[u32]> = ps.iter().map(|p| p.as_slice()).collect();
+    let prompts = slices(&ps);
     let rs: Vec<Vec<u32>> = vec![
         vec![5, 6, 2],
         vec![7; 11],
@@ -927,7 +941,7 @@ fn the_native_backend_trains_what_libtorch_trains() {
         vec![12, 13],
         vec![14, 15, 16, 17, 18, 19, 2],
     ];
-    let responses: Vec<&[u32]> = rs.iter().map(|r| r.as_slice()).collect();
+    let responses = slices(&rs);
     for (algo, minibatches, ent_coef) in [
         (Algo::Ppo, 1, 0.0),
         (Algo::Ppo, 1, 0.05),

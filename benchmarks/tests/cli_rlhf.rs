@@ -1539,26 +1539,33 @@ fn a_failed_run_is_sealed_with_its_files_and_an_overwrite_never_deletes_its_own_
 /// Under `ulimit -v` the check before the run plans for the address space left, not the
 /// machine's memory: past it Rust's own buffers (a model's weights, the RL stage's) would abort
 /// the process, which no run can seal.
+/// `gradgym rlhf sft --config cfg --set …sets --out out --quiet` under `ulimit -v kib`.
+#[cfg(target_os = "linux")]
+fn sft_under_ulimit(kib: u64, cfg: &Path, sets: &[&str], out: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new("sh");
+    command.args([
+        "-c",
+        &format!("ulimit -v {kib} && exec \"$0\" \"$@\""),
+        env!("CARGO_BIN_EXE_gradgym"),
+        "rlhf",
+        "sft",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    for set in sets {
+        command.args(["--set", set]);
+    }
+    command.args(["--out", out.to_str().unwrap(), "--quiet"]);
+    command
+}
+
 #[test]
+#[cfg(target_os = "linux")]
 fn the_check_before_a_run_plans_for_the_address_space_ulimit_leaves() {
     let dir = scratch("rlimit");
     let cfg = config(&dir, "");
     let out = dir.join("run");
-    let o = std::process::Command::new("sh")
-        .args([
-            "-c",
-            "ulimit -v 5000000 && exec \"$0\" \"$@\"",
-            env!("CARGO_BIN_EXE_gradgym"),
-            "rlhf",
-            "sft",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--set",
-            "pretrain.batch_size=30000",
-            "--out",
-            out.to_str().unwrap(),
-            "--quiet",
-        ])
+    let o = sft_under_ulimit(5_000_000, &cfg, &["pretrain.batch_size=30000"], &out)
         .env_remove("GRADGYM_MEMORY_LIMIT")
         .output()
         .unwrap();
@@ -1585,30 +1592,19 @@ fn a_step_past_the_memory_limit_is_named_out_of_memory_with_its_stage() {
     let dir = scratch("oom");
     let cfg = config(&dir, "");
     let out = dir.join("run");
-    let o = std::process::Command::new("sh")
-        .args([
-            "-c",
-            "ulimit -v 4000000 && exec \"$0\" \"$@\"",
-            env!("CARGO_BIN_EXE_gradgym"),
-            "rlhf",
-            "sft",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--set",
-            "model.width=64",
-            "--set",
-            "pretrain.batch_size=1000000",
-            "--out",
-            out.to_str().unwrap(),
-            "--quiet",
-        ])
-        // A backtrace asked for: a failed allocation is no defect to trace, and capturing one
-        // with memory exhausted could hang the process.
-        .env("RUST_BACKTRACE", "1")
-        // Past the check before the run (which would refuse this batch), to the allocation.
-        .env("GRADGYM_MEMORY_LIMIT", "0")
-        .output()
-        .unwrap();
+    let o = sft_under_ulimit(
+        4_000_000,
+        &cfg,
+        &["model.width=64", "pretrain.batch_size=1000000"],
+        &out,
+    )
+    // A backtrace asked for: a failed allocation is no defect to trace, and capturing one
+    // with memory exhausted could hang the process.
+    .env("RUST_BACKTRACE", "1")
+    // Past the check before the run (which would refuse this batch), to the allocation.
+    .env("GRADGYM_MEMORY_LIMIT", "0")
+    .output()
+    .unwrap();
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert!(
