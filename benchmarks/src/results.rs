@@ -269,25 +269,22 @@ fn read_summary_csv(sweep: &Path) -> Result<Vec<RunRecord>> {
     let mut runs = Vec::new();
     for (i, (line, f)) in csv.rows.iter().enumerate() {
         // What a sweep writes, and nothing else: a hand-edited row is named, not scored.
-        let bad = |column: &str, what: &str| {
+        let bad = |c: usize, what: &str| {
             anyhow::anyhow!(
-                "{}:{line}: column `{column}` is `{}`: {what}",
+                "{}:{line}: column `{}` is `{}`: {what}",
                 csv.path.display(),
-                f[csv
-                    .header
-                    .iter()
-                    .position(|h| h == column)
-                    .expect("a column")]
+                csv.header[c],
+                f[c]
             )
         };
         if !["completed", "failed", "interrupted"].contains(&f[c_status].as_str()) {
-            return Err(bad("status", "not completed, failed or interrupted"));
+            return Err(bad(c_status, "not completed, failed or interrupted"));
         }
         if !gradgym_envs::registry::ENV_IDS.contains(&f[c_env].as_str()) {
-            return Err(bad("env_id", "not an environment gradgym has"));
+            return Err(bad(c_env, "not an environment gradgym has"));
         }
         if gradgym_agents::config::Algo::parse(&f[c_algo]).is_err() {
-            return Err(bad("algo", "not reinforce, a2c or ppo"));
+            return Err(bad(c_algo, "not reinforce, a2c or ppo"));
         }
         let seed = f[c_seed].parse::<u64>().map_err(|_| {
             anyhow::anyhow!(

@@ -392,10 +392,8 @@ fn apply_sets(mut table: toml::Table, sets: &[String]) -> Result<toml::Table> {
 }
 
 fn peak_rss_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+    let bytes = gradgym_agents::rlhf::memory::proc_bytes("/proc/self/status", "VmHWM")?;
+    Some(bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// Waits for the GPU's queued work, so that a timer read after it counts that work.

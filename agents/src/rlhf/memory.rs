@@ -263,12 +263,7 @@ pub fn available() -> anyhow::Result<Option<(u128, String)>> {
             "planned for, GRADGYM_MEMORY_LIMIT".to_string(),
         )));
     }
-    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| {
-        t.lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<u128>().ok())
-            .map(|kib| kib * 1024)
-    });
+    let total = proc_bytes("/proc/meminfo", "MemTotal");
     let mut best = total.map(|t| (t, "this machine has, MemTotal".to_string()));
     if let Some((c, file)) = cgroup_limit() {
         if best.as_ref().is_none_or(|(t, _)| c < *t) {
@@ -300,14 +295,7 @@ fn address_space_left() -> Option<(u128, String)> {
         return None;
     }
     let limit = limit.rlim_cur as u128;
-    let mapped = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("VmSize:"))
-                .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<u128>().ok())
-        })
-        .map_or(0, |kib| kib * 1024);
+    let mapped = proc_bytes("/proc/self/status", "VmSize").unwrap_or(0);
     Some((
         limit.saturating_sub(mapped),
         format!(
@@ -316,6 +304,21 @@ fn address_space_left() -> Option<(u128, String)> {
             mapped as f64 / GIB
         ),
     ))
+}
+
+/// The field `key` of a /proc file of `key:   N kB` lines (`/proc/meminfo`,
+/// `/proc/self/status`), in bytes; `None` where the file or the field cannot be read.
+pub fn proc_bytes(path: &str, key: &str) -> Option<u128> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let kib: u128 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// The smallest memory limit of this process's cgroups and their ancestors, and its file:
@@ -401,6 +404,18 @@ pub fn check(config: &RlhfConfig, stage: Stage, data: Option<&[Comparison]>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A /proc file's `key:   N kB` field in bytes, named whole (`VmHWM`, not `VmH`).
+    #[test]
+    fn proc_fields_are_read_in_bytes() {
+        let path = std::env::temp_dir().join(format!("gradgym-proc-{}", std::process::id()));
+        std::fs::write(&path, "VmPeak:\t  99 kB\nVmHWM:\t    1234 kB\n").unwrap();
+        let p = path.to_str().unwrap();
+        assert_eq!(proc_bytes(p, "VmHWM"), Some(1234 * 1024));
+        assert_eq!(proc_bytes(p, "VmH"), None);
+        assert_eq!(proc_bytes(p, "VmSize"), None);
+        std::fs::remove_file(&path).unwrap();
+    }
 
     /// Sizes below 0.1 GiB keep their digits (a tiny GRADGYM_MEMORY_LIMIT read "0.0 GiB").
     #[test]
