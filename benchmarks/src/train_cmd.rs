@@ -376,8 +376,33 @@ fn check_render_csv(path: &Path, run_dir: &Path, overwrite: bool) -> Result<()> 
             path.display()
         );
     }
+    // --overwrite replaces an earlier trace (or an empty file), never another kind of file: a
+    // sweep's summary.csv or a user's data is not ours to replace.
+    if path.exists() {
+        let mut head = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| {
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(f, RENDER_HEADER.len() as u64),
+                    &mut head,
+                )
+            })
+            .with_context(|| format!("--render-csv {}: cannot read", path.display()))?;
+        anyhow::ensure!(
+            head.is_empty() || head == RENDER_HEADER.as_bytes(),
+            "--render-csv {}: exists and is not a trace `gradgym eval` wrote (it does not begin `{RENDER_HEADER}`); --overwrite replaces only those, so choose another file",
+            path.display()
+        );
+    }
     Ok(())
 }
+
+/// How every `--render-csv` file begins (the columns after it depend on the env).
+const RENDER_HEADER: &str = "episode,t,obs_0,";
+
+/// The fields every `config.toml` gradgym writes for a run sets, whatever its version: a file
+/// without them (empty, cut, or not a run's) would evaluate under defaults silently.
+const RUN_CONFIG_FIELDS: [&str; 3] = ["env_id", "algo", "seed"];
 
 /// `gradgym eval`: loads a saved policy and reports the returns of deterministic episodes.
 pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
@@ -395,6 +420,13 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
     let mut config = TrainConfig::default()
         .overlay_toml(&layer.text, &layer.source)
         .map_err(|e| configs::located(e, &layer))?;
+    let table: toml::Table = layer.text.parse()?;
+    if let Some(missing) = RUN_CONFIG_FIELDS.iter().find(|k| !table.contains_key(**k)) {
+        anyhow::bail!(
+            "{}: sets no `{missing}`; a run's config.toml names every field (is it empty or cut?), and eval will not fill one in with a default",
+            config_path.display()
+        );
+    }
     anyhow::ensure!(
         saved.env_id == config.env_id,
         "{}: the policy was trained on {} but config.toml says {}",

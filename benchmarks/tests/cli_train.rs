@@ -508,6 +508,19 @@ fn a_saved_policy_evaluates_to_the_returns_of_training_and_checkpoints_are_kept(
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("exists;"), "{}", text(&o));
     assert_eq!(std::fs::read_to_string(&mine).unwrap(), "mine");
+    // Nor, even with --overwrite, a file that is not an earlier trace (it replaced a sweep's
+    // summary.csv); an earlier trace it replaces.
+    let o = render(&mine, &["--overwrite"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("is not a trace `gradgym eval` wrote"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "mine");
+    std::fs::remove_file(&mine).unwrap();
+    let o = render(&mine, &[]);
+    assert!(o.status.success(), "{}", text(&o));
     let o = render(&mine, &["--overwrite"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
@@ -515,6 +528,31 @@ fn a_saved_policy_evaluates_to_the_returns_of_training_and_checkpoints_are_kept(
             .unwrap()
             .starts_with("episode,t,")
     );
+    // A config.toml that is empty (or cut before its fields) is refused, not read as defaults:
+    // the run's seed would silently become seed 1.
+    let emptied = trained.with_extension("emptied");
+    let _ = std::fs::remove_dir_all(&emptied);
+    std::fs::create_dir_all(&emptied).unwrap();
+    for f in ["policy.safetensors", "policy.json"] {
+        std::fs::copy(trained.join(f), emptied.join(f)).unwrap();
+    }
+    std::fs::write(emptied.join("config.toml"), "").unwrap();
+    let o = gradgym(&["eval", emptied.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("config.toml: sets no `env_id`"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(
+        emptied.join("config.toml"),
+        "env_id = \"CartPole-v1\"\nalgo = \"ppo\"\n",
+    )
+    .unwrap();
+    let o = gradgym(&["eval", emptied.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("sets no `seed`"), "{}", text(&o));
+    std::fs::remove_dir_all(&emptied).unwrap();
     let folder = trained.with_extension("render-dir");
     std::fs::create_dir_all(&folder).unwrap();
     let o = render(&folder, &["--overwrite"]);
