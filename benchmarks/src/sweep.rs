@@ -867,6 +867,16 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
         .collect();
     let out = &options.out;
     let runs_dir = out.join("runs");
+    // A manifest that is not JSON (hand-edited, or another tool's) is not replaced unseen: a
+    // sweep's holds its history (started, sessions, git revisions), which a new one would drop.
+    if let Ok(text) = fs::read_to_string(out.join("manifest.json"))
+        && let Err(e) = serde_json::from_str::<serde_json::Value>(&text)
+    {
+        bail!(
+            "--out {}: its manifest.json is not JSON ({e}); a sweep would replace it and lose the history it holds. Restore it, or move it away to start the sweep's manifest afresh",
+            out.display()
+        );
+    }
     // A run's folder (of `train`, `prefs` or `rlhf`) is not a sweep's: writing runs/ and a
     // sweep manifest into it would overwrite that run's manifest.
     if out.join("manifest.json").is_file() && !gradgym_agents::run_folder::is_sweep_folder(out) {

@@ -620,6 +620,24 @@ fn bad_sweeps_are_refused_and_finished_runs_are_kept() {
             .count(),
         3
     );
+    // A manifest that is not JSON is refused, not replaced: it holds the sweep's history
+    // (with summary.csv moved away it used to be replaced without a word).
+    let manifest = fs::read_to_string(out.join("manifest.json")).unwrap();
+    fs::rename(out.join("summary.csv"), out.join("summary.csv.away")).unwrap();
+    fs::write(out.join("manifest.json"), "garbage").unwrap();
+    let o = sweep(&file, &out, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("its manifest.json is not JSON"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        fs::read_to_string(out.join("manifest.json")).unwrap(),
+        "garbage"
+    );
+    fs::write(out.join("manifest.json"), &manifest).unwrap();
+    fs::rename(out.join("summary.csv.away"), out.join("summary.csv")).unwrap();
     // Another sweep's results kept without their runs/ are known by the manifest's name: a
     // sweep of another name into them is refused, and so is one into a folder whose
     // summary.csv no sweep manifest describes (both used to be replaced without a word).
