@@ -91,6 +91,60 @@ macro_rules! render {
     }};
 }
 
+/// Whether `stem` is the name of a figure some `gradgym plot` draws.
+fn is_figure_name(stem: &str) -> bool {
+    const NAMES: [&str; 7] = [
+        "learning_curves",
+        "final_scores",
+        "intervals",
+        "profiles",
+        "estimator_variance",
+        "estimator_bias",
+        "overoptimisation",
+    ];
+    NAMES.contains(&stem)
+        || stem.starts_with("scaling_")
+        || stem.starts_with("overoptimisation_labels")
+}
+
+/// Removes from `out` the figures an earlier plot drew there that this one did not redraw (a
+/// grid key dropped, a reward model's comparisons changed, another folder plotted into the
+/// same `--out`): left beside the new ones, they would pass for figures of these results. Only
+/// pairs `<name>.png` + `<name>.svg` of a name gradgym draws are removed; each is said on
+/// standard error. Returns the files removed.
+fn retire_stale(out: &Path, written: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut stems: Vec<String> = Vec::new();
+    for entry in std::fs::read_dir(out).with_context(|| format!("cannot list {}", out.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "png")
+            && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+            && is_figure_name(stem)
+        {
+            stems.push(stem.to_string());
+        }
+    }
+    stems.sort();
+    let mut removed = Vec::new();
+    for stem in stems {
+        let pair = [
+            out.join(format!("{stem}.png")),
+            out.join(format!("{stem}.svg")),
+        ];
+        if pair.iter().any(|p| written.contains(p) || !p.is_file()) {
+            continue;
+        }
+        for p in pair {
+            std::fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+            eprintln!(
+                "note: removed {}: an earlier plot's figure that these results do not draw",
+                p.display()
+            );
+            removed.push(p);
+        }
+    }
+    Ok(removed)
+}
+
 /// A curve averaged over seeds: (x, mean, low, high) at each grid step.
 struct Band {
     label: String,
@@ -787,6 +841,7 @@ pub fn plot_results(
             draw_scaling(root, &key, &panels, &left_out)
         }));
     }
+    retire_stale(out, &written)?;
     Ok(written)
 }
 
@@ -1231,6 +1286,7 @@ pub fn plot_estimators(csv_path: &Path, out: &Path) -> Result<Vec<PathBuf>> {
         (MIN_WIDTH, height),
         |root| { draw_bias(root, &rows, &names) }
     ));
+    retire_stale(out, &written)?;
     Ok(written)
 }
 
@@ -1256,6 +1312,7 @@ pub fn plot_rlhf(study: &crate::rlhf_study::Study, out: &Path) -> Result<Vec<Pat
             draw_overoptimisation(root, &curves, l)
         }));
     }
+    retire_stale(out, &written)?;
     Ok(written)
 }
 

@@ -238,6 +238,42 @@ fn a_scaling_plot_leaves_out_a_cell_with_no_scored_run_and_says_so() {
         ),
         "the note is missing"
     );
+    // Results without that grid plotted into the same folder: the scaling figure of the plot
+    // before is removed and said, not left beside the new figures as if it were theirs. A
+    // file gradgym does not draw in pairs stays.
+    fs::write(out.join("scaling_mine.png"), "mine").unwrap();
+    fs::write(out.join("notes.svg"), "mine").unwrap();
+    let plain: Vec<_> = (1..=3)
+        .map(|seed| {
+            (
+                "CartPole-v1",
+                "ppo",
+                seed,
+                &[][..],
+                "completed",
+                "100",
+                "100",
+            )
+        })
+        .collect();
+    let other = folder("scaling-none", &[], &plain);
+    let o = gradgym(&["plot", s(&other), "--reps", "100", "--out", s(&out)]);
+    assert!(o.status.success(), "{}", text(&o));
+    for ext in ["png", "svg"] {
+        let stale = out.join(format!("scaling_learning_rate.{ext}"));
+        assert!(!stale.exists(), "{} kept", stale.display());
+        assert!(
+            stderr(&o).contains(&format!("removed {}", stale.display())),
+            "{}",
+            text(&o)
+        );
+    }
+    assert!(out.join("final_scores.svg").is_file());
+    assert_eq!(
+        fs::read_to_string(out.join("scaling_mine.png")).unwrap(),
+        "mine"
+    );
+    assert_eq!(fs::read_to_string(out.join("notes.svg")).unwrap(), "mine");
 }
 
 #[test]
