@@ -509,6 +509,23 @@ fn revisions_so_far(previous: Option<&SweepManifest>, now: &str) -> Vec<String> 
     all
 }
 
+/// SIGINT and SIGTERM, less any this process was started with ignored. A shell starts a
+/// background job (`gradgym sweep … &` in a script) with SIGINT ignored so that Ctrl-C at the
+/// terminal does not reach it; a handler would undo that, and only once installed (a SIGINT
+/// in the first half second was ignored, a later one stopped the run). Such a run is stopped
+/// by SIGTERM.
+pub fn handled_signals() -> Vec<libc::c_int> {
+    [libc::SIGINT, libc::SIGTERM]
+        .into_iter()
+        .filter(|&signal| {
+            // SAFETY: a null new action only reads the signal's disposition into `old`.
+            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            let read = unsafe { libc::sigaction(signal, std::ptr::null(), &mut old) } == 0;
+            !(read && old.sa_sigaction == libc::SIG_IGN)
+        })
+        .collect()
+}
+
 /// UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn utc_now() -> String {
     let secs = SystemTime::now()
@@ -799,8 +816,8 @@ impl FolderLock {
             })
         };
         let signals = {
-            use signal_hook::consts::{SIGINT, SIGTERM};
-            let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+            // Not one the process was started with ignored (a background job's SIGINT).
+            let mut signals = signal_hook::iterator::Signals::new(handled_signals())
                 .context("cannot install a signal handler")?;
             let handle = signals.handle();
             let (path, out) = (path.clone(), out.to_path_buf());

@@ -250,10 +250,11 @@ pub(crate) fn run_ended(command: &str, status: &str, error: &str, kept: &str) ->
 }
 
 /// A flag that SIGINT or SIGTERM sets, for a run to stop at its next step and seal its folder
-/// as `interrupted`; a second signal while the first is pending exits at once (130).
+/// as `interrupted`; a second signal while the first is pending exits at once (130). A signal
+/// the process was started with ignored stays ignored ([`gradgym_benchmarks::sweep::handled_signals`]).
 pub(crate) fn interrupt_on_signals() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
     let interrupt = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    for signal in gradgym_benchmarks::sweep::handled_signals() {
         signal_hook::flag::register_conditional_shutdown(signal, 130, interrupt.clone())
             .context("cannot install a signal handler")?;
         signal_hook::flag::register(signal, interrupt.clone())

@@ -1813,7 +1813,7 @@ fn interrupt_once(
     within: std::time::Duration,
 ) -> std::process::Output {
     use std::time::{Duration, Instant};
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gradgym"))
+    let mut child = common::signalable()
         .arg("rlhf")
         .args(args)
         .stdout(std::process::Stdio::null())

@@ -370,6 +370,58 @@ fn sigint_and_sigterm_seal_the_run_as_interrupted() {
     }
 }
 
+/// A run started with SIGINT ignored (a shell's background job) keeps ignoring it, however
+/// late it comes (a handler installed half a second in used to take SIGINT from then on), and
+/// SIGTERM still seals it.
+#[test]
+fn a_sigint_ignored_at_start_stays_ignored_and_sigterm_still_seals_the_run() {
+    use std::os::unix::process::CommandExt;
+    use std::time::{Duration, Instant};
+    let out = scratch("sigint-ignored");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_gradgym"));
+    command
+        .args(["train", "--total-timesteps", "50000000", "--quiet", "--out"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: `signal` is async-signal-safe, as a pre-exec hook must be.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let metrics = common::partial(&out).join("metrics.csv");
+    let rows = || std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rows() < 3 {
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = child.id().to_string();
+    let kill = |signal: &str| {
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    kill("-INT");
+    let before = rows();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGINT stopped the run"
+    );
+    assert!(rows() > before, "the run stopped training after SIGINT");
+    kill("-TERM");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o));
+    assert_eq!(common::summary(&out)["status"], "interrupted");
+}
+
 #[test]
 fn a_saved_policy_evaluates_to_the_returns_of_training_and_checkpoints_are_kept() {
     for env in ["CartPole-v1", "Pendulum-v1"] {

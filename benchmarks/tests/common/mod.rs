@@ -12,6 +12,23 @@ pub fn gradgym(args: &[&str]) -> Output {
         .expect("the binary runs")
 }
 
+/// The `gradgym` binary with SIGINT and SIGTERM at their default dispositions, for a test that
+/// signals it: a test run started as a background job inherits SIGINT ignored, which gradgym
+/// keeps ignoring (as a background job's should be).
+pub fn signalable() -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gradgym"));
+    // SAFETY: `signal` is async-signal-safe, as a pre-exec hook must be.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    command
+}
+
 /// Standard output and standard error together.
 pub fn text(o: &Output) -> String {
     format!(
@@ -85,7 +102,7 @@ pub fn interrupt_after_rows_checking(
     before_signal: impl FnOnce(),
 ) -> Output {
     use std::time::{Duration, Instant};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gradgym"))
+    let mut child = signalable()
         .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
