@@ -381,10 +381,14 @@ pub fn load(dirs: &[PathBuf]) -> Result<ResultSet> {
             };
             for run in runs {
                 if run.status == "interrupted" {
+                    let why = if run.error.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", run.error)
+                    };
                     set.warnings.push(format!(
-                        "run {} was interrupted ({}); it is not scored",
+                        "run {} was interrupted{why}; it is not scored",
                         run.dir.display(),
-                        run.error
                     ));
                     continue;
                 }

@@ -1002,10 +1002,17 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
                 );
             }
             let summary = read_summary(&dir)?;
-            let failed = summary
-                .get("status")
-                .and_then(|s| s.as_str())
-                .is_none_or(|s| s != "completed");
+            let status = summary.get("status").and_then(|s| s.as_str());
+            // A run stopped by a signal (a `train --out` into the sweep's runs/, or an older
+            // gradgym's sweep) did not fail: like a `.partial` one, it is redone.
+            if status == Some("interrupted") {
+                eprintln!("note: {} was interrupted; redoing it", dir.display());
+                fs::remove_dir_all(&dir)
+                    .with_context(|| format!("cannot remove {}", dir.display()))?;
+                pending.push_back(k);
+                continue;
+            }
+            let failed = status.is_none_or(|s| s != "completed");
             if !failed {
                 completed_run_files(&dir, &summary)?;
             }

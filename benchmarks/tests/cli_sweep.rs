@@ -287,6 +287,26 @@ grid = { learning_rate = [1e30, 1e-3] }
         "{}",
         text(&o)
     );
+    // A run folder sealed `interrupted` (a `train --out` into runs/, an older gradgym's sweep)
+    // is redone, not counted with the failures.
+    let done = fs::read_dir(out.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| common::summary(p)["status"] == "completed")
+        .unwrap();
+    let mut stopped = common::summary(&done);
+    stopped["status"] = "interrupted".into();
+    fs::write(done.join("summary.json"), stopped.to_string()).unwrap();
+    let o = sweep(&file, &out, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("{} was interrupted; redoing it", done.display()))
+            && text(&o)
+                .contains("(1 already done, 1 completed now, 0 failed + 1 failed in earlier"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(common::summary(&done)["status"], "completed");
     // --retry-failed reruns it (and it fails again, deterministically); the completed run stays.
     let o = sweep(&file, &out, &["--retry-failed"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -1183,6 +1203,15 @@ fn report_and_plot_read_a_single_train_run_folder_and_skip_an_interrupted_one() 
         text(&o).contains(
             "was interrupted (interrupted by SIGINT after iteration 3); it is not scored"
         ),
+        "{}",
+        text(&o)
+    );
+    // With no error text, no empty parentheses.
+    summary["error"] = "".into();
+    fs::write(&path, summary.to_string()).unwrap();
+    let o = gradgym(&["report", run.to_str().unwrap(), "--reps", "100"]);
+    assert!(
+        text(&o).contains("was interrupted; it is not scored"),
         "{}",
         text(&o)
     );
