@@ -281,12 +281,14 @@ fn where_set(layers: &[Layer], field: &str) -> Option<String> {
             let l = l.trim_start();
             if let Some(header) = l.strip_prefix('[') {
                 section = header
+                    .trim_start_matches('[')
                     .split(']')
                     .next()
                     .unwrap_or_default()
                     .trim()
                     .to_string();
-                return false;
+                // A key that is itself a table (`[foo]`, `[[foo]]`): its header's line.
+                return section == field;
             }
             if section == table_name {
                 sets(l, key)

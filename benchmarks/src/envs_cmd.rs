@@ -121,12 +121,23 @@ pub fn run(command: EnvsCommand) -> Result<ExitCode> {
             seed,
             kernel,
         } => {
-            let threads = threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            // By default all cores, but not more threads than envs.
+            let threads = threads.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map_or(1, |n| n.get())
+                    .min(num_envs.max(1))
+            });
             let most = gradgym_agents::limits::MOST_THREADS;
+            anyhow::ensure!(threads >= 1, "--threads 0: give at least 1");
             anyhow::ensure!(
                 threads <= most,
                 "--threads {threads}: more than gradgym allows ({most})"
+            );
+            // A thread steps a slice of at least one env; more threads than envs would idle
+            // (a thousand threads on 8 envs timed thread wake-ups, not the env).
+            anyhow::ensure!(
+                threads <= num_envs.max(1),
+                "--threads {threads}: more than --num-envs {num_envs}; each thread steps at least one env"
             );
             bench(&env, num_envs, seconds, threads, seed, kernel)
         }

@@ -61,7 +61,9 @@ pub fn resolve(args: &TrainArgs, extra: &[Layer]) -> Result<(TrainConfig, Vec<St
         .get("env_id")
         .map_or(probe.env_id.clone(), str::to_string);
     let algo = match args.fields.get("algo") {
-        Some(a) => Algo::parse(a).map_err(anyhow::Error::msg)?,
+        // Named as a bad `--env` is: by the layer and field that gave it.
+        Some(a) => Algo::parse(a)
+            .map_err(|e| anyhow::anyhow!("command-line flags: config field `algo`: {e}"))?,
         None => probe.algo,
     };
     let mut layers: Vec<Layer> = user.into_iter().collect();

@@ -163,6 +163,31 @@ fn bench_prints_a_rate_and_rejects_unknown_envs() {
         "{t}"
     );
 
+    // Threads are named by their flag, and not more than the envs they step (a thousand
+    // threads on 8 envs were started); by default not more than the envs either.
+    let bench = |extra: &[&str]| {
+        let mut args = vec!["envs", "bench", "--env", "CartPole-v1", "--seconds", "0.2"];
+        args.extend_from_slice(extra);
+        gradgym(&args)
+    };
+    let o = bench(&["--threads", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--threads 0: give at least 1"),
+        "{}",
+        text(&o)
+    );
+    let o = bench(&["--threads", "9", "--num-envs", "8"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--threads 9: more than --num-envs 8"),
+        "{}",
+        text(&o)
+    );
+    let o = bench(&["--num-envs", "1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("1 envs, 1 thread(s)"), "{}", text(&o));
+
     // A batch past the cap is refused, not allocated (it aborted with exit 134).
     let o = gradgym(&[
         "envs",

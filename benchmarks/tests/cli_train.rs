@@ -80,7 +80,9 @@ fn bad_input_is_named() {
     let o = gradgym(&["train", "--algo", "dqn", "--out", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        text(&o).contains("unknown algo `dqn`; valid: reinforce, a2c, ppo"),
+        text(&o).contains(
+            "command-line flags: config field `algo`: unknown algo `dqn`; valid: reinforce, a2c, ppo"
+        ),
         "{}",
         text(&o)
     );
@@ -754,6 +756,15 @@ fn a_bad_value_names_the_file_and_line_that_set_it() {
         (
             "hidden_sizes = [64, \"a\"]\n",
             "mine.toml:1: config field `hidden_sizes`: invalid type: string \"a\"",
+        ),
+        // An unknown table by the line of its header (it was named by file alone).
+        (
+            "seed = 3\n[foo]\nx = 1\n",
+            "mine.toml:2: unknown field `foo`, expected one of",
+        ),
+        (
+            "seed = 3\n\n[[foo]]\nx = 1\n",
+            "mine.toml:3: unknown field `foo`, expected one of",
         ),
         // The key under its own table, not the top-level key of the same name.
         (
