@@ -209,13 +209,12 @@ fn bench(
     let per_env = gradgym_agents::config::env_batch_bytes_per_env(spec.observation_space.dim())
         + (ACTION_BUFFERS * spec.action_space.dim() * 8) as u128;
     let need = per_env * num_envs as u128;
-    if let Some(available) = gradgym_agents::config::available_memory()
-        && need > available as u128
+    if let Some((available, has)) = gradgym_agents::config::available_memory()
+        && need > available
     {
         anyhow::bail!(
-            "--num-envs {num_envs}: {env_id}'s batch and the bench's actions would need about {}; this machine has {} available",
+            "--num-envs {num_envs}: {env_id}'s batch and the bench's actions would need about {}; {has}",
             gradgym_agents::config::gib(need),
-            gradgym_agents::config::gib(available as u128)
         );
     }
     let options = EnvOptions {

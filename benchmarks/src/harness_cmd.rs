@@ -133,14 +133,14 @@ pub fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
                 let gib = gradgym_agents::config::gib;
                 if at_once == 1 {
                     anyhow::bail!(
-                        "{field} = {mem:?}: run {} would need about {} (rollout buffer and envs); raise it",
+                        "{field} = {mem:?}: run {} would need about {} (rollout buffer, envs and network); raise it",
                         run.id,
                         gib(need)
                     );
                 }
                 let largest = run.config.memory_estimate();
                 anyhow::bail!(
-                    "{field} = {mem:?}: an array task runs {at_once} runs at once and would need about {} (rollout buffers and envs; the largest, {}, alone about {}); raise it{}",
+                    "{field} = {mem:?}: an array task runs {at_once} runs at once and would need about {} (rollout buffers, envs and networks; the largest, {}, alone about {}); raise it{}",
                     gib(need),
                     run.id,
                     gib(largest),

@@ -1251,7 +1251,7 @@ algos = [\"ppo\"]
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains("--slurm-mem = \"1T\": run CartPole-v1__ppo__seed")
-            && text(&o).contains("GiB (rollout buffer and envs); raise it"),
+            && text(&o).contains("GiB (rollout buffer, envs and network); raise it"),
         "{}",
         text(&o)
     );

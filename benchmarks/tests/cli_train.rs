@@ -424,6 +424,66 @@ fn a_sigint_ignored_at_start_stays_ignored_and_sigterm_still_seals_the_run() {
     assert_eq!(common::summary(&out)["status"], "interrupted");
 }
 
+/// Sizes within every field's range but past memory (they aborted the process on a Rust
+/// allocation, exit 134, leaving `.partial`) are refused before the run, named by the field
+/// whose part is largest, against what `ulimit -v` leaves (or the machine, if less).
+#[test]
+#[cfg(target_os = "linux")]
+fn a_run_past_memory_is_refused_by_the_field_that_grows_it() {
+    for (name, args, field) in [
+        (
+            "wide",
+            &[
+                "--total-timesteps",
+                "512",
+                "--hidden-sizes",
+                "[30000, 30000]",
+            ][..],
+            "config field `hidden_sizes`: hidden_sizes = [30000, 30000] is 1800450003 parameters",
+        ),
+        (
+            "long",
+            &[
+                "--env",
+                "Acrobot-v1",
+                "--num-envs",
+                "65536",
+                "--num-steps",
+                "1024",
+                "--num-minibatches",
+                "1",
+                "--total-timesteps",
+                "67108864",
+            ][..],
+            "config field `num_envs`: num_envs = 65536 × 1024 steps per rollout",
+        ),
+    ] {
+        let out = scratch(&format!("memory-{name}"));
+        let o = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "ulimit -v 6000000 && exec \"$0\" \"$@\"",
+                env!("CARGO_BIN_EXE_gradgym"),
+                "train",
+                "--quiet",
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{name}: {}", text(&o));
+        assert!(text(&o).contains(field), "{name}: {}", text(&o));
+        assert!(
+            text(&o).contains("this process may still map")
+                || text(&o).contains("this machine has"),
+            "{name}: {}",
+            text(&o)
+        );
+        assert!(!out.exists() && !common::partial(&out).exists(), "{name}");
+    }
+}
+
 #[test]
 fn a_saved_policy_evaluates_to_the_returns_of_training_and_checkpoints_are_kept() {
     for env in ["CartPole-v1", "Pendulum-v1"] {

@@ -592,4 +592,34 @@ mod tests {
         assert_eq!((e.what, e.step), ("loss", 7));
         assert_eq!(native.params(), before.as_slice());
     }
+
+    /// The memory check counts the network's parameters without building it: the count must
+    /// be the network's, for every env's spaces and more than one depth.
+    #[test]
+    fn the_configs_parameter_count_is_the_networks() {
+        for env_id in gradgym_envs::ENV_IDS {
+            let spec = gradgym_envs::spec(env_id).unwrap();
+            for hidden in [vec![64, 64], vec![7], vec![3, 5, 2]] {
+                let config = crate::config::TrainConfig {
+                    env_id: env_id.to_string(),
+                    hidden_sizes: hidden.clone(),
+                    ..Default::default()
+                };
+                let native = Native::with_layout(
+                    spec.observation_space.dim(),
+                    crate::collect::head_for(&spec.action_space),
+                    &hidden,
+                    0.0,
+                    1e-3,
+                    1e-5,
+                    &mut rng::stream(1, "init", 0),
+                );
+                assert_eq!(
+                    config.parameter_count(),
+                    native.params().len() as u128,
+                    "{env_id} {hidden:?}"
+                );
+            }
+        }
+    }
 }

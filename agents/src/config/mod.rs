@@ -221,12 +221,17 @@ pub struct ConfigError {
     pub message: String,
 }
 
-/// `MemAvailable` of /proc/meminfo, in bytes (None where there is no such file).
-pub fn available_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
+/// The memory a classic run (or `envs bench`) may plan to allocate, in bytes, with where that
+/// figure comes from as a phrase (`this machine has 20.3 GiB available`): the less of
+/// `MemAvailable` (/proc/meminfo) and the address space `RLIMIT_AS` (`ulimit -v`) leaves this
+/// process. Past either, an allocation in Rust's own buffers aborts the process, so a config
+/// is refused before it runs. `None` where neither can be read.
+pub fn available_memory() -> Option<(u128, String)> {
+    let free = crate::rlhf::memory::proc_bytes("/proc/meminfo", "MemAvailable")
+        .map(|b| (b, format!("this machine has {} available", gib(b))));
+    let left = crate::rlhf::memory::address_space_left()
+        .map(|(b, how)| (b, format!("this process may still map {} ({how})", gib(b))));
+    [free, left].into_iter().flatten().min_by_key(|(b, _)| *b)
 }
 
 /// Bytes one env of a batch holds, roughly: its f64 state, observations, final observations,
@@ -476,11 +481,11 @@ impl TrainConfig {
         // one's memory; `--emit-slurm` checks it against `[slurm] mem` instead.
         let available =
             available_memory().filter(|_| !crate::device::checking_for_other_machines());
-        if let Some(available) = available {
+        if let Some((available, has)) = available {
             let need = self.memory_estimate();
             // A preference run's store may be what does not fit: named by the field that
             // sets its largest part.
-            if let Some(p) = self.prefs.as_ref().filter(|_| need > available as u128) {
+            if let Some(p) = self.prefs.as_ref().filter(|_| need > available) {
                 let (labels, round, window) = p.memory_parts(self);
                 let rest = need - (labels + round + window);
                 if labels + round >= window.max(rest) {
@@ -489,13 +494,12 @@ impl TrainConfig {
                         format!(
                             "{} labels of {} segments × {} transitions would need about {} of \
                              memory for the labels and one round's candidates ({} for the \
-                             whole run); this machine has {} available",
+                             whole run); {has}",
                             p.labels,
                             p.num_segments,
                             p.segment_length,
                             gib(labels + round),
                             gib(need),
-                            gib(available as u128)
                         ),
                     ));
                 }
@@ -511,7 +515,7 @@ impl TrainConfig {
                         format!(
                             "the {} rollout(s) a {}-transition segment may span, of num_envs = \
                              {} × {} steps, would need about {} of memory for the preference \
-                             loop ({} for the whole run); this machine has {} available: lower \
+                             loop ({} for the whole run); {has}: lower \
                              num_envs{or_segment}",
                             p.rollout_window(self),
                             p.segment_length,
@@ -519,21 +523,38 @@ impl TrainConfig {
                             self.rollout_steps(),
                             gib(window),
                             gib(need),
-                            gib(available as u128)
                         ),
                     ));
                 }
             }
-            if need > available as u128 {
+            if need > available {
+                // Named by what is largest: the network's copies of its parameters, or what
+                // grows with the rollout (its buffer, the envs, a minibatch's activations).
+                let network = self.parameter_memory_estimate();
+                if network >= need - network {
+                    return Err(bad(
+                        "hidden_sizes",
+                        format!(
+                            "hidden_sizes = {:?} is {} parameters: their copies (weights, \
+                             gradients, Adam's two moments, the acting and evaluated policies', a \
+                             checkpoint's) would need about {} of memory ({} for the whole run); {has}",
+                            self.hidden_sizes,
+                            self.parameter_count(),
+                            gib(network),
+                            gib(need),
+                        ),
+                    ));
+                }
                 return Err(bad(
                     "num_envs",
                     format!(
                         "num_envs = {} × {} steps per rollout would need about {} of memory \
-                         (rollout buffer and envs); this machine has {} available",
+                         (rollout buffer, envs and a minibatch's activations; {} for the whole \
+                         run); {has}",
                         self.num_envs,
                         self.rollout_steps(),
+                        gib(need - network),
                         gib(need),
-                        gib(available as u128)
                     ),
                 ));
             }
@@ -563,6 +584,60 @@ impl TrainConfig {
         samples * per_sample
             + self.num_envs as u128 * env_batch_bytes_per_env(obs_dim)
             + self.prefs_memory_estimate()
+            + self.activation_memory_estimate()
+            + self.parameter_memory_estimate()
+    }
+
+    /// The actor's output width (logits, or means) and whether it has a log σ per action.
+    fn actor_outputs(&self) -> (u128, u128) {
+        gradgym_envs::spec(&self.env_id).map_or((1, 0), |s| match s.action_space {
+            gradgym_envs::Space::Discrete { n } => (n.max(1) as u128, 0),
+            ref b => (b.dim() as u128, b.dim() as u128),
+        })
+    }
+
+    /// Parameters of the actor and the critic (two MLPs of `hidden_sizes`) and log σ.
+    pub fn parameter_count(&self) -> u128 {
+        let obs = gradgym_envs::spec(&self.env_id).map_or(1, |s| s.observation_space.dim());
+        let (outputs, log_std) = self.actor_outputs();
+        let mlp = |out: u128| {
+            let mut widths: Vec<u128> = vec![obs as u128];
+            widths.extend(self.hidden_sizes.iter().map(|&h| h as u128));
+            widths.push(out);
+            widths.windows(2).map(|w| (w[0] + 1) * w[1]).sum::<u128>()
+        };
+        mlp(outputs) + mlp(1) + log_std
+    }
+
+    /// Bytes of the parameters' copies a run holds at once, roughly: weights, gradients,
+    /// Adam's two moments, the acting policy's copy, a checkpoint's bytes and the evaluation's
+    /// policy; counted as seven f32 copies (a CartPole run of `hidden_sizes = [3000, 3000]`,
+    /// 18.0 M parameters, peaked 476 MB above a 512-step run's, 6.6 copies).
+    pub fn parameter_memory_estimate(&self) -> u128 {
+        7 * 4 * self.parameter_count()
+    }
+
+    /// Bytes of one gradient step's activations, roughly: each layer's output of both networks
+    /// for a minibatch (PPO's `batch / num_minibatches`, else the whole rollout) and two
+    /// backward buffers of the widest layer.
+    fn activation_memory_estimate(&self) -> u128 {
+        let obs = gradgym_envs::spec(&self.env_id).map_or(1, |s| s.observation_space.dim()) as u128;
+        let (outputs, _) = self.actor_outputs();
+        let samples = self.num_envs as u128 * self.rollout_steps() as u128;
+        let n = if self.algo == Algo::Ppo {
+            samples.div_ceil(self.num_minibatches.max(1) as u128)
+        } else {
+            samples
+        };
+        let hidden: u128 = self.hidden_sizes.iter().map(|&h| h as u128).sum();
+        let widest = self
+            .hidden_sizes
+            .iter()
+            .map(|&h| h as u128)
+            .chain([obs, outputs])
+            .max()
+            .unwrap_or(1);
+        4 * n * (2 * (obs + hidden) + outputs + 1 + 2 * widest)
     }
 
     /// The preference loop's share of [`TrainConfig::memory_estimate`] (0 without `[prefs]`).

@@ -283,7 +283,7 @@ pub fn available() -> anyhow::Result<Option<(u128, String)>> {
 /// that was found; `None` without a limit. Past it an allocation fails: in libtorch that is a
 /// run's `out of memory` error, but in Rust's own buffers the process aborts, so the check
 /// before the run must know the limit.
-fn address_space_left() -> Option<(u128, String)> {
+pub(crate) fn address_space_left() -> Option<(u128, String)> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
