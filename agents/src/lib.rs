@@ -34,6 +34,7 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod hook;
+pub mod host_memory;
 pub mod learners;
 pub mod limits;
 pub mod metrics;

@@ -392,7 +392,7 @@ fn apply_sets(mut table: toml::Table, sets: &[String]) -> Result<toml::Table> {
 }
 
 fn peak_rss_mib() -> Option<f64> {
-    let bytes = gradgym_agents::rlhf::memory::proc_bytes("/proc/self/status", "VmHWM")?;
+    let bytes = gradgym_agents::host_memory::proc_bytes("/proc/self/status", "VmHWM")?;
     Some(bytes as f64 / (1024.0 * 1024.0))
 }
 

@@ -607,7 +607,10 @@ mod tests {
                 };
                 let native = Native::with_layout(
                     spec.observation_space.dim(),
-                    crate::collect::head_for(&spec.action_space),
+                    match spec.action_space {
+                        gradgym_envs::Space::Discrete { n } => Head::Categorical { n: n as usize },
+                        ref b => Head::Gaussian { dim: b.dim() },
+                    },
                     &hidden,
                     0.0,
                     1e-3,

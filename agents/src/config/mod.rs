@@ -227,9 +227,9 @@ pub struct ConfigError {
 /// process. Past either, an allocation in Rust's own buffers aborts the process, so a config
 /// is refused before it runs. `None` where neither can be read.
 pub fn available_memory() -> Option<(u128, String)> {
-    let free = crate::rlhf::memory::proc_bytes("/proc/meminfo", "MemAvailable")
+    let free = crate::host_memory::proc_bytes("/proc/meminfo", "MemAvailable")
         .map(|b| (b, format!("this machine has {} available", gib(b))));
-    let left = crate::rlhf::memory::address_space_left()
+    let left = crate::host_memory::address_space_left()
         .map(|(b, how)| (b, format!("this process may still map {} ({how})", gib(b))));
     [free, left].into_iter().flatten().min_by_key(|(b, _)| *b)
 }
