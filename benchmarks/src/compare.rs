@@ -200,3 +200,56 @@ pub fn missing_seeds(baseline: &ResultSet, candidate: &ResultSet) -> Vec<String>
     }
     notes
 }
+
+/// One sentence per (env, algo) whose candidate runs were configured otherwise than the
+/// baseline's runs of the same seed: the fields (other than `seed`) that both `config.toml`s
+/// set to different values, with both values. Δ then measures the config as well as the code.
+/// Runs without a readable `config.toml` on either side (a `summary.csv` kept alone) are not
+/// compared; a field only one side sets (written by another gradgym version) is not either.
+pub fn config_differences(baseline: &ResultSet, candidate: &ResultSet) -> Vec<String> {
+    let table = |dir: &std::path::Path| -> Option<toml::Table> {
+        std::fs::read_to_string(dir.join("config.toml"))
+            .ok()?
+            .parse()
+            .ok()
+    };
+    let mut notes = Vec::new();
+    for env in baseline.envs() {
+        for label in baseline.labels() {
+            let mut fields: Vec<String> = Vec::new();
+            for ours in candidate.all(&env, &label) {
+                let Some(theirs) = baseline
+                    .all(&env, &label)
+                    .into_iter()
+                    .find(|r| r.seed == ours.seed)
+                else {
+                    continue;
+                };
+                let (Some(b), Some(c)) = (table(&theirs.dir), table(&ours.dir)) else {
+                    continue;
+                };
+                for (key, bv) in &b {
+                    if key == "seed" {
+                        continue;
+                    }
+                    if let Some(cv) = c.get(key)
+                        && cv != bv
+                    {
+                        let said = format!("{key} {bv} → {cv}");
+                        if !fields.contains(&said) {
+                            fields.push(said);
+                        }
+                    }
+                }
+            }
+            if !fields.is_empty() {
+                let n = fields.len();
+                let shown = fields[..n.min(3)].join("; ") + if n > 3 { "; …" } else { "" };
+                notes.push(format!(
+                    "{env} {label}: the candidate's runs were configured otherwise than the baseline's ({shown}), so Δ measures the config as well as the code"
+                ));
+            }
+        }
+    }
+    notes
+}

@@ -484,11 +484,13 @@ pub fn run_compare(args: CompareArgs) -> Result<ExitCode> {
     }
     print!("{}", compare::table(&rows));
     let missing = compare::missing_seeds(&baseline, &candidate);
+    let configs = compare::config_differences(&baseline, &candidate);
     for w in baseline
         .warnings
         .iter()
         .chain(&candidate.warnings)
         .chain(&missing)
+        .chain(&configs)
     {
         eprintln!("warning: {w}");
     }

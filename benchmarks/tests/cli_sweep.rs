@@ -473,6 +473,26 @@ fn compare_passes_a_copy_and_fails_a_worse_candidate() {
     let o = gradgym(&["compare", base.to_str().unwrap(), base.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("no regression"), "{}", text(&o));
+    assert!(!text(&o).contains("configured otherwise"), "{}", text(&o));
+    // A candidate run with another config is named with the fields that differ (the gate
+    // compared them as if only the code had changed).
+    let tuned = write_sweep(
+        "gate-tuned",
+        &A2C_THREE_SEEDS.replace(
+            "eval_episodes = 1",
+            "eval_episodes = 1, learning_rate = 0.001",
+        ),
+    );
+    let other = scratch("tuned");
+    assert!(sweep(&tuned, &other, &[]).status.success());
+    let o = gradgym(&["compare", base.to_str().unwrap(), other.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(
+            "CartPole-v1 a2c: the candidate's runs were configured otherwise than the baseline's (learning_rate 0.0007 → 0.001)"
+        ),
+        "{}",
+        text(&o)
+    );
 
     // A candidate whose every run scores 5 lower: the whole interval is below zero.
     let cand = scratch("cand");
