@@ -130,7 +130,19 @@ fn normalised_tasks(set: &ResultSet, label: &str, metric: Metric) -> Vec<(String
 /// Computes every table of the report.
 pub fn compute(set: &ResultSet, metric: Metric, boot: Bootstrap) -> Result<Report> {
     if set.runs.is_empty() {
-        bail!("no runs in {:?}", set.sweeps);
+        let folders: Vec<String> = set.sweeps.iter().map(|d| d.display().to_string()).collect();
+        bail!(
+            "no runs to report in {}{}",
+            folders.join(", "),
+            if set.warnings.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({} left out, as the warning(s) above say)",
+                    set.warnings.len()
+                )
+            }
+        );
     }
     let mut per_env = Vec::new();
     for env in set.envs() {

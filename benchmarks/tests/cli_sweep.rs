@@ -1235,6 +1235,16 @@ fn report_and_plot_read_a_single_train_run_folder_and_skip_an_interrupted_one() 
         "{}",
         text(&o)
     );
+    // With nothing left to score, the error says that and why (it was "no runs in [...]").
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!(
+            "no runs to report in {} (1 left out, as the warning(s) above say)",
+            run.display()
+        )),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
