@@ -355,7 +355,11 @@ pub fn run_report(args: ReportArgs) -> Result<ExitCode> {
     for w in &set.warnings {
         eprintln!("warning: {w}");
     }
-    let report = report::compute(&set, args.stats.metric()?, args.stats.bootstrap()?)?;
+    let metric = args.stats.metric()?;
+    if let Some(w) = report::unscored_note(&set, metric) {
+        eprintln!("warning: {w}");
+    }
+    let report = report::compute(&set, metric, args.stats.bootstrap()?)?;
     if let Some(note) = report.few_runs_note() {
         eprintln!("note: {note}");
     }
@@ -411,7 +415,11 @@ pub fn run_plot(args: PlotArgs) -> Result<ExitCode> {
         for w in &set.warnings {
             eprintln!("warning: {w}");
         }
-        plot::plot_results(&set, args.stats.metric()?, args.stats.bootstrap()?, &out)
+        let metric = args.stats.metric()?;
+        if let Some(w) = report::unscored_note(&set, metric) {
+            eprintln!("warning: {w}");
+        }
+        plot::plot_results(&set, metric, args.stats.bootstrap()?, &out)
             .context("cannot draw the plots")?
     };
     for p in &written {

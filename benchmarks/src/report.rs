@@ -127,6 +127,28 @@ fn normalised_tasks(set: &ResultSet, label: &str, metric: Metric) -> Vec<(String
         .collect()
 }
 
+/// Said when completed runs exist but none has a score under `metric` (runs with
+/// `eval_episodes = 0` under `--metric eval`, or runs that never ended an episode): the
+/// report's cells are then all empty, which reads as if nothing had run.
+pub fn unscored_note(set: &ResultSet, metric: Metric) -> Option<String> {
+    let completed = set.runs.iter().filter(|r| r.completed()).count();
+    let scored = set
+        .runs
+        .iter()
+        .filter(|r| r.completed() && metric.of(r).is_some())
+        .count();
+    (completed > 0 && scored == 0).then(|| {
+        let other = match metric {
+            Metric::Eval => "; runs with eval_episodes = 0 have none, and --metric final scores the training returns",
+            Metric::Final => "; runs that never ended an episode have none",
+        };
+        format!(
+            "none of the {completed} completed run(s) has a score in `{}`, so no cell is scored{other}",
+            metric.column()
+        )
+    })
+}
+
 /// Computes every table of the report.
 pub fn compute(set: &ResultSet, metric: Metric, boot: Bootstrap) -> Result<Report> {
     if set.runs.is_empty() {

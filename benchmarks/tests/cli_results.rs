@@ -327,3 +327,26 @@ fn estimator_studies_plotted_together_keep_their_own_figures() {
     );
     assert!(!one.join("both").exists());
 }
+
+/// Completed runs with no score under the metric (eval_episodes = 0 under `--metric eval`)
+/// leave every cell empty: said, by report and plot, rather than reported as if nothing ran.
+#[test]
+fn a_metric_no_completed_run_has_is_said() {
+    let rows: Vec<Row<'_>> = (1..=3)
+        .map(|seed| ("CartPole-v1", "ppo", seed, &[][..], "completed", "100", ""))
+        .collect();
+    let dir = folder("no-eval", &[], &rows);
+    let says = "none of the 3 completed run(s) has a score in `eval_return_mean`";
+    for command in ["report", "plot"] {
+        let o = gradgym(&[command, s(&dir), "--reps", "100", "--metric", "eval"]);
+        assert!(o.status.success(), "{command}: {}", text(&o));
+        assert!(stderr(&o).contains(says), "{command}: {}", text(&o));
+        let o = gradgym(&[command, s(&dir), "--reps", "100"]);
+        assert!(o.status.success(), "{command}: {}", text(&o));
+        assert!(
+            !stderr(&o).contains("has a score in"),
+            "{command}: {}",
+            text(&o)
+        );
+    }
+}
