@@ -202,16 +202,54 @@ pub fn missing_seeds(baseline: &ResultSet, candidate: &ResultSet) -> Vec<String>
 }
 
 /// One sentence per (env, algo) whose candidate runs were configured otherwise than the
-/// baseline's runs of the same seed: the fields (other than `seed`) that both `config.toml`s
-/// set to different values, with both values. Δ then measures the config as well as the code.
-/// Runs without a readable `config.toml` on either side (a `summary.csv` kept alone) are not
-/// compared; a field only one side sets (written by another gradgym version) is not either.
+/// baseline's runs of the same seed: the fields, dotted inside tables (`prefs.epsilon`), whose
+/// values differ once each `config.toml` is resolved over the defaults (so a field an older
+/// gradgym did not write reads as its default, and an unset option as `unset`), with both
+/// values. Δ then measures the config as well as the code. Not named: `seed`, and settings
+/// that do not change what a run computes (`checkpoint_every`; `torch_threads` where both
+/// sides train natively on the CPU). Runs without a readable `config.toml` on either side (a
+/// `summary.csv` kept alone) are not compared.
 pub fn config_differences(baseline: &ResultSet, candidate: &ResultSet) -> Vec<String> {
-    let table = |dir: &std::path::Path| -> Option<toml::Table> {
-        std::fs::read_to_string(dir.join("config.toml"))
-            .ok()?
-            .parse()
-            .ok()
+    use std::collections::BTreeMap;
+    fn flatten(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, String>) {
+        for (key, value) in table {
+            let name = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match value {
+                toml::Value::Table(t) => flatten(&name, t, out),
+                v => {
+                    out.insert(name, v.to_string());
+                }
+            }
+        }
+    }
+    // A config.toml that exists but cannot be resolved is said once, not passed over.
+    let unreadable = std::cell::RefCell::new(Vec::<String>::new());
+    let resolved = |dir: &std::path::Path| -> Option<BTreeMap<String, String>> {
+        let path = dir.join("config.toml");
+        let text = std::fs::read_to_string(&path).ok()?;
+        let source = path.display().to_string();
+        let config =
+            match gradgym_agents::config::TrainConfig::default().overlay_toml(&text, &source) {
+                Ok(c) => c,
+                Err(e) => {
+                    let said = format!("{e}; this run's config is not compared");
+                    if !unreadable.borrow().contains(&said) {
+                        unreadable.borrow_mut().push(said);
+                    }
+                    return None;
+                }
+            };
+        let mut fields = BTreeMap::new();
+        flatten("", &toml::Table::try_from(&config).ok()?, &mut fields);
+        Some(fields)
+    };
+    let native_cpu = |f: &BTreeMap<String, String>| {
+        f.get("device").is_some_and(|d| d == "\"cpu\"")
+            && f.get("backend").is_none_or(|b| b != "\"libtorch\"")
     };
     let mut notes = Vec::new();
     for env in baseline.envs() {
@@ -225,17 +263,23 @@ pub fn config_differences(baseline: &ResultSet, candidate: &ResultSet) -> Vec<St
                 else {
                     continue;
                 };
-                let (Some(b), Some(c)) = (table(&theirs.dir), table(&ours.dir)) else {
+                let (Some(b), Some(c)) = (resolved(&theirs.dir), resolved(&ours.dir)) else {
                     continue;
                 };
-                for (key, bv) in &b {
-                    if key == "seed" {
+                let quiet_threads = native_cpu(&b) && native_cpu(&c);
+                let keys: std::collections::BTreeSet<&String> = b.keys().chain(c.keys()).collect();
+                for key in keys {
+                    if key == "seed"
+                        || key == "checkpoint_every"
+                        || (key == "torch_threads" && quiet_threads)
+                    {
                         continue;
                     }
-                    if let Some(cv) = c.get(key)
-                        && cv != bv
-                    {
-                        let said = format!("{key} {bv} → {cv}");
+                    let (bv, cv) = (b.get(key), c.get(key));
+                    if bv != cv {
+                        let unset = "unset".to_string();
+                        let said =
+                            format!("{key} {} → {}", bv.unwrap_or(&unset), cv.unwrap_or(&unset));
                         if !fields.contains(&said) {
                             fields.push(said);
                         }
@@ -251,5 +295,6 @@ pub fn config_differences(baseline: &ResultSet, candidate: &ResultSet) -> Vec<St
             }
         }
     }
+    notes.extend(unreadable.into_inner());
     notes
 }

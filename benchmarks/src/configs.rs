@@ -287,8 +287,9 @@ fn where_set(layers: &[Layer], field: &str) -> Option<String> {
                     .unwrap_or_default()
                     .trim()
                     .to_string();
-                // A key that is itself a table (`[foo]`, `[[foo]]`): its header's line.
-                return section == field;
+                // A key that is itself a table (`[foo]`, `[[foo]]`, or `[foo.bar]` that makes
+                // it): its header's line.
+                return section == field || section.starts_with(&format!("{field}."));
             }
             if section == table_name {
                 sets(l, key)

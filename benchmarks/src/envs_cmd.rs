@@ -36,7 +36,8 @@ pub enum EnvsCommand {
         num_envs: usize,
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
-        /// Worker threads stepping the batch (default: all cores).
+        /// Worker threads stepping the batch, at most --num-envs (default: all cores, at most
+        /// one per env).
         #[arg(long)]
         threads: Option<usize>,
         #[arg(long, default_value_t = 0)]

@@ -102,16 +102,31 @@ fn is_figure_name(stem: &str) -> bool {
         "estimator_bias",
         "overoptimisation",
     ];
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
     NAMES.contains(&stem)
-        || stem.starts_with("scaling_")
-        || stem.starts_with("overoptimisation_labels")
+        || stem.strip_prefix("scaling_").is_some_and(|k| !k.is_empty())
+        || stem
+            .strip_prefix("overoptimisation_labels")
+            .is_some_and(digits)
+}
+
+/// Whether `png` and `svg` begin as the figures gradgym writes do: a PNG's signature, and
+/// plotters' `<svg width=` (not a user's files that happen to share a figure's name).
+fn is_figure_pair(png: &Path, svg: &Path) -> bool {
+    let head = |p: &Path, n: u64| -> Vec<u8> {
+        let mut buf = Vec::new();
+        let _ = std::fs::File::open(p)
+            .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, n), &mut buf));
+        buf
+    };
+    head(png, 8) == b"\x89PNG\r\n\x1a\n" && head(svg, 11) == b"<svg width="
 }
 
 /// Removes from `out` the figures an earlier plot drew there that this one did not redraw (a
 /// grid key dropped, a reward model's comparisons changed, another folder plotted into the
 /// same `--out`): left beside the new ones, they would pass for figures of these results. Only
-/// pairs `<name>.png` + `<name>.svg` of a name gradgym draws are removed; each is said on
-/// standard error. Returns the files removed.
+/// pairs `<name>.png` + `<name>.svg` of a name gradgym draws, each beginning as gradgym's
+/// figures do, are removed; each is said on standard error. Returns the files removed.
 fn retire_stale(out: &Path, written: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut stems: Vec<String> = Vec::new();
     for entry in std::fs::read_dir(out).with_context(|| format!("cannot list {}", out.display()))? {
@@ -130,7 +145,9 @@ fn retire_stale(out: &Path, written: &[PathBuf]) -> Result<Vec<PathBuf>> {
             out.join(format!("{stem}.png")),
             out.join(format!("{stem}.svg")),
         ];
-        if pair.iter().any(|p| written.contains(p) || !p.is_file()) {
+        if pair.iter().any(|p| written.contains(p) || !p.is_file())
+            || !is_figure_pair(&pair[0], &pair[1])
+        {
             continue;
         }
         for p in pair {

@@ -154,15 +154,12 @@ pub fn compute(set: &ResultSet, metric: Metric, boot: Bootstrap) -> Result<Repor
     if set.runs.is_empty() {
         let folders: Vec<String> = set.sweeps.iter().map(|d| d.display().to_string()).collect();
         bail!(
-            "no runs to report in {}{}",
+            "no runs to score in {}{}",
             folders.join(", "),
             if set.warnings.is_empty() {
-                String::new()
+                ""
             } else {
-                format!(
-                    " ({} left out, as the warning(s) above say)",
-                    set.warnings.len()
-                )
+                " (the warning(s) above say what was read and left out)"
             }
         );
     }

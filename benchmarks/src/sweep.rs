@@ -886,13 +886,23 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
     let runs_dir = out.join("runs");
     // A manifest that is not JSON (hand-edited, or another tool's) is not replaced unseen: a
     // sweep's holds its history (started, sessions, git revisions), which a new one would drop.
-    if let Ok(text) = fs::read_to_string(out.join("manifest.json"))
-        && let Err(e) = serde_json::from_str::<serde_json::Value>(&text)
-    {
-        bail!(
-            "--out {}: its manifest.json is not JSON ({e}); a sweep would replace it and lose the history it holds. Restore it, or move it away to start the sweep's manifest afresh",
-            out.display()
-        );
+    // Nor one that names a sweep but cannot be read as a sweep's manifest (a field cut).
+    if let Ok(bytes) = fs::read(out.join("manifest.json")) {
+        let problem = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Err(e) => Some(format!("is not JSON ({e})")),
+            Ok(m) if m.get("sweep").is_some() && m.get("shard").is_some() => {
+                serde_json::from_value::<SweepManifest>(m).err().map(|e| {
+                    format!("names a sweep but cannot be read as a sweep's manifest ({e})")
+                })
+            }
+            Ok(_) => None,
+        };
+        if let Some(problem) = problem {
+            bail!(
+                "--out {}: its manifest.json {problem}; a sweep would replace it and lose the history it holds. Restore it, or move it away to start the sweep's manifest afresh",
+                out.display()
+            );
+        }
     }
     // A run's folder (of `train`, `prefs` or `rlhf`) is not a sweep's: writing runs/ and a
     // sweep manifest into it would overwrite that run's manifest.
@@ -977,6 +987,9 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
     }
     // Finished runs must be the ones this sweep file asks for.
     let mut pending = VecDeque::new();
+    // Run folders to remove and redo (interrupted, or failed under --retry-failed), and
+    // whether each was interrupted.
+    let mut redo: Vec<(PathBuf, bool)> = Vec::new();
     let mut outcome = SweepOutcome {
         planned: runs.len(),
         ..Default::default()
@@ -1006,9 +1019,7 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
             // A run stopped by a signal (a `train --out` into the sweep's runs/, or an older
             // gradgym's sweep) did not fail: like a `.partial` one, it is redone.
             if status == Some("interrupted") {
-                eprintln!("note: {} was interrupted; redoing it", dir.display());
-                fs::remove_dir_all(&dir)
-                    .with_context(|| format!("cannot remove {}", dir.display()))?;
+                redo.push((dir, true));
                 pending.push_back(k);
                 continue;
             }
@@ -1017,8 +1028,7 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
                 completed_run_files(&dir, &summary)?;
             }
             if failed && options.retry_failed {
-                fs::remove_dir_all(&dir)
-                    .with_context(|| format!("cannot remove {}", dir.display()))?;
+                redo.push((dir, false));
                 pending.push_back(k);
                 continue;
             }
@@ -1027,6 +1037,14 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
         } else {
             pending.push_back(k);
         }
+    }
+    // Runs to redo are removed only once every finished run has passed its checks: a refusal
+    // after one had been removed lost its files and redid nothing.
+    for (dir, interrupted) in redo {
+        if interrupted {
+            eprintln!("note: {} was interrupted; redoing it", dir.display());
+        }
+        fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
     }
     // Leftovers of interrupted runs are redone from scratch.
     for entry in fs::read_dir(&runs_dir)? {

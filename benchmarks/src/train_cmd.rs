@@ -334,7 +334,7 @@ pub struct EvalArgs {
     /// inside the run's folder).
     #[arg(long)]
     render_csv: Option<PathBuf>,
-    /// Replace an existing --render-csv file.
+    /// Replace an existing --render-csv file, if it is an earlier trace (or empty).
     #[arg(long)]
     overwrite: bool,
 }
@@ -371,6 +371,16 @@ fn check_render_csv(path: &Path, run_dir: &Path, overwrite: bool) -> Result<()> 
             "--render-csv {}: lies inside the run's folder {}, whose files are the run's; write it elsewhere",
             path.display(),
             run_root.display()
+        );
+    }
+    // A device, FIFO or link is not a file to replace: a rename over /dev/null, or a read of
+    // a FIFO that never ends.
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && !meta.file_type().is_file()
+    {
+        anyhow::bail!(
+            "--render-csv {}: exists and is not a regular file (a device, pipe or link); give a file name",
+            path.display()
         );
     }
     if path.exists() && !overwrite {
@@ -424,7 +434,12 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
         .overlay_toml(&layer.text, &layer.source)
         .map_err(|e| configs::located(e, &layer))?;
     let table: toml::Table = layer.text.parse()?;
-    if let Some(missing) = RUN_CONFIG_FIELDS.iter().find(|k| !table.contains_key(**k)) {
+    // `--seed` gives the one field a default would otherwise fill in.
+    if let Some(missing) = RUN_CONFIG_FIELDS
+        .iter()
+        .filter(|k| !(**k == "seed" && args.seed.is_some()))
+        .find(|k| !table.contains_key(**k))
+    {
         anyhow::bail!(
             "{}: sets no `{missing}`; a run's config.toml names every field (is it empty or cut?), and eval will not fill one in with a default",
             config_path.display()

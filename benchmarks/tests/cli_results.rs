@@ -243,6 +243,12 @@ fn a_scaling_plot_leaves_out_a_cell_with_no_scored_run_and_says_so() {
     // file gradgym does not draw in pairs stays.
     fs::write(out.join("scaling_mine.png"), "mine").unwrap();
     fs::write(out.join("notes.svg"), "mine").unwrap();
+    // Nor a user's pair under a figure's name, nor one whose name only begins like one.
+    for stem in ["scaling_lr_before", "overoptimisation_labels_v1"] {
+        for ext in ["png", "svg"] {
+            fs::write(out.join(format!("{stem}.{ext}")), "mine").unwrap();
+        }
+    }
     let plain: Vec<_> = (1..=3)
         .map(|seed| {
             (
@@ -274,6 +280,17 @@ fn a_scaling_plot_leaves_out_a_cell_with_no_scored_run_and_says_so() {
         "mine"
     );
     assert_eq!(fs::read_to_string(out.join("notes.svg")).unwrap(), "mine");
+    for stem in ["scaling_lr_before", "overoptimisation_labels_v1"] {
+        for ext in ["png", "svg"] {
+            let kept = out.join(format!("{stem}.{ext}"));
+            assert_eq!(
+                fs::read_to_string(&kept).unwrap(),
+                "mine",
+                "{}",
+                kept.display()
+            );
+        }
+    }
 }
 
 #[test]

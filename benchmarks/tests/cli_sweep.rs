@@ -287,6 +287,46 @@ grid = { learning_rate = [1e30, 1e-3] }
         "{}",
         text(&o)
     );
+    // A run folder to redo (sealed `interrupted`, or failed under --retry-failed) is removed
+    // only once every finished run has passed its checks: a refusal for a later run keeps it
+    // (it was removed first, then the sweep refused, redoing nothing).
+    let run_of = |status: &str| {
+        fs::read_dir(out.join("runs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| common::summary(p)["status"] == status)
+            .unwrap()
+    };
+    // The grid plans learning_rate = 1e30 (the failed run) first.
+    let (first, second) = (run_of("failed"), run_of("completed"));
+    let (summary_text, config) = (
+        fs::read_to_string(first.join("summary.json")).unwrap(),
+        fs::read_to_string(second.join("config.toml")).unwrap(),
+    );
+    assert!(config.contains("gamma = 0.99\n"));
+    fs::write(
+        second.join("config.toml"),
+        config.replace("gamma = 0.99\n", "gamma = 0.98\n"),
+    )
+    .unwrap();
+    for (status, flags) in [
+        ("failed", &["--retry-failed"][..]),
+        ("interrupted", &[][..]),
+    ] {
+        let mut sealed: serde_json::Value = serde_json::from_str(&summary_text).unwrap();
+        sealed["status"] = status.into();
+        fs::write(first.join("summary.json"), sealed.to_string()).unwrap();
+        let o = sweep(&file, &out, flags);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains("different config"), "{}", text(&o));
+        assert_eq!(
+            common::summary(&first)["status"],
+            status,
+            "{status} removed"
+        );
+    }
+    fs::write(first.join("summary.json"), &summary_text).unwrap();
+    fs::write(second.join("config.toml"), &config).unwrap();
     // A run folder sealed `interrupted` (a `train --out` into runs/, an older gradgym's sweep)
     // is redone, not counted with the failures.
     let done = fs::read_dir(out.join("runs"))
@@ -493,6 +533,43 @@ fn compare_passes_a_copy_and_fails_a_worse_candidate() {
         "{}",
         text(&o)
     );
+    // An option set on one side only is named too (it was skipped, as a field an older
+    // version did not write would be: those are read as their defaults now); a setting that
+    // changes nothing a run computes is not.
+    let optioned = scratch("optioned");
+    copy_into(&base, &optioned);
+    for entry in fs::read_dir(optioned.join("runs")).unwrap() {
+        let config = entry.unwrap().path().join("config.toml");
+        let text = fs::read_to_string(&config).unwrap();
+        let changed = text.replace("checkpoint_every = 0\n", "checkpoint_every = 3\n");
+        assert_ne!(changed, text);
+        fs::write(&config, changed + "target_kl = 0.01\n").unwrap();
+    }
+    let o = gradgym(&[
+        "compare",
+        base.to_str().unwrap(),
+        optioned.to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        said.contains("(target_kl unset → 0.01)") && !said.contains("checkpoint_every"),
+        "{}",
+        text(&o)
+    );
+    // A config.toml that cannot be read is said, not passed over.
+    let config = optioned.join("runs/CartPole-v1__a2c__seed1/config.toml");
+    let text_before = fs::read_to_string(&config).unwrap();
+    fs::write(&config, text_before.clone() + "seed = 9\n").unwrap();
+    let o = gradgym(&[
+        "compare",
+        base.to_str().unwrap(),
+        optioned.to_str().unwrap(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("this run's config is not compared"),
+        "{}",
+        text(&o)
+    );
 
     // A candidate whose every run scores 5 lower: the whole interval is below zero.
     let cand = scratch("cand");
@@ -664,18 +741,23 @@ fn bad_sweeps_are_refused_and_finished_runs_are_kept() {
     // (with summary.csv moved away it used to be replaced without a word).
     let manifest = fs::read_to_string(out.join("manifest.json")).unwrap();
     fs::rename(out.join("summary.csv"), out.join("summary.csv.away")).unwrap();
-    fs::write(out.join("manifest.json"), "garbage").unwrap();
-    let o = sweep(&file, &out, &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        text(&o).contains("its manifest.json is not JSON"),
-        "{}",
-        text(&o)
-    );
-    assert_eq!(
-        fs::read_to_string(out.join("manifest.json")).unwrap(),
-        "garbage"
-    );
+    // So is one that names a sweep but lost a field (its history was reset without a word).
+    let mut cut: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    cut.as_object_mut().unwrap().remove("tch_version").unwrap();
+    for (bytes, says) in [
+        (b"garbage".to_vec(), "its manifest.json is not JSON"),
+        (b"\xff\xfe{}".to_vec(), "its manifest.json is not JSON"),
+        (
+            cut.to_string().into_bytes(),
+            "its manifest.json names a sweep but cannot be read as a sweep's manifest (missing field `tch_version`)",
+        ),
+    ] {
+        fs::write(out.join("manifest.json"), &bytes).unwrap();
+        let o = sweep(&file, &out, &[]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains(says), "{}", text(&o));
+        assert_eq!(fs::read(out.join("manifest.json")).unwrap(), bytes);
+    }
     fs::write(out.join("manifest.json"), &manifest).unwrap();
     fs::rename(out.join("summary.csv.away"), out.join("summary.csv")).unwrap();
     // Another sweep's results kept without their runs/ are known by the manifest's name: a
@@ -1239,7 +1321,7 @@ fn report_and_plot_read_a_single_train_run_folder_and_skip_an_interrupted_one() 
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains(&format!(
-            "no runs to report in {} (1 left out, as the warning(s) above say)",
+            "no runs to score in {} (the warning(s) above say what was read and left out)",
             run.display()
         )),
         "{}",

@@ -482,6 +482,48 @@ fn a_run_past_memory_is_refused_by_the_field_that_grows_it() {
         );
         assert!(!out.exists() && !common::partial(&out).exists(), "{name}");
     }
+    // What the limit leaves is what the check plans for: a network that this machine's free
+    // memory holds (5.2 GiB by the estimate) but the address space under the limit does not.
+    let free_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            let line = t
+                .lines()
+                .find(|l| l.starts_with("MemAvailable:"))?
+                .to_string();
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kib| kib / (1 << 20) as f64);
+    if free_gib < 6.0 {
+        eprintln!("skipped the address-space case: {free_gib:.1} GiB available here");
+        return;
+    }
+    let out = scratch("memory-limit");
+    let o = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -v 6000000 && exec \"$0\" \"$@\"",
+            env!("CARGO_BIN_EXE_gradgym"),
+            "train",
+            "--quiet",
+            "--total-timesteps",
+            "512",
+            "--hidden-sizes",
+            "[10000, 10000]",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("config field `hidden_sizes`")
+            && text(&o).contains("this process may still map")
+            && text(&o).contains("RLIMIT_AS, that is ulimit -v"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.exists() && !common::partial(&out).exists());
 }
 
 #[test]
@@ -642,6 +684,28 @@ fn a_saved_policy_evaluates_to_the_returns_of_training_and_checkpoints_are_kept(
             .unwrap()
             .starts_with("episode,t,")
     );
+    // Nor a link or a pipe (a device or a FIFO read as empty, and was renamed over; a FIFO
+    // hung the check's read).
+    let link = trained.with_extension("link.csv");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&mine, &link).unwrap();
+    let fifo = trained.with_extension("fifo.csv");
+    let _ = std::fs::remove_file(&fifo);
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for special in [&link, &fifo] {
+        let o = render(special, &["--overwrite"]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains("is not a regular file"), "{}", text(&o));
+        let kind = std::fs::symlink_metadata(special).unwrap().file_type();
+        assert!(!kind.is_file(), "{} replaced", special.display());
+        std::fs::remove_file(special).unwrap();
+    }
     // A config.toml that is empty (or cut before its fields) is refused, not read as defaults:
     // the run's seed would silently become seed 1.
     let emptied = trained.with_extension("emptied");
@@ -666,6 +730,9 @@ fn a_saved_policy_evaluates_to_the_returns_of_training_and_checkpoints_are_kept(
     let o = gradgym(&["eval", emptied.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("sets no `seed`"), "{}", text(&o));
+    // ... unless --seed gives it.
+    let o = gradgym(&["eval", emptied.to_str().unwrap(), "--seed", "7"]);
+    assert!(o.status.success(), "{}", text(&o));
     std::fs::remove_dir_all(&emptied).unwrap();
     let folder = trained.with_extension("render-dir");
     std::fs::create_dir_all(&folder).unwrap();
@@ -825,6 +892,10 @@ fn a_bad_value_names_the_file_and_line_that_set_it() {
         (
             "seed = 3\n\n[[foo]]\nx = 1\n",
             "mine.toml:3: unknown field `foo`, expected one of",
+        ),
+        (
+            "seed = 3\n[foo.bar]\nx = 1\n",
+            "mine.toml:2: unknown field `foo`, expected one of",
         ),
         // The key under its own table, not the top-level key of the same name.
         (

@@ -240,8 +240,14 @@ pub fn env_batch_bytes_per_env(obs_dim: usize) -> u128 {
     8 * 8 + 2 * 4 * obs_dim as u128 + 64
 }
 
+/// A size for a message: GiB with one decimal from 1 GiB up, a smaller unit below (two sizes
+/// under a GiB both read "0.2 GiB", need and limit alike).
 pub fn gib(bytes: u128) -> String {
-    format!("{:.1} GiB", bytes as f64 / (1u128 << 30) as f64)
+    if bytes >= 1 << 30 {
+        format!("{:.1} GiB", bytes as f64 / (1u128 << 30) as f64)
+    } else {
+        crate::error::human_bytes(bytes as u64)
+    }
 }
 
 fn bad(field: &'static str, message: impl Into<String>) -> ConfigError {
@@ -700,6 +706,15 @@ mod tests {
             (c.batch_size(), c.minibatch_size(), c.num_iterations()),
             (512, 128, 976)
         );
+    }
+
+    /// Sizes under a GiB keep their digits: a need and a limit that differ never read alike.
+    #[test]
+    fn sizes_in_messages_keep_their_digits_under_a_gib() {
+        assert_eq!(gib(3 << 30), "3.0 GiB");
+        assert_eq!(gib(200 << 20), "200.0 MiB");
+        assert_ne!(gib(230 << 20), gib(190 << 20));
+        assert_eq!(gib(512), "512 bytes");
     }
 
     /// The preference loop's memory counts in the run's estimate: each label holds K segments
