@@ -886,24 +886,29 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
     let runs_dir = out.join("runs");
     // A manifest that is not JSON (hand-edited, or another tool's) is not replaced unseen: a
     // sweep's holds its history (started, sessions, git revisions), which a new one would drop.
-    // Nor one that names a sweep but cannot be read as a sweep's manifest (a field cut).
-    if let Ok(bytes) = fs::read(out.join("manifest.json")) {
-        let problem = match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            Err(e) => Some(format!("is not JSON ({e})")),
-            Ok(m) if m.get("sweep").is_some() && m.get("shard").is_some() => {
-                serde_json::from_value::<SweepManifest>(m).err().map(|e| {
-                    format!("names a sweep but cannot be read as a sweep's manifest ({e})")
-                })
+    // Nor one that names a sweep but cannot be read as a sweep's manifest (a field cut). What
+    // it holds is read here once, for the checks below too.
+    let refuse = |problem: String| {
+        anyhow::anyhow!(
+            "--out {}: its manifest.json {problem}; a sweep would replace it and lose the history it holds. Restore it, or move it away to start the sweep's manifest afresh",
+            out.display()
+        )
+    };
+    let earlier: Option<serde_json::Value> = match fs::read(out.join("manifest.json")) {
+        Err(_) => None,
+        Ok(bytes) => {
+            let m: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| refuse(format!("is not JSON ({e})")))?;
+            if m.get("sweep").is_some() && m.get("shard").is_some() {
+                SweepManifest::deserialize(&m).map_err(|e| {
+                    refuse(format!(
+                        "names a sweep but cannot be read as a sweep's manifest ({e})"
+                    ))
+                })?;
             }
-            Ok(_) => None,
-        };
-        if let Some(problem) = problem {
-            bail!(
-                "--out {}: its manifest.json {problem}; a sweep would replace it and lose the history it holds. Restore it, or move it away to start the sweep's manifest afresh",
-                out.display()
-            );
+            Some(m)
         }
-    }
+    };
     // A run's folder (of `train`, `prefs` or `rlhf`) is not a sweep's: writing runs/ and a
     // sweep manifest into it would overwrite that run's manifest.
     if out.join("manifest.json").is_file() && !gradgym_agents::run_folder::is_sweep_folder(out) {
@@ -916,9 +921,6 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
     // summary.csv and manifest would be replaced by this plan's. The runs/ check below cannot
     // see that where runs/ is gone.
     let name = spec.display_name(spec_path);
-    let earlier: Option<serde_json::Value> = fs::read_to_string(out.join("manifest.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
     if let Some(other) = earlier
         .as_ref()
         .and_then(|m| m.get("sweep").and(m.get("name")?.as_str()))
