@@ -36,6 +36,17 @@ use serde::Serialize;
 
 use crate::metrics::{Columns, MetricRow};
 
+/// The first `n` bytes of the file at `path` (all of it if shorter): enough to tell what a
+/// file gradgym would replace or remove holds, without reading it whole.
+pub fn read_head(path: &Path, n: u64) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(fs::File::open(path)?, n),
+        &mut head,
+    )?;
+    Ok(head)
+}
+
 /// Writes `contents` to `path` through a temporary file and a rename. The temporary file is
 /// `<path>.tmp` (the whole name and `.tmp`: `summary.json.tmp`, never another file of the
 /// same stem), and is removed again if the rename fails.
@@ -116,12 +127,16 @@ impl FolderKind {
     }
 }
 
+/// The temporary file a run killed while writing its manifest leaves: `write_atomic`'s
+/// `manifest.json.tmp`, or the older `manifest.tmp`.
+const MANIFEST_TMP: [&str; 2] = ["manifest.json.tmp", "manifest.tmp"];
+
 /// The kind of gradgym folder `d` is, read from its manifest (`manifest.json`, or the
 /// `manifest.json.tmp` / `manifest.tmp` an unfinished run may hold): `None` where there is
 /// none, or it is not gradgym's (not JSON, or no `gradgym_version`: a web app's
 /// `manifest.json`, say).
 pub fn folder_kind(d: &Path) -> Option<FolderKind> {
-    for name in ["manifest.json", "manifest.json.tmp", "manifest.tmp"] {
+    for name in std::iter::once("manifest.json").chain(MANIFEST_TMP) {
         let Ok(text) = fs::read_to_string(d.join(name)) else {
             continue;
         };
@@ -318,10 +333,7 @@ impl RunFolder {
         // A run killed while writing its manifest leaves only `manifest.json.tmp` (or the older
         // `manifest.tmp`), perhaps cut short: in a `.partial` folder that still marks a run's.
         let killed_writing_manifest = |d: &Path| {
-            !d.join("manifest.json").exists()
-                && ["manifest.json.tmp", "manifest.tmp"]
-                    .iter()
-                    .any(|m| d.join(m).is_file())
+            !d.join("manifest.json").exists() && MANIFEST_TMP.iter().any(|m| d.join(m).is_file())
         };
         if partial.exists() && !replaceable(&partial) && !killed_writing_manifest(&partial) {
             bail!(

@@ -113,12 +113,7 @@ fn is_figure_name(stem: &str) -> bool {
 /// Whether `png` and `svg` begin as the figures gradgym writes do: a PNG's signature, and
 /// plotters' `<svg width=` (not a user's files that happen to share a figure's name).
 fn is_figure_pair(png: &Path, svg: &Path) -> bool {
-    let head = |p: &Path, n: u64| -> Vec<u8> {
-        let mut buf = Vec::new();
-        let _ = std::fs::File::open(p)
-            .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, n), &mut buf));
-        buf
-    };
+    let head = |p: &Path, n: u64| gradgym_agents::run_folder::read_head(p, n).unwrap_or_default();
     head(png, 8) == b"\x89PNG\r\n\x1a\n" && head(svg, 11) == b"<svg width="
 }
 

@@ -383,23 +383,15 @@ fn check_render_csv(path: &Path, run_dir: &Path, overwrite: bool) -> Result<()> 
             path.display()
         );
     }
-    if path.exists() && !overwrite {
-        anyhow::bail!(
+    if path.exists() {
+        anyhow::ensure!(
+            overwrite,
             "--render-csv {}: exists; choose another file, or pass --overwrite to replace it",
             path.display()
         );
-    }
-    // --overwrite replaces an earlier trace (or an empty file), never another kind of file: a
-    // sweep's summary.csv or a user's data is not ours to replace.
-    if path.exists() {
-        let mut head = Vec::new();
-        std::fs::File::open(path)
-            .and_then(|f| {
-                std::io::Read::read_to_end(
-                    &mut std::io::Read::take(f, RENDER_HEADER.len() as u64),
-                    &mut head,
-                )
-            })
+        // --overwrite replaces an earlier trace (or an empty file), never another kind of
+        // file: a sweep's summary.csv or a user's data is not ours to replace.
+        let head = gradgym_agents::run_folder::read_head(path, RENDER_HEADER.len() as u64)
             .with_context(|| format!("--render-csv {}: cannot read", path.display()))?;
         anyhow::ensure!(
             head.is_empty() || head == RENDER_HEADER.as_bytes(),
