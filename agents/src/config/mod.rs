@@ -594,20 +594,23 @@ impl TrainConfig {
             + self.parameter_memory_estimate()
     }
 
-    /// The actor's output width (logits, or means) and whether it has a log σ per action.
-    fn actor_outputs(&self) -> (u128, u128) {
-        gradgym_envs::spec(&self.env_id).map_or((1, 0), |s| match s.action_space {
-            gradgym_envs::Space::Discrete { n } => (n.max(1) as u128, 0),
-            ref b => (b.dim() as u128, b.dim() as u128),
+    /// The networks' input width (the observation), the actor's output width (logits, or
+    /// means) and its log σ parameters (one per action dimension of a continuous space).
+    fn network_dims(&self) -> (u128, u128, u128) {
+        gradgym_envs::spec(&self.env_id).map_or((1, 1, 0), |s| {
+            let obs = s.observation_space.dim() as u128;
+            match s.action_space {
+                gradgym_envs::Space::Discrete { n } => (obs, n.max(1) as u128, 0),
+                ref b => (obs, b.dim() as u128, b.dim() as u128),
+            }
         })
     }
 
     /// Parameters of the actor and the critic (two MLPs of `hidden_sizes`) and log σ.
     pub fn parameter_count(&self) -> u128 {
-        let obs = gradgym_envs::spec(&self.env_id).map_or(1, |s| s.observation_space.dim());
-        let (outputs, log_std) = self.actor_outputs();
+        let (obs, outputs, log_std) = self.network_dims();
         let mlp = |out: u128| {
-            let mut widths: Vec<u128> = vec![obs as u128];
+            let mut widths: Vec<u128> = vec![obs];
             widths.extend(self.hidden_sizes.iter().map(|&h| h as u128));
             widths.push(out);
             widths.windows(2).map(|w| (w[0] + 1) * w[1]).sum::<u128>()
@@ -627,8 +630,7 @@ impl TrainConfig {
     /// for a minibatch (PPO's `batch / num_minibatches`, else the whole rollout) and two
     /// backward buffers of the widest layer.
     fn activation_memory_estimate(&self) -> u128 {
-        let obs = gradgym_envs::spec(&self.env_id).map_or(1, |s| s.observation_space.dim()) as u128;
-        let (outputs, _) = self.actor_outputs();
+        let (obs, outputs, _) = self.network_dims();
         let samples = self.num_envs as u128 * self.rollout_steps() as u128;
         let n = if self.algo == Algo::Ppo {
             samples.div_ceil(self.num_minibatches.max(1) as u128)
@@ -708,13 +710,18 @@ mod tests {
         );
     }
 
-    /// Sizes under a GiB keep their digits: a need and a limit that differ never read alike.
+    /// Sizes under a GiB keep their digits: a need and a limit that differ never read alike,
+    /// and a tiny GRADGYM_MEMORY_LIMIT (the RLHF check's messages use this too) does not read
+    /// "0.0 GiB".
     #[test]
     fn sizes_in_messages_keep_their_digits_under_a_gib() {
         assert_eq!(gib(3 << 30), "3.0 GiB");
+        assert_eq!(gib(2 << 30), "2.0 GiB");
         assert_eq!(gib(200 << 20), "200.0 MiB");
         assert_ne!(gib(230 << 20), gib(190 << 20));
+        assert_eq!(gib(5 << 20), "5.0 MiB");
         assert_eq!(gib(512), "512 bytes");
+        assert_eq!(gib(107), "107 bytes");
     }
 
     /// The preference loop's memory counts in the run's estimate: each label holds K segments

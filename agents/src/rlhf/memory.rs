@@ -54,8 +54,8 @@ use std::collections::BTreeMap;
 
 use crate::host_memory::{address_space_left, proc_bytes};
 
-use crate::config::Algo;
 use crate::config::rlhf::RlhfConfig;
+use crate::config::{Algo, gib};
 use crate::rlhf::data::{Comparison, held_out_count};
 use crate::rlhf::pipeline::Stage;
 use gradgym_envs::text::{LONGEST_CORPUS_RESPONSE, LONGEST_DEMONSTRATION, PROMPT_LEN};
@@ -318,17 +318,6 @@ fn cgroup_limit() -> Option<(u128, String)> {
 
 const GIB: f64 = (1u64 << 30) as f64;
 
-/// `bytes` in GiB to one decimal, or below 0.1 GiB in the largest unit that leaves at least 1
-/// (a small `GRADGYM_MEMORY_LIMIT` would otherwise read "0.0 GiB").
-fn size(bytes: u128) -> String {
-    let gib = bytes as f64 / GIB;
-    if gib >= 0.1 {
-        format!("{gib:.1} GiB")
-    } else {
-        crate::error::human_bytes(bytes as u64)
-    }
-}
-
 /// Refuses a run on the CPU whose stages need more memory than the machine has, naming the
 /// first such stage's batch-size field.
 pub fn check(config: &RlhfConfig, stage: Stage, data: Option<&[Comparison]>) -> anyhow::Result<()> {
@@ -349,9 +338,9 @@ pub fn check(config: &RlhfConfig, stage: Stage, data: Option<&[Comparison]>) -> 
                 n.field,
                 n.value,
                 n.unit,
-                size(n.bytes),
+                gib(n.bytes),
                 n.stage,
-                size(limit),
+                gib(limit),
                 n.field,
                 n.advice
             );
@@ -363,14 +352,6 @@ pub fn check(config: &RlhfConfig, stage: Stage, data: Option<&[Comparison]>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Sizes below 0.1 GiB keep their digits (a tiny GRADGYM_MEMORY_LIMIT read "0.0 GiB").
-    #[test]
-    fn sizes_are_said_in_a_unit_that_keeps_their_digits() {
-        assert_eq!(size(2 << 30), "2.0 GiB");
-        assert_eq!(size(5 << 20), "5.0 MiB");
-        assert_eq!(size(107), "107 bytes");
-    }
 
     /// The bound's arithmetic on the demo model: 2 layers of width 64, 290 tokens.
     #[test]
