@@ -227,8 +227,8 @@ pub fn config_differences(baseline: &ResultSet, candidate: &ResultSet) -> Vec<St
         }
     }
     // A config.toml that exists but cannot be resolved is said once, not passed over.
-    let unreadable = std::cell::RefCell::new(Vec::<String>::new());
-    let resolved = |dir: &std::path::Path| -> Option<BTreeMap<String, String>> {
+    let mut unreadable: Vec<String> = Vec::new();
+    let mut resolved = |dir: &std::path::Path| -> Option<BTreeMap<String, String>> {
         let path = dir.join("config.toml");
         let text = std::fs::read_to_string(&path).ok()?;
         let source = path.display().to_string();
@@ -237,8 +237,8 @@ pub fn config_differences(baseline: &ResultSet, candidate: &ResultSet) -> Vec<St
                 Ok(c) => c,
                 Err(e) => {
                     let said = format!("{e}; this run's config is not compared");
-                    if !unreadable.borrow().contains(&said) {
-                        unreadable.borrow_mut().push(said);
+                    if !unreadable.contains(&said) {
+                        unreadable.push(said);
                     }
                     return None;
                 }
@@ -295,6 +295,6 @@ pub fn config_differences(baseline: &ResultSet, candidate: &ResultSet) -> Vec<St
             }
         }
     }
-    notes.extend(unreadable.into_inner());
+    notes.extend(unreadable);
     notes
 }
