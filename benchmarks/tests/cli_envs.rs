@@ -170,20 +170,17 @@ fn bench_prints_a_rate_and_rejects_unknown_envs() {
         args.extend_from_slice(extra);
         gradgym(&args)
     };
-    let o = bench(&["--threads", "0"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        text(&o).contains("--threads 0: give at least 1"),
-        "{}",
-        text(&o)
-    );
-    let o = bench(&["--threads", "9", "--num-envs", "8"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        text(&o).contains("--threads 9: more than --num-envs 8"),
-        "{}",
-        text(&o)
-    );
+    for (args, says) in [
+        (&["--threads", "0"][..], "--threads 0: give at least 1"),
+        (
+            &["--threads", "9", "--num-envs", "8"][..],
+            "--threads 9: more than --num-envs 8",
+        ),
+    ] {
+        let o = bench(args);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains(says), "{}", text(&o));
+    }
     let o = bench(&["--num-envs", "1"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("1 envs, 1 thread(s)"), "{}", text(&o));

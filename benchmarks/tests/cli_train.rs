@@ -424,6 +424,25 @@ fn a_sigint_ignored_at_start_stays_ignored_and_sigterm_still_seals_the_run() {
     assert_eq!(common::summary(&out)["status"], "interrupted");
 }
 
+/// `gradgym train --quiet --out <out> <args>` with its address space limited by `ulimit -v
+/// 6000000` (5.7 GiB, about 3 GiB past what libtorch maps at the start).
+#[cfg(target_os = "linux")]
+fn train_under_ulimit(out: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -v 6000000 && exec \"$0\" \"$@\"",
+            env!("CARGO_BIN_EXE_gradgym"),
+            "train",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// Sizes within every field's range but past memory (they aborted the process on a Rust
 /// allocation, exit 134, leaving `.partial`) are refused before the run, named by the field
 /// whose part is largest, against what `ulimit -v` leaves (or the machine, if less).
@@ -459,19 +478,7 @@ fn a_run_past_memory_is_refused_by_the_field_that_grows_it() {
         ),
     ] {
         let out = scratch(&format!("memory-{name}"));
-        let o = std::process::Command::new("sh")
-            .args([
-                "-c",
-                "ulimit -v 6000000 && exec \"$0\" \"$@\"",
-                env!("CARGO_BIN_EXE_gradgym"),
-                "train",
-                "--quiet",
-                "--out",
-                out.to_str().unwrap(),
-            ])
-            .args(args)
-            .output()
-            .unwrap();
+        let o = train_under_ulimit(&out, args);
         assert_eq!(o.status.code(), Some(2), "{name}: {}", text(&o));
         assert!(text(&o).contains(field), "{name}: {}", text(&o));
         assert!(
@@ -484,37 +491,22 @@ fn a_run_past_memory_is_refused_by_the_field_that_grows_it() {
     }
     // What the limit leaves is what the check plans for: a network that this machine's free
     // memory holds (5.2 GiB by the estimate) but the address space under the limit does not.
-    let free_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            let line = t
-                .lines()
-                .find(|l| l.starts_with("MemAvailable:"))?
-                .to_string();
-            line.split_whitespace().nth(1)?.parse::<f64>().ok()
-        })
-        .map_or(0.0, |kib| kib / (1 << 20) as f64);
+    let free_gib = gradgym_agents::host_memory::proc_bytes("/proc/meminfo", "MemAvailable")
+        .map_or(0.0, |b| b as f64 / (1u64 << 30) as f64);
     if free_gib < 6.0 {
         eprintln!("skipped the address-space case: {free_gib:.1} GiB available here");
         return;
     }
     let out = scratch("memory-limit");
-    let o = std::process::Command::new("sh")
-        .args([
-            "-c",
-            "ulimit -v 6000000 && exec \"$0\" \"$@\"",
-            env!("CARGO_BIN_EXE_gradgym"),
-            "train",
-            "--quiet",
+    let o = train_under_ulimit(
+        &out,
+        &[
             "--total-timesteps",
             "512",
             "--hidden-sizes",
             "[10000, 10000]",
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains("config field `hidden_sizes`")
