@@ -791,9 +791,15 @@ fn ppo_kl_penalises_the_kl_to_the_old_policy_adapts_its_beta_and_target_kl_stops
             .to_kind(Kind::Double)
             .mean(Kind::Double)
             .double_value(&[]);
+        // The native backend takes it from its own forward pass, which agrees with
+        // libtorch's to float rounding, not bit for bit.
+        let tolerance = match backend {
+            BackendKind::Native => 1e-3 * k3,
+            _ => 1e-12,
+        };
         assert!(
-            k3 > 0.0 && (s.kl_after - k3).abs() < 1e-12,
-            "{} vs {k3}",
+            k3 > 0.0 && (s.kl_after - k3).abs() < tolerance,
+            "{backend:?}: {} vs {k3}",
             s.kl_after
         );
         let s = one

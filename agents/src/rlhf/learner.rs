@@ -552,8 +552,22 @@ impl TokenLearner {
             let d = tch::no_grad(|| {
                 // After native passes, on one thread as their copies are (see `LibtorchThreads`).
                 let _one = self.native.is_some().then(LibtorchThreads::one);
-                let log_ratio = (token_logprobs(&self.policy, &r.seqs) - &r.old_logprobs)
-                    .masked_select(&r.seqs.mask.to_kind(Kind::Bool));
+                // The native backend's copy holds the weights the update left: its forward
+                // pass on the passes' threads, not libtorch's on one.
+                let new_lp = match self.native_in_sync() {
+                    Some(n) => {
+                        let host = HostSeqs::of(&r.seqs);
+                        let lm = Head::Lm {
+                            targets: &host.targets,
+                        };
+                        let threads = LibtorchThreads::count();
+                        let (out, _) = n.policy.forward(host.batch(), lm, false, threads);
+                        masked_tensor(&out.main, host.b, host.t, &r.seqs.mask)
+                    }
+                    None => token_logprobs(&self.policy, &r.seqs),
+                };
+                let log_ratio =
+                    (new_lp - &r.old_logprobs).masked_select(&r.seqs.mask.to_kind(Kind::Bool));
                 ((log_ratio.exp() - 1.0) - &log_ratio)
                     .to_kind(Kind::Double)
                     .mean(Kind::Double)
