@@ -543,11 +543,13 @@ pub fn train_with(
         });
         Ok(())
     });
+    // The trained policy is kept (a run that failed in training may have weights that are not
+    // finite, so not those); a run the preference loop fails at its end keeps it too.
+    let trained = summary.status != "failed";
     if let Some(p) = prefs.as_mut() {
         finish_prefs(p, &mut summary);
     }
-    // The trained policy is kept (a failed run's weights may not be finite, so not those).
-    if summary.status != "failed" {
+    if trained {
         checkpoint::save(
             folder.path(),
             &trainer.policy(),
@@ -561,7 +563,7 @@ pub fn train_with(
 }
 
 /// Joins a preference loop's threads; an error there fails the run, as does a run that went
-/// to its end without asking a single label.
+/// to its end without asking its whole label budget.
 fn finish_prefs(prefs: &mut PrefsLoop, summary: &mut Summary) {
     if let Err(e) = prefs.finish() {
         if summary.status != "failed" {
@@ -570,7 +572,7 @@ fn finish_prefs(prefs: &mut PrefsLoop, summary: &mut Summary) {
         }
     }
     if summary.status == "completed"
-        && let Some(why) = prefs.no_labels()
+        && let Some(why) = prefs.unspent_labels()
     {
         summary.status = "failed".into();
         summary.error = Some(format!("preference loop: {why}"));

@@ -141,7 +141,7 @@ fn async_mode_runs_and_the_manifest_says_it_is_not_reproducible() {
 fn bad_input_exits_2_naming_the_field() {
     let dir = scratch("bad");
     fs::create_dir_all(&dir).unwrap();
-    let cases: [(&[&str], &str, &str); 15] = [
+    let cases: [(&[&str], &str, &str); 17] = [
         (&["--labels", "0"], "prefs.labels", "at least 1"),
         (
             &["--segment-length", "600"],
@@ -163,6 +163,19 @@ fn bad_input_exits_2_naming_the_field() {
             &["--prefs", "{ num_segments = 1 }"],
             "prefs.num_segments",
             "K = 1",
+        ),
+        // More segments per query than the rollouts hold starts for (4 envs × 119 starts of a
+        // 10-step segment in 128 steps), and a segment longer than the whole run's steps per
+        // env (before: trained to the end, then exit 1 blaming short episodes).
+        (
+            &["--prefs", "{ num_segments = 1000 }"],
+            "prefs.num_segments",
+            "hold at most 476 (4 envs × 119 starts",
+        ),
+        (
+            &["--segment-length", "500", "--total-timesteps", "1024"],
+            "prefs.segment_length",
+            "longer than the 256 steps per env the whole run collects",
         ),
         // Sizes that would overflow an allocation (before: a capacity-overflow panic).
         (
@@ -261,6 +274,48 @@ fn bad_input_exits_2_naming_the_field() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("label"), "{}", text(&o));
+}
+
+/// A run whose later rollouts hold no segment within one episode leaves labels due there
+/// unasked. It used to end `completed` with a quarter of its budget, which a sweep then placed
+/// at the whole budget: it fails (exit 1), saying how many were asked, its iterations, its
+/// labels and its policy kept.
+#[test]
+fn a_run_that_asked_part_of_its_label_budget_fails_saying_how_much() {
+    let dir = scratch("short-labels");
+    let out = dir.join("run");
+    let o = gradgym(&[
+        "prefs",
+        "--env",
+        "CartPole-v1",
+        "--total-timesteps",
+        "4096",
+        "--eval-episodes",
+        "1",
+        "--labels",
+        "200",
+        "--segment-length",
+        "60",
+        "--prefs",
+        "{ initial_fit_steps = 5, fit_steps = 2 }",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("only 50 of the 200 labels of `prefs.labels` were asked")
+            && text(&o).contains("lower prefs.segment_length"),
+        "{}",
+        text(&o)
+    );
+    let labels = fs::read_to_string(out.join("labels.csv")).unwrap();
+    assert_eq!(labels.lines().count(), 51, "{labels}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["status"], "failed");
+    assert!(out.join("policy.safetensors").exists());
+    fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A run whose segments never fit within one episode asks no label; one that ends before the

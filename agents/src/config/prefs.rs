@@ -219,6 +219,48 @@ impl PrefsConfig {
         ((self.labels as f64 * self.initial_fraction).round() as u64).clamp(1, self.labels)
     }
 
+    /// Whether the rollouts segments are cut from can ever hold a query, known before the run
+    /// starts: a segment no longer than the steps per env the whole run collects (PPO and
+    /// A2C: whole rollouts of `num_steps`; REINFORCE's episodes vary, so it is not checked
+    /// there), and K distinct starts within the window of rollouts kept, on a horizon no
+    /// episode boundary cuts. A run that fails either would train to its end and then fail
+    /// for want of labels.
+    fn check_room(&self, run: &TrainConfig) -> Result<(), ConfigError> {
+        let len = self.segment_length as u64;
+        let mut window = self.rollout_window(run) as u64 * run.rollout_steps();
+        if run.algo != super::Algo::Reinforce {
+            let per_env = run.num_iterations().saturating_mul(run.num_steps as u64);
+            if len > per_env {
+                return Err(bad(
+                    "prefs.segment_length",
+                    format!(
+                        "a segment of {len} transitions is longer than the {per_env} steps per \
+                         env the whole run collects ({} rollouts of `num_steps` = {}), so none \
+                         could be cut; lower prefs.segment_length, or raise total_timesteps",
+                        run.num_iterations(),
+                        run.num_steps
+                    ),
+                ));
+            }
+            window = window.min(per_env);
+        }
+        let starts = window.saturating_sub(len).saturating_add(1);
+        let most = (run.num_envs as u64).saturating_mul(starts);
+        if len <= window && self.num_segments as u64 > most {
+            return Err(bad(
+                "prefs.num_segments",
+                format!(
+                    "a query compares K = {} distinct segments, but the rollouts they are cut \
+                     from hold at most {most} ({} envs × {starts} starts of a {len}-transition \
+                     segment in {window} steps per env); lower prefs.num_segments, or raise \
+                     num_envs",
+                    self.num_segments, run.num_envs
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks the table against the rest of the run's config; errors name `prefs.<field>`.
     pub fn validate(&self, run: &TrainConfig) -> Result<(), ConfigError> {
         let mut sizes = vec![
@@ -270,6 +312,7 @@ impl PrefsConfig {
                 ),
             ));
         }
+        self.check_room(run)?;
         if !QUERY_STRATEGIES.contains(&self.query.as_str()) {
             return Err(bad(
                 "prefs.query",

@@ -319,18 +319,32 @@ impl PrefsLoop {
         )
     }
 
-    /// Why a run that ended with no label asked learned nothing: every rollout's segments
-    /// crossed an episode boundary (`None` once a label was asked).
-    pub fn no_labels(&self) -> Option<String> {
-        (self.asked == 0).then(|| {
-            format!(
-                "no preference label was asked in the whole run ({} rollouts): fewer than \
-                 `prefs.num_segments` = {} stretches of `prefs.segment_length` = {} \
-                 transitions lay within one episode of the steps collected (episodes shorter \
-                 than a segment, or a run too short for the rollouts a segment spans), so the \
+    /// Why a run that ended with fewer labels asked than its budget cannot be read at that
+    /// budget (`None` once the whole budget was asked): in some rollouts, the last among them,
+    /// too few segments lay within one episode, and the labels due there went unasked. With
+    /// none asked the policy learned from a reward model that never saw a label; with some, a
+    /// sweep would place the run at a label budget it did not spend.
+    pub fn unspent_labels(&self) -> Option<String> {
+        let (k, len) = (self.prefs.num_segments, self.prefs.segment_length);
+        let cause = format!(
+            "fewer than `prefs.num_segments` = {k} stretches of `prefs.segment_length` = {len} \
+             transitions lay within one episode of the steps collected (episodes shorter than a \
+             segment, or a run too short for the rollouts a segment spans)"
+        );
+        if self.asked == 0 {
+            return Some(format!(
+                "no preference label was asked in the whole run ({} rollouts): {cause}, so the \
                  policy learned from a reward model that never saw a label; lower \
                  prefs.segment_length, or train longer",
-                self.deferred, self.prefs.num_segments, self.prefs.segment_length
+                self.deferred
+            ));
+        }
+        (self.asked < self.prefs.labels).then(|| {
+            format!(
+                "only {} of the {} labels of `prefs.labels` were asked: in {} rollouts, the \
+                 last among them, {cause}, so the labels due there went unasked and the run \
+                 cannot stand for its label budget; lower prefs.segment_length, or train longer",
+                self.asked, self.prefs.labels, self.deferred
             )
         })
     }
