@@ -82,6 +82,10 @@ pub struct Summary {
     /// beside it for an unfinished run that was not to replace an earlier one.
     #[serde(skip)]
     pub folder: Option<std::path::PathBuf>,
+    /// What the run's user should be told of a run that did not fail (not written to
+    /// `summary.json`): a preference run whose every label was a tie.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// Progress reported after every iteration.
@@ -369,6 +373,7 @@ impl Trainer {
             iterations: self.finished.0,
             wall_seconds: self.start.elapsed().as_secs_f64(),
             folder: None,
+            warnings: Vec::new(),
         }
     }
 }
@@ -577,6 +582,7 @@ fn finish_prefs(prefs: &mut PrefsLoop, summary: &mut Summary) {
         summary.status = "failed".into();
         summary.error = Some(format!("preference loop: {why}"));
     }
+    summary.warnings.extend(prefs.all_ties());
 }
 
 fn failed_before_start(config: &TrainConfig, e: &anyhow::Error) -> Summary {
@@ -595,5 +601,6 @@ fn failed_before_start(config: &TrainConfig, e: &anyhow::Error) -> Summary {
         iterations: 0,
         wall_seconds: 0.0,
         folder: None,
+        warnings: Vec::new(),
     }
 }

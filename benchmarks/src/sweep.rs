@@ -1241,7 +1241,7 @@ impl Ui {
     }
 
     fn finished(&self, n: usize, total: usize, id: &str, s: &Summary) {
-        let line = format!(
+        let mut line = format!(
             "[{n}/{total}] {id}: {}{} ({:.1} s)",
             s.status,
             s.final_return_mean_last100
@@ -1249,6 +1249,9 @@ impl Ui {
                 .unwrap_or_default(),
             s.wall_seconds
         );
+        for w in &s.warnings {
+            line.push_str(&format!("\n  warning: {w}"));
+        }
         match (&self.multi, &self.overall) {
             (Some(multi), Some(overall)) => {
                 let _ = multi.println(line);

@@ -223,6 +223,9 @@ fn run_training(command: &str, args: TrainArgs, extra: &[Layer]) -> Result<ExitC
         bar.finish_and_clear();
     }
     println!("{}", serde_json::to_string_pretty(&summary)?);
+    for w in &summary.warnings {
+        eprintln!("{command}: warning: {w}");
+    }
     if summary.status == "completed" {
         return Ok(ExitCode::SUCCESS);
     }

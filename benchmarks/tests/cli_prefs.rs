@@ -45,6 +45,7 @@ fn a_prefs_run_writes_labels_and_the_extra_columns_and_repeats_itself_alone_and_
     let a = scratch("a");
     let o = prefs(&a, &[]);
     assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("warning"), "{}", text(&o));
     let header = fs::read_to_string(a.join("metrics.csv")).unwrap();
     let header = header.lines().next().unwrap();
     for c in [
@@ -274,6 +275,45 @@ fn bad_input_exits_2_naming_the_field() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("label"), "{}", text(&o));
+}
+
+/// CartPole-v1 pays 1 on every step, so every pair of equal-length segments ties: the run
+/// completes (it may be meant to show what episode ends alone teach) and says so, where it
+/// used to say nothing while the reward model learned that all segments are alike.
+#[test]
+fn a_run_whose_every_label_is_a_tie_completes_with_a_warning() {
+    let dir = scratch("all-ties");
+    let out = dir.join("run");
+    let o = gradgym(&[
+        "prefs",
+        "--env",
+        "CartPole-v1",
+        "--total-timesteps",
+        "4096",
+        "--labels",
+        "40",
+        "--eval-episodes",
+        "1",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("warning: all 40 labels were ties"),
+        "{}",
+        text(&o)
+    );
+    let labels = fs::read_to_string(out.join("labels.csv")).unwrap();
+    assert_eq!(
+        labels
+            .lines()
+            .skip(1)
+            .filter(|l| l.contains(",tie,"))
+            .count(),
+        40
+    );
+    fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A run whose later rollouts hold no segment within one episode leaves labels due there

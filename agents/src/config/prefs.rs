@@ -45,7 +45,7 @@ pub struct PrefsConfig {
     /// (Christiano: c = 2·10⁶ on MuJoCo). Unset: a fifth of `total_timesteps`.
     pub rate_timescale: Option<u64>,
     /// Labels are asked in rounds of at least this many; each round ends with a refit. Unset:
-    /// max(10, labels / 32), so that a run has about 30 rounds whatever its budget.
+    /// max(10, labels / 32): about 25 rounds for a budget of 320 or more, fewer below.
     pub query_batch: Option<usize>,
     /// `interleaved` (queries, labels and fitting between rollouts; reproducible from the
     /// seed) or `async` (labelling and fitting on their own threads while the policy trains;

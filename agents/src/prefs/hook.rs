@@ -116,6 +116,8 @@ impl LabelsCsv {
 struct Labeller {
     human: SyntheticHuman,
     csv: Option<LabelsCsv>,
+    /// Answers that were ties, shared with the loop (the labeller may run on its own thread).
+    ties: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Labeller {
@@ -124,6 +126,9 @@ impl Labeller {
         for q in queries {
             let rewards: Vec<&[f64]> = q.true_rewards.iter().map(Vec::as_slice).collect();
             let answer = self.human.choose(&rewards)?;
+            if answer.choice.is_none() {
+                self.ties.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             if let Some(csv) = &mut self.csv {
                 csv.write(&q, &answer)?;
             }
@@ -229,6 +234,8 @@ pub struct PrefsLoop {
     deferred: u64,
     /// The initial model's layout (what `async` holds before its first fit).
     unfitted: RewardModel,
+    /// Ties among the labels answered so far.
+    ties: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PrefsLoop {
@@ -259,11 +266,13 @@ impl PrefsLoop {
             &mut rng::stream(seed, "prefs/init", 0),
         );
         let unfitted = model.clone_without_labels();
+        let ties = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let labeller = Labeller {
             human: SyntheticHuman::new(prefs.oracle(), rng::stream(seed, "prefs/oracle", 0))?,
             csv: labels_csv
                 .map(|p| LabelsCsv::create(p, prefs.num_segments))
                 .transpose()?,
+            ties: ties.clone(),
         };
         let fitter = Fitter {
             model,
@@ -304,6 +313,7 @@ impl PrefsLoop {
             discrete: spec.action_space.is_discrete(),
             deferred: 0,
             unfitted,
+            ties,
             prefs,
         })
     }
@@ -345,6 +355,24 @@ impl PrefsLoop {
                  last among them, {cause}, so the labels due there went unasked and the run \
                  cannot stand for its label budget; lower prefs.segment_length, or train longer",
                 self.asked, self.prefs.labels, self.deferred
+            )
+        })
+    }
+
+    /// What a run whose every label was a tie should be told (after [`Self::finish`]): its
+    /// reward model learned that all segments are alike, so the learner's reward carried no
+    /// preference. An env that pays the same reward on every step (CartPole-v1,
+    /// MountainCar-v0) gives equal returns to every pair of equal-length segments.
+    pub fn all_ties(&self) -> Option<String> {
+        let ties = self.ties.load(std::sync::atomic::Ordering::Relaxed);
+        (self.asked > 0 && ties == self.asked).then(|| {
+            format!(
+                "all {ties} labels were ties (segment returns within `prefs.margin` = {} of \
+                 each other), so the reward model learned no preference and the policy was paid \
+                 a reward that carried none; an env that pays the same reward on every step \
+                 (CartPole-v1, MountainCar-v0) does this, and its fixed-horizon variant \
+                 (FixedHorizonCartPole-v0, FixedHorizonMountainCar-v0) does not",
+                self.prefs.margin
             )
         })
     }
