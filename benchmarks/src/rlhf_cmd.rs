@@ -258,6 +258,15 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
                     &format!("{} holds what the run wrote", ended.folder.display()),
                 ));
             }
+            // A signal before the run's folder was made: nothing to keep.
+            Err(e) if e.is::<gradgym_agents::error::Interrupted>() => {
+                return Ok(crate::train_cmd::run_ended(
+                    &format!("gradgym rlhf {}", stage.name()),
+                    "interrupted",
+                    &format!("{e:#}"),
+                    &format!("nothing was written ({} was not made)", out.display()),
+                ));
+            }
             Err(e) => return Err(e),
         },
     };

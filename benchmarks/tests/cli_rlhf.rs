@@ -1845,6 +1845,59 @@ fn interrupt_once(
     child.wait_with_output().unwrap()
 }
 
+/// A signal while a large `--data` file is read (200,000 lines, over a second here) ends the
+/// run before its folder is made: it used to make it, copy the file into it and then stop,
+/// leaving `--out` taken by a run that had done nothing.
+#[test]
+fn sigint_while_the_inputs_are_read_writes_nothing() {
+    use std::time::{Duration, Instant};
+    let dir = scratch("signal-inputs");
+    let cfg = config(&dir, "");
+    let data = dir.join("big.jsonl");
+    fs::write(&data, format!("{GOOD}\n").repeat(200_000)).unwrap();
+    let out = dir.join("run");
+    let mut child = common::signalable()
+        .args(["rlhf", "--config", cfg.to_str().unwrap()])
+        .args(["--data", data.to_str().unwrap(), "--quiet"])
+        .args(["--out", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The handler is installed just before the inputs are read: SIGINT's bit (1 << 1) in the
+    // process's caught signals.
+    let status = format!("/proc/{}/status", child.id());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let caught = fs::read_to_string(&status)
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("SigCgt:"))?.to_string();
+                u64::from_str_radix(line.trim_start_matches("SigCgt:").trim(), 16).ok()
+            })
+            .unwrap_or(0);
+        if caught & 2 != 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no SIGINT handler within a minute"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    let t = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{t}");
+    assert!(t.contains("while its inputs were read"), "{t}");
+    assert!(!out.exists() && !partial(&out).exists(), "{t}");
+    fs::remove_dir_all(dir).ok();
+}
+
 /// A signal during one long RL update (a million epochs over the batch) stops it before its
 /// next gradient step, instead of waiting for the update to end.
 #[test]

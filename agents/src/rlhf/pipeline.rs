@@ -1010,6 +1010,9 @@ pub fn run(
         let first = data_in.as_deref().or(prior);
         crate::rlhf::memory::check(config, stage, first)?;
     }
+    // A signal while the inputs were read (a large --data file takes seconds) ends the run
+    // before its folder exists: nothing is written, and --out stays free.
+    check_interrupt(interrupt, || "while its inputs were read".into())?;
     let folder = RunFolder::create_as(out, existing, crate::run_folder::FolderKind::Rlhf)?;
     let mut run = Run {
         config,
