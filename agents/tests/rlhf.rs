@@ -1171,6 +1171,45 @@ fn labels_of_any_sampled_text_round_trip_through_jsonl() {
     }
 }
 
+/// A table of mixed rows written out (pandas writes a column's gaps as `null`): a null field
+/// counts as not given, so pairwise, tie and K-way rows of one export load as their forms.
+#[test]
+fn a_null_field_in_a_preference_line_is_a_gap() {
+    use gradgym_agents::rlhf::data::read_jsonl;
+    use gradgym_envs::text::GoldJudge;
+    let grammar = GoldJudge::new().grammar;
+    let lines = [
+        r#"{"prompt": "review of the phone positive :", "chosen": "the phone is great . <eos>", "rejected": "bad . <eos>", "tie": null, "responses": null, "best": null, "mu": null}"#,
+        r#"{"prompt": "review of the phone positive :", "chosen": "the phone is great . <eos>", "rejected": "bad . <eos>", "tie": true, "responses": null, "best": null, "mu": null}"#,
+        r#"{"prompt": "review of the phone positive :", "chosen": null, "rejected": null, "tie": null, "responses": ["bad . <eos>", "the phone is great . <eos>"], "best": 1.0, "mu": null}"#,
+        r#"{"prompt": "review of the phone positive :", "chosen": null, "rejected": null, "tie": null, "responses": ["bad . <eos>", "the phone is great . <eos>"], "best": null, "mu": [0.25, 0.75]}"#,
+    ];
+    let dir = std::env::temp_dir().join(format!("gradgym-jsonl-null-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("prefs.jsonl");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let got = read_jsonl(&path, &grammar, 16).unwrap();
+    let mus: Vec<Vec<f64>> = got.iter().map(|c| c.mu.clone()).collect();
+    assert_eq!(
+        mus,
+        [
+            vec![1.0, 0.0],
+            vec![0.5, 0.5],
+            vec![0.0, 1.0],
+            vec![0.25, 0.75]
+        ]
+    );
+    // The prompt is always needed: a null one is named.
+    std::fs::write(
+        &path,
+        r#"{"prompt": null, "chosen": "great . <eos>", "rejected": "bad . <eos>"}"#,
+    )
+    .unwrap();
+    let e = format!("{:#}", read_jsonl(&path, &grammar, 16).unwrap_err());
+    assert!(e.contains("prompt") && e.contains("got null"), "{e}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[test]
 fn a_preference_file_may_carry_a_byte_order_mark_and_crlf_but_not_bytes_outside_utf8() {
     use gradgym_agents::rlhf::data::read_jsonl;

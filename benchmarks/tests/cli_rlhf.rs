@@ -518,6 +518,18 @@ fn a_bad_preference_line_is_named_by_file_line_and_field() {
             r#"{"prompt": "review of the phone positive :", "chosen": "review of the phone positive : the phone is great . <eos>", "rejected": "bad . <eos>"}"#,
             "field `chosen`: begins with the line's prompt",
         ),
+        // A line cut short (what a killed exporter leaves) is said to be, not taken for a
+        // pretty-printed file; a misspelt field is named, not the field it misses.
+        (
+            "cut-short",
+            r#"{"prompt": "review of the phone positive :", "chosen": "the phone is gr"#,
+            "field `(line)`: not JSON: the line ends inside a value",
+        ),
+        (
+            "misspelt",
+            r#"{"promt": "review of the phone positive :", "chosen": "great . <eos>", "rejected": "bad . <eos>"}"#,
+            "field `promt`: unknown field",
+        ),
         (
             "implicit-prompt-bos",
             r#"{"prompt": "review of the phone positive :", "chosen": "great . <eos>", "rejected": "<bos> review of the phone positive : <sep> bad . <eos>"}"#,

@@ -110,15 +110,28 @@ fn parse_line(
     (max_response, limit): (usize, &str),
 ) -> Result<Comparison, (String, String)> {
     let value: Value = serde_json::from_str(line).map_err(|e| {
-        // A pretty-printed JSON file ends its first line inside an object.
-        let hint = if e.is_eof() {
-            " (one JSON object per line: JSONL, not a pretty-printed JSON file)"
+        // The line is the file's line, named beside this: serde's own "line 1" is dropped.
+        let text = e.to_string();
+        let what = text
+            .strip_suffix(&format!(" at line {} column {}", e.line(), e.column()))
+            .unwrap_or(&text);
+        let message = if !e.is_eof() {
+            format!("not JSON: {what} at column {}", e.column())
+        } else if matches!(line.trim(), "{" | "[") {
+            // A pretty-printed JSON file opens its object or array alone on its first line.
+            "not JSON: an opening bracket alone (one JSON object per line: JSONL, not a \
+             pretty-printed JSON file)"
+                .into()
         } else {
-            ""
+            format!(
+                "not JSON: the line ends inside a value ({what}, after {} characters): cut \
+                 short?",
+                line.chars().count()
+            )
         };
-        ("(line)".to_string(), format!("not JSON: {e}{hint}"))
+        ("(line)".to_string(), message)
     })?;
-    let Value::Object(obj) = value else {
+    let Value::Object(mut obj) = value else {
         return Err((
             "(line)".into(),
             format!("expected a JSON object, got {}", kind(&value)),
@@ -134,7 +147,7 @@ fn parse_line(
             .unwrap_or("(line)");
         return Err((key.to_string(), "given twice on the line".into()));
     }
-    let prompt = prompt_field(&obj, grammar)?;
+    // A misspelt field is named before the field it misses is said to be missing.
     let known = [
         "prompt",
         "chosen",
@@ -150,6 +163,10 @@ fn parse_line(
             format!("unknown field (known: {})", known.join(", ")),
         ));
     }
+    // A null is a gap (a table of mixed pairwise, tie and K-way rows written out, as pandas
+    // writes a column's gaps): the field counts as not given. The prompt is always needed.
+    obj.retain(|k, v| k == "prompt" || !v.is_null());
+    let prompt = prompt_field(&obj, grammar)?;
     let response = |field: &str, v: &Value| -> Result<Vec<u32>, (String, String)> {
         let Value::String(s) = v else {
             return Err((field.into(), format!("expected a string, got {}", kind(v))));
