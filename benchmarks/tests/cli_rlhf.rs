@@ -755,6 +755,21 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
             vec!["rm", "--sft", s, "--set", "labels.comparisons=0"],
             "`labels.comparisons`",
         ),
+        // Online rounds with nothing to label (before: round 2 refitted the same labels).
+        (
+            vec![
+                "rl",
+                "--sft",
+                s,
+                "--rm",
+                r,
+                "--set",
+                "rl.rounds=2",
+                "--set",
+                "labels.comparisons=0",
+            ],
+            "field `labels.comparisons`: 0, so online rounds 2 to 2",
+        ),
         // A size that would overflow an allocation (before: a capacity-overflow panic).
         (
             vec!["rl", "--set", "rl.batch_size=9223372036854775807"],

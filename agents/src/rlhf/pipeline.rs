@@ -893,6 +893,14 @@ pub fn run(
             "field `labels.comparisons`: 0 comparisons leave the reward model nothing to fit; ask for some, or give --data FILE"
         );
     }
+    // Each online round labels `labels.comparisons` of the current policy's samples.
+    if matches!(stage, Stage::All | Stage::Rl) && config.rl.rounds > 1 {
+        anyhow::ensure!(
+            config.labels.comparisons >= 1,
+            "field `labels.comparisons`: 0, so online rounds 2 to {} (`rl.rounds`) would label none of the policy's samples and refit the reward model on the labels it already had; ask for some, or set rl.rounds = 1",
+            config.rl.rounds
+        );
+    }
     anyhow::ensure!(
         stage != Stage::Bon || !config.eval.best_of_n.is_empty(),
         "field `eval.best_of_n`: empty, so `gradgym rlhf bon` has nothing to do; list the n to evaluate"
