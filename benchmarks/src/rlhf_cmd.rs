@@ -129,11 +129,24 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
     // --seed and --device apply before the config is validated, so a file written for a GPU
     // machine runs here with --device cpu.
     let mut sets = common.set.clone();
+    // A flag and a --set of the same field that disagree: which one was meant is unknown.
+    let set_of = |key: &str| -> Option<String> {
+        common.set.iter().rev().find_map(|s| {
+            let (k, v) = s.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+        })
+    };
     if let Some(s) = common.seed {
+        if let Some(v) = set_of("seed").filter(|v| *v != s.to_string()) {
+            anyhow::bail!("--seed {s} and --set seed={v} disagree; give one of them");
+        }
         sets.push(format!("seed={s}"));
     }
     if let Some(d) = &common.device {
         parse_device(d).map_err(|e| anyhow::anyhow!("--device {d}: {e}"))?;
+        if let Some(v) = set_of("device").filter(|v| v != d) {
+            anyhow::bail!("--device {d} and --set device={v} disagree; give one of them");
+        }
         sets.push(format!("device={}", toml::Value::String(d.clone())));
     }
     let mut inputs = Inputs {
@@ -347,7 +360,35 @@ fn load_config(
         }
     }
     let mut replaced = None;
-    if let Some((shape, _)) = shape {
+    if let Some((shape, path)) = shape {
+        // The config file's [model] gives way to the input model's shape (said on stderr); a
+        // --set the user wrote for this run does not give way silently: one that asks for
+        // another shape is refused.
+        let theirs = toml::Value::try_from(shape).context("the input model's shape")?;
+        let asked = apply_sets(toml::Table::new(), sets)?;
+        if let Some(toml::Value::Table(mine)) = asked.get("model") {
+            for (field, value) in mine {
+                let has = theirs.get(field);
+                if has.is_some_and(|h| h != value) {
+                    let set = sets
+                        .iter()
+                        .rev()
+                        .find(|s| {
+                            s.split_once('=')
+                                .is_some_and(|(k, _)| k.trim() == format!("model.{field}"))
+                        })
+                        .cloned()
+                        .unwrap_or_else(|| format!("model.{field}={value}"));
+                    anyhow::bail!(
+                        "--set {set}: field `model.{field}`: the input model {} has {field} = {}, \
+                         and a model brought as input is the run's model; drop the --set, or \
+                         fit a model of that shape (`gradgym rlhf sft`)",
+                        path.display(),
+                        has.expect("checked")
+                    );
+                }
+            }
+        }
         let own: ModelConfig = match table.get("model") {
             Some(m) => m.clone().try_into()?,
             None => ModelConfig::default(),

@@ -755,6 +755,15 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
             vec!["rm", "--sft", s, "--set", "labels.comparisons=0"],
             "`labels.comparisons`",
         ),
+        // A flag and a --set of one field that disagree (before: the flag won, unsaid).
+        (
+            vec!["sft", "--seed", "3", "--set", "seed=5"],
+            "--seed 3 and --set seed=5 disagree",
+        ),
+        (
+            vec!["sft", "--device", "cpu", "--set", "device=\"cuda\""],
+            "--device cpu and --set device=cuda disagree",
+        ),
         // Online rounds with nothing to label (before: round 2 refitted the same labels).
         (
             vec![
@@ -803,15 +812,43 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
             out.display()
         );
     }
-    // A language model's own shape is the run's [model], whatever the config says.
-    let adopted = run(&[
+    // A language model's own shape is the run's [model], whatever the config file says...
+    let c16 = dir.join("width16.toml");
+    fs::write(
+        &c16,
+        fs::read_to_string(c)
+            .unwrap()
+            .replace("width = 32", "width = 16"),
+    )
+    .unwrap();
+    let c16 = c16.to_str().unwrap();
+    // ...but a --set written for this run that asks for another shape is refused, not
+    // overruled in silence.
+    let asked = run(&[
         "sample",
         "--config",
-        c,
+        c16,
         "--sft",
         s,
         "--set",
         "model.width=16",
+        "--out",
+        o,
+    ]);
+    assert_eq!(asked.status.code(), Some(2), "{}", text(&asked));
+    assert!(
+        text(&asked).contains("--set model.width=16: field `model.width`: the input model")
+            && text(&asked).contains("has width = 32"),
+        "{}",
+        text(&asked)
+    );
+    assert!(!out.exists());
+    let adopted = run(&[
+        "sample",
+        "--config",
+        c16,
+        "--sft",
+        s,
         "--samples",
         "2",
         "--out",
