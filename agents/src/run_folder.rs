@@ -322,14 +322,8 @@ impl RunFolder {
         } else {
             None
         };
-        if partial.exists() && existing == Existing::Refuse {
-            bail!(
-                "{} holds the files of an earlier run of this name that never finished (killed outright, by a second signal or a crash); move or delete it, or pass --overwrite to replace it",
-                partial.display()
-            );
-        }
         // The same rule for the `.partial` folder --overwrite removes: a name that merely
-        // ends in `.partial` may hold a user's own files.
+        // ends in `.partial` may hold a user's own files (said with or without --overwrite).
         // A run killed while writing its manifest leaves only `manifest.json.tmp` (or the older
         // `manifest.tmp`), perhaps cut short: in a `.partial` folder that still marks a run's.
         let killed_writing_manifest = |d: &Path| {
@@ -340,6 +334,13 @@ impl RunFolder {
                 "{} exists and is not the folder of an unfinished gradgym run of this kind (it has no manifest.json that gradgym wrote for a {}); --overwrite replaces only run folders, so move it or choose another --out folder",
                 partial.display(),
                 kind.name()
+            );
+        }
+        // Only now a killed run's: told that --overwrite replaces it, which it then does.
+        if partial.exists() && existing == Existing::Refuse {
+            bail!(
+                "{} holds the files of an earlier run of this name that never finished (killed outright, by a second signal or a crash); move or delete it, or pass --overwrite to replace it",
+                partial.display()
             );
         }
         if partial.exists() {
@@ -862,12 +863,16 @@ mod tests {
         let partial = partial_path(&dir);
         fs::create_dir_all(&partial).unwrap();
         fs::write(partial.join("notes.txt"), "mine").unwrap();
-        let e = RunFolder::create(&dir, Existing::Replace).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("not the folder of an unfinished gradgym run"),
-            "{e}"
-        );
+        // Without --overwrite too: it is not called a killed run's, which --overwrite would
+        // then refuse to replace.
+        for existing in [Existing::Refuse, Existing::Replace] {
+            let e = RunFolder::create(&dir, existing).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("not the folder of an unfinished gradgym run"),
+                "{existing:?}: {e}"
+            );
+        }
         assert!(
             partial.join("notes.txt").exists(),
             "the user's file is kept"

@@ -683,6 +683,10 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
         cfg.display().to_string(),
     );
     let no_model = format!("{empty}/sft/model.json exists");
+    // A model.json that is a folder is named as one (before: said not to exist).
+    fs::create_dir_all(dir.join("json-folder/model.json")).unwrap();
+    let json_folder = dir.join("json-folder").display().to_string();
+    let not_a_file = format!("{json_folder}/model.json is not a file");
     // The SFT model with one field of its model.json set to `value`, in folder `name`.
     let sft_with = |name: &str, field: &str, value: u64| {
         let at = dir.join(name);
@@ -715,6 +719,7 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
         ),
         (vec!["rm", "--sft", &file], "not a folder"),
         (vec!["rm", "--sft", &empty], no_model.as_str()),
+        (vec!["rm", "--sft", &json_folder], not_a_file.as_str()),
         (vec!["rl", "--sft", rm_model, "--rm", r], "--sft"),
         (vec!["rl", "--sft", s, "--rm", s], "--rm"),
         (

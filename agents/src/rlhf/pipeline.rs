@@ -575,6 +575,13 @@ fn load_model(path: &Path, sub: &str, device: Device) -> Result<Gpt> {
         anyhow::bail!("not a folder (it wants a model folder or a run folder)");
     }
     let dir = model_dir(path, sub);
+    // A `model.json` that is there but is no file (a folder, a broken link) is named as such.
+    if let Some(odd) = [path.join("model.json"), path.join(sub).join("model.json")]
+        .into_iter()
+        .find(|m| m.symlink_metadata().is_ok() && !m.is_file())
+    {
+        anyhow::bail!("{} is not a file", odd.display());
+    }
     if !dir.join("model.json").is_file() {
         // A run folder of another stage: say which of its models there is, and what it is.
         let others = [
