@@ -410,6 +410,20 @@ pub fn run_plot(args: PlotArgs) -> Result<ExitCode> {
         }
         all
     } else {
+        // Some estimator studies among results folders: two kinds that draw different
+        // figures, said as such (each would otherwise be read as a broken run folder).
+        if let Some(study) = args
+            .dirs
+            .iter()
+            .find(|d| d.join("estimators.csv").is_file())
+        {
+            anyhow::bail!(
+                "{} is an estimator study (estimators.csv) and the others are not: an estimator \
+                 study's figures and a results folder's are drawn apart; plot the studies in \
+                 one call and the results folders in another",
+                study.display()
+            );
+        }
         rlhf_alone(&args.dirs, "plot")?;
         let set = results::load(&args.dirs)?;
         for w in &set.warnings {

@@ -343,6 +343,17 @@ fn estimator_studies_plotted_together_keep_their_own_figures() {
         text(&o)
     );
     assert!(!one.join("both").exists());
+    // A study beside a results folder: named as a study, not as a broken run folder.
+    let rows: Vec<Row<'_>> = vec![("CartPole-v1", "ppo", 1, &[][..], "completed", "100", "")];
+    let sweep = folder("beside-a-study", &[], &rows);
+    let o = gradgym(&["plot", s(&one), s(&sweep), "--out", s(&one.join("mixed"))]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("is an estimator study (estimators.csv) and the others are not"),
+        "{}",
+        text(&o)
+    );
+    assert!(!one.join("mixed").exists());
 }
 
 /// Completed runs with no score under the metric (eval_episodes = 0 under `--metric eval`)
