@@ -1925,7 +1925,7 @@ fn sigint_while_the_inputs_are_read_writes_nothing() {
     let data = dir.join("big.jsonl");
     fs::write(&data, format!("{GOOD}\n").repeat(200_000)).unwrap();
     let out = dir.join("run");
-    let mut child = common::signalable()
+    let child = common::signalable()
         .args(["rlhf", "--config", cfg.to_str().unwrap()])
         .args(["--data", data.to_str().unwrap(), "--quiet"])
         .args(["--out", out.to_str().unwrap()])
