@@ -130,21 +130,34 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
     // machine runs here with --device cpu.
     let mut sets = common.set.clone();
     // A flag and a --set of the same field that disagree: which one was meant is unknown.
-    let set_of = |key: &str| -> Option<String> {
+    // The --set's value is read as TOML, as the config reads it (`1_000` is 1000).
+    let set_of = |key: &str| -> Option<(String, toml::Value)> {
         common.set.iter().rev().find_map(|s| {
             let (k, v) = s.split_once('=')?;
-            (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+            (k.trim() == key).then(|| {
+                let value = apply_sets(toml::Table::new(), std::slice::from_ref(s))
+                    .ok()
+                    .and_then(|mut t| t.remove(key))
+                    .unwrap_or_else(|| toml::Value::String(v.trim().to_string()));
+                (v.trim().to_string(), value)
+            })
         })
     };
     if let Some(s) = common.seed {
-        if let Some(v) = set_of("seed").filter(|v| *v != s.to_string()) {
+        if let Some((v, value)) = set_of("seed")
+            && value.as_integer().is_none_or(|i| i < 0 || i as u64 != s)
+        {
             anyhow::bail!("--seed {s} and --set seed={v} disagree; give one of them");
         }
         sets.push(format!("seed={s}"));
     }
     if let Some(d) = &common.device {
-        parse_device(d).map_err(|e| anyhow::anyhow!("--device {d}: {e}"))?;
-        if let Some(v) = set_of("device").filter(|v| v != d) {
+        let flag = parse_device(d).map_err(|e| anyhow::anyhow!("--device {d}: {e}"))?;
+        if let Some((v, value)) = set_of("device")
+            && value
+                .as_str()
+                .is_none_or(|named| parse_device(named).ok() != Some(flag))
+        {
             anyhow::bail!("--device {d} and --set device={v} disagree; give one of them");
         }
         sets.push(format!("device={}", toml::Value::String(d.clone())));

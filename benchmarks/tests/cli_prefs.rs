@@ -313,6 +313,73 @@ fn a_run_whose_every_label_is_a_tie_completes_with_a_warning() {
             .count(),
         40
     );
+    // Under ε some answers are coin flips, not ties; the returns still never differed.
+    let noisy = dir.join("noisy");
+    let o = gradgym(&[
+        "prefs",
+        "--env",
+        "CartPole-v1",
+        "--total-timesteps",
+        "4096",
+        "--labels",
+        "40",
+        "--prefs",
+        "{ epsilon = 0.5 }",
+        "--eval-episodes",
+        "1",
+        "--quiet",
+        "--out",
+        noisy.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let labels = fs::read_to_string(noisy.join("labels.csv")).unwrap();
+    assert!(
+        labels.lines().skip(1).any(|l| !l.contains(",tie,")),
+        "{labels}"
+    );
+    assert!(
+        text(&o).contains("warning: all 40 labels were ties"),
+        "{}",
+        text(&o)
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A segment longer than a rollout waits for the rollouts that hold it before the initial
+/// batch can be asked (A2C's 8-step rollouts, 180-step segments: 23 of them); those are not
+/// counted against the initial batch's patience (20 rollouts), which used to fail the run at
+/// iteration 21 blaming episodes (Pendulum's are 200 steps) shorter than a segment.
+#[test]
+fn a_segment_longer_than_a_rollout_waits_for_the_rollouts_it_spans() {
+    let dir = scratch("long-segments");
+    let out = dir.join("run");
+    let o = gradgym(&[
+        "prefs",
+        "--env",
+        "Pendulum-v1",
+        "--algo",
+        "a2c",
+        "--segment-length",
+        "180",
+        "--labels",
+        "20",
+        "--total-timesteps",
+        "4096",
+        "--eval-episodes",
+        "1",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!text(&o).contains("in 20 rollouts"), "{}", text(&o));
+    let labels = fs::read_to_string(out.join("labels.csv")).unwrap();
+    assert!(
+        labels
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.split(',').nth(1) == Some("23")),
+        "{labels}"
+    );
     fs::remove_dir_all(&dir).unwrap();
 }
 

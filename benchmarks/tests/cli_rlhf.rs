@@ -767,7 +767,7 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
         ),
         (
             vec!["sft", "--device", "cpu", "--set", "device=\"cuda\""],
-            "--device cpu and --set device=cuda disagree",
+            "--device cpu and --set device=\"cuda\" disagree",
         ),
         // Online rounds with nothing to label (before: round 2 refitted the same labels).
         (
@@ -817,6 +817,23 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
             out.display()
         );
     }
+    // A --set that agrees with its flag in another spelling is no disagreement.
+    ok(&run(&[
+        "sft",
+        "--config",
+        c,
+        "--seed",
+        "1000",
+        "--set",
+        "seed=1_000",
+        "--device",
+        "cpu",
+        "--set",
+        "device='cpu'",
+        "--out",
+        dir.join("agreeing").to_str().unwrap(),
+        "--quiet",
+    ]));
     // A language model's own shape is the run's [model], whatever the config file says...
     let c16 = dir.join("width16.toml");
     fs::write(

@@ -253,7 +253,7 @@ impl PrefsConfig {
                     "a query compares K = {} distinct segments, but the rollouts they are cut \
                      from hold at most {most} ({} envs × {starts} starts of a {len}-transition \
                      segment in {window} steps per env); lower prefs.num_segments, or raise \
-                     num_envs",
+                     num_envs (or num_steps and total_timesteps, which lengthen the steps kept)",
                     self.num_segments, run.num_envs
                 ),
             ));

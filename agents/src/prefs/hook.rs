@@ -116,8 +116,11 @@ impl LabelsCsv {
 struct Labeller {
     human: SyntheticHuman,
     csv: Option<LabelsCsv>,
-    /// Answers that were ties, shared with the loop (the labeller may run on its own thread).
+    /// Queries whose segments' returns were all within the tie margin (answered a tie, or
+    /// at random under ε), shared with the loop (the labeller may run on its own thread).
     ties: Arc<std::sync::atomic::AtomicU64>,
+    /// The oracle's tie margin.
+    margin: f64,
 }
 
 impl Labeller {
@@ -126,7 +129,13 @@ impl Labeller {
         for q in queries {
             let rewards: Vec<&[f64]> = q.true_rewards.iter().map(Vec::as_slice).collect();
             let answer = self.human.choose(&rewards)?;
-            if answer.choice.is_none() {
+            let (lo, hi) = answer
+                .returns
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| {
+                    (lo.min(r), hi.max(r))
+                });
+            if hi - lo <= self.margin {
                 self.ties.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             if let Some(csv) = &mut self.csv {
@@ -232,6 +241,8 @@ pub struct PrefsLoop {
     discrete: bool,
     /// Iterations whose due labels found no segment that fits.
     deferred: u64,
+    /// Those of them whose kept rollouts held fewer steps than a segment.
+    filling: u64,
     /// The initial model's layout (what `async` holds before its first fit).
     unfitted: RewardModel,
     /// Ties among the labels answered so far.
@@ -273,6 +284,7 @@ impl PrefsLoop {
                 .map(|p| LabelsCsv::create(p, prefs.num_segments))
                 .transpose()?,
             ties: ties.clone(),
+            margin: prefs.margin,
         };
         let fitter = Fitter {
             model,
@@ -312,6 +324,7 @@ impl PrefsLoop {
             window,
             discrete: spec.action_space.is_discrete(),
             deferred: 0,
+            filling: 0,
             unfitted,
             ties,
             prefs,
@@ -339,7 +352,8 @@ impl PrefsLoop {
         let cause = format!(
             "fewer than `prefs.num_segments` = {k} stretches of `prefs.segment_length` = {len} \
              transitions lay within one episode of the steps collected (episodes shorter than a \
-             segment, or a run too short for the rollouts a segment spans)"
+             segment, a run too short for the rollouts a segment spans, or episode ends cutting \
+             the rollouts kept)"
         );
         if self.asked == 0 {
             return Some(format!(
@@ -359,19 +373,21 @@ impl PrefsLoop {
         })
     }
 
-    /// What a run whose every label was a tie should be told (after [`Self::finish`]): its
-    /// reward model learned that all segments are alike, so the learner's reward carried no
-    /// preference. An env that pays the same reward on every step (CartPole-v1,
-    /// MountainCar-v0) gives equal returns to every pair of equal-length segments.
+    /// What a run none of whose queries compared segments of different returns should be told
+    /// (after [`Self::finish`]): every label was a tie, or under ε a random answer, so its
+    /// reward model learned no preference and the learner's reward carried none. An env that
+    /// pays the same reward on every step (CartPole-v1, MountainCar-v0) gives equal returns to
+    /// every pair of equal-length segments.
     pub fn all_ties(&self) -> Option<String> {
         let ties = self.ties.load(std::sync::atomic::Ordering::Relaxed);
         (self.asked > 0 && ties == self.asked).then(|| {
             format!(
-                "all {ties} labels were ties (segment returns within `prefs.margin` = {} of \
-                 each other), so the reward model learned no preference and the policy was paid \
-                 a reward that carried none; an env that pays the same reward on every step \
-                 (CartPole-v1, MountainCar-v0) does this, and its fixed-horizon variant \
-                 (FixedHorizonCartPole-v0, FixedHorizonMountainCar-v0) does not",
+                "all {ties} labels were ties: every query's segments had returns within \
+                 `prefs.margin` = {} of each other, so each answer was a tie (or, under \
+                 `prefs.epsilon`, a coin flip), the reward model learned no preference and the \
+                 policy was paid a reward that carried none; an env that pays the same reward on \
+                 every step (CartPole-v1, MountainCar-v0) does this, and its fixed-horizon \
+                 variant (FixedHorizonCartPole-v0, FixedHorizonMountainCar-v0) does not",
                 self.prefs.margin
             )
         })
@@ -534,10 +550,17 @@ impl PrefsLoop {
         Ok(candidates)
     }
 
-    /// Counts a round whose labels found no segment; the initial batch may wait only so long.
+    /// Counts a round whose labels found no segment; the initial batch may wait only so long,
+    /// counted from the first rollout whose kept steps could hold a segment (a segment longer
+    /// than a rollout waits for ⌈segment_length / num_steps⌉ of them first, which can be more
+    /// than [`MAX_DEFERRED`]).
     fn defer(&mut self, iteration: u64) -> Result<()> {
         self.deferred += 1;
-        if self.asked == 0 && self.deferred > MAX_DEFERRED {
+        let held: usize = self.history.iter().map(|r| r.dones.nrows()).sum();
+        if held < self.prefs.segment_length {
+            self.filling += 1;
+        }
+        if self.asked == 0 && self.deferred - self.filling > MAX_DEFERRED {
             return Err(anyhow!(
                 "iteration {iteration}: in {MAX_DEFERRED} rollouts fewer than \
                  `prefs.num_segments` = {} stretches of `prefs.segment_length` = {} \
