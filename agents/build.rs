@@ -1,28 +1,15 @@
 include!("../build/link_libtorch.rs");
+include!("../build/git_revision.rs");
 
 /// Build facts recorded in every run's manifest: the git revision of the source and the
 /// libtorch version the binary links.
 fn main() {
     link_libtorch();
     build_ops();
-    let git = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let dirty = std::process::Command::new("git")
-        .args(["status", "--porcelain", "--untracked-files=no"])
-        .output()
-        .ok()
-        .is_some_and(|o| !o.stdout.is_empty());
-    println!(
-        "cargo:rustc-env=GRADGYM_GIT_REVISION={git}{}",
-        if dirty { "-dirty" } else { "" }
-    );
-    println!("cargo:rerun-if-changed=../.git/HEAD");
-    println!("cargo:rerun-if-changed=../.git/index");
+    // What a library user of this crate records; the `gradgym` binary records its own
+    // (benchmarks/build.rs), since an edit to a crate above this one leaves this one's
+    // build alone.
+    git_revision();
     let version = std::env::var("DEP_TCH_LIBTORCH_LIB")
         .ok()
         .and_then(|lib| {

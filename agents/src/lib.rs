@@ -48,7 +48,20 @@ pub mod train;
 
 /// Facts about the build, recorded in manifests and printed by `gradgym info`.
 pub mod build_info {
+    /// This crate's build's revision: [`git_revision`] unless a binary has set its own.
     pub const GIT_REVISION: &str = env!("GRADGYM_GIT_REVISION");
+    static BINARY_REVISION: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+    /// The revision a binary was built from, set once at its start: the `gradgym` binary's
+    /// build script sees edits to every crate, this crate's only its own.
+    pub fn set_git_revision(revision: &'static str) {
+        let _ = BINARY_REVISION.set(revision);
+    }
+
+    /// The git revision recorded in manifests (`-dirty` when the source differed from it).
+    pub fn git_revision() -> &'static str {
+        BINARY_REVISION.get().copied().unwrap_or(GIT_REVISION)
+    }
     pub const LIBTORCH_VERSION: &str = env!("GRADGYM_LIBTORCH_VERSION");
     pub const GRADGYM_VERSION: &str = env!("CARGO_PKG_VERSION");
 }

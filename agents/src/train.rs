@@ -488,7 +488,7 @@ pub fn train_with(
         &Manifest {
             config,
             seed: config.seed,
-            git_revision: crate::build_info::GIT_REVISION,
+            git_revision: crate::build_info::git_revision(),
             gradgym_version: crate::build_info::GRADGYM_VERSION,
             libtorch_version: crate::build_info::LIBTORCH_VERSION,
             tch_version: "0.24.0",

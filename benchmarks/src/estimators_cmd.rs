@@ -113,7 +113,7 @@ pub fn run(args: EstimatorArgs) -> Result<ExitCode> {
             "command": "gradgym estimators",
             "seed": args.seed,
             "config": &config,
-            "git_revision": gradgym_agents::build_info::GIT_REVISION,
+            "git_revision": gradgym_agents::build_info::git_revision(),
             "gradgym_version": gradgym_agents::build_info::GRADGYM_VERSION,
         }),
     )?;

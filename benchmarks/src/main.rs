@@ -53,6 +53,8 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // This binary's revision, from a build script that sees every crate's source.
+    gradgym_agents::build_info::set_git_revision(env!("GRADGYM_GIT_REVISION"));
     reproducible_mkl();
     short_panic_messages();
     if let Err(e) = malloc::keep_freed_memory() {

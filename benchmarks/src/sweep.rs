@@ -1058,7 +1058,7 @@ pub fn run_sweep(spec_path: &Path, options: &SweepOptions) -> Result<SweepOutcom
     }
 
     let previous: Option<SweepManifest> = previous_text.and_then(|t| serde_json::from_str(&t).ok());
-    let now = gradgym_agents::build_info::GIT_REVISION;
+    let now = gradgym_agents::build_info::git_revision();
     let git_revisions = revisions_so_far(previous.as_ref(), now);
     if previous.is_some() && outcome.skipped > 0 {
         let before: Vec<&str> = git_revisions

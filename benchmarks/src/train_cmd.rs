@@ -284,7 +284,7 @@ pub(crate) fn interrupt_on_signals() -> Result<std::sync::Arc<std::sync::atomic:
 
 pub fn run_info() -> Result<ExitCode> {
     use gradgym_agents::build_info::*;
-    println!("gradgym {GRADGYM_VERSION} (git {GIT_REVISION})");
+    println!("gradgym {GRADGYM_VERSION} (git {})", git_revision());
     println!("libtorch {LIBTORCH_VERSION} via tch 0.24.0");
     println!(
         "CUDA available: {} ({} device(s))",

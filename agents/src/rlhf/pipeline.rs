@@ -1050,7 +1050,7 @@ pub fn run(
             stage: stage.name(),
             config,
             seed: config.seed,
-            git_revision: crate::build_info::GIT_REVISION,
+            git_revision: crate::build_info::git_revision(),
             gradgym_version: crate::build_info::GRADGYM_VERSION,
             libtorch_version: crate::build_info::LIBTORCH_VERSION,
             device: format!("{device:?}"),
