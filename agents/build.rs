@@ -9,7 +9,7 @@ fn main() {
     // What a library user of this crate records; the `gradgym` binary records its own
     // (benchmarks/build.rs), since an edit to a crate above this one leaves this one's
     // build alone.
-    git_revision();
+    git_revision(&["envs", "algorithms", "agents"]);
     let version = std::env::var("DEP_TCH_LIBTORCH_LIB")
         .ok()
         .and_then(|lib| {

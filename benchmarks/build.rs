@@ -5,5 +5,5 @@ include!("../build/git_revision.rs");
 /// (reran when any crate's source changes, so an unstaged edit reads `-dirty`).
 fn main() {
     link_libtorch();
-    git_revision();
+    git_revision(&["envs", "algorithms", "agents", "benchmarks"]);
 }
