@@ -119,8 +119,6 @@ struct Labeller {
     /// Queries whose segments' returns were all within the tie margin (answered a tie, or
     /// at random under ε), shared with the loop (the labeller may run on its own thread).
     ties: Arc<std::sync::atomic::AtomicU64>,
-    /// The oracle's tie margin.
-    margin: f64,
 }
 
 impl Labeller {
@@ -129,13 +127,7 @@ impl Labeller {
         for q in queries {
             let rewards: Vec<&[f64]> = q.true_rewards.iter().map(Vec::as_slice).collect();
             let answer = self.human.choose(&rewards)?;
-            let (lo, hi) = answer
-                .returns
-                .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| {
-                    (lo.min(r), hi.max(r))
-                });
-            if hi - lo <= self.margin {
+            if self.human.within_margin(&answer.returns) {
                 self.ties.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             if let Some(csv) = &mut self.csv {
@@ -284,7 +276,6 @@ impl PrefsLoop {
                 .map(|p| LabelsCsv::create(p, prefs.num_segments))
                 .transpose()?,
             ties: ties.clone(),
-            margin: prefs.margin,
         };
         let fitter = Fitter {
             model,

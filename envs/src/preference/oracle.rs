@@ -168,6 +168,14 @@ impl SyntheticHuman {
         &self.config
     }
 
+    /// Whether segments of these (discounted) returns tie under the model: every return
+    /// within the margin of every other (max R − min R ≤ margin).
+    pub fn within_margin(&self, returns: &[f64]) -> bool {
+        let max = returns.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let min = returns.iter().copied().fold(f64::INFINITY, f64::min);
+        max - min <= self.config.margin
+    }
+
     /// `Σ_t γ^t r_t` over a segment's rewards.
     pub fn segment_return(&self, rewards: &[f64]) -> f64 {
         let gamma = self.config.discount;
@@ -283,14 +291,13 @@ impl SyntheticHuman {
     /// maxima for T = 0.
     fn model(&self, returns: &[f64]) -> AnswerProbabilities {
         let k = returns.len();
-        let max = returns.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let min = returns.iter().copied().fold(f64::INFINITY, f64::min);
-        if max - min <= self.config.margin {
+        if self.within_margin(returns) {
             return AnswerProbabilities {
                 choices: vec![0.0; k],
                 tie: 1.0,
             };
         }
+        let max = returns.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let t = self.config.temperature;
         let weights: Vec<f64> = if t == 0.0 {
             returns.iter().map(|&r| (r == max) as u8 as f64).collect()
