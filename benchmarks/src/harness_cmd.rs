@@ -387,13 +387,19 @@ pub fn run_plot(args: PlotArgs) -> Result<ExitCode> {
         .out
         .clone()
         .unwrap_or_else(|| args.dirs[0].join("plots"));
+    // The estimator studies among the folders: all of them, or none, may be plotted.
+    let studies: Vec<&PathBuf> = args
+        .dirs
+        .iter()
+        .filter(|d| d.join("estimators.csv").is_file())
+        .collect();
     let written = if args.dirs.len() == 1 && rlhf_study::is_study(&args.dirs[0]) {
         let study = rlhf_study::load(&args.dirs[0])?;
         for (run, status, _) in &study.skipped {
             eprintln!("warning: {run} left out (status {status})");
         }
         plot::plot_rlhf(&study, &out)?
-    } else if args.dirs.iter().all(|d| d.join("estimators.csv").is_file()) {
+    } else if studies.len() == args.dirs.len() {
         // Each study's figures have the same names: one folder of them per study.
         if args.dirs.len() > 1 && args.out.is_some() {
             anyhow::bail!(
@@ -412,11 +418,7 @@ pub fn run_plot(args: PlotArgs) -> Result<ExitCode> {
     } else {
         // Some estimator studies among results folders: two kinds that draw different
         // figures, said as such (each would otherwise be read as a broken run folder).
-        if let Some(study) = args
-            .dirs
-            .iter()
-            .find(|d| d.join("estimators.csv").is_file())
-        {
+        if let Some(study) = studies.first() {
             anyhow::bail!(
                 "{} is an estimator study (estimators.csv) and the others are not: an estimator \
                  study's figures and a results folder's are drawn apart; plot the studies in \

@@ -381,8 +381,7 @@ fn load_config(
         let asked = apply_sets(toml::Table::new(), sets)?;
         if let Some(toml::Value::Table(mine)) = asked.get("model") {
             for (field, value) in mine {
-                let has = theirs.get(field);
-                if has.is_some_and(|h| h != value) {
+                if let Some(has) = theirs.get(field).filter(|h| *h != value) {
                     let set = sets
                         .iter()
                         .rev()
@@ -397,7 +396,7 @@ fn load_config(
                          and a model brought as input is the run's model; drop the --set, or \
                          fit a model of that shape (`gradgym rlhf sft`)",
                         path.display(),
-                        has.expect("checked")
+                        has
                     );
                 }
             }
@@ -409,10 +408,7 @@ fn load_config(
         if own != *shape {
             replaced = Some(own);
         }
-        table.insert(
-            "model".into(),
-            toml::Value::try_from(shape).context("the input model's shape")?,
-        );
+        table.insert("model".into(), theirs);
     }
     let mut with = source;
     if !sets.is_empty() {
