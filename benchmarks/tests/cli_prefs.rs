@@ -40,6 +40,16 @@ fn prefs(out: &Path, extra: &[&str]) -> std::process::Output {
 
 const TIMING: &[&str] = &["SPS", "wall_seconds"];
 
+/// `gradgym prefs` on `env` for 4,096 steps with one evaluation episode, quiet, into `out`,
+/// with `extra` flags.
+fn short_run(env: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["prefs", "--env", env, "--total-timesteps", "4096"];
+    args.extend_from_slice(&["--eval-episodes", "1", "--quiet"]);
+    args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    gradgym(&args)
+}
+
 #[test]
 fn a_prefs_run_writes_labels_and_the_extra_columns_and_repeats_itself_alone_and_in_a_sweep() {
     let a = scratch("a");
@@ -284,20 +294,7 @@ fn bad_input_exits_2_naming_the_field() {
 fn a_run_whose_every_label_is_a_tie_completes_with_a_warning() {
     let dir = scratch("all-ties");
     let out = dir.join("run");
-    let o = gradgym(&[
-        "prefs",
-        "--env",
-        "CartPole-v1",
-        "--total-timesteps",
-        "4096",
-        "--labels",
-        "40",
-        "--eval-episodes",
-        "1",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = short_run("CartPole-v1", &out, &["--labels", "40"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("warning: all 40 labels were ties"),
@@ -315,22 +312,11 @@ fn a_run_whose_every_label_is_a_tie_completes_with_a_warning() {
     );
     // Under ε some answers are coin flips, not ties; the returns still never differed.
     let noisy = dir.join("noisy");
-    let o = gradgym(&[
-        "prefs",
-        "--env",
+    let o = short_run(
         "CartPole-v1",
-        "--total-timesteps",
-        "4096",
-        "--labels",
-        "40",
-        "--prefs",
-        "{ epsilon = 0.5 }",
-        "--eval-episodes",
-        "1",
-        "--quiet",
-        "--out",
-        noisy.to_str().unwrap(),
-    ]);
+        &noisy,
+        &["--labels", "40", "--prefs", "{ epsilon = 0.5 }"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let labels = fs::read_to_string(noisy.join("labels.csv")).unwrap();
     assert!(
@@ -353,24 +339,11 @@ fn a_run_whose_every_label_is_a_tie_completes_with_a_warning() {
 fn a_segment_longer_than_a_rollout_waits_for_the_rollouts_it_spans() {
     let dir = scratch("long-segments");
     let out = dir.join("run");
-    let o = gradgym(&[
-        "prefs",
-        "--env",
+    let o = short_run(
         "Pendulum-v1",
-        "--algo",
-        "a2c",
-        "--segment-length",
-        "180",
-        "--labels",
-        "20",
-        "--total-timesteps",
-        "4096",
-        "--eval-episodes",
-        "1",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+        &out,
+        &["--algo", "a2c", "--segment-length", "180", "--labels", "20"],
+    );
     assert!(!text(&o).contains("in 20 rollouts"), "{}", text(&o));
     let labels = fs::read_to_string(out.join("labels.csv")).unwrap();
     assert!(
@@ -391,24 +364,18 @@ fn a_segment_longer_than_a_rollout_waits_for_the_rollouts_it_spans() {
 fn a_run_that_asked_part_of_its_label_budget_fails_saying_how_much() {
     let dir = scratch("short-labels");
     let out = dir.join("run");
-    let o = gradgym(&[
-        "prefs",
-        "--env",
+    let o = short_run(
         "CartPole-v1",
-        "--total-timesteps",
-        "4096",
-        "--eval-episodes",
-        "1",
-        "--labels",
-        "200",
-        "--segment-length",
-        "60",
-        "--prefs",
-        "{ initial_fit_steps = 5, fit_steps = 2 }",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+        &out,
+        &[
+            "--labels",
+            "200",
+            "--segment-length",
+            "60",
+            "--prefs",
+            "{ initial_fit_steps = 5, fit_steps = 2 }",
+        ],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("only 50 of the 200 labels of `prefs.labels` were asked")
@@ -418,8 +385,7 @@ fn a_run_that_asked_part_of_its_label_budget_fails_saying_how_much() {
     );
     let labels = fs::read_to_string(out.join("labels.csv")).unwrap();
     assert_eq!(labels.lines().count(), 51, "{labels}");
-    let summary: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let summary = common::summary(&out);
     assert_eq!(summary["status"], "failed");
     assert!(out.join("policy.safetensors").exists());
     fs::remove_dir_all(&dir).unwrap();
@@ -432,18 +398,7 @@ fn a_run_that_asked_part_of_its_label_budget_fails_saying_how_much() {
 fn a_run_that_asked_no_label_fails_saying_why() {
     let dir = scratch("no-labels");
     let out = dir.join("run");
-    let o = gradgym(&[
-        "prefs",
-        "--env",
-        "CartPole-v1",
-        "--segment-length",
-        "200",
-        "--total-timesteps",
-        "4096",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = short_run("CartPole-v1", &out, &["--segment-length", "200"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("no preference label was asked in the whole run")
@@ -451,8 +406,7 @@ fn a_run_that_asked_no_label_fails_saying_why() {
         "{}",
         text(&o)
     );
-    let summary: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let summary = common::summary(&out);
     assert_eq!(summary["status"], "failed");
     assert_eq!(summary["iterations"], 8);
     fs::remove_dir_all(&dir).unwrap();
