@@ -1898,6 +1898,32 @@ fn interrupt_once(
     delay: std::time::Duration,
     within: std::time::Duration,
 ) -> std::process::Output {
+    let waiting = format!("the run never wrote {}", started.display());
+    interrupt_when(args, &|_| started.exists(), &waiting, delay, within)
+}
+
+/// Whether the process `pid` has a handler for SIGINT: its bit (1 << 1) in the caught signals
+/// of `/proc/PID/status`.
+fn handles_sigint(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("SigCgt:"))?.to_string();
+            u64::from_str_radix(line.trim_start_matches("SigCgt:").trim(), 16).ok()
+        })
+        .is_some_and(|caught| caught & 2 != 0)
+}
+
+/// Runs `gradgym rlhf ARGS`, and `delay` after `ready(pid)` holds (within two minutes, else it
+/// panics saying `waiting`) sends it SIGINT; its output once it has ended, which must be
+/// within `within` of the signal.
+fn interrupt_when(
+    args: &[&str],
+    ready: &dyn Fn(u32) -> bool,
+    waiting: &str,
+    delay: std::time::Duration,
+    within: std::time::Duration,
+) -> std::process::Output {
     use std::time::{Duration, Instant};
     let mut child = common::signalable()
         .arg("rlhf")
@@ -1907,12 +1933,12 @@ fn interrupt_once(
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !started.exists() {
+    while !ready(child.id()) {
         if Instant::now() > deadline {
             child.kill().ok();
-            panic!("the run never wrote {}", started.display());
+            panic!("{waiting}");
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(2));
     }
     std::thread::sleep(delay);
     let sent = Instant::now();
@@ -1936,47 +1962,28 @@ fn interrupt_once(
 /// leaving `--out` taken by a run that had done nothing.
 #[test]
 fn sigint_while_the_inputs_are_read_writes_nothing() {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let dir = scratch("signal-inputs");
     let cfg = config(&dir, "");
     let data = dir.join("big.jsonl");
     fs::write(&data, format!("{GOOD}\n").repeat(200_000)).unwrap();
     let out = dir.join("run");
-    let child = common::signalable()
-        .args(["rlhf", "--config", cfg.to_str().unwrap()])
-        .args(["--data", data.to_str().unwrap(), "--quiet"])
-        .args(["--out", out.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The handler is installed just before the inputs are read: SIGINT's bit (1 << 1) in the
-    // process's caught signals.
-    let status = format!("/proc/{}/status", child.id());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let caught = fs::read_to_string(&status)
-            .ok()
-            .and_then(|s| {
-                let line = s.lines().find(|l| l.starts_with("SigCgt:"))?.to_string();
-                u64::from_str_radix(line.trim_start_matches("SigCgt:").trim(), 16).ok()
-            })
-            .unwrap_or(0);
-        if caught & 2 != 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no SIGINT handler within a minute"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let o = child.wait_with_output().unwrap();
+    // The handler is installed just before the inputs are read.
+    let o = interrupt_when(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &handles_sigint,
+        "no SIGINT handler within two minutes",
+        Duration::ZERO,
+        Duration::from_secs(60),
+    );
     let t = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "{t}");
     assert!(t.contains("while its inputs were read"), "{t}");
