@@ -410,8 +410,7 @@ fn slugs_follow_githubs_rule() {
 /// what is allowed passes.
 #[test]
 fn the_checker_catches_each_kind_of_broken_reference() {
-    let root = std::env::temp_dir().join(format!("gradgym-docs-test-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&root);
+    let root = gradgym::agents::scratch::Scratch::new("docs-test", "repo");
     fs::create_dir_all(root.join("docs")).unwrap();
     fs::create_dir_all(root.join("envs/src")).unwrap();
     fs::write(root.join("envs/src/lib.rs"), "").unwrap();
@@ -453,5 +452,4 @@ fn the_checker_catches_each_kind_of_broken_reference() {
         problems.len() == 1 && problems[0].starts_with("docs/b.md:1:"),
         "{problems:?}"
     );
-    fs::remove_dir_all(&root).unwrap();
 }

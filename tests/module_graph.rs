@@ -560,8 +560,7 @@ fn the_crates_are_layered_envs_algorithms_agents_benchmarks() {
 
 #[test]
 fn the_scan_reads_every_form_of_path_and_skips_comments_and_strings() {
-    let dir = std::env::temp_dir().join(format!("gradgym-module-graph-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
+    let dir = gradgym::agents::scratch::Scratch::new("module-graph", "src");
     fs::create_dir_all(dir.join("b")).unwrap();
     let write = |name: &str, text: &str| fs::write(dir.join(name), text).unwrap();
     write(
@@ -590,5 +589,4 @@ fn the_scan_reads_every_form_of_path_and_skips_comments_and_strings() {
             .map(|(x, y)| (x.to_string(), y.to_string()))
             .collect();
     assert_eq!(edges, expected);
-    let _ = fs::remove_dir_all(&dir);
 }

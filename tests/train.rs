@@ -1,18 +1,17 @@
 //! Training end to end: every algorithm on every env family for a tiny budget, the files a run
 //! writes, determinism, pinned first-update losses, and failures that keep what was written.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use gradgym::agents::config::{Algo, BackendKind, TrainConfig};
 use gradgym::agents::run_folder::Existing;
+use gradgym::agents::scratch::Scratch;
 use gradgym::agents::train::{
     BASE_COLUMNS, Collected, Hook, RunResult, TIMING_COLUMNS, Trainer, run, train, train_with,
 };
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gradgym-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+fn scratch(name: &str) -> Scratch {
+    Scratch::new("train", name)
 }
 
 fn tiny(env: &str, algo: Algo) -> TrainConfig {

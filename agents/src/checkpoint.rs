@@ -232,11 +232,7 @@ mod tests {
     #[test]
     fn a_checkpoint_round_trips_bit_for_bit() {
         for head in [Head::Categorical { n: 3 }, Head::Gaussian { dim: 2 }] {
-            let dir = std::env::temp_dir().join(format!(
-                "gradgym-ckpt-{}-{}",
-                std::process::id(),
-                head.outputs()
-            ));
+            let dir = crate::scratch::Scratch::new("ckpt", &head.outputs().to_string());
             let policy = random_policy(head);
             save(&dir, &policy, "X-v0", 7, 896).unwrap();
             let (back, config) = load(&dir).unwrap();
@@ -256,7 +252,7 @@ mod tests {
 
     #[test]
     fn a_checkpoint_that_does_not_fit_its_config_is_named() {
-        let dir = std::env::temp_dir().join(format!("gradgym-ckpt-bad-{}", std::process::id()));
+        let dir = crate::scratch::Scratch::new("ckpt", "bad");
         save(
             &dir,
             &random_policy(Head::Categorical { n: 3 }),

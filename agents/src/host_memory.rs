@@ -55,7 +55,7 @@ mod tests {
     /// A /proc file's `key:   N kB` field in bytes, named whole (`VmHWM`, not `VmH`).
     #[test]
     fn proc_fields_are_read_in_bytes() {
-        let path = std::env::temp_dir().join(format!("gradgym-proc-{}", std::process::id()));
+        let path = crate::scratch::Scratch::new("proc", "status");
         std::fs::write(&path, "VmPeak:\t  99 kB\nVmHWM:\t    1234 kB\n").unwrap();
         let p = path.to_str().unwrap();
         assert_eq!(proc_bytes(p, "VmHWM"), Some(1234 * 1024));

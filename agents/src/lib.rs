@@ -23,6 +23,7 @@
 //! - [`metrics`]: metric rows by column name, in a declared column order.
 //! - [`run_folder`]: the run folder every command that writes a run uses (manifest, config
 //!   echo, metrics.csv, summary.json, atomic completion).
+//! - [`scratch`]: the tests' scratch folders, removed when a test passes (no run uses it).
 //! - [`rlhf`]: RLHF on text: SFT, the reward model, token-level RL, best-of-n and the stages
 //!   of `gradgym rlhf`.
 
@@ -44,6 +45,7 @@ pub mod reference_kl;
 pub mod rlhf;
 pub mod run_folder;
 pub mod safetensors_io;
+pub mod scratch;
 pub mod train;
 
 /// Facts about the build, recorded in manifests and printed by `gradgym info`.

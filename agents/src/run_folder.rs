@@ -582,12 +582,8 @@ mod tests {
     }
     use crate::metrics::Cell;
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("gradgym-runfolder-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        let _ = fs::remove_dir_all(partial_path(&dir));
-        dir
+    fn scratch(name: &str) -> crate::scratch::Scratch {
+        crate::scratch::Scratch::new("runfolder", name)
     }
 
     #[test]
@@ -946,7 +942,7 @@ mod tests {
             .unwrap()
             .seal_as(&serde_json::json!({}), "interrupted")
             .unwrap();
-        assert_eq!(at, fresh);
+        assert_eq!(&at, fresh.path());
     }
 
     #[test]

@@ -101,8 +101,7 @@ fn kv_cache_generation_gives_the_logits_of_a_full_forward_pass() {
 #[test]
 fn checkpoints_round_trip_and_name_what_does_not_fit() {
     let m = model(3);
-    let dir = std::env::temp_dir().join(format!("gradgym-gpt-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = gradgym_agents::scratch::Scratch::new("gpt", "checkpoint");
     m.save(&dir).unwrap();
     let back = Gpt::load(&dir, Device::Cpu).unwrap();
     assert_eq!(back.config, m.config);

@@ -17,6 +17,7 @@ use gradgym_agents::rlhf::pipeline::{self, Inputs, Stage};
 use gradgym_agents::rlhf::reward::{chosen_lm_loss, preference_loss};
 use gradgym_agents::rlhf::sequences::{Sequences, scores, token_logprobs, token_stats};
 use gradgym_agents::run_folder::Existing;
+use gradgym_agents::scratch::Scratch;
 use gradgym_algorithms::best_of_n::{empirical_weights, exact_kl, kl_bound};
 use gradgym_algorithms::reward_losses::{kway_loss, pairwise_loss};
 use gradgym_envs::rng;
@@ -249,7 +250,7 @@ fn the_reward_model_starts_as_the_sft_model_and_the_value_function_as_the_reward
 #[test]
 fn a_reward_model_checkpoint_round_trips_with_its_head() {
     let m = rm(4);
-    let dir = std::env::temp_dir().join(format!("gradgym-rm-{}", std::process::id()));
+    let dir = Scratch::new("rm", "checkpoint");
     m.save(&dir).unwrap();
     let json = std::fs::read_to_string(dir.join("model.json")).unwrap();
     assert!(json.contains("\"scalar_head\": true"), "{json}");
@@ -434,7 +435,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn the_same_seed_gives_byte_identical_runs_and_another_seed_does_not() {
-    let base = std::env::temp_dir().join(format!("gradgym-rlhf-seed-{}", std::process::id()));
+    let base = Scratch::new("rlhf-seed", "runs");
     let mut quiet = |_: &str| {};
     let mut run = |seed: u64, name: &str| {
         let out = base.join(name);
@@ -501,7 +502,7 @@ fn summary(dir: &Path) -> serde_json::Value {
 
 #[test]
 fn each_learner_and_option_of_the_pipeline_runs_and_shows_its_effect() {
-    let base = std::env::temp_dir().join(format!("gradgym-rlhf-options-{}", std::process::id()));
+    let base = Scratch::new("rlhf-options", "runs");
     let mut quiet = |_: &str| {};
     let mut run = |name: &str, edit: &dyn Fn(&mut RlhfConfig)| {
         let mut c = tiny_config(3);
@@ -1152,10 +1153,7 @@ fn labels_of_any_sampled_text_round_trip_through_jsonl() {
                 .any(|c| c.responses.iter().any(|r| r.iter().any(special))),
             "the test needs special tokens inside responses"
         );
-        let path = std::env::temp_dir().join(format!(
-            "gradgym-rlhf-roundtrip-{k}-{}.jsonl",
-            std::process::id()
-        ));
+        let path = Scratch::new("rlhf-roundtrip", &format!("{k}.jsonl"));
         write_jsonl(&path, &labels, &judge.grammar).unwrap();
         let back = read_jsonl(&path, &judge.grammar, 16).unwrap();
         // The pairwise form writes the chosen response first: the same comparison, in
@@ -1191,7 +1189,7 @@ fn a_null_field_in_a_preference_line_is_a_gap() {
         r#"{"prompt": "review of the phone positive :", "chosen": null, "rejected": null, "tie": null, "responses": ["bad . <eos>", "the phone is great . <eos>"], "best": 1.0, "mu": null}"#,
         r#"{"prompt": "review of the phone positive :", "chosen": null, "rejected": null, "tie": null, "responses": ["bad . <eos>", "the phone is great . <eos>"], "best": null, "mu": [0.25, 0.75]}"#,
     ];
-    let dir = std::env::temp_dir().join(format!("gradgym-jsonl-null-{}", std::process::id()));
+    let dir = Scratch::new("jsonl-null", "data");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("prefs.jsonl");
     std::fs::write(&path, lines.join("\n")).unwrap();
@@ -1223,7 +1221,7 @@ fn a_preference_file_may_carry_a_byte_order_mark_and_crlf_but_not_bytes_outside_
     use gradgym_envs::text::GoldJudge;
     let grammar = GoldJudge::new().grammar;
     let line = r#"{"prompt": "review of the phone positive :", "chosen": "the phone is great . <eos>", "rejected": "the phone is awful . <eos>"}"#;
-    let dir = std::env::temp_dir().join(format!("gradgym-jsonl-{}", std::process::id()));
+    let dir = Scratch::new("jsonl", "data");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("prefs.jsonl");
     let plain = format!("{line}\n{line}\n");
@@ -1260,8 +1258,7 @@ fn a_long_bad_prompt_is_quoted_shortened() {
     let line = format!(
         r#"{{"prompt": "{prompt}", "chosen": "the phone is great . <eos>", "rejected": "the phone is awful . <eos>"}}"#
     );
-    let path =
-        std::env::temp_dir().join(format!("gradgym-long-prompt-{}.jsonl", std::process::id()));
+    let path = Scratch::new("long-prompt", "prefs.jsonl");
     std::fs::write(&path, format!("{line}\n")).unwrap();
     let e = format!("{:#}", read_jsonl(&path, &grammar, 16).unwrap_err());
     std::fs::remove_file(&path).ok();

@@ -11,11 +11,9 @@ fn fixture() -> PathBuf {
         .join("../tests/fixtures/gymnasium-classic-control-transitions.csv")
 }
 
-/// A scratch file unique to this test process.
-fn scratch(name: &str, contents: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gradgym-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
+/// A scratch file unique to this test process, removed when the test passes.
+fn scratch(name: &str, contents: &str) -> common::Scratch {
+    let path = common::scratch("cli-envs", name);
     std::fs::write(&path, contents).unwrap();
     path
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::{gradgym, text};
 
@@ -23,7 +23,7 @@ type Row<'a> = (
 );
 
 /// A sweep folder holding only a summary.csv of `rows`; `grid` names the grid's keys.
-fn folder(name: &str, grid: &[&str], rows: &[Row<'_>]) -> PathBuf {
+fn folder(name: &str, grid: &[&str], rows: &[Row<'_>]) -> common::Scratch {
     let dir = common::scratch("results", name);
     fs::create_dir_all(&dir).unwrap();
     let keys: String = grid.iter().map(|k| format!("{k},")).collect();

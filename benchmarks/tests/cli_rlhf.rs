@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use common::{gradgym, partial, summary, text};
 
-fn scratch(name: &str) -> PathBuf {
+fn scratch(name: &str) -> common::Scratch {
     common::scratch("cli-rlhf", name)
 }
 

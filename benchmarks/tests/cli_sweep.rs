@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{gradgym, text, without};
 
-fn scratch(name: &str) -> PathBuf {
+fn scratch(name: &str) -> common::Scratch {
     common::scratch("cli-sweep", name)
 }
 
@@ -49,9 +49,9 @@ fn copy_into(from: &Path, to: &Path) {
     assert!(ok.success());
 }
 
-fn write_sweep(name: &str, contents: &str) -> PathBuf {
-    let path = scratch(name).with_extension("toml");
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
+/// `<name>.toml` holding `contents`, in a scratch folder of its own (not the sweep's).
+fn write_sweep(name: &str, contents: &str) -> common::Scratch {
+    let path = common::scratch("cli-sweep-file", &format!("{name}.toml"));
     fs::write(&path, contents).unwrap();
     path
 }

@@ -4,9 +4,7 @@ mod common;
 
 use common::{gradgym, text};
 
-use std::path::PathBuf;
-
-fn scratch(name: &str) -> PathBuf {
+fn scratch(name: &str) -> common::Scratch {
     common::scratch("cli-train", name)
 }
 
@@ -520,6 +518,7 @@ fn a_run_past_memory_is_refused_by_the_field_that_grows_it() {
 
 #[test]
 fn a_saved_policy_evaluates_to_the_returns_of_training_and_checkpoints_are_kept() {
+    let mut trained_runs = Vec::new();
     for env in ["CartPole-v1", "Pendulum-v1"] {
         let out = scratch(&format!("eval-{env}"));
         let o = gradgym(&[
@@ -590,6 +589,7 @@ fn a_saved_policy_evaluates_to_the_returns_of_training_and_checkpoints_are_kept(
         assert!(o.status.success(), "{}", text(&o));
         let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(eval["iteration"], 4);
+        trained_runs.push(out);
     }
     let o = gradgym(&["eval", "/nonexistent-run"]);
     assert_eq!(o.status.code(), Some(2));
@@ -605,11 +605,8 @@ fn a_saved_policy_evaluates_to_the_returns_of_training_and_checkpoints_are_kept(
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("holds no saved policy"), "{}", text(&o));
     // An unwritable --render-csv is named by the path given, not our temporary file's.
-    // The CartPole run trained above (scratch() would delete it).
-    let trained = std::env::temp_dir().join(format!(
-        "gradgym-cli-train-{}-eval-CartPole-v1",
-        std::process::id()
-    ));
+    // The CartPole run trained above.
+    let trained = &trained_runs[0];
     let o = gradgym(&[
         "eval",
         trained.to_str().unwrap(),

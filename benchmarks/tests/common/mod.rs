@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+
+pub use gradgym_agents::scratch::Scratch;
 use std::process::{Command, Output};
 
 /// Runs the `gradgym` binary built for this test run.
@@ -38,11 +40,9 @@ pub fn text(o: &Output) -> String {
     )
 }
 
-/// A path unique to this test process and `name` (removed if it exists).
-pub fn scratch(prefix: &str, name: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("gradgym-{prefix}-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&path);
-    path
+/// A path unique to this test process and `name`, in a folder removed when the test passes.
+pub fn scratch(prefix: &str, name: &str) -> Scratch {
+    Scratch::new(prefix, name)
 }
 
 /// A CSV file's text without the given columns (timing columns differ run to run).
