@@ -37,9 +37,9 @@ use gradgym::algorithms::advantages::{Shape, episode_return, gae, reward_to_go};
 use gradgym::algorithms::exact::{TabularMdp, softmax_policy};
 use gradgym::algorithms::study::{
     self, Batch, Context, Estimator, FAMILY_WISE_ALPHA, PpoLoss, SLACK, discounted_from_zero,
-    expectation_by_enumeration, fit_state_values, measure, pg_estimate, pg_estimate_f64,
-    ppo_estimate, ppo_estimate_f64, random_case, sample, student_t_tail, summarise, t_for,
-    table_weights, z_for,
+    expectation_by_enumeration, fit_state_values, measure, measure_on, pg_estimate,
+    pg_estimate_f64, ppo_estimate, ppo_estimate_f64, random_case, sample, student_t_tail,
+    summarise, t_for, table_weights, z_for,
 };
 use gradgym::envs::rng;
 use ndarray::{Array1, Array2};
@@ -451,6 +451,51 @@ fn importance_sampling_reweights_each_trajectory_by_its_likelihood_ratio() {
 // ---------------------------------------------------------------------------------------------
 // Sampled statistics.
 
+/// The case a review found (`gradgym estimators` with `samples = [16]`, `random_mdps = 1024`,
+/// seed 1: random MDP 342, exact advantage): state 0's second action has probability 0.0019 and
+/// the 1,024 trajectories never draw it, so the 64 batch estimates of θ[0, ·] agree to 4e-8
+/// while their mean misses ∇J by 4.5e-4. Judged on every coordinate, the unbiased estimator
+/// fails by |mean − exact|/SE above 10,000; the check leaves that state's coordinates out and
+/// counts them.
+#[test]
+fn coordinates_of_an_action_the_sample_cannot_draw_are_left_out_and_counted() {
+    let (mdp, theta) = random_case(rng::derive_seed(1, "study-mdp-342"), 4);
+    // The study numbers its cases after the four benchmark MDPs: random-342 is case 346.
+    let seed = rng::derive_seed(1, "study-346-5-16");
+    let every = |d: &Array2<f64>| Array2::from_elem(d.raw_dim(), true);
+    let judged_all = measure_on(
+        "random-342",
+        &mdp,
+        &theta,
+        Estimator::ExactAdvantage,
+        64,
+        16,
+        seed,
+        every,
+    );
+    assert!(
+        !judged_all.passes && judged_all.bias_z > 1000.0 && judged_all.unchecked == 0,
+        "{judged_all:?}"
+    );
+    let checked = measure(
+        "random-342",
+        &mdp,
+        &theta,
+        Estimator::ExactAdvantage,
+        64,
+        16,
+        seed,
+    );
+    let actions = theta.ncols();
+    assert!(
+        checked.passes && checked.unchecked >= actions && checked.unchecked % actions == 0,
+        "{checked:?}"
+    );
+    assert!(checked.bias_z < 10.0, "{checked:?}");
+    let draws = study::expected_draws(&mdp, &softmax_policy(&theta), 64 * 16);
+    assert!(draws[[0, 1]] < study::MIN_EXPECTED_DRAWS, "{draws:?}");
+}
+
 #[test]
 fn every_unbiased_estimator_passes_on_random_mdps() {
     for case in 0..cases(4) as u64 {
@@ -613,7 +658,15 @@ fn measure_custom(
     let estimates: Vec<Array2<f64>> = (0..64)
         .map(|_| f(&sample(mdp, behaviour, m, &mut r)))
         .collect();
-    summarise("random", "custom", m, &exact, &estimates)
+    let draws = study::expected_draws(mdp, &softmax_policy(behaviour), 64 * m);
+    summarise(
+        "random",
+        "custom",
+        m,
+        &exact,
+        &estimates,
+        &study::checkable(&draws),
+    )
 }
 
 #[test]

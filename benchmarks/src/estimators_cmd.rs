@@ -48,8 +48,7 @@ impl Default for StudyConfig {
     }
 }
 
-const COLUMNS: &str =
-    "mdp,estimator,samples,bias_norm,bias_z,variance_trace,snr,cosine_to_exact,passes";
+const COLUMNS: &str = "mdp,estimator,samples,bias_norm,bias_z,variance_trace,snr,cosine_to_exact,passes,unchecked_coordinates";
 
 /// The most random MDPs a study takes (the default is 4).
 const MOST_RANDOM_MDPS: usize = 1024;
@@ -135,7 +134,7 @@ pub fn run(args: EstimatorArgs) -> Result<ExitCode> {
                 let seed = gradgym_envs::rng::derive_seed(args.seed, &format!("study-{c}-{e}-{m}"));
                 let r = measure(name, mdp, theta, estimator, config.batches, m, seed);
                 csv.push_str(&format!(
-                    "{},{},{},{},{},{},{},{},{}\n",
+                    "{},{},{},{},{},{},{},{},{},{}\n",
                     r.mdp,
                     r.estimator,
                     r.samples,
@@ -144,7 +143,8 @@ pub fn run(args: EstimatorArgs) -> Result<ExitCode> {
                     r.variance_trace,
                     r.snr,
                     r.cosine_to_exact,
-                    r.passes
+                    r.passes,
+                    r.unchecked
                 ));
                 rows.push(r);
             }
@@ -172,6 +172,8 @@ pub fn run(args: EstimatorArgs) -> Result<ExitCode> {
         biased_by_construction: bool,
         measurements: usize,
         passed: usize,
+        /// Measurements that left some coordinates unchecked (too few expected draws).
+        with_unchecked_coordinates: usize,
         variance_vs_total_return: f64,
     }
     let per: Vec<PerEstimator> = Estimator::all()
@@ -183,6 +185,7 @@ pub fn run(args: EstimatorArgs) -> Result<ExitCode> {
                 biased_by_construction: e.biased(),
                 measurements: mine.len(),
                 passed: mine.iter().filter(|r| r.passes).count(),
+                with_unchecked_coordinates: mine.iter().filter(|r| r.unchecked > 0).count(),
                 variance_vs_total_return: bench_variance(&name) / reference,
                 estimator: name,
             }
@@ -194,6 +197,7 @@ pub fn run(args: EstimatorArgs) -> Result<ExitCode> {
         config: &'a StudyConfig,
         mdps: Vec<&'a str>,
         family_wise_alpha: f64,
+        min_expected_draws: f64,
         estimators: &'a [PerEstimator],
     }
     let summary = Summary {
@@ -201,6 +205,7 @@ pub fn run(args: EstimatorArgs) -> Result<ExitCode> {
         config: &config,
         mdps: cases.iter().map(|c| c.0.as_str()).collect(),
         family_wise_alpha: gradgym_algorithms::study::FAMILY_WISE_ALPHA,
+        min_expected_draws: gradgym_algorithms::study::MIN_EXPECTED_DRAWS,
         estimators: &per,
     };
     let out = folder.seal(&summary)?;
@@ -221,6 +226,14 @@ pub fn run(args: EstimatorArgs) -> Result<ExitCode> {
             p.passed,
             p.measurements,
             p.variance_vs_total_return
+        );
+    }
+    let partial: usize = per.iter().map(|p| p.with_unchecked_coordinates).sum();
+    if partial > 0 {
+        println!(
+            "{partial} of {} measurements left some coordinates unchecked: an action at their state is expected fewer than {} times in the K·M trajectories (column unchecked_coordinates)",
+            rows.len(),
+            gradgym_algorithms::study::MIN_EXPECTED_DRAWS
         );
     }
     println!(

@@ -25,7 +25,7 @@ fn the_study_writes_its_table_and_catches_the_biased_estimator() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "mdp,estimator,samples,bias_norm,bias_z,variance_trace,snr,cosine_to_exact,passes"
+        "mdp,estimator,samples,bias_norm,bias_z,variance_trace,snr,cosine_to_exact,passes,unchecked_coordinates"
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     // 4 benchmark MDPs + 1 random, every estimator, one sample size.
