@@ -270,7 +270,7 @@ impl StatsArgs {
         let most = gradgym_agents::limits::MOST_SIZE;
         if self.reps > most {
             anyhow::bail!(
-                "--reps {}: more bootstrap replicates than gradgym allows ({most}); rliable's default is 2,000",
+                "--reps {}: more bootstrap replicates than gradgym allows ({most}); gradgym's default is 10,000 and rliable's 50,000",
                 self.reps
             );
         }
@@ -361,6 +361,9 @@ pub fn run_report(args: ReportArgs) -> Result<ExitCode> {
     }
     let report = report::compute(&set, metric, args.stats.bootstrap()?)?;
     if let Some(note) = report.few_runs_note() {
+        eprintln!("note: {note}");
+    }
+    if let Some(note) = report.env_sets_note() {
         eprintln!("note: {note}");
     }
     let out = args.out.unwrap_or_else(|| args.dirs[0].join("report"));

@@ -664,6 +664,14 @@ fn draw_aggregates<DB: DrawingBackend>(
     labels: &[String],
 ) -> Result<()> {
     root.fill(&WHITE).map_err(err)?;
+    // Rows over different env sets say how many envs each stands on (see env_sets_note).
+    let envs_scored = {
+        let mut all: Vec<&String> = rep.aggregate.iter().flat_map(|r| &r.envs).collect();
+        all.sort();
+        all.dedup();
+        all.len()
+    };
+    let mixed = rep.env_sets_note().is_some();
     let areas = root.split_evenly((1, stats::Aggregate::ALL.len()));
     for (k, (agg, area)) in stats::Aggregate::ALL.iter().zip(areas).enumerate() {
         let rows: Vec<_> = rep
@@ -674,10 +682,12 @@ fn draw_aggregates<DB: DrawingBackend>(
                 debug_assert_eq!(a, *agg);
                 (
                     labels.iter().position(|l| *l == r.label).unwrap_or(0),
-                    if k == 0 {
-                        r.label.clone()
-                    } else {
+                    if k > 0 {
                         String::new()
+                    } else if mixed {
+                        format!("{} ({} of {envs_scored} envs)", r.label, r.envs.len())
+                    } else {
+                        r.label.clone()
                     },
                     i.point,
                     i.low,

@@ -163,6 +163,14 @@ pub fn compute(set: &ResultSet, metric: Metric, boot: Bootstrap) -> Result<Repor
             }
         );
     }
+    if !set.runs.iter().any(|r| r.completed()) {
+        let folders: Vec<String> = set.sweeps.iter().map(|d| d.display().to_string()).collect();
+        bail!(
+            "no run in {} completed ({} failed), so there is no score to report; `gradgym sweep --retry-failed` reruns them",
+            folders.join(", "),
+            set.runs.len()
+        );
+    }
     let mut per_env = Vec::new();
     for env in set.envs() {
         for label in set.labels() {
@@ -233,10 +241,11 @@ pub fn compute(set: &ResultSet, metric: Metric, boot: Bootstrap) -> Result<Repor
         let values = Aggregate::ALL
             .iter()
             .map(|a| {
-                let f = |x: &[f64]| a.apply(x);
+                let f = |tasks: &[Vec<f64>]| a.over_tasks(tasks);
+                let name = format!("{label}/{}", a.name());
                 (
                     *a,
-                    stats::stratified_interval(&scores, &f, boot, &format!("{label}/{}", a.name())),
+                    stats::stratified_interval_over_tasks(&scores, &f, boot, &name),
                 )
             })
             .collect();
@@ -436,6 +445,30 @@ impl Report {
         })
     }
 
+    /// Said when the aggregate rows stand on different sets of envs (an algo that did not run
+    /// on every env): their aggregates are then not comparable, as rliable compares
+    /// aggregates over one task set. P(X > Y) uses only the envs both ran.
+    pub fn env_sets_note(&self) -> Option<String> {
+        let first = self.aggregate.first()?;
+        if self.aggregate.iter().all(|r| r.envs == first.envs) {
+            return None;
+        }
+        let mut all: Vec<&String> = self.aggregate.iter().flat_map(|r| &r.envs).collect();
+        all.sort();
+        all.dedup();
+        let partial: Vec<String> = self
+            .aggregate
+            .iter()
+            .filter(|r| r.envs.len() < all.len())
+            .map(|r| format!("{} over {}", r.label, r.envs.join(" and ")))
+            .collect();
+        Some(format!(
+            "the aggregates stand on different envs ({} of the {} envs scored), so they rank the algos only where they ran the same envs; P(X > Y) compares each pair over the envs both ran",
+            partial.join("; "),
+            all.len()
+        ))
+    }
+
     pub fn markdown(&self, sources: &[String]) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "# gradgym report\n");
@@ -452,6 +485,9 @@ impl Report {
             let _ = writeln!(s, "**Warning:** {w}.\n");
         }
         if let Some(note) = self.few_runs_note() {
+            let _ = writeln!(s, "**Note:** {note}.\n");
+        }
+        if let Some(note) = self.env_sets_note() {
             let _ = writeln!(s, "**Note:** {note}.\n");
         }
         let _ = writeln!(s, "## Per env\n");

@@ -633,11 +633,29 @@ fn read_run_folder(dir: &Path) -> Result<RunRecord> {
 /// Reads every completed run's learning curve; a run whose metrics.csv cannot be read (a
 /// truncated file, a NaN) gives a warning naming the file, line and column.
 pub fn check_curves(set: &ResultSet) -> Vec<String> {
-    set.runs
-        .iter()
-        .filter(|r| r.completed())
-        .filter_map(|r| learning_curve(r).err().map(|e| format!("{e:#}")))
-        .collect()
+    // A sweep folder kept without its runs/ (a summary.csv read on its word) is said once,
+    // not once per run.
+    let mut without_runs: BTreeMap<PathBuf, usize> = BTreeMap::new();
+    let mut warnings = Vec::new();
+    for run in set.runs.iter().filter(|r| r.completed()) {
+        match run.dir.parent() {
+            Some(runs) if !runs.exists() => {
+                *without_runs.entry(runs.to_path_buf()).or_default() += 1
+            }
+            _ => {
+                if let Err(e) = learning_curve(run) {
+                    warnings.push(format!("{e:#}"));
+                }
+            }
+        }
+    }
+    let folders = without_runs.into_iter().map(|(runs, n)| {
+        format!(
+            "{} does not exist: the {n} completed run(s) its summary.csv lists are scored on its word, and have no learning curves",
+            runs.display()
+        )
+    });
+    folders.chain(warnings).collect()
 }
 
 /// A learning curve: (global_step, episodic_return) of the iterations that finished episodes.

@@ -152,12 +152,27 @@ impl Aggregate {
             Aggregate::OptimalityGap => "optimality_gap",
         }
     }
+    /// The statistic of one pool of scores.
     pub fn apply(&self, x: &[f64]) -> f64 {
         match self {
             Aggregate::Iqm => iqm(x),
             Aggregate::Mean => mean(x),
             Aggregate::Median => median(x),
             Aggregate::OptimalityGap => optimality_gap(x),
+        }
+    }
+
+    /// The aggregate over tasks (`tasks[t]`: the normalised scores of task t's runs) as rliable
+    /// defines it: IQM and the optimality gap over every run pooled; the mean and the median
+    /// over the tasks' mean scores (`aggregate_median` is `median(mean(scores, axis=0))`), so a
+    /// task with more runs does not weigh more.
+    pub fn over_tasks(&self, tasks: &[Vec<f64>]) -> f64 {
+        match self {
+            Aggregate::Iqm | Aggregate::OptimalityGap => self.apply(&tasks.concat()),
+            Aggregate::Mean | Aggregate::Median => {
+                let means: Vec<f64> = tasks.iter().map(|t| mean(t)).collect();
+                self.apply(&means)
+            }
         }
     }
 }
@@ -208,6 +223,18 @@ fn resample_into(tasks: &[Vec<f64>], rng: &mut Stream, out: &mut Vec<f64>) {
     }
 }
 
+/// Each task's runs resampled with replacement into `out[t]`, drawing in the order
+/// [`resample_into`] draws, so both see the same replicate from the same stream.
+fn resample_tasks_into(tasks: &[Vec<f64>], rng: &mut Stream, out: &mut Vec<Vec<f64>>) {
+    out.resize_with(tasks.len(), Vec::new);
+    for (task, sample) in tasks.iter().zip(out.iter_mut()) {
+        sample.clear();
+        for _ in 0..task.len() {
+            sample.push(task[draw(rng, task.len())]);
+        }
+    }
+}
+
 /// Each task's runs resampled with replacement, task by task.
 fn resample_each(tasks: &[Vec<f64>], rng: &mut Stream) -> Vec<Vec<f64>> {
     let mut sample = Vec::new();
@@ -246,6 +273,27 @@ pub fn stratified_interval(
         .map(|k| {
             let mut rng = rng::stream(boot.seed, &domain, k as u64);
             resample_into(tasks, &mut rng, &mut sample);
+            stat(&sample)
+        })
+        .collect();
+    interval_of(point, replicates)
+}
+
+/// [`stratified_interval`] for a statistic of the tasks (each task's runs kept apart), from the
+/// same replicates: rliable's mean and median of per-task means ([`Aggregate::over_tasks`]).
+pub fn stratified_interval_over_tasks(
+    tasks: &[Vec<f64>],
+    stat: &dyn Fn(&[Vec<f64>]) -> f64,
+    boot: Bootstrap,
+    name: &str,
+) -> Interval {
+    let point = stat(tasks);
+    let domain = format!("bootstrap/{name}");
+    let mut sample = Vec::with_capacity(tasks.len());
+    let replicates = (0..boot.reps)
+        .map(|k| {
+            let mut rng = rng::stream(boot.seed, &domain, k as u64);
+            resample_tasks_into(tasks, &mut rng, &mut sample);
             stat(&sample)
         })
         .collect();
@@ -357,6 +405,38 @@ mod tests {
         assert!((percentile(&s, 2.5) - 1.075).abs() < 1e-12);
         assert!((percentile(&s, 50.0) - 2.5).abs() < 1e-12);
         assert!((percentile(&s, 97.5) - 3.925).abs() < 1e-12);
+    }
+
+    /// rliable's aggregate mean and median are over the tasks' mean scores; IQM and the
+    /// optimality gap pool the runs.
+    #[test]
+    fn the_aggregate_median_and_mean_are_over_task_means_as_rliables() {
+        let tasks = vec![
+            vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+            vec![0.9, 1.0, 1.1, 1.2],
+            vec![0.0, 0.2],
+        ];
+        // Task means 0.4, 1.05 and 0.1.
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(close(Aggregate::Median.over_tasks(&tasks), 0.4));
+        assert!(close(Aggregate::Mean.over_tasks(&tasks), 1.55 / 3.0));
+        // Pooled, the median of the 13 runs would be 0.5 and the mean 7.2 / 13.
+        let pooled = tasks.concat();
+        assert!(close(Aggregate::Median.apply(&pooled), 0.5));
+        assert!(close(Aggregate::Iqm.over_tasks(&tasks), iqm(&pooled)));
+        assert!(close(
+            Aggregate::OptimalityGap.over_tasks(&tasks),
+            optimality_gap(&pooled)
+        ));
+        // The per-task resampling draws what the pooled one draws: a pooled statistic gets
+        // the same interval from either.
+        let b = Bootstrap { reps: 500, seed: 4 };
+        let flat = stratified_interval(&tasks, &iqm, b, "x");
+        let kept = stratified_interval_over_tasks(&tasks, &|t| iqm(&t.concat()), b, "x");
+        assert_eq!(flat, kept);
+        let median =
+            stratified_interval_over_tasks(&tasks, &|t| Aggregate::Median.over_tasks(t), b, "x");
+        assert!(median.low <= 0.4 && 0.4 <= median.high, "{median:?}");
     }
 
     #[test]

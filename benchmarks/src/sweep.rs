@@ -737,9 +737,10 @@ fn write_summary_csv(out: &Path, runs: &[PlannedRun], columns: &SummaryColumns) 
 
 /// A lock on the results folder, so two sweeps never write into the same one, also from
 /// different hosts (Slurm tasks on several nodes sharing a file system). The file holds
-/// `host pid`; its owner touches it every [`HEARTBEAT`] while it runs. A lock is live when
-/// its owner is this host's running process, or another host's lock touched less than
-/// [`STALE`] ago; a dead or silent one (a killed sweep) is taken over.
+/// `host pid`; its owner touches it every [`HEARTBEAT`] while it runs. A lock is live when it
+/// was touched less than [`STALE`] ago and, on this host, its pid is a running process that
+/// started before the lock was last touched (so not a later process given a dead sweep's
+/// pid); a dead or silent one (a killed sweep) is taken over.
 struct FolderLock {
     path: PathBuf,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -752,6 +753,36 @@ struct FolderLock {
 
 const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(20);
 const STALE: std::time::Duration = std::time::Duration::from_secs(120);
+/// [`process_start`] reads the boot time in whole seconds: a process that started up to this
+/// long after a lock was last touched may still be its owner.
+const START_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// When this host's process `pid` started (from `/proc/<pid>/stat` and the boot time), or
+/// `None` where no such process runs.
+fn process_start(pid: u32) -> Option<SystemTime> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    // Field 22, `starttime`, in clock ticks since boot (fields from 3 on follow the name).
+    let ticks: u64 = after_name.split_whitespace().nth(22 - 3)?.parse().ok()?;
+    let boot: u64 = fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        hz if hz > 0 => hz as u64,
+        _ => 100,
+    };
+    Some(
+        SystemTime::UNIX_EPOCH
+            + std::time::Duration::from_secs(boot)
+            + std::time::Duration::from_millis(ticks.saturating_mul(1000) / hz),
+    )
+}
 
 fn hostname() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
@@ -780,8 +811,18 @@ impl FolderLock {
                 .and_then(|t| t.elapsed().ok())
                 .unwrap_or_default();
             let live = match pid {
+                // This host's: its process must still run, be the one that wrote the lock
+                // (not a later process given the same pid, after a reboot or a crash), and
+                // keep its heartbeat.
                 Some(pid) if host == me.0 => {
-                    pid != me.1 && Path::new(&format!("/proc/{pid}")).exists()
+                    let touched = fs::metadata(&path).and_then(|m| m.modified()).ok();
+                    pid != me.1
+                        && age < STALE
+                        && match (process_start(pid), touched) {
+                            (Some(start), Some(touched)) => start <= touched + START_SLACK,
+                            (Some(_), None) => true,
+                            (None, _) => false,
+                        }
                 }
                 Some(_) => age < STALE,
                 None => false,

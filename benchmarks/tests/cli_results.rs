@@ -378,3 +378,73 @@ fn a_metric_no_completed_run_has_is_said() {
         );
     }
 }
+
+/// A folder whose every run failed is refused (exit 2: it was an empty report and exit 0, so a
+/// CI step passed on a sweep that diverged everywhere); aggregates that stand on different envs
+/// are said, on stderr and in report.md; a summary.csv kept without its runs/ is warned about
+/// once, not once per run.
+#[test]
+fn report_refuses_all_failed_runs_and_says_when_aggregates_stand_on_different_envs() {
+    let failed = folder(
+        "all-failed",
+        &[],
+        &seeds("CartPole-v1", "ppo", &[], "failed", &["", ""]),
+    );
+    let o = gradgym(&["report", s(&failed), "--reps", "10"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("completed (2 failed), so there is no score to report"),
+        "{}",
+        text(&o)
+    );
+    let mut rows = seeds(
+        "CartPole-v1",
+        "ppo",
+        &[],
+        "completed",
+        &["100", "200", "300"],
+    );
+    rows.extend(seeds(
+        "Acrobot-v1",
+        "ppo",
+        &[],
+        "completed",
+        &["-300", "-200", "-100"],
+    ));
+    rows.extend(seeds(
+        "CartPole-v1",
+        "a2c",
+        &[],
+        "completed",
+        &["150", "250", "350"],
+    ));
+    let mixed = folder("mixed-envs", &[], &rows);
+    let o = gradgym(&["report", s(&mixed), "--reps", "10"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let note = "the aggregates stand on different envs (a2c over CartPole-v1 of the 2 envs scored)";
+    assert!(stderr(&o).contains(note), "{}", text(&o));
+    let md = fs::read_to_string(mixed.join("report/report.md")).unwrap();
+    assert!(md.contains(note), "{md}");
+    assert_eq!(
+        stderr(&o).matches("runs does not exist").count(),
+        1,
+        "{}",
+        text(&o)
+    );
+    assert!(!stderr(&o).contains("cannot read"), "{}", text(&o));
+    // The same envs for every algo: no note.
+    let same = folder(
+        "same-envs",
+        &[],
+        &seeds(
+            "CartPole-v1",
+            "ppo",
+            &[],
+            "completed",
+            &["100", "200", "300"],
+        ),
+    );
+    let o = gradgym(&["report", s(&same), "--reps", "10"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!stderr(&o).contains("different envs"), "{}", text(&o));
+}

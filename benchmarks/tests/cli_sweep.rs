@@ -1570,6 +1570,38 @@ fn a_lock_from_another_host_blocks_while_its_heartbeat_is_fresh() {
     let o = sweep(&file, &out, &[]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(!lock.exists(), "released at the end");
+    // This host's lock: a running process that wrote it blocks while its heartbeat is fresh
+    // (here this test's process, which started before the lock was written)...
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let ours = format!("{} {}\n", host.trim(), std::process::id());
+    fs::write(&lock, &ours).unwrap();
+    let o = sweep(&file, &out, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("in use by another gradgym sweep"),
+        "{}",
+        text(&o)
+    );
+    // ... but not once silent past the stale limit (a crashed sweep whose pid is taken by a
+    // process that runs on, such as pid 1 after a reboot) ...
+    let touch = |at: std::time::SystemTime| {
+        let f = fs::File::options().append(true).open(&lock).unwrap();
+        f.set_modified(at).unwrap();
+    };
+    touch(old);
+    let o = sweep(&file, &out, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!lock.exists());
+    // ... nor when its pid's process started after the lock was last touched (a dead sweep's
+    // pid given to a later process): a child started now, against a lock touched a minute ago.
+    let mut later = Command::new("sleep").arg("30").spawn().unwrap();
+    fs::write(&lock, format!("{} {}\n", host.trim(), later.id())).unwrap();
+    touch(std::time::SystemTime::now() - std::time::Duration::from_secs(60));
+    let o = sweep(&file, &out, &[]);
+    let _ = later.kill();
+    let _ = later.wait();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!lock.exists());
 }
 
 /// SIGINT or SIGTERM stops a sweep at once with exit 130, says how to resume, and takes its
