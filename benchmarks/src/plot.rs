@@ -576,6 +576,13 @@ fn draw_intervals<DB: DrawingBackend>(
     let names: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();
     // The row labels get the room their longest one needs, so none is clipped.
     let label_w = label_width(area, &names)?;
+    // As many x ticks as fit without running together (a tick label such as "0.960" is
+    // about 50 px wide).
+    let plot_w = area
+        .dim_in_pixel()
+        .0
+        .saturating_sub(2 * 16 + if label_w > 0 { label_w + 16 } else { 10 });
+    let ticks = (plot_w / 100).clamp(2, 5) as usize;
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", CAPTION - 4))
         .margin(16)
@@ -589,7 +596,7 @@ fn draw_intervals<DB: DrawingBackend>(
         .disable_y_mesh()
         .y_labels(n)
         .y_label_formatter(&|y| row_label(*y, &names))
-        .x_labels(5)
+        .x_labels(ticks)
         .x_label_formatter(&|x| tick(*x, hi - lo))
         .x_desc(x_desc)
         .label_style(("sans-serif", TICK))
@@ -672,7 +679,21 @@ fn draw_aggregates<DB: DrawingBackend>(
         all.len()
     };
     let mixed = rep.env_sets_note().is_some();
-    let areas = root.split_evenly((1, stats::Aggregate::ALL.len()));
+    let row_label = |r: &report::AggregateRow| {
+        if mixed {
+            format!("{} ({} of {envs_scored} envs)", r.label, r.envs.len())
+        } else {
+            r.label.clone()
+        }
+    };
+    // The first panel also holds the row labels: it gets their width on top of an even share.
+    let names: Vec<String> = rep.aggregate.iter().map(row_label).collect();
+    let label_w = label_width(root, &names)? + 16;
+    let panels = stats::Aggregate::ALL.len() as u32;
+    let share = root.dim_in_pixel().0.saturating_sub(label_w) / panels;
+    let (first, rest) = root.split_horizontally(label_w + share);
+    let mut areas = vec![first];
+    areas.extend(rest.split_evenly((1, panels as usize - 1)));
     for (k, (agg, area)) in stats::Aggregate::ALL.iter().zip(areas).enumerate() {
         let rows: Vec<_> = rep
             .aggregate
@@ -682,13 +703,7 @@ fn draw_aggregates<DB: DrawingBackend>(
                 debug_assert_eq!(a, *agg);
                 (
                     labels.iter().position(|l| *l == r.label).unwrap_or(0),
-                    if k > 0 {
-                        String::new()
-                    } else if mixed {
-                        format!("{} ({} of {envs_scored} envs)", r.label, r.envs.len())
-                    } else {
-                        r.label.clone()
-                    },
+                    if k > 0 { String::new() } else { row_label(r) },
                     i.point,
                     i.low,
                     i.high,
@@ -700,12 +715,7 @@ fn draw_aggregates<DB: DrawingBackend>(
             stats::Aggregate::OptimalityGap => "optimality gap (lower is better)".to_string(),
             other => other.name().to_string(),
         };
-        draw_intervals(
-            &area,
-            &title,
-            &rows,
-            "normalised score, 95% stratified bootstrap CI",
-        )?;
+        draw_intervals(&area, &title, &rows, "normalised score (95% CI)")?;
     }
     Ok(())
 }
