@@ -211,41 +211,19 @@ pub fn missing_seeds(baseline: &ResultSet, candidate: &ResultSet) -> Vec<String>
 /// `summary.csv` kept alone) are not compared.
 pub fn config_differences(baseline: &ResultSet, candidate: &ResultSet) -> Vec<String> {
     use std::collections::BTreeMap;
-    fn flatten(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, String>) {
-        for (key, value) in table {
-            let name = if prefix.is_empty() {
-                key.clone()
-            } else {
-                format!("{prefix}.{key}")
-            };
-            match value {
-                toml::Value::Table(t) => flatten(&name, t, out),
-                v => {
-                    out.insert(name, v.to_string());
-                }
-            }
-        }
-    }
     // A config.toml that exists but cannot be resolved is said once, not passed over.
     let mut unreadable: Vec<String> = Vec::new();
     let mut resolved = |dir: &std::path::Path| -> Option<BTreeMap<String, String>> {
-        let path = dir.join("config.toml");
-        let text = std::fs::read_to_string(&path).ok()?;
-        let source = path.display().to_string();
-        let config =
-            match gradgym_agents::config::TrainConfig::default().overlay_toml(&text, &source) {
-                Ok(c) => c,
-                Err(e) => {
-                    let said = format!("{e}; this run's config is not compared");
-                    if !unreadable.contains(&said) {
-                        unreadable.push(said);
-                    }
-                    return None;
+        match crate::results::resolved_config(dir) {
+            Ok(fields) => fields,
+            Err(e) => {
+                let said = format!("{e}; this run's config is not compared");
+                if !unreadable.contains(&said) {
+                    unreadable.push(said);
                 }
-            };
-        let mut fields = BTreeMap::new();
-        flatten("", &toml::Table::try_from(&config).ok()?, &mut fields);
-        Some(fields)
+                None
+            }
+        }
     };
     let native_cpu = |f: &BTreeMap<String, String>| {
         f.get("device").is_some_and(|d| d == "\"cpu\"")

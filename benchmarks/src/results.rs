@@ -451,7 +451,98 @@ pub fn load(dirs: &[PathBuf]) -> Result<ResultSet> {
             ));
         }
     }
+    set.warnings.extend(pooled_train_configs(&set, dirs));
     Ok(set)
+}
+
+/// The train run folders given directly (not a sweep's) that one cell pools under a bare algo
+/// label though their configs differ beyond the seed: said, naming the fields, since a cell of
+/// two learning rates reads as one algo's spread.
+fn pooled_train_configs(set: &ResultSet, dirs: &[PathBuf]) -> Vec<String> {
+    let given: Vec<&RunRecord> = set
+        .runs
+        .iter()
+        .filter(|r| dirs.iter().any(|d| d == &r.dir) && is_run_folder(&r.dir))
+        .collect();
+    let mut notes = Vec::new();
+    let mut cells: BTreeMap<(String, String), Vec<&RunRecord>> = BTreeMap::new();
+    for run in given {
+        cells
+            .entry((run.env_id.clone(), run.label()))
+            .or_default()
+            .push(run);
+    }
+    for ((env, label), runs) in cells {
+        let configs: Vec<(&RunRecord, BTreeMap<String, String>)> = runs
+            .into_iter()
+            .filter_map(|r| resolved_config(&r.dir).ok().flatten().map(|c| (r, c)))
+            .collect();
+        let Some((first, reference)) = configs.first() else {
+            continue;
+        };
+        let mut fields: Vec<String> = Vec::new();
+        for (other, config) in &configs[1..] {
+            let keys: std::collections::BTreeSet<&String> =
+                reference.keys().chain(config.keys()).collect();
+            for key in keys {
+                if key == "seed" || key == "checkpoint_every" || key == "torch_threads" {
+                    continue;
+                }
+                let (a, b) = (reference.get(key), config.get(key));
+                if a != b {
+                    let unset = "unset".to_string();
+                    fields.push(format!(
+                        "{key} {} in {}, {} in {}",
+                        a.unwrap_or(&unset),
+                        first.dir.display(),
+                        b.unwrap_or(&unset),
+                        other.dir.display()
+                    ));
+                }
+            }
+        }
+        if !fields.is_empty() {
+            let n = fields.len();
+            let shown = fields[..n.min(3)].join("; ") + if n > 3 { "; …" } else { "" };
+            notes.push(format!(
+                "{env} {label}: the run folders pooled in this cell were configured differently ({shown}), so the cell mixes configs; a sweep with a grid keeps them apart"
+            ));
+        }
+    }
+    notes
+}
+
+/// A run folder's `config.toml` resolved over the defaults and flattened to `field → value`
+/// (dotted inside tables: `prefs.epsilon`), so a field an older gradgym did not write reads as
+/// its default. `Ok(None)` when the folder has no `config.toml` (a `summary.csv` kept alone).
+pub fn resolved_config(dir: &Path) -> Result<Option<BTreeMap<String, String>>> {
+    fn flatten(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, String>) {
+        for (key, value) in table {
+            let name = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match value {
+                toml::Value::Table(t) => flatten(&name, t, out),
+                v => {
+                    out.insert(name, v.to_string());
+                }
+            }
+        }
+    }
+    let path = dir.join("config.toml");
+    let Ok(text) = fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let config = gradgym_agents::config::TrainConfig::default()
+        .overlay_toml(&text, &path.display().to_string())
+        .map_err(anyhow::Error::msg)?;
+    let mut fields = BTreeMap::new();
+    if let Ok(table) = toml::Table::try_from(&config) {
+        flatten("", &table, &mut fields);
+    }
+    Ok(Some(fields))
 }
 
 /// Checks that the folder of a `summary.csv` row is the run the row describes, by its own

@@ -448,3 +448,54 @@ fn report_refuses_all_failed_runs_and_says_when_aggregates_stand_on_different_en
     assert!(o.status.success(), "{}", text(&o));
     assert!(!stderr(&o).contains("different envs"), "{}", text(&o));
 }
+
+/// Train run folders given to `report` pool under their bare algo label: folders whose configs
+/// differ beyond the seed are said to, naming the field (two learning rates read as one algo's
+/// spread before).
+#[test]
+fn train_folders_pooled_with_different_configs_are_said_to_be() {
+    let train = |name: &str, seed: &str, lr: &str| {
+        let out = common::scratch("results", name);
+        let o = gradgym(&[
+            "train",
+            "--env",
+            "CartPole-v1",
+            "--algo",
+            "ppo",
+            "--seed",
+            seed,
+            "--total-timesteps",
+            "1024",
+            "--learning-rate",
+            lr,
+            "--eval-episodes",
+            "1",
+            "--quiet",
+            "--out",
+            s(&out),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        out
+    };
+    let (a, b, c) = (
+        train("lr-a", "1", "0.001"),
+        train("lr-b", "2", "0.1"),
+        train("lr-c", "3", "0.001"),
+    );
+    let report = common::scratch("results", "lr-report");
+    let o = gradgym(&["report", s(&a), s(&b), "--reps", "10", "--out", s(&report)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("CartPole-v1 ppo: the run folders pooled in this cell were configured differently (learning_rate 0.001 in"),
+        "{}",
+        text(&o)
+    );
+    // Seeds alone differ: nothing said.
+    let o = gradgym(&["report", s(&a), s(&c), "--reps", "10", "--out", s(&report)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        !stderr(&o).contains("configured differently"),
+        "{}",
+        text(&o)
+    );
+}
