@@ -688,7 +688,16 @@ fn write_summary_csv(out: &Path, runs: &[PlannedRun], columns: &SummaryColumns) 
         header.push("group".into());
     }
     header.extend(columns.grid_keys.iter().cloned());
-    header.extend(SUMMARY_TAIL.iter().map(|s| s.to_string()));
+    // A grid over `total_timesteps` gives the budget asked for its own column; the tail's,
+    // the steps the run took (whole rollouts), is then `total_timesteps_run`, so that no two
+    // columns share a name (pandas renames the second, csv.DictReader keeps only one).
+    header.extend(SUMMARY_TAIL.iter().map(|s| {
+        if columns.grid_keys.iter().any(|k| k == s) {
+            format!("{s}_run")
+        } else {
+            s.to_string()
+        }
+    }));
     let mut text = header.join(",") + "\n";
     for run in runs {
         let dir = out.join("runs").join(&run.id);

@@ -1724,3 +1724,37 @@ fn a_sweep_resumed_by_another_revision_records_both_and_says_so() {
     assert_eq!(read()["git_revisions"], serde_json::json!(["0123abc", now]));
     assert_eq!(read()["sessions"], 3);
 }
+
+/// A grid over `total_timesteps` gets its own column, and the steps each run took stay in the
+/// tail as `total_timesteps_run`: no two columns of summary.csv share a name.
+#[test]
+fn a_grid_over_the_budget_keeps_summary_columns_apart() {
+    let file = write_sweep(
+        "budget-grid",
+        r#"
+seeds = [1]
+config = { eval_episodes = 1, num_envs = 2, num_steps = 100 }
+[[runs]]
+envs = ["CartPole-v1"]
+algos = ["a2c"]
+grid = { total_timesteps = [300, 600] }
+"#,
+    );
+    let out = scratch("budget-grid");
+    let o = sweep(&file, &out, &["--quiet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let summary = fs::read_to_string(out.join("summary.csv")).unwrap();
+    let header: Vec<&str> = summary.lines().next().unwrap().split(',').collect();
+    let distinct: std::collections::BTreeSet<&&str> = header.iter().collect();
+    assert_eq!(distinct.len(), header.len(), "{header:?}");
+    let budget = header.iter().position(|h| *h == "total_timesteps").unwrap();
+    let run = header
+        .iter()
+        .position(|h| *h == "total_timesteps_run")
+        .unwrap();
+    // 300 asked, whole rollouts of 2 × 100 steps taken: 200.
+    let first: Vec<&str> = summary.lines().nth(1).unwrap().split(',').collect();
+    assert_eq!((first[budget], first[run]), ("300", "200"), "{summary}");
+    let o = gradgym(&["report", out.to_str().unwrap(), "--reps", "10"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
