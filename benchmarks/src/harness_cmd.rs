@@ -133,18 +133,20 @@ pub fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
                 let gib = gradgym_agents::config::gib;
                 if at_once == 1 {
                     anyhow::bail!(
-                        "{field} = {mem:?}: run {} would need about {} (rollout buffer, envs and network); raise it",
+                        "{field} = {mem:?}: run {} would need about {} (rollout buffer, envs and network, and the {} the process itself takes); raise it",
                         run.id,
-                        gib(need)
+                        gib(need),
+                        gib(sweep::SLURM_TASK_BASELINE)
                     );
                 }
                 let largest = run.config.memory_estimate();
                 anyhow::bail!(
-                    "{field} = {mem:?}: an array task runs {at_once} runs at once and would need about {} (rollout buffers, envs and networks; the largest, {}, alone about {}); raise it{}",
+                    "{field} = {mem:?}: an array task runs {at_once} runs at once and would need about {} (rollout buffers, envs and networks, and the {} the process itself takes; the largest run, {}, alone about {}); raise it{}",
                     gib(need),
+                    gib(sweep::SLURM_TASK_BASELINE),
                     run.id,
                     gib(largest),
-                    if largest <= bytes {
+                    if largest + sweep::SLURM_TASK_BASELINE <= bytes {
                         ", or lower --slurm-cpus-per-task"
                     } else {
                         ""

@@ -1382,10 +1382,16 @@ pub fn slurm_mem_bytes(text: &str) -> Result<Option<u128>, String> {
     Ok((mib > 0).then_some(mib << 20))
 }
 
-/// Bytes the busiest array task of an emitted script needs at once, by the runs' own
-/// estimates ([`TrainConfig::memory_estimate`]): task i runs shard i/`shards` with `jobs`
-/// runs at a time, so its need is its `jobs` largest runs together. With how many runs that
-/// is and the largest of them.
+/// What a `gradgym sweep` process takes before its runs' buffers: the binary, libtorch's
+/// mapped libraries and the allocator's arenas. A sweep of two 2,048-step CartPole runs peaked
+/// at 465 MiB of resident memory (475,724 kB; 493 MiB on the libtorch backend), on jobs 1 and
+/// 2 alike; 512 MiB leaves room for a node's other libraries.
+pub const SLURM_TASK_BASELINE: u128 = 512 << 20;
+
+/// Bytes the busiest array task of an emitted script needs at once: the process's own
+/// [`SLURM_TASK_BASELINE`] plus its runs' estimates ([`TrainConfig::memory_estimate`]): task i
+/// runs shard i/`shards` with `jobs` runs at a time, so its need is its `jobs` largest runs
+/// together. With how many runs that is and the largest of them.
 pub fn slurm_task_memory(
     runs: &[PlannedRun],
     shards: usize,
@@ -1401,10 +1407,11 @@ pub fn slurm_task_memory(
                 runs.iter().filter(|r| shard.contains(r.index)).collect();
             mine.sort_by_key(|r| std::cmp::Reverse(r.config.memory_estimate()));
             let at_once = mine.len().min(jobs.max(1));
-            let need: u128 = mine[..at_once]
-                .iter()
-                .map(|r| r.config.memory_estimate())
-                .sum();
+            let need: u128 = SLURM_TASK_BASELINE
+                + mine[..at_once]
+                    .iter()
+                    .map(|r| r.config.memory_estimate())
+                    .sum::<u128>();
             mine.first().map(|&r| (need, at_once, r))
         })
         .max_by_key(|&(need, _, _)| need)

@@ -1363,7 +1363,7 @@ algos = [\"ppo\"]
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains("--slurm-mem = \"1T\": run CartPole-v1__ppo__seed")
-            && text(&o).contains("GiB (rollout buffer, envs and network); raise it"),
+            && text(&o).contains("(rollout buffer, envs and network, and the 512.0 MiB the process itself takes); raise it"),
         "{}",
         text(&o)
     );
@@ -1404,6 +1404,20 @@ algos = [\"ppo\"]
         "{}",
         text(&o)
     );
+    // Tiny runs still need the process itself: 8M (accepted before) is refused, 1G is not.
+    let tiny = write_sweep(
+        "slurm-mem-tiny",
+        "seeds = [1, 2]\nconfig = { total_timesteps = 2048 }\n[[runs]]\nenvs = [\"CartPole-v1\"]\nalgos = [\"ppo\"]\n",
+    );
+    let o = emit(&tiny, &["--slurm-mem", "8M"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("the process itself takes"),
+        "{}",
+        text(&o)
+    );
+    let o = emit(&tiny, &["--slurm-mem", "1G"]);
+    assert!(o.status.success(), "{}", text(&o));
 }
 
 /// Values written into the script's lines as they are: a newline in one would start a shell
