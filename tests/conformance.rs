@@ -146,6 +146,20 @@ fn malformed_files_get_errors_naming_line_and_column() {
     let e = parse_error(&format!("{header},state_0\n{},999", lines[1]));
     assert_eq!((e.line, e.column.as_deref()), (1, Some("state_0")));
 
+    // A column the check does not read (it was passed over), and a kind of row that is
+    // neither of the recording's.
+    let e = parse_error(&format!("{header},obs_6\n{},1.5", lines[1]));
+    assert_eq!((e.line, e.column.as_deref()), (1, Some("obs_6")));
+    assert!(
+        e.to_string().contains("is not one of a transitions file's"),
+        "{e}"
+    );
+    let bogus = lines[1].replacen(",random,", ",bogus,", 1);
+    assert_ne!(bogus, lines[1]);
+    let e = parse_error(&format!("{header}\n{bogus}"));
+    assert_eq!((e.line, e.column.as_deref()), (2, Some("kind")));
+    assert!(e.to_string().contains("random or rollout"), "{e}");
+
     // A missing column, and an empty file.
     let e = parse_error(&header.replace("reward", "rewrd"));
     assert!(e.to_string().contains("reward"), "{e}");

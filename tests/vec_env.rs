@@ -377,6 +377,20 @@ fn invalid_actions_are_errors_that_leave_the_batch_untouched() {
         env.set_state(0, &[0.0]),
         Err(EnvError::WrongStateLength { .. })
     ));
+    // A non-finite state is refused (a NaN CartPole never terminated and paid reward on every
+    // step), naming the component, and leaves the env as it was.
+    let before = env.state(0).unwrap();
+    let n = before.len();
+    for bad in [f64::NAN, f64::INFINITY] {
+        let mut state = vec![0.0; n];
+        state[n - 1] = bad;
+        let e = env.set_state(0, &state).unwrap_err();
+        assert!(
+            matches!(e, EnvError::NonFiniteState { component, .. } if component == n - 1),
+            "{e}"
+        );
+        assert_eq!(env.state(0).unwrap(), before);
+    }
 }
 
 #[test]

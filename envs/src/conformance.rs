@@ -110,6 +110,18 @@ pub fn parse(text: &str, source_name: &str) -> Result<Vec<FixtureRow>, FixtureEr
             format!("header lacks column(s) {}", missing.join(", ")),
         ));
     }
+    // A column the check does not read (an `obs_6` meant for a wider env, a misspelt
+    // duplicate) would be passed over in silence: named instead.
+    if let Some(extra) = header.iter().find(|h| !required.iter().any(|r| r == *h)) {
+        return Err(err(
+            1,
+            Some(extra),
+            format!(
+                "column `{extra}` is not one of a transitions file's: {}",
+                required.join(", ")
+            ),
+        ));
+    }
     let col = |name: &str| column_index(name).expect("checked above");
 
     let mut rows = Vec::new();
@@ -168,6 +180,14 @@ pub fn parse(text: &str, source_name: &str) -> Result<Vec<FixtureRow>, FixtureEr
                 .map(|k| number(&format!("{prefix}_{k}")))
                 .collect()
         };
+        let kind = fields[col("kind")];
+        if !["random", "rollout"].contains(&kind) {
+            return Err(err(
+                line,
+                Some("kind"),
+                format!("`{kind}` is not a kind of row: random or rollout"),
+            ));
+        }
         for name in ["episode", "t"] {
             let value = fields[col(name)];
             if value.parse::<u64>().is_err() {

@@ -44,6 +44,13 @@ pub enum EnvError {
         given: usize,
     },
 
+    #[error("state component {component} given to {env_id} is {value}, not a finite number")]
+    NonFiniteState {
+        env_id: &'static str,
+        component: usize,
+        value: f64,
+    },
+
     #[error("env index {index} is out of range for a batch of {num_envs}")]
     EnvIndexOutOfRange { index: usize, num_envs: usize },
 

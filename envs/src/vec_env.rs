@@ -146,7 +146,8 @@ pub trait VecEnv: Send {
     fn episode_lengths(&self) -> &[u32];
     /// The physics state of environment `index` (float64, as Gymnasium stores it).
     fn state(&self, index: usize) -> Result<Vec<f64>, EnvError>;
-    /// Puts environment `index` in `state` (its episode step counter is set to 0).
+    /// Puts environment `index` in `state` (its episode step counter is set to 0); a state of
+    /// the wrong length or with a non-finite component is refused, leaving the env as it was.
     fn set_state(&mut self, index: usize, state: &[f64]) -> Result<(), EnvError>;
 
     /// `(env index, return, length)` of every episode that ended on the last step.
@@ -639,6 +640,15 @@ impl<D: Dynamics> VecEnv for ClassicVecEnv<D> {
                 env_id: self.spec.id,
                 expected: D::State::DIM,
                 given: state.len(),
+            });
+        }
+        // A NaN state never terminates (every comparison with a threshold is false) and pays
+        // reward on every step: refused, as a NaN action is.
+        if let Some((component, &value)) = state.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+            return Err(EnvError::NonFiniteState {
+                env_id: self.spec.id,
+                component,
+                value,
             });
         }
         D::State::from_slice(state).store(&mut self.blocks[index / LANES], index % LANES);
