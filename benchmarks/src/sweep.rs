@@ -746,14 +746,16 @@ fn write_summary_csv(out: &Path, runs: &[PlannedRun], columns: &SummaryColumns) 
 
 /// A lock on the results folder, so two sweeps never write into the same one, also from
 /// different hosts (Slurm tasks on several nodes sharing a file system). The file holds
-/// `host pid`; its owner touches it every [`HEARTBEAT`] while it runs. A lock is live when it
-/// was touched less than [`STALE`] ago and, on this host, its pid is a running process that
-/// started before the lock was last touched (so not a later process given a dead sweep's
-/// pid); a dead or silent one (a killed sweep) is taken over.
+/// `host pid start-ticks`; its owner touches it every [`HEARTBEAT`] while it runs. A lock is
+/// live when, on this host, its pid is a running process that started at the recorded tick
+/// (so not a later process given a dead sweep's pid), or, from another host, when it was
+/// touched less than [`STALE`] ago; a dead or silent one (a killed sweep) is taken over.
 struct FolderLock {
     path: PathBuf,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     heartbeat: Option<std::thread::JoinHandle<()>>,
+    /// What this sweep wrote into the lock file, to remove only its own.
+    contents: String,
     /// SIGINT and SIGTERM while the lock is held: the lock file goes, the sweep says how to
     /// resume and exits 130. Its runs in flight stay in their `.partial` folders, which a
     /// resumed sweep redoes; finished runs and summary.csv (written atomically) are kept.
@@ -762,35 +764,15 @@ struct FolderLock {
 
 const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(20);
 const STALE: std::time::Duration = std::time::Duration::from_secs(120);
-/// [`process_start`] reads the boot time in whole seconds: a process that started up to this
-/// long after a lock was last touched may still be its owner.
-const START_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// When this host's process `pid` started (from `/proc/<pid>/stat` and the boot time), or
-/// `None` where no such process runs.
-fn process_start(pid: u32) -> Option<SystemTime> {
+/// When this host's process `pid` started, in clock ticks since boot (field 22 of
+/// `/proc/<pid>/stat`), or `None` where no such process runs. A lock records its owner's, so a
+/// later process given the same pid (after a crash or a reboot) is told from the owner exactly,
+/// with no clock compared.
+fn process_start_ticks(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
     let after_name = &stat[stat.rfind(')')? + 1..];
-    // Field 22, `starttime`, in clock ticks since boot (fields from 3 on follow the name).
-    let ticks: u64 = after_name.split_whitespace().nth(22 - 3)?.parse().ok()?;
-    let boot: u64 = fs::read_to_string("/proc/stat")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
-        hz if hz > 0 => hz as u64,
-        _ => 100,
-    };
-    Some(
-        SystemTime::UNIX_EPOCH
-            + std::time::Duration::from_secs(boot)
-            + std::time::Duration::from_millis(ticks.saturating_mul(1000) / hz),
-    )
+    after_name.split_whitespace().nth(22 - 3)?.parse().ok()
 }
 
 fn hostname() -> String {
@@ -808,11 +790,15 @@ impl FolderLock {
         let me = (hostname(), std::process::id());
         if let Ok(text) = fs::read_to_string(&path) {
             let mut parts = text.split_whitespace();
-            let (host, pid) = match (parts.next(), parts.next()) {
-                (Some(h), Some(p)) => (h.to_string(), p.parse::<u32>().ok()),
+            let (host, pid, started) = match (parts.next(), parts.next(), parts.next()) {
+                (Some(h), Some(p), started) => (
+                    h.to_string(),
+                    p.parse::<u32>().ok(),
+                    started.and_then(|t| t.parse::<u64>().ok()),
+                ),
                 // A lock of an older gradgym: a bare pid on this host.
-                (Some(p), None) => (me.0.clone(), p.parse::<u32>().ok()),
-                _ => (String::new(), None),
+                (Some(p), None, _) => (me.0.clone(), p.parse::<u32>().ok(), None),
+                _ => (String::new(), None, None),
             };
             let age = fs::metadata(&path)
                 .and_then(|m| m.modified())
@@ -820,15 +806,13 @@ impl FolderLock {
                 .and_then(|t| t.elapsed().ok())
                 .unwrap_or_default();
             let live = match pid {
-                // This host's: its process must still run, be the one that wrote the lock
-                // (not a later process given the same pid, after a reboot or a crash), and
-                // keep its heartbeat.
+                // This host's: its process must still run and, where the lock records when it
+                // started (gradgym since stop 40), be that process and not a later one given
+                // the same pid. A sweep paused for any time (Ctrl-Z, a suspended job) keeps it.
                 Some(pid) if host == me.0 => {
-                    let touched = fs::metadata(&path).and_then(|m| m.modified()).ok();
                     pid != me.1
-                        && age < STALE
-                        && match (process_start(pid), touched) {
-                            (Some(start), Some(touched)) => start <= touched + START_SLACK,
+                        && match (process_start_ticks(pid), started) {
+                            (Some(now), Some(then)) => now == then,
                             (Some(_), None) => true,
                             (None, _) => false,
                         }
@@ -839,15 +823,19 @@ impl FolderLock {
             if live {
                 bail!(
                     "{} is in use by another gradgym sweep (host {host}, pid {}); wait for it or \
-                     stop it (a lock from another host is taken over after {} s without a heartbeat)",
+                     stop it (a lock is taken over once its process has ended, or, from another \
+                     host, after {} s without a heartbeat)",
                     out.display(),
                     pid.unwrap_or_default(),
                     STALE.as_secs()
                 );
             }
         }
-        fs::write(&path, format!("{} {}\n", me.0, me.1))
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        let mine = match process_start_ticks(me.1) {
+            Some(ticks) => format!("{} {} {ticks}\n", me.0, me.1),
+            None => format!("{} {}\n", me.0, me.1),
+        };
+        fs::write(&path, &mine).with_context(|| format!("cannot write {}", path.display()))?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let heartbeat = {
             let (path, stop) = (path.clone(), stop.clone());
@@ -894,6 +882,7 @@ impl FolderLock {
             path,
             stop,
             heartbeat: Some(heartbeat),
+            contents: mine,
             signals,
         })
     }
@@ -909,7 +898,11 @@ impl Drop for FolderLock {
         if let Some(h) = self.heartbeat.take() {
             let _ = h.join();
         }
-        let _ = fs::remove_file(&self.path);
+        // Only its own: a lock another sweep took over (this one silent past the stale limit
+        // on another host) stays that sweep's.
+        if fs::read_to_string(&self.path).is_ok_and(|t| t == self.contents) {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 

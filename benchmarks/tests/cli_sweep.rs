@@ -1584,38 +1584,65 @@ fn a_lock_from_another_host_blocks_while_its_heartbeat_is_fresh() {
     let o = sweep(&file, &out, &[]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(!lock.exists(), "released at the end");
-    // This host's lock: a running process that wrote it blocks while its heartbeat is fresh
-    // (here this test's process, which started before the lock was written)...
+    // This host's lock blocks while its process runs, however long it has been silent (a
+    // sweep paused with Ctrl-Z keeps its folder): here this test's own process, in the form
+    // an older gradgym wrote (no start time) and in today's (its start time recorded).
     let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    let ours = format!("{} {}\n", host.trim(), std::process::id());
-    fs::write(&lock, &ours).unwrap();
+    let host = host.trim();
+    let stat = fs::read_to_string("/proc/self/stat").unwrap();
+    let started: u64 = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let me = std::process::id();
+    for held in [
+        format!("{host} {me}\n"),
+        format!("{me}\n"),
+        format!("{host} {me} {started}\n"),
+    ] {
+        fs::write(&lock, &held).unwrap();
+        let o = fs::File::options().append(true).open(&lock).unwrap();
+        o.set_modified(old).unwrap();
+        let o = sweep(&file, &out, &[]);
+        assert_eq!(o.status.code(), Some(2), "{held}: {}", text(&o));
+        assert!(
+            text(&o).contains("in use by another gradgym sweep"),
+            "{}",
+            text(&o)
+        );
+        assert_eq!(fs::read_to_string(&lock).unwrap(), held, "left as it was");
+    }
+    // A lock whose pid now belongs to a process that started at another time (a dead sweep's
+    // pid given to a later process, after a crash or a reboot) is taken over at once.
+    fs::write(&lock, format!("{host} {me} {}\n", started + 1)).unwrap();
     let o = sweep(&file, &out, &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        text(&o).contains("in use by another gradgym sweep"),
-        "{}",
-        text(&o)
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!lock.exists());
+    // A sweep ends by removing only its own lock: one another sweep took over meanwhile (this
+    // one silent past the stale limit on another host) stays that sweep's.
+    let long = write_sweep(
+        "lock-long",
+        "seeds = [1]\nconfig = { total_timesteps = 200000, eval_episodes = 1 }\n[[runs]]\nenvs = [\"CartPole-v1\"]\nalgos = [\"ppo\"]\n",
     );
-    // ... but not once silent past the stale limit (a crashed sweep whose pid is taken by a
-    // process that runs on, such as pid 1 after a reboot) ...
-    let touch = |at: std::time::SystemTime| {
-        let f = fs::File::options().append(true).open(&lock).unwrap();
-        f.set_modified(at).unwrap();
-    };
-    touch(old);
-    let o = sweep(&file, &out, &[]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(!lock.exists());
-    // ... nor when its pid's process started after the lock was last touched (a dead sweep's
-    // pid given to a later process): a child started now, against a lock touched a minute ago.
-    let mut later = Command::new("sleep").arg("30").spawn().unwrap();
-    fs::write(&lock, format!("{} {}\n", host.trim(), later.id())).unwrap();
-    touch(std::time::SystemTime::now() - std::time::Duration::from_secs(60));
-    let o = sweep(&file, &out, &[]);
-    let _ = later.kill();
-    let _ = later.wait();
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(!lock.exists());
+    let busy = scratch("lock-long");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gradgym"))
+        .args(["sweep", long.to_str().unwrap(), "--quiet", "--out"])
+        .arg(busy.as_path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let theirs = busy.join(".sweep.lock");
+    let since = Instant::now();
+    while !theirs.is_file() && since.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let taken = "some-other-node 7\n";
+    fs::write(&theirs, taken).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(fs::read_to_string(&theirs).unwrap(), taken);
 }
 
 /// SIGINT or SIGTERM stops a sweep at once with exit 130, says how to resume, and takes its
