@@ -24,6 +24,14 @@ impl Scratch {
     /// Makes `$TMPDIR/gradgym-<prefix>-<pid>-<name>/` (emptied when it exists already) and
     /// returns the guard of `<that folder>/<name>`, which does not exist.
     pub fn new(prefix: &str, name: &str) -> Scratch {
+        // The path must stay inside the folder its guard removes.
+        assert!(
+            !name.is_empty()
+                && Path::new(name)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_))),
+            "a scratch name is a relative path without `..`: {name:?}"
+        );
         let folder = std::env::temp_dir().join(format!(
             "gradgym-{prefix}-{}-{}",
             std::process::id(),

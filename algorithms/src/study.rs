@@ -881,6 +881,14 @@ pub fn checkable(draws: &Array2<f64>) -> Array2<bool> {
     })
 }
 
+impl Measurement {
+    /// Whether the check judged any coordinate: a measurement with none checked neither
+    /// passes nor fails, and is counted apart.
+    pub fn judged(&self) -> bool {
+        self.unchecked < self.se.len()
+    }
+}
+
 /// K batch estimates of one estimator against the exact gradient.
 #[derive(Clone, Debug, Serialize)]
 pub struct Measurement {
@@ -902,7 +910,8 @@ pub struct Measurement {
     /// coordinates).
     pub passes: bool,
     /// Coordinates left out of `passes` and `bias_z`: their state has an action expected fewer
-    /// than [`MIN_EXPECTED_DRAWS`] times in the K·M trajectories.
+    /// than [`MIN_EXPECTED_DRAWS`] times in the K·M trajectories. Where every coordinate is
+    /// (see [`Measurement::judged`]), `passes` says nothing and `bias_z` is NaN.
     pub unchecked: usize,
     /// Per-coordinate standard errors of the mean, `[S, A]` like θ.
     #[serde(skip)]
@@ -1033,13 +1042,18 @@ pub fn summarise(
         estimator: estimator.to_string(),
         samples: m,
         bias_norm: norm(bias.view()),
-        bias_z: errors
-            .iter()
-            .zip(&se)
-            .zip(&checked)
-            .filter(|(_, c)| **c)
-            .map(|((e, s), _)| e / s.max(1e-300))
-            .fold(0.0, f64::max),
+        // No coordinate checked: no z at all (NaN), not a z of 0.
+        bias_z: if n_checked == 0 {
+            f64::NAN
+        } else {
+            errors
+                .iter()
+                .zip(&se)
+                .zip(&checked)
+                .filter(|(_, c)| **c)
+                .map(|((e, s), _)| e / s.max(1e-300))
+                .fold(0.0, f64::max)
+        },
         variance_trace: var.iter().sum(),
         snr: exact_norm * exact_norm / mse.max(1e-300),
         cosine_to_exact: cosine,

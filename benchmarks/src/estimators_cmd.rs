@@ -139,11 +139,20 @@ pub fn run(args: EstimatorArgs) -> Result<ExitCode> {
                     r.estimator,
                     r.samples,
                     r.bias_norm,
-                    r.bias_z,
+                    // A measurement that checked no coordinate has no z and no verdict.
+                    if r.judged() {
+                        r.bias_z.to_string()
+                    } else {
+                        String::new()
+                    },
                     r.variance_trace,
                     r.snr,
                     r.cosine_to_exact,
-                    r.passes,
+                    if r.judged() {
+                        r.passes.to_string()
+                    } else {
+                        String::new()
+                    },
                     r.unchecked
                 ));
                 rows.push(r);
@@ -170,10 +179,13 @@ pub fn run(args: EstimatorArgs) -> Result<ExitCode> {
     struct PerEstimator {
         estimator: String,
         biased_by_construction: bool,
+        /// Measurements that judged some coordinate (the denominator of `passed`).
         measurements: usize,
         passed: usize,
         /// Measurements that left some coordinates unchecked (too few expected draws).
         with_unchecked_coordinates: usize,
+        /// Measurements that left every coordinate unchecked: not in `measurements`.
+        not_judged: usize,
         variance_vs_total_return: f64,
     }
     let per: Vec<PerEstimator> = Estimator::all()
@@ -183,9 +195,10 @@ pub fn run(args: EstimatorArgs) -> Result<ExitCode> {
             let mine: Vec<&Measurement> = rows.iter().filter(|r| r.estimator == name).collect();
             PerEstimator {
                 biased_by_construction: e.biased(),
-                measurements: mine.len(),
-                passed: mine.iter().filter(|r| r.passes).count(),
+                measurements: mine.iter().filter(|r| r.judged()).count(),
+                passed: mine.iter().filter(|r| r.judged() && r.passes).count(),
                 with_unchecked_coordinates: mine.iter().filter(|r| r.unchecked > 0).count(),
+                not_judged: mine.iter().filter(|r| !r.judged()).count(),
                 variance_vs_total_return: bench_variance(&name) / reference,
                 estimator: name,
             }
@@ -229,11 +242,19 @@ pub fn run(args: EstimatorArgs) -> Result<ExitCode> {
         );
     }
     let partial: usize = per.iter().map(|p| p.with_unchecked_coordinates).sum();
+    let none: usize = per.iter().map(|p| p.not_judged).sum();
     if partial > 0 {
         println!(
-            "{partial} of {} measurements left some coordinates unchecked: an action at their state is expected fewer than {} times in the K·M trajectories (column unchecked_coordinates)",
+            "{partial} of {} measurements left some coordinates unchecked: an action at their state is expected fewer than {} times in the K·M trajectories (column unchecked_coordinates){}",
             rows.len(),
-            gradgym_algorithms::study::MIN_EXPECTED_DRAWS
+            gradgym_algorithms::study::MIN_EXPECTED_DRAWS,
+            if none > 0 {
+                format!(
+                    "; {none} left every coordinate unchecked and are not counted above (bias_z and passes empty)"
+                )
+            } else {
+                String::new()
+            }
         );
     }
     println!(

@@ -433,7 +433,11 @@ pub fn run_plot(args: PlotArgs) -> Result<ExitCode> {
         }
         rlhf_alone(&args.dirs, "plot")?;
         let set = results::load(&args.dirs)?;
-        for w in &set.warnings {
+        for w in set
+            .warnings
+            .iter()
+            .chain(&results::missing_runs_folders(&set))
+        {
             eprintln!("warning: {w}");
         }
         let metric = args.stats.metric()?;

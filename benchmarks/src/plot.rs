@@ -198,6 +198,8 @@ fn bands(set: &ResultSet, env: &str, boot: Bootstrap) -> Result<(Vec<Band>, f64)
         // figure: it is left out and said on stderr.
         let curves: Vec<Vec<(f64, f64)>> = runs
             .iter()
+            // A row of a summary.csv kept without runs/ has no curve (said once by the caller).
+            .filter(|r| !crate::results::without_runs_folder(r))
             .filter_map(|r| match learning_curve(r) {
                 Ok(c) => Some(c),
                 Err(e) => {
@@ -1242,6 +1244,10 @@ fn draw_bias<DB: DrawingBackend>(
         .draw()
         .map_err(err)?;
     for r in rows {
+        // A measurement that checked no coordinate has no z to draw.
+        if !r.z.is_finite() {
+            continue;
+        }
         let i = names.iter().position(|e| *e == r.estimator).unwrap_or(0);
         let y = (n - 1 - i) as f64;
         let z = r.z.clamp(0.011, zmax / 1.01);

@@ -724,29 +724,46 @@ fn read_run_folder(dir: &Path) -> Result<RunRecord> {
 /// Reads every completed run's learning curve; a run whose metrics.csv cannot be read (a
 /// truncated file, a NaN) gives a warning naming the file, line and column.
 pub fn check_curves(set: &ResultSet) -> Vec<String> {
-    // A sweep folder kept without its runs/ (a summary.csv read on its word) is said once,
-    // not once per run.
-    let mut without_runs: BTreeMap<PathBuf, usize> = BTreeMap::new();
-    let mut warnings = Vec::new();
+    let mut warnings = missing_runs_folders(set);
     for run in set.runs.iter().filter(|r| r.completed()) {
-        match run.dir.parent() {
-            Some(runs) if !runs.exists() => {
-                *without_runs.entry(runs.to_path_buf()).or_default() += 1
-            }
-            _ => {
-                if let Err(e) = learning_curve(run) {
-                    warnings.push(format!("{e:#}"));
-                }
+        if !without_runs_folder(run) {
+            if let Err(e) = learning_curve(run) {
+                warnings.push(format!("{e:#}"));
             }
         }
     }
-    let folders = without_runs.into_iter().map(|(runs, n)| {
-        format!(
-            "{} does not exist: the {n} completed run(s) its summary.csv lists are scored on its word, and have no learning curves",
-            runs.display()
-        )
-    });
-    folders.chain(warnings).collect()
+    warnings
+}
+
+/// Whether `run` is a row of a sweep folder kept without its `runs/` (a summary.csv read on
+/// its word): its folder `…/runs/<id>` lies in a `runs` folder that does not exist.
+pub fn without_runs_folder(run: &RunRecord) -> bool {
+    run.dir
+        .parent()
+        .is_some_and(|runs| runs.file_name().is_some_and(|n| n == "runs") && !runs.exists())
+}
+
+/// One warning per sweep folder kept without its `runs/`, not one per run.
+pub fn missing_runs_folders(set: &ResultSet) -> Vec<String> {
+    let mut counts: BTreeMap<PathBuf, usize> = BTreeMap::new();
+    for run in set
+        .runs
+        .iter()
+        .filter(|r| r.completed() && without_runs_folder(r))
+    {
+        if let Some(runs) = run.dir.parent() {
+            *counts.entry(runs.to_path_buf()).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(runs, n)| {
+            format!(
+                "{} does not exist: the {n} completed run(s) its summary.csv lists are scored on its word, and have no learning curves",
+                runs.display()
+            )
+        })
+        .collect()
 }
 
 /// A learning curve: (global_step, episodic_return) of the iterations that finished episodes.

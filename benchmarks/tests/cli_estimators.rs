@@ -145,3 +145,41 @@ fn a_sample_size_given_twice_is_refused() {
     );
     assert!(!out.exists());
 }
+
+/// A sample too small for any coordinate to be checked (2 trajectories: no action is expected
+/// 20 times) judges nothing: no verdict and no z in estimators.csv, nothing counted as passed
+/// (the biased controls read "16 / 16 passed" before), and the bias figure still drawn.
+#[test]
+fn measurements_that_check_no_coordinate_are_not_counted_as_passed() {
+    let out = scratch("cli-estimators", "unjudged");
+    let o = study("samples = [1]\nbatches = 2\nrandom_mdps = 0\n", &out);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("left every coordinate unchecked and are not counted above"),
+        "{}",
+        text(&o)
+    );
+    let csv = std::fs::read_to_string(out.join("estimators.csv")).unwrap();
+    for row in csv.lines().skip(1) {
+        let cells: Vec<&str> = row.split(',').collect();
+        assert_eq!((cells[4], cells[8]), ("", ""), "{row}");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    for e in summary["estimators"].as_array().unwrap() {
+        assert_eq!(
+            (e["measurements"].as_u64(), e["passed"].as_u64()),
+            (Some(0), Some(0)),
+            "{e}"
+        );
+        assert_eq!(e["not_judged"].as_u64(), Some(4), "{e}");
+    }
+    let plots = out.with_extension("plots");
+    let o = gradgym(&[
+        "plot",
+        out.to_str().unwrap(),
+        "--out",
+        plots.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+}

@@ -432,6 +432,17 @@ fn report_refuses_all_failed_runs_and_says_when_aggregates_stand_on_different_en
         text(&o)
     );
     assert!(!stderr(&o).contains("cannot read"), "{}", text(&o));
+    // plot says it once too.
+    let plots = mixed.join("plots");
+    let o = gradgym(&["plot", s(&mixed), "--reps", "10", "--out", s(&plots)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        stderr(&o).matches("runs does not exist").count(),
+        1,
+        "{}",
+        text(&o)
+    );
+    assert!(!stderr(&o).contains("cannot read"), "{}", text(&o));
     // The same envs for every algo: no note.
     let same = folder(
         "same-envs",
@@ -495,6 +506,24 @@ fn train_folders_pooled_with_different_configs_are_said_to_be() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         !stderr(&o).contains("configured differently"),
+        "{}",
+        text(&o)
+    );
+    // A run folder named relative to the working folder, bare (`lr-c`): its metrics.csv is
+    // still checked (a cut file is named), with no word of a missing runs/ folder.
+    let metrics = fs::read_to_string(c.join("metrics.csv")).unwrap();
+    let lines: Vec<&str> = metrics.lines().collect();
+    fs::write(c.join("metrics.csv"), lines[..2].join("\n") + "\n").unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gradgym"))
+        .current_dir(c.parent().unwrap())
+        .args(["report", "lr-c", "--reps", "10", "--out"])
+        .arg(report.as_path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!stderr(&o).contains("does not exist"), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("metrics.csv: the last row is iteration"),
         "{}",
         text(&o)
     );
