@@ -245,28 +245,16 @@ pub fn config_differences(baseline: &ResultSet, candidate: &ResultSet) -> Vec<St
                     continue;
                 };
                 let quiet_threads = native_cpu(&b) && native_cpu(&c);
-                let keys: std::collections::BTreeSet<&String> = b.keys().chain(c.keys()).collect();
-                for key in keys {
-                    if key == "seed"
-                        || key == "checkpoint_every"
-                        || (key == "torch_threads" && quiet_threads)
-                    {
-                        continue;
-                    }
-                    let (bv, cv) = (b.get(key), c.get(key));
-                    if bv != cv {
-                        let unset = "unset".to_string();
-                        let said =
-                            format!("{key} {} → {}", bv.unwrap_or(&unset), cv.unwrap_or(&unset));
-                        if !fields.contains(&said) {
-                            fields.push(said);
-                        }
+                let ignore = |key: &str| key == "torch_threads" && quiet_threads;
+                for (key, bv, cv) in crate::results::differing_fields(&b, &c, &ignore) {
+                    let said = format!("{key} {bv} → {cv}");
+                    if !fields.contains(&said) {
+                        fields.push(said);
                     }
                 }
             }
             if !fields.is_empty() {
-                let n = fields.len();
-                let shown = fields[..n.min(3)].join("; ") + if n > 3 { "; …" } else { "" };
+                let shown = crate::results::first_three(&fields);
                 notes.push(format!(
                     "{env} {label}: the candidate's runs were configured otherwise than the baseline's ({shown}), so Δ measures the config as well as the code"
                 ));

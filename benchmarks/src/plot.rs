@@ -674,12 +674,7 @@ fn draw_aggregates<DB: DrawingBackend>(
 ) -> Result<()> {
     root.fill(&WHITE).map_err(err)?;
     // Rows over different env sets say how many envs each stands on (see env_sets_note).
-    let envs_scored = {
-        let mut all: Vec<&String> = rep.aggregate.iter().flat_map(|r| &r.envs).collect();
-        all.sort();
-        all.dedup();
-        all.len()
-    };
+    let envs_scored = rep.aggregate_envs().len();
     let mixed = rep.env_sets_note().is_some();
     let row_label = |r: &report::AggregateRow| {
         if mixed {

@@ -151,11 +151,14 @@ pub fn unscored_note(set: &ResultSet, metric: Metric) -> Option<String> {
 
 /// Computes every table of the report.
 pub fn compute(set: &ResultSet, metric: Metric, boot: Bootstrap) -> Result<Report> {
+    let folders = || -> String {
+        let names: Vec<String> = set.sweeps.iter().map(|d| d.display().to_string()).collect();
+        names.join(", ")
+    };
     if set.runs.is_empty() {
-        let folders: Vec<String> = set.sweeps.iter().map(|d| d.display().to_string()).collect();
         bail!(
             "no runs to score in {}{}",
-            folders.join(", "),
+            folders(),
             if set.warnings.is_empty() {
                 ""
             } else {
@@ -164,10 +167,9 @@ pub fn compute(set: &ResultSet, metric: Metric, boot: Bootstrap) -> Result<Repor
         );
     }
     if !set.runs.iter().any(|r| r.completed()) {
-        let folders: Vec<String> = set.sweeps.iter().map(|d| d.display().to_string()).collect();
         bail!(
             "no run in {} completed ({} failed), so there is no score to report; `gradgym sweep --retry-failed` reruns them",
-            folders.join(", "),
+            folders(),
             set.runs.len()
         );
     }
@@ -445,6 +447,14 @@ impl Report {
         })
     }
 
+    /// Every env some aggregate row stands on, sorted.
+    pub fn aggregate_envs(&self) -> Vec<&String> {
+        let mut all: Vec<&String> = self.aggregate.iter().flat_map(|r| &r.envs).collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
     /// Said when the aggregate rows stand on different sets of envs (an algo that did not run
     /// on every env): their aggregates are then not comparable, as rliable compares
     /// aggregates over one task set. P(X > Y) uses only the envs both ran.
@@ -453,9 +463,7 @@ impl Report {
         if self.aggregate.iter().all(|r| r.envs == first.envs) {
             return None;
         }
-        let mut all: Vec<&String> = self.aggregate.iter().flat_map(|r| &r.envs).collect();
-        all.sort();
-        all.dedup();
+        let all = self.aggregate_envs();
         let partial: Vec<String> = self
             .aggregate
             .iter()

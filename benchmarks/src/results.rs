@@ -482,34 +482,50 @@ fn pooled_train_configs(set: &ResultSet, dirs: &[PathBuf]) -> Vec<String> {
         };
         let mut fields: Vec<String> = Vec::new();
         for (other, config) in &configs[1..] {
-            let keys: std::collections::BTreeSet<&String> =
-                reference.keys().chain(config.keys()).collect();
-            for key in keys {
-                if key == "seed" || key == "checkpoint_every" || key == "torch_threads" {
-                    continue;
-                }
-                let (a, b) = (reference.get(key), config.get(key));
-                if a != b {
-                    let unset = "unset".to_string();
-                    fields.push(format!(
-                        "{key} {} in {}, {} in {}",
-                        a.unwrap_or(&unset),
-                        first.dir.display(),
-                        b.unwrap_or(&unset),
-                        other.dir.display()
-                    ));
-                }
+            let ignore = |key: &str| key == "torch_threads";
+            for (key, a, b) in differing_fields(reference, config, &ignore) {
+                fields.push(format!(
+                    "{key} {a} in {}, {b} in {}",
+                    first.dir.display(),
+                    other.dir.display()
+                ));
             }
         }
         if !fields.is_empty() {
-            let n = fields.len();
-            let shown = fields[..n.min(3)].join("; ") + if n > 3 { "; …" } else { "" };
+            let shown = first_three(&fields);
             notes.push(format!(
                 "{env} {label}: the run folders pooled in this cell were configured differently ({shown}), so the cell mixes configs; a sweep with a grid keeps them apart"
             ));
         }
     }
     notes
+}
+
+/// The fields of two resolved configs ([`resolved_config`]) whose values differ, with both
+/// values (`unset` where one lacks the field). Never named: `seed`, and `checkpoint_every`,
+/// which does not change what a run computes; nor what `ignore` names.
+pub fn differing_fields<'a>(
+    a: &'a BTreeMap<String, String>,
+    b: &'a BTreeMap<String, String>,
+    ignore: &dyn Fn(&str) -> bool,
+) -> Vec<(&'a str, &'a str, &'a str)> {
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| *k != "seed" && *k != "checkpoint_every" && !ignore(k))
+        .filter_map(|k| {
+            let (x, y) = (a.get(k), b.get(k));
+            (x != y).then(|| {
+                let value = |v: Option<&'a String>| v.map_or("unset", String::as_str);
+                (k.as_str(), value(x), value(y))
+            })
+        })
+        .collect()
+}
+
+/// The first three of `items`, joined, with `; …` where more follow.
+pub fn first_three(items: &[String]) -> String {
+    let n = items.len();
+    items[..n.min(3)].join("; ") + if n > 3 { "; …" } else { "" }
 }
 
 /// A run folder's `config.toml` resolved over the defaults and flattened to `field → value`

@@ -223,28 +223,20 @@ fn resample_into(tasks: &[Vec<f64>], rng: &mut Stream, out: &mut Vec<f64>) {
     }
 }
 
-/// Each task's runs resampled with replacement into `out[t]`, drawing in the order
-/// [`resample_into`] draws, so both see the same replicate from the same stream.
+/// Each task's runs resampled with replacement into `out[t]`, task by task, drawing in the
+/// order [`resample_into`] draws.
 fn resample_tasks_into(tasks: &[Vec<f64>], rng: &mut Stream, out: &mut Vec<Vec<f64>>) {
     out.resize_with(tasks.len(), Vec::new);
     for (task, sample) in tasks.iter().zip(out.iter_mut()) {
-        sample.clear();
-        for _ in 0..task.len() {
-            sample.push(task[draw(rng, task.len())]);
-        }
+        resample_into(std::slice::from_ref(task), rng, sample);
     }
 }
 
 /// Each task's runs resampled with replacement, task by task.
 fn resample_each(tasks: &[Vec<f64>], rng: &mut Stream) -> Vec<Vec<f64>> {
     let mut sample = Vec::new();
-    tasks
-        .iter()
-        .map(|t| {
-            resample_into(std::slice::from_ref(t), rng, &mut sample);
-            sample.clone()
-        })
-        .collect()
+    resample_tasks_into(tasks, rng, &mut sample);
+    sample
 }
 
 fn interval_of(point: f64, mut replicates: Vec<f64>) -> Interval {
@@ -265,22 +257,11 @@ pub fn stratified_interval(
     boot: Bootstrap,
     name: &str,
 ) -> Interval {
-    let flat: Vec<f64> = tasks.iter().flatten().copied().collect();
-    let point = stat(&flat);
-    let domain = format!("bootstrap/{name}");
-    let mut sample = Vec::with_capacity(flat.len());
-    let replicates = (0..boot.reps)
-        .map(|k| {
-            let mut rng = rng::stream(boot.seed, &domain, k as u64);
-            resample_into(tasks, &mut rng, &mut sample);
-            stat(&sample)
-        })
-        .collect();
-    interval_of(point, replicates)
+    stratified_interval_over_tasks(tasks, &|sample| stat(&sample.concat()), boot, name)
 }
 
-/// [`stratified_interval`] for a statistic of the tasks (each task's runs kept apart), from the
-/// same replicates: rliable's mean and median of per-task means ([`Aggregate::over_tasks`]).
+/// [`stratified_interval`] for a statistic of the tasks (each task's runs kept apart), such as
+/// rliable's mean and median of per-task means ([`Aggregate::over_tasks`]).
 pub fn stratified_interval_over_tasks(
     tasks: &[Vec<f64>],
     stat: &dyn Fn(&[Vec<f64>]) -> f64,

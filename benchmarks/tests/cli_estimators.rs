@@ -164,8 +164,7 @@ fn measurements_that_check_no_coordinate_are_not_counted_as_passed() {
         let cells: Vec<&str> = row.split(',').collect();
         assert_eq!((cells[4], cells[8]), ("", ""), "{row}");
     }
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let summary = common::summary(&out);
     for e in summary["estimators"].as_array().unwrap() {
         assert_eq!(
             (e["measurements"].as_u64(), e["passed"].as_u64()),
