@@ -188,6 +188,7 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
     };
     let start = Instant::now();
     let quiet = common.quiet;
+    let mut header = String::new();
     if !quiet {
         let rl = format!(
             "{} ({} updates of {} prompts)",
@@ -201,20 +202,24 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
             Stage::Bon => format!("best-of-n for n in {:?}", config.eval.best_of_n),
             Stage::Sample => format!("{} samples", inputs.samples),
         };
-        eprintln!(
+        header = format!(
             "gradgym rlhf {}: seed {}, {what} → {}",
             stage.name(),
             config.seed,
             out.display()
         );
         if let Some(own) = replaced {
-            eprintln!(
-                "  the input model has {}; the run uses that instead of the config's [model] ({})",
+            header.push_str(&format!(
+                "\n  the input model has {}; the run uses that instead of the config's [model] ({})",
                 config.model.describe(),
                 own.describe()
-            );
+            ));
         }
     }
+    // The header waits for the pipeline's first line: a refused input (a bad --data line, a
+    // missing --sft) is then the only thing printed, not an "→ OUT" for a run that never
+    // started.
+    let mut header = Some(header).filter(|h| !h.is_empty());
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut bar_shown = false;
     // Off a terminal (a log file, CI), a bar's state is printed as a plain line when nothing
@@ -224,6 +229,9 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
     let mut progress = |line: &str| {
         if quiet {
             return;
+        }
+        if let Some(h) = header.take() {
+            eprintln!("{h}");
         }
         let elapsed = start.elapsed().as_secs_f64();
         if let Some(state) = line.strip_prefix(pipeline::PROGRESS) {
@@ -268,6 +276,13 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
         &mut progress,
         Some(&interrupt),
     );
+    // A run that started but printed nothing still names itself.
+    let started = result
+        .as_ref()
+        .map_or_else(|e| e.is::<pipeline::RunEnded>(), |_| true);
+    if let Some(h) = header.take().filter(|_| started) {
+        eprintln!("{h}");
+    }
     if terminal && !quiet {
         eprintln!();
     }

@@ -358,7 +358,7 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
     );
     assert_eq!(table.lines().count(), 4);
     let sample = dir.join("sample-run");
-    ok(&run(&[
+    let o = run(&[
         "sample",
         "--config",
         c,
@@ -370,8 +370,16 @@ fn each_stage_runs_alone_on_the_files_of_the_one_before_and_a_users_data() {
         "3",
         "--out",
         sample.to_str().unwrap(),
-        "--quiet",
-    ]));
+    ]);
+    ok(&o);
+    // A stage that prints no progress line still names its run, once, before its end.
+    let t = text(&o);
+    let header = format!(
+        "gradgym rlhf sample: seed 1, 3 samples → {}",
+        sample.display()
+    );
+    assert_eq!(t.matches(&header).count(), 1, "{t}");
+    assert!(t.find(&header) < t.find("done in"), "{t}");
     let samples = fs::read_to_string(sample.join("samples.jsonl")).unwrap();
     assert_eq!(samples.lines().count(), 3);
     // The manifest names the model sampled.
@@ -472,6 +480,8 @@ fn bad_data(name: &str, lines: &str) -> (Option<i32>, String, PathBuf) {
         out.to_str().unwrap(),
     ]);
     assert!(!out.exists(), "a refused run wrote {}", out.display());
+    // Nor may it announce a run (the header's "→ OUT") that never started.
+    assert!(!text(&o).contains('→'), "{}", text(&o));
     (o.status.code(), text(&o), data)
 }
 
@@ -811,6 +821,7 @@ fn input_models_and_flags_are_checked_before_anything_is_written() {
         assert_eq!(result.status.code(), Some(2), "{args:?}: {t}");
         assert!(t.contains(want), "{args:?}: expected `{want}` in {t}");
         assert!(!t.contains("panicked"), "{args:?}: {t}");
+        assert!(!t.contains('→'), "{args:?} announced a run: {t}");
         assert!(
             !out.exists() && !dir.join("out.partial").exists(),
             "{args:?} wrote {}",
