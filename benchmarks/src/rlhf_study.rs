@@ -414,9 +414,16 @@ fn fit2(rows: &[(f64, f64, f64)]) -> Option<(f64, f64, f64)> {
     // y ≈ α f + b g with b = −β.
     let alpha = (fy * gg - gy * fg) / det;
     let b = (ff * gy - fg * fy) / det;
-    let mean = rows.iter().map(|r| r.2).sum::<f64>() / rows.len() as f64;
-    let ss_tot: f64 = rows.iter().map(|r| (r.2 - mean).powi(2)).sum();
-    let ss_res: f64 = rows
+    // R² over the points the fit had to explain: the curve's own start (d = 0: update 0, or
+    // n = 1), where both forms are 0 by construction and the gain is 0 by definition, would
+    // add a point fitted exactly and inflate it.
+    let free: Vec<_> = rows.iter().filter(|r| r.0 != 0.0 || r.1 != 0.0).collect();
+    if free.len() < 2 {
+        return None;
+    }
+    let mean = free.iter().map(|r| r.2).sum::<f64>() / free.len() as f64;
+    let ss_tot: f64 = free.iter().map(|r| (r.2 - mean).powi(2)).sum();
+    let ss_res: f64 = free
         .iter()
         .map(|r| (r.2 - alpha * r.0 - b * r.1).powi(2))
         .sum();
@@ -541,7 +548,7 @@ pub fn markdown(study: &Study) -> String {
         s.push('\n');
     }
     s.push_str(&seeds_section(study));
-    s.push_str("## Gao et al. 2022 fits\n\nLeast squares on the gold score's gain over the SFT policy, d = √KL: best-of-n `d(α − β d)`, RL `d(α − β log d)`.\n\n| curve | comparisons | α | β | R² |\n|---|---:|---:|---:|---:|\n");
+    s.push_str("## Gao et al. 2022 fits\n\nLeast squares on the gold score's gain over the SFT policy, d = √KL: best-of-n `d(α − β d)`, RL `d(α − β log d)`. R² is over the points past each curve's start (update 0, or n = 1), which both forms fit exactly by construction.\n\n| curve | comparisons | α | β | R² |\n|---|---:|---:|---:|---:|\n");
     for c in &study.curves {
         if let Some((a, b, r2)) = gao_fit(c) {
             s.push_str(&format!(
@@ -855,6 +862,29 @@ mod tests {
         let noisy = curve(true, |d| d * (0.8 - 0.15 * d) + 0.01 * (7.0 * d).sin());
         let (a, b, r2) = gao_fit(&noisy).unwrap();
         assert!((a - 0.8).abs() < 0.05 && (b - 0.15).abs() < 0.05 && r2 < 1.0 && r2 > 0.99);
+        // R² is over the points past the start (d = 0), which every fit passes through: a
+        // hand count over those alone, the start's zero gain left out of the mean.
+        let (rows, want) = {
+            let fit = |d: f64| d * (a - b * d);
+            let free: Vec<_> = noisy.points.iter().filter(|p| p.kl > 0.0).collect();
+            assert!(
+                free.len() < noisy.points.len(),
+                "the test curve has a start"
+            );
+            let y: Vec<f64> = free.iter().map(|p| p.gold - noisy.gold_sft).collect();
+            let mean = y.iter().sum::<f64>() / y.len() as f64;
+            let tot: f64 = y.iter().map(|y| (y - mean).powi(2)).sum();
+            let res: f64 = free
+                .iter()
+                .zip(&y)
+                .map(|(p, y)| (y - fit(p.kl.sqrt())).powi(2))
+                .sum();
+            (free.len(), 1.0 - res / tot)
+        };
+        assert!(
+            rows >= 2 && (r2 - want).abs() < 1e-12,
+            "{r2} against {want}"
+        );
     }
 
     #[test]
