@@ -788,7 +788,35 @@ impl FolderLock {
     fn take(out: &Path) -> Result<Self> {
         let path = out.join(".sweep.lock");
         let me = (hostname(), std::process::id());
-        if let Ok(text) = fs::read_to_string(&path) {
+        let mine = match process_start_ticks(me.1) {
+            Some(ticks) => format!("{} {} {ticks}\n", me.0, me.1),
+            None => format!("{} {}\n", me.0, me.1),
+        };
+        // The lock is made with O_EXCL, so of two sweeps started at once into one folder only
+        // one makes it; the other reads it and is refused. A lock whose owner has ended is
+        // removed (only if it still holds what was judged) and the making tried once more.
+        for attempt in 0..2 {
+            match fs::File::options().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    f.write_all(mine.as_bytes())
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt == 0 => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+                    "{} is in use by another gradgym sweep, which took its lock while this one \
+                     removed an ended sweep's; wait for it or stop it",
+                    out.display()
+                ),
+                Err(e) => return Err(e).context(format!("cannot write {}", path.display())),
+            }
+            // Being written this instant by the sweep that made it: read it again shortly.
+            let mut text = fs::read_to_string(&path).unwrap_or_default();
+            if text.is_empty() {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                text = fs::read_to_string(&path).unwrap_or_default();
+            }
             let mut parts = text.split_whitespace();
             let (host, pid, started) = match (parts.next(), parts.next(), parts.next()) {
                 (Some(h), Some(p), started) => (
@@ -830,12 +858,17 @@ impl FolderLock {
                     STALE.as_secs()
                 );
             }
+            // An ended sweep's lock: removed unless another sweep replaced it meanwhile.
+            if fs::read_to_string(&path).unwrap_or_default() == text {
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(e).context(format!("cannot remove {}", path.display()));
+                    }
+                }
+            }
         }
-        let mine = match process_start_ticks(me.1) {
-            Some(ticks) => format!("{} {} {ticks}\n", me.0, me.1),
-            None => format!("{} {}\n", me.0, me.1),
-        };
-        fs::write(&path, &mine).with_context(|| format!("cannot write {}", path.display()))?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let heartbeat = {
             let (path, stop) = (path.clone(), stop.clone());

@@ -1645,6 +1645,75 @@ fn a_lock_from_another_host_blocks_while_its_heartbeat_is_fresh() {
     assert_eq!(fs::read_to_string(&theirs).unwrap(), taken);
 }
 
+/// Sweeps started together into one folder: exactly one takes it, and each other is refused
+/// with exit 2 rather than running beside it. (Without the lock three of six ran at once. The
+/// lock is made with O_EXCL, so no window is left between reading and writing it; the
+/// processes' start-up spreads them too far apart for this test to hit such a window itself.)
+#[test]
+fn of_sweeps_started_at_once_into_one_folder_exactly_one_runs() {
+    let file = write_sweep(
+        "race",
+        "seeds = [1]\nconfig = { total_timesteps = 50000000, eval_episodes = 1 }\n[[runs]]\nenvs = [\"CartPole-v1\"]\nalgos = [\"ppo\"]\n",
+    );
+    let out = scratch("race");
+    fs::create_dir_all(&out).unwrap();
+    let mut children: Vec<_> = (0..6)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_gradgym"))
+                .args([
+                    "sweep",
+                    file.to_str().unwrap(),
+                    "--jobs",
+                    "1",
+                    "--quiet",
+                    "--out",
+                ])
+                .arg(out.as_path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut ended = vec![None; children.len()];
+    let since = Instant::now();
+    while ended.iter().filter(|e| e.is_some()).count() < children.len() - 1
+        && since.elapsed() < Duration::from_secs(60)
+    {
+        for (c, e) in children.iter_mut().zip(ended.iter_mut()) {
+            if e.is_none() {
+                *e = c.try_wait().unwrap().map(|s| s.code());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Give a second winner, if there were one, time to show itself by still running.
+    std::thread::sleep(Duration::from_millis(500));
+    for (c, e) in children.iter_mut().zip(ended.iter_mut()) {
+        if e.is_none() {
+            *e = c.try_wait().unwrap().map(|s| s.code());
+        }
+    }
+    let running: Vec<_> = children
+        .iter_mut()
+        .zip(&ended)
+        .filter(|(_, e)| e.is_none())
+        .map(|(c, _)| c)
+        .collect();
+    let n_running = running.len();
+    for c in running {
+        let _ = Command::new("kill")
+            .args(["-INT", &c.id().to_string()])
+            .status();
+        c.wait().unwrap();
+    }
+    assert_eq!(n_running, 1, "sweeps running at once: {ended:?}");
+    assert!(
+        ended.iter().flatten().all(|code| *code == Some(2)),
+        "{ended:?}"
+    );
+}
+
 /// SIGINT or SIGTERM stops a sweep at once with exit 130, says how to resume, and takes its
 /// lock file away (it was left behind, for the next sweep to take over as a dead owner's).
 #[test]
