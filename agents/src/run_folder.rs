@@ -258,6 +258,31 @@ fn in_use(partial: &Path) -> anyhow::Error {
     )
 }
 
+/// Makes every file under `dir` durable, in its subfolders too (the models' `sft/`,
+/// `policy/`, the classic `checkpoints/iter-*/`), and every folder's entries, so that a run
+/// sealed as finished never comes back from a power loss with its weights empty or missing.
+/// Links are not followed.
+fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let entry = entry?;
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            sync_tree(&path)?;
+        } else if kind.is_file() {
+            fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("cannot sync {}", path.display()))?;
+        }
+    }
+    // A folder's own entries (the names of the files in it); not every file system can sync
+    // a folder opened for reading, and the files themselves are synced above.
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
 impl RunFolder {
     /// Starts a run whose finished folder will be `dir`. A `<dir>.partial/` left by a run that
     /// was killed is refused under [`Existing::Refuse`] (it may hold the only copy of what that
@@ -437,18 +462,15 @@ impl RunFolder {
     pub fn seal(mut self, summary: &impl Serialize) -> Result<PathBuf> {
         self.write_json("summary.json", summary)?;
         self.metrics = None;
-        for entry in fs::read_dir(&self.partial)? {
-            let path = entry?.path();
-            if path.is_file() {
-                fs::File::open(&path)
-                    .and_then(|f| f.sync_all())
-                    .with_context(|| format!("cannot sync {}", path.display()))?;
-            }
-        }
+        sync_tree(&self.partial)?;
         self.move_into_place()?;
-        if let Some(parent) = self.done.parent()
-            && let Ok(d) = fs::File::open(parent)
-        {
+        // The rename itself, in the folder that holds the run (`.` for a bare `--out NAME`,
+        // whose parent is the empty path).
+        let parent = match self.done.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if let Ok(d) = fs::File::open(parent) {
             let _ = d.sync_all();
         }
         Ok(self.done.clone())
