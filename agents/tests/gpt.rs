@@ -125,30 +125,39 @@ fn checkpoints_round_trip_and_name_what_does_not_fit() {
         st.tensor("lm_head.weight").is_err(),
         "the unembedding is tied"
     );
-    // A state dict that also writes the tied head out as `lm_head.weight` (nanoGPT's model
-    // holds both names) loads as the same model; an untied head is refused by name.
-    let with_head = |change: f32| {
-        let wte = st.tensor("transformer.wte.weight").unwrap();
-        let mut head: Vec<f32> = wte
-            .data()
-            .chunks(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+    // The checkpoint's tensors rewritten: (name, shape, values), loaded with its model.json.
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            let values = v
+                .data()
+                .chunks(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            (name, v.shape().to_vec(), values)
+        })
+        .collect();
+    let load_rewritten = |tensors: Vec<(String, Vec<usize>, Vec<f32>)>| {
+        let bytes: Vec<Vec<u8>> = tensors
+            .iter()
+            .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
             .collect();
-        head[7] += change;
-        let bytes: Vec<u8> = head.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let mut views: Vec<(String, safetensors::tensor::TensorView<'_>)> =
-            st.tensors().into_iter().collect();
-        views.push((
-            "lm_head.weight".into(),
-            safetensors::tensor::TensorView::new(
-                safetensors::Dtype::F32,
-                wte.shape().to_vec(),
-                &bytes,
-            )
-            .unwrap(),
-        ));
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+            .iter()
+            .zip(&bytes)
+            .map(|((name, shape, _), b)| {
+                let view = safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    shape.clone(),
+                    b,
+                )
+                .unwrap();
+                (name.clone(), view)
+            })
+            .collect();
         let out = safetensors::serialize(views, &None).unwrap();
-        let d2 = dir.with_extension("head");
+        let d2 = dir.with_extension("rewritten");
         std::fs::create_dir_all(&d2).unwrap();
         std::fs::copy(dir.join("model.json"), d2.join("model.json")).unwrap();
         std::fs::write(d2.join("model.safetensors"), out).unwrap();
@@ -156,11 +165,72 @@ fn checkpoints_round_trip_and_name_what_does_not_fit() {
         let _ = std::fs::remove_dir_all(&d2);
         loaded
     };
-    let tied = with_head(0.0).unwrap();
-    let d = tch::no_grad(|| max_diff(&m.forward(&x), &tied.forward(&x)));
-    assert_eq!(d, 0.0);
+    let same_model = |g: Gpt| {
+        let d = tch::no_grad(|| max_diff(&m.forward(&x), &g.forward(&x)));
+        assert_eq!(d, 0.0);
+    };
+    let wte = tensors
+        .iter()
+        .find(|t| t.0 == "transformer.wte.weight")
+        .unwrap()
+        .clone();
+    // A state dict that also writes the tied head out as `lm_head.weight` (nanoGPT's model
+    // holds both names) loads as the same model; an untied head is refused by name.
+    let with_head = |change: f32| {
+        let mut head = wte.clone();
+        head.0 = "lm_head.weight".into();
+        head.2[7] += change;
+        let mut all = tensors.clone();
+        all.push(head);
+        load_rewritten(all)
+    };
+    same_model(with_head(0.0).unwrap());
     let e = with_head(1.0).unwrap_err().to_string();
     assert!(e.contains("`lm_head.weight` differs"), "{e}");
+    // What `safetensors.torch.save_model` writes for nanoGPT's model: the tied tensor under
+    // `lm_head.weight` alone. The same model.
+    let renamed: Vec<_> = tensors
+        .iter()
+        .cloned()
+        .map(|mut t| {
+            if t.0 == "transformer.wte.weight" {
+                t.0 = "lm_head.weight".into();
+            }
+            t
+        })
+        .collect();
+    same_model(load_rewritten(renamed).unwrap());
+    // nanoGPT's causal-mask buffer (no flash attention): accepted where it is that mask over
+    // at least the context (24 here), refused by name otherwise.
+    let with_mask = |n: usize, layer: usize, flip: Option<usize>| {
+        let mut mask: Vec<f32> = (0..n * n)
+            .map(|k| if k % n <= k / n { 1.0 } else { 0.0 })
+            .collect();
+        if let Some(k) = flip {
+            mask[k] = 1.0 - mask[k];
+        }
+        let mut all = tensors.clone();
+        all.push((
+            format!("transformer.h.{layer}.attn.bias"),
+            vec![1, 1, n, n],
+            mask,
+        ));
+        load_rewritten(all)
+    };
+    same_model(with_mask(64, 0, None).unwrap());
+    same_model(with_mask(24, 1, None).unwrap());
+    for (n, layer, flip, want) in [
+        (64, 0, Some(1), "is not nanoGPT's causal mask"),
+        (64, 0, Some(64 * 3 + 2), "is not nanoGPT's causal mask"),
+        (16, 0, None, "is not nanoGPT's causal mask"),
+        (24, 2, None, "has no place in the architecture"),
+    ] {
+        let e = with_mask(n, layer, flip).unwrap_err().to_string();
+        assert!(
+            e.contains(want) && e.contains(&format!("transformer.h.{layer}.attn.bias")),
+            "{n} {layer} {flip:?}: {e}"
+        );
+    }
     // A config that does not match the weights is named.
     let other = GptConfig {
         width: 16,

@@ -644,17 +644,61 @@ impl Gpt {
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let st = SafeTensors::deserialize(&data)
             .map_err(|e| anyhow!("{}: not a safetensors file: {e:?}", path.display()))?;
+        let names = st.names();
+        let has = |n: &str| names.iter().any(|m| *m == n);
+        // The tied embedding under its other name alone: what `safetensors.torch.save_model`
+        // writes for nanoGPT's model (of two names for one tensor it keeps the first in sorted
+        // order, `lm_head.weight`).
+        let wte_as_head = !has("transformer.wte.weight") && has("lm_head.weight");
         let mut values = Vec::new();
         for (name, shape) in config.parameters() {
             let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-            let v = read_f32_tensor(&st, &name, &dims, &path)
+            let stored = if wte_as_head && name == "transformer.wte.weight" {
+                "lm_head.weight"
+            } else {
+                name.as_str()
+            };
+            let v = read_f32_tensor(&st, stored, &dims, &path)
                 .map_err(|e| anyhow!("{e} (the architecture in {})", json.display()))?;
             values.push((name, shape, v));
+        }
+        // nanoGPT without flash attention keeps its causal mask as a buffer in the state dict,
+        // `transformer.h.<i>.attn.bias` [1, 1, n, n] of ones on and below the diagonal: the
+        // causality this model has built in, so accepted where it is exactly that mask and
+        // covers the context.
+        let mask = |n: &str| {
+            n.strip_prefix("transformer.h.")
+                .and_then(|r| r.split_once('.'))
+                .is_some_and(|(i, rest)| {
+                    rest == "attn.bias" && i.parse::<usize>().is_ok_and(|i| i < config.layers)
+                })
+        };
+        for name in names.iter().filter(|n| mask(n)) {
+            let shape = st.tensor(name).map(|v| v.shape().to_vec()).unwrap_or_default();
+            let n = shape.get(2).copied().unwrap_or(0);
+            let fits = shape.len() == 4 && shape[..2] == [1, 1] && shape[3] == n;
+            let v = if fits && n >= config.context {
+                read_f32_tensor(&st, name, &shape, &path)?
+            } else {
+                Vec::new()
+            };
+            let causal = !v.is_empty()
+                && v.iter().enumerate().all(|(k, &x)| {
+                    let (row, col) = (k / n, k % n);
+                    x == if col <= row { 1.0 } else { 0.0 }
+                });
+            anyhow::ensure!(
+                causal,
+                "{}: tensor `{name}` {shape:?} is not nanoGPT's causal mask over at least the \
+                 context of {} (float32 [1, 1, n, n], ones on and below the diagonal)",
+                path.display(),
+                config.context
+            );
         }
         // A separate `lm_head.weight` equal to the token embedding is a tied head written out
         // twice (as a PyTorch state dict of nanoGPT's model holds it): the same model. One that
         // differs is an untied head, which this architecture has no place for.
-        if st.names().iter().any(|n| *n == "lm_head.weight") {
+        if !wte_as_head && has("lm_head.weight") {
             let wte = &values[0];
             let dims: Vec<usize> = wte.1.iter().map(|&d| d as usize).collect();
             let head = read_f32_tensor(&st, "lm_head.weight", &dims, &path)?;
@@ -671,10 +715,9 @@ impl Gpt {
         }
         // A tensor the architecture has no place for means the file and model.json disagree
         // (a scalar head under a language model's config, say): refused, not dropped.
-        if let Some(extra) = st
-            .names()
-            .into_iter()
-            .find(|n| *n != "lm_head.weight" && !values.iter().any(|(name, _, _)| name == *n))
+        if let Some(extra) = names.iter().find(|n| {
+            **n != "lm_head.weight" && !mask(n) && !values.iter().any(|(name, _, _)| name == **n)
+        })
         {
             anyhow::bail!(
                 "{}: tensor `{extra}` has no place in the architecture of {}",
