@@ -17,7 +17,6 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
-use safetensors::tensor::SafeTensors;
 use serde::{Deserialize, Serialize};
 
 use crate::nn::actor_critic::ActorCritic;
@@ -163,8 +162,7 @@ pub fn load(dir: &Path) -> Result<(Policy, PolicyConfig)> {
     let net = ActorCritic::new(config.obs_dim, head, &config.hidden_sizes);
     let path = dir.join("policy.safetensors");
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let file = SafeTensors::deserialize(&bytes)
-        .map_err(|e| anyhow::anyhow!("{}: not a safetensors file: {e:?}", path.display()))?;
+    let file = crate::safetensors_io::parse_safetensors(&bytes, &path)?;
     let mut params = vec![0.0f32; net.len];
     let empty = Policy::new(&net, vec![0.0; net.len]);
     let expected = tensors(&empty);
@@ -244,7 +242,7 @@ mod tests {
             );
             // PyTorch's layout: weight [outputs, inputs].
             let bytes = std::fs::read(dir.join("policy.safetensors")).unwrap();
-            let file = SafeTensors::deserialize(&bytes).unwrap();
+            let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
             assert_eq!(file.tensor("actor.0.weight").unwrap().shape(), [5, 3]);
             assert_eq!(file.tensor("critic.2.weight").unwrap().shape(), [1, 4]);
         }

@@ -147,12 +147,9 @@ fn checkpoints_round_trip_and_name_what_does_not_fit() {
             .iter()
             .zip(&bytes)
             .map(|((name, shape, _), b)| {
-                let view = safetensors::tensor::TensorView::new(
-                    safetensors::Dtype::F32,
-                    shape.clone(),
-                    b,
-                )
-                .unwrap();
+                let view =
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+                        .unwrap();
                 (name.clone(), view)
             })
             .collect();

@@ -20,12 +20,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
 use gradgym_envs::rng::{Stream, standard_normal};
-use safetensors::tensor::SafeTensors;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::run_folder::write_atomic;
-use crate::safetensors_io::{read_f32_tensor, write_f32_safetensors};
+use crate::safetensors_io::{parse_safetensors, read_f32_tensor, write_f32_safetensors};
 
 /// The architecture (`model.json` beside the weights).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -642,8 +641,7 @@ impl Gpt {
         let path = dir.join("model.safetensors");
         let data =
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let st = SafeTensors::deserialize(&data)
-            .map_err(|e| anyhow!("{}: not a safetensors file: {e:?}", path.display()))?;
+        let st = parse_safetensors(&data, &path)?;
         let names = st.names();
         let has = |n: &str| names.iter().any(|m| *m == n);
         // The tied embedding under its other name alone: what `safetensors.torch.save_model`
@@ -674,7 +672,10 @@ impl Gpt {
                 })
         };
         for name in names.iter().filter(|n| mask(n)) {
-            let shape = st.tensor(name).map(|v| v.shape().to_vec()).unwrap_or_default();
+            let shape = st
+                .tensor(name)
+                .map(|v| v.shape().to_vec())
+                .unwrap_or_default();
             let n = shape.get(2).copied().unwrap_or(0);
             let fits = shape.len() == 4 && shape[..2] == [1, 1] && shape[3] == n;
             let v = if fits && n >= config.context {
@@ -717,8 +718,7 @@ impl Gpt {
         // (a scalar head under a language model's config, say): refused, not dropped.
         if let Some(extra) = names.iter().find(|n| {
             **n != "lm_head.weight" && !mask(n) && !values.iter().any(|(name, _, _)| name == **n)
-        })
-        {
+        }) {
             anyhow::bail!(
                 "{}: tensor `{extra}` has no place in the architecture of {}",
                 path.display(),
