@@ -124,6 +124,26 @@ pub fn load(dir: &Path) -> Result<(Policy, PolicyConfig)> {
         anyhow::bail!("{}: no such folder", dir.display());
     }
     if !json_path.exists() && !dir.join("policy.safetensors").exists() {
+        // A transformer of `gradgym rlhf` (its own folder, or a run folder holding one).
+        if let Some(model) = ["", "policy", "sft"]
+            .iter()
+            .map(|sub| {
+                if sub.is_empty() {
+                    dir.to_path_buf()
+                } else {
+                    dir.join(sub)
+                }
+            })
+            .find(|d| d.join("model.json").is_file())
+        {
+            anyhow::bail!(
+                "{} holds a language model of `gradgym rlhf` ({}), not a classic-control \
+                 policy; sample it with `gradgym rlhf sample --model {}`",
+                dir.display(),
+                model.join("model.json").display(),
+                model.display()
+            );
+        }
         anyhow::bail!(
             "{} holds no saved policy (neither policy.safetensors nor policy.json): a failed run \
              saves none (its weights may not be finite), and neither did runs made before \
@@ -133,7 +153,9 @@ pub fn load(dir: &Path) -> Result<(Policy, PolicyConfig)> {
     }
     let text = std::fs::read_to_string(&json_path)
         .with_context(|| format!("cannot read {}", json_path.display()))?;
-    let config: PolicyConfig = serde_json::from_str(&text)
+    // A byte-order mark, as some editors write one, is not part of the JSON (as for
+    // model.json).
+    let config: PolicyConfig = serde_json::from_str(text.strip_prefix('\u{feff}').unwrap_or(&text))
         .with_context(|| format!("{}: not a gradgym policy config", json_path.display()))?;
     ensure!(
         config.format == FORMAT,
@@ -159,10 +181,35 @@ pub fn load(dir: &Path) -> Result<(Policy, PolicyConfig)> {
             json_path.display()
         ),
     };
-    let net = ActorCritic::new(config.obs_dim, head, &config.hidden_sizes);
+    // Sizes first, and the file's shapes against them, before the network is allocated: a
+    // policy.json of absurd sizes (or sizes another file's) is refused by field, not an
+    // allocation of terabytes or a wrapped size.
+    let most = crate::limits::MOST_SIZE;
+    for (field, n) in std::iter::once(("obs_dim", config.obs_dim))
+        .chain(std::iter::once(("head_outputs", config.head_outputs)))
+        .chain(config.hidden_sizes.iter().map(|&h| ("hidden_sizes", h)))
+    {
+        ensure!(
+            (1..=most).contains(&n),
+            "{}: field `{field}`: {n} is outside 1 to {most}",
+            json_path.display()
+        );
+    }
     let path = dir.join("policy.safetensors");
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let file = crate::safetensors_io::parse_safetensors(&bytes, &path)?;
+    for (name, shape) in shapes(&config, head) {
+        if let Ok(t) = file.tensor(&name) {
+            ensure!(
+                t.shape() == shape.as_slice(),
+                "{}: tensor `{name}` is {:?}, but {} describes {shape:?}",
+                path.display(),
+                t.shape(),
+                json_path.display()
+            );
+        }
+    }
+    let net = ActorCritic::new(config.obs_dim, head, &config.hidden_sizes);
     let mut params = vec![0.0f32; net.len];
     let empty = Policy::new(&net, vec![0.0; net.len]);
     let expected = tensors(&empty);
@@ -184,6 +231,30 @@ pub fn load(dir: &Path) -> Result<(Policy, PolicyConfig)> {
         );
     }
     Ok((Policy::new(&net, params), config))
+}
+
+/// The tensors' names and shapes that `config` describes, as [`tensors`] writes them, from
+/// its numbers alone (nothing allocated).
+fn shapes(config: &PolicyConfig, head: Head) -> Vec<(String, Vec<usize>)> {
+    let mut out = Vec::new();
+    let outputs = match head {
+        Head::Categorical { n } => n,
+        Head::Gaussian { dim } => dim,
+    };
+    for (name, last) in [("actor", outputs), ("critic", 1)] {
+        let widths: Vec<usize> = std::iter::once(config.obs_dim)
+            .chain(config.hidden_sizes.iter().copied())
+            .chain(std::iter::once(last))
+            .collect();
+        for (i, io) in widths.windows(2).enumerate() {
+            out.push((format!("{name}.{i}.weight"), vec![io[1], io[0]]));
+            out.push((format!("{name}.{i}.bias"), vec![io[1]]));
+        }
+    }
+    if let Head::Gaussian { dim } = head {
+        out.push(("log_std".into(), vec![dim]));
+    }
+    out
 }
 
 /// Writes the tensor `name` (PyTorch's layout) into its slot of the flat `params`.

@@ -256,6 +256,33 @@ pub struct EvalStep {
     pub truncated: bool,
 }
 
+/// Whether `policy` can act in the env of `spec`: its input is the observation's size and its
+/// head the action space's kind and size (a policy of another env, or a hand-edited
+/// `policy.json`, is refused here rather than failing inside a forward pass).
+pub fn check_fits(policy: &Policy, spec: &gradgym_envs::EnvSpec) -> Result<()> {
+    let obs = spec.observation_space.dim();
+    anyhow::ensure!(
+        policy.obs_dim() == obs,
+        "the policy reads observations of {} components (obs_dim), but {}'s have {obs}",
+        policy.obs_dim(),
+        spec.id
+    );
+    match (policy.head, &spec.action_space) {
+        (Head::Categorical { n }, Space::Discrete { n: m }) if n as i64 == *m => Ok(()),
+        (Head::Gaussian { dim }, Space::Box { low, .. }) if dim == low.len() => Ok(()),
+        (head, space) => {
+            let (kind, k) = match head {
+                Head::Categorical { n } => ("categorical", n),
+                Head::Gaussian { dim } => ("gaussian", dim),
+            };
+            anyhow::bail!(
+                "the policy's head is {kind} over {k} (head, head_outputs), but {}'s action space is {space}",
+                spec.id
+            )
+        }
+    }
+}
+
 /// Returns of `config.eval_episodes` deterministic episodes of `policy`, one per env of a
 /// batch seeded from the `"eval"` stream of `config.seed` (so a run's evaluation can be
 /// repeated from its config and weights alone), in env order. With `trace`, every step of
@@ -274,6 +301,7 @@ pub fn evaluate_episodes(
             ..EnvOptions::new(episodes, seed)
         },
     )?;
+    check_fits(policy, env.spec())?;
     let mut actor = Actor::new();
     let ad = match env.spec().action_space {
         Space::Box { ref low, .. } => low.len(),

@@ -470,6 +470,9 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
         config.eval_episodes >= 1,
         "the run's eval_episodes is 0; pass --episodes N"
     );
+    let spec = gradgym_envs::spec(&config.env_id)?;
+    collect::check_fits(&policy, &spec)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("policy.json").display()))?;
     let mut trace = Vec::new();
     let returns = collect::evaluate_episodes(
         &config,

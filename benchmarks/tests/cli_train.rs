@@ -755,6 +755,65 @@ fn a_saved_policy_evaluates_to_the_returns_of_training_and_checkpoints_are_kept(
         "{}",
         text(&o)
     );
+    // A policy whose files agree with each other but not with the env (the Pendulum policy
+    // relabelled CartPole-v1) is refused naming policy.json and the field, before any
+    // forward pass (it panicked on the observation's size).
+    let pendulum = &trained_runs[1];
+    let relabelled = trained.with_extension("relabelled");
+    let _ = std::fs::remove_dir_all(&relabelled);
+    std::fs::create_dir_all(&relabelled).unwrap();
+    for f in ["config.toml", "policy.safetensors", "policy.json"] {
+        let t = std::fs::read(pendulum.join(f)).unwrap();
+        let t = String::from_utf8_lossy(&t).into_owned();
+        if f == "policy.safetensors" {
+            std::fs::copy(pendulum.join(f), relabelled.join(f)).unwrap();
+        } else {
+            std::fs::write(relabelled.join(f), t.replace("Pendulum-v1", "CartPole-v1")).unwrap();
+        }
+    }
+    let o = gradgym(&["eval", relabelled.to_str().unwrap(), "--episodes", "1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("policy.json: the policy reads observations of 3 components (obs_dim), but CartPole-v1's have 4"),
+        "{}",
+        text(&o)
+    );
+    // Sizes in policy.json past the limit are refused by field before anything is allocated
+    // (an 80 GB allocation aborted the process); a byte-order mark is no error.
+    let json = std::fs::read_to_string(mixed.join("policy.json")).unwrap();
+    std::fs::copy(trained.join("config.toml"), mixed.join("config.toml")).unwrap();
+    let at = json.find("\"obs_dim\": 4").expect("obs_dim in policy.json");
+    let huge = format!(
+        "{}\"obs_dim\": 4611686018427387904{}",
+        &json[..at],
+        &json[at + 12..]
+    );
+    std::fs::write(mixed.join("policy.json"), huge).unwrap();
+    let o = gradgym(&["eval", mixed.to_str().unwrap(), "--episodes", "1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("policy.json: field `obs_dim`: 4611686018427387904 is outside 1 to"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(mixed.join("policy.json"), format!("\u{feff}{json}")).unwrap();
+    let o = gradgym(&["eval", mixed.to_str().unwrap(), "--episodes", "1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // A folder of `gradgym rlhf` is named as such, with the command that samples it.
+    let lm = trained.with_extension("lm");
+    std::fs::create_dir_all(lm.join("policy")).unwrap();
+    std::fs::write(lm.join("policy/model.json"), "{}").unwrap();
+    let o = gradgym(&["eval", lm.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("holds a language model of `gradgym rlhf`")
+            && text(&o).contains("gradgym rlhf sample --model"),
+        "{}",
+        text(&o)
+    );
+    for d in [&relabelled, &mixed, &lm] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
 }
 
 #[test]
