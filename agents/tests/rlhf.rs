@@ -1068,7 +1068,7 @@ fn generation_ends_and_masks_episodes_as_the_text_env_does() {
         context: 24,
     })
     .unwrap();
-    env.reset_with(&requests);
+    env.reset_with(&requests).unwrap();
     for step in 0..max_response {
         let actions: Vec<u32> = generated
             .iter()

@@ -119,6 +119,21 @@ fn the_tokenizer_round_trips_and_names_unknown_words() {
         .to_string();
     assert!(!e.chars().any(char::is_control), "{e:?}");
     assert!(e.contains(r"`\u{1b}[2J\u{1b}[31mfilm`"), "{e}");
+    // So are the invisible ones: a zero-width space that makes `great` unknown, and the
+    // right-to-left override that would reverse the rest of the line.
+    for (text, shown) in [
+        ("the film was great\u{200b} .", r"`great\u{200b}`"),
+        ("the \u{202e}film was", r"`\u{202e}film`"),
+        ("\u{feff}the film", r"`\u{feff}the`"),
+        ("the soft\u{ad}ware", r"`soft\u{ad}ware`"),
+    ] {
+        let e = v.encode(text).unwrap_err().to_string();
+        assert!(e.contains(shown), "{shown}: {e}");
+        assert!(
+            !e.contains(['\u{200b}', '\u{202e}', '\u{feff}', '\u{ad}']),
+            "{e:?}"
+        );
+    }
     // A long text and a long unknown word are quoted shortened, not whole.
     let long = format!("{} {} .", "great ".repeat(50_000), "x".repeat(200_000));
     let e = v.encode(&long).unwrap_err().to_string();
@@ -256,6 +271,29 @@ fn the_judge_scores_by_its_formula() {
             .score(&enc("the film was good"), &enc("<eos>"))
             .is_err()
     );
+    // An id outside the vocabulary is refused where it stands (it was scored as a word of no
+    // class), and a prompt holding one is quoted by its ids.
+    let size = g.vocab.len() as u32;
+    let mut response = enc("the film was good . <eos>");
+    response[2] = size;
+    let e = judge.score(&prompt, &response).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!(
+            "response token 3 (counting from 1) is id {size}, outside the vocabulary (size {size})"
+        )),
+        "{e}"
+    );
+    response[2] = size - 1;
+    assert!(judge.score(&prompt, &response).is_ok());
+    let mut odd = prompt.clone();
+    odd[4] = 999;
+    let e = judge.score(&odd, &enc("<eos>")).unwrap_err().to_string();
+    assert!(
+        e.starts_with("not a prompt of the review language")
+            && e.contains("got the ids [")
+            && e.contains("999"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -387,6 +425,8 @@ mod env {
         e.step(&[good, good, EOS]).unwrap();
         e.step(&[good, good, good]).unwrap();
         assert!(e.all_done(), "row 0 ends at the maximum length");
+        // Row 0 was cut at the maximum length (truncated); rows 1 and 2 ended at <eos>.
+        assert!(e.is_truncated(0) && !e.is_truncated(1) && !e.is_truncated(2));
         assert_eq!(e.response(0), &[good; 4]);
         assert_eq!(e.response(1), &[EOS]);
         assert_eq!(e.response(2), &[good, good, EOS]);
@@ -432,6 +472,42 @@ mod env {
         .unwrap_err();
         assert!(short.to_string().contains("`context`"), "{short}");
         assert!(short.to_string().contains("32 needed"), "{short}");
+        // A maximum response whose sum with the prompt overflows is no fit either (it passed,
+        // and every row was then cut to 7 tokens).
+        let huge = TextEnv::new(TextEnvConfig {
+            batch: 1,
+            max_response: usize::MAX,
+            context: 10,
+        })
+        .unwrap_err();
+        assert!(huge.to_string().contains("`context`"), "{huge}");
+        // A step before any reset says so (it read "2 actions for a batch of 0").
+        let mut fresh = env(2, 4);
+        assert_eq!(fresh.step(&[1, 1]), Err(TextEnvError::NotReset));
+        // reset_with takes any number of requests but none, and only subjects as subjects.
+        let requests = e.requests().to_vec();
+        assert!(matches!(
+            fresh.reset_with(&[]),
+            Err(TextEnvError::InvalidField {
+                field: "requests",
+                ..
+            })
+        ));
+        let mut odd = requests.clone();
+        odd[1].subject = PAD;
+        assert_eq!(
+            fresh.reset_with(&odd),
+            Err(TextEnvError::NotASubject { row: 1, id: PAD })
+        );
+        assert_eq!(
+            fresh.step(&[1, 1]),
+            Err(TextEnvError::NotReset),
+            "nothing changed"
+        );
+        fresh.reset_with(&requests[..1]).unwrap();
+        assert_eq!(fresh.prompt(0), e.prompt(0));
+        fresh.step(&[EOS]).unwrap();
+        assert!(fresh.all_done());
     }
 
     #[test]

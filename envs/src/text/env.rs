@@ -32,6 +32,10 @@ pub enum TextEnvError {
     },
     #[error("{given} actions for a batch of {batch}")]
     WrongActionCount { given: usize, batch: usize },
+    #[error("a step before the first reset: no batch of prompts yet (call reset or reset_with)")]
+    NotReset,
+    #[error("request {row}'s subject is token id {id}, which is no subject of the vocabulary")]
+    NotASubject { row: usize, id: u32 },
 }
 
 /// The env's settings.
@@ -54,7 +58,10 @@ impl TextEnvConfig {
         if self.max_response == 0 {
             return Err(bad("max_response", "must be at least 1".into()));
         }
-        if PROMPT_LEN + self.max_response > self.context {
+        if PROMPT_LEN
+            .checked_add(self.max_response)
+            .is_none_or(|needed| needed > self.context)
+        {
             return Err(bad(
                 "context",
                 format!(
@@ -62,7 +69,7 @@ impl TextEnvConfig {
                      (max_response): at least {} needed",
                     self.context,
                     self.max_response,
-                    PROMPT_LEN + self.max_response
+                    PROMPT_LEN.saturating_add(self.max_response)
                 ),
             ));
         }
@@ -108,12 +115,26 @@ impl TextEnv {
         self.done = vec![false; self.config.batch];
     }
 
-    /// Starts a batch on the given requests.
-    pub fn reset_with(&mut self, requests: &[Request]) {
+    /// Starts a batch on the given requests (any number of them, at least one: the batch is
+    /// theirs, not `config.batch`). A subject that is no subject of the vocabulary is refused
+    /// and changes nothing.
+    pub fn reset_with(&mut self, requests: &[Request]) -> Result<(), TextEnvError> {
+        if requests.is_empty() {
+            return Err(TextEnvError::InvalidField {
+                field: "requests",
+                message: "no requests: a batch needs at least one".into(),
+            });
+        }
+        if let Some((row, r)) = requests.iter().enumerate().find(|(_, r)| {
+            self.grammar.vocab.class(r.subject) != Some(super::vocab::Class::Subject)
+        }) {
+            return Err(TextEnvError::NotASubject { row, id: r.subject });
+        }
         self.requests = requests.to_vec();
         self.prompts = requests.iter().map(|r| self.grammar.prompt(*r)).collect();
         self.responses = vec![Vec::new(); requests.len()];
         self.done = vec![false; requests.len()];
+        Ok(())
     }
 
     pub fn requests(&self) -> &[Request] {
@@ -134,6 +155,12 @@ impl TextEnv {
         self.done[row]
     }
 
+    /// Whether row `row` ended by reaching `max_response` tokens without `<eos>` (Gymnasium's
+    /// `truncated`); a row that ended at `<eos>` is `terminated`.
+    pub fn is_truncated(&self, row: usize) -> bool {
+        self.done[row] && self.responses[row].last() != Some(&EOS)
+    }
+
     /// Whether every row has ended.
     pub fn all_done(&self) -> bool {
         self.done.iter().all(|d| *d)
@@ -143,6 +170,9 @@ impl TextEnv {
     /// response is `max_response` tokens long. Actions of ended rows are ignored. An id outside
     /// the vocabulary is an error and changes nothing.
     pub fn step(&mut self, actions: &[u32]) -> Result<(), TextEnvError> {
+        if self.responses.is_empty() {
+            return Err(TextEnvError::NotReset);
+        }
         if actions.len() != self.responses.len() {
             return Err(TextEnvError::WrongActionCount {
                 given: actions.len(),

@@ -32,9 +32,11 @@ pub struct Score {
     pub gold: f64,
 }
 
-/// A prompt the judge cannot read.
+/// A prompt the judge cannot read, or a response holding a token id outside the vocabulary
+/// (scored, it would count as a word of no class: plausible numbers for a model of another
+/// vocabulary, or ids off by one).
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
-#[error("not a prompt of the review language: {0}")]
+#[error("{0}")]
 pub struct NotAPrompt(pub String);
 
 /// The response length the judge prefers.
@@ -53,9 +55,13 @@ impl GoldJudge {
 
     fn request(&self, prompt: &[u32]) -> Result<Request, NotAPrompt> {
         self.grammar.parse_prompt(prompt).ok_or_else(|| {
+            // The words where every id is one, else the ids themselves.
+            let got = match self.grammar.vocab.decode(prompt) {
+                Ok(text) => format!("{text:?}"),
+                Err(_) => format!("the ids {prompt:?}"),
+            };
             NotAPrompt(format!(
-                "expected {PROMPT_LEN} tokens `<bos> review of the SUBJECT positive|negative : <sep>`, got {:?}",
-                self.grammar.vocab.decode(prompt).unwrap_or_default()
+                "not a prompt of the review language: expected {PROMPT_LEN} tokens `<bos> review of the SUBJECT positive|negative : <sep>`, got {got}"
             ))
         })
     }
@@ -64,6 +70,17 @@ impl GoldJudge {
     pub fn score(&self, prompt: &[u32], response: &[u32]) -> Result<Score, NotAPrompt> {
         let request = self.request(prompt)?;
         let v = &self.grammar.vocab;
+        if let Some((at, &id)) = response
+            .iter()
+            .enumerate()
+            .find(|&(_, &t)| t as usize >= v.len())
+        {
+            return Err(NotAPrompt(format!(
+                "response token {} (counting from 1) is id {id}, outside the vocabulary (size {})",
+                at + 1,
+                v.len()
+            )));
+        }
         let body = &response[..response
             .iter()
             .position(|&t| t == EOS)

@@ -128,7 +128,10 @@ pub enum TokenError {
 
 /// `s` as an error message quotes it: its first 80 characters, and how many more there are
 /// (a line of a user's file may be megabytes long), with control characters escaped (`\u{1b}`,
-/// `\n`, `\0`), so that a file's text cannot move the cursor, recolour or clear a terminal.
+/// `\n`, `\0`), so that a file's text cannot move the cursor, recolour or clear a terminal,
+/// and the invisible ones too (format characters such as U+200B, U+FEFF, U+00AD, and the
+/// right-to-left override U+202E, which would reverse the rest of the line), so that an
+/// unknown word that looks like a known one shows why.
 pub fn shortened(s: &str) -> String {
     const MOST: usize = 80;
     let (head, rest) = match s.char_indices().nth(MOST) {
@@ -139,6 +142,8 @@ pub fn shortened(s: &str) -> String {
     for c in head.chars() {
         if c.is_control() {
             out.extend(c.escape_debug());
+        } else if invisible(c) {
+            out.extend(c.escape_unicode());
         } else {
             out.push(c);
         }
@@ -147,6 +152,17 @@ pub fn shortened(s: &str) -> String {
         out.push_str(&format!("… ({more} more characters)"));
     }
     out
+}
+
+/// Characters that print as nothing or change how the rest prints: Unicode's format
+/// characters (category Cf) and the other default-ignorable ones a terminal shows as nothing.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+        | '\u{FFA0}' | '\u{FFF0}'..='\u{FFFB}' | '\u{E0000}'..='\u{E0FFF}' | '\u{1D173}'..='\u{1D17A}'
+        | '\u{0600}'..='\u{0605}' | '\u{06DD}' | '\u{070F}' | '\u{110BD}' | '\u{13430}'..='\u{1343F}')
 }
 
 /// The vocabulary: ids ↔ words, with each word's class.
