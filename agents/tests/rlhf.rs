@@ -1236,6 +1236,16 @@ fn a_preference_file_may_carry_a_byte_order_mark_and_crlf_but_not_bytes_outside_
         got.iter().map(|c| &c.responses).collect::<Vec<_>>(),
         want.iter().map(|c| &c.responses).collect::<Vec<_>>()
     );
+    // A byte-order mark inside the file (two files joined) is named by its line.
+    std::fs::write(&path, format!("\u{feff}{line}\n\u{feff}{line}\n")).unwrap();
+    let e = read_jsonl(&path, &grammar, 16).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!(
+            "{}:2: field `(line)`: starts with a byte-order mark",
+            path.display()
+        )),
+        "{e}"
+    );
     // A byte that is not UTF-8 is named by its line.
     let mut bytes = format!("{line}\n").into_bytes();
     bytes.extend_from_slice(b"{\"prompt\": \"\xff\"}\n");

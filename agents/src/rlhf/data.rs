@@ -89,6 +89,17 @@ pub fn read_jsonl_within(
         if line.trim().is_empty() {
             continue;
         }
+        // One inside the file (two files joined with `cat`, each with its mark) is named, not
+        // left to read as "not JSON".
+        if line.starts_with('\u{feff}') {
+            return Err(DataError {
+                file: file.clone(),
+                line: i + 1,
+                field: "(line)".into(),
+                message: "starts with a byte-order mark (U+FEFF), which only a file's first line may; were two files joined?".into(),
+            }
+            .into());
+        }
         out.push(parse_line(line, grammar, (max_response, limit)).map_err(
             |(field, message)| DataError {
                 file: file.clone(),

@@ -346,10 +346,11 @@ impl Grammar {
         let end = response.iter().position(|&t| t == EOS);
         let body = &response[..end.unwrap_or(response.len())];
         let dot = self.vocab.must(".");
+        let dots = body.iter().filter(|&&t| t == dot).count();
         let mut parsed = 0;
         let mut total = 0;
         for (k, sentence) in body.split(|&t| t == dot).enumerate() {
-            let is_last = k == body.iter().filter(|&&t| t == dot).count();
+            let is_last = k == dots;
             if is_last && sentence.is_empty() {
                 continue;
             }
