@@ -784,6 +784,61 @@ fn hostname() -> String {
         .unwrap_or_else(|| "unknown-host".into())
 }
 
+/// Whether the sweep lock at `path`, read as `text`, belongs to a sweep that has ended (its
+/// folder free to take); an error naming the owner where it is live; `false` where the lock
+/// was gone by the time it was read. `me` is this process's (host, pid).
+fn judge_ended(out: &Path, path: &Path, text: &str, me: &(String, u32)) -> Result<bool> {
+    if text.is_empty() && !path.exists() {
+        return Ok(false);
+    }
+    let mut parts = text.split_whitespace();
+    let (host, pid, started) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(h), Some(p), started) => (
+            h.to_string(),
+            p.parse::<u32>().ok(),
+            started.and_then(|t| t.parse::<u64>().ok()),
+        ),
+        // A lock of an older gradgym: a bare pid on this host.
+        (Some(p), None, _) => (me.0.clone(), p.parse::<u32>().ok(), None),
+        _ => (String::new(), None, None),
+    };
+    let age = fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or_default();
+    let live = match pid {
+        // This host's: its process must still run and, where the lock records when it
+        // started (gradgym since stop 40), be that process and not a later one given the same
+        // pid. A sweep paused for any time (Ctrl-Z, a suspended job) keeps it.
+        Some(pid) if host == me.0 => {
+            pid != me.1
+                && match (process_start_ticks(pid), started) {
+                    (Some(now), Some(then)) => now == then,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                }
+        }
+        // Another host's, or one that names no owner (empty or garbled: an older gradgym
+        // wrote its lock in two steps): live while it is younger than the heartbeat limit.
+        _ => age < STALE,
+    };
+    if live {
+        bail!(
+            "{} is in use by another gradgym sweep ({}); wait for it or stop it (a lock is taken \
+             over once its process has ended, or, from another host or naming no owner, after \
+             {} s without a heartbeat)",
+            out.display(),
+            match pid {
+                Some(pid) => format!("host {host}, pid {pid}"),
+                None => format!("a lock naming no owner, {} s old", age.as_secs()),
+            },
+            STALE.as_secs()
+        );
+    }
+    Ok(true)
+}
+
 impl FolderLock {
     fn take(out: &Path) -> Result<Self> {
         let path = out.join(".sweep.lock");
@@ -792,83 +847,69 @@ impl FolderLock {
             Some(ticks) => format!("{} {} {ticks}\n", me.0, me.1),
             None => format!("{} {}\n", me.0, me.1),
         };
-        // The lock is made with O_EXCL, so of two sweeps started at once into one folder only
-        // one makes it; the other reads it and is refused. A lock whose owner has ended is
-        // removed (only if it still holds what was judged) and the making tried once more.
-        for attempt in 0..2 {
-            match fs::File::options().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    use std::io::Write;
-                    f.write_all(mine.as_bytes())
-                        .with_context(|| format!("cannot write {}", path.display()))?;
-                    break;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt == 0 => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
-                    "{} is in use by another gradgym sweep, which took its lock while this one \
-                     removed an ended sweep's; wait for it or stop it",
-                    out.display()
-                ),
-                Err(e) => return Err(e).context(format!("cannot write {}", path.display())),
-            }
-            // Being written this instant by the sweep that made it: read it again shortly.
-            let mut text = fs::read_to_string(&path).unwrap_or_default();
-            if text.is_empty() {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-                text = fs::read_to_string(&path).unwrap_or_default();
-            }
-            let mut parts = text.split_whitespace();
-            let (host, pid, started) = match (parts.next(), parts.next(), parts.next()) {
-                (Some(h), Some(p), started) => (
-                    h.to_string(),
-                    p.parse::<u32>().ok(),
-                    started.and_then(|t| t.parse::<u64>().ok()),
-                ),
-                // A lock of an older gradgym: a bare pid on this host.
-                (Some(p), None, _) => (me.0.clone(), p.parse::<u32>().ok(), None),
-                _ => (String::new(), None, None),
-            };
-            let age = fs::metadata(&path)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .unwrap_or_default();
-            let live = match pid {
-                // This host's: its process must still run and, where the lock records when it
-                // started (gradgym since stop 40), be that process and not a later one given
-                // the same pid. A sweep paused for any time (Ctrl-Z, a suspended job) keeps it.
-                Some(pid) if host == me.0 => {
-                    pid != me.1
-                        && match (process_start_ticks(pid), started) {
-                            (Some(now), Some(then)) => now == then,
-                            (Some(_), None) => true,
-                            (None, _) => false,
+        // The lock appears already holding its owner's line: written to a file of this
+        // process's own, then hard-linked into place, which fails where a lock exists. Of two
+        // sweeps started at once into one folder only one makes it, and no sweep ever reads a
+        // lock half written. An ended sweep's lock is moved aside (atomically: only one sweep
+        // gets it), checked to be the one judged, and the making tried once more.
+        let mine_path = out.join(format!(".sweep.lock.{}", me.1));
+        fs::write(&mine_path, &mine)
+            .with_context(|| format!("cannot write {}", mine_path.display()))?;
+        let made = (|| -> Result<()> {
+            for attempt in 0..2 {
+                match fs::hard_link(&mine_path, &path) {
+                    Ok(()) => return Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    // A file system without hard links (FAT, some FUSE mounts): made with
+                    // O_EXCL and written, a moment empty.
+                    Err(_) => match fs::File::options().write(true).create_new(true).open(&path) {
+                        Ok(mut f) => {
+                            use std::io::Write;
+                            return f
+                                .write_all(mine.as_bytes())
+                                .with_context(|| format!("cannot write {}", path.display()));
                         }
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        Err(e) => {
+                            return Err(e).context(format!("cannot make {}", path.display()));
+                        }
+                    },
                 }
-                Some(_) => age < STALE,
-                None => false,
-            };
-            if live {
-                bail!(
-                    "{} is in use by another gradgym sweep (host {host}, pid {}); wait for it or \
-                     stop it (a lock is taken over once its process has ended, or, from another \
-                     host, after {} s without a heartbeat)",
-                    out.display(),
-                    pid.unwrap_or_default(),
-                    STALE.as_secs()
-                );
-            }
-            // An ended sweep's lock: removed unless another sweep replaced it meanwhile.
-            if fs::read_to_string(&path).unwrap_or_default() == text {
-                match fs::remove_file(&path) {
+                if attempt == 1 {
+                    bail!(
+                        "{} is in use by another gradgym sweep, which took its lock after this one \
+                         found it free; wait for it or stop it",
+                        out.display()
+                    );
+                }
+                let text = fs::read_to_string(&path).unwrap_or_default();
+                if !judge_ended(out, &path, &text, &me)? {
+                    continue;
+                }
+                let aside = out.join(format!(".sweep.lock.ended.{}", me.1));
+                match fs::rename(&path, &aside) {
                     Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(e).context(format!("cannot remove {}", path.display()));
-                    }
+                    // Another sweep moved it first.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e).context(format!("cannot move {}", path.display())),
                 }
+                let moved = fs::read_to_string(&aside).unwrap_or_default();
+                if moved != text {
+                    // A live lock another sweep made meanwhile: put back, and refused.
+                    let _ = fs::hard_link(&aside, &path);
+                    let _ = fs::remove_file(&aside);
+                    bail!(
+                        "{} is in use by another gradgym sweep, which took its lock while this one \
+                         was taking over an ended sweep's; wait for it or stop it",
+                        out.display()
+                    );
+                }
+                let _ = fs::remove_file(&aside);
             }
-        }
+            Ok(())
+        })();
+        let _ = fs::remove_file(&mine_path);
+        made?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let heartbeat = {
             let (path, stop) = (path.clone(), stop.clone());

@@ -1614,6 +1614,30 @@ fn a_lock_from_another_host_blocks_while_its_heartbeat_is_fresh() {
         );
         assert_eq!(fs::read_to_string(&lock).unwrap(), held, "left as it was");
     }
+    // A lock that names no owner (empty: an older gradgym made it in two steps, and a sweep
+    // reading it between them took the folder) blocks until it is as old as the heartbeat
+    // limit, then is taken over.
+    fs::write(&lock, "").unwrap();
+    let o = sweep(&file, &out, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("a lock naming no owner"), "{}", text(&o));
+    assert_eq!(fs::read_to_string(&lock).unwrap(), "", "left as it was");
+    fs::File::options()
+        .append(true)
+        .open(&lock)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let o = sweep(&file, &out, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!lock.exists());
+    // Nothing of the taking is left beside it.
+    let left: Vec<_> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".sweep.lock"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     // A lock whose pid now belongs to a process that started at another time (a dead sweep's
     // pid given to a later process, after a crash or a reboot) is taken over at once.
     fs::write(&lock, format!("{host} {me} {}\n", started + 1)).unwrap();
@@ -1647,8 +1671,9 @@ fn a_lock_from_another_host_blocks_while_its_heartbeat_is_fresh() {
 
 /// Sweeps started together into one folder: exactly one takes it, and each other is refused
 /// with exit 2 rather than running beside it. (Without the lock three of six ran at once. The
-/// lock is made with O_EXCL, so no window is left between reading and writing it; the
-/// processes' start-up spreads them too far apart for this test to hit such a window itself.)
+/// lock appears whole by a hard link, so no window is left between reading and writing it;
+/// the processes' start-up spreads them too far apart for this test to hit such a window
+/// itself: the empty-lock case of the test above is the one a window left.)
 #[test]
 fn of_sweeps_started_at_once_into_one_folder_exactly_one_runs() {
     let file = write_sweep(
