@@ -125,7 +125,7 @@ pub fn load(dir: &Path) -> Result<(Policy, PolicyConfig)> {
     }
     if !json_path.exists() && !dir.join("policy.safetensors").exists() {
         // A transformer of `gradgym rlhf` (its own folder, or a run folder holding one).
-        if let Some(model) = ["", "policy", "sft"]
+        if let Some(model) = ["", "policy", "sft", "reward_model"]
             .iter()
             .map(|sub| {
                 if sub.is_empty() {
@@ -136,11 +136,27 @@ pub fn load(dir: &Path) -> Result<(Policy, PolicyConfig)> {
             })
             .find(|d| d.join("model.json").is_file())
         {
+            let json = model.join("model.json");
+            let scalar = std::fs::read_to_string(&json)
+                .ok()
+                .and_then(|t| {
+                    serde_json::from_str::<serde_json::Value>(t.trim_start_matches('\u{feff}')).ok()
+                })
+                .is_some_and(|v| v["scalar_head"] == serde_json::Value::Bool(true));
+            if scalar {
+                anyhow::bail!(
+                    "{} holds a reward model of `gradgym rlhf` ({}), not a classic-control \
+                     policy; it scores samples: `gradgym rlhf sample --sft SFT_DIR --rm {}`",
+                    dir.display(),
+                    json.display(),
+                    model.display()
+                );
+            }
             anyhow::bail!(
                 "{} holds a language model of `gradgym rlhf` ({}), not a classic-control \
                  policy; sample it with `gradgym rlhf sample --model {}`",
                 dir.display(),
-                model.join("model.json").display(),
+                json.display(),
                 model.display()
             );
         }
@@ -199,15 +215,16 @@ pub fn load(dir: &Path) -> Result<(Policy, PolicyConfig)> {
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let file = crate::safetensors_io::parse_safetensors(&bytes, &path)?;
     for (name, shape) in shapes(&config, head) {
-        if let Ok(t) = file.tensor(&name) {
-            ensure!(
-                t.shape() == shape.as_slice(),
-                "{}: tensor `{name}` is {:?}, but {} describes {shape:?}",
-                path.display(),
-                t.shape(),
-                json_path.display()
-            );
-        }
+        let t = file
+            .tensor(&name)
+            .map_err(|_| anyhow::anyhow!("{}: tensor `{name}` is missing", path.display()))?;
+        ensure!(
+            t.shape() == shape.as_slice(),
+            "{}: tensor `{name}` is {:?}, but {} describes {shape:?}",
+            path.display(),
+            t.shape(),
+            json_path.display()
+        );
     }
     let net = ActorCritic::new(config.obs_dim, head, &config.hidden_sizes);
     let mut params = vec![0.0f32; net.len];

@@ -49,17 +49,40 @@ pub fn read_head(path: &Path, n: u64) -> std::io::Result<Vec<u8>> {
 
 /// Writes `contents` to `path` through a temporary file and a rename. The temporary file is
 /// `<path>.tmp` (the whole name and `.tmp`: `summary.json.tmp`, never another file of the
-/// same stem), and is removed again if the rename fails.
+/// same stem), and is removed again if the rename fails. Its contents are made durable
+/// before the rename and the rename after it, so that after a power loss `path` holds the old
+/// contents or the new, never an empty file (a sweep's summary.csv and manifest.json live
+/// outside any sealed run folder and are written only this way).
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     let tmp = suffixed(path, ".tmp");
     // Named by the file asked for: the temporary file is ours, not the caller's.
-    fs::write(&tmp, contents).with_context(|| format!("cannot write {}", path.display()))?;
+    let written = fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(contents)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
+    }
     if let Err(e) = fs::rename(&tmp, path) {
         let _ = fs::remove_file(&tmp);
         return Err(e)
             .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()));
     }
+    sync_parent(path);
     Ok(())
+}
+
+/// Makes the entries of the folder holding `path` durable (`.` for a bare name). Not every
+/// file system can sync a folder opened for reading; that is no error.
+fn sync_parent(path: &Path) {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Ok(d) = fs::File::open(parent) {
+        let _ = d.sync_all();
+    }
 }
 
 /// `<dir><suffix>`: `dir` with `suffix` added to its last component.
@@ -466,13 +489,7 @@ impl RunFolder {
         self.move_into_place()?;
         // The rename itself, in the folder that holds the run (`.` for a bare `--out NAME`,
         // whose parent is the empty path).
-        let parent = match self.done.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        if let Ok(d) = fs::File::open(parent) {
-            let _ = d.sync_all();
-        }
+        sync_parent(&self.done);
         Ok(self.done.clone())
     }
 
@@ -492,6 +509,7 @@ impl RunFolder {
                     beside.display()
                 )
             })?;
+            sync_parent(&beside);
             bail!(
                 "{} appeared while this run was going (it did not exist when the run started, and the run was not told to --overwrite); the run is sealed beside it, in {}",
                 self.done.display(),

@@ -55,18 +55,19 @@ pub fn parse_safetensors<'a>(data: &'a [u8], path: &Path) -> Result<SafeTensors<
             E::InvalidHeader | E::InvalidHeaderStart => {
                 "its header is not a JSON object (not a safetensors file?)".to_string()
             }
-            E::InvalidHeaderDeserialization => match unknown_dtype(data) {
-                Some((name, dtype)) => format!(
+            E::InvalidHeaderDeserialization => match (header_json(data), unknown_dtype(data)) {
+                (_, Some((name, dtype))) => format!(
                     "tensor `{name}` has dtype {dtype}, which gradgym's reader does not know (it reads F32)"
                 ),
-                None => "its header is JSON but not a safetensors header (a field missing or of the wrong type)".into(),
+                (None, _) => "its header is not valid JSON (not a safetensors file?)".into(),
+                (Some(_), None) => "its header is JSON but not a safetensors header (a field missing or of the wrong type)".into(),
             },
             E::MetadataIncompleteBuffer => {
                 "its tensors' data does not end where the file ends (cut short, or data appended?)".into()
             }
-            E::InvalidOffset(name) => {
-                format!("tensor `{name}`'s offsets in the header do not fit the data (cut short?)")
-            }
+            E::InvalidOffset(name) => format!(
+                "tensor `{name}`'s offsets in the header do not follow on from the tensor before it"
+            ),
             E::TensorInvalidInfo | E::ValidationOverflow => {
                 "a tensor's shape, dtype and offsets in the header disagree".into()
             }
@@ -76,19 +77,25 @@ pub fn parse_safetensors<'a>(data: &'a [u8], path: &Path) -> Result<SafeTensors<
     })
 }
 
+/// A safetensors file's header, where it is JSON.
+fn header_json(data: &[u8]) -> Option<serde_json::Value> {
+    let n = u64::from_le_bytes(data.get(..8)?.try_into().ok()?) as usize;
+    serde_json::from_slice(data.get(8..8usize.checked_add(n)?)?).ok()
+}
+
 /// The first tensor of a safetensors header whose `dtype` is none the reader knows.
 fn unknown_dtype(data: &[u8]) -> Option<(String, String)> {
     const KNOWN: [&str; 13] = [
         "BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64",
     ];
-    let n = u64::from_le_bytes(data.get(..8)?.try_into().ok()?) as usize;
-    let header: serde_json::Value =
-        serde_json::from_slice(data.get(8..8usize.checked_add(n)?)?).ok()?;
-    header.as_object()?.iter().find_map(|(name, t)| {
-        let dtype = t.get("dtype")?.as_str()?;
-        (name != "__metadata__" && !KNOWN.contains(&dtype))
-            .then(|| (name.clone(), dtype.to_string()))
-    })
+    header_json(data)?
+        .as_object()?
+        .iter()
+        .find_map(|(name, t)| {
+            let dtype = t.get("dtype")?.as_str()?;
+            (name != "__metadata__" && !KNOWN.contains(&dtype))
+                .then(|| (name.clone(), dtype.to_string()))
+        })
 }
 
 /// The float32 tensor `name` of `file` (read from `path`), checked to have `shape` and only
@@ -174,6 +181,14 @@ mod tests {
                     d
                 },
                 "header is not a JSON object",
+            ),
+            (
+                {
+                    let mut d = good.clone();
+                    d[9] = b'#';
+                    d
+                },
+                "header is not valid JSON",
             ),
             (
                 // A complex tensor (Python's safetensors reads C64): named, with its type.

@@ -796,6 +796,23 @@ fn a_saved_policy_evaluates_to_the_returns_of_training_and_checkpoints_are_kept(
         "{}",
         text(&o)
     );
+    // So are they where the weights file lacks the tensors they would size (a file of no
+    // tensors: the network was allocated from policy.json before the missing one was found).
+    let wide = json.replacen("64", "16777216", 2);
+    assert_ne!(wide, json);
+    std::fs::write(mixed.join("policy.json"), &wide).unwrap();
+    let weights = std::fs::read(mixed.join("policy.safetensors")).unwrap();
+    let mut none = 8u64.to_le_bytes().to_vec();
+    none.extend_from_slice(b"{}      ");
+    std::fs::write(mixed.join("policy.safetensors"), none).unwrap();
+    let o = gradgym(&["eval", mixed.to_str().unwrap(), "--episodes", "1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("policy.safetensors: tensor `actor.0.weight` is missing"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(mixed.join("policy.safetensors"), weights).unwrap();
     std::fs::write(mixed.join("policy.json"), format!("\u{feff}{json}")).unwrap();
     let o = gradgym(&["eval", mixed.to_str().unwrap(), "--episodes", "1"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -811,6 +828,22 @@ fn a_saved_policy_evaluates_to_the_returns_of_training_and_checkpoints_are_kept(
         "{}",
         text(&o)
     );
+    // A reward model (an rm run's folder) is told how it is used: to score samples.
+    let rm = trained.with_extension("rm");
+    std::fs::create_dir_all(rm.join("reward_model")).unwrap();
+    std::fs::write(
+        rm.join("reward_model/model.json"),
+        r#"{"scalar_head": true}"#,
+    )
+    .unwrap();
+    let o = gradgym(&["eval", rm.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("holds a reward model of `gradgym rlhf`") && text(&o).contains("--rm "),
+        "{}",
+        text(&o)
+    );
+    std::fs::remove_dir_all(&rm).unwrap();
     for d in [&relabelled, &mixed, &lm] {
         std::fs::remove_dir_all(d).unwrap();
     }

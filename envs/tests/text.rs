@@ -126,6 +126,8 @@ fn the_tokenizer_round_trips_and_names_unknown_words() {
         ("the \u{202e}film was", r"`\u{202e}film`"),
         ("\u{feff}the film", r"`\u{feff}the`"),
         ("the soft\u{ad}ware", r"`soft\u{ad}ware`"),
+        // A line separator splits words as any space does, but is quoted escaped in the text.
+        ("the flim\u{2028}was", r#""the flim\u{2028}was""#),
     ] {
         let e = v.encode(text).unwrap_err().to_string();
         assert!(e.contains(shown), "{shown}: {e}");
@@ -285,6 +287,11 @@ fn the_judge_scores_by_its_formula() {
     );
     response[2] = size - 1;
     assert!(judge.score(&prompt, &response).is_ok());
+    // After <eos> nothing is read, ids outside the vocabulary included.
+    let mut padded = enc("the film was good . <eos>");
+    let clean = judge.score(&prompt, &padded).unwrap();
+    padded.push(size + 7);
+    assert_eq!(judge.score(&prompt, &padded).unwrap(), clean);
     let mut odd = prompt.clone();
     odd[4] = 999;
     let e = judge.score(&odd, &enc("<eos>")).unwrap_err().to_string();

@@ -672,12 +672,15 @@ impl Gpt {
                 })
         };
         for name in names.iter().filter(|n| mask(n)) {
-            let shape = st
+            let (dtype, shape) = st
                 .tensor(name)
-                .map(|v| v.shape().to_vec())
+                .map(|v| (Some(v.dtype()), v.shape().to_vec()))
                 .unwrap_or_default();
             let n = shape.get(2).copied().unwrap_or(0);
-            let fits = shape.len() == 4 && shape[..2] == [1, 1] && shape[3] == n;
+            let fits = dtype == Some(safetensors::Dtype::F32)
+                && shape.len() == 4
+                && shape[..2] == [1, 1]
+                && shape[3] == n;
             let v = if fits && n >= config.context {
                 read_f32_tensor(&st, name, &shape, &path)?
             } else {
@@ -690,9 +693,10 @@ impl Gpt {
                 });
             anyhow::ensure!(
                 causal,
-                "{}: tensor `{name}` {shape:?} is not nanoGPT's causal mask over at least the \
-                 context of {} (float32 [1, 1, n, n], ones on and below the diagonal)",
+                "{}: tensor `{name}` ({} {shape:?}) is not nanoGPT's causal mask over at least \
+                 the context of {} (F32 [1, 1, n, n], ones on and below the diagonal)",
                 path.display(),
+                dtype.map_or("?".into(), |d| format!("{d:?}")),
                 config.context
             );
         }

@@ -70,7 +70,11 @@ impl GoldJudge {
     pub fn score(&self, prompt: &[u32], response: &[u32]) -> Result<Score, NotAPrompt> {
         let request = self.request(prompt)?;
         let v = &self.grammar.vocab;
-        if let Some((at, &id)) = response
+        let body = &response[..response
+            .iter()
+            .position(|&t| t == EOS)
+            .unwrap_or(response.len())];
+        if let Some((at, &id)) = body
             .iter()
             .enumerate()
             .find(|&(_, &t)| t as usize >= v.len())
@@ -81,10 +85,6 @@ impl GoldJudge {
                 v.len()
             )));
         }
-        let body = &response[..response
-            .iter()
-            .position(|&t| t == EOS)
-            .unwrap_or(response.len())];
         // Sentiment.
         let mut polarity = 0.0;
         let mut negate = false;

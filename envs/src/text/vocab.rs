@@ -155,14 +155,17 @@ pub fn shortened(s: &str) -> String {
 }
 
 /// Characters that print as nothing or change how the rest prints: Unicode's format
-/// characters (category Cf) and the other default-ignorable ones a terminal shows as nothing.
+/// characters (category Cf, as of Unicode 15), the other default-ignorable ones a terminal
+/// shows as nothing, and the line and paragraph separators some terminals break lines at.
 fn invisible(c: char) -> bool {
     matches!(c,
         '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
         | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
         | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
         | '\u{FFA0}' | '\u{FFF0}'..='\u{FFFB}' | '\u{E0000}'..='\u{E0FFF}' | '\u{1D173}'..='\u{1D17A}'
-        | '\u{0600}'..='\u{0605}' | '\u{06DD}' | '\u{070F}' | '\u{110BD}' | '\u{13430}'..='\u{1343F}')
+        | '\u{0600}'..='\u{0605}' | '\u{06DD}' | '\u{070F}' | '\u{110BD}' | '\u{13430}'..='\u{1343F}'
+        | '\u{0890}' | '\u{0891}' | '\u{08E2}' | '\u{110CD}' | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{2028}' | '\u{2029}')
 }
 
 /// The vocabulary: ids ↔ words, with each word's class.
