@@ -66,7 +66,7 @@ pub fn parse_safetensors<'a>(data: &'a [u8], path: &Path) -> Result<SafeTensors<
                 "its tensors' data does not end where the file ends (cut short, or data appended?)".into()
             }
             E::InvalidOffset(name) => format!(
-                "tensor `{name}`'s offsets in the header do not follow on from the tensor before it"
+                "tensor `{name}`'s offsets in the header leave a gap or an overlap in the data"
             ),
             E::TensorInvalidInfo | E::ValidationOverflow => {
                 "a tensor's shape, dtype and offsets in the header disagree".into()

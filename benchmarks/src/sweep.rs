@@ -752,6 +752,8 @@ fn write_summary_csv(out: &Path, runs: &[PlannedRun], columns: &SummaryColumns) 
 /// touched less than [`STALE`] ago; a dead or silent one (a killed sweep) is taken over.
 struct FolderLock {
     path: PathBuf,
+    /// The folder, flock-ed while the sweep runs (`None` where the file system has no flock).
+    _held: Option<fs::File>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     heartbeat: Option<std::thread::JoinHandle<()>>,
     /// What this sweep wrote into the lock file, to remove only its own.
@@ -782,6 +784,23 @@ fn hostname() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// `dir` flock-ed, exclusive and without waiting: `Some(Some(descriptor))` while this process
+/// holds it, `None` where another process holds it, and `Some(None)` where the file system
+/// cannot flock (ENOLCK, EOPNOTSUPP: some network and FUSE mounts), where the lock file alone
+/// decides.
+fn flock_folder(dir: &Path) -> Result<Option<Option<fs::File>>> {
+    use std::os::fd::AsRawFd;
+    let file = fs::File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    // SAFETY: flock on a descriptor this function owns; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(Some(Some(file)));
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Ok(None),
+        _ => Ok(Some(None)),
+    }
 }
 
 /// Whether the sweep lock at `path`, read as `text`, belongs to a sweep that has ended (its
@@ -847,69 +866,63 @@ impl FolderLock {
             Some(ticks) => format!("{} {} {ticks}\n", me.0, me.1),
             None => format!("{} {}\n", me.0, me.1),
         };
-        // The lock appears already holding its owner's line: written to a file of this
-        // process's own, then hard-linked into place, which fails where a lock exists. Of two
-        // sweeps started at once into one folder only one makes it, and no sweep ever reads a
-        // lock half written. An ended sweep's lock is moved aside (atomically: only one sweep
-        // gets it), checked to be the one judged, and the making tried once more.
-        let mine_path = out.join(format!(".sweep.lock.{}", me.1));
-        fs::write(&mine_path, &mine)
-            .with_context(|| format!("cannot write {}", mine_path.display()))?;
-        let made = (|| -> Result<()> {
-            for attempt in 0..2 {
-                match fs::hard_link(&mine_path, &path) {
-                    Ok(()) => return Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                    // A file system without hard links (FAT, some FUSE mounts): made with
-                    // O_EXCL and written, a moment empty.
-                    Err(_) => match fs::File::options().write(true).create_new(true).open(&path) {
-                        Ok(mut f) => {
-                            use std::io::Write;
-                            return f
-                                .write_all(mine.as_bytes())
-                                .with_context(|| format!("cannot write {}", path.display()));
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                        Err(e) => {
-                            return Err(e).context(format!("cannot make {}", path.display()));
-                        }
-                    },
-                }
-                if attempt == 1 {
-                    bail!(
-                        "{} is in use by another gradgym sweep, which took its lock after this one \
-                         found it free; wait for it or stop it",
-                        out.display()
-                    );
-                }
+        // Two layers. On this host (and across hosts where the file system carries flock, as
+        // NFSv4 does) the folder itself is flock-ed for the sweep's life: of any number of
+        // sweeps started at once only one gets it, and the kernel lets go of it when its
+        // process ends, however it ends. The lock file is the record for everything else (an
+        // older gradgym, other hosts): judged as before, and replaced whole by a rename, never
+        // removed and remade, so it is never absent or half written while a sweep holds it.
+        let held = match flock_folder(out)? {
+            Some(held) => held,
+            None => {
                 let text = fs::read_to_string(&path).unwrap_or_default();
-                if !judge_ended(out, &path, &text, &me)? {
-                    continue;
-                }
-                let aside = out.join(format!(".sweep.lock.ended.{}", me.1));
-                match fs::rename(&path, &aside) {
-                    Ok(()) => {}
-                    // Another sweep moved it first.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e).context(format!("cannot move {}", path.display())),
-                }
-                let moved = fs::read_to_string(&aside).unwrap_or_default();
-                if moved != text {
-                    // A live lock another sweep made meanwhile: put back, and refused.
-                    let _ = fs::hard_link(&aside, &path);
-                    let _ = fs::remove_file(&aside);
-                    bail!(
-                        "{} is in use by another gradgym sweep, which took its lock while this one \
-                         was taking over an ended sweep's; wait for it or stop it",
-                        out.display()
-                    );
-                }
-                let _ = fs::remove_file(&aside);
+                let owner = text
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(", pid ");
+                bail!(
+                    "{} is in use by another gradgym sweep{}; wait for it or stop it",
+                    out.display(),
+                    if owner.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (host {owner})")
+                    }
+                );
             }
-            Ok(())
+        };
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        judge_ended(out, &path, &text, &me)?;
+        let ticks = process_start_ticks(me.1).unwrap_or_default();
+        let mine_path = out.join(format!(".sweep.lock.{}.{}.{ticks}", me.0, me.1));
+        let written = (|| -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = fs::File::options()
+                .write(true)
+                .create_new(true)
+                .open(&mine_path)?;
+            f.write_all(mine.as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&mine_path, &path)
         })();
-        let _ = fs::remove_file(&mine_path);
-        made?;
+        if let Err(e) = written {
+            let _ = fs::remove_file(&mine_path);
+            return Err(e).context(format!("cannot write {}", path.display()));
+        }
+        // A sweep on another host without a shared flock that replaced it in the same instant.
+        let now = fs::read_to_string(&path).unwrap_or_default();
+        if now != mine {
+            bail!(
+                "{} was taken by another gradgym sweep ({}) in the instant this one took it; wait \
+                 for it or stop it",
+                out.display(),
+                now.split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(", pid ")
+            );
+        }
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let heartbeat = {
             let (path, stop) = (path.clone(), stop.clone());
@@ -932,10 +945,13 @@ impl FolderLock {
             let mut signals = signal_hook::iterator::Signals::new(handled_signals())
                 .context("cannot install a signal handler")?;
             let handle = signals.handle();
-            let (path, out) = (path.clone(), out.to_path_buf());
+            let (path, out, ours) = (path.clone(), out.to_path_buf(), mine.clone());
             let thread = std::thread::spawn(move || {
                 if signals.forever().next().is_some() {
-                    let _ = fs::remove_file(&path);
+                    // Only this sweep's: one another host took over meanwhile stays.
+                    if fs::read_to_string(&path).is_ok_and(|t| t == ours) {
+                        let _ = fs::remove_file(&path);
+                    }
                     eprintln!(
                         "\ngradgym sweep: interrupted; the finished runs in {} are kept, and the same \
                          command resumes the rest",
@@ -954,6 +970,7 @@ impl FolderLock {
         };
         Ok(Self {
             path,
+            _held: held,
             stop,
             heartbeat: Some(heartbeat),
             contents: mine,

@@ -1648,7 +1648,7 @@ fn a_lock_from_another_host_blocks_while_its_heartbeat_is_fresh() {
     // one silent past the stale limit on another host) stays that sweep's.
     let long = write_sweep(
         "lock-long",
-        "seeds = [1]\nconfig = { total_timesteps = 200000, eval_episodes = 1 }\n[[runs]]\nenvs = [\"CartPole-v1\"]\nalgos = [\"ppo\"]\n",
+        "seeds = [1]\nconfig = { total_timesteps = 400000, eval_episodes = 1 }\n[[runs]]\nenvs = [\"CartPole-v1\"]\nalgos = [\"ppo\"]\n",
     );
     let busy = scratch("lock-long");
     let mut child = Command::new(env!("CARGO_BIN_EXE_gradgym"))
@@ -1663,6 +1663,16 @@ fn a_lock_from_another_host_blocks_while_its_heartbeat_is_fresh() {
     while !theirs.is_file() && since.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(5));
     }
+    // The folder's flock holds it while the sweep runs, whatever becomes of the lock file
+    // (deleted here, as a careless `rm -rf .sweep*` would): a second sweep is still refused.
+    fs::remove_file(&theirs).unwrap();
+    let o = sweep(&long, &busy, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("in use by another gradgym sweep"),
+        "{}",
+        text(&o)
+    );
     let taken = "some-other-node 7\n";
     fs::write(&theirs, taken).unwrap();
     assert!(child.wait().unwrap().success());
@@ -1671,9 +1681,9 @@ fn a_lock_from_another_host_blocks_while_its_heartbeat_is_fresh() {
 
 /// Sweeps started together into one folder: exactly one takes it, and each other is refused
 /// with exit 2 rather than running beside it. (Without the lock three of six ran at once. The
-/// lock appears whole by a hard link, so no window is left between reading and writing it;
-/// the processes' start-up spreads them too far apart for this test to hit such a window
-/// itself: the empty-lock case of the test above is the one a window left.)
+/// folder's flock leaves no window between judging the lock and writing it; the processes'
+/// start-up spreads them too far apart for this test to hit such a window of the lock file
+/// alone: the empty-lock case of the test above is the one such a window left.)
 #[test]
 fn of_sweeps_started_at_once_into_one_folder_exactly_one_runs() {
     let file = write_sweep(
