@@ -214,9 +214,10 @@ pub fn load(dir: &Path) -> Result<(Policy, PolicyConfig)> {
     let path = dir.join("policy.safetensors");
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let file = crate::safetensors_io::parse_safetensors(&bytes, &path)?;
-    for (name, shape) in shapes(&config, head) {
+    let expected = shapes(&config, head);
+    for (name, shape) in &expected {
         let t = file
-            .tensor(&name)
+            .tensor(name)
             .map_err(|_| anyhow::anyhow!("{}: tensor `{name}` is missing", path.display()))?;
         ensure!(
             t.shape() == shape.as_slice(),
@@ -228,9 +229,7 @@ pub fn load(dir: &Path) -> Result<(Policy, PolicyConfig)> {
     }
     let net = ActorCritic::new(config.obs_dim, head, &config.hidden_sizes);
     let mut params = vec![0.0f32; net.len];
-    let empty = Policy::new(&net, vec![0.0; net.len]);
-    let expected = tensors(&empty);
-    for (name, shape, _) in &expected {
+    for (name, shape) in &expected {
         let values = read_f32_tensor(&file, name, shape, &path)?;
         place(&net, name, &values, &mut params);
     }
@@ -239,7 +238,7 @@ pub fn load(dir: &Path) -> Result<(Policy, PolicyConfig)> {
     if let Some(extra) = file
         .names()
         .into_iter()
-        .find(|n| !expected.iter().any(|(name, _, _)| name == *n))
+        .find(|n| !expected.iter().any(|(name, _)| name == *n))
     {
         bail!(
             "{}: tensor `{extra}` has no place in the network {} describes",
