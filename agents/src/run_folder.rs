@@ -259,17 +259,28 @@ pub struct RunFolder {
 /// `None` where another process holds it. The lock lasts as long as the file stays open, and
 /// goes with the process, so a killed run's folder is free again.
 fn lock_folder(dir: &Path) -> Result<Option<fs::File>> {
-    use std::os::fd::AsRawFd;
     let file = fs::File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
-    // SAFETY: flock on a descriptor this function owns; no memory is passed.
+    match flock_exclusive(&file) {
+        Ok(true) => Ok(Some(file)),
+        Ok(false) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot lock {}", dir.display())),
+    }
+}
+
+/// flock(2) on `file`, exclusive and without waiting: `true` once this process holds it,
+/// `false` where another process does, an error where it cannot be taken (a file system
+/// without flock: ENOLCK, EOPNOTSUPP). The lock lasts while `file` is open.
+pub fn flock_exclusive(file: &fs::File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor the caller owns; no memory is passed.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(Some(file));
+        return Ok(true);
     }
     let e = std::io::Error::last_os_error();
     if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(None)
+        Ok(false)
     } else {
-        Err(e).with_context(|| format!("cannot lock {}", dir.display()))
+        Err(e)
     }
 }
 

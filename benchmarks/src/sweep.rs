@@ -786,29 +786,20 @@ fn hostname() -> String {
         .unwrap_or_else(|| "unknown-host".into())
 }
 
-/// `dir` flock-ed, exclusive and without waiting: `Some(Some(descriptor))` while this process
-/// holds it, `None` where another process holds it, and `Some(None)` where the file system
-/// cannot flock (ENOLCK, EOPNOTSUPP: some network and FUSE mounts), where the lock file alone
-/// decides.
-fn flock_folder(dir: &Path) -> Result<Option<Option<fs::File>>> {
-    use std::os::fd::AsRawFd;
-    let file = fs::File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
-    // SAFETY: flock on a descriptor this function owns; no memory is passed.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(Some(Some(file)));
-    }
-    match std::io::Error::last_os_error().raw_os_error() {
-        Some(libc::EWOULDBLOCK) => Ok(None),
-        _ => Ok(Some(None)),
-    }
+/// `host, pid <pid>` of a sweep lock's text, for a message (empty where it names none).
+fn lock_owner(text: &str) -> String {
+    text.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(", pid ")
 }
 
-/// Whether the sweep lock at `path`, read as `text`, belongs to a sweep that has ended (its
-/// folder free to take); an error naming the owner where it is live; `false` where the lock
-/// was gone by the time it was read. `me` is this process's (host, pid).
-fn judge_ended(out: &Path, path: &Path, text: &str, me: &(String, u32)) -> Result<bool> {
+/// An error naming the owner where the sweep lock at `path`, read as `text`, belongs to a
+/// sweep that is live; nothing where it has ended (or was gone by the time it was read), its
+/// folder free to take. `me` is this process's (host, pid).
+fn refuse_if_live(out: &Path, path: &Path, text: &str, me: &(String, u32)) -> Result<()> {
     if text.is_empty() && !path.exists() {
-        return Ok(false);
+        return Ok(());
     }
     let mut parts = text.split_whitespace();
     let (host, pid, started) = match (parts.next(), parts.next(), parts.next()) {
@@ -855,14 +846,15 @@ fn judge_ended(out: &Path, path: &Path, text: &str, me: &(String, u32)) -> Resul
             STALE.as_secs()
         );
     }
-    Ok(true)
+    Ok(())
 }
 
 impl FolderLock {
     fn take(out: &Path) -> Result<Self> {
         let path = out.join(".sweep.lock");
         let me = (hostname(), std::process::id());
-        let mine = match process_start_ticks(me.1) {
+        let ticks = process_start_ticks(me.1);
+        let mine = match ticks {
             Some(ticks) => format!("{} {} {ticks}\n", me.0, me.1),
             None => format!("{} {}\n", me.0, me.1),
         };
@@ -872,15 +864,14 @@ impl FolderLock {
         // process ends, however it ends. The lock file is the record for everything else (an
         // older gradgym, other hosts): judged as before, and replaced whole by a rename, never
         // removed and remade, so it is never absent or half written while a sweep holds it.
-        let held = match flock_folder(out)? {
-            Some(held) => held,
-            None => {
-                let text = fs::read_to_string(&path).unwrap_or_default();
-                let owner = text
-                    .split_whitespace()
-                    .take(2)
-                    .collect::<Vec<_>>()
-                    .join(", pid ");
+        let folder =
+            fs::File::open(out).with_context(|| format!("cannot open {}", out.display()))?;
+        let held = match gradgym_agents::run_folder::flock_exclusive(&folder) {
+            Ok(true) => Some(folder),
+            // A file system without flock: the lock file alone decides.
+            Err(_) => None,
+            Ok(false) => {
+                let owner = lock_owner(&fs::read_to_string(&path).unwrap_or_default());
                 bail!(
                     "{} is in use by another gradgym sweep{}; wait for it or stop it",
                     out.display(),
@@ -893,9 +884,13 @@ impl FolderLock {
             }
         };
         let text = fs::read_to_string(&path).unwrap_or_default();
-        judge_ended(out, &path, &text, &me)?;
-        let ticks = process_start_ticks(me.1).unwrap_or_default();
-        let mine_path = out.join(format!(".sweep.lock.{}.{}.{ticks}", me.0, me.1));
+        refuse_if_live(out, &path, &text, &me)?;
+        let mine_path = out.join(format!(
+            ".sweep.lock.{}.{}.{}",
+            me.0,
+            me.1,
+            ticks.unwrap_or_default()
+        ));
         let written = (|| -> std::io::Result<()> {
             use std::io::Write;
             let mut f = fs::File::options()
@@ -917,10 +912,7 @@ impl FolderLock {
                 "{} was taken by another gradgym sweep ({}) in the instant this one took it; wait \
                  for it or stop it",
                 out.display(),
-                now.split_whitespace()
-                    .take(2)
-                    .collect::<Vec<_>>()
-                    .join(", pid ")
+                lock_owner(&now)
             );
         }
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
