@@ -73,14 +73,18 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Makes the entries of the folder holding `path` durable (`.` for a bare name). Not every
-/// file system can sync a folder opened for reading; that is no error.
+/// Makes the entries of the folder holding `path` durable (`.` for a bare name).
 fn sync_parent(path: &Path) {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if let Ok(d) = fs::File::open(parent) {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => sync_folder(p),
+        _ => sync_folder(Path::new(".")),
+    }
+}
+
+/// Makes the entries of folder `dir` (the names of the files in it) durable. Not every file
+/// system can sync a folder opened for reading; that is no error.
+fn sync_folder(dir: &Path) {
+    if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
     }
 }
@@ -309,11 +313,7 @@ fn sync_tree(dir: &Path) -> Result<()> {
                 .with_context(|| format!("cannot sync {}", path.display()))?;
         }
     }
-    // A folder's own entries (the names of the files in it); not every file system can sync
-    // a folder opened for reading, and the files themselves are synced above.
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    sync_folder(dir);
     Ok(())
 }
 
