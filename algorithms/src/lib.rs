@@ -23,6 +23,12 @@
 //! - [`real`]: the float type (`f32` or `f64`) of the slice-form code.
 //! - [`exact`]: exact objectives and gradients on small tabular MDPs, computed two ways — the
 //!   ground truth of the estimator tests.
+//! - [`group`]: the group-relative advantages of RLOO and GRPO on text (k responses to one
+//!   prompt, no value function) and how their losses weigh each token.
+//! - [`token_mdp`]: an enumerable token MDP (tabular softmax over prefixes, a frozen
+//!   reference, a score): `J_β` and its gradient exactly, and the exact expectation of the
+//!   group estimators' first step over every group of k responses — the ground truth of the
+//!   tests that RLOO is unbiased and GRPO is not.
 //! - [`study`]: every estimator through the production losses on those MDPs, measured the same
 //!   way (bias, variance, SNR); `gradgym estimators` and the unbiasedness tests use it. Each
 //!   estimator also has an f64 path (closed-form gradients from [`loss_grads`]), whose exact
@@ -35,11 +41,13 @@
 pub mod advantages;
 pub mod best_of_n;
 pub mod exact;
+pub mod group;
 pub mod kl;
 pub mod loss_grads;
 pub mod losses;
 pub mod real;
 pub mod reward_losses;
 pub mod study;
+pub mod token_mdp;
 
 pub use real::Real;

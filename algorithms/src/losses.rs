@@ -8,6 +8,10 @@
 //!   `L^CLIP = −mean(min(ρ_t Â_t, clip(ρ_t, 1 − ε, 1 + ε) Â_t))`, `ρ_t = π(a_t|s_t) / π_old(a_t|s_t)`.
 //! - PPO with a KL penalty (same paper, eq. 8): `L^KLPEN = −mean(ρ_t Â_t) + β · KL[π_old ‖ π]`,
 //!   with the KL estimated from the batch by `k3 = (ρ − 1) − log ρ` (unbiased, ≥ 0).
+//! - The group estimators on text (RLOO, GRPO; [`crate::group`]): the same clipped surrogate
+//!   with a weight per token instead of a mean, `L = Σ_t w_t max(−Â_t ρ_t, −Â_t clip(ρ_t))`, and
+//!   for GRPO `+ β Σ_t w_t k3_t` toward the frozen reference, `k3_t = p_t/π_t − log(p_t/π_t) − 1`
+//!   (Shao et al. 2024, equations 3 and 4).
 //! - Value loss: `½ mean((V − R)²)`, optionally clipped around the old values as in PPO
 //!   implementations (`clip_vloss`).
 
@@ -143,6 +147,34 @@ pub fn ppo_kl_loss_trl(
         clip_terms(new_logprobs, old_logprobs, advantages, clip_coef);
     let loss = kl_penalised(&log_ratio, advantages, beta);
     (loss, trl_ratio_stats(&log_ratio, &unclipped, &clipped))
+}
+
+/// The group estimators' clipped surrogate: `Σ_t w_t max(−Â_t ρ_t, −Â_t clip(ρ_t, 1 ± ε))`
+/// with a weight `w_t` per token ([`crate::group::token_weights`]) instead of a mean, and TRL's
+/// diagnostics (whose means are over the tokens, unweighted, as for PPO).
+pub fn weighted_clip_loss_trl(
+    new_logprobs: &Tensor,
+    old_logprobs: &Tensor,
+    advantages: &Tensor,
+    weights: &Tensor,
+    clip_coef: f64,
+) -> (Tensor, TrlRatioStats) {
+    let (_, log_ratio, unclipped, clipped) =
+        clip_terms(new_logprobs, old_logprobs, advantages, clip_coef);
+    let loss = (unclipped.maximum(&clipped) * weights.detach()).sum(Kind::Float);
+    (loss, trl_ratio_stats(&log_ratio, &unclipped, &clipped))
+}
+
+/// GRPO's penalty toward the frozen reference: `Σ_t w_t k3_t`, `k3_t = e^{log p_t − log π_t} −
+/// (log p_t − log π_t) − 1` (Shao et al. 2024, equation 4), to be added times β. Its gradient in
+/// `log π_t` is `w_t (1 − p_t/π_t)`.
+pub fn reference_k3_penalty(
+    new_logprobs: &Tensor,
+    ref_logprobs: &Tensor,
+    weights: &Tensor,
+) -> Tensor {
+    let d = ref_logprobs.detach() - new_logprobs;
+    (((d.exp() - &d) - 1.0) * weights.detach()).sum(Kind::Float)
 }
 
 /// PPO's KL-penalised surrogate `L^KLPEN` with coefficient `beta`. `clip_coef` is used only for

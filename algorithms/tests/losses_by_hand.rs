@@ -342,3 +342,57 @@ fn advantage_normalisation_by_hand() {
         close("slice f64 normalised", &got, &want, F64);
     }
 }
+
+/// RLOO's and GRPO's clipped surrogate with a weight per token: `L = Σ w_i max(−A_i ρ_i,
+/// −A_i clip(ρ_i))`, the same branches as `ppo_clip_loss_by_hand` but summed with the weights,
+/// `∂L/∂log π_i = −w_i A_i ρ_i` where the unclipped term decides, else 0. GRPO's penalty toward
+/// the reference, `Σ w_i (e^{d_i} − d_i − 1)`, `d_i = log p_i − log π_i`, has
+/// `∂/∂log π_i = w_i (1 − e^{d_i})`.
+#[test]
+fn weighted_clip_loss_and_reference_penalty_by_hand() {
+    let old = [-1.0f32, -0.5, -2.0, -0.25, -1.5, -0.75];
+    let new = new_logprobs(&old, &[1.1, 1.3, 1.3, 0.7, 0.7, 1.5]);
+    let adv = [2.0f32, 2.0, -1.0, 1.0, -1.0, 0.5];
+    let w = [0.5f32, 0.25, 0.125, 0.125, 1.0, 2.0];
+    let eps = 0.2;
+    let r = ratios(&new, &old);
+    let (a, wd) = (wide(&adv), wide(&w));
+    let terms = [
+        -a[0] * r[0],
+        -a[1] * (1.0 + eps),
+        -a[2] * r[2],
+        -a[3] * r[3],
+        -a[4] * (1.0 - eps),
+        -a[5] * (1.0 + eps),
+    ];
+    let loss: f64 = terms.iter().zip(&wd).map(|(t, w)| t * w).sum();
+    let unclipped = [true, false, true, true, false, false];
+    let grad: Vec<f64> = (0..6)
+        .map(|i| {
+            if unclipped[i] {
+                -wd[i] * a[i] * r[i]
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let x = leaf(&new);
+    let (l, stats) = losses::weighted_clip_loss_trl(&x, &t(&old), &t(&adv), &t(&w), eps);
+    l.backward();
+    close("weighted L^CLIP", &[l.double_value(&[])], &[loss], F32);
+    close("∂ weighted L^CLIP/∂log π", &grad_of(&x), &grad, F32);
+    // TRL's clip fraction: the clipped term decides in samples 2, 5 and 6.
+    close("clipfrac", &[stats.clipfrac], &[0.5], F32);
+
+    let reference = [-1.2f32, -0.4, -2.5, -0.3, -1.0, -0.9];
+    let d: Vec<f64> = (0..6)
+        .map(|i| reference[i] as f64 - new[i] as f64)
+        .collect();
+    let penalty: f64 = (0..6).map(|i| wd[i] * (d[i].exp() - d[i] - 1.0)).sum();
+    let pgrad: Vec<f64> = (0..6).map(|i| wd[i] * (1.0 - d[i].exp())).collect();
+    let x = leaf(&new);
+    let p = losses::reference_k3_penalty(&x, &t(&reference), &t(&w));
+    p.backward();
+    close("reference k3", &[p.double_value(&[])], &[penalty], F32);
+    close("∂ reference k3/∂log π", &grad_of(&x), &pgrad, F32);
+}
