@@ -7,8 +7,8 @@
 
 use std::path::Path;
 
-use gradgym_agents::config::rlhf::{RlConfig, RlhfConfig};
-use gradgym_agents::config::{Algo, BackendKind, PpoLoss};
+use gradgym_agents::config::rlhf::{RlConfig, RlhfConfig, TextAlgo as Algo};
+use gradgym_agents::config::{BackendKind, PpoLoss};
 use gradgym_agents::nn::gpt::{Gpt, GptConfig};
 use gradgym_agents::nn::sampling::{SamplingConfig, generate};
 use gradgym_agents::rlhf::data::Comparison;
@@ -524,8 +524,20 @@ fn each_learner_and_option_of_the_pipeline_runs_and_shows_its_effect() {
     // The learners: PPO takes update_epochs × num_minibatches steps per batch, REINFORCE and
     // A2C one; each moves the policy away from the SFT model.
     let sft_weights = |dir: &Path| std::fs::read(dir.join("sft/model.safetensors")).unwrap();
-    for (algo, steps) in [("ppo", 16.0), ("reinforce", 1.0), ("a2c", 1.0)] {
+    for (algo, steps) in [
+        ("ppo", 16.0),
+        ("reinforce", 1.0),
+        ("a2c", 1.0),
+        ("rloo", 16.0),
+        ("grpo", 16.0),
+    ] {
         let dir = run(algo, &|c| c.rl.algo = algo.into());
+        let header = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+        let header = header.lines().next().unwrap();
+        // RLOO and GRPO have no value function and report their groups' spread instead.
+        let grouped = matches!(algo, "rloo" | "grpo");
+        assert_eq!(header.contains("val/error"), !grouped, "{algo}: {header}");
+        assert_eq!(header.contains("reward_std"), grouped, "{algo}: {header}");
         assert_eq!(column(&dir, "gradient_steps"), vec![steps; 4], "{algo}");
         let policy = std::fs::read(dir.join("policy/model.safetensors")).unwrap();
         assert_ne!(
@@ -897,9 +909,12 @@ fn the_updates_see_nothing_of_the_padding_positions_of_a_rollout() {
         (Algo::A2c, BackendKind::Libtorch),
         (Algo::Ppo, BackendKind::Native),
         (Algo::A2c, BackendKind::Native),
+        (Algo::Rloo, BackendKind::Libtorch),
+        (Algo::Grpo, BackendKind::Native),
     ] {
         for minibatches in [1, 3] {
-            let new = || learner_on(algo, minibatches, backend, 0.0);
+            // The three responses as one group, for RLOO and GRPO.
+            let new = || learner_with(algo, minibatches, backend, |c| c.num_generations = 3);
             let (mut a, mut b) = (new(), new());
             let ra = s.rollout(&a);
             let mut rb = s.rollout(&b);
@@ -911,6 +926,8 @@ fn the_updates_see_nothing_of_the_padding_positions_of_a_rollout() {
             rb.returns = junk(&rb.returns, -1e4);
             rb.old_values = junk(&rb.old_values, 1e4);
             rb.old_logprobs = junk(&rb.old_logprobs, -50.0);
+            rb.ref_logprobs = junk(&rb.ref_logprobs, -50.0);
+            rb.token_weights = rb.token_weights.as_ref().map(|w| junk(w, 1e4));
             let sa = a.update(&ra, &mut rng::stream(1, "test/mb", 0)).unwrap();
             let sb = b.update(&rb, &mut rng::stream(1, "test/mb", 0)).unwrap();
             let what = format!("{algo:?} on {backend:?}, {minibatches} minibatch(es)");
@@ -920,13 +937,78 @@ fn the_updates_see_nothing_of_the_padding_positions_of_a_rollout() {
             );
             assert!(max_param_diff(&a.value, &b.value) < 1e-6, "value, {what}");
             assert!((sa.policy_loss - sb.policy_loss).abs() < 1e-6, "{what}");
-            assert!((sa.value_loss - sb.value_loss).abs() < 1e-6, "{what}");
+            assert!(
+                (sa.value_loss - sb.value_loss).abs() < 1e-6
+                    || (algo.grouped() && sa.value_loss.is_nan() && sb.value_loss.is_nan()),
+                "{what}"
+            );
             assert!((sa.approx_kl - sb.approx_kl).abs() < 1e-9, "{what}");
             assert_eq!(sa.clipfrac, sb.clipfrac, "{what}");
             assert!(
                 max_param_diff(&a.policy, &s.reference) > 0.0,
                 "{what}: no step taken"
             );
+        }
+    }
+}
+
+/// RLOO and GRPO: each response's advantage, on every one of its real tokens and nowhere else,
+/// is its group's formula (`gradgym_algorithms::group`) of the rollout's own rewards: RLOO's of
+/// the KL-penalised sequence reward, GRPO's of the score alone. Neither steps the value
+/// function; GRPO's step reads β (its KL term is in the loss), on both backends.
+#[test]
+fn rloo_and_grpo_take_advantages_within_groups_and_leave_the_value_function_alone() {
+    use gradgym_algorithms::group::{grpo_advantages, rloo_advantages};
+    tch::set_num_threads(1);
+    let reference = model(40, 5);
+    let reward_model = rm(7);
+    // Two prompts, three responses each.
+    let ps: Vec<Vec<u32>> = [1, 1, 1, 2, 2, 2].into_iter().map(prompt).collect();
+    let rs: Vec<Vec<u32>> = vec![
+        vec![5, 6, 2],
+        vec![7; 11],
+        vec![8, 9, 10, 11, 2],
+        vec![12, 13],
+        vec![14, 15, 16, 17, 18, 19, 2],
+        vec![20, 2],
+    ];
+    for backend in [BackendKind::Libtorch, BackendKind::Native] {
+        for algo in [Algo::Rloo, Algo::Grpo] {
+            let what = format!("{algo:?} on {backend:?}");
+            let new = || learner_with(algo, 1, backend, |c| c.num_generations = 3);
+            let mut l = new();
+            let r = l.rollout(&reference, &reward_model, &slices(&ps), &slices(&rs), 0.05);
+            let want = match algo {
+                Algo::Rloo => rloo_advantages(&r.total_reward, 3),
+                _ => grpo_advantages(&r.scores, 3),
+            };
+            let adv = Vec::<f32>::try_from(r.advantages.view([-1])).unwrap();
+            let t = r.seqs.width;
+            for (i, resp) in rs.iter().enumerate() {
+                for j in 0..t {
+                    let expect = if j < resp.len() { want[i] as f32 } else { 0.0 };
+                    assert_eq!(adv[i * t + j], expect, "{what}: row {i}, token {j}");
+                }
+            }
+            assert!(want.iter().any(|a| a.abs() > 1e-3), "{what}: {want:?}");
+            assert_eq!(r.old_values.abs().sum(Kind::Float).double_value(&[]), 0.0);
+            let value_before = l.value.duplicate().unwrap();
+            let stats = l.update(&r, &mut rng::stream(1, "test/mb", 0)).unwrap();
+            assert_eq!(stats.gradient_steps, 2, "{what}: update_epochs × 1");
+            assert!(stats.value_loss.is_nan(), "{what}");
+            assert_eq!(max_param_diff(&l.value, &value_before), 0.0, "{what}");
+            assert!(max_param_diff(&l.policy, &reference) > 0.0, "{what}");
+            // The same batch with β = 0 in the loss: GRPO steps elsewhere, RLOO (whose β is
+            // in the rewards its advantages were taken from) the same.
+            let mut m = new();
+            let mut r0 = m.rollout(&reference, &reward_model, &slices(&ps), &slices(&rs), 0.05);
+            r0.beta = 0.0;
+            m.update(&r0, &mut rng::stream(1, "test/mb", 0)).unwrap();
+            let moved = max_param_diff(&l.policy, &m.policy);
+            match algo {
+                Algo::Grpo => assert!(moved > 0.0, "{what}: β did not reach the loss"),
+                _ => assert_eq!(moved, 0.0, "{what}"),
+            }
         }
     }
 }
@@ -962,10 +1044,18 @@ fn the_native_backend_trains_what_libtorch_trains() {
         (Algo::Ppo, 3, 0.0),
         (Algo::Reinforce, 1, 0.01),
         (Algo::A2c, 1, 0.0),
+        (Algo::Rloo, 1, 0.0),
+        (Algo::Grpo, 3, 0.01),
     ] {
         let what = format!("{algo:?}, {minibatches} minibatch(es), ent_coef {ent_coef}");
-        let mut a = learner_on(algo, minibatches, BackendKind::Libtorch, ent_coef);
-        let mut b = learner_on(algo, minibatches, BackendKind::Native, ent_coef);
+        // The five responses as one group, for RLOO and GRPO.
+        let on = |backend| {
+            learner_with(algo, minibatches, backend, |c| {
+                c.ent_coef = ent_coef;
+                c.num_generations = 5;
+            })
+        };
+        let (mut a, mut b) = (on(BackendKind::Libtorch), on(BackendKind::Native));
         assert_eq!(b.backend(), BackendKind::Native);
         for update in 0..3 {
             let ra = a.rollout(&reference, &reward_model, &prompts, &responses, 0.05);
@@ -993,7 +1083,8 @@ fn the_native_backend_trains_what_libtorch_trains() {
                 "{what}: {sa:?} {sb:?}"
             );
             assert!(
-                (sa.value_loss - sb.value_loss).abs() < 1e-4,
+                (sa.value_loss - sb.value_loss).abs() < 1e-4
+                    || (algo.grouped() && sa.value_loss.is_nan() && sb.value_loss.is_nan()),
                 "{what}: {sa:?} {sb:?}"
             );
             assert_eq!(sa.gradient_steps, sb.gradient_steps, "{what}");

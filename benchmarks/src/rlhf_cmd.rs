@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use gradgym_agents::config::rlhf::{ModelConfig, RlConfig, RlhfConfig};
+use gradgym_agents::config::rlhf::{ModelConfig, RlConfig, RlhfConfig, TextAlgo};
 use gradgym_agents::config::{Algo, BackendKind};
 use gradgym_agents::device::parse_device;
 use gradgym_agents::limits::MOST_THREADS;
@@ -190,10 +190,20 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
     let quiet = common.quiet;
     let mut header = String::new();
     if !quiet {
-        let rl = format!(
-            "{} ({} updates of {} prompts)",
-            config.rl.algo, config.rl.updates, config.rl.batch_size
-        );
+        let rl = if config.algo().grouped() {
+            let k = config.rl.num_generations;
+            format!(
+                "{} ({} updates of {} prompts × {k} responses)",
+                config.rl.algo,
+                config.rl.updates,
+                config.rl.batch_size / k
+            )
+        } else {
+            format!(
+                "{} ({} updates of {} prompts)",
+                config.rl.algo, config.rl.updates, config.rl.batch_size
+            )
+        };
         let what = match stage {
             Stage::All => format!("pretraining, SFT, labels, reward model, best-of-n, {rl}"),
             Stage::Sft => "pretraining and SFT".to_string(),
@@ -634,6 +644,8 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         backend: BackendKind::Native,
         ..rl.clone()
     };
+    // RLOO's line below starts from the same weights.
+    let (rloo_policy, rloo_value) = (policy.duplicate()?, value.duplicate()?);
     let mut learners = Vec::new();
     if with_libtorch {
         learners.push(TokenLearner::new(
@@ -790,6 +802,62 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
             phase(&native_phases, 0),
             phase(&native_phases, 1),
             phase(&native_phases, 2)
+        );
+    }
+    // RLOO as TRL's RLOOTrainer runs in scripts/bench-trl.py: k = 4 responses to each of
+    // batch/4 prompts, one gradient step per update, on the backend PPO's line ran by default.
+    // PPO's learners are dropped first, so that the peak memory below stays PPO's.
+    drop(learners);
+    let k = loaded
+        .as_ref()
+        .filter(|c| c.algo().grouped())
+        .map_or(4, |c| c.rl.num_generations);
+    let rloo_rate = if batch % k == 0 && batch >= k {
+        let rl = RlConfig {
+            num_generations: k,
+            update_epochs: 1,
+            num_minibatches: 1,
+            batch_size: batch,
+            max_response: response,
+            backend: if with_native {
+                BackendKind::Native
+            } else {
+                BackendKind::Libtorch
+            },
+            ..RlConfig::default()
+        };
+        let mut learner = TokenLearner::new(TextAlgo::Rloo, rl, rloo_policy, rloo_value)?;
+        let grouped: Vec<Vec<u32>> = prompts[..batch / k]
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(p.clone(), k))
+            .collect();
+        Some(median_rate(reps, tokens, device, || {
+            let g = generate(
+                &learner.policy,
+                &grouped,
+                response,
+                never,
+                &sampling,
+                &mut data,
+            );
+            let p: Vec<&[u32]> = grouped.iter().map(|p| p.as_slice()).collect();
+            let r: Vec<&[u32]> = g.iter().map(|g| g.tokens.as_slice()).collect();
+            let rollout = learner.rollout(&reference, &reward_model, &p, &r, 0.05);
+            learner.update(&rollout, &mut data)?;
+            Ok(())
+        })?)
+    } else {
+        None
+    };
+    if let Some(r) = rloo_rate {
+        println!(
+            "{:<40}{r:>9.0} tokens/s{}",
+            format!("RLOO end to end (k = {k}, 1 step):"),
+            if targets {
+                "   (TRL RLOOTrainer ≈ 4,100, the same shape)"
+            } else {
+                ""
+            }
         );
     }
     match (peak_rss_mib(), device) {

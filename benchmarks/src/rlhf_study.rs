@@ -634,10 +634,18 @@ fn canonical_config(config: &Value) -> Value {
 /// The RL learner of a manifest's `config.rl`, as labels name it: `ppo`, `a2c`, `reinforce`;
 /// PPO-KL with its β toward the old policy, `ppo-kl[kl_coef=1]`, and its target when adapted,
 /// `ppo-kl[kl_coef=1, ppo_kl_target=0.01]`; an early stop at `target_kl` and an annealed
-/// learning rate in the brackets too, `ppo[target_kl=0.02, anneal_lr]`.
+/// learning rate in the brackets too, `ppo[target_kl=0.02, anneal_lr]`; RLOO and GRPO with
+/// their responses per prompt, `grpo[num_generations=4]`.
 fn rl_learner(rl: &Value) -> String {
     let mut name = rl["algo"].as_str().unwrap_or("rl").to_string();
     let mut knobs = Vec::new();
+    if matches!(name.as_str(), "rloo" | "grpo") {
+        // Left out of the config at its default.
+        let k = rl["num_generations"]
+            .as_u64()
+            .unwrap_or(gradgym_agents::config::rlhf::RlConfig::default().num_generations as u64);
+        knobs.push(format!("num_generations={k}"));
+    }
     if rl["ppo_loss"].as_str() == Some("kl") {
         name.push_str("-kl");
         // Left out of the config at its default.
@@ -808,6 +816,12 @@ mod tests {
         assert_eq!(rl_learner(&early), "ppo[target_kl=0.02]");
         let annealed = serde_json::json!({"algo": "a2c", "anneal_lr": true});
         assert_eq!(rl_learner(&annealed), "a2c[anneal_lr]");
+        let grpo = serde_json::json!({"algo": "grpo", "num_generations": 8});
+        assert_eq!(rl_learner(&grpo), "grpo[num_generations=8]");
+        assert_eq!(
+            rl_learner(&serde_json::json!({"algo": "rloo"})),
+            "rloo[num_generations=4]"
+        );
     }
 
     fn curve(best_of_n: bool, gain: impl Fn(f64) -> f64) -> Curve {

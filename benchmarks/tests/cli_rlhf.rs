@@ -616,6 +616,78 @@ fn a_context_too_short_and_a_negative_beta_are_refused_naming_the_field() {
     }
 }
 
+/// RLOO and GRPO: `num_generations` must split `batch_size` into groups of at least 2, and is
+/// refused under an algorithm that samples one response per prompt; a value-function field
+/// set under them is named as unread; a run writes its groups' spread and no value columns.
+#[test]
+fn rloo_and_grpo_check_their_groups_and_say_what_they_do_not_read() {
+    for (name, extra, field, says) in [
+        (
+            "k1",
+            "algo = \"grpo\"\nnum_generations = 1",
+            "rl.num_generations",
+            "at least 2",
+        ),
+        (
+            "k3",
+            "algo = \"rloo\"\nnum_generations = 3",
+            "rl.num_generations",
+            "multiple",
+        ),
+        (
+            "ppo-k",
+            "num_generations = 2",
+            "rl.num_generations",
+            "one per prompt",
+        ),
+        ("algo", "algo = \"nlpo\"", "rl.algo", "rloo, grpo"),
+    ] {
+        let dir = scratch(&format!("group-{name}"));
+        let cfg = dir.join("config.toml");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(&cfg, TINY.replace("[rl]\n", &format!("[rl]\n{extra}\n"))).unwrap();
+        let out = dir.join("out");
+        let o = run(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{name}: {}", text(&o));
+        let t = text(&o);
+        assert!(
+            t.contains(&format!("`{field}`")) && t.contains(says) && t.contains("config.toml"),
+            "{name}: {t}"
+        );
+        assert!(!out.exists(), "{name}");
+        fs::remove_dir_all(dir).ok();
+    }
+    let dir = scratch("group-run");
+    let cfg = config(&dir, "");
+    let out = dir.join("grpo");
+    let o = run(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--set",
+        "rl.algo=\"grpo\"",
+        "--set",
+        "rl.norm_adv=false",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    ok(&o);
+    assert!(text(&o).contains("rl.norm_adv is not read"), "{}", text(&o));
+    let metrics = fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let header = metrics.lines().next().unwrap();
+    assert!(
+        header.contains("reward_std,frac_reward_zero_std") && !header.contains(",val/"),
+        "{header}"
+    );
+    let config = fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(config.contains("algo = \"grpo\""), "{config}");
+    fs::remove_dir_all(dir).ok();
+}
+
 /// SFT keeps the demonstrations that fit in `rl.max_response`: below the shortest (6 tokens)
 /// it would redraw forever, so the stages that fine-tune refuse it before writing anything.
 #[test]

@@ -11,7 +11,7 @@
 //! [sft]          # next-token loss on good demonstrations; the result is the reference p
 //! [labels]       # comparisons of SFT samples, labelled by the synthetic human (gold judge)
 //! [reward_model] # SFT body + scalar head, pairwise / K-way loss (+ Askell's LM term)
-//! [rl]           # token-level PPO / REINFORCE / A2C on R = r − β log π/p
+//! [rl]           # token-level PPO / REINFORCE / A2C on R = r − β log π/p, or RLOO / GRPO
 //! [eval]         # gold and proxy scores, KL, best-of-n
 //! ```
 //!
@@ -37,6 +37,64 @@ fn bad(field: &str, message: impl Into<String>) -> RlhfConfigError {
     RlhfConfigError {
         field: field.into(),
         message: message.into(),
+    }
+}
+
+/// The RL stage's algorithm on text (`rl.algo`): the classic tasks' three, and two that
+/// sample `rl.num_generations` responses per prompt and need no value function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextAlgo {
+    Reinforce,
+    A2c,
+    Ppo,
+    /// REINFORCE leave-one-out (Kool et al. 2019; Ahmadian et al. 2024), with PPO's clip over
+    /// its epochs: `gradgym_algorithms::group`.
+    Rloo,
+    /// Group relative policy optimisation (Shao et al. 2024): `gradgym_algorithms::group`.
+    Grpo,
+}
+
+impl TextAlgo {
+    pub const ALL: [&'static str; 5] = ["reinforce", "a2c", "ppo", "rloo", "grpo"];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            TextAlgo::Reinforce => "reinforce",
+            TextAlgo::A2c => "a2c",
+            TextAlgo::Ppo => "ppo",
+            TextAlgo::Rloo => "rloo",
+            TextAlgo::Grpo => "grpo",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "rloo" => Ok(TextAlgo::Rloo),
+            "grpo" => Ok(TextAlgo::Grpo),
+            other => Algo::parse(other)
+                .map(TextAlgo::from)
+                .map_err(|_| format!("unknown algo `{other}`; valid: {}", Self::ALL.join(", "))),
+        }
+    }
+
+    /// RLOO or GRPO: k responses per prompt, advantages within each group, no value function.
+    pub fn grouped(&self) -> bool {
+        matches!(self, TextAlgo::Rloo | TextAlgo::Grpo)
+    }
+
+    /// Several epochs of clipped steps (PPO, RLOO, GRPO), not one plain step per batch.
+    pub fn clipped(&self) -> bool {
+        matches!(self, TextAlgo::Ppo | TextAlgo::Rloo | TextAlgo::Grpo)
+    }
+}
+
+impl From<Algo> for TextAlgo {
+    fn from(a: Algo) -> Self {
+        match a {
+            Algo::Reinforce => TextAlgo::Reinforce,
+            Algo::A2c => TextAlgo::A2c,
+            Algo::Ppo => TextAlgo::Ppo,
+        }
     }
 }
 
@@ -192,11 +250,17 @@ impl Default for RewardModelConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct RlConfig {
     /// `ppo`, `reinforce` (reward-to-go minus a learned baseline) or `a2c` (GAE, one step per
-    /// batch), as on the classic tasks.
+    /// batch), as on the classic tasks; or, on text only, `rloo` or `grpo` ([`TextAlgo`]).
     pub algo: String,
+    /// `rloo` and `grpo`: responses sampled per prompt (TRL's name), k. `batch_size` counts
+    /// responses, so each batch holds `batch_size / num_generations` prompts. Read by those two
+    /// only; left out of a run's config.toml at its default, 4.
+    #[serde(skip_serializing_if = "is_default_generations")]
+    pub num_generations: usize,
     /// Policy updates (batches of rollouts) in all, over all rounds.
     pub updates: usize,
-    /// Prompts per batch.
+    /// Responses per batch: one per prompt, or for `rloo` and `grpo` `num_generations` per
+    /// prompt (`batch_size / num_generations` prompts).
     pub batch_size: usize,
     /// Response tokens at most (`<eos>` included).
     pub max_response: usize,
@@ -280,6 +344,13 @@ impl RlConfig {
     }
 }
 
+/// `rl.num_generations` when a config does not set it (Ziegler et al.'s and TRL's RLOO k = 4).
+const DEFAULT_GENERATIONS: usize = 4;
+
+fn is_default_generations(k: &usize) -> bool {
+    *k == DEFAULT_GENERATIONS
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -300,6 +371,7 @@ impl Default for RlConfig {
     fn default() -> Self {
         Self {
             algo: "ppo".into(),
+            num_generations: DEFAULT_GENERATIONS,
             updates: 60,
             batch_size: 64,
             max_response: 24,
@@ -415,8 +487,8 @@ impl RlhfConfig {
     }
 
     /// The algorithm of the RL stage.
-    pub fn algo(&self) -> Algo {
-        Algo::parse(&self.rl.algo).expect("validated")
+    pub fn algo(&self) -> TextAlgo {
+        TextAlgo::parse(&self.rl.algo).expect("validated")
     }
 
     /// The KL coefficient's schedule.
@@ -557,7 +629,36 @@ impl RlhfConfig {
                 "a standard deviation needs at least 2 samples (0 turns normalisation off)",
             ));
         }
-        Algo::parse(&rl.algo).map_err(|m| bad("rl.algo", m))?;
+        let algo = TextAlgo::parse(&rl.algo).map_err(|m| bad("rl.algo", m))?;
+        if algo.grouped() {
+            let k = rl.num_generations;
+            if k < 2 {
+                return Err(bad(
+                    "rl.num_generations",
+                    format!(
+                        "{} needs at least 2 responses per prompt to compare, got {k}",
+                        algo.name()
+                    ),
+                ));
+            }
+            if rl.batch_size % k != 0 {
+                return Err(bad(
+                    "rl.num_generations",
+                    format!(
+                        "rl.batch_size ({}) counts responses and must be a multiple of it ({k})",
+                        rl.batch_size
+                    ),
+                ));
+            }
+        } else if rl.num_generations != DEFAULT_GENERATIONS {
+            return Err(bad(
+                "rl.num_generations",
+                format!(
+                    "responses per prompt of rloo and grpo; rl.algo `{}` samples one per prompt",
+                    rl.algo
+                ),
+            ));
+        }
         for (f, v) in [
             ("rl.batch_size", rl.batch_size),
             ("rl.max_response", rl.max_response),
@@ -609,7 +710,7 @@ impl RlhfConfig {
                 positive(f, v)?;
             }
         }
-        if rl.ppo_loss == PpoLoss::Kl && self.algo() != Algo::Ppo {
+        if rl.ppo_loss == PpoLoss::Kl && self.algo() != TextAlgo::Ppo {
             return Err(bad(
                 "rl.ppo_loss",
                 format!(
@@ -618,7 +719,7 @@ impl RlhfConfig {
                 ),
             ));
         }
-        if rl.target_kl.is_some() && self.algo() != Algo::Ppo {
+        if rl.target_kl.is_some() && !self.algo().clipped() {
             return Err(bad(
                 "rl.target_kl",
                 format!(

@@ -14,13 +14,26 @@
 //!   (the value function fitted to G_t).
 //! - `a2c`: one step per batch on GAE(λ) advantages.
 //!
-//! Every loss is a mean over real response tokens: prompt and padding positions are masked out.
+//! And two that sample `num_generations` (k) responses per prompt and use no value function
+//! (`gradgym_algorithms::group`), with PPO's clipped surrogate over the same `update_epochs`
+//! and `num_minibatches`:
+//! - `rloo`: each sequence's advantage is its KL-penalised reward less the mean of the other
+//!   k − 1 rewards of its group, on every token; the loss sums each sequence's tokens.
+//! - `grpo`: each sequence's advantage is its score standardised within its group; the KL to
+//!   the reference is not in the reward but in the loss, β times the k3 estimate per token, and
+//!   the loss averages each sequence's tokens.
+//!
+//! PPO's, A2C's and REINFORCE's losses are means over real response tokens; RLOO's and GRPO's
+//! weigh them per sequence (`gradgym_algorithms::group::token_weights`). Prompt and padding
+//! positions are masked out of every loss.
 
 use anyhow::Result;
 use gradgym_algorithms::advantages::{Shape, gae, reward_to_go};
+use gradgym_algorithms::group::{Weighting, grpo_advantages, rloo_advantages, token_weights};
 use gradgym_algorithms::kl::KlController;
 use gradgym_algorithms::losses::{
-    policy_gradient_loss, ppo_clip_loss_trl, ppo_kl_loss_trl, value_loss,
+    policy_gradient_loss, ppo_clip_loss_trl, ppo_kl_loss_trl, reference_k3_penalty, value_loss,
+    weighted_clip_loss_trl,
 };
 use gradgym_envs::rng::Stream;
 use gradgym_envs::text::token_rewards;
@@ -35,8 +48,8 @@ use super::sequences::{
     token_values, vec_f64,
 };
 use crate::backend::native::{Adam, clip_grad_norm};
-use crate::config::rlhf::RlConfig;
-use crate::config::{Algo, BackendKind, PpoLoss};
+use crate::config::rlhf::{RlConfig, TextAlgo};
+use crate::config::{BackendKind, PpoLoss};
 use crate::nn::gpt::Gpt;
 use crate::nn::gpt_native::{Batch, Head, NativeGpt, Outputs, Tape};
 
@@ -46,11 +59,18 @@ pub struct TokenRollout {
     pub seqs: Sequences,
     /// `[B, T]` log π_old of each response token (0 at padding).
     pub old_logprobs: Tensor,
-    /// `[B, T]` V(s_t) before each token.
+    /// `[B, T]` V(s_t) before each token (0 for RLOO and GRPO, which have no value function).
     pub old_values: Tensor,
-    /// `[B, T]` advantages (whitened over the batch's real tokens when `norm_adv`, for every
-    /// algorithm: PPO, A2C and REINFORCE alike, as on the classic tasks).
+    /// `[B, T]` log p of each response token under the frozen reference (0 at padding).
+    pub ref_logprobs: Tensor,
+    /// `[B, T]` advantages (whitened over the batch's real tokens when `norm_adv`, for PPO,
+    /// A2C and REINFORCE alike, as on the classic tasks; RLOO's and GRPO's, per group, never).
     pub advantages: Tensor,
+    /// RLOO and GRPO: `[B, T]` each real token's weight in the loss over the whole batch
+    /// (`gradgym_algorithms::group::token_weights`).
+    pub token_weights: Option<Tensor>,
+    /// β of the KL to the reference for this batch (GRPO's loss reads it).
+    pub beta: f64,
     /// `[B, T]` value targets.
     pub returns: Tensor,
     /// Per sequence: the reward model's score (normalised; less the missing-`<eos>` penalty).
@@ -77,7 +97,8 @@ pub struct TokenRollout {
 #[derive(Debug)]
 struct NativePasses {
     policy: (Outputs, Tape),
-    value: (Outputs, Tape),
+    /// None for RLOO and GRPO.
+    value: Option<(Outputs, Tape)>,
 }
 
 /// See [`TokenRollout`]'s `graphs`.
@@ -122,9 +143,10 @@ pub struct TokenUpdateStats {
     pub kl_after: f64,
 }
 
-/// The learner: the policy, its value function and their optimisers.
+/// The learner: the policy, its value function and their optimisers (RLOO and GRPO keep the
+/// value function, untouched, so that the learner's shape is one).
 pub struct TokenLearner {
-    pub algo: Algo,
+    pub algo: TextAlgo,
     pub config: RlConfig,
     pub policy: Gpt,
     pub value: Gpt,
@@ -237,7 +259,13 @@ fn host_f32(t: &Tensor) -> Vec<f32> {
 
 impl TokenLearner {
     /// `policy` starts as the SFT model, `value` as the reward model (both copied by the caller).
-    pub fn new(algo: Algo, config: RlConfig, policy: Gpt, value: Gpt) -> Result<Self> {
+    pub fn new(
+        algo: impl Into<TextAlgo>,
+        config: RlConfig,
+        policy: Gpt,
+        value: Gpt,
+    ) -> Result<Self> {
+        let algo = algo.into();
         let policy_opt = nn::adam(0.9, 0.999, 0.0).build(&policy.vs, config.learning_rate)?;
         let value_opt = nn::adam(0.9, 0.999, 0.0).build(&value.vs, config.value_learning_rate)?;
         let device = policy.vs.device();
@@ -274,7 +302,7 @@ impl TokenLearner {
     /// The learner as RLHF starts it (Stiennon et al. 2020): the policy a copy of the SFT model,
     /// the value function a copy of the reward model, body and head.
     pub fn from_models(
-        algo: Algo,
+        algo: impl Into<TextAlgo>,
         config: RlConfig,
         sft: &Gpt,
         reward_model: &Gpt,
@@ -284,7 +312,7 @@ impl TokenLearner {
 
     /// PPO with the KL-penalised surrogate (`rl.ppo_loss = "kl"`).
     pub fn kl_penalised(&self) -> bool {
-        self.algo == Algo::Ppo && self.config.ppo_loss == PpoLoss::Kl
+        self.algo == TextAlgo::Ppo && self.config.ppo_loss == PpoLoss::Kl
     }
 
     /// Sets both optimisers' learning rates to `frac` times the config's (`learning_rate` for
@@ -335,10 +363,16 @@ impl TokenLearner {
         // their graphs when that step can use them.
         let keep = self.minibatches() == 1;
         let entropy_grad = self.config.ent_coef != 0.0;
+        let grouped = self.algo.grouped();
+        let zeros = || Tensor::zeros_like(&seqs.mask);
         let learner_passes = || {
             (
                 token_stats_with(&self.policy, &seqs, entropy_grad),
-                token_values(&self.value, &seqs),
+                if grouped {
+                    zeros()
+                } else {
+                    token_values(&self.value, &seqs)
+                },
             )
         };
         let mut tapes = None;
@@ -360,13 +394,24 @@ impl TokenLearner {
                 targets: &host.targets,
             };
             let (pol, ptape) = np.forward(host.batch(), lm, keep, threads);
-            let (val, vtape) = nv.forward(host.batch(), Head::Scalar, keep, threads);
-            let (pol_main, pol_entropy, val_main) =
-                (pol.main.clone(), pol.entropy.clone(), val.main.clone());
-            tapes = ptape.zip(vtape).map(|(pt, vt)| NativePasses {
-                policy: (pol, pt),
-                value: (val, vt),
-            });
+            let value_pass =
+                (!grouped).then(|| nv.forward(host.batch(), Head::Scalar, keep, threads));
+            let (pol_main, pol_entropy) = (pol.main.clone(), pol.entropy.clone());
+            let values = match &value_pass {
+                Some((val, _)) => masked_tensor(&val.main, b, t, &seqs.mask),
+                None => zeros(),
+            };
+            tapes = match (ptape, value_pass) {
+                (Some(pt), Some((val, Some(vt)))) => Some(NativePasses {
+                    policy: (pol, pt),
+                    value: Some((val, vt)),
+                }),
+                (Some(pt), None) => Some(NativePasses {
+                    policy: (pol, pt),
+                    value: None,
+                }),
+                _ => None,
+            };
             let (refo, _) = NativeGpt::of(reference).forward(host.batch(), lm, false, threads);
             // The reward model reads each row at its last real token.
             let last: Vec<usize> = seqs.lengths.iter().map(|n| PROMPT_LEN + n - 1).collect();
@@ -393,7 +438,7 @@ impl TokenLearner {
                     logprobs: masked_tensor(&pol_main, b, t, &seqs.mask),
                     entropy: masked_tensor(&pol_entropy, b, t, &seqs.mask),
                 },
-                masked_tensor(&val_main, b, t, &seqs.mask),
+                values,
                 masked_tensor(&refo.main, b, t, &seqs.mask),
                 Tensor::from_slice(&raw),
             )
@@ -445,74 +490,99 @@ impl TokenLearner {
             total.push(tr.rewards.iter().sum());
             out_scores.push(tr.score);
         }
-        let v = rows_f64(&values);
-        // Time-major [T, B] for the advantage functions.
-        let mut tm_r = vec![0f32; b * t];
-        let mut tm_v = vec![0f32; b * t];
-        let mut tm_next = vec![0f32; b * t];
-        let mut dones = vec![true; b * t];
-        for i in 0..b {
-            let n = seqs.lengths[i];
-            for j in 0..n {
-                let k = j * b + i;
-                tm_r[k] = rewards[i * t + j];
-                tm_v[k] = v[i][j] as f32;
-                tm_next[k] = if j + 1 < n { v[i][j + 1] as f32 } else { 0.0 };
-                dones[k] = j + 1 == n;
-            }
-        }
-        let shape = Shape {
-            num_steps: t,
-            num_envs: b,
-        };
-        let gamma = self.config.gamma as f32;
-        let (adv, ret) = match self.algo {
-            Algo::Reinforce => {
-                let zeros = vec![0f32; b * t];
-                let g = reward_to_go(shape, &tm_r, &zeros, &dones, gamma);
-                let a: Vec<f32> = g.iter().zip(&tm_v).map(|(g, v)| g - v).collect();
-                (a, g)
-            }
-            Algo::A2c | Algo::Ppo => gae(
-                shape,
-                &tm_r,
-                &tm_v,
-                &tm_next,
-                &dones,
-                gamma,
-                self.config.gae_lambda as f32,
-            ),
-        };
-        let to_bt = |x: &[f32]| -> Tensor {
-            let mut out = vec![0f32; b * t];
+        let (advantages, returns, weights) = if grouped {
+            let k = self.config.num_generations;
+            let (per_sequence, weighting) = match self.algo {
+                TextAlgo::Rloo => (rloo_advantages(&total, k), Weighting::SequenceSum),
+                _ => (grpo_advantages(&out_scores, k), Weighting::SequenceMean),
+            };
+            let w = token_weights(&seqs.lengths, weighting);
+            // A value per sequence on each of its real tokens, `[B, T]`.
+            let spread = |v: &[f64]| -> Tensor {
+                let mut out = vec![0f32; b * t];
+                for i in 0..b {
+                    out[i * t..i * t + seqs.lengths[i]].fill(v[i] as f32);
+                }
+                Tensor::from_slice(&out)
+                    .view([b as i64, t as i64])
+                    .to_device(device)
+            };
+            (spread(&per_sequence), zeros(), Some(spread(&w)))
+        } else {
+            let v = rows_f64(&values);
+            // Time-major [T, B] for the advantage functions.
+            let mut tm_r = vec![0f32; b * t];
+            let mut tm_v = vec![0f32; b * t];
+            let mut tm_next = vec![0f32; b * t];
+            let mut dones = vec![true; b * t];
             for i in 0..b {
-                for j in 0..seqs.lengths[i] {
-                    out[i * t + j] = x[j * b + i];
+                let n = seqs.lengths[i];
+                for j in 0..n {
+                    let k = j * b + i;
+                    tm_r[k] = rewards[i * t + j];
+                    tm_v[k] = v[i][j] as f32;
+                    tm_next[k] = if j + 1 < n { v[i][j + 1] as f32 } else { 0.0 };
+                    dones[k] = j + 1 == n;
                 }
             }
-            Tensor::from_slice(&out)
-                .view([b as i64, t as i64])
-                .to_device(device)
+            let shape = Shape {
+                num_steps: t,
+                num_envs: b,
+            };
+            let gamma = self.config.gamma as f32;
+            let (adv, ret) = match self.algo {
+                TextAlgo::Reinforce => {
+                    let zeros = vec![0f32; b * t];
+                    let g = reward_to_go(shape, &tm_r, &zeros, &dones, gamma);
+                    let a: Vec<f32> = g.iter().zip(&tm_v).map(|(g, v)| g - v).collect();
+                    (a, g)
+                }
+                TextAlgo::A2c | TextAlgo::Ppo => gae(
+                    shape,
+                    &tm_r,
+                    &tm_v,
+                    &tm_next,
+                    &dones,
+                    gamma,
+                    self.config.gae_lambda as f32,
+                ),
+                TextAlgo::Rloo | TextAlgo::Grpo => unreachable!("grouped above"),
+            };
+            let to_bt = |x: &[f32]| -> Tensor {
+                let mut out = vec![0f32; b * t];
+                for i in 0..b {
+                    for j in 0..seqs.lengths[i] {
+                        out[i * t + j] = x[j * b + i];
+                    }
+                }
+                Tensor::from_slice(&out)
+                    .view([b as i64, t as i64])
+                    .to_device(device)
+            };
+            let mut advantages = to_bt(&adv);
+            if self.config.norm_adv {
+                advantages = whiten(&advantages, &seqs.mask);
+            }
+            (advantages, to_bt(&ret), None)
         };
-        let mut advantages = to_bt(&adv);
-        if self.config.norm_adv {
-            advantages = whiten(&advantages, &seqs.mask);
-        }
         let old_logprobs = stats.logprobs.detach();
         let old_values = values.detach();
-        let graphs =
-            (keep && stats.logprobs.requires_grad() && values.requires_grad()).then(|| {
-                RolloutGraphs {
-                    params: param_versions(&self.policy, &self.value),
-                    stats,
-                    values,
-                }
-            });
+        let graphs = (keep
+            && stats.logprobs.requires_grad()
+            && (grouped || values.requires_grad()))
+        .then(|| RolloutGraphs {
+            params: param_versions(&self.policy, &self.value),
+            stats,
+            values,
+        });
         TokenRollout {
-            returns: to_bt(&ret),
+            returns,
             advantages,
             old_logprobs,
             old_values,
+            ref_logprobs: ref_lp.detach(),
+            token_weights: weights,
+            beta,
             graphs,
             native: std::sync::Mutex::new(tapes),
             scores: out_scores,
@@ -652,17 +722,23 @@ impl TokenLearner {
         interrupt: Option<&std::sync::atomic::AtomicBool>,
     ) -> Result<TokenUpdateStats> {
         let b = r.seqs.lengths.len();
-        let epochs = match self.algo {
-            Algo::Ppo => self.config.update_epochs,
-            Algo::Reinforce | Algo::A2c => 1,
+        let epochs = if self.algo.clipped() {
+            self.config.update_epochs
+        } else {
+            1
         };
+        let grouped = self.algo.grouped();
         let minibatches = self.minibatches();
         let device = self.policy.vs.device();
         let threads = LibtorchThreads::count();
         let mut stats = TokenUpdateStats::default();
         let mask = r.seqs.mask.to_kind(Kind::Bool);
         let sel = |x: &Tensor| x.masked_select(&mask);
-        {
+        if grouped {
+            // No value function.
+            stats.value_error = f64::NAN;
+            stats.explained_variance = f64::NAN;
+        } else {
             let v = vec_f64(&sel(&r.old_values));
             let g = vec_f64(&sel(&r.returns));
             stats.value_error =
@@ -690,18 +766,24 @@ impl TokenLearner {
             let mut slot = r.native.lock().unwrap_or_else(|e| e.into_inner());
             slot.take_if(|p| {
                 p.policy.1.version() == n.policy.version()
-                    && p.value.1.version() == n.value.version()
+                    && p.value
+                        .as_ref()
+                        .is_none_or(|v| v.1.version() == n.value.version())
             })
         });
         let host = native.is_some().then(|| HostSeqs::of(&r.seqs));
         // With one minibatch every step sees the whole batch in order: its real-token
         // targets are selected once.
+        let zero = || Tensor::zeros([0], (Kind::Float, device));
+        let weights = |x: &Option<Tensor>| x.as_ref().map_or_else(zero, sel);
         let whole = (minibatches == 1).then(|| {
             (
                 sel(&r.advantages),
                 sel(&r.old_logprobs),
                 sel(&r.returns),
                 sel(&r.old_values),
+                sel(&r.ref_logprobs),
+                weights(&r.token_weights),
             )
         });
         let entropy_grad = self.config.ent_coef != 0.0;
@@ -725,8 +807,8 @@ impl TokenLearner {
                 })?;
                 let rows;
                 let host_rows;
-                let (seqs, hs, m, adv, old_lp, returns, old_v) = match &whole {
-                    Some((adv, old_lp, returns, old_v)) => (
+                let (seqs, hs, m, adv, old_lp, returns, old_v, ref_lp, w) = match &whole {
+                    Some((adv, old_lp, returns, old_v, ref_lp, w)) => (
                         &r.seqs,
                         host.as_ref(),
                         mask.shallow_clone(),
@@ -734,6 +816,8 @@ impl TokenLearner {
                         old_lp.shallow_clone(),
                         returns.shallow_clone(),
                         old_v.shallow_clone(),
+                        ref_lp.shallow_clone(),
+                        w.shallow_clone(),
                     ),
                     None => {
                         let index = Tensor::from_slice(chunk).to_device(device);
@@ -741,11 +825,19 @@ impl TokenLearner {
                         host_rows = host.as_ref().map(|h| h.rows(chunk));
                         let m = rows.mask.to_kind(Kind::Bool);
                         let pick = |x: &Tensor| x.index_select(0, &index).masked_select(&m);
+                        // RLOO's and GRPO's weights are the whole batch's: 1/B of each sequence,
+                        // here 1/(rows in the minibatch).
+                        let scale = b as f64 / chunk.len() as f64;
+                        let w = r
+                            .token_weights
+                            .as_ref()
+                            .map_or_else(zero, |w| pick(w) * scale);
                         let picked = (
                             pick(&r.advantages),
                             pick(&r.old_logprobs),
                             pick(&r.returns),
                             pick(&r.old_values),
+                            pick(&r.ref_logprobs),
                         );
                         (
                             &rows,
@@ -755,13 +847,15 @@ impl TokenLearner {
                             picked.1,
                             picked.2,
                             picked.3,
+                            picked.4,
+                            w,
                         )
                     }
                 };
                 let reused = graphs.take();
                 // Owned here: the rollout's buffers go back to the pool after this step.
                 let (reused_policy, reused_value) = match passes.take() {
-                    Some(p) => (Some(p.policy), Some(p.value)),
+                    Some(p) => (Some(p.policy), p.value),
                     None => (None, None),
                 };
 
@@ -800,7 +894,7 @@ impl TokenLearner {
                 };
                 let new_lp = new_lp.masked_select(&m);
                 let (policy_loss, ratio) = match self.algo {
-                    Algo::Ppo => {
+                    TextAlgo::Ppo => {
                         let clip_coef = self.config.clip_coef;
                         let (loss, rs) = if kl_loss {
                             ppo_kl_loss_trl(&new_lp, &old_lp, &adv, kl_coef, clip_coef)
@@ -809,7 +903,24 @@ impl TokenLearner {
                         };
                         (loss, Some(rs))
                     }
-                    Algo::Reinforce | Algo::A2c => (policy_gradient_loss(&new_lp, &adv), None),
+                    TextAlgo::Rloo | TextAlgo::Grpo => {
+                        let (loss, rs) = weighted_clip_loss_trl(
+                            &new_lp,
+                            &old_lp,
+                            &adv,
+                            &w,
+                            self.config.clip_coef,
+                        );
+                        let loss = if self.algo == TextAlgo::Grpo && r.beta != 0.0 {
+                            loss + reference_k3_penalty(&new_lp, &ref_lp, &w) * r.beta
+                        } else {
+                            loss
+                        };
+                        (loss, Some(rs))
+                    }
+                    TextAlgo::Reinforce | TextAlgo::A2c => {
+                        (policy_gradient_loss(&new_lp, &adv), None)
+                    }
                 };
                 // Without an entropy bonus (0 · entropy) the entropy is not computed at all.
                 let loss = match entropy {
@@ -839,48 +950,54 @@ impl TokenLearner {
                         .policy_opt
                         .backward_step_clip_norm(&loss, self.config.max_grad_norm),
                 }
-                let mut owned_value = None;
-                let mut native_value = None;
-                let new_v = match (native.as_deref(), hs) {
-                    (Some(nat), Some(hs)) => {
-                        let (out, tape) =
-                            reused_or_run(reused_value.as_ref(), &mut owned_value, || {
-                                nat.value.forward(hs.batch(), Head::Scalar, true, threads)
-                            });
-                        let v = leaf(&out.main, hs, device);
-                        native_value = Some((v.shallow_clone(), tape));
-                        v
+                // RLOO and GRPO have no value function to step.
+                let vv = if grouped {
+                    f64::NAN
+                } else {
+                    let mut owned_value = None;
+                    let mut native_value = None;
+                    let new_v = match (native.as_deref(), hs) {
+                        (Some(nat), Some(hs)) => {
+                            let (out, tape) =
+                                reused_or_run(reused_value.as_ref(), &mut owned_value, || {
+                                    nat.value.forward(hs.batch(), Head::Scalar, true, threads)
+                                });
+                            let v = leaf(&out.main, hs, device);
+                            native_value = Some((v.shallow_clone(), tape));
+                            v
+                        }
+                        _ => match reused {
+                            Some(g) => g.values.shallow_clone(),
+                            None => token_values(&self.value, seqs),
+                        },
                     }
-                    _ => match reused {
-                        Some(g) => g.values.shallow_clone(),
-                        None => token_values(&self.value, seqs),
-                    },
-                }
-                .masked_select(&m);
-                let clip = (self.algo == Algo::Ppo && self.config.clip_vloss)
-                    .then_some(self.config.clip_coef);
-                let raw = value_loss(&new_v, &returns, &old_v, clip);
-                let vv = raw.double_value(&[]);
-                let vloss = raw * self.config.vf_coef;
-                anyhow::ensure!(
-                    vv.is_finite(),
-                    "rl: non-finite value loss ({vv}); lower rl.value_learning_rate"
-                );
-                match (native.as_deref_mut(), native_value) {
-                    (Some(nat), Some((v, tape))) => {
-                        vloss.backward();
-                        native_step(
-                            &mut nat.value,
-                            &mut nat.value_adam,
-                            (tape, &v, None),
-                            threads,
-                            self.config.max_grad_norm,
-                        );
+                    .masked_select(&m);
+                    let clip = (self.algo == TextAlgo::Ppo && self.config.clip_vloss)
+                        .then_some(self.config.clip_coef);
+                    let raw = value_loss(&new_v, &returns, &old_v, clip);
+                    let vv = raw.double_value(&[]);
+                    let vloss = raw * self.config.vf_coef;
+                    anyhow::ensure!(
+                        vv.is_finite(),
+                        "rl: non-finite value loss ({vv}); lower rl.value_learning_rate"
+                    );
+                    match (native.as_deref_mut(), native_value) {
+                        (Some(nat), Some((v, tape))) => {
+                            vloss.backward();
+                            native_step(
+                                &mut nat.value,
+                                &mut nat.value_adam,
+                                (tape, &v, None),
+                                threads,
+                                self.config.max_grad_norm,
+                            );
+                        }
+                        _ => self
+                            .value_opt
+                            .backward_step_clip_norm(&vloss, self.config.max_grad_norm),
                     }
-                    _ => self
-                        .value_opt
-                        .backward_step_clip_norm(&vloss, self.config.max_grad_norm),
-                }
+                    vv
+                };
                 n += 1;
                 pl += policy_loss.double_value(&[]);
                 vl += vv;
@@ -891,7 +1008,7 @@ impl TokenLearner {
                 }
             }
             if let Some(target) = self.config.target_kl
-                && self.algo == Algo::Ppo
+                && self.algo.clipped()
                 && k3_last > target
             {
                 break 'epochs;
@@ -994,10 +1111,11 @@ fn leaf(v: &[f32], hs: &HostSeqs, device: tch::Device) -> Tensor {
 }
 
 /// Minibatches per epoch of `algo` under `config`.
-fn minibatches_of(algo: Algo, config: &RlConfig) -> usize {
-    match algo {
-        Algo::Ppo => config.num_minibatches.max(1),
-        Algo::Reinforce | Algo::A2c => 1,
+fn minibatches_of(algo: TextAlgo, config: &RlConfig) -> usize {
+    if algo.clipped() {
+        config.num_minibatches.max(1)
+    } else {
+        1
     }
 }
 

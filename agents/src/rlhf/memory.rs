@@ -54,8 +54,8 @@ use std::collections::BTreeMap;
 
 use crate::host_memory::{address_space_left, proc_bytes};
 
+use crate::config::gib;
 use crate::config::rlhf::RlhfConfig;
-use crate::config::{Algo, gib};
 use crate::rlhf::data::{Comparison, held_out_count};
 use crate::rlhf::pipeline::Stage;
 use gradgym_envs::text::{LONGEST_CORPUS_RESPONSE, LONGEST_DEMONSTRATION, PROMPT_LEN};
@@ -174,9 +174,10 @@ pub fn needs(config: &RlhfConfig, stage: Stage, data: Option<&[Comparison]>) -> 
     }
     if matches!(stage, Stage::All | Stage::Rl) && config.rl.updates > 0 {
         let rl = &config.rl;
-        let (minibatches, advice) = match config.algo() {
-            Algo::Ppo => (rl.num_minibatches.max(1), " or raise `rl.num_minibatches`"),
-            _ => (1, ""),
+        let (minibatches, advice) = if config.algo().clipped() {
+            (rl.num_minibatches.max(1), " or raise `rl.num_minibatches`")
+        } else {
+            (1, "")
         };
         let minibatch = rl.batch_size.div_ceil(minibatches) as u128;
         let l = row(rl.max_response);
@@ -184,7 +185,11 @@ pub fn needs(config: &RlhfConfig, stage: Stage, data: Option<&[Comparison]>) -> 
             stage: "rl",
             field: "rl.batch_size",
             value: rl.batch_size,
-            unit: "prompts",
+            unit: if config.algo().grouped() {
+                "responses"
+            } else {
+                "prompts"
+            },
             bytes: 16 * params + 4 * params + minibatch * act(l - 1, l - PROMPT_LEN),
             advice,
         });

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
+use gradgym_algorithms::group::group_spread;
 use gradgym_envs::rng::{self, Stream};
 use gradgym_envs::text::{GoldJudge, Grammar, SHORTEST_DEMONSTRATION, Vocabulary};
 use serde::Serialize;
@@ -39,7 +40,7 @@ use super::lm::{self, LmStage};
 use super::reward::{self, Accuracy, FitReport, Normalisation};
 use super::sequences::{Sequences, rows_f64, token_logprobs, token_stats};
 use crate::config::PpoLoss;
-use crate::config::rlhf::{ModelConfig, RlConfig, RlhfConfig};
+use crate::config::rlhf::{ModelConfig, RlConfig, RlhfConfig, TextAlgo};
 use crate::device::parse_device;
 use crate::error::{catch_panics, check_interrupt, ended_status};
 use crate::metrics::{Columns, MetricRow};
@@ -98,6 +99,9 @@ pub struct Inputs {
 }
 
 /// Metric columns of `metrics.csv`, in order.
+/// The columns of [`METRICS`] that RLOO and GRPO, without a value function, leave out.
+pub const VALUE_METRICS: [&str; 3] = ["loss/value_avg", "val/error", "val/explained_variance"];
+
 pub const METRICS: [&str; 21] = [
     "update",
     "round",
@@ -1089,6 +1093,32 @@ pub fn run(
             config.rl.kl_coef, config.rl.beta
         ));
     }
+    if config.algo().grouped() && matches!(stage, Stage::All | Stage::Rl) {
+        // What RLOO and GRPO, with no value function and advantages of their own, leave unread.
+        let (rl, d) = (&config.rl, RlConfig::default());
+        let unread: Vec<&str> = [
+            ("norm_adv", rl.norm_adv != d.norm_adv),
+            (
+                "value_learning_rate",
+                rl.value_learning_rate != d.value_learning_rate,
+            ),
+            ("vf_coef", rl.vf_coef != d.vf_coef),
+            ("clip_vloss", rl.clip_vloss != d.clip_vloss),
+            ("gamma", rl.gamma != d.gamma),
+            ("gae_lambda", rl.gae_lambda != d.gae_lambda),
+        ]
+        .into_iter()
+        .filter_map(|(f, set)| set.then_some(f))
+        .collect();
+        if !unread.is_empty() {
+            run.say(&format!(
+                "note: rl.algo = \"{}\" has no value function and takes its advantages within                  each group of rl.num_generations responses: rl.{} {} not read",
+                rl.algo,
+                unread.join(", rl."),
+                if unread.len() == 1 { "is" } else { "are" }
+            ));
+        }
+    }
     let mut summary = serde_json::Map::new();
     summary.insert("stage".into(), json!(stage.name()));
     // From here on the folder exists: whatever ends the stages (a non-finite loss, a libtorch
@@ -1305,7 +1335,16 @@ pub fn run(
         let mut prompt_rng = run.stream("rl-prompts", 0);
         let mut sample_rng = run.stream("rl-sample", 0);
         let mut minibatch_rng = run.stream("minibatch", 0);
-        let mut columns = Columns::new(METRICS);
+        let grouped = config.algo().grouped();
+        // RLOO and GRPO have no value function, and report their groups' spread instead.
+        let mut columns = Columns::new(
+            METRICS
+                .iter()
+                .filter(|c| !(grouped && VALUE_METRICS.contains(c))),
+        );
+        if grouped {
+            columns.extend(["reward_std", "frac_reward_zero_std"]);
+        }
         // PPO-KL's β toward the old policy, where it exists.
         let ppo_kl = learner.kl_penalised();
         if ppo_kl {
@@ -1352,8 +1391,18 @@ pub fn run(
                 rm = new_rm;
                 run.phase = "rl";
             }
-            let (_, batch_prompts) =
-                reward::prompts(&run.judge.grammar, rl.batch_size, &mut prompt_rng);
+            // RLOO and GRPO: batch_size / k prompts, each k times in a row (its group).
+            let batch_prompts = if grouped {
+                let k = rl.num_generations;
+                let (_, distinct) =
+                    reward::prompts(&run.judge.grammar, rl.batch_size / k, &mut prompt_rng);
+                distinct
+                    .into_iter()
+                    .flat_map(|p| std::iter::repeat_n(p, k))
+                    .collect()
+            } else {
+                reward::prompts(&run.judge.grammar, rl.batch_size, &mut prompt_rng).1
+            };
             let generated = reward::sample(
                 &learner.policy,
                 &batch_prompts,
@@ -1410,10 +1459,21 @@ pub fn run(
                 .set("policy/approxkl_avg", stats.approx_kl)
                 .set("policy/clipfrac_avg", stats.clipfrac)
                 .set("loss/policy_avg", stats.policy_loss)
-                .set("loss/value_avg", stats.value_loss)
-                .set("val/error", stats.value_error)
-                .set("val/explained_variance", stats.explained_variance)
                 .set("gradient_steps", stats.gradient_steps as f64);
+            if grouped {
+                // What the advantages were taken from: RLOO's KL-penalised rewards, GRPO's scores.
+                let by = if config.algo() == TextAlgo::Rloo {
+                    &rollout.total_reward
+                } else {
+                    &rollout.scores
+                };
+                let (std, flat) = group_spread(by, rl.num_generations);
+                row.set("reward_std", std).set("frac_reward_zero_std", flat);
+            } else {
+                row.set("loss/value_avg", stats.value_loss)
+                    .set("val/error", stats.value_error)
+                    .set("val/explained_variance", stats.explained_variance);
+            }
             if ppo_kl {
                 row.set("policy/kl_coef", stats.kl_coef)
                     .set("policy/kl_after", stats.kl_after);
