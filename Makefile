@@ -9,7 +9,7 @@
 # Both install libtorch first if this machine lacks it (scripts/setup-libtorch.sh).
 #   make plots      regenerate every committed report and plot from results/ (no training)
 #   make reproduce  retrain results/ from scratch into out/reproduce (scripts/reproduce-results.sh)
-.PHONY: setup run test check-learning check-cuda lint bench-envs bench-train bench-prefs bench-rlhf bench-rlhf-peers plots reproduce rlhf-results rlhf-pipeline-seeds
+.PHONY: setup run test check-learning check-cuda lint bench-envs bench-train bench-prefs bench-rlhf bench-rlhf-peers plots reproduce rlhf-results rlhf-learners rlhf-pipeline-seeds
 
 CARGO ?= cargo
 FIXTURE := tests/fixtures/gymnasium-classic-control-transitions.csv
@@ -44,6 +44,8 @@ plots: setup
 	./target/release/gradgym plot results/rlhf-seed2
 	./target/release/gradgym report results/rlhf-seed3 > /dev/null
 	./target/release/gradgym plot results/rlhf-seed3
+	./target/release/gradgym report results/rlhf-learners > /dev/null
+	./target/release/gradgym plot results/rlhf-learners
 
 reproduce: setup
 	scripts/reproduce-results.sh
@@ -96,6 +98,12 @@ check-cuda: setup
 rlhf-results: setup
 	$(CARGO) build --release
 	scripts/rlhf-results.sh out/rlhf-study
+
+# PPO, RLOO and GRPO on the committed SFT and reward models (results/rlhf-learners) into
+# out/rlhf-learners (about 8 minutes).
+rlhf-learners: setup
+	$(CARGO) build --release
+	scripts/rlhf-learners.sh out/rlhf-learners
 
 # The whole RLHF pipeline again with seeds 2 and 3 (results/rlhf-seed2, -seed3) into
 # out/rlhf-seed2 and out/rlhf-seed3 (about 5 minutes each).

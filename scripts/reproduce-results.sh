@@ -6,6 +6,7 @@
 #   results/estimators/       gradgym estimators --seed 0 (~3 s)
 #   results/rlhf/             scripts/rlhf-results.sh (the RLHF over-optimisation study; ~11 min)
 #   results/rlhf-seed2/, -seed3/  scripts/rlhf-results.sh OUT 2, OUT 3 (the whole study again from its own SFT and reward models; ~5 min each)
+#   results/rlhf-learners/    scripts/rlhf-learners.sh (PPO, RLOO and GRPO on results/rlhf's SFT and reward model; ~8 min)
 # Usage: scripts/reproduce-results.sh [OUT]   (default OUT=out/reproduce; compare with results/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,4 +25,5 @@ scripts/rlhf-results.sh "$out/rlhf" > /dev/null
 for s in 2 3; do
   scripts/rlhf-results.sh "$out/rlhf-seed$s" $s > /dev/null
 done
-echo "wrote $out/{classic-control,quick,prefs,estimators,rlhf,rlhf-seed2,rlhf-seed3}; every file but the timing columns should match results/"
+scripts/rlhf-learners.sh "$out/rlhf-learners" "$out/rlhf" > /dev/null
+echo "wrote $out/{classic-control,quick,prefs,estimators,rlhf,rlhf-seed2,rlhf-seed3,rlhf-learners}; every file but the timing columns should match results/"

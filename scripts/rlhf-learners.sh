@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Retrains the study of RL learners on text (results/rlhf-learners) into OUT (default
+# out/rlhf-learners): best-of-n, then PPO, RLOO and GRPO (rl.num_generations = 4) for 100
+# updates at β = 0.1 and 0.01, seeds 1-3, against the SFT model and the 10,000-comparison
+# reward model of the over-optimisation study in STUDY (default results/rlhf: its sft/ and
+# rm-labels10000/); then its report and plots. 19 runs, about 8 minutes on 2 cores.
+# Usage: scripts/rlhf-learners.sh [OUT] [STUDY]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-out/rlhf-learners}
+STUDY=${2:-results/rlhf}
+G=./target/release/gradgym
+CFG=configs/rlhf/demo.toml
+inputs=(--sft "$STUDY/sft" --rm "$STUDY/rm-labels10000")
+mkdir -p "$OUT"
+echo "rlhf-learners: [1/19] $OUT/bon-labels10000" >&2
+"$G" rlhf bon --config "$CFG" "${inputs[@]}" --seed 1 --out "$OUT/bon-labels10000" \
+  --overwrite --quiet
+n=1
+for B in 0.1 0.01; do
+  for A in ppo rloo grpo; do
+    for S in 1 2 3; do
+      dir="$A-beta$B-labels10000"
+      [ "$S" = 1 ] || dir="$dir-seed$S"
+      n=$((n + 1))
+      echo "rlhf-learners: [$n/19] $OUT/$dir" >&2
+      "$G" rlhf rl --config "$CFG" "${inputs[@]}" \
+        --set "rl.algo=\"$A\"" --set rl.beta="$B" --set rl.updates=100 --set eval.every=5 \
+        --seed "$S" --out "$OUT/$dir" --overwrite --quiet
+    done
+  done
+done
+"$G" report "$OUT" > /dev/null
+"$G" plot "$OUT" > /dev/null
+echo "rlhf-learners: report and plots in $OUT/report and $OUT/plots" >&2
