@@ -1359,8 +1359,13 @@ fn draw_overoptimisation<DB: DrawingBackend>(
     // One colour and one legend entry per setting; a setting run with several seeds draws
     // its first seed in full and the others as thinner lines.
     let groups = crate::rlhf_study::group_by_setting(curves.iter().copied());
+    // Black is best-of-n's alone: the RL settings cycle through the six hues.
     let colour_of = |c: &crate::rlhf_study::Curve, i: usize| {
-        if c.best_of_n { PALETTE[6] } else { colour(i) }
+        if c.best_of_n {
+            PALETTE[6]
+        } else {
+            PALETTE[i % 6]
+        }
     };
     let items: Vec<LegendItem> = groups
         .iter()

@@ -133,6 +133,11 @@ fn rlhf_study_report_and_plots_regenerate() {
 }
 
 #[test]
+fn rlhf_learners_report_and_plots_regenerate() {
+    check("rlhf-learners", true);
+}
+
+#[test]
 fn rlhf_pipeline_seed_reports_and_plots_regenerate() {
     check("rlhf-seed2", true);
     check("rlhf-seed3", true);
