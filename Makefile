@@ -100,7 +100,7 @@ rlhf-results: setup
 	scripts/rlhf-results.sh out/rlhf-study
 
 # PPO, RLOO and GRPO on the committed SFT and reward models (results/rlhf-learners) into
-# out/rlhf-learners (about 8 minutes).
+# out/rlhf-learners (about 9 minutes).
 rlhf-learners: setup
 	$(CARGO) build --release
 	scripts/rlhf-learners.sh out/rlhf-learners

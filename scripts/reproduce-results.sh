@@ -6,7 +6,7 @@
 #   results/estimators/       gradgym estimators --seed 0 (~3 s)
 #   results/rlhf/             scripts/rlhf-results.sh (the RLHF over-optimisation study; ~11 min)
 #   results/rlhf-seed2/, -seed3/  scripts/rlhf-results.sh OUT 2, OUT 3 (the whole study again from its own SFT and reward models; ~5 min each)
-#   results/rlhf-learners/    scripts/rlhf-learners.sh (PPO, RLOO and GRPO on results/rlhf's SFT and reward model; ~8 min)
+#   results/rlhf-learners/    scripts/rlhf-learners.sh (PPO, RLOO and GRPO on results/rlhf's SFT and reward model; ~9 min)
 # Usage: scripts/reproduce-results.sh [OUT]   (default OUT=out/reproduce; compare with results/)
 set -euo pipefail
 cd "$(dirname "$0")/.."

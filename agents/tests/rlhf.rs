@@ -914,7 +914,7 @@ fn the_updates_see_nothing_of_the_padding_positions_of_a_rollout() {
     ] {
         for minibatches in [1, 3] {
             // The three responses as one group, for RLOO and GRPO.
-            let new = || learner_with(algo, minibatches, backend, |c| c.num_generations = 3);
+            let new = || learner_with(algo, minibatches, backend, |c| c.num_generations = Some(3));
             let (mut a, mut b) = (new(), new());
             let ra = s.rollout(&a);
             let mut rb = s.rollout(&b);
@@ -958,7 +958,8 @@ fn the_updates_see_nothing_of_the_padding_positions_of_a_rollout() {
 /// function; GRPO's step reads β (its KL term is in the loss), on both backends.
 #[test]
 fn rloo_and_grpo_take_advantages_within_groups_and_leave_the_value_function_alone() {
-    use gradgym_algorithms::group::{grpo_advantages, rloo_advantages};
+    use gradgym_agents::config::rlhf::ScaleRewards;
+    use gradgym_algorithms::group::{centred_advantages, grpo_advantages, rloo_advantages};
     tch::set_num_threads(1);
     let reference = model(40, 5);
     let reward_model = rm(7);
@@ -973,14 +974,24 @@ fn rloo_and_grpo_take_advantages_within_groups_and_leave_the_value_function_alon
         vec![20, 2],
     ];
     for backend in [BackendKind::Libtorch, BackendKind::Native] {
-        for algo in [Algo::Rloo, Algo::Grpo] {
-            let what = format!("{algo:?} on {backend:?}");
-            let new = || learner_with(algo, 1, backend, |c| c.num_generations = 3);
+        for (algo, scale) in [
+            (Algo::Rloo, ScaleRewards::Group),
+            (Algo::Grpo, ScaleRewards::Group),
+            (Algo::Grpo, ScaleRewards::None),
+        ] {
+            let what = format!("{algo:?} ({scale:?}) on {backend:?}");
+            let new = || {
+                learner_with(algo, 1, backend, |c| {
+                    c.num_generations = Some(3);
+                    c.scale_rewards = scale;
+                })
+            };
             let mut l = new();
             let r = l.rollout(&reference, &reward_model, &slices(&ps), &slices(&rs), 0.05);
-            let want = match algo {
-                Algo::Rloo => rloo_advantages(&r.total_reward, 3),
-                _ => grpo_advantages(&r.scores, 3),
+            let want = match (algo, scale) {
+                (Algo::Rloo, _) => rloo_advantages(&r.total_reward, 3),
+                (_, ScaleRewards::Group) => grpo_advantages(&r.scores, 3),
+                (_, ScaleRewards::None) => centred_advantages(&r.scores, 3),
             };
             let adv = Vec::<f32>::try_from(r.advantages.view([-1])).unwrap();
             let t = r.seqs.width;
@@ -1010,6 +1021,49 @@ fn rloo_and_grpo_take_advantages_within_groups_and_leave_the_value_function_alon
                 _ => assert_eq!(moved, 0.0, "{what}"),
             }
         }
+    }
+}
+
+/// RLOO's and GRPO's token weights are 1/B of each sequence over the whole batch; a
+/// minibatch of b rows scales them by B/b, so that each step's loss is a mean over its own
+/// sequences. At ratio 1 (a learning rate too small to move the policy) RLOO's loss over two
+/// minibatches of 3 is then −Σ A_i |y_i| / 6 whichever rows each holds; without the rescale it
+/// would be half that.
+#[test]
+fn rloo_and_grpo_minibatch_losses_are_means_over_their_own_sequences() {
+    tch::set_num_threads(1);
+    let reference = model(40, 5);
+    let reward_model = rm(7);
+    let ps: Vec<Vec<u32>> = [1, 1, 1, 2, 2, 2].into_iter().map(prompt).collect();
+    let rs: Vec<Vec<u32>> = vec![
+        vec![5, 6, 2],
+        vec![7; 11],
+        vec![8, 9, 10, 11, 2],
+        vec![12, 13],
+        vec![14, 15, 16, 17, 18, 19, 2],
+        vec![20, 2],
+    ];
+    for backend in [BackendKind::Libtorch, BackendKind::Native] {
+        let mut l = learner_with(Algo::Rloo, 2, backend, |c| {
+            c.num_generations = Some(3);
+            c.update_epochs = 1;
+            c.learning_rate = 1e-12;
+        });
+        let r = l.rollout(&reference, &reward_model, &slices(&ps), &slices(&rs), 0.05);
+        let sum_a_len = r.advantages.sum(Kind::Double).double_value(&[]);
+        assert!(
+            sum_a_len.abs() > 1e-3,
+            "a batch whose loss tells the two apart"
+        );
+        let stats = l.update(&r, &mut rng::stream(1, "test/mb", 0)).unwrap();
+        assert_eq!(stats.gradient_steps, 2);
+        let want = -sum_a_len / 6.0;
+        assert!(
+            (stats.policy_loss - want).abs() < 1e-5,
+            "{backend:?}: loss {} against {want} (half of it: {})",
+            stats.policy_loss,
+            want / 2.0
+        );
     }
 }
 
@@ -1052,7 +1106,7 @@ fn the_native_backend_trains_what_libtorch_trains() {
         let on = |backend| {
             learner_with(algo, minibatches, backend, |c| {
                 c.ent_coef = ent_coef;
-                c.num_generations = 5;
+                c.num_generations = Some(5);
             })
         };
         let (mut a, mut b) = (on(BackendKind::Libtorch), on(BackendKind::Native));

@@ -12,10 +12,11 @@
 //!   `A_i = (r_i − mean_j r_j) / (std_j r_j + ε)` on the reward model's score alone (GRPO puts
 //!   the KL to the reference in the loss instead), the standard deviation over the group with
 //!   `k − 1` in its denominator and ε = 1e-4, as TRL's `GRPOTrainer` computes them. A group whose
-//!   scores are all equal has advantage 0 everywhere. This is not unbiased: the mean includes
-//!   response i itself, the division by the group's own spread couples the responses, and the
-//!   loss averages each sequence's tokens ([`Weighting::SequenceMean`]); Liu et al. 2025
-//!   ("Understanding R1-Zero-like training", Dr. GRPO) name the last two.
+//!   scores are all equal has advantage 0 everywhere. This is not unbiased: the division by the
+//!   group's own spread couples the responses, and the loss averages each sequence's tokens
+//!   ([`Weighting::SequenceMean`]), the two biases Liu et al. 2025 ("Understanding R1-Zero-like
+//!   training", Dr. GRPO) name. (That the mean includes response i itself only scales the
+//!   unbiased step by (k − 1)/k.)
 //!   `algorithms/src/token_mdp.rs` measures both estimators' expectations exactly.
 //!
 //! How a loss weighs each response token ([`token_weights`]), B the sequences of the
@@ -59,7 +60,7 @@ pub fn rloo_advantages(rewards: &[f64], k: usize) -> Vec<f64> {
         .collect()
 }
 
-/// The mean and the standard deviation (denominator `k − 1`) of one group.
+/// The mean and the standard deviation (denominator `n − 1`) of one group, or of any values.
 pub fn group_mean_std(group: &[f64]) -> (f64, f64) {
     let k = group.len() as f64;
     let mean = group.iter().sum::<f64>() / k;
@@ -79,9 +80,23 @@ pub fn grpo_advantages(scores: &[f64], k: usize) -> Vec<f64> {
         .collect()
 }
 
+/// GRPO's advantages without the division, `r_i − mean r` (Liu et al. 2025's Dr. GRPO; TRL's
+/// `scale_rewards = "none"`): (k − 1)/k times RLOO's on the same values.
+pub fn centred_advantages(scores: &[f64], k: usize) -> Vec<f64> {
+    check_groups(scores, k);
+    scores
+        .chunks_exact(k)
+        .flat_map(|g| {
+            let mean = g.iter().sum::<f64>() / k as f64;
+            g.iter().map(move |&r| r - mean)
+        })
+        .collect()
+}
+
 /// Per group statistics for the metrics: the mean of the groups' standard deviations, and the
-/// share of groups whose rewards are all equal (TRL's `reward_std` and
-/// `frac_reward_zero_std`). A group of equal rewards teaches GRPO nothing.
+/// share of groups whose rewards are all equal (TRL `GRPOTrainer`'s `reward_std` and
+/// `frac_reward_zero_std`). A group of equal scores adds no advantage term to GRPO's step
+/// (only its KL term, when β > 0).
 pub fn group_spread(rewards: &[f64], k: usize) -> (f64, f64) {
     check_groups(rewards, k);
     let groups = rewards.len() / k;
@@ -132,6 +147,10 @@ mod tests {
         assert!((a[0] + 1.0 / (s + GRPO_STD_EPS)).abs() < 1e-12);
         assert!((a[1] - 1.0 / (s + GRPO_STD_EPS)).abs() < 1e-12);
         assert_eq!(&a[2..], &[0.0, 0.0]);
+        assert_eq!(
+            centred_advantages(&[1.0, 3.0, 5.0, 5.0], 2),
+            vec![-1.0, 1.0, 0.0, 0.0]
+        );
         let (std, flat) = group_spread(&[1.0, 3.0, 5.0, 5.0], 2);
         assert!((std - s / 2.0).abs() < 1e-12);
         assert_eq!(flat, 0.5);

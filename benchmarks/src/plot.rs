@@ -1359,12 +1359,16 @@ fn draw_overoptimisation<DB: DrawingBackend>(
     // One colour and one legend entry per setting; a setting run with several seeds draws
     // its first seed in full and the others as thinner lines.
     let groups = crate::rlhf_study::group_by_setting(curves.iter().copied());
-    // Black is best-of-n's alone: the RL settings cycle through the six hues.
+    // Black is best-of-n's alone: the RL settings cycle through the six hues and Okabe and
+    // Ito's yellow, the one hue of theirs the palette leaves out (pale on white, so last).
     let colour_of = |c: &crate::rlhf_study::Curve, i: usize| {
+        const YELLOW: RGBColor = RGBColor(240, 228, 66);
         if c.best_of_n {
             PALETTE[6]
+        } else if i % 7 == 6 {
+            YELLOW
         } else {
-            PALETTE[i % 6]
+            PALETTE[i % 7]
         }
     };
     let items: Vec<LegendItem> = groups

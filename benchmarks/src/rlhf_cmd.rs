@@ -191,7 +191,7 @@ pub fn run(args: RlhfArgs) -> Result<ExitCode> {
     let mut header = String::new();
     if !quiet {
         let rl = if config.algo().grouped() {
-            let k = config.rl.num_generations;
+            let k = config.rl.generations();
             format!(
                 "{} ({} updates of {} prompts × {k} responses)",
                 config.rl.algo,
@@ -644,8 +644,6 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         backend: BackendKind::Native,
         ..rl.clone()
     };
-    // RLOO's line below starts from the same weights.
-    let (rloo_policy, rloo_value) = (policy.duplicate()?, value.duplicate()?);
     let mut learners = Vec::new();
     if with_libtorch {
         learners.push(TokenLearner::new(
@@ -811,10 +809,10 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
     let k = loaded
         .as_ref()
         .filter(|c| c.algo().grouped())
-        .map_or(4, |c| c.rl.num_generations);
+        .map_or(4, |c| c.rl.generations());
     let rloo_rate = if batch % k == 0 && batch >= k {
         let rl = RlConfig {
-            num_generations: k,
+            num_generations: Some(k),
             update_epochs: 1,
             num_minibatches: 1,
             batch_size: batch,
@@ -826,7 +824,10 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
             },
             ..RlConfig::default()
         };
-        let mut learner = TokenLearner::new(TextAlgo::Rloo, rl, rloo_policy, rloo_value)?;
+        // The same starting weights as PPO's: the reference and the reward model are the
+        // policy's and the value function's untrained copies.
+        let (p, v) = (reference.duplicate()?, reward_model.duplicate()?);
+        let mut learner = TokenLearner::new(TextAlgo::Rloo, rl, p, v)?;
         let grouped: Vec<Vec<u32>> = prompts[..batch / k]
             .iter()
             .flat_map(|p| std::iter::repeat_n(p.clone(), k))

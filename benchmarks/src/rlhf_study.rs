@@ -643,8 +643,11 @@ fn rl_learner(rl: &Value) -> String {
         // Left out of the config at its default.
         let k = rl["num_generations"]
             .as_u64()
-            .unwrap_or(gradgym_agents::config::rlhf::RlConfig::default().num_generations as u64);
+            .unwrap_or(gradgym_agents::config::rlhf::RlConfig::default().generations() as u64);
         knobs.push(format!("num_generations={k}"));
+        if rl["scale_rewards"].as_str() == Some("none") {
+            knobs.push("scale_rewards=none".into());
+        }
     }
     if rl["ppo_loss"].as_str() == Some("kl") {
         name.push_str("-kl");
@@ -818,6 +821,11 @@ mod tests {
         assert_eq!(rl_learner(&annealed), "a2c[anneal_lr]");
         let grpo = serde_json::json!({"algo": "grpo", "num_generations": 8});
         assert_eq!(rl_learner(&grpo), "grpo[num_generations=8]");
+        let dr = serde_json::json!({"algo": "grpo", "scale_rewards": "none"});
+        assert_eq!(
+            rl_learner(&dr),
+            "grpo[num_generations=4, scale_rewards=none]"
+        );
         assert_eq!(
             rl_learner(&serde_json::json!({"algo": "rloo"})),
             "rloo[num_generations=4]"

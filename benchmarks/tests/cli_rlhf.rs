@@ -635,12 +635,19 @@ fn rloo_and_grpo_check_their_groups_and_say_what_they_do_not_read() {
             "multiple",
         ),
         (
+            // Even at its default value, 4: it is not read there.
             "ppo-k",
-            "num_generations = 2",
+            "num_generations = 4",
             "rl.num_generations",
             "one per prompt",
         ),
         ("algo", "algo = \"nlpo\"", "rl.algo", "rloo, grpo"),
+        (
+            "scale",
+            "algo = \"rloo\"\nscale_rewards = \"none\"",
+            "rl.scale_rewards",
+            "GRPO's",
+        ),
     ] {
         let dir = scratch(&format!("group-{name}"));
         let cfg = dir.join("config.toml");
@@ -676,7 +683,13 @@ fn rloo_and_grpo_check_their_groups_and_say_what_they_do_not_read() {
         out.to_str().unwrap(),
     ]);
     ok(&o);
-    assert!(text(&o).contains("rl.norm_adv is not read"), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            "advantages within each group of rl.num_generations responses: rl.norm_adv is not read"
+        ),
+        "{}",
+        text(&o)
+    );
     let metrics = fs::read_to_string(out.join("metrics.csv")).unwrap();
     let header = metrics.lines().next().unwrap();
     assert!(

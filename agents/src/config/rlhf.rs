@@ -98,6 +98,20 @@ impl From<Algo> for TextAlgo {
     }
 }
 
+/// GRPO's division of each advantage by its group's standard deviation (TRL's `scale_rewards`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScaleRewards {
+    /// `(r − mean)/(std + 1e-4)` within the group, as Shao et al. (the default).
+    Group,
+    /// `r − mean`: no division (Liu et al. 2025's Dr. GRPO, TRL's `"none"`).
+    None,
+}
+
+fn is_group(s: &ScaleRewards) -> bool {
+    *s == ScaleRewards::Group
+}
+
 /// The transformer's shape (its vocabulary is the review language's).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -252,11 +266,17 @@ pub struct RlConfig {
     /// `ppo`, `reinforce` (reward-to-go minus a learned baseline) or `a2c` (GAE, one step per
     /// batch), as on the classic tasks; or, on text only, `rloo` or `grpo` ([`TextAlgo`]).
     pub algo: String,
-    /// `rloo` and `grpo`: responses sampled per prompt (TRL's name), k. `batch_size` counts
-    /// responses, so each batch holds `batch_size / num_generations` prompts. Read by those two
-    /// only; left out of a run's config.toml at its default, 4.
-    #[serde(skip_serializing_if = "is_default_generations")]
-    pub num_generations: usize,
+    /// `rloo` and `grpo`: responses sampled per prompt (TRL's name), k; 4 when unset
+    /// ([`RlConfig::generations`]). `batch_size` counts responses, so each batch holds
+    /// `batch_size / k` prompts. Refused under the other algorithms; left out of a run's
+    /// config.toml while unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_generations: Option<usize>,
+    /// `grpo`: `group` (the default) divides each advantage by its group's standard deviation;
+    /// `none` does not (Dr. GRPO). Refused under the other algorithms; left out of a run's
+    /// config.toml while `group`.
+    #[serde(skip_serializing_if = "is_group")]
+    pub scale_rewards: ScaleRewards,
     /// Policy updates (batches of rollouts) in all, over all rounds.
     pub updates: usize,
     /// Responses per batch: one per prompt, or for `rloo` and `grpo` `num_generations` per
@@ -331,6 +351,11 @@ fn is_auto(b: &BackendKind) -> bool {
 }
 
 impl RlConfig {
+    /// RLOO's and GRPO's responses per prompt: `num_generations`, else 4.
+    pub fn generations(&self) -> usize {
+        self.num_generations.unwrap_or(DEFAULT_GENERATIONS)
+    }
+
     /// PPO-KL's β toward the old policy (`ppo_loss = "kl"`): fixed at `kl_coef`, or adapted
     /// toward `ppo_kl_target`.
     pub fn ppo_kl(&self) -> KlController {
@@ -344,12 +369,9 @@ impl RlConfig {
     }
 }
 
-/// `rl.num_generations` when a config does not set it (Ziegler et al.'s and TRL's RLOO k = 4).
+/// `rl.num_generations` when a config does not set it: k = 4, one of the two Ahmadian et al.
+/// 2024 ran RLOO with (TRL defaults to 2 for RLOO and 8 for GRPO).
 const DEFAULT_GENERATIONS: usize = 4;
-
-fn is_default_generations(k: &usize) -> bool {
-    *k == DEFAULT_GENERATIONS
-}
 
 fn is_false(b: &bool) -> bool {
     !*b
@@ -371,7 +393,8 @@ impl Default for RlConfig {
     fn default() -> Self {
         Self {
             algo: "ppo".into(),
-            num_generations: DEFAULT_GENERATIONS,
+            num_generations: None,
+            scale_rewards: ScaleRewards::Group,
             updates: 60,
             batch_size: 64,
             max_response: 24,
@@ -631,7 +654,7 @@ impl RlhfConfig {
         }
         let algo = TextAlgo::parse(&rl.algo).map_err(|m| bad("rl.algo", m))?;
         if algo.grouped() {
-            let k = rl.num_generations;
+            let k = rl.generations();
             if k < 2 {
                 return Err(bad(
                     "rl.num_generations",
@@ -650,7 +673,18 @@ impl RlhfConfig {
                     ),
                 ));
             }
-        } else if rl.num_generations != DEFAULT_GENERATIONS {
+        }
+        if rl.scale_rewards != ScaleRewards::Group && algo != TextAlgo::Grpo {
+            return Err(bad(
+                "rl.scale_rewards",
+                format!(
+                    "divides GRPO's advantages by their group's spread; rl.algo is `{}` (set \
+                     rl.algo = \"grpo\")",
+                    rl.algo
+                ),
+            ));
+        }
+        if !algo.grouped() && rl.num_generations.is_some() {
             return Err(bad(
                 "rl.num_generations",
                 format!(
@@ -684,8 +718,14 @@ impl RlhfConfig {
             return Err(bad(
                 "rl.num_minibatches",
                 format!(
-                    "{} minibatches of a {}-prompt batch",
-                    rl.num_minibatches, rl.batch_size
+                    "{} minibatches of a batch of {} {}",
+                    rl.num_minibatches,
+                    rl.batch_size,
+                    if algo.grouped() {
+                        "responses"
+                    } else {
+                        "prompts"
+                    }
                 ),
             ));
         }

@@ -29,7 +29,9 @@
 
 use anyhow::Result;
 use gradgym_algorithms::advantages::{Shape, gae, reward_to_go};
-use gradgym_algorithms::group::{Weighting, grpo_advantages, rloo_advantages, token_weights};
+use gradgym_algorithms::group::{
+    Weighting, centred_advantages, grpo_advantages, rloo_advantages, token_weights,
+};
 use gradgym_algorithms::kl::KlController;
 use gradgym_algorithms::losses::{
     policy_gradient_loss, ppo_clip_loss_trl, ppo_kl_loss_trl, reference_k3_penalty, value_loss,
@@ -48,7 +50,7 @@ use super::sequences::{
     token_values, vec_f64,
 };
 use crate::backend::native::{Adam, clip_grad_norm};
-use crate::config::rlhf::{RlConfig, TextAlgo};
+use crate::config::rlhf::{RlConfig, ScaleRewards, TextAlgo};
 use crate::config::{BackendKind, PpoLoss};
 use crate::nn::gpt::Gpt;
 use crate::nn::gpt_native::{Batch, Head, NativeGpt, Outputs, Tape};
@@ -491,10 +493,16 @@ impl TokenLearner {
             out_scores.push(tr.score);
         }
         let (advantages, returns, weights) = if grouped {
-            let k = self.config.num_generations;
+            let k = self.config.generations();
             let (per_sequence, weighting) = match self.algo {
                 TextAlgo::Rloo => (rloo_advantages(&total, k), Weighting::SequenceSum),
-                _ => (grpo_advantages(&out_scores, k), Weighting::SequenceMean),
+                _ => (
+                    match self.config.scale_rewards {
+                        ScaleRewards::Group => grpo_advantages(&out_scores, k),
+                        ScaleRewards::None => centred_advantages(&out_scores, k),
+                    },
+                    Weighting::SequenceMean,
+                ),
             };
             let w = token_weights(&seqs.lengths, weighting);
             // A value per sequence on each of its real tokens, `[B, T]`.

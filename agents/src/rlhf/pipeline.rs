@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
-use gradgym_algorithms::group::group_spread;
+use gradgym_algorithms::group::{group_mean_std, group_spread};
 use gradgym_envs::rng::{self, Stream};
 use gradgym_envs::text::{GoldJudge, Grammar, SHORTEST_DEMONSTRATION, Vocabulary};
 use serde::Serialize;
@@ -98,10 +98,10 @@ pub struct Inputs {
     pub samples: usize,
 }
 
-/// Metric columns of `metrics.csv`, in order.
 /// The columns of [`METRICS`] that RLOO and GRPO, without a value function, leave out.
 pub const VALUE_METRICS: [&str; 3] = ["loss/value_avg", "val/error", "val/explained_variance"];
 
+/// Metric columns of `metrics.csv`, in order.
 pub const METRICS: [&str; 21] = [
     "update",
     "round",
@@ -1112,7 +1112,8 @@ pub fn run(
         .collect();
         if !unread.is_empty() {
             run.say(&format!(
-                "note: rl.algo = \"{}\" has no value function and takes its advantages within                  each group of rl.num_generations responses: rl.{} {} not read",
+                "note: rl.algo = \"{}\" has no value function and takes its advantages within \
+                 each group of rl.num_generations responses: rl.{} {} not read",
                 rl.algo,
                 unread.join(", rl."),
                 if unread.len() == 1 { "is" } else { "are" }
@@ -1393,7 +1394,7 @@ pub fn run(
             }
             // RLOO and GRPO: batch_size / k prompts, each k times in a row (its group).
             let batch_prompts = if grouped {
-                let k = rl.num_generations;
+                let k = rl.generations();
                 let (_, distinct) =
                     reward::prompts(&run.judge.grammar, rl.batch_size / k, &mut prompt_rng);
                 distinct
@@ -1461,13 +1462,14 @@ pub fn run(
                 .set("loss/policy_avg", stats.policy_loss)
                 .set("gradient_steps", stats.gradient_steps as f64);
             if grouped {
-                // What the advantages were taken from: RLOO's KL-penalised rewards, GRPO's scores.
-                let by = if config.algo() == TextAlgo::Rloo {
-                    &rollout.total_reward
+                // TRL's metrics, over the scores (no KL): GRPOTrainer's `reward_std` is the
+                // mean standard deviation within a group, RLOOTrainer's the whole batch's.
+                let (within, flat) = group_spread(&rollout.scores, rl.generations());
+                let std = if config.algo() == TextAlgo::Rloo {
+                    group_mean_std(&rollout.scores).1
                 } else {
-                    &rollout.scores
+                    within
                 };
-                let (std, flat) = group_spread(by, rl.num_generations);
                 row.set("reward_std", std).set("frac_reward_zero_std", flat);
             } else {
                 row.set("loss/value_avg", stats.value_loss)
