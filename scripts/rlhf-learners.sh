@@ -19,27 +19,26 @@ echo "rlhf-learners: [1/22] $OUT/bon-labels10000" >&2
 "$G" rlhf bon --config "$CFG" "${inputs[@]}" --seed 1 --out "$OUT/bon-labels10000" \
   --overwrite --quiet
 n=1
+# rl NAME SEED ARGS...: 100 RL updates with ARGS into $OUT/NAME (NAME-seedS for seeds 2, 3).
+rl() {
+  local dir=$1 seed=$2
+  shift 2
+  [ "$seed" = 1 ] || dir="$dir-seed$seed"
+  n=$((n + 1))
+  echo "rlhf-learners: [$n/22] $OUT/$dir" >&2
+  "$G" rlhf rl --config "$CFG" "${inputs[@]}" "$@" --set rl.updates=100 --set eval.every=5 \
+    --seed "$seed" --out "$OUT/$dir" --overwrite --quiet
+}
 for B in 0.1 0.01; do
   for A in ppo rloo grpo; do
     for S in 1 2 3; do
-      dir="$A-beta$B-labels10000"
-      [ "$S" = 1 ] || dir="$dir-seed$S"
-      n=$((n + 1))
-      echo "rlhf-learners: [$n/22] $OUT/$dir" >&2
-      "$G" rlhf rl --config "$CFG" "${inputs[@]}" \
-        --set "rl.algo=\"$A\"" --set rl.beta="$B" --set rl.updates=100 --set eval.every=5 \
-        --seed "$S" --out "$OUT/$dir" --overwrite --quiet
+      rl "$A-beta$B-labels10000" "$S" --set "rl.algo=\"$A\"" --set rl.beta="$B"
     done
   done
 done
 for S in 1 2 3; do
-  dir="grpo-unscaled-beta0.01-labels10000"
-  [ "$S" = 1 ] || dir="$dir-seed$S"
-  n=$((n + 1))
-  echo "rlhf-learners: [$n/22] $OUT/$dir" >&2
-  "$G" rlhf rl --config "$CFG" "${inputs[@]}" \
-    --set 'rl.algo="grpo"' --set 'rl.scale_rewards="none"' --set rl.beta=0.01 \
-    --set rl.updates=100 --set eval.every=5 --seed "$S" --out "$OUT/$dir" --overwrite --quiet
+  rl grpo-unscaled-beta0.01-labels10000 "$S" \
+    --set 'rl.algo="grpo"' --set 'rl.scale_rewards="none"' --set rl.beta=0.01
 done
 "$G" report "$OUT" > /dev/null
 "$G" plot "$OUT" > /dev/null

@@ -952,6 +952,21 @@ fn the_updates_see_nothing_of_the_padding_positions_of_a_rollout() {
     }
 }
 
+/// RLOO's and GRPO's batch in the tests: prompts 1 and 2, three responses each, of lengths
+/// from 2 to 11 (one without `<eos>`).
+fn two_groups_of_three() -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+    let prompts = [1, 1, 1, 2, 2, 2].into_iter().map(prompt).collect();
+    let responses = vec![
+        vec![5, 6, 2],
+        vec![7; 11],
+        vec![8, 9, 10, 11, 2],
+        vec![12, 13],
+        vec![14, 15, 16, 17, 18, 19, 2],
+        vec![20, 2],
+    ];
+    (prompts, responses)
+}
+
 /// RLOO and GRPO: each response's advantage, on every one of its real tokens and nowhere else,
 /// is its group's formula (`gradgym_algorithms::group`) of the rollout's own rewards: RLOO's of
 /// the KL-penalised sequence reward, GRPO's of the score alone. Neither steps the value
@@ -963,16 +978,7 @@ fn rloo_and_grpo_take_advantages_within_groups_and_leave_the_value_function_alon
     tch::set_num_threads(1);
     let reference = model(40, 5);
     let reward_model = rm(7);
-    // Two prompts, three responses each.
-    let ps: Vec<Vec<u32>> = [1, 1, 1, 2, 2, 2].into_iter().map(prompt).collect();
-    let rs: Vec<Vec<u32>> = vec![
-        vec![5, 6, 2],
-        vec![7; 11],
-        vec![8, 9, 10, 11, 2],
-        vec![12, 13],
-        vec![14, 15, 16, 17, 18, 19, 2],
-        vec![20, 2],
-    ];
+    let (ps, rs) = two_groups_of_three();
     for backend in [BackendKind::Libtorch, BackendKind::Native] {
         for (algo, scale) in [
             (Algo::Rloo, ScaleRewards::Group),
@@ -1034,15 +1040,7 @@ fn rloo_and_grpo_minibatch_losses_are_means_over_their_own_sequences() {
     tch::set_num_threads(1);
     let reference = model(40, 5);
     let reward_model = rm(7);
-    let ps: Vec<Vec<u32>> = [1, 1, 1, 2, 2, 2].into_iter().map(prompt).collect();
-    let rs: Vec<Vec<u32>> = vec![
-        vec![5, 6, 2],
-        vec![7; 11],
-        vec![8, 9, 10, 11, 2],
-        vec![12, 13],
-        vec![14, 15, 16, 17, 18, 19, 2],
-        vec![20, 2],
-    ];
+    let (ps, rs) = two_groups_of_three();
     for backend in [BackendKind::Libtorch, BackendKind::Native] {
         let mut l = learner_with(Algo::Rloo, 2, backend, |c| {
             c.num_generations = Some(3);

@@ -88,6 +88,44 @@ fn policy_gradient_loss_by_hand() {
     close("slice f64 ∂L/∂log π", &g, &grad, F64);
 }
 
+/// The clipped surrogate's case of `ppo_clip_loss_by_hand`'s table: inputs, ratios, and each
+/// sample's loss term with its branch chosen by hand.
+struct ClipCase {
+    old: [f32; 6],
+    new: Vec<f32>,
+    adv: [f32; 6],
+    eps: f64,
+    r: Vec<f64>,
+    a: Vec<f64>,
+    terms: [f64; 6],
+}
+
+fn clip_case() -> ClipCase {
+    let old = [-1.0f32, -0.5, -2.0, -0.25, -1.5, -0.75];
+    let new = new_logprobs(&old, &[1.1, 1.3, 1.3, 0.7, 0.7, 1.5]);
+    let adv = [2.0f32, 2.0, -1.0, 1.0, -1.0, 0.5];
+    let eps = 0.2;
+    let r = ratios(&new, &old);
+    let a = wide(&adv);
+    let terms = [
+        -a[0] * r[0],
+        -a[1] * (1.0 + eps),
+        -a[2] * r[2],
+        -a[3] * r[3],
+        -a[4] * (1.0 - eps),
+        -a[5] * (1.0 + eps),
+    ];
+    ClipCase {
+        old,
+        new,
+        adv,
+        eps,
+        r,
+        a,
+        terms,
+    }
+}
+
 /// PPO-clip with ε = 0.2 on six samples, one per branch:
 ///
 /// | i | ρ   | A    | where ρ is     | min(ρA, clip(ρ)A) is | term −min | ∂/∂log π (×6) |
@@ -104,21 +142,16 @@ fn policy_gradient_loss_by_hand() {
 /// sample 4 inside.
 #[test]
 fn ppo_clip_loss_by_hand() {
-    let old = [-1.0f32, -0.5, -2.0, -0.25, -1.5, -0.75];
-    let new = new_logprobs(&old, &[1.1, 1.3, 1.3, 0.7, 0.7, 1.5]);
-    let adv = [2.0f32, 2.0, -1.0, 1.0, -1.0, 0.5];
-    let eps = 0.2;
-    let r = ratios(&new, &old);
-    let a = wide(&adv);
+    let ClipCase {
+        old,
+        new,
+        adv,
+        eps,
+        r,
+        a,
+        terms,
+    } = clip_case();
     let n = 6.0;
-    let terms = [
-        -a[0] * r[0],
-        -a[1] * (1.0 + eps),
-        -a[2] * r[2],
-        -a[3] * r[3],
-        -a[4] * (1.0 - eps),
-        -a[5] * (1.0 + eps),
-    ];
     let loss = terms.iter().sum::<f64>() / n;
     let grad = vec![
         -a[0] * r[0] / n,
@@ -344,27 +377,23 @@ fn advantage_normalisation_by_hand() {
 }
 
 /// RLOO's and GRPO's clipped surrogate with a weight per token: `L = Σ w_i max(−A_i ρ_i,
-/// −A_i clip(ρ_i))`, the same branches as `ppo_clip_loss_by_hand` but summed with the weights,
+/// −A_i clip(ρ_i))`, on `clip_case` as `ppo_clip_loss_by_hand` but summed with the weights,
 /// `∂L/∂log π_i = −w_i A_i ρ_i` where the unclipped term decides, else 0. GRPO's penalty toward
 /// the reference, `Σ w_i (e^{d_i} − d_i − 1)`, `d_i = log p_i − log π_i`, has
 /// `∂/∂log π_i = w_i (1 − e^{d_i})`.
 #[test]
 fn weighted_clip_loss_and_reference_penalty_by_hand() {
-    let old = [-1.0f32, -0.5, -2.0, -0.25, -1.5, -0.75];
-    let new = new_logprobs(&old, &[1.1, 1.3, 1.3, 0.7, 0.7, 1.5]);
-    let adv = [2.0f32, 2.0, -1.0, 1.0, -1.0, 0.5];
+    let ClipCase {
+        old,
+        new,
+        adv,
+        eps,
+        r,
+        a,
+        terms,
+    } = clip_case();
     let w = [0.5f32, 0.25, 0.125, 0.125, 1.0, 2.0];
-    let eps = 0.2;
-    let r = ratios(&new, &old);
-    let (a, wd) = (wide(&adv), wide(&w));
-    let terms = [
-        -a[0] * r[0],
-        -a[1] * (1.0 + eps),
-        -a[2] * r[2],
-        -a[3] * r[3],
-        -a[4] * (1.0 - eps),
-        -a[5] * (1.0 + eps),
-    ];
+    let wd = wide(&w);
     let loss: f64 = terms.iter().zip(&wd).map(|(t, w)| t * w).sum();
     let unclipped = [true, false, true, true, false, false];
     let grad: Vec<f64> = (0..6)

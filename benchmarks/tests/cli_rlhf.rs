@@ -594,26 +594,31 @@ fn a_context_too_short_and_a_negative_beta_are_refused_naming_the_field() {
         ("beta", ("[rl]\n", "[rl]\nbeta = -0.5\n"), "rl.beta"),
         ("typo", ("[rl]\n", "[rl]\nbetta = 0.5\n"), "betta"),
     ] {
-        let dir = scratch(name);
-        let cfg = dir.join("config.toml");
-        fs::create_dir_all(&dir).unwrap();
-        let body = TINY.replace(extra.0, extra.1);
-        fs::write(&cfg, body).unwrap();
-        let out = dir.join("out");
-        let o = run(&[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert_eq!(o.status.code(), Some(2), "{name}: {}", text(&o));
-        let t = text(&o);
-        assert!(
-            t.contains(&format!("`{field}`")) && t.contains("config.toml"),
-            "{name}: {t}"
-        );
-        assert!(!out.exists());
+        refused_config(name, &TINY.replace(extra.0, extra.1), field, "");
     }
+}
+
+/// `gradgym rlhf` on the config `body` exits 2 naming `field` (with `says`) and config.toml,
+/// and writes no run folder.
+fn refused_config(name: &str, body: &str, field: &str, says: &str) {
+    let dir = scratch(name);
+    let cfg = dir.join("config.toml");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(&cfg, body).unwrap();
+    let out = dir.join("out");
+    let o = run(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{name}: {}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains(&format!("`{field}`")) && t.contains(says) && t.contains("config.toml"),
+        "{name}: {t}"
+    );
+    assert!(!out.exists(), "{name}");
 }
 
 /// RLOO and GRPO: `num_generations` must split `batch_size` into groups of at least 2, and is
@@ -649,25 +654,8 @@ fn rloo_and_grpo_check_their_groups_and_say_what_they_do_not_read() {
             "GRPO's",
         ),
     ] {
-        let dir = scratch(&format!("group-{name}"));
-        let cfg = dir.join("config.toml");
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(&cfg, TINY.replace("[rl]\n", &format!("[rl]\n{extra}\n"))).unwrap();
-        let out = dir.join("out");
-        let o = run(&[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert_eq!(o.status.code(), Some(2), "{name}: {}", text(&o));
-        let t = text(&o);
-        assert!(
-            t.contains(&format!("`{field}`")) && t.contains(says) && t.contains("config.toml"),
-            "{name}: {t}"
-        );
-        assert!(!out.exists(), "{name}");
-        fs::remove_dir_all(dir).ok();
+        let body = TINY.replace("[rl]\n", &format!("[rl]\n{extra}\n"));
+        refused_config(&format!("group-{name}"), &body, field, says);
     }
     let dir = scratch("group-run");
     let cfg = config(&dir, "");
