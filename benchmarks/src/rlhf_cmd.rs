@@ -658,11 +658,16 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
     }
     let mut phases: Vec<[f64; 3]> = Vec::with_capacity(reps + 1);
     let mut native_phases: Vec<[f64; 3]> = Vec::with_capacity(reps + 1);
-    let mut update = |learner: &mut TokenLearner, phases: &mut Vec<[f64; 3]>| -> Result<()> {
+    // One update of `learner` on `prompts`, its phases' times pushed to `phases`: PPO's below,
+    // and RLOO's on its grouped prompts.
+    let mut update = |learner: &mut TokenLearner,
+                      phases: &mut Vec<[f64; 3]>,
+                      prompts: &[Vec<u32>]|
+     -> Result<()> {
         let t0 = Instant::now();
         let g = generate(
             &learner.policy,
-            &prompts,
+            prompts,
             response,
             never,
             &sampling,
@@ -729,7 +734,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
                     }
                 };
                 let t = Instant::now();
-                update(learner, sink)?;
+                update(learner, sink, &prompts)?;
                 if rep > 0 {
                     times[k].push(t.elapsed().as_secs_f64());
                 }
@@ -749,7 +754,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
     } else {
         (
             median_rate(reps, tokens, device, || {
-                update(&mut learners[0], &mut phases)
+                update(&mut learners[0], &mut phases, &prompts)
             })?,
             None,
             None,
@@ -832,20 +837,9 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
             .iter()
             .flat_map(|p| std::iter::repeat_n(p.clone(), k))
             .collect();
+        let mut phases = Vec::new();
         Some(median_rate(reps, tokens, device, || {
-            let g = generate(
-                &learner.policy,
-                &grouped,
-                response,
-                never,
-                &sampling,
-                &mut data,
-            );
-            let p: Vec<&[u32]> = grouped.iter().map(|p| p.as_slice()).collect();
-            let r: Vec<&[u32]> = g.iter().map(|g| g.tokens.as_slice()).collect();
-            let rollout = learner.rollout(&reference, &reward_model, &p, &r, 0.05);
-            learner.update(&rollout, &mut data)?;
-            Ok(())
+            update(&mut learner, &mut phases, &grouped)
         })?)
     } else {
         None
